@@ -1,0 +1,1 @@
+"""Pipelines: Beam pipelines wired from transforms, each exposing run(argv)."""

@@ -1,0 +1,1 @@
+"""Beam transforms and the pure-Python message model they build on."""

@@ -1,0 +1,103 @@
+"""The message model shared by both services: what gets sent, where, and its identity.
+
+A :class:`Message` is the logical content of one HTTP GET, without credentials: the
+destination, the message kind (a Kontagent type code such as ``ins`` or a KISSmetrics
+endpoint ``e``/``s``/``a``) and its parameters as strings. Credentials live in an
+:class:`Endpoint` and are only joined with a message when a URL is rendered, so messages
+can be deduplicated, written to a dead letter or a dry-run file without carrying secrets.
+
+The identity key (:attr:`Message.key`) is what dedup and the delivery ledger rely on: the
+same logical message always has the same key, whatever the order its parameters were
+given in, and signing noise (``ts``, ``an_sig``) is never part of a message.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Literal
+
+Destination = Literal["kontagent", "kissmetrics"]
+
+#: The destinations beaconflow knows, in the order reports list them.
+DESTINATIONS: tuple[Destination, ...] = ("kontagent", "kissmetrics")
+
+
+class MessageError(ValueError):
+    """A message cannot be built: names the message kind, the parameter and the rule broken."""
+
+    def __init__(self, kind: str, param: str | None, rule: str) -> None:
+        self.kind = kind
+        self.param = param
+        self.rule = rule
+        where = f"{kind}: parameter {param!r}" if param else kind
+        super().__init__(f"{where}: {rule}")
+
+
+@dataclass(frozen=True)
+class Message:
+    """One message for one service, without credentials.
+
+    ``params`` holds ``(name, value)`` pairs sorted by name, values already rendered as the
+    strings the service receives (lists comma-joined, booleans ``0``/``1``).
+    ``occurrence`` distinguishes messages whose content alone does not identify them: Kontagent
+    counts every request and has no timestamps, so two level-ups of one user are two messages
+    with equal parameters; the pipeline sets ``occurrence`` to the source event's identity.
+    Applications sending one message at a time leave it empty.
+    """
+
+    destination: Destination
+    kind: str
+    params: tuple[tuple[str, str], ...]
+    occurrence: str = ""
+    key: str = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "params", tuple(sorted(self.params)))
+        object.__setattr__(self, "key", identity_key(self))
+
+    def param(self, name: str) -> str | None:
+        """The value of parameter ``name``, or None when the message does not carry it."""
+        for key, value in self.params:
+            if key == name:
+                return value
+        return None
+
+    def as_dict(self) -> dict[str, str]:
+        """The parameters as a dict (names are unique within a message)."""
+        return dict(self.params)
+
+
+def identity_key(message: Message) -> str:
+    """A stable hex key for a message: equal for the same logical message, else different.
+
+    Built from the destination, the kind, the sorted parameters and the occurrence, with
+    separators that cannot occur unescaped in the parts (each part is length-prefixed).
+    """
+    digest = hashlib.sha256()
+    parts = [message.destination, message.kind, message.occurrence]
+    for name, value in sorted(message.params):
+        parts.extend((name, value))
+    for part in parts:
+        raw = part.encode("utf-8", "surrogatepass")
+        digest.update(len(raw).to_bytes(4, "big"))
+        digest.update(raw)
+    return digest.hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where and as whom a destination's messages are sent.
+
+    ``api_key`` and ``secret`` are excluded from ``repr`` so that they cannot leak through a
+    log line or an exception that formats the endpoint.
+    """
+
+    destination: Destination
+    base_url: str
+    api_key: str = field(repr=False)
+    secret: str | None = field(default=None, repr=False)
+
+    def secrets(self) -> tuple[str, ...]:
+        """The values that must never be shown: the API key and the secret, when set."""
+        return tuple(value for value in (self.api_key, self.secret) if value)
