@@ -8,7 +8,9 @@ a URL and, as a second line of defence, every literal occurrence of a configured
 
 from __future__ import annotations
 
+import logging
 import re
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import quote, quote_plus
@@ -45,3 +47,49 @@ class Redactor:
 
     def __call__(self, text: str) -> str:
         return self.text(text)
+
+
+class RedactingFilter(logging.Filter):
+    """A logging filter that masks registered secrets in records of third-party loggers.
+
+    Libraries we call log full URLs at DEBUG (urllib3: ``"GET /api/v1/<key>/..."``); this
+    filter rewrites such records before any handler sees them.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._lock = threading.Lock()
+        self._secrets: set[str] = set()
+        self._redactor = Redactor()
+
+    def register(self, secrets: Iterable[str | None]) -> None:
+        """Mask these values too, from now on."""
+        with self._lock:
+            self._secrets.update(value for value in secrets if value)
+            self._redactor = Redactor.of(self._secrets)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        masked = self._redactor(text)
+        if masked != text:
+            record.msg, record.args = masked, None
+        return True
+
+
+#: Loggers of libraries that put request URLs into their records.
+URL_LOGGERS = ("urllib3.connectionpool", "aiohttp.client", "aiohttp.access")
+
+_filter = RedactingFilter()
+_installed = False
+_install_lock = threading.Lock()
+
+
+def redact_library_logs(secrets: Iterable[str | None]) -> None:
+    """Make sure the URL-logging libraries' records never show these secrets."""
+    global _installed
+    _filter.register(secrets)
+    with _install_lock:
+        if not _installed:
+            for name in URL_LOGGERS:
+                logging.getLogger(name).addFilter(_filter)
+            _installed = True

@@ -1,0 +1,233 @@
+"""A small synchronous client for applications, mirroring the Ruby Kontagent library.
+
+One call sends one message, validated first by the same builders the pipeline uses, over a
+``requests`` session with a timeout on every call. HTTP failures raise typed exceptions
+(:class:`TransportError` for connection problems and timeouts, :class:`HTTPStatusError` for
+non-2xx answers) whose messages never contain the API key or the secret: URLs are redacted
+and the original exception, which would carry the URL, is not chained.
+
+Example::
+
+    from beaconflow.client import KontagentClient, KissmetricsClient
+
+    kontagent = KontagentClient(api_key="...", secret="...")  # Kontagent's test server
+    kontagent.notify_new_install(123456)
+    kontagent.notify_custom_event(123456, "harvest", value=3, level=2, st1="crops")
+
+    kissmetrics = KissmetricsClient(api_key="...")
+    kissmetrics.record("bob", "Signed Up", properties={"plan": "free"})
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from types import TracebackType
+
+import requests
+
+from transforms import kissmetrics, kontagent
+from transforms.message import Endpoint, Message
+from transforms.redact import Redactor, redact_library_logs
+from transforms.render import render_url
+from transforms.retry import Verdict, classify
+
+log = logging.getLogger("beaconflow.client")
+
+#: Seconds a call may take, connecting and reading, unless the client is given another.
+DEFAULT_TIMEOUT = 10.0
+
+
+class TrackingError(Exception):
+    """A message could not be delivered. The text is redacted: no key, no secret."""
+
+
+class TransportError(TrackingError):
+    """The service could not be reached or did not answer in time; worth retrying later."""
+
+
+class HTTPStatusError(TrackingError):
+    """The service answered with a non-2xx status."""
+
+    def __init__(self, text: str, status: int) -> None:
+        super().__init__(text)
+        self.status = status
+        #: True for 408, 429 and 5xx other than 501: the same call may succeed later.
+        self.retriable = classify(status, None) is Verdict.RETRIABLE
+
+
+class _Client:
+    """What both clients share: one session per thread, the timeout and redaction."""
+
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        *,
+        timeout: float,
+        clock: Callable[[], float],
+        session_factory: Callable[[], requests.Session],
+    ) -> None:
+        if not endpoint.api_key:
+            raise ValueError(f"{endpoint.destination}: an API key is required")
+        if timeout <= 0:
+            raise ValueError("timeout must be a positive number of seconds")
+        self._endpoint = endpoint
+        self._timeout = timeout
+        self._clock = clock
+        self._session_factory = session_factory
+        self._local = threading.local()
+        self._sessions: list[requests.Session] = []
+        self._lock = threading.Lock()
+        self._redact = Redactor.of(endpoint.secrets())
+        redact_library_logs(endpoint.secrets())
+
+    def _session(self) -> requests.Session:
+        session: requests.Session | None = getattr(self._local, "session", None)
+        if session is None:
+            session = self._session_factory()
+            self._local.session = session
+            with self._lock:
+                self._sessions.append(session)
+        return session
+
+    def send_message(self, message: Message) -> Message:
+        """Send one built message; return it on a 2xx answer, raise TrackingError otherwise."""
+        request_url = render_url(message, self._endpoint, self._clock())
+        shown = self._redact(request_url)
+        try:
+            response = self._session().get(request_url, timeout=self._timeout)
+        except requests.Timeout:
+            raise TransportError(f"timed out after {self._timeout}s: GET {shown}") from None
+        except requests.RequestException as error:
+            reason = self._redact(f"{type(error).__name__}: {error}")
+            raise TransportError(f"could not reach the service: GET {shown}: {reason}") from None
+        if not 200 <= response.status_code < 300:
+            log.debug("HTTP %d for GET %s", response.status_code, shown)
+            raise HTTPStatusError(f"HTTP {response.status_code}: GET {shown}", response.status_code)
+        log.debug("sent GET %s", shown)
+        return message
+
+    def close(self) -> None:
+        """Close every session this client opened, in any thread."""
+        with self._lock:
+            sessions, self._sessions = self._sessions, []
+        for session in sessions:
+            session.close()
+
+    def __enter__(self) -> _Client:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class KontagentClient(_Client):
+    """Sends Kontagent messages, like ``Kontagent::Tracking`` of the Ruby library.
+
+    ``base_url`` defaults to Kontagent's test server, as that library does; pass
+    :data:`transforms.kontagent.PRODUCTION_URL` for production. With a ``secret`` every
+    request is signed (``ts``, ``an_sig``).
+    """
+
+    def __init__(
+        self,
+        api_key: str,
+        secret: str | None = None,
+        base_url: str = kontagent.TEST_SERVER_URL,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        clock: Callable[[], float] = time.time,
+        session_factory: Callable[[], requests.Session] = requests.Session,
+    ) -> None:
+        super().__init__(
+            Endpoint("kontagent", base_url, api_key, secret),
+            timeout=timeout,
+            clock=clock,
+            session_factory=session_factory,
+        )
+
+    def send(self, message_type: str, params: Mapping[str, object]) -> Message:
+        """Build and send any message: a type code (``ins``) or an event name (``invite_sent``)."""
+        return self.send_message(kontagent.build(message_type, params))
+
+    def notify_new_install(
+        self,
+        user_id: int | str,
+        tracking_tag: str | None = None,
+        short_tracking_tag: str | None = None,
+    ) -> Message:
+        """Tell Kontagent that ``user_id`` installed the application (apa)."""
+        return self.send("apa", {"s": user_id, "u": tracking_tag, "su": short_tracking_tag})
+
+    def notify_uninstall(self, user_id: int | str) -> Message:
+        """Tell Kontagent that ``user_id`` removed the application (apr)."""
+        return self.send("apr", {"s": user_id})
+
+    def notify_custom_event(
+        self,
+        user_id: int | str,
+        event_name: str,
+        value: int | None = None,
+        level: int | None = None,
+        st1: str | None = None,
+        st2: str | None = None,
+        st3: str | None = None,
+    ) -> Message:
+        """Send a custom event (evt) with optional value, level and up to three subtypes."""
+        params = {"s": user_id, "n": event_name, "v": value, "l": level}
+        return self.send("evt", {**params, "st1": st1, "st2": st2, "st3": st3})
+
+
+class KissmetricsClient(_Client):
+    """Sends KISSmetrics record, set and alias calls; ``time`` backdates with ``_t``/``_d=1``."""
+
+    def __init__(
+        self,
+        api_key: str,
+        base_url: str = kissmetrics.DEFAULT_URL,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        clock: Callable[[], float] = time.time,
+        session_factory: Callable[[], requests.Session] = requests.Session,
+    ) -> None:
+        super().__init__(
+            Endpoint("kissmetrics", base_url, api_key),
+            timeout=timeout,
+            clock=clock,
+            session_factory=session_factory,
+        )
+
+    def record(
+        self,
+        person: str | int,
+        event: str,
+        *,
+        time: int | datetime | None = None,
+        properties: Mapping[str, object] | None = None,
+    ) -> Message:
+        """Record that ``person`` did ``event``."""
+        return self.send_message(
+            kissmetrics.record(person, event, time=time, properties=properties)
+        )
+
+    def set(
+        self,
+        person: str | int,
+        properties: Mapping[str, object],
+        *,
+        time: int | datetime | None = None,
+    ) -> Message:
+        """Set properties of ``person``."""
+        return self.send_message(kissmetrics.set_properties(person, properties, time=time))
+
+    def alias(self, person: str | int, identity: str | int) -> Message:
+        """Tell KISSmetrics that ``person`` and ``identity`` are one person."""
+        return self.send_message(kissmetrics.alias(person, identity))

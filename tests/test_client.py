@@ -1,0 +1,179 @@
+"""The small synchronous client against a real HTTP server on loopback, started here."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qsl, urlsplit
+
+import pytest
+
+from beaconflow.client import HTTPStatusError, KissmetricsClient, KontagentClient, TransportError
+from transforms.message import MessageError
+
+KEY = "c0ffee00c0ffee00c0ffee00c0ffee00"
+SECRET = "hunter2-the-kontagent-secret"
+GIF = (
+    b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00\x00\x00\x00,"
+    b"\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;"
+)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    seen: list[str] = []  # noqa: RUF012 - shared by design: the server's record
+
+    def do_GET(self) -> None:
+        self.seen.append(self.path)
+        if "/slow" in self.path or "s=666" in self.path:
+            time.sleep(1.0)
+        status = 503 if "s=503" in self.path else 400 if "s=400" in self.path else 200
+        self.send_response(status)
+        self.send_header("Content-Type", "image/gif")
+        self.send_header("Content-Length", str(len(GIF)))
+        self.end_headers()
+        self.wfile.write(GIF)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def server() -> Iterator[str]:
+    _Handler.seen = []
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _params(path: str) -> dict[str, str]:
+    return dict(parse_qsl(urlsplit(path).query))
+
+
+def test_kontagent_calls_of_the_ruby_library(server: str) -> None:
+    with KontagentClient(KEY, base_url=server, clock=lambda: 1_500_000_000) as client:
+        client.notify_new_install(123)
+        client.notify_uninstall(123)
+        client.notify_custom_event(123, "harvest", 0, 2, "crops", None, "wheat")
+        client.send("invite_sent", {"s": 123, "r": [4, 5], "u": "0123456789abcdef"})
+    paths = _Handler.seen
+    assert [urlsplit(p).path for p in paths] == [
+        f"/api/v1/{KEY}/apa/",
+        f"/api/v1/{KEY}/apr/",
+        f"/api/v1/{KEY}/evt/",
+        f"/api/v1/{KEY}/ins/",
+    ]
+    assert _params(paths[2]) == {
+        "s": "123",
+        "n": "harvest",
+        "v": "0",
+        "l": "2",
+        "st1": "crops",
+        "st3": "wheat",
+    }
+    assert _params(paths[3])["r"] == "4,5" and "r=4%2C5" in paths[3]
+
+
+def test_signed_requests_carry_ts_and_an_sig(server: str) -> None:
+    with KontagentClient(KEY, SECRET, server, clock=lambda: 1_500_000_000) as client:
+        client.notify_uninstall(7)
+    params = _params(_Handler.seen[0])
+    assert params["ts"] == "1500000000" and len(params["an_sig"]) == 32
+    assert SECRET not in _Handler.seen[0]
+
+
+def test_kissmetrics_record_set_alias(server: str) -> None:
+    with KissmetricsClient(KEY, server) as client:
+        client.record("bob", "Signed Up", time=1262304000, properties={"gender": "male"})
+        client.set("bob", {"plan": "free"})
+        client.alias("bob", "bob@bob.com")
+    assert [urlsplit(p).path for p in _Handler.seen] == ["/e", "/s", "/a"]
+    assert _params(_Handler.seen[0]) == {
+        "_k": KEY,
+        "_p": "bob",
+        "_n": "Signed Up",
+        "_t": "1262304000",
+        "_d": "1",
+        "gender": "male",
+    }
+
+
+def test_invalid_message_is_refused_before_sending(server: str) -> None:
+    with KontagentClient(KEY, base_url=server) as client, pytest.raises(MessageError, match="'n'"):
+        client.notify_custom_event(1, "not valid!")
+    assert _Handler.seen == []
+
+
+def test_5xx_raises_a_retriable_status_error(server: str) -> None:
+    with KontagentClient(KEY, SECRET, server) as client, pytest.raises(HTTPStatusError) as caught:
+        client.notify_uninstall(503)
+    assert caught.value.status == 503 and caught.value.retriable
+    assert KEY not in str(caught.value) and "/api/v1/***/apr/" in str(caught.value)
+
+
+def test_4xx_is_permanent(server: str) -> None:
+    with KontagentClient(KEY, base_url=server) as client, pytest.raises(HTTPStatusError) as caught:
+        client.notify_uninstall(400)
+    assert caught.value.status == 400 and not caught.value.retriable
+
+
+def test_timeout_raises_transport_error(server: str) -> None:
+    with (
+        KontagentClient(KEY, SECRET, server, timeout=0.2) as client,
+        pytest.raises(TransportError) as caught,
+    ):
+        client.notify_uninstall(666)
+    assert "timed out" in str(caught.value)
+    assert KEY not in str(caught.value) and SECRET not in str(caught.value)
+
+
+def test_connection_refused_raises_transport_error() -> None:
+    base = f"http://127.0.0.1:{_free_port()}"
+    with KissmetricsClient(KEY, base, timeout=2) as client, pytest.raises(TransportError) as caught:
+        client.alias("a", "b")
+    assert KEY not in str(caught.value)
+    assert caught.value.__cause__ is None and caught.value.__suppress_context__
+
+
+def test_no_key_or_secret_reaches_the_logs(server: str, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    with KontagentClient(KEY, SECRET, server) as client:
+        client.notify_uninstall(1)
+        with pytest.raises(HTTPStatusError):
+            client.notify_uninstall(503)
+    unreachable = f"http://127.0.0.1:{_free_port()}"
+    with KontagentClient(KEY, SECRET, unreachable) as client, pytest.raises(TransportError):
+        client.notify_uninstall(2)
+    assert caplog.records, "the client should log what it sends"
+    assert KEY not in caplog.text and SECRET not in caplog.text
+
+
+def test_missing_key_and_bad_timeout_are_refused() -> None:
+    with pytest.raises(ValueError, match="API key"):
+        KontagentClient("")
+    with pytest.raises(ValueError, match="timeout"):
+        KissmetricsClient(KEY, timeout=0)
+
+
+def test_client_is_usable_from_many_threads(server: str) -> None:
+    with KontagentClient(KEY, base_url=server) as client:
+        threads = [
+            threading.Thread(target=client.notify_uninstall, args=(n,)) for n in range(1, 21)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert sorted(int(_params(p)["s"]) for p in _Handler.seen) == list(range(1, 21))
