@@ -1,0 +1,731 @@
+"""The sandbox collector: a local HTTP server that speaks the Kontagent and KISSmetrics APIs.
+
+It serves the CLI's ``--sandbox`` mode, the tests and the throughput benchmark. Routes are
+Kontagent's ``GET /api/v1/<key>/<type>/`` and KISSmetrics' ``GET /e``, ``/s`` and ``/a``.
+Unlike the real services it is strict: every request is validated with
+:func:`transforms.render.parse_url`; a valid one is recorded and answered ``200`` with the
+services' 1x1 GIF, an invalid one is recorded as rejected and answered ``400`` with the reason
+(``403`` for an unexpected API key or a bad ``an_sig``). API keys are never stored: rejected
+paths and reasons go through :class:`transforms.redact.Redactor`.
+
+:class:`Faults` injects what a real service does on a bad day (5xx, 429 with ``Retry-After``,
+latency and spikes, dropped connections, a per-destination rate limit, users always refused),
+seeded so that tests are deterministic. A faulted request is not recorded as accepted.
+
+Run it on its own (Ctrl-C or SIGTERM stops it)::
+
+    python -m beaconflow.collector --port 8099 --error-rate 0.05 --too-many-rate 0.02 --seed 7
+
+In tests, in a background thread with its own event loop::
+
+    with Collector(faults=Faults(error_rate=0.1)) as collector:
+        requests.get(collector.base_url + "/e?_k=key&_p=bob&_n=Signed+Up")
+        collector.accepted()
+
+or inside a running event loop with ``async with Collector() as collector``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hmac
+import random
+import signal
+import socket
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from urllib.parse import parse_qsl, urlsplit
+
+from aiohttp import web
+
+from transforms.kontagent import signature
+from transforms.message import Destination, Message
+from transforms.redact import Redactor
+from transforms.render import parse_url
+
+#: The only interface the collector binds to: it must never be reachable from elsewhere.
+HOST = "127.0.0.1"
+
+#: The 43-byte transparent 1x1 GIF89a both services answer with.
+PIXEL_GIF = (
+    b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00\x00\x00\x00"
+    b",\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;"
+)
+
+Parser = Callable[[str], tuple[Message, str]]
+"""Path and query -> (validated message, API key); raises MessageError (a ValueError)."""
+
+Sleep = Callable[[float], Awaitable[None]]
+"""How injected latency waits; tests pass a fake that records the delays."""
+
+
+@dataclass(frozen=True)
+class Faults:
+    """What goes wrong, and how often. The default is a healthy service.
+
+    Rates are fractions of requests in [0, 1]; ``drop_rate + error_rate + too_many_rate``
+    must not exceed 1 (one draw decides among them). 0 disables a fault.
+    """
+
+    #: Answered 500 or 503 (half each).
+    error_rate: float = 0.0
+    #: Answered 429 with ``Retry-After: retry_after``.
+    too_many_rate: float = 0.0
+    #: Seconds in the ``Retry-After`` of a 429 from ``too_many_rate``; 0 is allowed.
+    retry_after: int = 1
+    #: Seconds added to every response.
+    latency: float = 0.0
+    #: Fraction of responses delayed by a further ``latency_spike`` seconds.
+    latency_spike_rate: float = 0.0
+    latency_spike: float = 0.0
+    #: Connections closed without any response.
+    drop_rate: float = 0.0
+    #: User ids (Kontagent ``s`` or any of ``r``, KISSmetrics ``_p``) always answered 400.
+    reject_users: frozenset[str] = frozenset()
+    #: Requests per second allowed per destination (token bucket, burst of one second's
+    #: worth); above it, 429 with ``Retry-After: 1``. None means no limit.
+    rate_limit: float | None = None
+    #: Seed of the random draws, so that a test sees the same faults on every run.
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "reject_users", frozenset(self.reject_users))
+        rates = {
+            "error_rate": self.error_rate,
+            "too_many_rate": self.too_many_rate,
+            "latency_spike_rate": self.latency_spike_rate,
+            "drop_rate": self.drop_rate,
+        }
+        for name, rate in rates.items():
+            if not 0.0 <= rate <= 1.0:
+                raise ValueError(f"{name} must be between 0 and 1, got {rate}")
+        if self.drop_rate + self.error_rate + self.too_many_rate > 1.0:
+            raise ValueError("drop_rate + error_rate + too_many_rate must not exceed 1")
+        if self.latency < 0 or self.latency_spike < 0 or self.retry_after < 0:
+            raise ValueError("latency, latency_spike and retry_after must not be negative")
+        if self.rate_limit is not None and self.rate_limit <= 0:
+            raise ValueError(f"rate_limit must be positive or None, got {self.rate_limit}")
+
+    @property
+    def outcome_rate(self) -> float:
+        """The fraction of requests that get a drop, a 5xx or a 429 instead of an answer."""
+        return self.drop_rate + self.error_rate + self.too_many_rate
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptedRecord:
+    """A message the collector accepted; ``key`` is the message's identity key, not an API key."""
+
+    destination: Destination
+    kind: str
+    params: tuple[tuple[str, str], ...]
+    key: str
+    monotonic: float
+    wall: float
+
+    def as_dict(self) -> dict[str, str]:
+        return dict(self.params)
+
+
+@dataclass(frozen=True, slots=True)
+class RejectedRecord:
+    """A refused request: the path and query with every key masked, the status and reason."""
+
+    destination: Destination | None
+    path: str
+    status: int
+    reason: str
+    monotonic: float
+    wall: float
+
+
+class TokenBucket:
+    """``rate`` tokens per second, holding at most ``burst``; one token per request."""
+
+    def __init__(self, rate: float, burst: float, now: float) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.tokens = burst
+        self.updated = now
+
+    def take(self, now: float) -> bool:
+        """Take a token if one is available at time ``now`` (seconds, monotonic)."""
+        self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+
+class FaultPlan:
+    """The faults in force with their random source and buckets, swapped as one object.
+
+    Only the server loop draws from it; replacing the whole plan (:meth:`Collector.set_faults`)
+    is a single assignment, so a request never sees new faults with old buckets.
+    """
+
+    def __init__(self, faults: Faults, destinations: Sequence[str], now: float) -> None:
+        self.faults = faults
+        self.random = random.Random(faults.seed)
+        rate = faults.rate_limit
+        self.buckets = (
+            {dest: TokenBucket(rate, max(1.0, rate), now) for dest in destinations}
+            if rate is not None
+            else {}
+        )
+
+    def draw(self, destination: str, now: float) -> tuple[str | None, float]:
+        """The fault this request gets (None: none) and the seconds to delay its answer.
+
+        Draws happen at arrival, before any await, so a seeded sequence of requests always
+        sees the same faults. One draw decides among drop, 5xx and 429, so the rates add up.
+        """
+        faults = self.faults
+        fault: str | None = None
+        if self.buckets and not self.buckets[destination].take(now):
+            fault = "rate_limit"
+        elif faults.outcome_rate > 0:
+            roll = self.random.random()
+            if roll < faults.drop_rate:
+                fault = "drop"
+            elif (roll := roll - faults.drop_rate) < faults.error_rate:
+                fault = "500" if roll < faults.error_rate / 2 else "503"
+            elif roll - faults.error_rate < faults.too_many_rate:
+                fault = "429"
+        delay = faults.latency
+        if faults.latency_spike_rate > 0 and self.random.random() < faults.latency_spike_rate:
+            delay += faults.latency_spike
+        return fault, delay
+
+
+class Records:
+    """Thread-safe record of what arrived: written by the server loop, read from anywhere.
+
+    ``max_records`` bounds the accepted and rejected lists (oldest dropped first); counters
+    always count everything. None keeps every record.
+    """
+
+    def __init__(
+        self, max_records: int | None = None, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._lock = threading.Lock()
+        self._max_records = max_records
+        self._clock = clock
+        self.clear()
+
+    def clear(self) -> None:
+        with self._lock:
+            self._accepted: deque[AcceptedRecord] = deque(maxlen=self._max_records)
+            self._rejected: deque[RejectedRecord] = deque(maxlen=self._max_records)
+            self._counts: dict[str, int] = dict.fromkeys(
+                ("arrived", "accepted", "rejected", "faulted"), 0
+            )
+            self._per_second: dict[str, dict[int, int]] = {}
+            self.started = self._clock()
+
+    def arrive(self, destination: str, now: float) -> None:
+        second = int(now - self.started)
+        with self._lock:
+            self._counts["arrived"] += 1
+            buckets = self._per_second.setdefault(destination, {})
+            buckets[second] = buckets.get(second, 0) + 1
+
+    def accept(self, message: Message, now: float) -> None:
+        record = AcceptedRecord(
+            message.destination, message.kind, message.params, message.key, now, time.time()
+        )
+        kind = f"{message.destination}/{message.kind}"
+        with self._lock:
+            self._accepted.append(record)
+            counts = self._counts
+            counts["accepted"] += 1
+            counts[message.destination] = counts.get(message.destination, 0) + 1
+            counts[kind] = counts.get(kind, 0) + 1
+
+    def reject(self, record: RejectedRecord) -> None:
+        with self._lock:
+            self._rejected.append(record)
+            self._counts["rejected"] += 1
+
+    def fault(self, name: str) -> None:
+        key = f"faulted/{name}"
+        with self._lock:
+            self._counts["faulted"] += 1
+            self._counts[key] = self._counts.get(key, 0) + 1
+
+    def accepted(self) -> list[AcceptedRecord]:
+        with self._lock:
+            return list(self._accepted)
+
+    def rejected(self) -> list[RejectedRecord]:
+        with self._lock:
+            return list(self._rejected)
+
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._counts)
+
+    def per_second(self, destination: str) -> dict[int, int]:
+        with self._lock:
+            return dict(self._per_second.get(destination, {}))
+
+
+class Collector:
+    """The sandbox server: start it, send to :attr:`base_url`, then read what it recorded.
+
+    ``kontagent_key`` / ``kissmetrics_key``: when set, a request with another key gets 403.
+    ``kontagent_secret``: when set, a Kontagent request carrying ``an_sig`` must be signed
+    with it (else 403); unsigned requests are still accepted. ``port`` 0 picks a free one.
+    For tests, ``parser`` replaces :func:`transforms.render.parse_url`, ``sleep``
+    asyncio.sleep (injected latency) and ``clock`` time.monotonic (rate limit, per-second counts).
+
+    Use either :meth:`start`/:meth:`stop` (a background thread with its own event loop, or
+    ``with``), or :meth:`start_async`/:meth:`stop_async` (the running loop, or ``async with``).
+    """
+
+    def __init__(
+        self,
+        *,
+        faults: Faults | None = None,
+        kontagent_key: str | None = None,
+        kissmetrics_key: str | None = None,
+        kontagent_secret: str | None = None,
+        port: int = 0,
+        max_records: int | None = None,
+        parser: Parser | None = None,
+        sleep: Sleep | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._parse = parser or parse_url
+        self._sleep: Sleep = sleep or asyncio.sleep
+        self._clock = clock
+        self._expected: dict[str, str | None] = {
+            "kontagent": kontagent_key,
+            "kissmetrics": kissmetrics_key,
+        }
+        self._secret = kontagent_secret
+        self._known_secrets = (kontagent_key, kissmetrics_key, kontagent_secret)
+        self._port = port
+        self.records = Records(max_records, clock)
+        self.set_faults(faults or Faults())
+        self._runner: web.AppRunner | None = None
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.base_url = ""
+
+    # -- configuration ------------------------------------------------------------------
+
+    @property
+    def faults(self) -> Faults:
+        return self._plan.faults
+
+    def set_faults(self, faults: Faults) -> None:
+        """Switch to ``faults`` from the next request on, with a fresh seed and full buckets."""
+        self._plan = FaultPlan(faults, tuple(self._expected), self._clock())
+
+    def reset(self) -> None:
+        """Forget every record and count, and restart the fault draws from the seed."""
+        self.records.clear()
+        self.set_faults(self._plan.faults)
+
+    # -- what was recorded --------------------------------------------------------------
+
+    def accepted(self) -> list[AcceptedRecord]:
+        """A snapshot of the accepted messages, in arrival order."""
+        return self.records.accepted()
+
+    def rejected(self) -> list[RejectedRecord]:
+        """A snapshot of the rejected requests, in arrival order, keys masked."""
+        return self.records.rejected()
+
+    def counts(self) -> dict[str, int]:
+        """Totals since start or reset.
+
+        ``arrived``, ``accepted``, ``rejected``, ``faulted``; accepted per ``<destination>``
+        and ``<destination>/<kind>``; faulted per ``faulted/<fault>`` (``drop``, ``500``,
+        ``503``, ``429``, ``rate_limit``).
+        """
+        return self.records.counts()
+
+    def per_second(self, destination: Destination) -> dict[int, int]:
+        """Requests that arrived for ``destination``, whatever their answer, per second.
+
+        Keyed by whole seconds since the collector started (or was reset).
+        """
+        return self.records.per_second(destination)
+
+    # -- the application ----------------------------------------------------------------
+
+    def make_app(self) -> web.Application:
+        """The aiohttp application, for embedding in another server or aiohttp's test tools."""
+        app = web.Application()
+        # HEAD is not GET: a sandbox that counted it as delivered would hide a client bug.
+        app.router.add_get("/api/v1/{key}/{type}/", self._kontagent, allow_head=False)
+        app.router.add_get("/api/v1/{key}/{type}", self._kontagent_no_slash, allow_head=False)
+        for endpoint in ("/e", "/s", "/a"):
+            app.router.add_get(endpoint, self._kissmetrics, allow_head=False)
+        app.router.add_route("*", "/{tail:.*}", self._unknown)
+        return app
+
+    async def _kontagent(self, request: web.Request) -> web.StreamResponse:
+        return await self._handle(request, "kontagent", request.raw_path)
+
+    async def _kontagent_no_slash(self, request: web.Request) -> web.StreamResponse:
+        path, question, query = request.raw_path.partition("?")
+        return await self._handle(request, "kontagent", f"{path}/{question}{query}")
+
+    async def _kissmetrics(self, request: web.Request) -> web.StreamResponse:
+        return await self._handle(request, "kissmetrics", request.raw_path)
+
+    async def _unknown(self, request: web.Request) -> web.StreamResponse:
+        known = request.path.startswith("/api/v1/") or request.path in ("/e", "/s", "/a")
+        status, reason = (
+            (405, f"method {request.method} not allowed: use GET")
+            if known and request.method != "GET"
+            else (404, "no such endpoint: expected a Kontagent or KISSmetrics API path")
+        )
+        return self._reject(request, None, status, reason)
+
+    async def _handle(
+        self, request: web.Request, destination: Destination, path_qs: str
+    ) -> web.StreamResponse:
+        now = self._clock()
+        records = self.records
+        records.arrive(destination, now)
+        plan = self._plan
+        fault, delay = plan.draw(destination, now)
+        if delay > 0:
+            await self._sleep(delay)
+        if fault is not None:
+            return self._faulted(request, fault, plan.faults)
+
+        expected = self._expected[destination]
+        try:
+            message, key = self._parse(path_qs)
+        except ValueError as error:
+            # A key that is there but wrong is an auth failure; a missing one is a bad request.
+            given = self._request_key(request, destination)
+            if expected is not None and given and given != expected:
+                return self._reject(request, destination, 403, "wrong API key")
+            return self._reject(request, destination, 400, str(error))
+        if expected is not None and key != expected:
+            return self._reject(request, destination, 403, "wrong API key")
+        if self._secret is not None and "an_sig=" in path_qs:
+            problem = self._signature_problem(path_qs, self._secret)
+            if problem:
+                return self._reject(request, destination, 403, problem)
+        reject_users = plan.faults.reject_users
+        if reject_users:
+            refused = self._rejected_user(message, reject_users)
+            if refused is not None:
+                reason = f"user {refused!r} is refused (fault injection: reject_users)"
+                return self._reject(request, destination, 400, reason)
+        records.accept(message, now)
+        return web.Response(body=PIXEL_GIF, content_type="image/gif")
+
+    def _faulted(self, request: web.Request, fault: str, faults: Faults) -> web.StreamResponse:
+        self.records.fault(fault)
+        if fault == "drop":
+            # Closing the transport makes aiohttp's write of the response fail quietly, and
+            # the client sees the connection end with no response at all.
+            if request.transport is not None:
+                request.transport.close()
+            return web.Response(status=500)
+        if fault == "rate_limit":
+            return web.Response(
+                status=429, text="rate limit exceeded", headers={"Retry-After": "1"}
+            )
+        if fault == "429":
+            return web.Response(
+                status=429,
+                text="too many requests",
+                headers={"Retry-After": str(faults.retry_after)},
+            )
+        status = int(fault)
+        return web.Response(status=status, text=f"injected fault: {status}")
+
+    def _reject(
+        self,
+        request: web.Request,
+        destination: Destination | None,
+        status: int,
+        reason: str,
+    ) -> web.Response:
+        key = self._request_key(request, destination) if destination else None
+        redact = Redactor.of((*self._known_secrets, key))
+        safe_reason = redact(reason)
+        now = self._clock()
+        path = redact(request.raw_path)
+        self.records.reject(
+            RejectedRecord(destination, path, status, safe_reason, now, time.time())
+        )
+        return web.Response(status=status, text=safe_reason)
+
+    @staticmethod
+    def _request_key(request: web.Request, destination: Destination | None) -> str | None:
+        if destination == "kontagent":
+            return request.match_info.get("key")
+        return request.query.get("_k")
+
+    @staticmethod
+    def _signature_problem(path_qs: str, secret: str) -> str | None:
+        try:
+            pairs = parse_qsl(urlsplit(path_qs).query, keep_blank_values=True, errors="strict")
+        except ValueError as error:
+            return f"an_sig: the query cannot be decoded ({error})"
+        given = [value for name, value in pairs if name == "an_sig"]
+        signed = [(name, value) for name, value in pairs if name != "an_sig"]
+        if len(given) != 1:
+            return "an_sig: must be given once"
+        expected = signature(signed, secret)
+        if not hmac.compare_digest(given[0].lower().encode(), expected.encode()):
+            return "an_sig: bad signature"
+        return None
+
+    @staticmethod
+    def _rejected_user(message: Message, users: frozenset[str]) -> str | None:
+        names = ("s", "r") if message.destination == "kontagent" else ("_p",)
+        for name, value in message.params:
+            if name in names:
+                ids = value.split(",") if message.destination == "kontagent" else (value,)
+                for user in ids:
+                    if user in users:
+                        return user
+        return None
+
+    # -- running ------------------------------------------------------------------------
+
+    async def start_async(self) -> str:
+        """Serve on the running event loop; returns the base URL."""
+        if self._runner is not None:
+            raise RuntimeError("the collector is already running")
+        # No access log: it would be the hot path's largest cost. A short shutdown timeout so
+        # that stopping does not wait out an injected latency spike.
+        runner = web.AppRunner(
+            self.make_app(), access_log=None, handle_signals=False, shutdown_timeout=1.0
+        )
+        await runner.setup()
+        site = web.TCPSite(runner, HOST, self._port, backlog=1024)
+        try:
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        port = runner.addresses[0][1]
+        self.base_url = f"http://{HOST}:{port}"
+        return self.base_url
+
+    async def stop_async(self) -> None:
+        """Stop serving; records stay readable."""
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+
+    def start(self) -> str:
+        """Serve from a background thread with its own event loop; returns the base URL."""
+        if self._thread is not None:
+            raise RuntimeError("the collector is already running")
+        loop = asyncio.new_event_loop()
+        started = threading.Event()
+        failure: list[BaseException] = []
+
+        def serve() -> None:
+            asyncio.set_event_loop(loop)
+            try:
+                loop.run_until_complete(self.start_async())
+            except BaseException as error:
+                failure.append(error)
+                started.set()
+                loop.close()
+                return
+            started.set()
+            loop.run_forever()
+            loop.run_until_complete(self.stop_async())
+            loop.close()
+
+        thread = threading.Thread(target=serve, name="beaconflow-collector", daemon=True)
+        thread.start()
+        started.wait()
+        if failure:
+            thread.join()
+            raise failure[0]
+        self._thread, self._loop = thread, loop
+        return self.base_url
+
+    def stop(self) -> None:
+        """Stop the background server and wait for its thread; records stay readable."""
+        thread, loop = self._thread, self._loop
+        self._thread = self._loop = None
+        if thread is None or loop is None:
+            return
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join()
+
+    def __enter__(self) -> Collector:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    async def __aenter__(self) -> Collector:
+        await self.start_async()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop_async()
+
+
+def unused_port() -> int:
+    """A port on 127.0.0.1 with nothing listening: a "down" service refuses connections there.
+
+    The kernel picks it and it is released at once, so another process could in principle
+    take it; on a test machine that race is negligible.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+def down_url() -> str:
+    """A base URL where connections are refused: the ``down`` fault."""
+    return f"http://{HOST}:{unused_port()}"
+
+
+def summary_line(counts: dict[str, int], previous: dict[str, int], seconds: float) -> str:
+    """One line for the console: the rate over the last interval (if a second long), totals."""
+    arrived = counts["arrived"] - previous.get("arrived", 0)
+    rate = f"{arrived / seconds:.0f} req/s over {seconds:.0f}s" if seconds >= 1 else "stopping"
+    return (
+        f"collector: {rate}; total arrived={counts['arrived']} "
+        f"accepted={counts['accepted']} (kontagent={counts.get('kontagent', 0)} "
+        f"kissmetrics={counts.get('kissmetrics', 0)}) rejected={counts['rejected']} "
+        f"faulted={counts['faulted']}"
+    )
+
+
+def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m beaconflow.collector",
+        description="Sandbox Kontagent + KISSmetrics collector on 127.0.0.1, with fault injection.",
+    )
+    parser.add_argument("--port", type=int, default=8099, help="port to listen on (0: any free)")
+    parser.add_argument("--error-rate", type=float, default=0.0, help="fraction answered 500/503")
+    parser.add_argument("--too-many-rate", type=float, default=0.0, help="fraction answered 429")
+    parser.add_argument(
+        "--retry-after", type=int, default=1, help="Retry-After seconds of those 429s (may be 0)"
+    )
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds added to responses")
+    parser.add_argument(
+        "--latency-spike-rate", type=float, default=0.0, help="fraction of responses spiking"
+    )
+    parser.add_argument("--latency-spike", type=float, default=0.0, help="seconds of a spike")
+    parser.add_argument(
+        "--drop-rate", type=float, default=0.0, help="fraction of connections closed unanswered"
+    )
+    parser.add_argument(
+        "--reject-user", action="append", default=[], help="user id always answered 400 (repeat)"
+    )
+    parser.add_argument(
+        "--rate-limit", type=float, default=None, help="requests/s per destination, then 429"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the fault draws")
+    parser.add_argument("--kontagent-key", default=None, help="the only Kontagent key accepted")
+    parser.add_argument("--kissmetrics-key", default=None, help="the only KISSmetrics key accepted")
+    parser.add_argument(
+        "--kontagent-secret", default=None, help="verify an_sig of signed Kontagent requests"
+    )
+    parser.add_argument(
+        "--max-records", type=int, default=100_000, help="records kept (counts are not capped)"
+    )
+    parser.add_argument(
+        "--summary-interval", type=float, default=10.0, help="seconds between summary lines"
+    )
+    return parser.parse_args(argv)
+
+
+def _faults_from(args: argparse.Namespace) -> Faults:
+    return Faults(
+        error_rate=args.error_rate,
+        too_many_rate=args.too_many_rate,
+        retry_after=args.retry_after,
+        latency=args.latency,
+        latency_spike_rate=args.latency_spike_rate,
+        latency_spike=args.latency_spike,
+        drop_rate=args.drop_rate,
+        reject_users=frozenset(args.reject_user),
+        rate_limit=args.rate_limit,
+        seed=args.seed,
+    )
+
+
+async def _serve(args: argparse.Namespace, faults: Faults) -> None:
+    collector = Collector(
+        faults=faults,
+        kontagent_key=args.kontagent_key,
+        kissmetrics_key=args.kissmetrics_key,
+        kontagent_secret=args.kontagent_secret,
+        port=args.port,
+        max_records=args.max_records,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    base_url = await collector.start_async()
+    print(base_url, flush=True)
+    print(f"collector: listening on {base_url}", file=sys.stderr, flush=True)
+    previous: dict[str, int] = {}
+    last = time.monotonic()
+    try:
+        while not stop.is_set():
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), args.summary_interval)
+            now = time.monotonic()
+            counts = collector.counts()
+            print(summary_line(counts, previous, now - last), file=sys.stderr, flush=True)
+            previous, last = counts, now
+    finally:
+        await collector.stop_async()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the collector until Ctrl-C or SIGTERM; returns the exit status."""
+    args = _parse_args(argv)
+    try:
+        faults = _faults_from(args)
+    except ValueError as error:
+        print(f"collector: {error}", file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(_serve(args, faults))
+    except KeyboardInterrupt:  # Ctrl-C before the signal handlers were installed
+        return 130
+    except OSError as error:
+        print(f"collector: cannot listen on {HOST}:{args.port}: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,127 @@
+"""The --mapping TOML: how another log schema maps onto the canonical record, and routing.
+
+A mapping renames fields (dotted paths reach into nested objects), adds constant fields,
+renames event names, and says which canonical events go to which destination. Without a
+mapping the input is the canonical record and every event goes to every configured
+destination. The format is documented in the README ("The mapping file") and an example is
+``sample_data/legacy_mapping.toml``.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from transforms.message import DESTINATIONS, Destination
+from transforms.records import FIELDS
+
+_TABLES = frozenset({"fields", "constants", "events", "destinations"})
+
+
+class MappingError(ValueError):
+    """The mapping file is unusable: names the file, the table and what is wrong."""
+
+
+@dataclass(frozen=True)
+class Route:
+    """Which canonical event names go to one destination: ``*`` includes every event."""
+
+    include: frozenset[str] = frozenset({"*"})
+    exclude: frozenset[str] = frozenset()
+
+    def accepts(self, event: str) -> bool:
+        return ("*" in self.include or event in self.include) and event not in self.exclude
+
+
+@dataclass(frozen=True)
+class RecordMapping:
+    """A parsed mapping; :meth:`apply` turns a source record into a canonical one."""
+
+    fields: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    constants: tuple[tuple[str, Any], ...] = ()
+    events: Mapping[str, str] = field(default_factory=dict)
+    routes: Mapping[Destination, Route] = field(default_factory=dict)
+
+    def apply(self, record: Mapping[str, Any]) -> dict[str, Any]:
+        """The canonical record for ``record``: renamed, completed with constants."""
+        if not self.fields and not self.constants and not self.events:
+            return dict(record)
+        renamed_sources = {path[0] for _, path in self.fields}
+        out = {key: value for key, value in record.items() if key not in renamed_sources}
+        for canonical, path in self.fields:
+            value: Any = record
+            for part in path:
+                value = value.get(part) if isinstance(value, dict) else None
+            if value is not None:
+                out[canonical] = value
+        for name, value in self.constants:
+            out.setdefault(name, value)
+        event = out.get("event")
+        if isinstance(event, str) and event in self.events:
+            out["event"] = self.events[event]
+        return out
+
+    def destinations(self, event: str, enabled: tuple[Destination, ...]) -> tuple[Destination, ...]:
+        """The enabled destinations that this canonical event goes to."""
+        return tuple(d for d in enabled if self.routes.get(d, Route()).accepts(event))
+
+
+def _table(doc: dict[str, Any], name: str, where: str) -> dict[str, Any]:
+    table = doc.get(name, {})
+    if not isinstance(table, dict):
+        raise MappingError(f"{where}: [{name}] must be a table")
+    return table
+
+
+def _names(value: object, where: str) -> frozenset[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise MappingError(f"{where} must be a list of event names")
+    return frozenset(value)
+
+
+def parse_mapping(text: str, where: str = "mapping") -> RecordMapping:
+    """A RecordMapping from TOML text; ``where`` names the file in errors."""
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise MappingError(f"{where}: not valid TOML: {error}") from None
+    unknown = set(doc) - _TABLES
+    if unknown:
+        raise MappingError(
+            f"{where}: unknown table(s) {sorted(unknown)}; expected {sorted(_TABLES)}"
+        )
+    fields = []
+    for canonical, source in _table(doc, "fields", where).items():
+        if canonical not in FIELDS:
+            raise MappingError(
+                f"{where}: [fields] {canonical!r} is not a canonical field; "
+                f"expected one of {sorted(FIELDS)}"
+            )
+        if not isinstance(source, str) or not source or "" in source.split("."):
+            raise MappingError(f"{where}: [fields] {canonical} must be a field name or dotted path")
+        fields.append((canonical, tuple(source.split("."))))
+    constants = []
+    for name, value in _table(doc, "constants", where).items():
+        if name not in FIELDS:
+            raise MappingError(f"{where}: [constants] {name!r} is not a canonical field")
+        constants.append((name, value))
+    events = {}
+    for source_name, canonical_name in _table(doc, "events", where).items():
+        if not isinstance(canonical_name, str) or not canonical_name:
+            raise MappingError(f"{where}: [events] {source_name} must map to an event name")
+        events[source_name] = canonical_name
+    routes: dict[Destination, Route] = {}
+    for name, spec in _table(doc, "destinations", where).items():
+        if name not in DESTINATIONS:
+            raise MappingError(
+                f"{where}: [destinations.{name}] is not a destination; "
+                f"expected one of {list(DESTINATIONS)}"
+            )
+        if not isinstance(spec, dict) or set(spec) - {"include", "exclude"}:
+            raise MappingError(f"{where}: [destinations.{name}] takes include and exclude lists")
+        include = _names(spec.get("include", ["*"]), f"{where}: destinations.{name}.include")
+        exclude = _names(spec.get("exclude", []), f"{where}: destinations.{name}.exclude")
+        routes[name] = Route(include, exclude)
+    return RecordMapping(tuple(fields), tuple(constants), events, routes)

@@ -1,0 +1,205 @@
+"""The canonical event record: parsing a log line, validating it, and the event's identity.
+
+Pure Python, no Beam. :func:`parse_line` turns one JSONL line into a dict (refusing NaN,
+Infinity and nesting too deep to be a log record); :func:`validate` turns a canonical dict
+into an :class:`Event` or raises :class:`RecordError` naming the field and the rule.
+The schema is documented in the README ("The record").
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+#: The earliest event time accepted: 2009-01-01T00:00:00Z (KISSmetrics takes nothing older).
+EARLIEST = int(datetime(2009, 1, 1, tzinfo=UTC).timestamp())
+
+#: How deep a record's JSON may nest; deeper is a broken or hostile line, not an event.
+MAX_DEPTH = 32
+
+_STRING_FIELDS = frozenset(
+    {
+        "name", "tracking_tag", "short_tracking_tag", "channel", "subtype1", "subtype2",
+        "subtype3", "gender", "city", "country", "state", "postal_code", "ip", "page_address",
+        "alias",
+    }
+)  # fmt: skip
+_INT_FIELDS = frozenset({"value", "level", "birth_year", "friend_count"})
+
+#: Every field of the canonical record; others are ignored.
+FIELDS = frozenset(
+    {"event_id", "time", "user_id", "event", "recipients", "installed", "goal_counts", "properties"}
+    | _STRING_FIELDS
+    | _INT_FIELDS
+)
+
+
+class RecordError(ValueError):
+    """A record is not a valid event: names the field and the rule broken."""
+
+    def __init__(self, field: str | None, rule: str) -> None:
+        self.field = field
+        self.rule = rule
+        super().__init__(f"field {field!r}: {rule}" if field else rule)
+
+
+@dataclass(frozen=True)
+class Event:
+    """A validated event: identity, time in whole seconds (UTC), user, name, other fields."""
+
+    key: str
+    time: int
+    user_id: str | int
+    name: str
+    fields: Mapping[str, Any]
+    source: str
+
+    def get(self, name: str) -> Any:
+        """An optional field's value, or None."""
+        return self.fields.get(name)
+
+
+def _refuse_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def _depth(value: object, limit: int) -> int:
+    stack: list[tuple[object, int]] = [(value, 1)]
+    deepest = 0
+    while stack:
+        item, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if deepest > limit:
+            return deepest
+        if isinstance(item, dict):
+            stack.extend((child, depth + 1) for child in item.values())
+        elif isinstance(item, list):
+            stack.extend((child, depth + 1) for child in item)
+    return deepest
+
+
+def parse_line(line: str) -> dict[str, Any]:
+    """The JSON object on one log line; raises RecordError for anything else."""
+    try:
+        value = json.loads(line, parse_constant=_refuse_constant)
+    except RecursionError:
+        raise RecordError(None, f"JSON nested deeper than {MAX_DEPTH} levels") from None
+    except ValueError as error:
+        raise RecordError(None, f"malformed JSON: {error}") from None
+    if not isinstance(value, dict):
+        raise RecordError(None, f"a record must be a JSON object, got {type(value).__name__}")
+    if _depth(value, MAX_DEPTH) > MAX_DEPTH:
+        raise RecordError(None, f"JSON nested deeper than {MAX_DEPTH} levels")
+    return value
+
+
+def parse_time(value: object) -> int:
+    """Whole seconds since the epoch, UTC, from ISO-8601 with an offset or Z, or epoch seconds."""
+    if isinstance(value, bool):
+        raise RecordError("time", "must be ISO-8601 or epoch seconds, not a bool")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise RecordError("time", "a timestamp column needs a time zone (UTC)")
+        return math.trunc(value.timestamp())
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise RecordError("time", f"must be a finite number of seconds, got {value}")
+        return math.trunc(value)
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            raise RecordError(
+                "time", f"must be ISO-8601 with an offset or Z, or epoch seconds, got {value!r}"
+            ) from None
+        if parsed.tzinfo is None:
+            raise RecordError("time", f"needs an offset or Z (UTC), got {value!r}")
+        return math.trunc(parsed.timestamp())
+    raise RecordError("time", f"must be ISO-8601 or epoch seconds, not {type(value).__name__}")
+
+
+def identity(record: Mapping[str, Any]) -> str:
+    """The event's identity: its ``event_id`` if it has one, else a hash of its content.
+
+    The content hash is over the record with keys sorted, so the same fields and values in
+    any key order are the same event, wherever they were read.
+    """
+    event_id = record.get("event_id")
+    if event_id is not None and event_id != "":
+        seed = "id\x00" + str(event_id)
+    else:
+        seed = "content\x00" + json.dumps(
+            record, sort_keys=True, separators=(",", ":"), ensure_ascii=False
+        )
+    return hashlib.sha256(seed.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+def _check_optional(record: Mapping[str, Any]) -> dict[str, Any]:
+    fields: dict[str, Any] = {}
+    for name in FIELDS - {"event_id", "time", "user_id", "event"}:
+        value = record.get(name)
+        if value is None:
+            continue
+        if name in _STRING_FIELDS and not isinstance(value, str):
+            raise RecordError(name, f"must be a string, not {type(value).__name__}")
+        if name in _INT_FIELDS and (isinstance(value, bool) or not isinstance(value, int)):
+            raise RecordError(name, f"must be an integer, not {type(value).__name__}")
+        if name == "installed" and not isinstance(value, bool):
+            raise RecordError(name, f"must be true or false, not {type(value).__name__}")
+        if name == "recipients" and (
+            not isinstance(value, list)
+            or any(isinstance(r, bool) or not isinstance(r, int | str) for r in value)
+        ):
+            raise RecordError(name, "must be a list of user ids (strings or integers)")
+        if name == "goal_counts" and (
+            not isinstance(value, dict)
+            or any(isinstance(v, bool) or not isinstance(v, int) for v in value.values())
+        ):
+            raise RecordError(name, "must be an object of goal name -> integer count")
+        if name == "properties" and (
+            not isinstance(value, dict)
+            or any(
+                isinstance(v, dict | list)
+                or v is None
+                or (isinstance(v, float) and not math.isfinite(v))
+                for v in value.values()
+            )
+        ):
+            raise RecordError(name, "must be an object of name -> string, number or bool")
+        fields[name] = value
+    return fields
+
+
+def validate(record: Mapping[str, Any], *, now: float, source: str = "") -> Event:
+    """The :class:`Event` of a canonical record, or RecordError naming what is wrong.
+
+    ``now`` is the current time (seconds since the epoch): events after it are refused, as
+    are events before 2009.
+    """
+    for required in ("time", "user_id", "event"):
+        if record.get(required) is None:
+            raise RecordError(required, "is required")
+    event_id = record.get("event_id")
+    if event_id is not None and (isinstance(event_id, bool) or not isinstance(event_id, str | int)):
+        raise RecordError("event_id", f"must be a string, not {type(event_id).__name__}")
+    seconds = parse_time(record["time"])
+    if seconds < EARLIEST:
+        raise RecordError(
+            "time", f"is before 2009-01-01, which the services do not take: {seconds}"
+        )
+    if seconds > now:
+        raise RecordError("time", f"is in the future: {seconds} > now ({int(now)})")
+    user_id = record["user_id"]
+    if isinstance(user_id, bool) or not isinstance(user_id, str | int) or user_id == "":
+        raise RecordError("user_id", "must be a non-empty string or an integer")
+    name = record["event"]
+    if not isinstance(name, str) or not name:
+        raise RecordError("event", "must be a non-empty string")
+    return Event(identity(record), seconds, user_id, name, _check_optional(record), source)
