@@ -130,7 +130,7 @@ class AcceptedRecord:
     monotonic: float
     wall: float
 
-    def as_dict(self) -> dict[str, str]:
+    def param_map(self) -> dict[str, str]:
         return dict(self.params)
 
 

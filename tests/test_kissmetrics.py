@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
@@ -52,11 +52,11 @@ def test_reference_alias_example() -> None:
 def test_parser_accepts_reference_examples(example: str) -> None:
     message, key = kissmetrics.parse_url(example)
     assert key == "api-key"
-    assert message.as_dict() == {k: v for k, v in parse_qsl(urlsplit(example).query) if k != "_k"}
+    assert message.param_map() == {k: v for k, v in parse_qsl(urlsplit(example).query) if k != "_k"}
 
 
 def test_backdating_sets_t_and_d() -> None:
-    when = datetime(2010, 1, 1, tzinfo=timezone.utc)
+    when = datetime(2010, 1, 1, tzinfo=UTC)
     message = kissmetrics.record(42, "Bought", time=when)
     assert message.param("_t") == "1262304000"
     assert message.param("_d") == "1"
@@ -70,9 +70,9 @@ def test_without_time_no_backdating() -> None:
 
 def test_falsy_property_values_are_sent() -> None:
     message = kissmetrics.record("bob", "x", properties={"count": 0, "vip": False, "note": ""})
-    assert message.as_dict()["count"] == "0"
-    assert message.as_dict()["vip"] == "false"
-    assert message.as_dict()["note"] == ""
+    assert message.param_map()["count"] == "0"
+    assert message.param_map()["vip"] == "false"
+    assert message.param_map()["note"] == ""
 
 
 def test_special_characters_are_percent_encoded() -> None:

@@ -102,7 +102,7 @@ def test_builder_reproduces_every_reference_example(example: str) -> None:
 def test_parser_accepts_every_reference_example(example: str) -> None:
     key, code, params = _split(example)
     message, parsed_key = kontagent.parse_url("http://" + example)
-    assert (parsed_key, message.kind, message.as_dict()) == (key, code, params)
+    assert (parsed_key, message.kind, message.param_map()) == (key, code, params)
 
 
 @pytest.mark.parametrize(("example", "param", "rule"), BROKEN_EXAMPLES)
@@ -135,7 +135,7 @@ def test_falsy_values_are_sent_not_dropped() -> None:
 
 
 def test_none_means_absent() -> None:
-    assert kontagent.build("apa", {"s": 1, "u": None}).as_dict() == {"s": "1"}
+    assert kontagent.build("apa", {"s": 1, "u": None}).param_map() == {"s": "1"}
 
 
 @pytest.mark.parametrize(

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from urllib.parse import parse_qsl, quote, urlsplit
 
 from transforms.message import Message, MessageError
@@ -35,7 +35,7 @@ KINDS = frozenset({"e", "s", "a"})
 RESERVED = frozenset({"_k", "_p", "_n", "_t", "_d"})
 
 #: The earliest time KISSmetrics takes data for: 2009-01-01T00:00:00Z.
-EARLIEST = int(datetime(2009, 1, 1, tzinfo=timezone.utc).timestamp())
+EARLIEST = int(datetime(2009, 1, 1, tzinfo=UTC).timestamp())
 
 #: A person (``_p``) or alias identity may have at most this many characters.
 MAX_IDENTITY = 255

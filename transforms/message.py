@@ -63,7 +63,7 @@ class Message:
                 return value
         return None
 
-    def as_dict(self) -> dict[str, str]:
+    def param_map(self) -> dict[str, str]:
         """The parameters as a dict (names are unique within a message)."""
         return dict(self.params)
 

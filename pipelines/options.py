@@ -1,0 +1,323 @@
+"""The backfill's command-line flags and the frozen configuration they are converted into, once.
+
+beaconflow's own flags are parsed here with help on every one; whatever is left goes to
+Beam's ``PipelineOptions`` unchanged (``--runner``, ``--direct_num_workers``, ...). The
+flags are deliberately not a ``PipelineOptions`` subclass: Beam serialises its options into
+the job (and runners such as Dataflow show them in their UI), and API keys must not travel
+that way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from transforms import kissmetrics, kontagent
+from transforms.mapping import MappingError, RecordMapping, parse_mapping
+from transforms.message import Destination, Endpoint
+from transforms.retry import RetryPolicy
+
+#: Keys the sandbox uses; they mean nothing anywhere else.
+SANDBOX_KONTAGENT_KEY = "5a4db0c5a4db0c5a4db0c5a4db0c5a4d"
+SANDBOX_KONTAGENT_SECRET = "sandbox-secret"
+SANDBOX_KISSMETRICS_KEY = "sandbox-kissmetrics-key"
+
+DEFAULT_OUTPUT = "beaconflow-output"
+
+
+class UsageError(ValueError):
+    """A flag, a file or a pattern is unusable: one clear line, exit status 2."""
+
+
+@dataclass(frozen=True)
+class BackfillConfig:
+    """Everything a run needs, converted and checked once from the command line."""
+
+    inputs: tuple[str, ...]
+    mapping: RecordMapping
+    endpoints: dict[Destination, Endpoint] = field(repr=False)
+    since: int | None
+    until: int | None
+    max_rps: float | None
+    concurrency: int
+    retry: RetryPolicy
+    timeout: float
+    dead_letter: str
+    report: str
+    dry_run: str | None
+    sandbox: bool
+    max_errors: int
+    progress_interval: float
+    beam_args: tuple[str, ...]
+
+    @property
+    def destinations(self) -> tuple[Destination, ...]:
+        return tuple(self.endpoints)
+
+    def secrets(self) -> tuple[str, ...]:
+        return tuple(s for endpoint in self.endpoints.values() for s in endpoint.secrets())
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def parse_instant(text: str, flag: str) -> int:
+    """Epoch seconds of an ISO-8601 date (midnight UTC) or time (UTC unless it has an offset)."""
+    try:
+        if len(text) == 10:
+            day = date.fromisoformat(text)
+            return int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp())
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise UsageError(f"{flag} {text!r}: not an ISO-8601 date or time") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp())
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(message)
+
+
+def parser() -> argparse.ArgumentParser:
+    """The argument parser of ``beaconflow`` (Beam's options are accepted besides these)."""
+    p = _Parser(
+        prog="beaconflow",
+        description="Backfill application event logs into Kontagent and KISSmetrics "
+        "(an Apache Beam batch pipeline; Beam's options such as --runner and "
+        "--direct_num_workers are accepted too).",
+        allow_abbrev=False,
+    )
+    read = p.add_argument_group("input")
+    read.add_argument(
+        "--input",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="a path or glob of .jsonl, .jsonl.gz or .parquet files; repeatable",
+    )
+    read.add_argument(
+        "--mapping",
+        metavar="FILE",
+        help="TOML describing how another log schema maps onto the canonical "
+        "record, and which events go where (see README)",
+    )
+    read.add_argument(
+        "--since", metavar="WHEN", help="keep events at or after this ISO-8601 date or time (UTC)"
+    )
+    read.add_argument(
+        "--until", metavar="WHEN", help="keep events before this ISO-8601 date or time (UTC)"
+    )
+    dest = p.add_argument_group(
+        "destinations (a destination is used if and only if its key is given)"
+    )
+    dest.add_argument(
+        "--kontagent-api-key",
+        default=os.environ.get("KONTAGENT_API_KEY"),
+        metavar="KEY",
+        help="Kontagent API key (default: $KONTAGENT_API_KEY)",
+    )
+    dest.add_argument(
+        "--kontagent-secret",
+        default=os.environ.get("KONTAGENT_SECRET"),
+        metavar="SECRET",
+        help="Kontagent secret; requests are signed when set (default: $KONTAGENT_SECRET)",
+    )
+    dest.add_argument(
+        "--kontagent-url",
+        default=kontagent.PRODUCTION_URL,
+        metavar="BASE",
+        help=f"Kontagent API base URL (default: {kontagent.PRODUCTION_URL})",
+    )
+    dest.add_argument(
+        "--kissmetrics-api-key",
+        default=os.environ.get("KISSMETRICS_API_KEY"),
+        metavar="KEY",
+        help="KISSmetrics API key (default: $KISSMETRICS_API_KEY)",
+    )
+    dest.add_argument(
+        "--kissmetrics-url",
+        default=kissmetrics.DEFAULT_URL,
+        metavar="BASE",
+        help=f"KISSmetrics base URL (default: {kissmetrics.DEFAULT_URL})",
+    )
+    send = p.add_argument_group("sending")
+    send.add_argument(
+        "--max-rps",
+        type=_positive_float,
+        metavar="N",
+        help="requests per second per destination over the whole run, however "
+        "many workers (default: unlimited)",
+    )
+    send.add_argument(
+        "--concurrency",
+        type=_positive_int,
+        default=64,
+        metavar="N",
+        help="requests in flight per worker (default: 64)",
+    )
+    send.add_argument(
+        "--max-attempts",
+        type=_positive_int,
+        default=5,
+        metavar="N",
+        help="tries per message, the first included (default: 5)",
+    )
+    send.add_argument(
+        "--timeout",
+        type=_positive_float,
+        default=10.0,
+        metavar="SECONDS",
+        help="seconds per request (default: 10)",
+    )
+    out = p.add_argument_group("output")
+    out.add_argument(
+        "--dead-letter",
+        default=f"{DEFAULT_OUTPUT}/dead-letter.jsonl",
+        metavar="PATH",
+        help="JSONL of every record or message that could not go on, with the "
+        f"reason (default: {DEFAULT_OUTPUT}/dead-letter.jsonl)",
+    )
+    out.add_argument(
+        "--report",
+        default=f"{DEFAULT_OUTPUT}/report.json",
+        metavar="PATH",
+        help=f"JSON report of the run (default: {DEFAULT_OUTPUT}/report.json)",
+    )
+    out.add_argument(
+        "--dry-run",
+        metavar="PATH",
+        help="write the messages that would be sent (redacted) to PATH and send nothing",
+    )
+    out.add_argument(
+        "--sandbox",
+        action="store_true",
+        help="start the bundled local collector and send there with demo keys; "
+        "nothing reaches the real services",
+    )
+    out.add_argument(
+        "--max-errors",
+        type=_non_negative_int,
+        default=0,
+        metavar="N",
+        help="exit 0 when invalid events + failed messages <= N, else 3 (default: 0)",
+    )
+    out.add_argument(
+        "--progress-interval",
+        type=_positive_float,
+        default=10.0,
+        metavar="SECONDS",
+        help="seconds between progress lines on stderr (default: 10)",
+    )
+    return p
+
+
+def _beam_flags() -> frozenset[str]:
+    return frozenset(PipelineOptions([]).get_all_options(drop_default=False))
+
+
+def _check_beam_args(rest: Sequence[str]) -> None:
+    known = _beam_flags()
+    for arg in rest:
+        if arg.startswith("--"):
+            name = arg[2:].split("=", 1)[0]
+            if name.replace("-", "_") not in known:
+                raise UsageError(f"unrecognized argument: {arg.split('=', 1)[0]}")
+        elif arg.startswith("-"):
+            raise UsageError(f"unrecognized argument: {arg}")
+
+
+def _read_mapping(path: str | None) -> RecordMapping:
+    if path is None:
+        return RecordMapping()
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as error:
+        raise UsageError(f"--mapping {path}: cannot be read: {error.strerror}") from None
+    try:
+        return parse_mapping(text, path)
+    except MappingError as error:
+        raise UsageError(str(error)) from None
+
+
+def configure(argv: Sequence[str]) -> BackfillConfig:
+    """The run's configuration from the command line, or UsageError naming what is wrong."""
+    args, rest = parser().parse_known_args(list(argv))
+    _check_beam_args(rest)
+    if not args.input:
+        raise UsageError("--input is required (a path or glob of event logs)")
+    endpoints: dict[Destination, Endpoint] = {}
+    if args.sandbox:
+        # the collector's URL is filled in when it starts
+        endpoints["kontagent"] = Endpoint(
+            "kontagent", "", SANDBOX_KONTAGENT_KEY, SANDBOX_KONTAGENT_SECRET
+        )
+        endpoints["kissmetrics"] = Endpoint("kissmetrics", "", SANDBOX_KISSMETRICS_KEY)
+    else:
+        if args.kontagent_api_key:
+            endpoints["kontagent"] = Endpoint(
+                "kontagent",
+                args.kontagent_url,
+                args.kontagent_api_key,
+                args.kontagent_secret or None,
+            )
+        if args.kissmetrics_api_key:
+            endpoints["kissmetrics"] = Endpoint(
+                "kissmetrics", args.kissmetrics_url, args.kissmetrics_api_key
+            )
+        if not endpoints and not args.dry_run:
+            raise UsageError(
+                "no destination: give --kontagent-api-key and/or --kissmetrics-api-key "
+                "(or the KONTAGENT_API_KEY / KISSMETRICS_API_KEY environment variables), "
+                "or use --sandbox or --dry-run"
+            )
+        if not endpoints:  # a dry run without keys shows what both destinations would get
+            endpoints["kontagent"] = Endpoint("kontagent", args.kontagent_url, "dry-run")
+            endpoints["kissmetrics"] = Endpoint("kissmetrics", args.kissmetrics_url, "dry-run")
+    since = None if args.since is None else parse_instant(args.since, "--since")
+    until = None if args.until is None else parse_instant(args.until, "--until")
+    if since is not None and until is not None and since >= until:
+        raise UsageError(f"--since {args.since} is not before --until {args.until}")
+    return BackfillConfig(
+        inputs=tuple(args.input),
+        mapping=_read_mapping(args.mapping),
+        endpoints=endpoints,
+        since=since,
+        until=until,
+        max_rps=args.max_rps,
+        concurrency=args.concurrency,
+        retry=RetryPolicy(max_attempts=args.max_attempts),
+        timeout=args.timeout,
+        dead_letter=args.dead_letter,
+        report=args.report,
+        dry_run=args.dry_run,
+        sandbox=args.sandbox,
+        max_errors=args.max_errors,
+        progress_interval=args.progress_interval,
+        beam_args=tuple(rest),
+    )

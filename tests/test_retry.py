@@ -1,0 +1,200 @@
+"""Retry policy: classification, backoff and Retry-After parsing, with no network and no sleep."""
+
+from __future__ import annotations
+
+import random
+from email.utils import formatdate, parsedate_to_datetime
+
+import aiohttp
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from transforms.retry import RetryPolicy, Verdict, classify, parse_retry_after
+
+
+@pytest.mark.parametrize(
+    ("status", "verdict"),
+    [
+        (200, Verdict.DELIVERED),
+        (204, Verdict.DELIVERED),
+        (299, Verdict.DELIVERED),
+        (408, Verdict.RETRIABLE),
+        (429, Verdict.RETRIABLE),
+        (500, Verdict.RETRIABLE),
+        (502, Verdict.RETRIABLE),
+        (503, Verdict.RETRIABLE),
+        (504, Verdict.RETRIABLE),
+        (599, Verdict.RETRIABLE),
+        (501, Verdict.PERMANENT),
+        (400, Verdict.PERMANENT),
+        (401, Verdict.PERMANENT),
+        (403, Verdict.PERMANENT),
+        (404, Verdict.PERMANENT),
+        (413, Verdict.PERMANENT),
+        (100, Verdict.PERMANENT),
+        (302, Verdict.PERMANENT),
+        (304, Verdict.PERMANENT),
+    ],
+)
+def test_classify_status(status: int, verdict: Verdict) -> None:
+    assert classify(status, None) is verdict
+
+
+@pytest.mark.parametrize(
+    ("error", "verdict"),
+    [
+        (ConnectionRefusedError(), Verdict.RETRIABLE),
+        (ConnectionResetError(), Verdict.RETRIABLE),
+        (TimeoutError(), Verdict.RETRIABLE),
+        (aiohttp.ServerDisconnectedError(), Verdict.RETRIABLE),
+        (aiohttp.ClientPayloadError("truncated"), Verdict.RETRIABLE),
+        (aiohttp.ServerTimeoutError(), Verdict.RETRIABLE),
+        (aiohttp.InvalidURL("no host"), Verdict.PERMANENT),
+        (ValueError("bad port"), Verdict.PERMANENT),
+        (aiohttp.NonHttpUrlClientError("ftp://example"), Verdict.PERMANENT),
+    ],
+)
+def test_classify_error_without_status(error: BaseException, verdict: Verdict) -> None:
+    assert classify(None, error) is verdict
+
+
+def test_status_decides_over_a_late_error() -> None:
+    """An answer whose body failed to arrive is still the server's answer."""
+    assert classify(200, aiohttp.ClientPayloadError("cut")) is Verdict.DELIVERED
+    assert classify(400, ConnectionResetError()) is Verdict.PERMANENT
+    assert classify(503, ConnectionResetError()) is Verdict.RETRIABLE
+
+
+def test_classify_needs_status_or_error() -> None:
+    with pytest.raises(ValueError, match="status or an error"):
+        classify(None, None)
+
+
+def test_class_constants_are_frozensets() -> None:
+    assert isinstance(RetryPolicy.RETRIABLE_STATUSES, frozenset)
+    assert isinstance(RetryPolicy.DELIVERED_STATUSES, frozenset)
+    assert isinstance(RetryPolicy.PERMANENT_ERRORS, frozenset)
+    assert 501 not in RetryPolicy.RETRIABLE_STATUSES
+
+
+def test_delay_is_full_jitter_with_a_growing_ceiling() -> None:
+    policy = RetryPolicy(max_attempts=10, base_delay=0.5, max_delay=8.0, retry_after_cap=60.0)
+    expected_rng = random.Random(7)
+    rng = random.Random(7)
+    for attempt in range(8):
+        ceiling = min(8.0, 0.5 * 2**attempt)
+        assert policy.delay(attempt, rng, None) == expected_rng.uniform(0, ceiling)
+
+
+@given(
+    attempt=st.integers(min_value=0, max_value=5000),
+    base=st.floats(min_value=0, max_value=100),
+    cap=st.floats(min_value=0, max_value=1000),
+    seed=st.integers(),
+)
+def test_delay_stays_within_its_ceiling(attempt: int, base: float, cap: float, seed: int) -> None:
+    policy = RetryPolicy(max_attempts=3, base_delay=base, max_delay=cap, retry_after_cap=None)
+    wait = policy.delay(attempt, random.Random(seed), None)
+    assert 0 <= wait <= min(cap, base * 2.0 ** min(attempt, 1000))
+
+
+def test_delay_without_a_cap_keeps_doubling() -> None:
+    policy = RetryPolicy(max_attempts=3, base_delay=1.0, max_delay=None, retry_after_cap=None)
+
+    class Highest(random.Random):
+        def uniform(self, a: float, b: float) -> float:
+            return b
+
+    assert [policy.delay(n, Highest(), None) for n in range(5)] == [1, 2, 4, 8, 16]
+
+
+def test_zero_base_delay_retries_immediately() -> None:
+    policy = RetryPolicy(max_attempts=3, base_delay=0.0, max_delay=30.0, retry_after_cap=60.0)
+    assert policy.delay(4, random.Random(1), None) == 0.0
+
+
+def test_retry_after_is_a_floor_on_the_wait() -> None:
+    policy = RetryPolicy(max_attempts=3, base_delay=0.1, max_delay=1.0, retry_after_cap=60.0)
+    assert policy.delay(0, random.Random(3), 7.0) == 7.0
+
+
+def test_retry_after_does_not_shorten_a_longer_jitter() -> None:
+    policy = RetryPolicy(max_attempts=3, base_delay=100.0, max_delay=None, retry_after_cap=60.0)
+    jitter = random.Random(5).uniform(0, 100.0)
+    assert jitter > 0.5
+    assert policy.delay(0, random.Random(5), 0.5) == jitter
+
+
+def test_retry_after_is_capped() -> None:
+    policy = RetryPolicy(max_attempts=3, base_delay=0.0, max_delay=0.0, retry_after_cap=30.0)
+    assert policy.delay(0, random.Random(1), 3600.0) == 30.0
+
+
+def test_retry_after_cap_none_honours_any_value_and_zero_ignores_it() -> None:
+    unlimited = RetryPolicy(max_attempts=3, base_delay=0.0, max_delay=0.0, retry_after_cap=None)
+    ignoring = RetryPolicy(max_attempts=3, base_delay=0.0, max_delay=0.0, retry_after_cap=0.0)
+    assert unlimited.delay(0, random.Random(1), 3600.0) == 3600.0
+    assert ignoring.delay(0, random.Random(1), 3600.0) == 0.0
+
+
+def test_can_retry_counts_every_attempt() -> None:
+    policy = RetryPolicy(max_attempts=3)
+    assert [policy.can_retry(n) for n in (1, 2, 3, 4)] == [True, True, False, False]
+    assert not RetryPolicy(max_attempts=1).can_retry(1)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"max_attempts": 0},
+        {"max_attempts": -1},
+        {"base_delay": -0.1},
+        {"max_delay": -1.0},
+        {"retry_after_cap": -1.0},
+    ],
+)
+def test_invalid_policies_are_rejected(kwargs: dict[str, float]) -> None:
+    with pytest.raises(ValueError):
+        RetryPolicy(**kwargs)  # type: ignore[arg-type]
+
+
+def test_negative_attempt_is_rejected() -> None:
+    with pytest.raises(ValueError):
+        RetryPolicy().delay(-1, random.Random(), None)
+
+
+def test_policy_is_immutable() -> None:
+    policy = RetryPolicy()
+    with pytest.raises(AttributeError):
+        policy.max_attempts = 9  # type: ignore[misc]
+
+
+NOW = parsedate_to_datetime("Wed, 21 Oct 2015 07:28:00 GMT").timestamp()
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [
+        ("120", 120.0),
+        ("0", 0.0),
+        (" 5 ", 5.0),
+        ("Wed, 21 Oct 2015 07:28:30 GMT", 30.0),
+        ("Wed, 21 Oct 2015 07:29:00 -0000", 60.0),
+        ("Wed, 21 Oct 2015 07:27:00 GMT", 0.0),
+        (None, None),
+        ("", None),
+        ("soon", None),
+        ("-5", None),
+        ("1.5", None),
+        ("Wed, 99 Foo 2015", None),
+    ],
+)
+def test_parse_retry_after(value: str | None, seconds: float | None) -> None:
+    assert parse_retry_after(value, NOW) == seconds
+
+
+@given(st.integers(min_value=0, max_value=10**6))
+def test_parse_retry_after_round_trips_dates(delta: int) -> None:
+    header = formatdate(NOW + delta, usegmt=True)
+    assert parse_retry_after(header, NOW) == pytest.approx(delta)

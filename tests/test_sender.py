@@ -1,0 +1,566 @@
+"""BulkSender and SendMessages against a real aiohttp server on 127.0.0.1, started here.
+
+Backoff never really waits: a recording ``sleep`` is injected. The server's behaviour is
+chosen by the message kind in the URL path (``ok``, ``flaky``, ``throttle``, ``bad``, ...)
+and every URL carries the API key ``SECRETKEY123``, which must never come out of the sender.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import re
+import socket
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from email.utils import formatdate
+from urllib.parse import urlencode
+
+import apache_beam as beam
+import pytest
+from aiohttp import web
+from apache_beam.runners.portability.fn_api_runner.fn_runner import FnApiRunner
+from apache_beam.testing import test_pipeline
+from apache_beam.testing.util import assert_that, equal_to
+
+from transforms import send
+from transforms.message import Endpoint, Message
+from transforms.ratelimit import RateLimiter
+from transforms.retry import RetryPolicy
+from transforms.send import SendConfig, SendMessages
+from transforms.sender import BulkSender, Delivery, Request, SenderConfig
+
+KEY = "SECRETKEY123"
+GIF = (
+    b"GIF89a\x01\x00\x01\x00\x80\x00\x00\xff\xff\xff\x00\x00\x00!\xf9\x04\x01\x00\x00\x00\x00"
+    b",\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;"
+)
+NO_WAIT = RetryPolicy(max_attempts=4, base_delay=0.0, max_delay=0.0, retry_after_cap=60.0)
+
+
+class LocalServer:
+    """The fake Kontagent/KISSmetrics server, running its own event loop in a thread."""
+
+    def __init__(self) -> None:
+        self.hits: Counter[str] = Counter()
+        # Per message kind: handlers of earlier tests (slow ones) may still be running.
+        self.in_flight: Counter[str] = Counter()
+        self.max_in_flight: Counter[str] = Counter()
+        self.retry_after_date = ""
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._gate = asyncio.Event()
+        self.port = 0
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def kontagent(self, kind: str, token: str, **params: str | int) -> str:
+        query = urlencode({"token": token, **params})
+        return f"{self.base_url}/api/v1/{KEY}/{kind}/?{query}"
+
+    def kissmetrics(self, kind: str, token: str, **params: str | int) -> str:
+        query = urlencode({"_k": KEY, "token": token, **params})
+        return f"{self.base_url}/{kind}?{query}"
+
+    def start(self) -> None:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result()
+
+    def stop(self) -> None:
+        self.open_gate()
+        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result()
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._loop.close()
+
+    def close_gate(self) -> None:
+        asyncio.run_coroutine_threadsafe(self._set_gate(False), self._loop).result()
+
+    def open_gate(self) -> None:
+        asyncio.run_coroutine_threadsafe(self._set_gate(True), self._loop).result()
+
+    async def _set_gate(self, is_open: bool) -> None:
+        if is_open:
+            self._gate.set()
+        else:
+            self._gate.clear()
+
+    async def _start(self) -> None:
+        app = web.Application()
+        app.router.add_get("/api/v1/{key}/{kind}/", self._handle)
+        app.router.add_get("/{kind}", self._handle)
+        # No access log: it would print the URLs, keys included, into the captured logs.
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = self._runner.addresses[0][1]
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        kind = request.match_info["kind"]
+        token = request.query.get("token", "")
+        self.hits[token] += 1
+        self.in_flight[kind] += 1
+        self.max_in_flight[kind] = max(self.max_in_flight[kind], self.in_flight[kind])
+        try:
+            return await self._respond(kind, request, self.hits[token])
+        finally:
+            self.in_flight[kind] -= 1
+
+    async def _respond(self, kind: str, request: web.Request, hit: int) -> web.StreamResponse:
+        gif = web.Response(body=GIF, content_type="image/gif")
+        if kind == "ok":
+            return gif
+        if kind == "flaky":
+            return gif if hit > int(request.query["n"]) else web.Response(status=503)
+        if kind == "throttle":
+            if hit > 1:
+                return gif
+            after = request.query.get("after") or self.retry_after_date
+            return web.Response(status=429, headers={"Retry-After": after})
+        if kind == "bad":
+            return web.Response(status=400, text="bad request")
+        if kind == "unimplemented":
+            return web.Response(status=501)
+        if kind == "slow":
+            await asyncio.sleep(float(request.query["seconds"]))
+            return gif
+        if kind == "gated":
+            await self._gate.wait()
+            return gif
+        if kind == "drop":
+            assert request.transport is not None
+            request.transport.abort()
+            return gif
+        return web.Response(status=404)
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[LocalServer]:
+    local = LocalServer()
+    local.start()
+    yield local
+    local.stop()
+
+
+@pytest.fixture
+def refused_url() -> str:
+    """A URL on a port nothing listens on (bound, then released)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return f"http://127.0.0.1:{port}/api/v1/{KEY}/ok/?_k={KEY}"
+
+
+class RecordingSleep:
+    """Records every requested wait instead of waiting."""
+
+    def __init__(self) -> None:
+        self.calls: list[float] = []
+
+    async def __call__(self, seconds: float) -> None:
+        self.calls.append(seconds)
+
+
+def message(kind: str, token: str, destination: str = "kontagent") -> Message:
+    return Message(destination, kind, (("token", token),))  # type: ignore[arg-type]
+
+
+def config(
+    retry: RetryPolicy = NO_WAIT, concurrency: int = 4, timeout: float = 5.0, interval: float = 10
+) -> SenderConfig:
+    return SenderConfig(concurrency, timeout, retry, {}, progress_interval=interval)
+
+
+def send_all(sender: BulkSender, requests: list[Request]) -> dict[str, Delivery]:
+    for request in requests:
+        sender.submit(request)
+    deliveries = sender.take_finished() + sender.flush()
+    assert len(deliveries) == len(requests)
+    return {delivery.message.param("token") or "": delivery for delivery in deliveries}
+
+
+def test_ok_is_delivered_at_the_first_try(server: LocalServer) -> None:
+    sleep = RecordingSleep()
+    requests = [
+        Request(message("ok", "ok-k"), server.kontagent("ok", "ok-k")),
+        Request(message("ok", "ok-m", "kissmetrics"), server.kissmetrics("ok", "ok-m")),
+    ]
+    with BulkSender(config(), (KEY,), sleep=sleep) as sender:
+        results = send_all(sender, requests)
+        stats = sender.stats()
+    for token in ("ok-k", "ok-m"):
+        assert results[token] == Delivery(
+            requests[0 if token == "ok-k" else 1].message, True, 200, None, 1
+        )
+        assert server.hits[token] == 1
+    assert sleep.calls == []
+    assert (stats.sent, stats.delivered, stats.failed, stats.retries) == (2, 2, 0, 0)
+    assert stats.outcomes == {"200": 2}
+
+
+def test_fail_twice_then_succeed_is_retried(server: LocalServer) -> None:
+    sleep = RecordingSleep()
+    request = Request(message("flaky", "flaky-2"), server.kontagent("flaky", "flaky-2", n=2))
+    with BulkSender(config(), (KEY,), sleep=sleep) as sender:
+        delivery = send_all(sender, [request])["flaky-2"]
+        stats = sender.stats()
+    assert (delivery.delivered, delivery.status, delivery.attempts) == (True, 200, 3)
+    assert server.hits["flaky-2"] == 3
+    assert len(sleep.calls) == 2
+    assert stats.outcomes == {"503": 2, "200": 1}
+    assert stats.retries == 2
+
+
+def test_retries_stop_at_max_attempts(server: LocalServer) -> None:
+    retry = RetryPolicy(max_attempts=3, base_delay=0.0, max_delay=0.0, retry_after_cap=0.0)
+    request = Request(message("flaky", "flaky-9"), server.kontagent("flaky", "flaky-9", n=9))
+    with BulkSender(config(retry), (KEY,), sleep=RecordingSleep()) as sender:
+        delivery = send_all(sender, [request])["flaky-9"]
+    assert not delivery.delivered
+    assert (delivery.status, delivery.error, delivery.attempts) == (503, "HTTP 503", 3)
+    assert server.hits["flaky-9"] == 3
+
+
+def test_backoff_follows_the_seeded_jitter(server: LocalServer) -> None:
+    retry = RetryPolicy(max_attempts=4, base_delay=0.25, max_delay=1.0, retry_after_cap=0.0)
+    sleep = RecordingSleep()
+    request = Request(message("flaky", "flaky-jit"), server.kontagent("flaky", "flaky-jit", n=3))
+    with BulkSender(config(retry), (KEY,), sleep=sleep, rng=random.Random(11)) as sender:
+        assert send_all(sender, [request])["flaky-jit"].attempts == 4
+    expected = random.Random(11)
+    assert sleep.calls == [expected.uniform(0, min(1.0, 0.25 * 2**n)) for n in range(3)]
+
+
+@pytest.mark.parametrize(("kind", "status"), [("bad", 400), ("unimplemented", 501)])
+def test_permanent_statuses_are_not_retried(server: LocalServer, kind: str, status: int) -> None:
+    sleep = RecordingSleep()
+    token = f"perm-{kind}"
+    request = Request(message(kind, token), server.kontagent(kind, token))
+    with BulkSender(config(), (KEY,), sleep=sleep) as sender:
+        delivery = send_all(sender, [request])[token]
+        stats = sender.stats()
+    assert delivery == Delivery(request.message, False, status, f"HTTP {status}", 1)
+    assert server.hits[token] == 1
+    assert sleep.calls == []
+    assert (stats.failed, stats.retries) == (1, 0)
+
+
+def test_retry_after_seconds_is_honoured(server: LocalServer) -> None:
+    sleep = RecordingSleep()
+    retry = RetryPolicy(max_attempts=3, base_delay=0.01, max_delay=0.01, retry_after_cap=60.0)
+    request = Request(message("throttle", "ra-7"), server.kontagent("throttle", "ra-7", after=7))
+    with BulkSender(config(retry), (KEY,), sleep=sleep) as sender:
+        delivery = send_all(sender, [request])["ra-7"]
+    assert (delivery.delivered, delivery.attempts) == (True, 2)
+    assert len(sleep.calls) == 1
+    assert sleep.calls[0] >= 7
+
+
+def test_retry_after_date_is_honoured(server: LocalServer) -> None:
+    now = 1_700_000_000.0
+    server.retry_after_date = formatdate(now + 12, usegmt=True)
+    sleep = RecordingSleep()
+    request = Request(message("throttle", "ra-date"), server.kissmetrics("throttle", "ra-date"))
+    with BulkSender(config(), (KEY,), sleep=sleep, wall_clock=lambda: now) as sender:
+        delivery = send_all(sender, [request])["ra-date"]
+    assert (delivery.delivered, delivery.attempts) == (True, 2)
+    assert sleep.calls == [12.0]
+
+
+def test_retry_after_is_capped(server: LocalServer) -> None:
+    sleep = RecordingSleep()
+    retry = RetryPolicy(max_attempts=2, base_delay=0.0, max_delay=0.0, retry_after_cap=5.0)
+    request = Request(
+        message("throttle", "ra-cap"), server.kontagent("throttle", "ra-cap", after=3600)
+    )
+    with BulkSender(config(retry), (KEY,), sleep=sleep) as sender:
+        assert send_all(sender, [request])["ra-cap"].delivered
+    assert sleep.calls == [5.0]
+
+
+def test_timeouts_are_retried_then_fail(server: LocalServer) -> None:
+    retry = RetryPolicy(max_attempts=2, base_delay=0.0, max_delay=0.0, retry_after_cap=0.0)
+    request = Request(message("slow", "slow"), server.kontagent("slow", "slow", seconds=1))
+    with BulkSender(config(retry, timeout=0.2), (KEY,), sleep=RecordingSleep()) as sender:
+        delivery = send_all(sender, [request])["slow"]
+    assert (delivery.delivered, delivery.status, delivery.attempts) == (False, None, 2)
+    assert delivery.error is not None
+    assert "Timeout" in delivery.error
+    assert server.hits["slow"] == 2
+
+
+def test_dropped_connections_are_retried_then_fail(server: LocalServer) -> None:
+    request = Request(message("drop", "drop"), server.kontagent("drop", "drop"))
+    with BulkSender(config(), (KEY,), sleep=RecordingSleep()) as sender:
+        delivery = send_all(sender, [request])["drop"]
+    assert (delivery.delivered, delivery.status, delivery.attempts) == (False, None, 4)
+    assert delivery.error is not None
+    assert "Disconnected" in delivery.error
+    assert server.hits["drop"] == 4
+
+
+def test_refused_connections_are_retried_then_fail(refused_url: str) -> None:
+    request = Request(message("ok", "refused"), refused_url)
+    with BulkSender(config(), (KEY,), sleep=RecordingSleep()) as sender:
+        (delivery,) = send_all(sender, [request]).values()
+    assert (delivery.delivered, delivery.status, delivery.attempts) == (False, None, 4)
+    assert delivery.error is not None
+    assert delivery.error.startswith("ClientConnectorError")
+
+
+def test_unusable_urls_fail_without_retry() -> None:
+    requests = [
+        Request(message("ok", "no-host"), f"http:///api/v1/{KEY}/ok/?_k={KEY}"),
+        Request(message("ok", "scheme"), f"nope://example.invalid/{KEY}"),
+    ]
+    with BulkSender(config(), (KEY,), sleep=RecordingSleep()) as sender:
+        results = send_all(sender, requests)
+    for delivery in results.values():
+        assert (delivery.delivered, delivery.status, delivery.attempts) == (False, None, 1)
+        assert delivery.error is not None
+        assert "***" in delivery.error
+
+
+def test_no_secret_leaks_into_errors_or_logs(
+    server: LocalServer, refused_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    requests = [
+        Request(message("bad", "leak-bad"), server.kontagent("bad", "leak-bad")),
+        Request(message("bad", "leak-badm", "kissmetrics"), server.kissmetrics("bad", "leak-badm")),
+        Request(message("flaky", "leak-fl"), server.kontagent("flaky", "leak-fl", n=9)),
+        Request(message("throttle", "leak-ra"), server.kissmetrics("throttle", "leak-ra", after=1)),
+        Request(message("drop", "leak-drop"), server.kontagent("drop", "leak-drop")),
+        Request(message("slow", "leak-slow"), server.kontagent("slow", "leak-slow", seconds=1)),
+        Request(message("ok", "leak-refused"), refused_url),
+        Request(message("ok", "leak-host"), f"http:///api/v1/{KEY}/ok/?_k={KEY}"),
+        Request(message("ok", "leak-scheme"), f"nope://example.invalid/{KEY}?_k={KEY}"),
+    ]
+    retry = RetryPolicy(max_attempts=2, base_delay=0.0, max_delay=0.0, retry_after_cap=5.0)
+    with BulkSender(config(retry, timeout=0.2, interval=0), (KEY,), sleep=RecordingSleep()) as s:
+        deliveries = send_all(s, requests)
+    assert sum(not d.delivered for d in deliveries.values()) == 8
+    for delivery in deliveries.values():
+        assert KEY not in repr(delivery)
+        assert KEY not in (delivery.error or "")
+    assert caplog.records, "the sender logged nothing to check"
+    assert KEY not in caplog.text
+    assert all(KEY not in repr(request) for request in requests)
+
+
+def test_progress_lines(server: LocalServer, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="beaconflow.send")
+    ticks = iter(range(1000))
+    requests = [
+        Request(message("ok", f"prog-{n}"), server.kontagent("ok", f"prog-{n}")) for n in range(5)
+    ]
+    sender = BulkSender(config(interval=2.0), (KEY,), clock=lambda: float(next(ticks)))
+    with sender:
+        send_all(sender, requests)
+    lines = [r.getMessage() for r in caplog.records if r.name == "beaconflow.send"]
+    progress = [line for line in lines if line.startswith("sent ")]
+    # The clock ticks one second per reading: a line every second attempt, never more often.
+    assert progress == [
+        "sent 2 (1.0/s), retries 0, failed 0",
+        "sent 4 (1.0/s), retries 0, failed 0",
+    ]
+    assert re.fullmatch(r"done: sent 5, delivered 5, retries 0, failed 0", lines[-1])
+
+
+def test_limiter_is_taken_before_every_attempt(server: LocalServer) -> None:
+    sleep = RecordingSleep()
+    frozen = RateLimiter(10.0, clock=lambda: 50.0)
+    requests = [
+        Request(message("flaky", "rate-fl"), server.kontagent("flaky", "rate-fl", n=2)),
+        Request(message("ok", "rate-ok"), server.kontagent("ok", "rate-ok")),
+    ]
+    with BulkSender(config(), (KEY,), sleep=sleep, limiters={"kontagent": frozen}) as sender:
+        send_all(sender, requests)
+    # Four attempts: the first goes at once, the next three wait 0.1, 0.2 and 0.3 s;
+    # backoff waits are 0 with this policy.
+    assert sorted(wait for wait in sleep.calls if wait > 0) == pytest.approx([0.1, 0.2, 0.3])
+
+
+def test_configured_rates_use_the_shared_limiter(server: LocalServer) -> None:
+    sleep = RecordingSleep()
+    rates = {"kissmetrics": 1e-6}  # one slot per 11 days: every wait after the first is huge
+    cfg = SenderConfig(4, 5.0, NO_WAIT, rates)
+    requests = [
+        Request(message("ok", f"km-{n}", "kissmetrics"), server.kissmetrics("ok", f"km-{n}"))
+        for n in range(3)
+    ]
+    requests.append(Request(message("ok", "kt-free"), server.kontagent("ok", "kt-free")))
+    with BulkSender(cfg, (KEY,), sleep=sleep) as sender:
+        assert all(d.delivered for d in send_all(sender, requests).values())
+    assert len([wait for wait in sleep.calls if wait > 1e5]) >= 2
+
+
+def test_pending_requests_are_bounded(server: LocalServer) -> None:
+    server.close_gate()
+    try:
+        sender = BulkSender(config(concurrency=2), (KEY,), sleep=RecordingSleep())
+        for n in range(4):
+            sender.submit(
+                Request(message("gated", f"gate-{n}"), server.kontagent("gated", f"gate-{n}"))
+            )
+        extra = Request(message("gated", "gate-4"), server.kontagent("gated", "gate-4"))
+        blocked = threading.Thread(target=sender.submit, args=(extra,))
+        blocked.start()
+        blocked.join(timeout=0.3)
+        assert blocked.is_alive(), "a fifth request was accepted with 2 in flight and 2 waiting"
+        assert sender.take_finished() == []
+    finally:
+        server.open_gate()
+    blocked.join()
+    with sender:
+        deliveries = sender.flush()
+    assert sorted(d.message.param("token") or "" for d in deliveries) == [
+        f"gate-{n}" for n in range(5)
+    ]
+    assert all(d.delivered for d in deliveries)
+    assert server.max_in_flight["gated"] == 2
+
+
+def test_many_requests_respect_concurrency(server: LocalServer) -> None:
+    server.max_in_flight["ok"] = 0
+    requests = [
+        Request(message("ok", f"bulk-{n}"), server.kontagent("ok", f"bulk-{n}")) for n in range(300)
+    ]
+    with BulkSender(config(concurrency=8), (KEY,)) as sender:
+        results = send_all(sender, requests)
+        assert sender.take_finished() == []
+        stats = sender.stats()
+    assert len(results) == 300
+    assert all(d.delivered and d.attempts == 1 for d in results.values())
+    assert (stats.sent, stats.delivered) == (300, 300)
+    assert 1 <= server.max_in_flight["ok"] <= 8
+
+
+def test_close_abandons_unfinished_requests_loudly(
+    server: LocalServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="beaconflow.send")
+    server.close_gate()
+    try:
+        sender = BulkSender(config(), (KEY,))
+        sender.submit(
+            Request(message("gated", "abandoned"), server.kontagent("gated", "abandoned"))
+        )
+        sender.close()
+    finally:
+        server.open_gate()
+    assert sender.take_finished() == []
+    assert "closed with 1 unfinished requests abandoned" in caplog.text
+
+
+def test_submit_after_close_is_refused(server: LocalServer) -> None:
+    sender = BulkSender(config(), (KEY,))
+    sender.close()
+    sender.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        sender.submit(Request(message("ok", "late"), server.kontagent("ok", "late")))
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"concurrency": 0},
+        {"timeout": 0.0},
+        {"rates": {"kontagent": 0.0}},
+        {"progress_interval": -1},
+    ],
+)
+def test_invalid_sender_configs_are_rejected(kwargs: dict[str, object]) -> None:
+    values: dict[str, object] = {"concurrency": 1, "timeout": 1.0, "retry": NO_WAIT}
+    values.update(kwargs)
+    with pytest.raises(ValueError):
+        SenderConfig(**values)  # type: ignore[arg-type]
+
+
+def test_send_config_divides_the_rate_among_workers() -> None:
+    endpoint = Endpoint("kontagent", "http://127.0.0.1:1", KEY)
+    cfg = SendConfig(
+        {"kontagent": endpoint},
+        4,
+        1.0,
+        NO_WAIT,
+        {"kontagent": 100.0, "kissmetrics": None},
+        workers=4,
+    )
+    assert cfg.sender_config().rates == {"kontagent": 25.0, "kissmetrics": None}
+    with pytest.raises(ValueError):
+        SendConfig({"kissmetrics": endpoint}, 4, 1.0, NO_WAIT)
+
+
+def fake_render(message: Message, endpoint: Endpoint, now: float) -> str:
+    query = urlencode(message.params)
+    return f"{endpoint.base_url}/api/v1/{endpoint.api_key}/{message.kind}/?{query}"
+
+
+def summary(delivery: Delivery) -> tuple[str, str, bool, int | None, str | None, int]:
+    token = delivery.message.param("token") or ""
+    return (
+        token,
+        delivery.message.kind,
+        delivery.delivered,
+        delivery.status,
+        delivery.error,
+        delivery.attempts,
+    )
+
+
+def test_send_messages_pipeline(server: LocalServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(send, "render_url", fake_render)
+    endpoint = Endpoint("kontagent", server.base_url, KEY)
+    cfg = SendConfig(
+        {"kontagent": endpoint},
+        concurrency=4,
+        timeout=5.0,
+        retry=NO_WAIT,
+        max_rps={"kontagent": None},
+    )
+    good = [message("ok", f"pipe-{n}") for n in range(20)]
+    flaky = Message("kontagent", "flaky", (("n", "1"), ("token", "pipe-flaky")))
+    bad = message("bad", "pipe-bad")
+    orphan = message("ok", "pipe-km", "kissmetrics")
+    with test_pipeline.TestPipeline(runner=FnApiRunner()) as pipeline:
+        # Created from plain tuples: beam.Create reads any element with an as_dict() method,
+        # Message included, as a schema Row and then fails to encode it.
+        outputs = (
+            pipeline
+            | beam.Create([(m.destination, m.kind, m.params) for m in [*good, flaky, bad, orphan]])
+            | "ToMessages" >> beam.MapTuple(Message)
+            | SendMessages(cfg)
+        )
+        assert_that(
+            outputs.delivered | "SummariseDelivered" >> beam.Map(summary),
+            equal_to(
+                [(f"pipe-{n}", "ok", True, 200, None, 1) for n in range(20)]
+                + [("pipe-flaky", "flaky", True, 200, None, 2)]
+            ),
+            label="CheckDelivered",
+        )
+        assert_that(
+            outputs.failed | "SummariseFailed" >> beam.Map(summary),
+            equal_to(
+                [
+                    ("pipe-bad", "bad", False, 400, "HTTP 400", 1),
+                    ("pipe-km", "ok", False, None, "no endpoint configured for kissmetrics", 0),
+                ]
+            ),
+            label="CheckFailed",
+        )
+    metrics = pipeline.result.metrics().query()
+    counters = {
+        c.key.metric.name: c.committed
+        for c in metrics["counters"]
+        if c.key.metric.namespace == "beaconflow"
+    }
+    assert counters["delivered"] == 21
+    assert counters["failed"] == 2
+    assert counters["retries"] == 1

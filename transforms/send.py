@@ -1,0 +1,177 @@
+"""The Beam side of delivery: a PTransform that sends messages and splits the outcomes.
+
+:class:`SendMessages` takes a ``PCollection[Message]``, spreads it over workers with
+``Reshuffle`` and sends it with one :class:`~transforms.sender.BulkSender` per ``DoFn``
+instance (opened in ``setup``, closed in ``teardown``). Its main output ``delivered`` holds
+the delivered :class:`~transforms.sender.Delivery` records, the tagged output ``failed`` the
+others, each with a redacted reason: nothing is dropped. Counters live in the ``beaconflow``
+namespace. Run its test with::
+
+    python -m pytest tests/test_sender.py -k pipeline
+
+``--max-rps`` is a run-wide rate: each of ``workers`` processes sends at ``max_rps/workers``,
+shared by every sender thread of the process. The input is expected in the global window
+(a batch run), as outputs finished at the end of a bundle are emitted there.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import cast
+
+import apache_beam as beam
+from apache_beam.metrics.metric import Metrics
+from apache_beam.pvalue import DoOutputsTuple, PCollection, TaggedOutput
+from apache_beam.transforms.window import GlobalWindows
+from apache_beam.utils.windowed_value import WindowedValue
+
+from transforms.message import Destination, Endpoint, Message
+from transforms.redact import Redactor
+from transforms.render import render_url
+from transforms.retry import RetryPolicy
+from transforms.sender import BulkSender, Delivery, Request, SenderConfig
+
+#: The tag of the output holding messages that were not delivered.
+FAILED = "failed"
+#: The tag of the main output, delivered messages.
+DELIVERED = "delivered"
+#: The namespace of every beaconflow counter.
+NAMESPACE = "beaconflow"
+
+_Failed = TaggedOutput[str, Delivery]
+
+
+@dataclass(frozen=True)
+class SendConfig:
+    """Where to send and how hard, for the whole run.
+
+    ``endpoints``: the destinations that can be sent to; messages for any other destination
+    fail with a reason. ``concurrency``: requests in flight per sender (one sender per worker
+    thread). ``timeout``: seconds per attempt. ``retry``: the retry policy. ``max_rps``:
+    requests/s per destination for the whole run; absent or None means unlimited.
+    ``workers``: how many worker processes share ``max_rps`` (>= 1). ``progress_interval``:
+    seconds between progress lines of each sender.
+    """
+
+    endpoints: Mapping[Destination, Endpoint]
+    concurrency: int
+    timeout: float
+    retry: RetryPolicy
+    max_rps: Mapping[Destination, float | None] = field(default_factory=dict)
+    workers: int = 1
+    progress_interval: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.workers < 1:
+            raise ValueError(f"workers must be >= 1, got {self.workers}")
+        for destination, endpoint in self.endpoints.items():
+            if endpoint.destination != destination:
+                raise ValueError(
+                    f"the {endpoint.destination} endpoint is configured for {destination}"
+                )
+        # Validates the per-process values (concurrency, timeout, rates) early, at
+        # construction time, rather than on a worker.
+        self.sender_config()
+
+    def sender_config(self) -> SenderConfig:
+        """The per-process sender configuration: each run-wide rate divided by ``workers``."""
+        rates: dict[str, float | None] = {
+            destination: None if rate is None else rate / self.workers
+            for destination, rate in self.max_rps.items()
+        }
+        return SenderConfig(
+            concurrency=self.concurrency,
+            timeout=self.timeout,
+            retry=self.retry,
+            rates=rates,
+            progress_interval=self.progress_interval,
+        )
+
+    def secrets(self) -> tuple[str, ...]:
+        """Every endpoint secret, for redaction."""
+        return tuple(
+            secret for endpoint in self.endpoints.values() for secret in endpoint.secrets()
+        )
+
+
+class _SendDoFn(beam.DoFn):
+    """Submits each message to a BulkSender and emits deliveries as they finish."""
+
+    def __init__(self, config: SendConfig) -> None:
+        super().__init__()
+        self._config = config
+        self._sender: BulkSender | None = None
+        self._redact = Redactor.of(config.secrets())
+        self._delivered = Metrics.counter(NAMESPACE, "delivered")
+        self._failed = Metrics.counter(NAMESPACE, "failed")
+        self._attempts = Metrics.counter(NAMESPACE, "attempts")
+        self._retries = Metrics.counter(NAMESPACE, "retries")
+        self._unsendable = Metrics.counter(NAMESPACE, "unsendable")
+
+    def setup(self) -> None:
+        self._sender = BulkSender(self._config.sender_config(), self._config.secrets())
+
+    def teardown(self) -> None:
+        if self._sender is not None:
+            self._sender.close()
+            self._sender = None
+
+    def process(self, message: Message) -> Iterator[Delivery | _Failed]:
+        sender = self._open_sender()
+        endpoint = self._config.endpoints.get(message.destination)
+        if endpoint is None:
+            self._unsendable.inc()
+            reason = f"no endpoint configured for {message.destination}"
+            yield from self._outputs([Delivery(message, False, None, reason, 0)])
+        else:
+            try:
+                url = render_url(message, endpoint, time.time())
+            except ValueError as error:
+                self._unsendable.inc()
+                reason = self._redact(f"cannot render the request: {error}")
+                yield from self._outputs([Delivery(message, False, None, reason, 0)])
+            else:
+                sender.submit(Request(message, url))
+        yield from self._outputs(sender.take_finished())
+
+    def finish_bundle(self) -> Iterator[WindowedValue | TaggedOutput[str, WindowedValue]]:
+        for output in self._outputs(self._open_sender().flush()):
+            if isinstance(output, TaggedOutput):
+                yield TaggedOutput(output.tag, GlobalWindows.windowed_value(output.value))
+            else:
+                yield GlobalWindows.windowed_value(output)
+
+    def _open_sender(self) -> BulkSender:
+        if self._sender is None:
+            raise RuntimeError("the sender is not open: setup() was not called")
+        return self._sender
+
+    def _outputs(self, deliveries: Iterable[Delivery]) -> Iterator[Delivery | _Failed]:
+        for delivery in deliveries:
+            self._attempts.inc(delivery.attempts)
+            self._retries.inc(max(0, delivery.attempts - 1))
+            if delivery.delivered:
+                self._delivered.inc()
+                yield delivery
+            else:
+                self._failed.inc()
+                yield TaggedOutput(FAILED, delivery)
+
+
+class SendMessages(beam.PTransform[PCollection[Message], DoOutputsTuple]):
+    """Sends a ``PCollection[Message]``; outputs ``delivered`` (main) and ``failed``."""
+
+    def __init__(self, config: SendConfig, label: str | None = None) -> None:
+        super().__init__(label)
+        self._config = config
+
+    def expand(self, messages: PCollection[Message]) -> DoOutputsTuple:
+        send = beam.ParDo(_SendDoFn(self._config))
+        outputs = (
+            messages
+            | "Reshuffle" >> beam.Reshuffle()
+            | "Send" >> send.with_outputs(FAILED, main=DELIVERED)
+        )
+        return cast(DoOutputsTuple, outputs)
