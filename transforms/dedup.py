@@ -63,7 +63,7 @@ def _split(item: tuple[str, tuple[T, int]]) -> Iterator[T | TaggedOutput[str, An
 class DedupByKey(beam.PTransform[PCollection[Any], DoOutputsTuple]):
     """Keep one element per key; tagged output ``duplicates`` has (kept, copies dropped)."""
 
-    def __init__(self, key: Callable[[T], str], order: Callable[[T], Any]) -> None:
+    def __init__(self, key: Callable[[Any], str], order: Callable[[Any], Any]) -> None:
         super().__init__()
         self._key = key
         self._order = order

@@ -99,9 +99,7 @@ def kontagent_message(event: Event) -> Message | None:
             params[param] = value
     if code == "pgr":
         params["u"] = event.get("page_address")
-        params["ts"] = datetime.fromtimestamp(event.time, UTC).strftime(
-            "%Y-%m-%dT%H:%M:%S"
-        )
+        params["ts"] = datetime.fromtimestamp(event.time, UTC).strftime("%Y-%m-%dT%H:%M:%S")
     if code == "gci":
         for goal, count in (event.get("goal_counts") or {}).items():
             params[goal] = count  # the builder refuses names other than gc1..gc4

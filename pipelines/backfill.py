@@ -1,0 +1,391 @@
+"""The backfill pipeline: read event logs, map, deduplicate, send in throttled batches, report.
+
+Steps: read -> parse and validate -> event dedup -> out-of-range filter -> map -> message
+dedup (identity key) -> send -> report. Every record or message that cannot go on leaves
+through a tagged output into the dead letter; the report is computed from the pipeline's
+outputs. Run the sandbox backfill on the sample data with::
+
+    python -m pipelines.backfill --sandbox --input 'sample_data/game_events*'
+
+Exit status: 0 when invalid events + failed messages <= --max-errors, 3 when more, 2 for a
+usage or whole-run error (one line on stderr, no traceback).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import sys
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import (
+    DirectOptions,
+    PipelineOptions,
+    StandardOptions,
+)
+from apache_beam.pvalue import PCollection, TaggedOutput
+
+from pipelines.options import BackfillConfig, UsageError, configure
+from transforms.deadletter import message_view, record_entry, to_json
+from transforms.dedup import DUPLICATES, DedupByKey
+from transforms.events import messages_for
+from transforms.mapping import RecordMapping
+from transforms.message import Destination, Endpoint, Message, MessageError
+from transforms.read import InputError, RawRecord, ReadEvents, expand_inputs
+from transforms.records import Event, RecordError, parse_line, validate
+from transforms.redact import Redactor, redact_library_logs
+from transforms.report import SumTallies, Tally, build_report, summary, tally
+from transforms.send import FAILED, SendConfig, SendMessages
+from transforms.sender import Delivery
+
+log = logging.getLogger("beaconflow")
+
+INVALID = "invalid"
+TALLY = "tally"
+OUT_OF_RANGE = "out_of_range"
+
+
+class ParseEvents(beam.DoFn):
+    """RawRecord -> Event (main), dead-letter entries (``invalid``), tallies (``tally``)."""
+
+    def __init__(self, mapping: RecordMapping, now: float) -> None:
+        super().__init__()
+        self._mapping = mapping
+        self._now = now
+
+    def process(self, raw: RawRecord) -> Iterator[Event | TaggedOutput[str, Any]]:
+        yield TaggedOutput(TALLY, tally("events_read"))
+        if raw.problem is not None:
+            yield from self._invalid("read", raw.problem, raw)
+            return
+        record: dict[str, Any] | None = None
+        try:
+            source = raw.row if raw.row is not None else parse_line(raw.text or "")
+            record = self._mapping.apply(source)
+            yield validate(record, now=self._now, source=raw.source)
+        except RecordError as error:
+            yield from self._invalid("parse", str(error), raw, record)
+
+    def _invalid(
+        self, stage: str, reason: str, raw: RawRecord, record: object = None
+    ) -> Iterator[TaggedOutput[str, Any]]:
+        yield TaggedOutput(TALLY, tally("events_invalid", destination=stage))
+        yield TaggedOutput(INVALID, record_entry(stage, reason, raw, record))
+
+
+class MapEvents(beam.DoFn):
+    """Event -> its messages (main), or the event's dead-letter entry; tallies either way."""
+
+    def __init__(self, mapping: RecordMapping, destinations: tuple[Destination, ...]) -> None:
+        super().__init__()
+        self._mapping = mapping
+        self._destinations = destinations
+
+    def process(self, event: Event) -> Iterator[Message | TaggedOutput[str, Any]]:
+        destinations = self._mapping.destinations(event.name, self._destinations)
+        try:
+            messages = messages_for(event, destinations)
+        except MessageError as error:
+            file, _, line = event.source.rpartition(":")
+            yield TaggedOutput(TALLY, tally("events_invalid", destination="map"))
+            yield TaggedOutput(
+                INVALID,
+                {
+                    "stage": "map",
+                    "reason": str(error),
+                    "source": {"file": file, "line": int(line) if line.isdigit() else line},
+                    "record": {"event": event.name, "user_id": event.user_id, "time": event.time,
+                               **event.fields},
+                },
+            )  # fmt: skip
+            return
+        yield TaggedOutput(TALLY, tally("events_mapped"))
+        if not messages:
+            yield TaggedOutput(TALLY, tally("events_unrouted"))
+        for message in messages:
+            yield TaggedOutput(TALLY, tally("messages_built", 1, message.destination, message.kind))
+            yield message
+
+
+def _in_range(event: Event, since: int | None, until: int | None) -> Iterator[Any]:
+    if (since is not None and event.time < since) or (until is not None and event.time >= until):
+        yield TaggedOutput(OUT_OF_RANGE, tally("events_out_of_range"))
+    else:
+        yield event
+
+
+def _message_copies_tally(kept_copies: tuple[Message, int]) -> Tally:
+    message, copies = kept_copies
+    return tally("messages_duplicate", copies, message.destination, message.kind)
+
+
+def _delivery_tally(delivery: Delivery) -> Tally:
+    outcome = "messages_delivered" if delivery.delivered else "messages_failed"
+    return tally(outcome, 1, delivery.message.destination, delivery.message.kind)
+
+
+def _failure_entry(delivery: Delivery) -> dict[str, Any]:
+    return {
+        "stage": "send",
+        "reason": delivery.error or f"HTTP {delivery.status}",
+        "status": delivery.status,
+        "attempts": delivery.attempts,
+        "message": message_view(delivery.message),
+    }
+
+
+def _dry_run_line(message: Message, endpoints: dict[Destination, Endpoint]) -> str:
+    from transforms.render import render_url
+
+    view = message_view(message)
+    endpoint = endpoints[message.destination]
+    view["url"] = Redactor.of(endpoint.secrets())(render_url(message, endpoint, 0))
+    return json.dumps(view, ensure_ascii=False, sort_keys=True)
+
+
+def _write_single(lines: PCollection[str], path: str, label: str) -> None:
+    _ = lines | label >> beam.io.WriteToText(path, shard_name_template="", num_shards=1)
+
+
+def build(pipeline: beam.Pipeline, config: BackfillConfig, files: Sequence[str], tallies_path: str,
+          *, now: float, workers: int) -> None:  # fmt: skip
+    """Wire every step of the backfill into ``pipeline``."""
+    redact = Redactor.of(config.secrets())
+    raw = pipeline | "Read" >> ReadEvents(files)
+    parsed = raw | "Parse" >> beam.ParDo(ParseEvents(config.mapping, now)).with_outputs(
+        INVALID, TALLY, main="events"
+    )
+    events = parsed.events | "DedupEvents" >> DedupByKey(
+        key=lambda e: e.key, order=lambda e: e.source
+    )
+    in_range = events.unique | "InRange" >> beam.FlatMap(
+        _in_range, config.since, config.until
+    ).with_outputs(OUT_OF_RANGE, main="events")
+    mapped = in_range.events | "Map" >> beam.ParDo(
+        MapEvents(config.mapping, config.destinations)
+    ).with_outputs(INVALID, TALLY, main="messages")
+    messages = mapped.messages | "DedupMessages" >> DedupByKey(
+        key=lambda m: m.key, order=lambda m: m.key
+    )
+    tallies = [
+        parsed[TALLY],
+        in_range[OUT_OF_RANGE],
+        mapped[TALLY],
+        events[DUPLICATES]
+        | "CountEventCopies" >> beam.Map(lambda kept_n: tally("events_duplicate", kept_n[1])),
+        messages[DUPLICATES]
+        | "CountMessageCopies" >> beam.Map(_message_copies_tally),
+    ]  # fmt: skip
+    dead_letters = [parsed[INVALID], mapped[INVALID]]
+    if config.dry_run:
+        endpoints = config.endpoints
+        _write_single(
+            messages.unique | "DryRunLines" >> beam.Map(_dry_run_line, endpoints),
+            config.dry_run,
+            "WriteDryRun",
+        )
+        tallies.append(
+            messages.unique
+            | "CountDryRun"
+            >> beam.Map(lambda m: tally("messages_dry_run", 1, m.destination, m.kind))
+        )
+    else:
+        send_config = SendConfig(
+            endpoints=config.endpoints,
+            concurrency=config.concurrency,
+            timeout=config.timeout,
+            retry=config.retry,
+            max_rps={d: config.max_rps for d in config.endpoints},
+            workers=workers,
+            progress_interval=config.progress_interval,
+        )
+        sent = messages.unique | "Send" >> SendMessages(send_config)
+        outcomes = (sent.delivered, sent[FAILED]) | "AllDeliveries" >> beam.Flatten()
+        tallies.append(outcomes | "CountDeliveries" >> beam.Map(_delivery_tally))
+        dead_letters.append(sent[FAILED] | "FailedEntries" >> beam.Map(_failure_entry))
+    _write_single(
+        tuple(dead_letters)
+        | "AllDeadLetters" >> beam.Flatten()
+        | "DeadLetterLines" >> beam.Map(lambda entry: redact(to_json(entry))),
+        config.dead_letter,
+        "WriteDeadLetter",
+    )
+    _write_single(
+        tuple(tallies)
+        | "AllTallies" >> beam.Flatten()
+        | "Sum" >> beam.CombineGlobally(SumTallies()),
+        tallies_path,
+        "WriteTallies",
+    )
+
+
+def _local_runner(options: PipelineOptions) -> Any:
+    """FnApiRunner for DirectRunner: the local run must not try Prism's download."""
+    runner = options.view_as(StandardOptions).runner
+    if runner not in (None, "DirectRunner", "direct", "SwitchingDirectRunner"):
+        return None
+    from apache_beam.portability.api import beam_provision_api_pb2
+    from apache_beam.runners.portability.fn_api_runner import fn_runner
+    from apache_beam.runners.portability.portable_runner import JobServiceHandle
+
+    encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options())
+    info = fn_runner.ExtendedProvisionInfo(
+        beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded)
+    )
+    return fn_runner.FnApiRunner(provision_info=info)
+
+
+def worker_processes(options: PipelineOptions) -> int:
+    """How many processes send at once, to divide --max-rps among them.
+
+    Threads of one process share one rate limiter; DirectRunner's multi_processing mode runs
+    ``direct_num_workers`` processes. Other runners: ``--num_workers`` or
+    ``--max_num_workers`` when given (each worker process gets its share), else 1.
+    """
+    direct = options.view_as(DirectOptions)
+    runner = options.view_as(StandardOptions).runner
+    if runner in (None, "DirectRunner", "direct", "SwitchingDirectRunner"):
+        if direct.direct_running_mode == "multi_processing":
+            return max(1, direct.direct_num_workers or os.cpu_count() or 1)
+        return 1
+    all_options = options.get_all_options()
+    return max(1, int(all_options.get("max_num_workers") or all_options.get("num_workers") or 1))
+
+
+def _read_tallies(path: str) -> dict[str, int]:
+    with FileSystems.open(path) as handle:
+        text = handle.read().decode("utf-8").strip()
+    FileSystems.delete([path])
+    return {key: int(n) for key, n in json.loads(text or "{}").items()}
+
+
+def _write_report(path: str, report: dict[str, Any]) -> None:
+    directory = path.rpartition("/")[0]
+    if directory and "://" not in path:
+        os.makedirs(directory, exist_ok=True)
+    with FileSystems.create(path) as handle:
+        handle.write((json.dumps(report, indent=2, sort_keys=True) + "\n").encode("utf-8"))
+
+
+def _prepare_output(path: str) -> None:
+    directory = path.rpartition("/")[0]
+    if directory and "://" not in path:
+        os.makedirs(directory, exist_ok=True)
+
+
+def run(argv: Sequence[str], *, now: float | None = None) -> tuple[int, dict[str, Any]]:
+    """Run the backfill; return the exit status and the report. UsageError for bad input."""
+    config = configure(argv)
+    started = time.monotonic()
+    now = time.time() if now is None else now
+    try:
+        files = expand_inputs(config.inputs)
+    except InputError as error:
+        raise UsageError(str(error)) from None
+    redact_library_logs(config.secrets())
+    options = PipelineOptions(list(config.beam_args))
+    for path in (config.dead_letter, config.report, config.dry_run or ""):
+        if path:
+            _prepare_output(path)
+    tallies_path = f"{config.report}.tallies-{uuid.uuid4().hex[:8]}.json"
+    collector = None
+    extra: dict[str, Any] = {"inputs": list(config.inputs), "files": len(files),
+                             "dead_letter": config.dead_letter, "dry_run": config.dry_run,
+                             "sandbox": config.sandbox}  # fmt: skip
+    with contextlib.ExitStack() as stack:
+        if config.sandbox:
+            from beaconflow.collector import Collector
+            from pipelines.options import SANDBOX_KISSMETRICS_KEY, SANDBOX_KONTAGENT_KEY
+
+            collector = stack.enter_context(
+                Collector(
+                    kontagent_key=SANDBOX_KONTAGENT_KEY,
+                    kissmetrics_key=SANDBOX_KISSMETRICS_KEY,
+                    kontagent_secret=config.endpoints["kontagent"].secret,
+                )
+            )
+            base = collector.base_url
+            endpoints = {d: replace(e, base_url=base) for d, e in config.endpoints.items()}
+            config = replace(config, endpoints=endpoints)
+            print(
+                f"beaconflow: SANDBOX MODE: sending to the local collector at {base}; "
+                "nothing reaches Kontagent or KISSmetrics.",
+                file=sys.stderr,
+            )
+        pipeline = beam.Pipeline(runner=_local_runner(options), options=options)
+        build(pipeline, config, files, tallies_path, now=now, workers=worker_processes(options))
+        result = pipeline.run()
+        result.wait_until_finish()
+        sums = _read_tallies(tallies_path)
+        if collector is not None:
+            counts = collector.counts()
+            extra["sandbox_collector"] = {
+                "accepted": counts.get("accepted", 0),
+                "rejected": counts.get("rejected", 0),
+                "faulted": counts.get("faulted", 0),
+            }
+    report = build_report(sums, time.monotonic() - started, extra)
+    report["destinations"] = list(config.destinations)
+    _write_report(config.report, report)
+    errors = report["events_invalid"] + report["messages_failed"]
+    report["exit_status"] = 0 if errors <= config.max_errors else 3
+    return report["exit_status"], report
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The ``beaconflow`` command: run, print the summary, return the exit status."""
+    logging.basicConfig(
+        level=logging.WARNING, stream=sys.stderr, format="beaconflow: %(message)s", force=True
+    )
+    logging.getLogger("beaconflow").setLevel(logging.INFO)
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        status, report = run(args)
+    except UsageError as error:
+        print(f"beaconflow: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("beaconflow: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:
+        if os.environ.get("BEACONFLOW_DEBUG"):
+            raise
+        secrets = _secrets_in(args)
+        reason = Redactor.of(secrets)(f"{type(error).__name__}: {error}".splitlines()[0])
+        print(f"beaconflow: error: the run failed: {reason} (BEACONFLOW_DEBUG=1 shows more)",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    print(summary(report))
+    if status:
+        print(
+            f"beaconflow: {report['events_invalid']} invalid events + {report['messages_failed']} "
+            f"failed messages exceed --max-errors; see {report['dead_letter']}",
+            file=sys.stderr,
+        )
+    return status
+
+
+def _secrets_in(args: Sequence[str]) -> list[str]:
+    """The key and secret values given on the command line or in the environment."""
+    flags = ("--kontagent-api-key", "--kontagent-secret", "--kissmetrics-api-key")
+    values = [os.environ.get(name, "") for name in
+              ("KONTAGENT_API_KEY", "KONTAGENT_SECRET", "KISSMETRICS_API_KEY")]  # fmt: skip
+    for i, arg in enumerate(args):
+        for flag in flags:
+            if arg == flag and i + 1 < len(args):
+                values.append(args[i + 1])
+            elif arg.startswith(flag + "="):
+                values.append(arg.split("=", 1)[1])
+    return [v for v in values if v]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,296 @@
+"""The backfill pipeline: its DoFns under TestPipeline, and whole runs against the collector."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import apache_beam as beam
+import pytest
+from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+
+from beaconflow.collector import Collector
+from pipelines.backfill import INVALID, TALLY, MapEvents, ParseEvents, run
+from transforms.mapping import RecordMapping
+from transforms.read import RawRecord
+from transforms.records import validate
+
+from .conftest import KISSMETRICS_KEY, KONTAGENT_KEY, KONTAGENT_SECRET
+
+NOW = 1_800_000_000
+T0 = 1_750_000_000  # 2025-06-15T15:06:40Z
+
+
+def _pipeline() -> BeamTestPipeline:
+    return BeamTestPipeline(runner=FnApiRunner())
+
+
+def test_parse_events_splits_good_and_bad_records() -> None:
+    raws = [
+        RawRecord("a.jsonl", 1, text=json.dumps({"time": T0, "user_id": 1, "event": "apr"})),
+        RawRecord("a.jsonl", 2, text="{not json"),
+        RawRecord("a.jsonl", 3, text=json.dumps({"time": T0, "event": "apr"})),
+        RawRecord("a.jsonl", 4, problem="line is not valid UTF-8 (byte 3)"),
+        RawRecord("b.parquet", 1, row={"time": T0, "user_id": "2", "event": "level_up"}),
+    ]
+    with _pipeline() as p:
+        out = (
+            p
+            | beam.Create(raws)
+            | beam.ParDo(ParseEvents(RecordMapping(), NOW)).with_outputs(
+                INVALID, TALLY, main="events"
+            )
+        )
+        assert_that(
+            out.events | "Users" >> beam.Map(lambda e: (e.source, e.user_id, e.name)),
+            equal_to([("a.jsonl:1", 1, "apr"), ("b.parquet:1", "2", "level_up")]),
+            label="events",
+        )
+        assert_that(
+            out[INVALID]
+            | "Reasons" >> beam.Map(lambda d: (d["stage"], d["source"], d["reason"][:20])),
+            equal_to(
+                [
+                    ("parse", {"file": "a.jsonl", "line": 2}, "malformed JSON: Expe"),
+                    ("parse", {"file": "a.jsonl", "line": 3}, "field 'user_id': is "),
+                    ("read", {"file": "a.jsonl", "line": 4}, "line is not valid UT"),
+                ]
+            ),
+            label="invalid",
+        )
+        assert_that(
+            out[TALLY] | "Names" >> beam.Map(lambda t: (t[0], t[1])),
+            equal_to(
+                [("events_read", "")] * 5
+                + [("events_invalid", "parse")] * 2
+                + [("events_invalid", "read")]
+            ),
+            label="tallies",
+        )
+
+
+def test_map_events_emits_messages_or_a_map_dead_letter() -> None:
+    good = validate(
+        {"time": T0, "user_id": 7, "event": "level_up", "level": 3}, now=NOW, source="f:1"
+    )
+    bad = validate({"time": T0, "user_id": "alice", "event": "apr"}, now=NOW, source="f:2")
+    with _pipeline() as p:
+        out = (
+            p
+            | beam.Create([good, bad])
+            | beam.ParDo(MapEvents(RecordMapping(), ("kontagent", "kissmetrics"))).with_outputs(
+                INVALID, TALLY, main="messages"
+            )
+        )
+        assert_that(
+            out.messages
+            | beam.Map(lambda m: (m.destination, m.kind, m.param("n") or m.param("_n"))),
+            equal_to([("kontagent", "evt", "level_up"), ("kissmetrics", "e", "level_up")]),
+            label="messages",
+        )
+        assert_that(
+            out[INVALID]
+            | beam.Map(lambda d: (d["stage"], d["source"], "numeric user id" in d["reason"])),
+            equal_to([("map", {"file": "f", "line": 2}, True)]),
+            label="invalid",
+        )
+
+
+def _write_jsonl(path: Path, records: list[Any]) -> Path:
+    lines = [r if isinstance(r, str) else json.dumps(r) for r in records]
+    data = ("\n".join(lines) + "\n").encode()
+    path.write_bytes(gzip.compress(data) if path.suffix == ".gz" else data)
+    return path
+
+
+def _flags(
+    collector: Collector, tmp_path: Path, *inputs: Path, extra: tuple[str, ...] = ()
+) -> list[str]:
+    return [
+        *(f"--input={p}" for p in inputs),
+        f"--kontagent-api-key={KONTAGENT_KEY}",
+        f"--kontagent-secret={KONTAGENT_SECRET}",
+        f"--kontagent-url={collector.base_url}",
+        f"--kissmetrics-api-key={KISSMETRICS_KEY}",
+        f"--kissmetrics-url={collector.base_url}",
+        f"--report={tmp_path / 'out' / 'report.json'}",
+        f"--dead-letter={tmp_path / 'out' / 'dead.jsonl'}",
+        *extra,
+    ]
+
+
+def _dead_letters(tmp_path: Path) -> list[dict[str, Any]]:
+    text = (tmp_path / "out" / "dead.jsonl").read_text()
+    return [json.loads(line) for line in text.splitlines() if line]
+
+
+EVENTS = [
+    {"event_id": "e1", "time": "2025-06-15T15:06:40Z", "user_id": 11, "event": "application_installed"},
+    {"event_id": "e2", "time": T0 + 60, "user_id": "12", "event": "invite_sent", "recipients": [13, 14]},
+    {"event_id": "e3", "time": T0 + 120.9, "user_id": 13, "event": "invite_response", "installed": False},
+    {"event_id": "e4", "time": T0 + 180, "user_id": 12, "event": "revenue_tracking", "value": 0,
+     "properties": {"item": "golden hoe & rake", "price": "1,99 €"}},
+    {"event_id": "e5", "time": T0 + 240, "user_id": 12, "event": "alias", "alias": "twelve@example.com"},
+    {"event_id": "e6", "time": T0 + 300, "user_id": 14, "event": "user_information", "gender": "f",
+     "birth_year": 1990, "country": "NZ"},
+]  # fmt: skip
+
+
+def test_backfill_end_to_end(collector: Collector, tmp_path: Path) -> None:
+    reordered = {"user_id": 15, "event": "boss_defeated", "time": T0 + 400, "level": 2}
+    first = _write_jsonl(
+        tmp_path / "day1.jsonl",
+        [
+            *EVENTS,
+            EVENTS[1],  # the same event_id again
+            "",  # blank: not an event
+            {"time": T0 + 400, "event": "boss_defeated", "level": 2, "user_id": 15},
+            "{broken",
+            {"event_id": "bad-time", "time": "2008-01-01T00:00:00Z", "user_id": 1, "event": "apr"},
+        ],
+    )
+    second = _write_jsonl(tmp_path / "day2.jsonl.gz", [EVENTS[0], reordered])
+    status, report = run(_flags(collector, tmp_path, first, second), now=NOW)
+
+    assert collector.rejected() == [], "every request must be valid per the references"
+    accepted = collector.accepted()
+    assert report["events_read"] == 12
+    assert (report["events_invalid"], report["events_duplicate"], report["events_mapped"]) == (
+        2,
+        3,
+        7,
+    )
+    assert report["invariant_errors"] == []
+    assert report["messages_delivered"] == len(accepted) == report["messages_built"]
+    assert status == 3  # two invalid events, --max-errors 0
+
+    by_kind: dict[str, list[dict[str, str]]] = {}
+    for record in accepted:
+        by_kind.setdefault(f"{record.destination}/{record.kind}", []).append(record.param_map())
+    assert len(by_kind["kontagent/apa"]) == 1  # event e1 read twice, sent once
+    assert len(by_kind["kontagent/ins"]) == 1 and by_kind["kontagent/ins"][0]["r"] == "13,14"
+    assert by_kind["kontagent/inr"][0]["i"] == "0"
+    assert by_kind["kontagent/mtu"][0]["v"] == "0"
+    assert len(by_kind["kontagent/evt"]) == 1  # same object, keys reordered, in two files
+    assert by_kind["kissmetrics/a"] == [{"_p": "12", "_n": "twelve@example.com"}]
+    for record in by_kind["kissmetrics/e"] + by_kind["kissmetrics/s"]:
+        assert record["_d"] == "1"
+    assert sorted(int(r["_t"]) for r in by_kind["kissmetrics/e"]) == [
+        T0,
+        T0 + 60,
+        T0 + 120,
+        T0 + 180,
+        T0 + 400,
+    ]
+    purchase = next(r for r in by_kind["kissmetrics/e"] if r["_n"] == "revenue_tracking")
+    assert purchase["item"] == "golden hoe & rake" and purchase["price"] == "1,99 €"
+    assert by_kind["kissmetrics/s"][0]["_t"] == str(T0 + 300)
+
+    dead = _dead_letters(tmp_path)
+    assert sorted((d["stage"], d["source"]["line"]) for d in dead) == [("parse", 10), ("parse", 11)]
+    assert any("malformed JSON" in d["reason"] for d in dead)
+    assert any("before 2009" in d["reason"] for d in dead)
+    saved = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert (
+        saved["events_read"] == 12 and saved["messages_delivered"] == report["messages_delivered"]
+    )
+
+
+def test_max_errors_sets_the_exit_status(collector: Collector, tmp_path: Path) -> None:
+    source = _write_jsonl(tmp_path / "x.jsonl", [EVENTS[0], "{bad", "{worse"])
+    assert run(_flags(collector, tmp_path, source, extra=("--max-errors=2",)), now=NOW)[0] == 0
+    assert run(_flags(collector, tmp_path, source, extra=("--max-errors=1",)), now=NOW)[0] == 3
+
+
+def test_since_until_filter_counts_out_of_range(collector: Collector, tmp_path: Path) -> None:
+    source = _write_jsonl(tmp_path / "x.jsonl", EVENTS)
+    # T0 is 2025-06-15T15:06:40Z; e2..e4 are at T0+60..T0+180, e5 at T0+240 (= until)
+    window = ("--since=2025-06-15T15:07:00Z", "--until=2025-06-15T17:10:40+02:00")
+    status, report = run(_flags(collector, tmp_path, source, extra=window), now=NOW)
+    assert status == 0
+    assert report["events_out_of_range"] == 3  # e1 (before), e5 and e6 (at/after until)
+    assert report["events_mapped"] == 3
+    assert report["invariant_errors"] == []
+
+
+def test_dry_run_sends_nothing_and_writes_redacted_messages(
+    collector: Collector, tmp_path: Path
+) -> None:
+    source = _write_jsonl(tmp_path / "x.jsonl", EVENTS)
+    dry = tmp_path / "out" / "dry.jsonl"
+    status, report = run(_flags(collector, tmp_path, source, extra=(f"--dry-run={dry}",)), now=NOW)
+    assert status == 0 and collector.accepted() == []
+    lines = [json.loads(line) for line in dry.read_text().splitlines()]
+    assert len(lines) == report["messages_dry_run"] == report["messages_built"] > 0
+    text = dry.read_text()
+    assert (
+        KONTAGENT_KEY not in text and KISSMETRICS_KEY not in text and KONTAGENT_SECRET not in text
+    )
+
+
+def test_only_destinations_with_a_key_are_used(collector: Collector, tmp_path: Path) -> None:
+    source = _write_jsonl(tmp_path / "x.jsonl", EVENTS)
+    flags = [f for f in _flags(collector, tmp_path, source) if "kontagent" not in f]
+    status, report = run(flags, now=NOW)
+    assert status == 0
+    assert {r.destination for r in collector.accepted()} == {"kissmetrics"}
+    assert report["destinations"] == ["kissmetrics"]
+
+
+def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pipelines.backfill", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--input=/nonexistent/*.jsonl", "--sandbox"], "no file matches"),
+        (["--sandbox"], "--input is required"),
+        (["--input=sample_data/game_events.jsonl"], "no destination"),
+        (["--input=sample_data/game_events.jsonl", "--sandbox", "--max-rps=0"], "--max-rps"),
+        (
+            ["--input=sample_data/game_events.jsonl", "--sandbox", "--no-such-flag"],
+            "unrecognized argument",
+        ),
+        (
+            ["--input=sample_data/game_events.jsonl", "--sandbox", "--since=yesterday-ish"],
+            "--since",
+        ),
+        (["--input=sample_data/legacy_mapping.toml", "--sandbox"], "neither .jsonl"),
+        (
+            ["--input=sample_data/game_events.jsonl", "--sandbox", "--mapping=/nope.toml"],
+            "--mapping",
+        ),
+    ],
+)
+def test_usage_errors_are_one_line_and_exit_2(args: list[str], message: str) -> None:
+    env = {"PATH": "/usr/bin:/bin", "HOME": "/tmp"}
+    done = _cli(*args, env=env)
+    assert done.returncode == 2, done.stderr
+    assert message in done.stderr
+    assert "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_sandbox_run_of_the_sample_data() -> None:
+    done = _cli("--sandbox", "--input=sample_data/game_events*", "--max-errors=3",
+                "--report=/tmp/beaconflow-test-sandbox/report.json",
+                "--dead-letter=/tmp/beaconflow-test-sandbox/dead.jsonl")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "SANDBOX MODE" in done.stderr and "Traceback" not in done.stderr
+    report = json.loads(Path("/tmp/beaconflow-test-sandbox/report.json").read_text())
+    assert report["invariant_errors"] == []
+    assert report["sandbox_collector"]["rejected"] == 0
+    assert report["sandbox_collector"]["accepted"] == report["messages_delivered"] > 1000
