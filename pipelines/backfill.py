@@ -34,9 +34,16 @@ from apache_beam.options.pipeline_options import (
 from apache_beam.pvalue import PCollection, TaggedOutput
 
 from pipelines.options import BackfillConfig, UsageError, configure
-from transforms.deadletter import message_view, record_entry, to_json
-from transforms.dedup import DUPLICATES, DedupByKey
+from transforms.deadletter import (
+    is_entry,
+    message_view,
+    record_entry,
+    replayed_message,
+    to_json,
+)
+from transforms.dedup import DUPLICATES, SKIPPED, DedupByKey
 from transforms.events import messages_for
+from transforms.ledger import endpoint_fingerprint, ledger_files, ledger_key, read_ledger_file
 from transforms.mapping import RecordMapping
 from transforms.message import Destination, Endpoint, Message, MessageError
 from transforms.read import InputError, RawRecord, ReadEvents, expand_inputs
@@ -50,6 +57,7 @@ log = logging.getLogger("beaconflow")
 
 INVALID = "invalid"
 TALLY = "tally"
+REPLAYED = "replayed"
 OUT_OF_RANGE = "out_of_range"
 
 
@@ -66,13 +74,33 @@ class ParseEvents(beam.DoFn):
         if raw.problem is not None:
             yield from self._invalid("read", raw.problem, raw)
             return
-        record: dict[str, Any] | None = None
+        source: dict[str, Any] | None = raw.row
         try:
-            source = raw.row if raw.row is not None else parse_line(raw.text or "")
-            record = self._mapping.apply(source)
-            yield validate(record, now=self._now, source=raw.source)
+            if source is None:
+                source = parse_line(raw.text or "")
+            if is_entry(source):  # a dead-letter file given as input: replay it
+                if "message" in source:
+                    yield from self._replay_message(source, raw)
+                    return
+                replayed = source.get("record")
+                source = replayed if isinstance(replayed, dict) else parse_line(str(source["line"]))
+            yield validate(
+                self._mapping.apply(source), now=self._now, source=raw.source, origin=source
+            )
         except RecordError as error:
-            yield from self._invalid("parse", str(error), raw, record)
+            yield from self._invalid("parse", str(error), raw, source)
+
+    def _replay_message(
+        self, entry: dict[str, Any], raw: RawRecord
+    ) -> Iterator[TaggedOutput[str, Any]]:
+        try:
+            message = replayed_message(entry["message"])
+        except (MessageError, AttributeError) as error:
+            yield from self._invalid("parse", f"dead-letter message: {error}", raw, entry)
+            return
+        yield TaggedOutput(TALLY, tally("events_mapped"))
+        yield TaggedOutput(TALLY, tally("messages_built", 1, message.destination, message.kind))
+        yield TaggedOutput(REPLAYED, message)
 
     def _invalid(
         self, stage: str, reason: str, raw: RawRecord, record: object = None
@@ -102,8 +130,9 @@ class MapEvents(beam.DoFn):
                     "stage": "map",
                     "reason": str(error),
                     "source": {"file": file, "line": int(line) if line.isdigit() else line},
-                    "record": {"event": event.name, "user_id": event.user_id, "time": event.time,
-                               **event.fields},
+                    "record": event.origin if event.origin is not None else {
+                        "event": event.name, "user_id": event.user_id, "time": event.time,
+                        **event.fields},
                 },
             )  # fmt: skip
             return
@@ -125,6 +154,13 @@ def _in_range(event: Event, since: int | None, until: int | None) -> Iterator[An
 def _message_copies_tally(kept_copies: tuple[Message, int]) -> Tally:
     message, copies = kept_copies
     return tally("messages_duplicate", copies, message.destination, message.kind)
+
+
+def _skipped_tallies(kept_copies: tuple[Message, int]) -> Iterator[Tally]:
+    message, copies = kept_copies
+    yield tally("messages_skipped", 1, message.destination, message.kind)
+    if copies > 1:
+        yield tally("messages_duplicate", copies - 1, message.destination, message.kind)
 
 
 def _delivery_tally(delivery: Delivery) -> Tally:
@@ -161,7 +197,7 @@ def build(pipeline: beam.Pipeline, config: BackfillConfig, files: Sequence[str],
     redact = Redactor.of(config.secrets())
     raw = pipeline | "Read" >> ReadEvents(files)
     parsed = raw | "Parse" >> beam.ParDo(ParseEvents(config.mapping, now)).with_outputs(
-        INVALID, TALLY, main="events"
+        INVALID, TALLY, REPLAYED, main="events"
     )
     events = parsed.events | "DedupEvents" >> DedupByKey(
         key=lambda e: e.key, order=lambda e: e.source
@@ -172,8 +208,20 @@ def build(pipeline: beam.Pipeline, config: BackfillConfig, files: Sequence[str],
     mapped = in_range.events | "Map" >> beam.ParDo(
         MapEvents(config.mapping, config.destinations)
     ).with_outputs(INVALID, TALLY, main="messages")
-    messages = mapped.messages | "DedupMessages" >> DedupByKey(
-        key=lambda m: m.key, order=lambda m: m.key
+    fingerprints = {d: endpoint_fingerprint(e) for d, e in config.endpoints.items()}
+    delivered_before = None
+    if config.ledger:
+        delivered_before = (
+            pipeline
+            | "ListLedger" >> beam.Create(ledger_files(config.ledger))
+            | "SpreadLedger" >> beam.Reshuffle()
+            | "ReadLedger" >> beam.FlatMap(read_ledger_file)
+        )
+    messages = (mapped.messages, parsed[REPLAYED]) | "AllMessages" >> beam.Flatten()
+    messages = messages | "DedupMessages" >> DedupByKey(
+        key=lambda m: ledger_key(fingerprints[m.destination], m),
+        order=lambda m: m.key,
+        delivered=delivered_before,
     )
     tallies = [
         parsed[TALLY],
@@ -183,6 +231,7 @@ def build(pipeline: beam.Pipeline, config: BackfillConfig, files: Sequence[str],
         | "CountEventCopies" >> beam.Map(lambda kept_n: tally("events_duplicate", kept_n[1])),
         messages[DUPLICATES]
         | "CountMessageCopies" >> beam.Map(_message_copies_tally),
+        messages[SKIPPED] | "CountSkipped" >> beam.FlatMap(_skipped_tallies),
     ]  # fmt: skip
     dead_letters = [parsed[INVALID], mapped[INVALID]]
     if config.dry_run:
@@ -206,6 +255,7 @@ def build(pipeline: beam.Pipeline, config: BackfillConfig, files: Sequence[str],
             max_rps={d: config.max_rps for d in config.endpoints},
             workers=workers,
             progress_interval=config.progress_interval,
+            ledger=config.ledger,
         )
         sent = messages.unique | "Send" >> SendMessages(send_config)
         outcomes = (sent.delivered, sent[FAILED]) | "AllDeliveries" >> beam.Flatten()
@@ -279,6 +329,18 @@ def _prepare_output(path: str) -> None:
     directory = path.rpartition("/")[0]
     if directory and "://" not in path:
         os.makedirs(directory, exist_ok=True)
+    if FileSystems.exists(path):
+        log.info("replacing %s from an earlier run", path)
+
+
+class _HideOverwriteWarning(logging.Filter):
+    """Hides Beam's "Deleting 1 existing files in target path matching: " (an empty glob).
+
+    Beam says it when a single-file output exists already; beaconflow names the file instead.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Deleting %d existing files in target path")
 
 
 def run(argv: Sequence[str], *, now: float | None = None) -> tuple[int, dict[str, Any]]:
@@ -346,6 +408,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.WARNING, stream=sys.stderr, format="beaconflow: %(message)s", force=True
     )
     logging.getLogger("beaconflow").setLevel(logging.INFO)
+    logging.getLogger("apache_beam.io.filebasedsink").addFilter(_HideOverwriteWarning())
     args = list(sys.argv[1:] if argv is None else argv)
     try:
         status, report = run(args)

@@ -54,6 +54,7 @@ class BackfillConfig:
     sandbox: bool
     max_errors: int
     progress_interval: float
+    ledger: str | None
     beam_args: tuple[str, ...]
 
     @property
@@ -75,6 +76,13 @@ def _non_negative_int(text: str) -> int:
     value = int(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
     return value
 
 
@@ -189,6 +197,14 @@ def parser() -> argparse.ArgumentParser:
         help="tries per message, the first included (default: 5)",
     )
     send.add_argument(
+        "--backoff",
+        type=_non_negative_float,
+        default=0.5,
+        metavar="SECONDS",
+        help="base of the exponential backoff between tries, full jitter, capped at 30 s "
+        "(default: 0.5)",
+    )
+    send.add_argument(
         "--timeout",
         type=_positive_float,
         default=10.0,
@@ -208,6 +224,12 @@ def parser() -> argparse.ArgumentParser:
         default=f"{DEFAULT_OUTPUT}/report.json",
         metavar="PATH",
         help=f"JSON report of the run (default: {DEFAULT_OUTPUT}/report.json)",
+    )
+    out.add_argument(
+        "--ledger",
+        metavar="DIR",
+        help="delivery ledger directory: messages it records are not sent again (counted as "
+        "skipped) and every delivery is recorded in it; use the same DIR for every run",
     )
     out.add_argument(
         "--dry-run",
@@ -311,7 +333,7 @@ def configure(argv: Sequence[str]) -> BackfillConfig:
         until=until,
         max_rps=args.max_rps,
         concurrency=args.concurrency,
-        retry=RetryPolicy(max_attempts=args.max_attempts),
+        retry=RetryPolicy(max_attempts=args.max_attempts, base_delay=args.backoff),
         timeout=args.timeout,
         dead_letter=args.dead_letter,
         report=args.report,
@@ -319,5 +341,6 @@ def configure(argv: Sequence[str]) -> BackfillConfig:
         sandbox=args.sandbox,
         max_errors=args.max_errors,
         progress_interval=args.progress_interval,
+        ledger=args.ledger,
         beam_args=tuple(rest),
     )

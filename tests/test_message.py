@@ -172,3 +172,14 @@ def test_redactor_masks_keys_in_urls_and_anywhere_in_text() -> None:
         assert "***" in masked
     assert redact("/api/v1/other-key/apr/?s=1") == "/api/v1/***/apr/?s=1"
     assert Redactor.of(["a b/c"])("x a%20b%2Fc y a+b%2Fc") == "x *** y ***"
+
+
+def test_lone_surrogates_are_refused_not_sent() -> None:
+    import pytest
+
+    from transforms.message import MessageError
+
+    with pytest.raises(MessageError, match="lone surrogate"):
+        kissmetrics.record("\ud800", "x")
+    with pytest.raises(MessageError, match="lone surrogate"):
+        kontagent.build("evt", {"s": 1, "n": "x", "st1": "a\udfffb"})

@@ -2,8 +2,10 @@
 
 Every entry has the ``stage`` it stopped at (``read``, ``parse``, ``map``, ``send``), the
 ``reason``, where it came from (``source``: file and line or row), and either the original
-``record`` (so that, once its cause is fixed, the dead-letter file can be given back as
---input) or the ``message`` it became, with status, error and attempts for send failures.
+``record`` as read (the raw ``line`` when it was not JSON), or the ``message`` it became, with
+status and attempts for send failures. A dead-letter file given back as --input replays:
+records go through parsing and mapping again (what was invalid stays invalid, with the same
+reason), messages are validated and sent again with the same identity.
 Messages never carry credentials; each line still passes through the run's redactor.
 """
 
@@ -11,8 +13,10 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import quote
 
-from transforms.message import Message
+from transforms import kissmetrics, kontagent
+from transforms.message import Message, MessageError
 from transforms.read import RawRecord
 
 
@@ -22,8 +26,34 @@ def message_view(message: Message) -> dict[str, Any]:
         "destination": message.destination,
         "kind": message.kind,
         "params": dict(message.params),
+        "occurrence": message.occurrence,
         "key": message.key,
     }
+
+
+def is_entry(record: dict[str, Any]) -> bool:
+    """Whether a record read from the input is a dead-letter entry (a replay)."""
+    return (
+        isinstance(record.get("stage"), str)
+        and "reason" in record
+        and isinstance(record.get("source", {}), dict)
+        and any(name in record for name in ("record", "line", "message"))
+    )
+
+
+def replayed_message(view: dict[str, Any]) -> Message:
+    """The message of a send-stage dead-letter entry, validated again by its builder."""
+    destination, kind, params = view.get("destination"), view.get("kind"), view.get("params")
+    if not isinstance(params, dict) or not all(isinstance(v, str) for v in params.values()):
+        raise MessageError(str(kind), None, "the dead-letter message has no parameter object")
+    occurrence = str(view.get("occurrence") or "")
+    if destination == "kontagent" and isinstance(kind, str):
+        return kontagent.build(kind, params, occurrence=occurrence)
+    if destination == "kissmetrics" and kind in kissmetrics.KINDS:
+        query = "&".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in params.items())
+        message, _ = kissmetrics.parse_url(f"/{kind}?_k=replay&{query}")
+        return message
+    raise MessageError(str(kind), None, f"unknown destination {destination!r} in the dead letter")
 
 
 def record_entry(stage: str, reason: str, raw: RawRecord, record: object = None) -> dict[str, Any]:

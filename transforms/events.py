@@ -9,7 +9,7 @@ The rules (also in the README, "The record"):
   parameter for is not sent to Kontagent. A tracking tag the type requires and the
   record lacks is derived from the event's identity (16 hex), so the same input always
   builds the same messages.
-- KISSmetrics: ``alias`` -> /a; ``user_information`` -> /s with the user fields and
+- KISSmetrics: ``alias`` -> /a; ``user_information`` (or ``cpu``) -> /s with the user fields and
   properties; every other event -> /e, ``_n`` = the event name (the ``name`` field for
   custom events). /e and /s are backdated with ``_t`` = the event time and ``_d=1``.
 
@@ -58,6 +58,8 @@ KONTAGENT_PARAMS = {
     "friend_count": "f",
     "ip": "ip",
 }
+#: Events that set the user's properties (/s) rather than record an event.
+USER_INFORMATION = frozenset({"user_information", "cpu"})
 #: User fields a user_information event sets on the KISSmetrics person.
 USER_FIELDS = ("birth_year", "gender", "city", "country", "state", "postal_code", "friend_count")
 
@@ -120,7 +122,7 @@ def kissmetrics_message(event: Event) -> Message:
         if identity is None:
             raise MessageError("a", "alias", "an alias event needs an alias field")
         return kissmetrics.alias(event.user_id, identity)
-    if event.name == "user_information":
+    if event.name in USER_INFORMATION:
         for field in USER_FIELDS:
             if event.get(field) is not None:
                 properties.setdefault(field, event.get(field))

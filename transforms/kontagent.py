@@ -89,6 +89,8 @@ Check = Callable[[str, str, object], str]
 """A parameter check: (type, parameter, value) -> the value as sent, or raises MessageError."""
 
 _DIGITS = re.compile(r"[0-9]+")
+# No id or count of either service comes near this; Python refuses int() past 4300 digits.
+_MAX_DIGITS = 64
 _INTEGER = re.compile(r"-?[0-9]+")
 _EVENT_NAME = re.compile(r"[A-Za-z0-9_]{1,32}")
 _PGR_TS = re.compile(r"[0-9]+|[0-9]{4}-[0-9]{1,2}-[0-9]{1,2}T[0-9]{1,2}:[0-9]{2}:[0-9]{2}")
@@ -110,6 +112,8 @@ def _integer(kind: str, name: str, value: object) -> int:
     if isinstance(value, str):
         if not _INTEGER.fullmatch(value):
             raise MessageError(kind, name, f"must be an integer, got {value!r}")
+        if len(value) > _MAX_DIGITS:
+            raise MessageError(kind, name, f"has {len(value)} digits; at most {_MAX_DIGITS}")
         return int(value)
     return value
 

@@ -32,7 +32,9 @@ class Route:
     exclude: frozenset[str] = frozenset()
 
     def accepts(self, event: str) -> bool:
-        return ("*" in self.include or event in self.include) and event not in self.exclude
+        included = "*" in self.include or event in self.include
+        excluded = "*" in self.exclude or event in self.exclude
+        return included and not excluded
 
 
 @dataclass(frozen=True)
@@ -57,7 +59,8 @@ class RecordMapping:
             if value is not None:
                 out[canonical] = value
         for name, value in self.constants:
-            out.setdefault(name, value)
+            if out.get(name) is None:
+                out[name] = value
         event = out.get("event")
         if isinstance(event, str) and event in self.events:
             out["event"] = self.events[event]

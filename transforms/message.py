@@ -73,13 +73,19 @@ def identity_key(message: Message) -> str:
 
     Built from the destination, the kind, the sorted parameters and the occurrence, with
     separators that cannot occur unescaped in the parts (each part is length-prefixed).
+    Raises MessageError for text that cannot be sent as UTF-8 (lone surrogates).
     """
     digest = hashlib.sha256()
     parts = [message.destination, message.kind, message.occurrence]
     for name, value in sorted(message.params):
         parts.extend((name, value))
     for part in parts:
-        raw = part.encode("utf-8", "surrogatepass")
+        try:
+            raw = part.encode("utf-8")
+        except UnicodeEncodeError:
+            raise MessageError(
+                message.kind, None, f"{part[:40]!r} is not valid Unicode (a lone surrogate)"
+            ) from None
         digest.update(len(raw).to_bytes(4, "big"))
         digest.update(raw)
     return digest.hexdigest()[:32]

@@ -58,6 +58,8 @@ class Event:
     name: str
     fields: Mapping[str, Any]
     source: str
+    #: The record as read, before any mapping: what the dead letter keeps, so it can replay.
+    origin: Mapping[str, Any] | None = None
 
     def get(self, name: str) -> Any:
         """An optional field's value, or None."""
@@ -125,6 +127,10 @@ def parse_time(value: object) -> int:
     raise RecordError("time", f"must be ISO-8601 or epoch seconds, not {type(value).__name__}")
 
 
+def _plain(value: object) -> str:
+    return value.isoformat() if isinstance(value, datetime) else str(value)
+
+
 def identity(record: Mapping[str, Any]) -> str:
     """The event's identity: its ``event_id`` if it has one, else a hash of its content.
 
@@ -135,8 +141,10 @@ def identity(record: Mapping[str, Any]) -> str:
     if event_id is not None and event_id != "":
         seed = "id\x00" + str(event_id)
     else:
+        # null fields are absent fields; timestamps (Parquet) hash as their ISO text
+        present = {key: value for key, value in record.items() if value is not None}
         seed = "content\x00" + json.dumps(
-            record, sort_keys=True, separators=(",", ":"), ensure_ascii=False
+            present, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_plain
         )
     return hashlib.sha256(seed.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
@@ -177,7 +185,13 @@ def _check_optional(record: Mapping[str, Any]) -> dict[str, Any]:
     return fields
 
 
-def validate(record: Mapping[str, Any], *, now: float, source: str = "") -> Event:
+def validate(
+    record: Mapping[str, Any],
+    *,
+    now: float,
+    source: str = "",
+    origin: Mapping[str, Any] | None = None,
+) -> Event:
     """The :class:`Event` of a canonical record, or RecordError naming what is wrong.
 
     ``now`` is the current time (seconds since the epoch): events after it are refused, as
@@ -202,4 +216,5 @@ def validate(record: Mapping[str, Any], *, now: float, source: str = "") -> Even
     name = record["event"]
     if not isinstance(name, str) or not name:
         raise RecordError("event", "must be a non-empty string")
-    return Event(identity(record), seconds, user_id, name, _check_optional(record), source)
+    fields = _check_optional(record)
+    return Event(identity(record), seconds, user_id, name, fields, source, origin)

@@ -27,6 +27,7 @@ from apache_beam.pvalue import DoOutputsTuple, PCollection, TaggedOutput
 from apache_beam.transforms.window import GlobalWindows
 from apache_beam.utils.windowed_value import WindowedValue
 
+from transforms.ledger import LedgerWriter, endpoint_fingerprint
 from transforms.message import Destination, Endpoint, Message
 from transforms.redact import Redactor
 from transforms.render import render_url
@@ -52,7 +53,8 @@ class SendConfig:
     thread). ``timeout``: seconds per attempt. ``retry``: the retry policy. ``max_rps``:
     requests/s per destination for the whole run; absent or None means unlimited.
     ``workers``: how many worker processes share ``max_rps`` (>= 1). ``progress_interval``:
-    seconds between progress lines of each sender.
+    seconds between progress lines of each sender. ``ledger``: a delivery-ledger directory
+    that every delivered message is recorded in, or None.
     """
 
     endpoints: Mapping[Destination, Endpoint]
@@ -62,6 +64,7 @@ class SendConfig:
     max_rps: Mapping[Destination, float | None] = field(default_factory=dict)
     workers: int = 1
     progress_interval: float = 10.0
+    ledger: str | None = None
 
     def __post_init__(self) -> None:
         if self.workers < 1:
@@ -103,6 +106,7 @@ class _SendDoFn(beam.DoFn):
         super().__init__()
         self._config = config
         self._sender: BulkSender | None = None
+        self._ledger: LedgerWriter | None = None
         self._redact = Redactor.of(config.secrets())
         self._delivered = Metrics.counter(NAMESPACE, "delivered")
         self._failed = Metrics.counter(NAMESPACE, "failed")
@@ -111,12 +115,23 @@ class _SendDoFn(beam.DoFn):
         self._unsendable = Metrics.counter(NAMESPACE, "unsendable")
 
     def setup(self) -> None:
-        self._sender = BulkSender(self._config.sender_config(), self._config.secrets())
+        if self._config.ledger is not None:
+            fingerprints = {
+                str(d): endpoint_fingerprint(e) for d, e in self._config.endpoints.items()
+            }
+            self._ledger = LedgerWriter(self._config.ledger, fingerprints)
+        record = None if self._ledger is None else self._ledger.record_one
+        self._sender = BulkSender(
+            self._config.sender_config(), self._config.secrets(), on_delivered=record
+        )
 
     def teardown(self) -> None:
         if self._sender is not None:
             self._sender.close()
             self._sender = None
+        if self._ledger is not None:
+            self._ledger.close()
+            self._ledger = None
 
     def process(self, message: Message) -> Iterator[Delivery | _Failed]:
         sender = self._open_sender()
@@ -142,6 +157,8 @@ class _SendDoFn(beam.DoFn):
                 yield TaggedOutput(output.tag, GlobalWindows.windowed_value(output.value))
             else:
                 yield GlobalWindows.windowed_value(output)
+        if self._ledger is not None:
+            self._ledger.seal()
 
     def _open_sender(self) -> BulkSender:
         if self._sender is None:

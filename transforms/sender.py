@@ -24,7 +24,7 @@ import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -122,7 +122,9 @@ class BulkSender:
     (monotonic, for progress lines), ``wall_clock`` (epoch seconds, for ``Retry-After`` dates),
     ``sleep`` (backoff and rate-limit waits), ``rng`` (backoff jitter) and ``limiters`` (per
     destination; by default the process-wide :func:`~transforms.ratelimit.shared_limiter` for
-    each rate in the config) are injectable for tests.
+    each rate in the config) are injectable for tests. ``on_delivered`` is called on the
+    sender's thread with each delivered message the moment its answer is in (the delivery
+    ledger records it there, so a kill loses at most the requests in flight).
 
     Use as a context manager, or call :meth:`close`; :meth:`flush` first, as closing abandons
     unfinished requests.
@@ -138,8 +140,10 @@ class BulkSender:
         sleep: Sleep = asyncio.sleep,
         rng: random.Random | None = None,
         limiters: Mapping[str, RateLimiter] | None = None,
+        on_delivered: Callable[[Message], None] | None = None,
     ) -> None:
         self._config = config
+        self._on_delivered = on_delivered
         self._redact = Redactor.of(secrets)
         self._clock = clock
         self._wall_clock = wall_clock
@@ -319,6 +323,9 @@ class BulkSender:
                     await limiter.acquire(self._sleep)
                 attempts += 1
                 outcome = await self._attempt(request.url)
+                if self._on_delivered is not None and outcome.error is None:
+                    # still holding the slot: a kill now loses at most the slots in flight
+                    self._notify_delivered(message, outcome)
             self._record(outcome)
             verdict = classify(outcome.status, outcome.error)
             if verdict is Verdict.DELIVERED:
@@ -346,6 +353,14 @@ class BulkSender:
                 reason,
             )
             await self._sleep(wait)
+
+    def _notify_delivered(self, message: Message, outcome: _Outcome) -> None:
+        if self._on_delivered is None or classify(outcome.status, None) is not Verdict.DELIVERED:
+            return
+        try:
+            self._on_delivered(message)
+        except Exception as error:  # a full disk must not lose the delivery itself
+            logger.error(self._redact(f"could not record a delivery: {error}"))
 
     async def _attempt(self, url: str) -> _Outcome:
         status: int | None = None

@@ -1,0 +1,186 @@
+"""The delivery ledger: which messages were delivered, so that no run sends them again.
+
+A ledger is a directory of JSONL files, one object per delivered message::
+
+    {"ledger": "<endpoint>:<message key>", "destination": "kontagent", "kind": "ins",
+     "at": 1750000000}
+
+``<endpoint>`` is a fingerprint of the destination and its API key (never the key itself), so
+one ledger can serve several apps without one app's deliveries hiding another's.
+
+Each sender appends to its own journal (``journal-<id>.jsonl.open``), writing every delivery
+through to the operating system as soon as the pipeline sees it, so a process killed with
+SIGKILL loses at most the messages that were still in flight. A journal is sealed into a
+shard (``shard-<id>.jsonl``) by closing, syncing and renaming it, after ``max_entries``
+entries and at the end of every bundle. On filesystems without appends (``gs://``,
+``s3://``) entries are buffered and each shard is written whole to a temporary name, then
+renamed. Readers take both shards and journals, and ignore a torn last line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from typing import IO
+
+from apache_beam.io.filesystems import FileSystems
+
+from transforms.message import Endpoint, Message
+
+log = logging.getLogger("beaconflow.ledger")
+
+SHARD_SUFFIX = ".jsonl"
+JOURNAL_SUFFIX = ".jsonl.open"
+
+
+def endpoint_fingerprint(endpoint: Endpoint) -> str:
+    """12 hex characters standing for a destination and its API key in the ledger."""
+    seed = f"{endpoint.destination}\x00{endpoint.api_key}".encode()
+    return hashlib.sha256(seed).hexdigest()[:12]
+
+
+def ledger_key(fingerprint: str, message: Message) -> str:
+    """The ledger's key of a message sent to the endpoint with this fingerprint."""
+    return f"{fingerprint}:{message.key}"
+
+
+def _is_local(directory: str) -> bool:
+    return "://" not in directory or directory.startswith("file://")
+
+
+def _local_path(directory: str) -> str:
+    return directory.removeprefix("file://")
+
+
+def ledger_files(directory: str) -> list[str]:
+    """Every shard and journal in the ledger directory (none when it does not exist yet)."""
+    pattern = FileSystems.join(directory, "*.jsonl*")
+    try:
+        matched = FileSystems.match([pattern])[0].metadata_list
+    except Exception:  # Beam raises when the directory itself does not exist
+        return []
+    return sorted(m.path for m in matched if m.path.endswith((SHARD_SUFFIX, JOURNAL_SUFFIX)))
+
+
+def read_ledger_file(path: str) -> Iterator[str]:
+    """The ledger keys in one shard or journal; a torn or garbled line is skipped."""
+    with FileSystems.open(path) as handle:
+        data = handle.read()
+    skipped = 0
+    for line in data.split(b"\n"):
+        if not line.strip():
+            continue
+        try:
+            key = json.loads(line)["ledger"]
+        except (ValueError, KeyError, TypeError):
+            skipped += 1
+            continue
+        if isinstance(key, str):
+            yield key
+    if skipped:
+        log.warning("ledger %s: %d unreadable line(s) skipped (a torn write)", path, skipped)
+
+
+class LedgerWriter:
+    """Records delivered messages of one sender; see the module docstring for the format."""
+
+    def __init__(
+        self,
+        directory: str,
+        fingerprints: dict[str, str],
+        *,
+        max_entries: int = 100_000,
+    ) -> None:
+        self._directory = directory
+        self._fingerprints = fingerprints
+        self._max_entries = max_entries
+        self._local = _is_local(directory)
+        self._id = uuid.uuid4().hex[:12]
+        self._sequence = 0
+        self._count = 0
+        self._journal: IO[bytes] | None = None
+        self._journal_path = ""
+        self._buffer: list[bytes] = []
+        # record() runs on the sender's thread, seal() on the worker's
+        self._lock = threading.Lock()
+        if self._local:
+            os.makedirs(_local_path(directory), exist_ok=True)
+        elif not FileSystems.exists(directory):
+            FileSystems.mkdirs(directory)
+
+    def _name(self, suffix: str) -> str:
+        return f"{self._id}-{self._sequence:06d}{suffix}"
+
+    def record(self, messages: Iterable[Message]) -> None:
+        """Add delivered messages; on a local disk they reach the OS before this returns."""
+        with self._lock:
+            self._record(messages)
+
+    def record_one(self, message: Message) -> None:
+        """Add one delivered message (the sender calls this as each answer comes in)."""
+        self.record((message,))
+
+    def _record(self, messages: Iterable[Message]) -> None:
+        now = int(time.time())
+        lines = [
+            json.dumps(
+                {
+                    "ledger": ledger_key(self._fingerprints[m.destination], m),
+                    "destination": m.destination,
+                    "kind": m.kind,
+                    "at": now,
+                },
+                separators=(",", ":"),
+            ).encode()
+            + b"\n"
+            for m in messages
+        ]
+        if not lines:
+            return
+        if self._local:
+            if self._journal is None:
+                self._journal_path = os.path.join(
+                    _local_path(self._directory), "journal-" + self._name(JOURNAL_SUFFIX)
+                )
+                self._journal = open(self._journal_path, "ab")  # noqa: SIM115 - held open on purpose
+            self._journal.write(b"".join(lines))
+            self._journal.flush()
+        else:
+            self._buffer.extend(lines)
+        self._count += len(lines)
+        if self._count >= self._max_entries:
+            self._seal()
+
+    def seal(self) -> None:
+        """Turn what was recorded so far into a durable shard (write, sync, rename)."""
+        with self._lock:
+            self._seal()
+
+    def _seal(self) -> None:
+        if self._count == 0:
+            return
+        shard = "shard-" + self._name(SHARD_SUFFIX)
+        if self._local and self._journal is not None:
+            self._journal.flush()
+            os.fsync(self._journal.fileno())
+            self._journal.close()
+            self._journal = None
+            os.replace(self._journal_path, os.path.join(_local_path(self._directory), shard))
+        elif self._buffer:
+            temporary = FileSystems.join(self._directory, f".{shard}.tmp")
+            with FileSystems.create(temporary) as handle:
+                handle.write(b"".join(self._buffer))
+            FileSystems.rename([temporary], [FileSystems.join(self._directory, shard)])
+            self._buffer = []
+        self._sequence += 1
+        self._count = 0
+
+    def close(self) -> None:
+        """Seal what is left."""
+        self.seal()
