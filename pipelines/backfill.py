@@ -257,7 +257,8 @@ def build(pipeline: beam.Pipeline, config: BackfillConfig, files: Sequence[str],
             progress_interval=config.progress_interval,
             ledger=config.ledger,
         )
-        sent = messages.unique | "Send" >> SendMessages(send_config)
+        # the message dedup's CombinePerKey has spread the messages over workers already
+        sent = messages.unique | "Send" >> SendMessages(send_config, reshuffle=False)
         outcomes = (sent.delivered, sent[FAILED]) | "AllDeliveries" >> beam.Flatten()
         tallies.append(outcomes | "CountDeliveries" >> beam.Map(_delivery_tally))
         dead_letters.append(sent[FAILED] | "FailedEntries" >> beam.Map(_failure_entry))
@@ -409,6 +410,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     logging.getLogger("beaconflow").setLevel(logging.INFO)
     logging.getLogger("apache_beam.io.filebasedsink").addFilter(_HideOverwriteWarning())
+    if not os.environ.get("BEACONFLOW_DEBUG"):
+        # a failing step is re-raised to run() and reported in one line below; Beam would
+        # also log it with a traceback
+        logging.getLogger("apache_beam").setLevel(logging.CRITICAL)
     args = list(sys.argv[1:] if argv is None else argv)
     try:
         status, report = run(args)

@@ -196,6 +196,13 @@ def test_parse_line_refuses_raw_nul_bytes(line: str) -> None:
     _refused(error, None, "malformed JSON")
 
 
+@pytest.mark.parametrize("line", ['{"name": "\\ud800"}', '{"\\udfff": 1}', '{"a": ["x\\uDC00"]}'])
+def test_parse_line_refuses_lone_surrogate_escapes(line: str) -> None:
+    # legal JSON, but not text: no service can be sent it, and Beam's coders refuse it
+    with pytest.raises(RecordError, match="lone surrogate"):
+        parse_line(line)
+
+
 def test_parse_line_accepts_an_escaped_nul() -> None:
     assert parse_line('{"city": "x\\u0000y"}') == {"city": "x\x00y"}
 
@@ -209,7 +216,6 @@ def test_parse_line_accepts_an_escaped_nul() -> None:
         ('{"name": "\\ud83d\\ude00"}', {"name": "😀"}),
         ('{"名前": "value"}', {"名前": "value"}),
         ('{"name": "\\u2028\\u2029"}', {"name": "\u2028\u2029"}),
-        ('{"name": "\\ud800"}', {"name": "\ud800"}),  # a lone surrogate escape is legal JSON
     ],
 )
 def test_parse_line_decodes_unicode(line: str, expected: dict[str, Any]) -> None:
@@ -217,7 +223,8 @@ def test_parse_line_decodes_unicode(line: str, expected: dict[str, Any]) -> None
 
 
 def test_a_lone_surrogate_still_has_an_identity() -> None:
-    record = parse_line('{"time": 1700000000, "user_id": 1, "event": "e", "city": "\\ud800"}')
+    # parse_line refuses such text, but identity() must not fail on any dict it is given
+    record = {"time": 1700000000, "user_id": 1, "event": "e", "city": "\ud800"}
     assert re.fullmatch(r"[0-9a-f]{32}", identity(record))
 
 

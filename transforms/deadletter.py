@@ -12,6 +12,7 @@ Messages never carry credentials; each line still passes through the run's redac
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 from urllib.parse import quote
 
@@ -59,7 +60,7 @@ def replayed_message(view: dict[str, Any]) -> Message:
 def record_entry(stage: str, reason: str, raw: RawRecord, record: object = None) -> dict[str, Any]:
     """A dead-letter entry for an input record that is invalid at ``stage``."""
     entry: dict[str, Any] = {"stage": stage, "reason": reason, "source": raw.location()}
-    if record is not None:
+    if record is not None and (_strict_json(record) or raw.text is None):
         entry["record"] = record
     elif raw.row is not None:
         entry["record"] = raw.row
@@ -68,6 +69,32 @@ def record_entry(stage: str, reason: str, raw: RawRecord, record: object = None)
     return entry
 
 
+def _strict_json(value: object) -> bool:
+    """Whether strict JSON can hold the value (no NaN or Infinity, which json.loads accepts)."""
+    try:
+        json.dumps(value, allow_nan=False, default=str)
+    except ValueError:
+        return False
+    return True
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_finite(item) for item in value]
+    return value
+
+
 def to_json(entry: dict[str, Any]) -> str:
-    """One dead-letter line: JSON that never fails (odd values are written as text)."""
-    return json.dumps(entry, ensure_ascii=False, sort_keys=True, default=str)
+    """One dead-letter line of strict JSON that never fails: odd values are written as text.
+
+    A record holding NaN or Infinity is kept as its original ``line`` when there is one (so a
+    replay fails for the same reason), else with those numbers written as text.
+    """
+    try:
+        return json.dumps(entry, ensure_ascii=False, sort_keys=True, default=str, allow_nan=False)
+    except ValueError:
+        return json.dumps(_finite(entry), ensure_ascii=False, sort_keys=True, default=str)

@@ -11,17 +11,19 @@ read and lands in the dead letter instead of failing the run.
 from __future__ import annotations
 
 import contextlib
-import json
+import gzip
 import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any
 
 import apache_beam as beam
 import pyarrow.parquet as pq
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.pvalue import PBegin, PCollection
+
+from transforms.records import RecordError, parse_json
 
 #: File name endings read as JSON lines, and as Parquet.
 JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".ndjson", ".ndjson.gz")
@@ -79,10 +81,22 @@ def expand_inputs(patterns: Sequence[str]) -> list[str]:
     return sorted(files)
 
 
+@contextlib.contextmanager
+def _open_lines(path: str) -> Iterator[IO[bytes] | gzip.GzipFile]:
+    # Python's gzip rather than Beam's decompression: Beam returns a truncated .gz's partial
+    # data without a word, gzip raises EOFError at the cut.
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as raw:
+        if path.endswith(".gz"):
+            with gzip.GzipFile(fileobj=raw, mode="rb") as unzipped:
+                yield unzipped
+        else:
+            yield raw
+
+
 def _read_jsonl(path: str) -> Iterator[RawRecord]:
     number = 0
     try:
-        with FileSystems.open(path, compression_type=CompressionTypes.AUTO) as handle:
+        with _open_lines(path) as handle:
             while True:
                 raw = handle.readline()
                 if not raw:
@@ -116,8 +130,8 @@ def _decode_json_columns(row: dict[str, Any]) -> dict[str, Any]:
         value = row.get(column)
         if isinstance(value, str):
             # left as text when it is not JSON: validation then names the field and the rule
-            with contextlib.suppress(ValueError):
-                row[column] = json.loads(value)
+            with contextlib.suppress(RecordError):
+                row[column] = parse_json(value, column)
     return row
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -18,6 +19,8 @@ from typing import Any
 
 #: The earliest event time accepted: 2009-01-01T00:00:00Z (KISSmetrics takes nothing older).
 EARLIEST = int(datetime(2009, 1, 1, tzinfo=UTC).timestamp())
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 #: How deep a record's JSON may nest; deeper is a broken or hostile line, not an event.
 MAX_DEPTH = 32
@@ -85,18 +88,46 @@ def _depth(value: object, limit: int) -> int:
     return deepest
 
 
+def _has_surrogate(value: object) -> bool:
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if _SURROGATE.search(item):
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
+def parse_json(text: str, field: str | None = None) -> Any:
+    """The value of a JSON text, or RecordError naming what is wrong with it.
+
+    Refused: malformed JSON, NaN and Infinity, nesting deeper than :data:`MAX_DEPTH`, and
+    escapes of lone surrogates (U+D800 to U+DFFF), which are not text and cannot be sent.
+    """
+    try:
+        value = json.loads(text, parse_constant=_refuse_constant)
+    except RecursionError:
+        raise RecordError(field, f"JSON nested deeper than {MAX_DEPTH} levels") from None
+    except ValueError as error:
+        raise RecordError(field, f"malformed JSON: {error}") from None
+    if _depth(value, MAX_DEPTH) > MAX_DEPTH:
+        raise RecordError(field, f"JSON nested deeper than {MAX_DEPTH} levels")
+    # a decoded line can only hold a surrogate through a \u escape
+    if "\\u" in text and _has_surrogate(value):
+        raise RecordError(field, "contains a lone surrogate escape (\\ud800-\\udfff): not text")
+    return value
+
+
 def parse_line(line: str) -> dict[str, Any]:
     """The JSON object on one log line; raises RecordError for anything else."""
-    try:
-        value = json.loads(line, parse_constant=_refuse_constant)
-    except RecursionError:
-        raise RecordError(None, f"JSON nested deeper than {MAX_DEPTH} levels") from None
-    except ValueError as error:
-        raise RecordError(None, f"malformed JSON: {error}") from None
+    value = parse_json(line)
     if not isinstance(value, dict):
         raise RecordError(None, f"a record must be a JSON object, got {type(value).__name__}")
-    if _depth(value, MAX_DEPTH) > MAX_DEPTH:
-        raise RecordError(None, f"JSON nested deeper than {MAX_DEPTH} levels")
     return value
 
 

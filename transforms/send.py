@@ -1,8 +1,9 @@
 """The Beam side of delivery: a PTransform that sends messages and splits the outcomes.
 
 :class:`SendMessages` takes a ``PCollection[Message]``, spreads it over workers with
-``Reshuffle`` and sends it with one :class:`~transforms.sender.BulkSender` per ``DoFn``
-instance (opened in ``setup``, closed in ``teardown``). Its main output ``delivered`` holds
+``Reshuffle`` (unless ``reshuffle=False``: input just grouped by key is spread already) and
+sends it with one :class:`~transforms.sender.BulkSender` per ``DoFn`` instance (opened in
+``setup``, closed in ``teardown``). Its main output ``delivered`` holds
 the delivered :class:`~transforms.sender.Delivery` records, the tagged output ``failed`` the
 others, each with a redacted reason: nothing is dropped. Counters live in the ``beaconflow``
 namespace. Run its test with::
@@ -180,15 +181,15 @@ class _SendDoFn(beam.DoFn):
 class SendMessages(beam.PTransform[PCollection[Message], DoOutputsTuple]):
     """Sends a ``PCollection[Message]``; outputs ``delivered`` (main) and ``failed``."""
 
-    def __init__(self, config: SendConfig, label: str | None = None) -> None:
+    def __init__(
+        self, config: SendConfig, label: str | None = None, *, reshuffle: bool = True
+    ) -> None:
         super().__init__(label)
         self._config = config
+        self._reshuffle = reshuffle
 
     def expand(self, messages: PCollection[Message]) -> DoOutputsTuple:
+        if self._reshuffle:
+            messages = messages | "Reshuffle" >> beam.Reshuffle()
         send = beam.ParDo(_SendDoFn(self._config))
-        outputs = (
-            messages
-            | "Reshuffle" >> beam.Reshuffle()
-            | "Send" >> send.with_outputs(FAILED, main=DELIVERED)
-        )
-        return cast(DoOutputsTuple, outputs)
+        return cast(DoOutputsTuple, messages | "Send" >> send.with_outputs(FAILED, main=DELIVERED))
