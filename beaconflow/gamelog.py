@@ -58,6 +58,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from transforms import kontagent
+
 #: Default simulated date range (UTC), ``[start, end)``.
 DEFAULT_START = datetime(2025, 6, 1, tzinfo=UTC)
 DEFAULT_END = datetime(2025, 6, 8, tzinfo=UTC)
@@ -78,29 +80,7 @@ KONTAGENT_TYPES: tuple[str, ...] = (
 KINDS: tuple[str, ...] = (*KONTAGENT_TYPES, "alias")
 
 #: The Ruby library's event names and the Kontagent type each maps to.
-RUBY_EVENT_NAMES: dict[str, str] = {
-    "invite_sent": "ins",
-    "invite_response": "inr",
-    "notification_sent": "nts",
-    "notification_response": "ntr",
-    "notification_email_sent": "nes",
-    "notification_email_response": "nei",
-    "message_sent": "mes",
-    "message_response": "mer",
-    "stream_post": "pst",
-    "stream_post_response": "psr",
-    "custom_action": "evt",
-    "custom_event": "evt",
-    "application_added": "apa",
-    "application_installed": "apa",
-    "application_removed": "apr",
-    "application_uninstalled": "apr",
-    "undirected_communication_click": "ucc",
-    "page_request_and_user_location": "pgr",
-    "user_information": "cpu",
-    "goal_counts": "gci",
-    "revenue_tracking": "mtu",
-}
+RUBY_EVENT_NAMES: dict[str, str] = dict(kontagent.EVENT_NAMES)
 
 #: Event names that carry the custom event's name in a ``name`` field.
 NAMED_CUSTOM_EVENTS: frozenset[str] = frozenset({"custom_event", "custom_action", "evt"})

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,3 +27,40 @@ def collector() -> Iterator[Collector]:
         kontagent_secret=KONTAGENT_SECRET,
     ) as running:
         yield running
+
+
+def backfill_flags(
+    base_url: str, out: Path, *inputs: Path, extra: tuple[str, ...] = ()
+) -> list[str]:
+    """Flags of a run sending both destinations to ``base_url``, its outputs under ``out``."""
+    return [
+        *(f"--input={p}" for p in inputs),
+        f"--kontagent-api-key={KONTAGENT_KEY}",
+        f"--kontagent-secret={KONTAGENT_SECRET}",
+        f"--kontagent-url={base_url}",
+        f"--kissmetrics-api-key={KISSMETRICS_KEY}",
+        f"--kissmetrics-url={base_url}",
+        f"--report={out / 'report.json'}",
+        f"--dead-letter={out / 'dead.jsonl'}",
+        *extra,
+    ]
+
+
+def read_dead_letter(out: Path) -> list[dict[str, Any]]:
+    """The entries of the dead letter written under ``out``."""
+    text = (out / "dead.jsonl").read_text(encoding="utf-8")
+    return [json.loads(line) for line in text.splitlines() if line]
+
+
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """The backfill run as a user runs it: a separate process, its output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "pipelines.backfill", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        cwd=cwd,
+    )

@@ -19,7 +19,6 @@ import io
 import json
 import os
 import subprocess
-import sys
 import zlib
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -33,7 +32,7 @@ import pytest
 from beaconflow.collector import Collector
 from pipelines.backfill import run
 
-from .conftest import KISSMETRICS_KEY, KONTAGENT_KEY, KONTAGENT_SECRET
+from .conftest import backfill_flags, read_dead_letter, run_cli
 
 NOW = 1_800_000_000
 T0 = 1_750_000_000  # 2025-06-15T15:06:40Z
@@ -88,32 +87,11 @@ def _parquet(path: Path, table: pa.Table) -> Path:
     return path
 
 
-def _flags(
-    collector: Collector, tmp_path: Path, *inputs: Path, extra: tuple[str, ...] = ()
-) -> list[str]:
-    return [
-        *(f"--input={p}" for p in inputs),
-        f"--kontagent-api-key={KONTAGENT_KEY}",
-        f"--kontagent-secret={KONTAGENT_SECRET}",
-        f"--kontagent-url={collector.base_url}",
-        f"--kissmetrics-api-key={KISSMETRICS_KEY}",
-        f"--kissmetrics-url={collector.base_url}",
-        f"--report={tmp_path / 'out' / 'report.json'}",
-        f"--dead-letter={tmp_path / 'out' / 'dead.jsonl'}",
-        *extra,
-    ]
-
-
-def _dead_letters(tmp_path: Path) -> list[dict[str, Any]]:
-    text = (tmp_path / "out" / "dead.jsonl").read_text(encoding="utf-8")
-    return [json.loads(line) for line in text.splitlines() if line]
-
-
 def _run(
     collector: Collector, tmp_path: Path, *inputs: Path
 ) -> tuple[int, dict[str, Any], list[dict[str, Any]]]:
-    status, report = run(_flags(collector, tmp_path, *inputs), now=NOW)
-    return status, report, _dead_letters(tmp_path)
+    status, report = run(backfill_flags(collector.base_url, tmp_path / "out", *inputs), now=NOW)
+    return status, report, read_dead_letter(tmp_path / "out")
 
 
 def _assert_delivered(collector: Collector, report: dict[str, Any], goods: Sequence[dict[str, Any]]) -> None:  # fmt: skip
@@ -176,14 +154,7 @@ def _assert_bad_lines(
 
 def _cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": "/tmp"}
-    return subprocess.run(
-        [sys.executable, "-m", "pipelines.backfill", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-        cwd=cwd,
-    )
+    return run_cli(*args, env=env, cwd=cwd)
 
 
 def _assert_clean_stderr(stderr: str) -> None:
@@ -645,7 +616,7 @@ def test_hostile_lines_through_the_cli(collector: Collector, tmp_path: Path) -> 
         [goods[0], huge, b"\xff\xfe", b"\x00\x00", "[" * 10_000,
          '{"time": NaN, "user_id": 1, "event": "level_up"}', goods[1]],
     )  # fmt: skip
-    done = _cli(*_flags(collector, tmp_path, source))
+    done = _cli(*backfill_flags(collector.base_url, tmp_path / "out", source))
     assert done.returncode == 3, done.stderr
     _assert_clean_stderr(done.stderr)
     assert len(done.stderr) < 2_000  # nothing of the 10 MB line
@@ -655,13 +626,13 @@ def test_hostile_lines_through_the_cli(collector: Collector, tmp_path: Path) -> 
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["invariant_errors"] == []
     _assert_delivered(collector, report, goods)
-    dead = _dead_letters(tmp_path)
+    dead = read_dead_letter(tmp_path / "out")
     assert sorted(d["source"]["line"] for d in dead) == [2, 3, 4, 5, 6]
 
 
 def test_lone_surrogate_through_the_cli(collector: Collector, tmp_path: Path) -> None:
     line = '{"time": "2008-06-01T00:00:00Z", "user_id": 1, "event": "level_up", "city": "\\ud800"}'
     source = _write(tmp_path / "events.jsonl", [_good(1), line])
-    done = _cli(*_flags(collector, tmp_path, source))
+    done = _cli(*backfill_flags(collector.base_url, tmp_path / "out", source))
     _assert_clean_stderr(done.stderr)
     assert done.returncode == 3, done.stderr

@@ -14,7 +14,6 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -23,7 +22,7 @@ from beaconflow.gamelog import generate_events, write_jsonl
 from pipelines.backfill import run
 from transforms.message import Message
 
-from .conftest import KISSMETRICS_KEY, KONTAGENT_KEY, KONTAGENT_SECRET
+from .conftest import backfill_flags, read_dead_letter
 
 NOW = 1_800_000_000
 START = 1_749_000_000  # 2025-06-04T01:20:00Z
@@ -46,24 +45,6 @@ def events_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def _flags(base_url: str, out: Path, *inputs: Path, extra: tuple[str, ...] = ()) -> list[str]:
-    return [
-        *(f"--input={p}" for p in inputs),
-        f"--kontagent-api-key={KONTAGENT_KEY}",
-        f"--kontagent-secret={KONTAGENT_SECRET}",
-        f"--kontagent-url={base_url}",
-        f"--kissmetrics-api-key={KISSMETRICS_KEY}",
-        f"--kissmetrics-url={base_url}",
-        f"--report={out / 'report.json'}",
-        f"--dead-letter={out / 'dead.jsonl'}",
-        *extra,
-    ]
-
-
-def _dead(out: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in (out / "dead.jsonl").read_text().splitlines() if line]
-
-
 def _keys(collector: Collector) -> Counter[str]:
     return Counter(record.key for record in collector.accepted())
 
@@ -76,7 +57,7 @@ def _expected(events_file: Path, out: Path) -> Counter[str]:
     messages count twice under one key here.
     """
     dry = out / "all.jsonl"
-    flags = _flags("http://unused.invalid", out, events_file, extra=(f"--dry-run={dry}",))
+    flags = backfill_flags("http://unused.invalid", out, events_file, extra=(f"--dry-run={dry}",))
     assert run(flags, now=NOW)[0] == 0
     views = [json.loads(line) for line in dry.read_text().splitlines()]
     return Counter(
@@ -88,11 +69,13 @@ def test_rerun_with_ledger_sends_nothing_again(
     collector: Collector, events_file: Path, tmp_path: Path
 ) -> None:
     ledger = f"--ledger={tmp_path / 'ledger'}"
-    status, first = run(_flags(collector.base_url, tmp_path, events_file, extra=(ledger,)), now=NOW)
+    status, first = run(
+        backfill_flags(collector.base_url, tmp_path, events_file, extra=(ledger,)), now=NOW
+    )
     assert status == 0 and first["messages_delivered"] == first["messages_built"] > 600
     accepted_after_first = len(collector.accepted())
     status, second = run(
-        _flags(collector.base_url, tmp_path, events_file, extra=(ledger,)), now=NOW
+        backfill_flags(collector.base_url, tmp_path, events_file, extra=(ledger,)), now=NOW
     )
     assert status == 0
     assert second["messages_delivered"] == 0
@@ -116,7 +99,7 @@ def test_overlapping_nightly_windows_never_resend(
         ("2025-06-01", "2025-06-08"),
     ]
     for since, until in windows:
-        flags = _flags(
+        flags = backfill_flags(
             collector.base_url,
             tmp_path,
             events_file,
@@ -134,9 +117,9 @@ def test_a_users_permanent_400s_go_to_the_dead_letter_and_replay_after_the_fix(
     ledger = f"--ledger={tmp_path / 'ledger'}"
     with Collector(faults=Faults(reject_users=frozenset({str(user)}))) as collector:
         status, report = run(
-            _flags(collector.base_url, tmp_path, events_file, extra=(ledger,)), now=NOW
+            backfill_flags(collector.base_url, tmp_path, events_file, extra=(ledger,)), now=NOW
         )
-        dead = _dead(tmp_path)
+        dead = read_dead_letter(tmp_path)
         assert status == 3
         assert report["messages_failed"] == len(dead) > 0
         assert all(d["stage"] == "send" and d["status"] == 400 and d["attempts"] == 1 for d in dead)
@@ -149,7 +132,9 @@ def test_a_users_permanent_400s_go_to_the_dead_letter_and_replay_after_the_fix(
         collector.set_faults(Faults())
         replay = tmp_path / "replay.jsonl"
         replay.write_text((tmp_path / "dead.jsonl").read_text())
-        status, again = run(_flags(collector.base_url, tmp_path, replay, extra=(ledger,)), now=NOW)
+        status, again = run(
+            backfill_flags(collector.base_url, tmp_path, replay, extra=(ledger,)), now=NOW
+        )
         assert status == 0
         assert again["messages_delivered"] == len(dead)
         assert again["events_read"] == len(dead) and again["invariant_errors"] == []
@@ -161,13 +146,13 @@ def test_invalid_records_stay_invalid_with_the_same_reason_on_replay(
 ) -> None:
     source = tmp_path / "bad.jsonl"
     source.write_text('{"time": 1750000000, "user_id": 1, "event": "has space"}\n{oops\n')
-    run(_flags(collector.base_url, tmp_path, source), now=NOW)
-    first = sorted(d["reason"] for d in _dead(tmp_path))
+    run(backfill_flags(collector.base_url, tmp_path, source), now=NOW)
+    first = sorted(d["reason"] for d in read_dead_letter(tmp_path))
     replay = tmp_path / "replay.jsonl"
     replay.write_text((tmp_path / "dead.jsonl").read_text())
-    status, report = run(_flags(collector.base_url, tmp_path, replay), now=NOW)
+    status, report = run(backfill_flags(collector.base_url, tmp_path, replay), now=NOW)
     assert status == 3 and report["events_invalid"] == 2
-    assert sorted(d["reason"] for d in _dead(tmp_path)) == first
+    assert sorted(d["reason"] for d in read_dead_letter(tmp_path)) == first
 
 
 def test_faults_everything_delivered_exactly_once(events_file: Path, tmp_path: Path) -> None:
@@ -188,9 +173,9 @@ def test_faults_everything_delivered_exactly_once(events_file: Path, tmp_path: P
             "--concurrency=32",
         )
         status, report = run(
-            _flags(collector.base_url, tmp_path, events_file, extra=extra), now=NOW
+            backfill_flags(collector.base_url, tmp_path, events_file, extra=extra), now=NOW
         )
-        assert status == 0, _dead(tmp_path)[:3]
+        assert status == 0, read_dead_letter(tmp_path)[:3]
         assert report["messages_failed"] == 0 and report["invariant_errors"] == []
         assert report["messages_delivered"] == report["messages_built"]
         assert _keys(collector) == _expected(events_file, tmp_path)
@@ -201,11 +186,11 @@ def test_faults_everything_delivered_exactly_once(events_file: Path, tmp_path: P
 
 def test_server_down_everything_in_the_dead_letter(events_file: Path, tmp_path: Path) -> None:
     extra = ("--max-attempts=2", "--backoff=0", f"--ledger={tmp_path / 'ledger'}")
-    status, report = run(_flags(down_url(), tmp_path, events_file, extra=extra), now=NOW)
+    status, report = run(backfill_flags(down_url(), tmp_path, events_file, extra=extra), now=NOW)
     assert status == 3
     assert report["messages_delivered"] == 0
     assert report["messages_failed"] == report["messages_built"] > 0
-    dead = _dead(tmp_path)
+    dead = read_dead_letter(tmp_path)
     assert len(dead) == report["messages_failed"]
     assert all(d["stage"] == "send" and d["status"] is None and d["attempts"] == 2 for d in dead)
     assert not list((tmp_path / "ledger").glob("*.jsonl*")), "nothing may be claimed delivered"
@@ -225,7 +210,7 @@ def test_sigkill_mid_run_then_resume(events_file: Path, tmp_path: Path) -> None:
     concurrency = 4
     extra = (f"--ledger={tmp_path / 'ledger'}", f"--concurrency={concurrency}")
     with Collector(faults=Faults(latency=0.02)) as collector:
-        flags = _flags(collector.base_url, tmp_path, events_file, extra=extra)
+        flags = backfill_flags(collector.base_url, tmp_path, events_file, extra=extra)
         process = subprocess.Popen([sys.executable, "-m", "pipelines.backfill", *flags],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
         _kill_after(process, collector, accepted=150)

@@ -27,34 +27,13 @@ import pytest
 from beaconflow import gamelog
 from beaconflow.gamelog import generate_events, read_parquet, write_jsonl, write_parquet
 from beaconflow.make_samples import build_samples
+from transforms import kontagent
 
 SAMPLE_DIR = Path(__file__).resolve().parent.parent / "sample_data"
 
 # ----------------------------------------------------------------------------- the rules
 
-RUBY_NAMES = {
-    "invite_sent": "ins",
-    "invite_response": "inr",
-    "notification_sent": "nts",
-    "notification_response": "ntr",
-    "notification_email_sent": "nes",
-    "notification_email_response": "nei",
-    "message_sent": "mes",
-    "message_response": "mer",
-    "stream_post": "pst",
-    "stream_post_response": "psr",
-    "custom_action": "evt",
-    "custom_event": "evt",
-    "application_added": "apa",
-    "application_installed": "apa",
-    "application_removed": "apr",
-    "application_uninstalled": "apr",
-    "undirected_communication_click": "ucc",
-    "page_request_and_user_location": "pgr",
-    "user_information": "cpu",
-    "goal_counts": "gci",
-    "revenue_tracking": "mtu",
-}
+RUBY_NAMES = dict(kontagent.EVENT_NAMES)
 CODES = set(RUBY_NAMES.values()) | {"alias"}
 ALL_KINDS = {
     "ins", "inr", "nts", "ntr", "nes", "nei", "mes", "mer", "pst", "psr",

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +19,14 @@ from transforms.mapping import RecordMapping
 from transforms.read import RawRecord
 from transforms.records import validate
 
-from .conftest import KISSMETRICS_KEY, KONTAGENT_KEY, KONTAGENT_SECRET
+from .conftest import (
+    KISSMETRICS_KEY,
+    KONTAGENT_KEY,
+    KONTAGENT_SECRET,
+    backfill_flags,
+    read_dead_letter,
+    run_cli,
+)
 
 NOW = 1_800_000_000
 T0 = 1_750_000_000  # 2025-06-15T15:06:40Z
@@ -109,27 +114,6 @@ def _write_jsonl(path: Path, records: list[Any]) -> Path:
     return path
 
 
-def _flags(
-    collector: Collector, tmp_path: Path, *inputs: Path, extra: tuple[str, ...] = ()
-) -> list[str]:
-    return [
-        *(f"--input={p}" for p in inputs),
-        f"--kontagent-api-key={KONTAGENT_KEY}",
-        f"--kontagent-secret={KONTAGENT_SECRET}",
-        f"--kontagent-url={collector.base_url}",
-        f"--kissmetrics-api-key={KISSMETRICS_KEY}",
-        f"--kissmetrics-url={collector.base_url}",
-        f"--report={tmp_path / 'out' / 'report.json'}",
-        f"--dead-letter={tmp_path / 'out' / 'dead.jsonl'}",
-        *extra,
-    ]
-
-
-def _dead_letters(tmp_path: Path) -> list[dict[str, Any]]:
-    text = (tmp_path / "out" / "dead.jsonl").read_text()
-    return [json.loads(line) for line in text.splitlines() if line]
-
-
 EVENTS = [
     {"event_id": "e1", "time": "2025-06-15T15:06:40Z", "user_id": 11, "event": "application_installed"},
     {"event_id": "e2", "time": T0 + 60, "user_id": "12", "event": "invite_sent", "recipients": [13, 14]},
@@ -156,7 +140,9 @@ def test_backfill_end_to_end(collector: Collector, tmp_path: Path) -> None:
         ],
     )
     second = _write_jsonl(tmp_path / "day2.jsonl.gz", [EVENTS[0], reordered])
-    status, report = run(_flags(collector, tmp_path, first, second), now=NOW)
+    status, report = run(
+        backfill_flags(collector.base_url, tmp_path / "out", first, second), now=NOW
+    )
 
     assert collector.rejected() == [], "every request must be valid per the references"
     accepted = collector.accepted()
@@ -192,7 +178,7 @@ def test_backfill_end_to_end(collector: Collector, tmp_path: Path) -> None:
     assert purchase["item"] == "golden hoe & rake" and purchase["price"] == "1,99 €"
     assert by_kind["kissmetrics/s"][0]["_t"] == str(T0 + 300)
 
-    dead = _dead_letters(tmp_path)
+    dead = read_dead_letter(tmp_path / "out")
     assert sorted((d["stage"], d["source"]["line"]) for d in dead) == [("parse", 10), ("parse", 11)]
     assert any("malformed JSON" in d["reason"] for d in dead)
     assert any("before 2009" in d["reason"] for d in dead)
@@ -204,15 +190,29 @@ def test_backfill_end_to_end(collector: Collector, tmp_path: Path) -> None:
 
 def test_max_errors_sets_the_exit_status(collector: Collector, tmp_path: Path) -> None:
     source = _write_jsonl(tmp_path / "x.jsonl", [EVENTS[0], "{bad", "{worse"])
-    assert run(_flags(collector, tmp_path, source, extra=("--max-errors=2",)), now=NOW)[0] == 0
-    assert run(_flags(collector, tmp_path, source, extra=("--max-errors=1",)), now=NOW)[0] == 3
+    assert (
+        run(
+            backfill_flags(collector.base_url, tmp_path / "out", source, extra=("--max-errors=2",)),
+            now=NOW,
+        )[0]
+        == 0
+    )
+    assert (
+        run(
+            backfill_flags(collector.base_url, tmp_path / "out", source, extra=("--max-errors=1",)),
+            now=NOW,
+        )[0]
+        == 3
+    )
 
 
 def test_since_until_filter_counts_out_of_range(collector: Collector, tmp_path: Path) -> None:
     source = _write_jsonl(tmp_path / "x.jsonl", EVENTS)
     # T0 is 2025-06-15T15:06:40Z; e2..e4 are at T0+60..T0+180, e5 at T0+240 (= until)
     window = ("--since=2025-06-15T15:07:00Z", "--until=2025-06-15T17:10:40+02:00")
-    status, report = run(_flags(collector, tmp_path, source, extra=window), now=NOW)
+    status, report = run(
+        backfill_flags(collector.base_url, tmp_path / "out", source, extra=window), now=NOW
+    )
     assert status == 0
     assert report["events_out_of_range"] == 3  # e1 (before), e5 and e6 (at/after until)
     assert report["events_mapped"] == 3
@@ -224,7 +224,10 @@ def test_dry_run_sends_nothing_and_writes_redacted_messages(
 ) -> None:
     source = _write_jsonl(tmp_path / "x.jsonl", EVENTS)
     dry = tmp_path / "out" / "dry.jsonl"
-    status, report = run(_flags(collector, tmp_path, source, extra=(f"--dry-run={dry}",)), now=NOW)
+    status, report = run(
+        backfill_flags(collector.base_url, tmp_path / "out", source, extra=(f"--dry-run={dry}",)),
+        now=NOW,
+    )
     assert status == 0 and collector.accepted() == []
     lines = [json.loads(line) for line in dry.read_text().splitlines()]
     assert len(lines) == report["messages_dry_run"] == report["messages_built"] > 0
@@ -236,21 +239,15 @@ def test_dry_run_sends_nothing_and_writes_redacted_messages(
 
 def test_only_destinations_with_a_key_are_used(collector: Collector, tmp_path: Path) -> None:
     source = _write_jsonl(tmp_path / "x.jsonl", EVENTS)
-    flags = [f for f in _flags(collector, tmp_path, source) if "kontagent" not in f]
+    flags = [
+        f
+        for f in backfill_flags(collector.base_url, tmp_path / "out", source)
+        if "kontagent" not in f
+    ]
     status, report = run(flags, now=NOW)
     assert status == 0
     assert {r.destination for r in collector.accepted()} == {"kissmetrics"}
     assert report["destinations"] == ["kissmetrics"]
-
-
-def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "pipelines.backfill", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-    )
 
 
 @pytest.mark.parametrize(
@@ -277,7 +274,7 @@ def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
 )
 def test_usage_errors_are_one_line_and_exit_2(args: list[str], message: str) -> None:
     env = {"PATH": "/usr/bin:/bin", "HOME": "/tmp"}
-    done = _cli(*args, env=env)
+    done = run_cli(*args, env=env)
     assert done.returncode == 2, done.stderr
     assert message in done.stderr
     assert "Traceback" not in done.stderr
@@ -285,7 +282,7 @@ def test_usage_errors_are_one_line_and_exit_2(args: list[str], message: str) -> 
 
 
 def test_sandbox_run_of_the_sample_data() -> None:
-    done = _cli("--sandbox", "--input=sample_data/game_events*", "--max-errors=3",
+    done = run_cli("--sandbox", "--input=sample_data/game_events*", "--max-errors=3",
                 "--report=/tmp/beaconflow-test-sandbox/report.json",
                 "--dead-letter=/tmp/beaconflow-test-sandbox/dead.jsonl")  # fmt: skip
     assert done.returncode == 0, done.stderr

@@ -16,7 +16,6 @@ import json
 import logging
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,8 @@ import pytest
 
 from beaconflow.collector import Collector, Faults, down_url
 from pipelines.backfill import run
+
+from .conftest import run_cli
 
 NOW = 1_800_000_000
 T0 = 1_750_000_000
@@ -121,14 +122,7 @@ def _cli(
             KISSMETRICS_API_KEY=KISSMETRICS_KEY,
         )
     assert "BEACONFLOW_DEBUG" not in env
-    return subprocess.run(
-        [sys.executable, "-m", "pipelines.backfill", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-        cwd=ROOT,
-    )
+    return run_cli(*args, env=env, cwd=ROOT)
 
 
 def _assert_outputs_clean(done: subprocess.CompletedProcess[str], *directories: Path) -> None:
