@@ -31,23 +31,19 @@ from apache_beam.options.pipeline_options import (
     PipelineOptions,
     StandardOptions,
 )
-from apache_beam.pvalue import PCollection, TaggedOutput
+from apache_beam.pvalue import PCollection
 
 from pipelines.options import BackfillConfig, UsageError, configure
+from transforms.build import BuildMessages
 from transforms.deadletter import (
-    is_entry,
     message_view,
-    record_entry,
-    replayed_message,
     to_json,
 )
 from transforms.dedup import DUPLICATES, SKIPPED, DedupByKey
-from transforms.events import messages_for
-from transforms.ledger import endpoint_fingerprint, ledger_files, ledger_key, read_ledger_file
-from transforms.mapping import RecordMapping
-from transforms.message import Destination, Endpoint, Message, MessageError
-from transforms.read import InputError, RawRecord, ReadEvents, expand_inputs
-from transforms.records import Event, RecordError, parse_line, validate
+from transforms.ledger import endpoint_fingerprint, ledger_files, read_ledger_file
+from transforms.message import Destination, Endpoint, Message, Wire
+from transforms.parse import INVALID, REPLAYED, ParseEvents
+from transforms.read import InputError, ReadEvents, expand_inputs
 from transforms.redact import Redactor, redact_library_logs
 from transforms.report import SumTallies, Tally, build_report, summary, tally
 from transforms.send import FAILED, SendConfig, SendMessages
@@ -55,117 +51,35 @@ from transforms.sender import Delivery
 
 log = logging.getLogger("beaconflow")
 
-INVALID = "invalid"
 TALLY = "tally"
-REPLAYED = "replayed"
-OUT_OF_RANGE = "out_of_range"
 
 
-class ParseEvents(beam.DoFn):
-    """RawRecord -> Event (main), dead-letter entries (``invalid``), tallies (``tally``)."""
+def _kv_tally(counter: str) -> Any:
+    def make(kept_n: tuple[Any, int]) -> Tally:
+        return tally(counter, kept_n[1])
 
-    def __init__(self, mapping: RecordMapping, now: float) -> None:
-        super().__init__()
-        self._mapping = mapping
-        self._now = now
-
-    def process(self, raw: RawRecord) -> Iterator[Event | TaggedOutput[str, Any]]:
-        yield TaggedOutput(TALLY, tally("events_read"))
-        if raw.problem is not None:
-            yield from self._invalid("read", raw.problem, raw)
-            return
-        source: dict[str, Any] | None = raw.row
-        try:
-            if source is None:
-                source = parse_line(raw.text or "")
-            if is_entry(source):  # a dead-letter file given as input: replay it
-                if "message" in source:
-                    yield from self._replay_message(source, raw)
-                    return
-                replayed = source.get("record")
-                source = replayed if isinstance(replayed, dict) else parse_line(str(source["line"]))
-            yield validate(
-                self._mapping.apply(source), now=self._now, source=raw.source, origin=source
-            )
-        except RecordError as error:
-            yield from self._invalid("parse", str(error), raw, source)
-
-    def _replay_message(
-        self, entry: dict[str, Any], raw: RawRecord
-    ) -> Iterator[TaggedOutput[str, Any]]:
-        try:
-            message = replayed_message(entry["message"])
-        except (MessageError, AttributeError) as error:
-            yield from self._invalid("parse", f"dead-letter message: {error}", raw, entry)
-            return
-        yield TaggedOutput(TALLY, tally("events_mapped"))
-        yield TaggedOutput(TALLY, tally("messages_built", 1, message.destination, message.kind))
-        yield TaggedOutput(REPLAYED, message)
-
-    def _invalid(
-        self, stage: str, reason: str, raw: RawRecord, record: object = None
-    ) -> Iterator[TaggedOutput[str, Any]]:
-        yield TaggedOutput(TALLY, tally("events_invalid", destination=stage))
-        yield TaggedOutput(INVALID, record_entry(stage, reason, raw, record))
+    return make
 
 
-class MapEvents(beam.DoFn):
-    """Event -> its messages (main), or the event's dead-letter entry; tallies either way."""
-
-    def __init__(self, mapping: RecordMapping, destinations: tuple[Destination, ...]) -> None:
-        super().__init__()
-        self._mapping = mapping
-        self._destinations = destinations
-
-    def process(self, event: Event) -> Iterator[Message | TaggedOutput[str, Any]]:
-        destinations = self._mapping.destinations(event.name, self._destinations)
-        try:
-            messages = messages_for(event, destinations)
-        except MessageError as error:
-            file, _, line = event.source.rpartition(":")
-            yield TaggedOutput(TALLY, tally("events_invalid", destination="map"))
-            yield TaggedOutput(
-                INVALID,
-                {
-                    "stage": "map",
-                    "reason": str(error),
-                    "source": {"file": file, "line": int(line) if line.isdigit() else line},
-                    "record": event.origin if event.origin is not None else {
-                        "event": event.name, "user_id": event.user_id, "time": event.time,
-                        **event.fields},
-                },
-            )  # fmt: skip
-            return
-        yield TaggedOutput(TALLY, tally("events_mapped"))
-        if not messages:
-            yield TaggedOutput(TALLY, tally("events_unrouted"))
-        for message in messages:
-            yield TaggedOutput(TALLY, tally("messages_built", 1, message.destination, message.kind))
-            yield message
+def _message_copies_tally(kept_copies: tuple[Wire, int]) -> Tally:
+    wire, copies = kept_copies
+    return tally("messages_duplicate", copies, wire[0], wire[1])
 
 
-def _in_range(event: Event, since: int | None, until: int | None) -> Iterator[Any]:
-    if (since is not None and event.time < since) or (until is not None and event.time >= until):
-        yield TaggedOutput(OUT_OF_RANGE, tally("events_out_of_range"))
-    else:
-        yield event
-
-
-def _message_copies_tally(kept_copies: tuple[Message, int]) -> Tally:
-    message, copies = kept_copies
-    return tally("messages_duplicate", copies, message.destination, message.kind)
-
-
-def _skipped_tallies(kept_copies: tuple[Message, int]) -> Iterator[Tally]:
-    message, copies = kept_copies
-    yield tally("messages_skipped", 1, message.destination, message.kind)
+def _skipped_tallies(kept_copies: tuple[Wire, int]) -> Iterator[Tally]:
+    wire, copies = kept_copies
+    yield tally("messages_skipped", 1, wire[0], wire[1])
     if copies > 1:
-        yield tally("messages_duplicate", copies - 1, message.destination, message.kind)
+        yield tally("messages_duplicate", copies - 1, wire[0], wire[1])
 
 
 def _delivery_tally(delivery: Delivery) -> Tally:
     outcome = "messages_delivered" if delivery.delivered else "messages_failed"
     return tally(outcome, 1, delivery.message.destination, delivery.message.kind)
+
+
+def _restore(line: tuple[str, Wire]) -> Message:
+    return Message.from_wire(line[1])
 
 
 def _failure_entry(delivery: Delivery) -> dict[str, Any]:
@@ -195,20 +109,22 @@ def build(pipeline: beam.Pipeline, config: BackfillConfig, files: Sequence[str],
           *, now: float, workers: int) -> None:  # fmt: skip
     """Wire every step of the backfill into ``pipeline``."""
     redact = Redactor.of(config.secrets())
+    fingerprints = {str(d): endpoint_fingerprint(e) for d, e in config.endpoints.items()}
     raw = pipeline | "Read" >> ReadEvents(files)
-    parsed = raw | "Parse" >> beam.ParDo(ParseEvents(config.mapping, now)).with_outputs(
-        INVALID, TALLY, REPLAYED, main="events"
-    )
-    events = parsed.events | "DedupEvents" >> DedupByKey(
-        key=lambda e: e.key, order=lambda e: e.source
-    )
-    in_range = events.unique | "InRange" >> beam.FlatMap(
-        _in_range, config.since, config.until
-    ).with_outputs(OUT_OF_RANGE, main="events")
-    mapped = in_range.events | "Map" >> beam.ParDo(
-        MapEvents(config.mapping, config.destinations)
+    parsed = raw | "Parse" >> beam.ParDo(
+        ParseEvents(config.mapping, now, fingerprints)
+    ).with_outputs(INVALID, TALLY, REPLAYED, main="events")
+    events = parsed.events | "DedupEvents" >> DedupByKey(order=lambda line: line[0])
+    built = events.unique | "Build" >> beam.ParDo(
+        BuildMessages(
+            config.mapping,
+            config.destinations,
+            fingerprints,
+            now=now,
+            since=config.since,
+            until=config.until,
+        )
     ).with_outputs(INVALID, TALLY, main="messages")
-    fingerprints = {d: endpoint_fingerprint(e) for d, e in config.endpoints.items()}
     delivered_before = None
     if config.ledger:
         delivered_before = (
@@ -217,32 +133,29 @@ def build(pipeline: beam.Pipeline, config: BackfillConfig, files: Sequence[str],
             | "SpreadLedger" >> beam.Reshuffle()
             | "ReadLedger" >> beam.FlatMap(read_ledger_file)
         )
-    messages = (mapped.messages, parsed[REPLAYED]) | "AllMessages" >> beam.Flatten()
-    messages = messages | "DedupMessages" >> DedupByKey(
-        key=lambda m: ledger_key(fingerprints[m.destination], m),
-        order=lambda m: m.key,
-        delivered=delivered_before,
+    messages = (
+        (built.messages, parsed[REPLAYED])
+        | "AllMessages" >> beam.Flatten()
+        | "DedupMessages" >> DedupByKey(order=lambda wire: wire[4], delivered=delivered_before)
     )
+    unique = messages.unique | "Restore" >> beam.Map(_restore)
     tallies = [
         parsed[TALLY],
-        in_range[OUT_OF_RANGE],
-        mapped[TALLY],
-        events[DUPLICATES]
-        | "CountEventCopies" >> beam.Map(lambda kept_n: tally("events_duplicate", kept_n[1])),
-        messages[DUPLICATES]
-        | "CountMessageCopies" >> beam.Map(_message_copies_tally),
+        built[TALLY],
+        events[DUPLICATES] | "CountEventCopies" >> beam.Map(_kv_tally("events_duplicate")),
+        messages[DUPLICATES] | "CountMessageCopies" >> beam.Map(_message_copies_tally),
         messages[SKIPPED] | "CountSkipped" >> beam.FlatMap(_skipped_tallies),
-    ]  # fmt: skip
-    dead_letters = [parsed[INVALID], mapped[INVALID]]
+    ]
+    dead_letters = [parsed[INVALID], built[INVALID]]
     if config.dry_run:
         endpoints = config.endpoints
         _write_single(
-            messages.unique | "DryRunLines" >> beam.Map(_dry_run_line, endpoints),
+            unique | "DryRunLines" >> beam.Map(_dry_run_line, endpoints),
             config.dry_run,
             "WriteDryRun",
         )
         tallies.append(
-            messages.unique
+            unique
             | "CountDryRun"
             >> beam.Map(lambda m: tally("messages_dry_run", 1, m.destination, m.kind))
         )
@@ -256,9 +169,10 @@ def build(pipeline: beam.Pipeline, config: BackfillConfig, files: Sequence[str],
             workers=workers,
             progress_interval=config.progress_interval,
             ledger=config.ledger,
+            adaptive=config.adaptive,
         )
         # the message dedup's CombinePerKey has spread the messages over workers already
-        sent = messages.unique | "Send" >> SendMessages(send_config, reshuffle=False)
+        sent = unique | "Send" >> SendMessages(send_config, reshuffle=False)
         outcomes = (sent.delivered, sent[FAILED]) | "AllDeliveries" >> beam.Flatten()
         tallies.append(outcomes | "CountDeliveries" >> beam.Map(_delivery_tally))
         dead_letters.append(sent[FAILED] | "FailedEntries" >> beam.Map(_failure_entry))

@@ -55,6 +55,7 @@ class BackfillConfig:
     max_errors: int
     progress_interval: float
     ledger: str | None
+    adaptive: bool
     beam_args: tuple[str, ...]
 
     @property
@@ -187,7 +188,13 @@ def parser() -> argparse.ArgumentParser:
         type=_positive_int,
         default=64,
         metavar="N",
-        help="requests in flight per worker (default: 64)",
+        help="most requests in flight per worker (default: 64)",
+    )
+    send.add_argument(
+        "--fixed-concurrency",
+        action="store_true",
+        help="keep --concurrency requests in flight whatever the service answers, instead of "
+        "adapting (start low, grow while answers stay fast, back off on 429/503/timeouts)",
     )
     send.add_argument(
         "--max-attempts",
@@ -342,5 +349,6 @@ def configure(argv: Sequence[str]) -> BackfillConfig:
         max_errors=args.max_errors,
         progress_interval=args.progress_interval,
         ledger=args.ledger,
+        adaptive=not args.fixed_concurrency,
         beam_args=tuple(rest),
     )

@@ -14,10 +14,11 @@ from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from beaconflow.collector import Collector
-from pipelines.backfill import INVALID, TALLY, MapEvents, ParseEvents, run
+from pipelines.backfill import TALLY, run
+from transforms.build import BuildMessages
 from transforms.mapping import RecordMapping
+from transforms.parse import INVALID, REPLAYED, ParseEvents
 from transforms.read import RawRecord
-from transforms.records import validate
 
 from .conftest import (
     KISSMETRICS_KEY,
@@ -36,9 +37,13 @@ def _pipeline() -> BeamTestPipeline:
     return BeamTestPipeline(runner=FnApiRunner())
 
 
+FINGERPRINTS = {"kontagent": "k" * 12, "kissmetrics": "m" * 12}
+
+
 def test_parse_events_splits_good_and_bad_records() -> None:
+    good = json.dumps({"time": T0, "user_id": 1, "event": "apr"})
     raws = [
-        RawRecord("a.jsonl", 1, text=json.dumps({"time": T0, "user_id": 1, "event": "apr"})),
+        RawRecord("a.jsonl", 1, text=good),
         RawRecord("a.jsonl", 2, text="{not json"),
         RawRecord("a.jsonl", 3, text=json.dumps({"time": T0, "event": "apr"})),
         RawRecord("a.jsonl", 4, problem="line is not valid UTF-8 (byte 3)"),
@@ -48,13 +53,20 @@ def test_parse_events_splits_good_and_bad_records() -> None:
         out = (
             p
             | beam.Create(raws)
-            | beam.ParDo(ParseEvents(RecordMapping(), NOW)).with_outputs(
-                INVALID, TALLY, main="events"
+            | beam.ParDo(ParseEvents(RecordMapping(), NOW, FINGERPRINTS)).with_outputs(
+                INVALID, TALLY, REPLAYED, main="events"
             )
         )
         assert_that(
-            out.events | "Users" >> beam.Map(lambda e: (e.source, e.user_id, e.name)),
-            equal_to([("a.jsonl:1", 1, "apr"), ("b.parquet:1", "2", "level_up")]),
+            out.events
+            | "Sources"
+            >> beam.Map(lambda line: (len(line[0]), line[1][0], json.loads(line[1][1]))),
+            equal_to(
+                [
+                    (32, "a.jsonl:1", json.loads(good)),
+                    (32, "b.parquet:1", {"time": T0, "user_id": "2", "event": "level_up"}),
+                ]
+            ),
             label="events",
         )
         assert_that(
@@ -70,40 +82,83 @@ def test_parse_events_splits_good_and_bad_records() -> None:
             label="invalid",
         )
         assert_that(
-            out[TALLY] | "Names" >> beam.Map(lambda t: (t[0], t[1])),
+            out[TALLY],
             equal_to(
-                [("events_read", "")] * 5
-                + [("events_invalid", "parse")] * 2
-                + [("events_invalid", "read")]
+                [
+                    ("events_read", "", "", 5),
+                    ("events_invalid", "parse", "", 2),
+                    ("events_invalid", "read", "", 1),
+                ]
             ),
             label="tallies",
         )
 
 
-def test_map_events_emits_messages_or_a_map_dead_letter() -> None:
-    good = validate(
-        {"time": T0, "user_id": 7, "event": "level_up", "level": 3}, now=NOW, source="f:1"
+def _event_line(record: dict[str, Any], source: str) -> tuple[str, tuple[str, str]]:
+    return ("key-" + source, (source, json.dumps(record)))
+
+
+def test_build_messages_emits_messages_or_a_map_dead_letter() -> None:
+    good = _event_line({"time": T0, "user_id": 7, "event": "level_up", "level": 3}, "f:1")
+    bad = _event_line({"time": T0, "user_id": "alice", "event": "apr"}, "f:2")
+    late = _event_line({"time": T0 + 10, "user_id": 8, "event": "apr"}, "f:3")
+    build = BuildMessages(
+        RecordMapping(),
+        ("kontagent", "kissmetrics"),
+        FINGERPRINTS,
+        now=NOW,
+        since=None,
+        until=T0 + 5,
     )
-    bad = validate({"time": T0, "user_id": "alice", "event": "apr"}, now=NOW, source="f:2")
     with _pipeline() as p:
         out = (
             p
-            | beam.Create([good, bad])
-            | beam.ParDo(MapEvents(RecordMapping(), ("kontagent", "kissmetrics"))).with_outputs(
-                INVALID, TALLY, main="messages"
-            )
+            | beam.Create([good, bad, late])
+            | beam.ParDo(build).with_outputs(INVALID, TALLY, main="messages")
         )
         assert_that(
             out.messages
-            | beam.Map(lambda m: (m.destination, m.kind, m.param("n") or m.param("_n"))),
-            equal_to([("kontagent", "evt", "level_up"), ("kissmetrics", "e", "level_up")]),
+            | beam.Map(
+                lambda kv: (
+                    kv[0][:12],
+                    kv[1][0],
+                    kv[1][1],
+                    dict(kv[1][2]).get("n") or dict(kv[1][2]).get("_n"),
+                )
+            ),
+            equal_to(
+                [
+                    ("k" * 12, "kontagent", "evt", "level_up"),
+                    ("m" * 12, "kissmetrics", "e", "level_up"),
+                ]
+            ),
             label="messages",
         )
         assert_that(
             out[INVALID]
-            | beam.Map(lambda d: (d["stage"], d["source"], "numeric user id" in d["reason"])),
-            equal_to([("map", {"file": "f", "line": 2}, True)]),
+            | beam.Map(
+                lambda d: (
+                    d["stage"],
+                    d["source"],
+                    "numeric user id" in d["reason"],
+                    d["record"]["user_id"],
+                )
+            ),
+            equal_to([("map", {"file": "f", "line": 2}, True, "alice")]),
             label="invalid",
+        )
+        assert_that(
+            out[TALLY] | beam.Map(lambda t: (t[0], t[3])),
+            equal_to(
+                [
+                    ("events_out_of_range", 1),
+                    ("events_invalid", 1),
+                    ("events_mapped", 1),
+                    ("messages_built", 1),
+                    ("messages_built", 1),
+                ]
+            ),
+            label="tallies",
         )
 
 

@@ -171,9 +171,17 @@ def message(kind: str, token: str, destination: str = "kontagent") -> Message:
 
 
 def config(
-    retry: RetryPolicy = NO_WAIT, concurrency: int = 4, timeout: float = 5.0, interval: float = 10
+    retry: RetryPolicy = NO_WAIT,
+    concurrency: int = 4,
+    timeout: float = 5.0,
+    interval: float = 10,
+    adaptive: bool = False,
 ) -> SenderConfig:
-    return SenderConfig(concurrency, timeout, retry, {}, progress_interval=interval)
+    # Fixed concurrency unless a test is about adapting it: the others count in-flight
+    # requests and clock readings.
+    return SenderConfig(
+        concurrency, timeout, retry, {}, progress_interval=interval, adaptive=adaptive
+    )
 
 
 def send_all(sender: BulkSender, requests: list[Request]) -> dict[str, Delivery]:
@@ -564,3 +572,25 @@ def test_send_messages_pipeline(server: LocalServer, monkeypatch: pytest.MonkeyP
     assert counters["delivered"] == 21
     assert counters["failed"] == 2
     assert counters["retries"] == 1
+
+
+def test_adaptive_concurrency_grows_on_fast_answers_and_backs_off_on_429(
+    server: LocalServer,
+) -> None:
+    fast = [
+        Request(message("ok", f"grow-{n}"), server.kontagent("ok", f"grow-{n}")) for n in range(300)
+    ]
+    with BulkSender(config(concurrency=16, adaptive=True), (KEY,)) as sender:
+        assert all(d.delivered for d in send_all(sender, fast).values())
+        grown = sender.concurrency_limits()["kontagent"]
+        throttled = [
+            Request(
+                message("throttle", f"slow-{n}"),
+                server.kontagent("throttle", f"slow-{n}", after="0"),
+            )
+            for n in range(60)
+        ]
+        assert all(d.delivered for d in send_all(sender, throttled).values())
+        backed_off = sender.concurrency_limits()["kontagent"]
+    assert 1 < grown <= 16
+    assert backed_off < grown

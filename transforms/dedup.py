@@ -64,44 +64,54 @@ class KeepFirst(beam.CombineFn):
 
 
 def _split(item: tuple[str, _Accumulator]) -> Iterator[Any]:
-    _, (kept, copies, delivered_before) = item
+    key, (kept, copies, delivered_before) = item
     if kept is None:  # a ledger entry with no message in this run
         return
     if delivered_before:
         yield TaggedOutput(SKIPPED, (kept, copies))
         return
-    yield kept
+    yield (key, kept)
     if copies > 1:
         yield TaggedOutput(DUPLICATES, (kept, copies - 1))
 
 
 class DedupByKey(beam.PTransform[PCollection[Any], DoOutputsTuple]):
-    """Keep one element per key; outputs ``unique`` (main), ``duplicates`` and ``skipped``.
+    """Keep one value per key of a ``(key, value)`` PCollection.
 
-    ``delivered``: optional PCollection of keys already delivered (the ledger); elements with
-    such a key go to ``skipped`` as (kept, copies) instead of ``unique``.
+    Outputs ``unique`` (main, ``(key, kept value)``), ``duplicates`` (``(kept, copies
+    dropped)``) and ``skipped``. ``delivered``: optional PCollection of keys already delivered
+    (the ledger); values with such a key go to ``skipped`` as (kept, copies) instead.
     """
 
     def __init__(
-        self,
-        key: Callable[[Any], str],
-        order: Callable[[Any], Any],
-        delivered: PCollection[str] | None = None,
+        self, order: Callable[[Any], Any], delivered: PCollection[str] | None = None
     ) -> None:
         super().__init__()
-        self._key = key
         self._order = order
         self._delivered = delivered
 
-    def expand(self, elements: PCollection[Any]) -> DoOutputsTuple:
-        key = self._key
-        keyed = elements | "Key" >> beam.Map(lambda element: (key(element), element))
+    def expand(self, keyed: PCollection[Any]) -> DoOutputsTuple:
         if self._delivered is not None:
             marks = self._delivered | "MarkDelivered" >> beam.Map(lambda k: (k, DELIVERED_BEFORE))
             keyed = (keyed, marks) | "WithLedger" >> beam.Flatten()
+        order = self._order
+
+        def keep_first(item: tuple[str, Any]) -> tuple[str, _Accumulator]:
+            key, values = item
+            kept, copies, delivered_before = None, 0, False
+            for value in values:
+                if isinstance(value, str) and value == DELIVERED_BEFORE:
+                    delivered_before = True
+                elif kept is None or order(value) < order(kept):
+                    kept, copies = value, copies + 1
+                else:
+                    copies += 1
+            return key, (kept, copies, delivered_before)
+
         outputs: DoOutputsTuple = (
             keyed
-            | "KeepFirst" >> beam.CombinePerKey(KeepFirst(self._order))
+            | "Group" >> beam.GroupByKey()
+            | "KeepFirst" >> beam.Map(keep_first)
             | "Split" >> beam.FlatMap(_split).with_outputs(DUPLICATES, SKIPPED, main="unique")
         )
         return outputs

@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 Destination = Literal["kontagent", "kissmetrics"]
+
+#: A message as a plain tuple: destination, kind, params, occurrence, key.
+Wire = tuple[Any, Any, Any, Any, Any]
 
 #: The destinations beaconflow knows, in the order reports list them.
 DESTINATIONS: tuple[Destination, ...] = ("kontagent", "kissmetrics")
@@ -55,6 +58,25 @@ class Message:
     def __post_init__(self) -> None:
         object.__setattr__(self, "params", tuple(sorted(self.params)))
         object.__setattr__(self, "key", identity_key(self))
+
+    def to_wire(self) -> Wire:
+        """A plain tuple for Beam's fast coders (a dataclass would be pickled at every stage)."""
+        return (self.destination, self.kind, self.params, self.occurrence, self.key)
+
+    @classmethod
+    def from_wire(cls, wire: Wire) -> Message:
+        """The message of :meth:`to_wire`, without sorting or hashing it again."""
+        destination, kind, params, occurrence, key = wire
+        message = cls.__new__(cls)
+        for name, value in (
+            ("destination", destination),
+            ("kind", kind),
+            ("params", tuple(tuple(pair) for pair in params)),
+            ("occurrence", occurrence),
+            ("key", key),
+        ):
+            object.__setattr__(message, name, value)
+        return message
 
     def param(self, name: str) -> str | None:
         """The value of parameter ``name``, or None when the message does not carry it."""

@@ -57,8 +57,14 @@ class RawRecord:
 
     def location(self) -> dict[str, Any]:
         """Where the record came from, as the dead letter shows it."""
-        unit = "row" if self.file.endswith(PARQUET_SUFFIXES) else "line"
-        return {"file": self.file, unit: self.position}
+        return location(self.source)
+
+
+def location(source: str) -> dict[str, Any]:
+    """``{"file": ..., "line": n}`` (``"row"`` for Parquet) of a ``file:position`` source."""
+    file, _, position = source.rpartition(":")
+    unit = "row" if file.endswith(PARQUET_SUFFIXES) else "line"
+    return {"file": file, unit: int(position) if position.isdigit() else position}
 
 
 def expand_inputs(patterns: Sequence[str]) -> list[str]:

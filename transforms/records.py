@@ -158,7 +158,8 @@ def parse_time(value: object) -> int:
     raise RecordError("time", f"must be ISO-8601 or epoch seconds, not {type(value).__name__}")
 
 
-def _plain(value: object) -> str:
+def plain(value: object) -> str:
+    """JSON's fallback for values it has no form for: timestamps as ISO text, else str()."""
     return value.isoformat() if isinstance(value, datetime) else str(value)
 
 
@@ -175,7 +176,7 @@ def identity(record: Mapping[str, Any]) -> str:
         # null fields are absent fields; timestamps (Parquet) hash as their ISO text
         present = {key: value for key, value in record.items() if value is not None}
         seed = "content\x00" + json.dumps(
-            present, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_plain
+            present, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=plain
         )
     return hashlib.sha256(seed.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 

@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import apache_beam as beam
+from apache_beam.pvalue import TaggedOutput
+from apache_beam.transforms.window import GlobalWindows
+from apache_beam.utils.windowed_value import WindowedValue
 
 #: A tally: which counter, for which destination and message kind ("" when not per message), n.
 Tally = tuple[str, str, str, int]
@@ -42,6 +45,29 @@ MESSAGE_COUNTERS = (
 def tally(counter: str, n: int = 1, destination: str = "", kind: str = "") -> Tally:
     """One tally element."""
     return (counter, destination, kind, n)
+
+
+class CountsTallies:
+    """A DoFn mixin: count in memory, emit one tally per counter at the end of each bundle.
+
+    One element per bundle and counter instead of one per record keeps the tallies off
+    Beam's hot path. Tallies go to the tagged output named by :attr:`tally_tag`.
+    """
+
+    tally_tag = "tally"
+
+    def start_bundle(self) -> None:
+        self._tallies: Counter[tuple[str, str, str]] = Counter()
+
+    def count(self, counter: str, destination: str = "", kind: str = "", n: int = 1) -> None:
+        self._tallies[(counter, destination, kind)] += n
+
+    def finish_bundle(self) -> Iterator[TaggedOutput[str, WindowedValue]]:
+        for (counter, destination, kind), n in self._tallies.items():
+            yield TaggedOutput(
+                self.tally_tag, GlobalWindows.windowed_value(tally(counter, n, destination, kind))
+            )
+        self._tallies.clear()
 
 
 class SumTallies(beam.CombineFn):

@@ -55,7 +55,8 @@ class SendConfig:
     requests/s per destination for the whole run; absent or None means unlimited.
     ``workers``: how many worker processes share ``max_rps`` (>= 1). ``progress_interval``:
     seconds between progress lines of each sender. ``ledger``: a delivery-ledger directory
-    that every delivered message is recorded in, or None.
+    that every delivered message is recorded in, or None. ``adaptive``: adapt the concurrency
+    per destination up to ``concurrency`` (False: always ``concurrency``).
     """
 
     endpoints: Mapping[Destination, Endpoint]
@@ -66,6 +67,7 @@ class SendConfig:
     workers: int = 1
     progress_interval: float = 10.0
     ledger: str | None = None
+    adaptive: bool = True
 
     def __post_init__(self) -> None:
         if self.workers < 1:
@@ -91,6 +93,7 @@ class SendConfig:
             retry=self.retry,
             rates=rates,
             progress_interval=self.progress_interval,
+            adaptive=self.adaptive,
         )
 
     def secrets(self) -> tuple[str, ...]:

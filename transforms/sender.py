@@ -18,6 +18,7 @@ Tested against a local aiohttp server::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import random
@@ -30,6 +31,7 @@ from dataclasses import dataclass, field
 import aiohttp
 from yarl import URL
 
+from transforms.concurrency import AdaptiveLimit, AimdPolicy
 from transforms.message import Message
 from transforms.ratelimit import Clock, RateLimiter, Sleep, shared_limiter
 from transforms.redact import Redactor
@@ -76,7 +78,9 @@ class SenderConfig:
     start of the request to the end of its body (> 0; there is no "no timeout", a hung server
     would hold the pipeline). ``rates``: requests/s per destination for this process; a
     destination that is absent or maps to None is unlimited. ``progress_interval``: seconds
-    between progress lines; 0 logs after every attempt.
+    between progress lines; 0 logs after every attempt. ``adaptive``: find the concurrency
+    each destination takes, up to ``concurrency`` (see :mod:`transforms.concurrency`); False
+    keeps ``concurrency`` requests in flight whatever the service answers.
     """
 
     concurrency: int
@@ -84,6 +88,7 @@ class SenderConfig:
     retry: RetryPolicy
     rates: Mapping[str, float | None] = field(default_factory=dict)
     progress_interval: float = 10.0
+    adaptive: bool = True
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
@@ -113,6 +118,13 @@ class _Outcome:
     status: int | None
     error: BaseException | None
     retry_after: str | None
+
+
+def _pushed_back(outcome: _Outcome) -> bool:
+    """Whether the service asked us to slow down: 429, 503 or a timeout."""
+    if outcome.status in (429, 503):
+        return True
+    return isinstance(outcome.error, asyncio.TimeoutError | aiohttp.ServerTimeoutError)
 
 
 class BulkSender:
@@ -169,6 +181,7 @@ class BulkSender:
         self._closed = False
 
         self._tasks: set[asyncio.Task[Delivery]] = set()
+        self._adaptive: dict[str, AdaptiveLimit] = {}
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._run_loop, name="beaconflow-sender", daemon=True
@@ -318,11 +331,15 @@ class BulkSender:
         limiter = self._limiters.get(message.destination)
         attempts = 0
         while True:
-            async with self._slots:
+            adaptive = self._adaptive_limit(message.destination)
+            async with adaptive or contextlib.nullcontext(), self._slots:
                 if limiter is not None:
                     await limiter.acquire(self._sleep)
                 attempts += 1
+                started = self._clock() if adaptive is not None else 0.0
                 outcome = await self._attempt(request.url)
+                if adaptive is not None:
+                    adaptive.record(self._clock() - started, _pushed_back(outcome))
                 if self._on_delivered is not None and outcome.error is None:
                     # still holding the slot: a kill now loses at most the slots in flight
                     self._notify_delivered(message, outcome)
@@ -353,6 +370,19 @@ class BulkSender:
                 reason,
             )
             await self._sleep(wait)
+
+    def _adaptive_limit(self, destination: str) -> AdaptiveLimit | None:
+        if not self._config.adaptive:
+            return None
+        limit = self._adaptive.get(destination)
+        if limit is None:
+            policy = AimdPolicy(maximum=self._config.concurrency)
+            limit = self._adaptive[destination] = AdaptiveLimit(policy, self._clock)
+        return limit
+
+    def concurrency_limits(self) -> dict[str, int]:
+        """The adaptive concurrency each destination has reached (empty when not adaptive)."""
+        return {destination: limit.limit for destination, limit in self._adaptive.items()}
 
     def _notify_delivered(self, message: Message, outcome: _Outcome) -> None:
         if self._on_delivered is None or classify(outcome.status, None) is not Verdict.DELIVERED:

@@ -1,0 +1,119 @@
+"""The adaptive concurrency limit (AIMD), driven by a fake clock: no network, no sleeping."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from transforms.concurrency import AdaptiveLimit, AimdPolicy
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _fill(limit: AdaptiveLimit) -> None:
+    """Take every slot the limit allows (acquire returns at once while below it)."""
+
+    async def take() -> None:
+        while limit.in_flight < limit.limit:
+            await limit.acquire()
+
+    asyncio.run(take())
+
+
+def _round_trip(limit: AdaptiveLimit, clock: Clock, rtt: float, pushed_back: bool = False) -> None:
+    clock.now += rtt
+    limit.record(rtt, pushed_back)
+
+
+def test_starts_at_one_and_grows_by_one_per_round_trip_while_the_limit_is_reached() -> None:
+    clock = Clock()
+    limit = AdaptiveLimit(AimdPolicy(maximum=10), clock)
+    assert limit.limit == 1
+    for expected in range(2, 11):
+        _fill(limit)
+        _round_trip(limit, clock, 0.25)
+        assert limit.limit == expected
+    _fill(limit)
+    _round_trip(limit, clock, 0.25)
+    assert limit.limit == 10, "never above the maximum"
+
+
+def test_does_not_grow_when_the_limit_is_not_reached() -> None:
+    clock = Clock()
+    limit = AdaptiveLimit(AimdPolicy(maximum=10, initial=4), clock)
+    for _ in range(5):
+        _round_trip(limit, clock, 0.25)  # nothing in flight: the service is not the bottleneck
+    assert limit.limit == 4
+
+
+def test_back_pressure_multiplies_by_point_nine_once_per_round_trip() -> None:
+    clock = Clock()
+    limit = AdaptiveLimit(AimdPolicy(maximum=100, initial=50), clock)
+    _round_trip(limit, clock, 0.25)  # a first RTT sets the mean
+    limit.record(0.0, pushed_back=True)
+    limit.record(0.0, pushed_back=True)
+    _round_trip(limit, clock, 0.25, pushed_back=True)
+    assert limit.limit == 45
+    for _ in range(40):
+        _round_trip(limit, clock, 0.25, pushed_back=True)
+    assert limit.limit == 1, "never below one"
+
+
+def test_rising_latency_backs_off() -> None:
+    clock = Clock()
+    limit = AdaptiveLimit(AimdPolicy(maximum=100, initial=20), clock)
+    for rtt in (0.25, 0.375, 0.25, 0.125, 0.25, 0.375, 0.25):
+        _round_trip(limit, clock, rtt)
+    before = limit.limit
+    _round_trip(limit, clock, 4.0)  # far above mean + 2.5 standard deviations
+    assert limit.limit == int(before * 0.9)
+
+
+def test_waiters_wake_in_order_as_slots_free_and_respect_a_lower_limit() -> None:
+    clock = Clock()
+
+    async def scenario() -> list[int]:
+        limit = AdaptiveLimit(AimdPolicy(maximum=4, initial=2), clock)
+        order: list[int] = []
+
+        async def worker(n: int) -> None:
+            async with limit:
+                order.append(n)
+                await asyncio.sleep(0)
+
+        await asyncio.gather(*(worker(n) for n in range(6)))
+        assert limit.in_flight == 0
+        return order
+
+    assert asyncio.run(scenario()) == [0, 1, 2, 3, 4, 5]
+
+
+def test_cancelled_waiter_does_not_leak_a_slot() -> None:
+    async def scenario() -> int:
+        limit = AdaptiveLimit(AimdPolicy(maximum=1), Clock())
+        await limit.acquire()
+        waiter = asyncio.create_task(limit.acquire())
+        await asyncio.sleep(0)
+        waiter.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+        limit.release()
+        await limit.acquire()  # the slot is free again
+        return limit.in_flight
+
+    assert asyncio.run(scenario()) == 1
+
+
+@pytest.mark.parametrize(
+    "bad", [{"maximum": 0}, {"maximum": 4, "decrease": 1.0}, {"maximum": 4, "initial": 0}]
+)
+def test_policy_refuses_nonsense(bad: dict[str, float]) -> None:
+    with pytest.raises(ValueError):
+        AimdPolicy(**bad)  # type: ignore[arg-type]

@@ -1,0 +1,74 @@
+"""The build step: deduplicated events -> their messages, keyed for the message dedup.
+
+:class:`BuildMessages` takes the parse step's ``(event key, (source, text))``, parses the text
+again, applies the mapping and validates (both deterministic, so the result is the event the
+parse step accepted), drops events outside ``[since, until)`` (counted as out of range) and
+maps the rest to messages. Messages leave as ``(ledger key, message wire)``; an event whose
+messages cannot be built leaves whole through ``invalid`` as a dead-letter entry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.pvalue import TaggedOutput
+
+from transforms.events import messages_for
+from transforms.ledger import ledger_key
+from transforms.mapping import RecordMapping
+from transforms.message import Destination, MessageError, Wire
+from transforms.parse import INVALID, EventLine
+from transforms.read import location
+from transforms.records import parse_line, validate
+from transforms.report import CountsTallies
+
+MessageLine = tuple[str, Wire]
+"""(ledger key, message wire)."""
+
+
+class BuildMessages(CountsTallies, beam.DoFn):
+    """EventLine -> MessageLine (main); ``invalid`` and ``tally`` outputs."""
+
+    def __init__(
+        self,
+        mapping: RecordMapping,
+        destinations: tuple[Destination, ...],
+        fingerprints: Mapping[str, str],
+        *,
+        now: float,
+        since: int | None,
+        until: int | None,
+    ) -> None:
+        super().__init__()
+        self._mapping = mapping
+        self._destinations = destinations
+        self._fingerprints = dict(fingerprints)
+        self._now = now
+        self._since = since
+        self._until = until
+
+    def process(self, element: EventLine) -> Iterator[MessageLine | TaggedOutput[str, Any]]:
+        _, (source, text) = element
+        record = parse_line(text)
+        event = validate(self._mapping.apply(record), now=self._now, source=source)
+        if (self._since is not None and event.time < self._since) or (
+            self._until is not None and event.time >= self._until
+        ):
+            self.count("events_out_of_range")
+            return
+        destinations = self._mapping.destinations(event.name, self._destinations)
+        try:
+            messages = messages_for(event, destinations)
+        except MessageError as error:
+            self.count("events_invalid", "map")
+            entry = {"stage": "map", "reason": str(error), "source": location(source)}
+            yield TaggedOutput(INVALID, {**entry, "record": record})
+            return
+        self.count("events_mapped")
+        if not messages:
+            self.count("events_unrouted")
+        for message in messages:
+            self.count("messages_built", message.destination, message.kind)
+            yield (ledger_key(self._fingerprints[message.destination], message), message.to_wire())

@@ -1,0 +1,144 @@
+"""Adaptive request concurrency: find how many requests in flight a service takes, and keep there.
+
+Modelled on Vector's adaptive request concurrency (AIMD). The limit starts low. Once per
+round trip (the mean RTT, smoothed with an EWMA), it grows by 1 if the limit was reached,
+nothing pushed back and the RTT stayed at or below its mean. It shrinks to 0.9x on
+back-pressure (429, 503, timeouts) or when the RTT rises past mean + 2.5 standard deviations.
+It never exceeds the configured maximum (--concurrency) and never drops below 1. Pure asyncio
+with an injectable clock, so it is tested without a network or sleeping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class AimdPolicy:
+    """The numbers of the adaptive limit (Vector's defaults).
+
+    ``initial``: the starting limit (1 is Vector's). ``maximum``: the ceiling, >= 1.
+    ``decrease``: the factor applied on back-pressure, in (0, 1). ``ewma_alpha``: weight of
+    the newest RTT sample in the mean. ``rtt_deviation``: how many standard deviations above
+    the mean an RTT must be to count as rising latency.
+    """
+
+    maximum: int
+    initial: int = 1
+    decrease: float = 0.9
+    ewma_alpha: float = 0.4
+    rtt_deviation: float = 2.5
+
+    def __post_init__(self) -> None:
+        if self.maximum < 1 or not self.initial >= 1:
+            raise ValueError("maximum and initial must be >= 1")
+        if not 0 < self.decrease < 1:
+            raise ValueError("decrease must be between 0 and 1")
+
+
+class AdaptiveLimit:
+    """An async semaphore whose size follows the AIMD rule above.
+
+    Use ``async with limit:`` around an attempt, and report its outcome with
+    :meth:`record` (round-trip seconds, and whether the service pushed back).
+    """
+
+    def __init__(self, policy: AimdPolicy, clock: Callable[[], float] = time.monotonic) -> None:
+        self._policy = policy
+        self._clock = clock
+        self._limit = float(min(policy.initial, policy.maximum))
+        self._in_flight = 0
+        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._mean: float | None = None
+        self._variance = 0.0
+        # what happened since the last adjustment
+        self._window_start = clock()
+        self._reached = False
+        self._pushed_back = False
+        self._rtt_high = False
+
+    @property
+    def limit(self) -> int:
+        """The current number of requests allowed in flight."""
+        return max(1, int(self._limit))
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    async def __aenter__(self) -> None:
+        await self.acquire()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.release()
+
+    async def acquire(self) -> None:
+        """Wait for a slot under the current limit."""
+        if self._in_flight < self.limit and not self._waiters:
+            self._take()
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
+            elif waiter.done() and not waiter.cancelled():
+                self.release()  # the slot was handed over as we were cancelled
+            raise
+
+    def _take(self) -> None:
+        self._in_flight += 1
+        if self._in_flight >= self.limit:
+            self._reached = True
+
+    def release(self) -> None:
+        """Free a slot and wake whoever fits under the limit now."""
+        self._in_flight -= 1
+        self._wake()
+
+    def _wake(self) -> None:
+        while self._waiters and self._in_flight < self.limit:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                self._take()
+                waiter.set_result(None)
+
+    def record(self, rtt: float, pushed_back: bool) -> None:
+        """One attempt's round-trip seconds and whether it was back-pressure."""
+        if pushed_back:
+            self._pushed_back = True
+        elif self._mean is not None:
+            deviation = math.sqrt(self._variance)
+            if rtt >= self._mean + self._policy.rtt_deviation * deviation and deviation > 0:
+                self._rtt_high = True
+        if not pushed_back:
+            self._observe(rtt)
+        interval = self._mean if self._mean is not None else rtt
+        if self._clock() - self._window_start >= interval:
+            self._adjust()
+
+    def _observe(self, rtt: float) -> None:
+        alpha = self._policy.ewma_alpha
+        if self._mean is None:
+            self._mean = rtt
+            return
+        difference = rtt - self._mean
+        self._mean += alpha * difference
+        self._variance = (1 - alpha) * (self._variance + alpha * difference * difference)
+
+    def _adjust(self) -> None:
+        if self._pushed_back or self._rtt_high:
+            self._limit = max(1.0, self._limit * self._policy.decrease)
+        elif self._reached and self._limit < self._policy.maximum:
+            self._limit = min(float(self._policy.maximum), math.floor(self._limit) + 1.0)
+        self._window_start = self._clock()
+        self._reached = self._in_flight >= self.limit
+        self._pushed_back = self._rtt_high = False
+        self._wake()
