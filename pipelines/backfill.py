@@ -31,7 +31,6 @@ from apache_beam.options.pipeline_options import (
     PipelineOptions,
     StandardOptions,
 )
-from apache_beam.pvalue import PCollection
 
 from pipelines.options import BackfillConfig, UsageError, configure
 from transforms.build import BuildMessages
@@ -40,8 +39,9 @@ from transforms.deadletter import (
     to_json,
 )
 from transforms.dedup import DUPLICATES, SKIPPED, DedupByKey
-from transforms.ledger import endpoint_fingerprint, ledger_files, read_ledger_file
-from transforms.message import Destination, Endpoint, Message, Wire
+from transforms.ledger import endpoint_fingerprint, ledger_files, message_key, read_ledger_file
+from transforms.linefile import WriteLines, merge_parts
+from transforms.message import Destination, Endpoint, Message
 from transforms.parse import INVALID, REPLAYED, ParseEvents
 from transforms.read import InputError, ReadEvents, expand_inputs
 from transforms.redact import Redactor, redact_library_logs
@@ -61,16 +61,22 @@ def _kv_tally(counter: str) -> Any:
     return make
 
 
-def _message_copies_tally(kept_copies: tuple[Wire, int]) -> Tally:
-    wire, copies = kept_copies
-    return tally("messages_duplicate", copies, wire[0], wire[1])
+def _destination_kind(wire: str) -> tuple[str, str]:
+    destination, kind, _, _ = json.loads(wire)
+    return destination, kind
 
 
-def _skipped_tallies(kept_copies: tuple[Wire, int]) -> Iterator[Tally]:
+def _message_copies_tally(kept_copies: tuple[str, int]) -> Tally:
     wire, copies = kept_copies
-    yield tally("messages_skipped", 1, wire[0], wire[1])
+    return tally("messages_duplicate", copies, *_destination_kind(wire))
+
+
+def _skipped_tallies(kept_copies: tuple[str, int]) -> Iterator[Tally]:
+    wire, copies = kept_copies
+    destination, kind = _destination_kind(wire)
+    yield tally("messages_skipped", 1, destination, kind)
     if copies > 1:
-        yield tally("messages_duplicate", copies - 1, wire[0], wire[1])
+        yield tally("messages_duplicate", copies - 1, destination, kind)
 
 
 def _delivery_tally(delivery: Delivery) -> Tally:
@@ -78,8 +84,8 @@ def _delivery_tally(delivery: Delivery) -> Tally:
     return tally(outcome, 1, delivery.message.destination, delivery.message.kind)
 
 
-def _restore(line: tuple[str, Wire]) -> Message:
-    return Message.from_wire(line[1])
+def _restore(line: tuple[str, str]) -> Message:
+    return Message.from_wire(line[1], message_key(line[0]))
 
 
 def _failure_entry(delivery: Delivery) -> dict[str, Any]:
@@ -101,10 +107,6 @@ def _dry_run_line(message: Message, endpoints: dict[Destination, Endpoint]) -> s
     return json.dumps(view, ensure_ascii=False, sort_keys=True)
 
 
-def _write_single(lines: PCollection[str], path: str, label: str) -> None:
-    _ = lines | label >> beam.io.WriteToText(path, shard_name_template="", num_shards=1)
-
-
 def build(pipeline: beam.Pipeline, config: BackfillConfig, files: Sequence[str], tallies_path: str,
           *, now: float, workers: int) -> None:  # fmt: skip
     """Wire every step of the backfill into ``pipeline``."""
@@ -114,7 +116,7 @@ def build(pipeline: beam.Pipeline, config: BackfillConfig, files: Sequence[str],
     parsed = raw | "Parse" >> beam.ParDo(
         ParseEvents(config.mapping, now, fingerprints)
     ).with_outputs(INVALID, TALLY, REPLAYED, main="events")
-    events = parsed.events | "DedupEvents" >> DedupByKey(order=lambda line: line[0])
+    events = parsed.events | "DedupEvents" >> DedupByKey(order=lambda line: line)
     built = events.unique | "Build" >> beam.ParDo(
         BuildMessages(
             config.mapping,
@@ -136,7 +138,7 @@ def build(pipeline: beam.Pipeline, config: BackfillConfig, files: Sequence[str],
     messages = (
         (built.messages, parsed[REPLAYED])
         | "AllMessages" >> beam.Flatten()
-        | "DedupMessages" >> DedupByKey(order=lambda wire: wire[4], delivered=delivered_before)
+        | "DedupMessages" >> DedupByKey(order=lambda wire: wire, delivered=delivered_before)
     )
     unique = messages.unique | "Restore" >> beam.Map(_restore)
     tallies = [
@@ -149,10 +151,10 @@ def build(pipeline: beam.Pipeline, config: BackfillConfig, files: Sequence[str],
     dead_letters = [parsed[INVALID], built[INVALID]]
     if config.dry_run:
         endpoints = config.endpoints
-        _write_single(
-            unique | "DryRunLines" >> beam.Map(_dry_run_line, endpoints),
-            config.dry_run,
-            "WriteDryRun",
+        _ = (
+            unique
+            | "DryRunLines" >> beam.Map(_dry_run_line, endpoints)
+            | "WriteDryRun" >> WriteLines(config.dry_run)
         )
         tallies.append(
             unique
@@ -176,19 +178,17 @@ def build(pipeline: beam.Pipeline, config: BackfillConfig, files: Sequence[str],
         outcomes = (sent.delivered, sent[FAILED]) | "AllDeliveries" >> beam.Flatten()
         tallies.append(outcomes | "CountDeliveries" >> beam.Map(_delivery_tally))
         dead_letters.append(sent[FAILED] | "FailedEntries" >> beam.Map(_failure_entry))
-    _write_single(
+    _ = (
         tuple(dead_letters)
         | "AllDeadLetters" >> beam.Flatten()
-        | "DeadLetterLines" >> beam.Map(lambda entry: redact(to_json(entry))),
-        config.dead_letter,
-        "WriteDeadLetter",
+        | "DeadLetterLines" >> beam.Map(lambda entry: redact(to_json(entry)))
+        | "WriteDeadLetter" >> WriteLines(config.dead_letter)
     )
-    _write_single(
+    _ = (
         tuple(tallies)
         | "AllTallies" >> beam.Flatten()
-        | "Sum" >> beam.CombineGlobally(SumTallies()),
-        tallies_path,
-        "WriteTallies",
+        | "Sum" >> beam.CombineGlobally(SumTallies())
+        | "WriteTallies" >> WriteLines(tallies_path)
     )
 
 
@@ -226,6 +226,7 @@ def worker_processes(options: PipelineOptions) -> int:
 
 
 def _read_tallies(path: str) -> dict[str, int]:
+    merge_parts(path)
     with FileSystems.open(path) as handle:
         text = handle.read().decode("utf-8").strip()
     FileSystems.delete([path])
@@ -301,6 +302,9 @@ def run(argv: Sequence[str], *, now: float | None = None) -> tuple[int, dict[str
         build(pipeline, config, files, tallies_path, now=now, workers=worker_processes(options))
         result = pipeline.run()
         result.wait_until_finish()
+        for wanted in (config.dead_letter, config.dry_run):
+            if wanted:
+                merge_parts(wanted)
         sums = _read_tallies(tallies_path)
         if collector is not None:
             counts = collector.counts()

@@ -17,6 +17,7 @@ from beaconflow.collector import Collector
 from pipelines.backfill import TALLY, run
 from transforms.build import BuildMessages
 from transforms.mapping import RecordMapping
+from transforms.message import Message
 from transforms.parse import INVALID, REPLAYED, ParseEvents
 from transforms.read import RawRecord
 
@@ -60,7 +61,13 @@ def test_parse_events_splits_good_and_bad_records() -> None:
         assert_that(
             out.events
             | "Sources"
-            >> beam.Map(lambda line: (len(line[0]), line[1][0], json.loads(line[1][1]))),
+            >> beam.Map(
+                lambda line: (
+                    len(line[0]),
+                    line[1].split("\x00")[0],
+                    json.loads(line[1].split("\x00")[1]),
+                )
+            ),
             equal_to(
                 [
                     (32, "a.jsonl:1", json.loads(good)),
@@ -94,8 +101,8 @@ def test_parse_events_splits_good_and_bad_records() -> None:
         )
 
 
-def _event_line(record: dict[str, Any], source: str) -> tuple[str, tuple[str, str]]:
-    return ("key-" + source, (source, json.dumps(record)))
+def _event_line(record: dict[str, Any], source: str) -> tuple[str, str]:
+    return ("key-" + source, f"{source}\x00{json.dumps(record)}")
 
 
 def test_build_messages_emits_messages_or_a_map_dead_letter() -> None:
@@ -118,18 +125,14 @@ def test_build_messages_emits_messages_or_a_map_dead_letter() -> None:
         )
         assert_that(
             out.messages
+            | beam.Map(lambda kv: Message.from_wire(kv[1], kv[0].split(":")[1]))
             | beam.Map(
-                lambda kv: (
-                    kv[0][:12],
-                    kv[1][0],
-                    kv[1][1],
-                    dict(kv[1][2]).get("n") or dict(kv[1][2]).get("_n"),
-                )
+                lambda m: (m.destination, m.kind, m.param("n") or m.param("_n"), len(m.key))
             ),
             equal_to(
                 [
-                    ("k" * 12, "kontagent", "evt", "level_up"),
-                    ("m" * 12, "kissmetrics", "e", "level_up"),
+                    ("kontagent", "evt", "level_up", 32),
+                    ("kissmetrics", "e", "level_up", 32),
                 ]
             ),
             label="messages",

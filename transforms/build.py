@@ -1,6 +1,6 @@
 """The build step: deduplicated events -> their messages, keyed for the message dedup.
 
-:class:`BuildMessages` takes the parse step's ``(event key, (source, text))``, parses the text
+:class:`BuildMessages` takes the parse step's ``(event key, source + NUL + text)``, parses the text
 again, applies the mapping and validates (both deterministic, so the result is the event the
 parse step accepted), drops events outside ``[since, until)`` (counted as out of range) and
 maps the rest to messages. Messages leave as ``(ledger key, message wire)``; an event whose
@@ -18,14 +18,14 @@ from apache_beam.pvalue import TaggedOutput
 from transforms.events import messages_for
 from transforms.ledger import ledger_key
 from transforms.mapping import RecordMapping
-from transforms.message import Destination, MessageError, Wire
+from transforms.message import Destination, MessageError
 from transforms.parse import INVALID, EventLine
 from transforms.read import location
 from transforms.records import parse_line, validate
 from transforms.report import CountsTallies
 
-MessageLine = tuple[str, Wire]
-"""(ledger key, message wire)."""
+MessageLine = tuple[str, str]
+"""(ledger key, :meth:`~transforms.message.Message.to_wire`)."""
 
 
 class BuildMessages(CountsTallies, beam.DoFn):
@@ -50,7 +50,7 @@ class BuildMessages(CountsTallies, beam.DoFn):
         self._until = until
 
     def process(self, element: EventLine) -> Iterator[MessageLine | TaggedOutput[str, Any]]:
-        _, (source, text) = element
+        source, _, text = element[1].partition("\x00")
         record = parse_line(text)
         event = validate(self._mapping.apply(record), now=self._now, source=source)
         if (self._since is not None and event.time < self._since) or (

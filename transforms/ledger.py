@@ -50,6 +50,11 @@ def ledger_key(fingerprint: str, message: Message) -> str:
     return f"{fingerprint}:{message.key}"
 
 
+def message_key(key: str) -> str:
+    """The message key inside a ledger key."""
+    return key.rpartition(":")[2]
+
+
 def _is_local(directory: str) -> bool:
     return "://" not in directory or directory.startswith("file://")
 

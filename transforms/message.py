@@ -14,13 +14,11 @@ given in, and signing noise (``ts``, ``an_sig``) is never part of a message.
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 Destination = Literal["kontagent", "kissmetrics"]
-
-#: A message as a plain tuple: destination, kind, params, occurrence, key.
-Wire = tuple[Any, Any, Any, Any, Any]
 
 #: The destinations beaconflow knows, in the order reports list them.
 DESTINATIONS: tuple[Destination, ...] = ("kontagent", "kissmetrics")
@@ -59,19 +57,29 @@ class Message:
         object.__setattr__(self, "params", tuple(sorted(self.params)))
         object.__setattr__(self, "key", identity_key(self))
 
-    def to_wire(self) -> Wire:
-        """A plain tuple for Beam's fast coders (a dataclass would be pickled at every stage)."""
-        return (self.destination, self.kind, self.params, self.occurrence, self.key)
+    def to_wire(self) -> str:
+        """The message as one compact string, without its key, for Beam's shuffles.
+
+        Beam's in-memory runner holds shuffled values as Python objects; one string costs a
+        fraction of a dataclass or a tuple of tuples. The key travels beside it (it is part
+        of the shuffle key) and is given back to :meth:`from_wire`.
+        """
+        flat = [item for pair in self.params for item in pair]
+        return json.dumps(
+            [self.destination, self.kind, self.occurrence, flat],
+            ensure_ascii=False,
+            separators=(",", ":"),
+        )
 
     @classmethod
-    def from_wire(cls, wire: Wire) -> Message:
-        """The message of :meth:`to_wire`, without sorting or hashing it again."""
-        destination, kind, params, occurrence, key = wire
+    def from_wire(cls, wire: str, key: str) -> Message:
+        """The message of :meth:`to_wire` and its key, without sorting or hashing it again."""
+        destination, kind, occurrence, flat = json.loads(wire)
         message = cls.__new__(cls)
         for name, value in (
             ("destination", destination),
             ("kind", kind),
-            ("params", tuple(tuple(pair) for pair in params)),
+            ("params", tuple(zip(flat[0::2], flat[1::2], strict=True))),
             ("occurrence", occurrence),
             ("key", key),
         ):

@@ -1,7 +1,7 @@
 """The parse step: input records -> validated event candidates, keyed by event identity.
 
 :class:`ParseEvents` parses each :class:`~transforms.read.RawRecord`, applies the mapping and
-validates the result. A valid record leaves as ``(event key, (source, text))``: the record's
+validates the result. A valid record leaves as ``(event key, source + NUL + text)``: the record's
 own JSON text travels through the event dedup instead of a parsed object, because Beam
 encodes strings with its compiled coders but pickles objects at every stage boundary; the
 build step parses the text again. Invalid records leave through the ``invalid`` output as
@@ -30,8 +30,9 @@ from transforms.report import CountsTallies
 INVALID = "invalid"
 REPLAYED = "replayed"
 
-EventLine = tuple[str, tuple[str, str]]
-"""(event key, (source "file:line", the record's JSON text as read))."""
+EventLine = tuple[str, str]
+"""(event key, source "file:line" + NUL + the record's JSON text): one string, because Beam's
+in-memory runner holds shuffled values as Python objects. Paths and JSON text hold no NUL."""
 
 
 class ParseEvents(CountsTallies, beam.DoFn):
@@ -66,7 +67,7 @@ class ParseEvents(CountsTallies, beam.DoFn):
         except RecordError as error:
             yield self._invalid("parse", str(error), raw, source)
             return
-        yield (event.key, (raw.source, text))
+        yield (event.key, f"{raw.source}\x00{text}")
 
     def _replay_message(
         self, entry: dict[str, Any], raw: RawRecord
