@@ -33,7 +33,7 @@ from apache_beam.options.pipeline_options import (
 )
 
 from pipelines.options import BackfillConfig, UsageError, configure
-from transforms.build import BuildMessages
+from transforms.build import DIRECT, BuildMessages
 from transforms.deadletter import (
     message_view,
     to_json,
@@ -47,6 +47,7 @@ from transforms.read import InputError, ReadEvents, expand_inputs
 from transforms.redact import Redactor, redact_library_logs
 from transforms.report import SumTallies, Tally, build_report, summary, tally
 from transforms.send import FAILED, SendConfig, SendMessages
+from transforms.send import TALLY as SEND_TALLY
 from transforms.sender import Delivery
 
 log = logging.getLogger("beaconflow")
@@ -79,11 +80,6 @@ def _skipped_tallies(kept_copies: tuple[str, int]) -> Iterator[Tally]:
         yield tally("messages_duplicate", copies - 1, destination, kind)
 
 
-def _delivery_tally(delivery: Delivery) -> Tally:
-    outcome = "messages_delivered" if delivery.delivered else "messages_failed"
-    return tally(outcome, 1, delivery.message.destination, delivery.message.kind)
-
-
 def _restore(line: tuple[str, str]) -> Message:
     return Message.from_wire(line[1], message_key(line[0]))
 
@@ -112,6 +108,10 @@ def build(pipeline: beam.Pipeline, config: BackfillConfig, files: Sequence[str],
     """Wire every step of the backfill into ``pipeline``."""
     redact = Redactor.of(config.secrets())
     fingerprints = {str(d): endpoint_fingerprint(e) for d, e in config.endpoints.items()}
+    # A Kontagent message's identity includes its event's, and events are deduplicated
+    # already: without a ledger to join, Kontagent messages skip the message dedup and are
+    # sent from the build step itself.
+    direct: tuple[Destination, ...] = () if config.ledger else ("kontagent",)
     raw = pipeline | "Read" >> ReadEvents(files)
     parsed = raw | "Parse" >> beam.ParDo(
         ParseEvents(config.mapping, now, fingerprints)
@@ -125,8 +125,9 @@ def build(pipeline: beam.Pipeline, config: BackfillConfig, files: Sequence[str],
             now=now,
             since=config.since,
             until=config.until,
+            direct=direct,
         )
-    ).with_outputs(INVALID, TALLY, main="messages")
+    ).with_outputs(INVALID, TALLY, DIRECT, main="messages")
     delivered_before = None
     if config.ledger:
         delivered_before = (
@@ -140,7 +141,9 @@ def build(pipeline: beam.Pipeline, config: BackfillConfig, files: Sequence[str],
         | "AllMessages" >> beam.Flatten()
         | "DedupMessages" >> DedupByKey(order=lambda wire: wire, delivered=delivered_before)
     )
-    unique = messages.unique | "Restore" >> beam.Map(_restore)
+    streams = {"": messages.unique | "Restore" >> beam.Map(_restore)}
+    if direct:
+        streams["Direct"] = built[DIRECT]
     tallies = [
         parsed[TALLY],
         built[TALLY],
@@ -151,13 +154,14 @@ def build(pipeline: beam.Pipeline, config: BackfillConfig, files: Sequence[str],
     dead_letters = [parsed[INVALID], built[INVALID]]
     if config.dry_run:
         endpoints = config.endpoints
+        to_write = tuple(streams.values()) | "AllToWrite" >> beam.Flatten()
         _ = (
-            unique
+            to_write
             | "DryRunLines" >> beam.Map(_dry_run_line, endpoints)
             | "WriteDryRun" >> WriteLines(config.dry_run)
         )
         tallies.append(
-            unique
+            to_write
             | "CountDryRun"
             >> beam.Map(lambda m: tally("messages_dry_run", 1, m.destination, m.kind))
         )
@@ -172,12 +176,14 @@ def build(pipeline: beam.Pipeline, config: BackfillConfig, files: Sequence[str],
             progress_interval=config.progress_interval,
             ledger=config.ledger,
             adaptive=config.adaptive,
+            emit_delivered=False,
         )
-        # the message dedup's CombinePerKey has spread the messages over workers already
-        sent = unique | "Send" >> SendMessages(send_config, reshuffle=False)
-        outcomes = (sent.delivered, sent[FAILED]) | "AllDeliveries" >> beam.Flatten()
-        tallies.append(outcomes | "CountDeliveries" >> beam.Map(_delivery_tally))
-        dead_letters.append(sent[FAILED] | "FailedEntries" >> beam.Map(_failure_entry))
+        for name, stream in streams.items():
+            # grouped by key just before (dedup), or coming out of the build step that
+            # reads grouped events: spread over workers already
+            sent = stream | f"Send{name}" >> SendMessages(send_config, reshuffle=False)
+            tallies.append(sent[SEND_TALLY])
+            dead_letters.append(sent[FAILED] | f"FailedEntries{name}" >> beam.Map(_failure_entry))
     _ = (
         tuple(dead_letters)
         | "AllDeadLetters" >> beam.Flatten()

@@ -594,3 +594,15 @@ def test_adaptive_concurrency_grows_on_fast_answers_and_backs_off_on_429(
         backed_off = sender.concurrency_limits()["kontagent"]
     assert 1 < grown <= 16
     assert backed_off < grown
+
+
+def test_a_batch_larger_than_the_pending_room_does_not_block(server: LocalServer) -> None:
+    # 2 x concurrency requests may be pending; a batch of 50 at concurrency 1 must still flow
+    requests = [
+        Request(message("ok", f"batch-{n}"), server.kontagent("ok", f"batch-{n}"))
+        for n in range(50)
+    ]
+    with BulkSender(config(concurrency=1), (KEY,)) as sender:
+        sender.submit_many(requests)
+        deliveries = sender.take_finished() + sender.flush()
+    assert len(deliveries) == 50 and all(d.delivered for d in deliveries)

@@ -3,8 +3,9 @@
 :class:`BuildMessages` takes the parse step's ``(event key, source + NUL + text)``, parses the text
 again, applies the mapping and validates (both deterministic, so the result is the event the
 parse step accepted), drops events outside ``[since, until)`` (counted as out of range) and
-maps the rest to messages. Messages leave as ``(ledger key, message wire)``; an event whose
-messages cannot be built leaves whole through ``invalid`` as a dead-letter entry.
+maps the rest to messages. Messages leave as ``(ledger key, message wire)`` for the message
+dedup, or, for the ``direct`` destinations, as messages through the ``direct`` output; an
+event whose messages cannot be built leaves whole through ``invalid`` as a dead-letter entry.
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ from transforms.read import location
 from transforms.records import parse_line, validate
 from transforms.report import CountsTallies
 
+#: The output of messages that need no message dedup, as Message objects (see ``direct``).
+DIRECT = "direct"
+
 MessageLine = tuple[str, str]
 """(ledger key, :meth:`~transforms.message.Message.to_wire`)."""
 
@@ -40,6 +44,7 @@ class BuildMessages(CountsTallies, beam.DoFn):
         now: float,
         since: int | None,
         until: int | None,
+        direct: tuple[Destination, ...] = (),
     ) -> None:
         super().__init__()
         self._mapping = mapping
@@ -48,6 +53,7 @@ class BuildMessages(CountsTallies, beam.DoFn):
         self._now = now
         self._since = since
         self._until = until
+        self._direct = frozenset(direct)
 
     def process(self, element: EventLine) -> Iterator[MessageLine | TaggedOutput[str, Any]]:
         source, _, text = element[1].partition("\x00")
@@ -71,4 +77,8 @@ class BuildMessages(CountsTallies, beam.DoFn):
             self.count("events_unrouted")
         for message in messages:
             self.count("messages_built", message.destination, message.kind)
-            yield (ledger_key(self._fingerprints[message.destination], message), message.to_wire())
+            if message.destination in self._direct:
+                yield TaggedOutput(DIRECT, message)
+            else:
+                key = ledger_key(self._fingerprints[message.destination], message)
+                yield (key, message.to_wire())

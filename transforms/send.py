@@ -18,7 +18,8 @@ shared by every sender thread of the process. The input is expected in the globa
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -39,6 +40,10 @@ from transforms.sender import BulkSender, Delivery, Request, SenderConfig
 FAILED = "failed"
 #: The tag of the main output, delivered messages.
 DELIVERED = "delivered"
+#: The tag of the output holding per-bundle counts of delivered and failed messages.
+TALLY = "tally"
+#: Messages handed to the sender's loop at once: one wake-up per batch, not per message.
+_BATCH = 32
 #: The namespace of every beaconflow counter.
 NAMESPACE = "beaconflow"
 
@@ -56,7 +61,9 @@ class SendConfig:
     ``workers``: how many worker processes share ``max_rps`` (>= 1). ``progress_interval``:
     seconds between progress lines of each sender. ``ledger``: a delivery-ledger directory
     that every delivered message is recorded in, or None. ``adaptive``: adapt the concurrency
-    per destination up to ``concurrency`` (False: always ``concurrency``).
+    per destination up to ``concurrency`` (False: always ``concurrency``). ``emit_delivered``:
+    False leaves the main output empty (a backfill only counts deliveries, through the
+    ``tally`` output: ``(counter, destination, kind, n)`` per bundle).
     """
 
     endpoints: Mapping[Destination, Endpoint]
@@ -68,6 +75,7 @@ class SendConfig:
     progress_interval: float = 10.0
     ledger: str | None = None
     adaptive: bool = True
+    emit_delivered: bool = True
 
     def __post_init__(self) -> None:
         if self.workers < 1:
@@ -137,6 +145,10 @@ class _SendDoFn(beam.DoFn):
             self._ledger.close()
             self._ledger = None
 
+    def start_bundle(self) -> None:
+        self._batch: list[Request] = []
+        self._tallies: Counter[tuple[str, str, str]] = Counter()
+
     def process(self, message: Message) -> Iterator[Delivery | _Failed]:
         sender = self._open_sender()
         endpoint = self._config.endpoints.get(message.destination)
@@ -144,23 +156,33 @@ class _SendDoFn(beam.DoFn):
             self._unsendable.inc()
             reason = f"no endpoint configured for {message.destination}"
             yield from self._outputs([Delivery(message, False, None, reason, 0)])
-        else:
-            try:
-                url = render_url(message, endpoint, time.time())
-            except ValueError as error:
-                self._unsendable.inc()
-                reason = self._redact(f"cannot render the request: {error}")
-                yield from self._outputs([Delivery(message, False, None, reason, 0)])
-            else:
-                sender.submit(Request(message, url))
-        yield from self._outputs(sender.take_finished())
+            return
+        try:
+            url = render_url(message, endpoint, time.time())
+        except ValueError as error:
+            self._unsendable.inc()
+            reason = self._redact(f"cannot render the request: {error}")
+            yield from self._outputs([Delivery(message, False, None, reason, 0)])
+            return
+        self._batch.append(Request(message, url))
+        if len(self._batch) >= _BATCH:
+            sender.submit_many(self._batch)
+            self._batch = []
+            yield from self._outputs(sender.take_finished())
 
     def finish_bundle(self) -> Iterator[WindowedValue | TaggedOutput[str, WindowedValue]]:
-        for output in self._outputs(self._open_sender().flush()):
+        sender = self._open_sender()
+        if self._batch:
+            sender.submit_many(self._batch)
+            self._batch = []
+        for output in self._outputs(sender.flush()):
             if isinstance(output, TaggedOutput):
                 yield TaggedOutput(output.tag, GlobalWindows.windowed_value(output.value))
             else:
                 yield GlobalWindows.windowed_value(output)
+        for (counter, destination, kind), n in self._tallies.items():
+            yield TaggedOutput(TALLY, GlobalWindows.windowed_value((counter, destination, kind, n)))
+        self._tallies.clear()
         if self._ledger is not None:
             self._ledger.seal()
 
@@ -169,16 +191,28 @@ class _SendDoFn(beam.DoFn):
             raise RuntimeError("the sender is not open: setup() was not called")
         return self._sender
 
-    def _outputs(self, deliveries: Iterable[Delivery]) -> Iterator[Delivery | _Failed]:
+    def _outputs(self, deliveries: Sequence[Delivery]) -> Iterator[Delivery | _Failed]:
+        attempts = delivered = failed = 0
         for delivery in deliveries:
-            self._attempts.inc(delivery.attempts)
-            self._retries.inc(max(0, delivery.attempts - 1))
+            attempts += delivery.attempts
+            message = delivery.message
             if delivery.delivered:
-                self._delivered.inc()
-                yield delivery
+                delivered += 1
+                self._tallies[("messages_delivered", message.destination, message.kind)] += 1
+                if self._config.emit_delivered:
+                    yield delivery
             else:
-                self._failed.inc()
+                failed += 1
+                self._tallies[("messages_failed", message.destination, message.kind)] += 1
                 yield TaggedOutput(FAILED, delivery)
+        if attempts:
+            self._attempts.inc(attempts)
+            # each message's tries beyond its first (unsendable messages made none)
+            self._retries.inc(sum(max(0, d.attempts - 1) for d in deliveries))
+        if delivered:
+            self._delivered.inc(delivered)
+        if failed:
+            self._failed.inc(failed)
 
 
 class SendMessages(beam.PTransform[PCollection[Message], DoOutputsTuple]):
@@ -195,4 +229,6 @@ class SendMessages(beam.PTransform[PCollection[Message], DoOutputsTuple]):
         if self._reshuffle:
             messages = messages | "Reshuffle" >> beam.Reshuffle()
         send = beam.ParDo(_SendDoFn(self._config))
-        return cast(DoOutputsTuple, messages | "Send" >> send.with_outputs(FAILED, main=DELIVERED))
+        return cast(
+            DoOutputsTuple, messages | "Send" >> send.with_outputs(FAILED, TALLY, main=DELIVERED)
+        )
