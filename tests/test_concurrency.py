@@ -6,7 +6,8 @@ import asyncio
 
 import pytest
 
-from transforms.concurrency import AdaptiveLimit, AimdPolicy
+from transforms.concurrency import AdaptiveLimit, AdaptiveRate, AimdPolicy
+from transforms.ratelimit import RateLimiter
 
 
 class Clock:
@@ -117,3 +118,53 @@ def test_cancelled_waiter_does_not_leak_a_slot() -> None:
 def test_policy_refuses_nonsense(bad: dict[str, float]) -> None:
     with pytest.raises(ValueError):
         AimdPolicy(**bad)  # type: ignore[arg-type]
+
+
+def _pace(ceiling: float | None = None) -> tuple[AdaptiveRate, Clock]:
+    clock = Clock()
+    return AdaptiveRate(RateLimiter(None, clock), AimdPolicy(maximum=8), ceiling, clock), clock
+
+
+def test_rate_is_unlimited_until_the_service_pushes_back() -> None:
+    pace, clock = _pace()
+    for _ in range(100):
+        clock.now += 0.05
+        pace.record(accepted=True, pushed_back=False)
+    assert pace.rate is None
+
+
+def test_first_push_back_sets_the_rate_from_what_was_accepted() -> None:
+    pace, clock = _pace()
+    for _ in range(512):  # 512 accepted in the last second
+        clock.now += 1 / 512
+        pace.record(accepted=True, pushed_back=False)
+    pace.record(accepted=False, pushed_back=True)
+    assert pace.rate == pytest.approx(512 * 0.9)
+
+
+def test_rate_falls_while_pushed_back_and_grows_five_percent_a_second_after() -> None:
+    pace, clock = _pace(ceiling=1000.0)
+    pace.limiter.set_rate(400.0)
+    clock.now += 1.0
+    pace.record(accepted=False, pushed_back=True)
+    assert pace.rate == pytest.approx(1.0 * 0.9)  # nothing was accepted in the last second
+    pace.limiter.set_rate(400.0)
+    for _ in range(256):  # one second, in binary-exact steps
+        clock.now += 1 / 256
+        pace.record(accepted=True, pushed_back=False)
+    assert pace.rate == pytest.approx(420.0)
+    for _ in range(100):
+        clock.now += 1.0
+        pace.record(accepted=True, pushed_back=False)
+    assert pace.rate == 1000.0, "never above the ceiling"
+
+
+def test_rate_limiter_rate_can_change() -> None:
+    clock = Clock()
+    limiter = RateLimiter(None, clock)
+    assert limiter.reserve() == 0.0
+    limiter.set_rate(10.0)
+    waits = [limiter.reserve() for _ in range(3)]
+    assert waits == pytest.approx([0.0, 0.1, 0.2])
+    with pytest.raises(ValueError):
+        limiter.set_rate(0)

@@ -1,11 +1,17 @@
-"""Adaptive request concurrency: find how many requests in flight a service takes, and keep there.
+"""Adaptive sending: find how much a service takes, in requests in flight and per second.
 
 Modelled on Vector's adaptive request concurrency (AIMD). The limit starts low. Once per
 round trip (the mean RTT, smoothed with an EWMA), it grows by 1 if the limit was reached,
 nothing pushed back and the RTT stayed at or below its mean. It shrinks to 0.9x on
 back-pressure (429, 503, timeouts) or when the RTT rises past mean + 2.5 standard deviations.
-It never exceeds the configured maximum (--concurrency) and never drops below 1. Pure asyncio
-with an injectable clock, so it is tested without a network or sleeping.
+It never exceeds the configured maximum (--concurrency) and never drops below 1.
+
+A concurrency limit cannot slow a sender below one request per round trip, and on a fast
+network a rate-limited service is far slower than that; :class:`AdaptiveRate` is the rate
+half of the same idea. Unlimited until the service first pushes back, it then sends at 0.9x
+the rate the service accepted over the last second, lowers that by 0.9x for each further
+second with back-pressure, and raises it by 5% for each second without, never above a cap
+(--max-rps). Pure asyncio with an injectable clock, tested without a network or sleeping.
 """
 
 from __future__ import annotations
@@ -16,6 +22,8 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from transforms.ratelimit import RateLimiter
 
 
 @dataclass(frozen=True)
@@ -142,3 +150,55 @@ class AdaptiveLimit:
         self._reached = self._in_flight >= self.limit
         self._pushed_back = self._rtt_high = False
         self._wake()
+
+
+class AdaptiveRate:
+    """The send rate of one destination, adapted to the service's limit (see module)."""
+
+    #: Seconds between adjustments, and the span over which the accepted rate is measured.
+    INTERVAL = 1.0
+    #: Growth per quiet interval, as a fraction of the rate.
+    INCREASE = 0.05
+
+    def __init__(
+        self,
+        limiter: RateLimiter,
+        policy: AimdPolicy,
+        ceiling: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.limiter = limiter
+        self._decrease = policy.decrease
+        self._ceiling = ceiling
+        self._clock = clock
+        self._accepted: deque[float] = deque()
+        self._window_start = clock()
+        self._pushed_back = False
+
+    @property
+    def rate(self) -> float | None:
+        """The current rate in requests per second, None while unlimited."""
+        return self.limiter.rate
+
+    def record(self, accepted: bool, pushed_back: bool) -> None:
+        """One attempt's outcome: accepted by the service, or back-pressure (429/503/timeout)."""
+        now = self._clock()
+        if accepted:
+            self._accepted.append(now)
+        while self._accepted and self._accepted[0] < now - self.INTERVAL:
+            self._accepted.popleft()
+        self._pushed_back = self._pushed_back or pushed_back
+        if now - self._window_start < self.INTERVAL and not (pushed_back and self.rate is None):
+            return
+        rate = self.rate
+        if self._pushed_back:
+            measured = max(1.0, float(len(self._accepted)))
+            rate = (measured if rate is None else min(rate, measured)) * self._decrease
+        elif rate is not None:
+            rate += max(1.0, rate * self.INCREASE)
+        if rate is not None and self._ceiling is not None:
+            rate = min(rate, self._ceiling)
+        if rate != self.rate:
+            self.limiter.set_rate(rate)
+        self._window_start = now
+        self._pushed_back = False

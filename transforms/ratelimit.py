@@ -49,6 +49,14 @@ class RateLimiter:
         """Requests per second, or None when unlimited."""
         return self._rate
 
+    def set_rate(self, rate: float | None) -> None:
+        """Change the rate from the next reservation on (None: unlimited)."""
+        if rate is not None and not rate > 0:
+            raise ValueError(f"rate must be > 0 requests/s or None (unlimited), got {rate!r}")
+        with self._lock:
+            self._rate = rate
+            self._next_free = float("-inf")
+
     def reserve(self) -> float:
         """Reserve the next send slot; return how many seconds to wait until it (>= 0)."""
         if self._rate is None:

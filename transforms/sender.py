@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 import aiohttp
 from yarl import URL
 
-from transforms.concurrency import AdaptiveLimit, AimdPolicy
+from transforms.concurrency import AdaptiveLimit, AdaptiveRate, AimdPolicy
 from transforms.message import Message
 from transforms.ratelimit import Clock, RateLimiter, Sleep, shared_limiter
 from transforms.redact import Redactor
@@ -182,6 +182,7 @@ class BulkSender:
 
         self._tasks: set[asyncio.Task[Delivery]] = set()
         self._adaptive: dict[str, AdaptiveLimit] = {}
+        self._adaptive_rates: dict[str, AdaptiveRate] = {}
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._run_loop, name="beaconflow-sender", daemon=True
@@ -355,14 +356,24 @@ class BulkSender:
         attempts = 0
         while True:
             adaptive = self._adaptive_limit(message.destination)
+            pace = self._adaptive_rates.get(message.destination)
+            if pace is not None:
+                # waiting for the adaptive rate is not being in flight: outside the slot
+                await pace.limiter.acquire(self._sleep)
             async with adaptive or contextlib.nullcontext(), self._slots:
                 if limiter is not None:
+                    # the --max-rps cap is taken inside the slot, right before the send, so
+                    # that sends are spaced exactly as their reservations
                     await limiter.acquire(self._sleep)
                 attempts += 1
                 started = self._clock() if adaptive is not None else 0.0
                 outcome = await self._attempt(request.url)
-                if adaptive is not None:
-                    adaptive.record(self._clock() - started, _pushed_back(outcome))
+                if adaptive is not None and pace is not None:
+                    pushed_back = _pushed_back(outcome)
+                    adaptive.record(self._clock() - started, pushed_back)
+                    accepted = outcome.error is None and outcome.status is not None
+                    accepted = accepted and classify(outcome.status, None) is Verdict.DELIVERED
+                    pace.record(accepted, pushed_back)
                 if self._on_delivered is not None and outcome.error is None:
                     # still holding the slot: a kill now loses at most the slots in flight
                     self._notify_delivered(message, outcome)
@@ -401,11 +412,21 @@ class BulkSender:
         if limit is None:
             policy = AimdPolicy(maximum=self._config.concurrency)
             limit = self._adaptive[destination] = AdaptiveLimit(policy, self._clock)
+            self._adaptive_rates[destination] = AdaptiveRate(
+                RateLimiter(None, self._clock),
+                policy,
+                ceiling=self._config.rates.get(destination),
+                clock=self._clock,
+            )
         return limit
 
     def concurrency_limits(self) -> dict[str, int]:
         """The adaptive concurrency each destination has reached (empty when not adaptive)."""
         return {destination: limit.limit for destination, limit in self._adaptive.items()}
+
+    def adaptive_rates(self) -> dict[str, float | None]:
+        """The adaptive rate of each destination, None while the service has not pushed back."""
+        return {destination: pace.rate for destination, pace in self._adaptive_rates.items()}
 
     def _notify_delivered(self, message: Message, outcome: _Outcome) -> None:
         if self._on_delivered is None or classify(outcome.status, None) is not Verdict.DELIVERED:
