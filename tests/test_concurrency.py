@@ -33,17 +33,28 @@ def _round_trip(limit: AdaptiveLimit, clock: Clock, rtt: float, pushed_back: boo
     limit.record(rtt, pushed_back)
 
 
-def test_starts_at_one_and_grows_by_one_per_round_trip_while_the_limit_is_reached() -> None:
+def test_starts_at_one_and_doubles_per_round_trip_until_the_first_back_pressure() -> None:
     clock = Clock()
-    limit = AdaptiveLimit(AimdPolicy(maximum=10), clock)
+    limit = AdaptiveLimit(AimdPolicy(maximum=100), clock)
     assert limit.limit == 1
-    for expected in range(2, 11):
+    for expected in (2, 4, 8, 16, 32, 64, 100):
         _fill(limit)
         _round_trip(limit, clock, 0.25)
         assert limit.limit == expected
     _fill(limit)
     _round_trip(limit, clock, 0.25)
-    assert limit.limit == 10, "never above the maximum"
+    assert limit.limit == 100, "never above the maximum"
+
+
+def test_after_back_pressure_it_grows_by_one_per_round_trip() -> None:
+    clock = Clock()
+    limit = AdaptiveLimit(AimdPolicy(maximum=100, initial=20), clock)
+    _round_trip(limit, clock, 0.25, pushed_back=True)
+    assert limit.limit == 18
+    for expected in range(19, 25):
+        _fill(limit)
+        _round_trip(limit, clock, 0.25)
+        assert limit.limit == expected
 
 
 def test_does_not_grow_when_the_limit_is_not_reached() -> None:

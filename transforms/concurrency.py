@@ -1,9 +1,12 @@
 """Adaptive sending: find how much a service takes, in requests in flight and per second.
 
 Modelled on Vector's adaptive request concurrency (AIMD). The limit starts low. Once per
-round trip (the mean RTT, smoothed with an EWMA), it grows by 1 if the limit was reached,
-nothing pushed back and the RTT stayed at or below its mean. It shrinks to 0.9x on
-back-pressure (429, 503, timeouts) or when the RTT rises past mean + 2.5 standard deviations.
+round trip (the mean RTT, smoothed with an EWMA), it grows if the limit was reached and
+nothing pushed back: it doubles until the first back-pressure (slow start, as in TCP: Vector
+adds 1 from the start, which takes minutes to reach a few hundred on a 100 ms link), then
+grows by 1. It shrinks to 0.9x on back-pressure (429, 503, timeouts) or when the RTT
+rises past mean + 2.5 standard deviations (and at least 10% above the mean, so that jitter
+around a very steady RTT does not count).
 It never exceeds the configured maximum (--concurrency) and never drops below 1.
 
 A concurrency limit cannot slow a sender below one request per round trip, and on a fast
@@ -68,7 +71,9 @@ class AdaptiveLimit:
         self._window_start = clock()
         self._reached = False
         self._pushed_back = False
-        self._rtt_high = False
+        self._rtt_sum, self._rtt_count = 0.0, 0
+        # like TCP: double per round trip until the first sign of trouble, then +1
+        self._slow_start = True
 
     @property
     def limit(self) -> int:
@@ -122,12 +127,9 @@ class AdaptiveLimit:
         """One attempt's round-trip seconds and whether it was back-pressure."""
         if pushed_back:
             self._pushed_back = True
-        elif self._mean is not None:
-            deviation = math.sqrt(self._variance)
-            if rtt >= self._mean + self._policy.rtt_deviation * deviation and deviation > 0:
-                self._rtt_high = True
-        if not pushed_back:
-            self._observe(rtt)
+        else:
+            self._rtt_sum += rtt
+            self._rtt_count += 1
         interval = self._mean if self._mean is not None else rtt
         if self._clock() - self._window_start >= interval:
             self._adjust()
@@ -141,14 +143,35 @@ class AdaptiveLimit:
         self._mean += alpha * difference
         self._variance = (1 - alpha) * (self._variance + alpha * difference * difference)
 
+    def _latency_rose(self) -> bool:
+        """Whether this interval's mean RTT is past the long-term mean + 2.5 deviations.
+
+        Compared as an interval mean, like Vector, so one slow request (a new connection)
+        does not count; and at least 10% above the mean, so jitter around a very steady RTT
+        does not either.
+        """
+        if not self._rtt_count:
+            return False
+        current = self._rtt_sum / self._rtt_count
+        rose = False
+        if self._mean is not None:
+            deviation = math.sqrt(self._variance)
+            margin = max(self._policy.rtt_deviation * deviation, 0.1 * self._mean)
+            rose = current >= self._mean + margin
+        self._observe(current)
+        return rose
+
     def _adjust(self) -> None:
-        if self._pushed_back or self._rtt_high:
+        if self._latency_rose() or self._pushed_back:
             self._limit = max(1.0, self._limit * self._policy.decrease)
+            self._slow_start = False
         elif self._reached and self._limit < self._policy.maximum:
-            self._limit = min(float(self._policy.maximum), math.floor(self._limit) + 1.0)
+            grown = math.floor(self._limit) * 2.0 if self._slow_start else self._limit + 1.0
+            self._limit = min(float(self._policy.maximum), math.floor(grown))
         self._window_start = self._clock()
         self._reached = self._in_flight >= self.limit
-        self._pushed_back = self._rtt_high = False
+        self._pushed_back = False
+        self._rtt_sum, self._rtt_count = 0.0, 0
         self._wake()
 
 
