@@ -154,17 +154,17 @@ def build(pipeline: beam.Pipeline, config: BackfillConfig, files: Sequence[str],
     dead_letters = [parsed[INVALID], built[INVALID]]
     if config.dry_run:
         endpoints = config.endpoints
-        to_write = tuple(streams.values()) | "AllToWrite" >> beam.Flatten()
-        _ = (
-            to_write
-            | "DryRunLines" >> beam.Map(_dry_run_line, endpoints)
-            | "WriteDryRun" >> WriteLines(config.dry_run)
-        )
-        tallies.append(
-            to_write
-            | "CountDryRun"
-            >> beam.Map(lambda m: tally("messages_dry_run", 1, m.destination, m.kind))
-        )
+        for name, stream in streams.items():
+            _ = (
+                stream
+                | f"DryRunLines{name}" >> beam.Map(_dry_run_line, endpoints)
+                | f"WriteDryRun{name}" >> WriteLines(config.dry_run, part=name)
+            )
+            tallies.append(
+                stream
+                | f"CountDryRun{name}"
+                >> beam.Map(lambda m: tally("messages_dry_run", 1, m.destination, m.kind))
+            )
     else:
         send_config = SendConfig(
             endpoints=config.endpoints,

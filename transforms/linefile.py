@@ -17,26 +17,33 @@ from apache_beam.pvalue import PCollection
 _CHUNK = 1 << 20
 
 
-def parts_prefix(path: str) -> str:
-    """Where the shards of ``path`` are written."""
-    return f"{path}.parts"
+def parts_prefix(path: str, part: str = "") -> str:
+    """Where the shards of ``path`` are written (``part`` names one of several writers)."""
+    return f"{path}.parts{part}"
 
 
 class WriteLines(beam.PTransform[PCollection[str], PCollection[str]]):
-    """Write text lines as shards of ``path``; call :func:`merge_parts` after the run."""
+    """Write text lines as shards of ``path``; call :func:`merge_parts` after the run.
 
-    def __init__(self, path: str) -> None:
+    Several steps may write to one ``path`` with different ``part`` names: each writes
+    where it runs (no Flatten that would hold one step's output for the other).
+    """
+
+    def __init__(self, path: str, part: str = "") -> None:
         super().__init__()
         self._path = path
+        self._part = part
 
     def expand(self, lines: PCollection[str]) -> PCollection[str]:
-        written: PCollection[str] = lines | beam.io.WriteToText(parts_prefix(self._path))
+        written: PCollection[str] = lines | beam.io.WriteToText(
+            parts_prefix(self._path, self._part)
+        )
         return written
 
 
 def merge_parts(path: str) -> int:
     """Concatenate the shards of ``path`` into ``path`` (replacing it); return their number."""
-    pattern = parts_prefix(path) + "-*-of-*"
+    pattern = parts_prefix(path) + "*-*-of-*"
     shards = sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)
     with FileSystems.create(path) as target:
         for shard in shards:
