@@ -45,6 +45,7 @@ from transforms.message import Destination, Endpoint, Message
 from transforms.parse import INVALID, REPLAYED, ParseEvents
 from transforms.read import InputError, ReadEvents, expand_inputs
 from transforms.redact import Redactor, redact_library_logs
+from transforms.render import render_url
 from transforms.report import SumTallies, Tally, build_report, summary, tally
 from transforms.send import FAILED, SendConfig, SendMessages
 from transforms.send import TALLY as SEND_TALLY
@@ -55,11 +56,8 @@ log = logging.getLogger("beaconflow")
 TALLY = "tally"
 
 
-def _kv_tally(counter: str) -> Any:
-    def make(kept_n: tuple[Any, int]) -> Tally:
-        return tally(counter, kept_n[1])
-
-    return make
+def _event_copies_tally(kept_copies: tuple[str, int]) -> Tally:
+    return tally("events_duplicate", kept_copies[1])
 
 
 def _destination_kind(wire: str) -> tuple[str, str]:
@@ -95,8 +93,6 @@ def _failure_entry(delivery: Delivery) -> dict[str, Any]:
 
 
 def _dry_run_line(message: Message, endpoints: dict[Destination, Endpoint]) -> str:
-    from transforms.render import render_url
-
     view = message_view(message)
     endpoint = endpoints[message.destination]
     view["url"] = Redactor.of(endpoint.secrets())(render_url(message, endpoint, 0))
@@ -147,7 +143,7 @@ def build(pipeline: beam.Pipeline, config: BackfillConfig, files: Sequence[str],
     tallies = [
         parsed[TALLY],
         built[TALLY],
-        events[DUPLICATES] | "CountEventCopies" >> beam.Map(_kv_tally("events_duplicate")),
+        events[DUPLICATES] | "CountEventCopies" >> beam.Map(_event_copies_tally),
         messages[DUPLICATES] | "CountMessageCopies" >> beam.Map(_message_copies_tally),
         messages[SKIPPED] | "CountSkipped" >> beam.FlatMap(_skipped_tallies),
     ]
@@ -240,9 +236,6 @@ def _read_tallies(path: str) -> dict[str, int]:
 
 
 def _write_report(path: str, report: dict[str, Any]) -> None:
-    directory = path.rpartition("/")[0]
-    if directory and "://" not in path:
-        os.makedirs(directory, exist_ok=True)
     with FileSystems.create(path) as handle:
         handle.write((json.dumps(report, indent=2, sort_keys=True) + "\n").encode("utf-8"))
 
@@ -321,9 +314,9 @@ def run(argv: Sequence[str], *, now: float | None = None) -> tuple[int, dict[str
             }
     report = build_report(sums, time.monotonic() - started, extra)
     report["destinations"] = list(config.destinations)
-    _write_report(config.report, report)
     errors = report["events_invalid"] + report["messages_failed"]
     report["exit_status"] = 0 if errors <= config.max_errors else 3
+    _write_report(config.report, report)
     return report["exit_status"], report
 
 

@@ -349,3 +349,10 @@ def test_sandbox_run_of_the_sample_data() -> None:
     assert report["invariant_errors"] == []
     assert report["sandbox_collector"]["rejected"] == 0
     assert report["sandbox_collector"]["accepted"] == report["messages_delivered"] > 1000
+
+
+def test_the_report_file_carries_the_exit_status(collector: Collector, tmp_path: Path) -> None:
+    source = _write_jsonl(tmp_path / "x.jsonl", [EVENTS[0], "{bad"])
+    status, report = run(backfill_flags(collector.base_url, tmp_path / "out", source), now=NOW)
+    saved = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert status == report["exit_status"] == saved["exit_status"] == 3

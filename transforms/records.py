@@ -61,8 +61,6 @@ class Event:
     name: str
     fields: Mapping[str, Any]
     source: str
-    #: The record as read, before any mapping: what the dead letter keeps, so it can replay.
-    origin: Mapping[str, Any] | None = None
 
     def get(self, name: str) -> Any:
         """An optional field's value, or None."""
@@ -222,7 +220,6 @@ def validate(
     *,
     now: float,
     source: str = "",
-    origin: Mapping[str, Any] | None = None,
 ) -> Event:
     """The :class:`Event` of a canonical record, or RecordError naming what is wrong.
 
@@ -249,4 +246,4 @@ def validate(
     if not isinstance(name, str) or not name:
         raise RecordError("event", "must be a non-empty string")
     fields = _check_optional(record)
-    return Event(identity(record), seconds, user_id, name, fields, source, origin)
+    return Event(identity(record), seconds, user_id, name, fields, source)

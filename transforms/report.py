@@ -20,7 +20,6 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.pvalue import TaggedOutput
 from apache_beam.transforms.window import GlobalWindows
-from apache_beam.utils.windowed_value import WindowedValue
 
 #: A tally: which counter, for which destination and message kind ("" when not per message), n.
 Tally = tuple[str, str, str, int]
@@ -62,7 +61,7 @@ class CountsTallies:
     def count(self, counter: str, destination: str = "", kind: str = "", n: int = 1) -> None:
         self._tallies[(counter, destination, kind)] += n
 
-    def finish_bundle(self) -> Iterator[TaggedOutput[str, WindowedValue]]:
+    def finish_bundle(self) -> Iterator[Any]:
         for (counter, destination, kind), n in self._tallies.items():
             yield TaggedOutput(
                 self.tally_tag, GlobalWindows.windowed_value(tally(counter, n, destination, kind))

@@ -18,7 +18,6 @@ shared by every sender thread of the process. The input is expected in the globa
 from __future__ import annotations
 
 import time
-from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import cast
@@ -33,6 +32,7 @@ from transforms.ledger import LedgerWriter, endpoint_fingerprint
 from transforms.message import Destination, Endpoint, Message
 from transforms.redact import Redactor
 from transforms.render import render_url
+from transforms.report import CountsTallies
 from transforms.retry import RetryPolicy
 from transforms.sender import BulkSender, Delivery, Request, SenderConfig
 
@@ -41,7 +41,7 @@ FAILED = "failed"
 #: The tag of the main output, delivered messages.
 DELIVERED = "delivered"
 #: The tag of the output holding per-bundle counts of delivered and failed messages.
-TALLY = "tally"
+TALLY = CountsTallies.tally_tag
 #: Messages handed to the sender's loop at once: one wake-up per batch, not per message.
 _BATCH = 32
 #: The namespace of every beaconflow counter.
@@ -111,7 +111,7 @@ class SendConfig:
         )
 
 
-class _SendDoFn(beam.DoFn):
+class _SendDoFn(CountsTallies, beam.DoFn):
     """Submits each message to a BulkSender and emits deliveries as they finish."""
 
     def __init__(self, config: SendConfig) -> None:
@@ -146,8 +146,8 @@ class _SendDoFn(beam.DoFn):
             self._ledger = None
 
     def start_bundle(self) -> None:
+        super().start_bundle()
         self._batch: list[Request] = []
-        self._tallies: Counter[tuple[str, str, str]] = Counter()
 
     def process(self, message: Message) -> Iterator[Delivery | _Failed]:
         sender = self._open_sender()
@@ -180,9 +180,7 @@ class _SendDoFn(beam.DoFn):
                 yield TaggedOutput(output.tag, GlobalWindows.windowed_value(output.value))
             else:
                 yield GlobalWindows.windowed_value(output)
-        for (counter, destination, kind), n in self._tallies.items():
-            yield TaggedOutput(TALLY, GlobalWindows.windowed_value((counter, destination, kind, n)))
-        self._tallies.clear()
+        yield from CountsTallies.finish_bundle(self)
         if self._ledger is not None:
             self._ledger.seal()
 
@@ -198,12 +196,12 @@ class _SendDoFn(beam.DoFn):
             message = delivery.message
             if delivery.delivered:
                 delivered += 1
-                self._tallies[("messages_delivered", message.destination, message.kind)] += 1
+                self.count("messages_delivered", message.destination, message.kind)
                 if self._config.emit_delivered:
                     yield delivery
             else:
                 failed += 1
-                self._tallies[("messages_failed", message.destination, message.kind)] += 1
+                self.count("messages_failed", message.destination, message.kind)
                 yield TaggedOutput(FAILED, delivery)
         if attempts:
             self._attempts.inc(attempts)
