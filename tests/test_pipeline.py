@@ -316,6 +316,10 @@ def test_only_destinations_with_a_key_are_used(collector: Collector, tmp_path: P
         (["--input=sample_data/game_events.jsonl"], "no destination"),
         (["--input=sample_data/game_events.jsonl", "--sandbox", "--max-rps=0"], "--max-rps"),
         (
+            ["--input=sample_data/game_events.jsonl", "--sandbox", "--concurrency=1.5"],
+            "must be a whole number above 0, got '1.5'",
+        ),
+        (
             ["--input=sample_data/game_events.jsonl", "--sandbox", "--no-such-flag"],
             "unrecognized argument",
         ),
