@@ -260,9 +260,9 @@ class _HideOverwriteWarning(logging.Filter):
 
 def run(argv: Sequence[str], *, now: float | None = None) -> tuple[int, dict[str, Any]]:
     """Run the backfill; return the exit status and the report. UsageError for bad input."""
-    config = configure(argv)
-    started = time.monotonic()
     now = time.time() if now is None else now
+    config = configure(argv, now)
+    started = time.monotonic()
     try:
         files = expand_inputs(config.inputs)
     except InputError as error:
@@ -276,7 +276,8 @@ def run(argv: Sequence[str], *, now: float | None = None) -> tuple[int, dict[str
     collector = None
     extra: dict[str, Any] = {"inputs": list(config.inputs), "files": len(files),
                              "dead_letter": config.dead_letter, "dry_run": config.dry_run,
-                             "sandbox": config.sandbox}  # fmt: skip
+                             "sandbox": config.sandbox,
+                             "date": config.day.isoformat() if config.day else None}  # fmt: skip
     with contextlib.ExitStack() as stack:
         if config.sandbox:
             from beaconflow.collector import Collector

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 from apache_beam.options.pipeline_options import PipelineOptions
@@ -29,6 +31,9 @@ SANDBOX_KONTAGENT_SECRET = "sandbox-secret"
 SANDBOX_KISSMETRICS_KEY = "sandbox-kissmetrics-key"
 
 DEFAULT_OUTPUT = "beaconflow-output"
+
+#: ``{date}`` or ``{date:FORMAT}`` (strftime) in --input and output paths, with --date.
+_DATE_PLACEHOLDER = re.compile(r"\{date(?::([^{}]*))?\}")
 
 
 class UsageError(ValueError):
@@ -57,6 +62,8 @@ class BackfillConfig:
     ledger: str | None
     adaptive: bool
     beam_args: tuple[str, ...]
+    #: the --date day (UTC) of a nightly run, None for an ordinary run
+    day: date | None = None
 
     @property
     def destinations(self) -> tuple[Destination, ...]:
@@ -136,6 +143,22 @@ def parser() -> argparse.ArgumentParser:
     )
     read.add_argument(
         "--until", metavar="WHEN", help="keep events before this ISO-8601 date or time (UTC)"
+    )
+    read.add_argument(
+        "--date",
+        metavar="DAY",
+        help="a nightly run over one UTC day, YYYY-MM-DD, 'yesterday' or 'today': {date} "
+        "(or {date:FORMAT}, strftime) in --input, --report, --dead-letter and --dry-run "
+        "becomes that day, and only that day's events are kept (instead of --since/--until)",
+    )
+    read.add_argument(
+        "--lookback",
+        type=_non_negative_int,
+        default=0,
+        metavar="DAYS",
+        help="with --date: also read the DAYS days before it and keep their events, for "
+        "events that reach a later day's logs; needs --ledger, which skips what earlier "
+        "nights delivered (default: 0)",
     )
     dest = p.add_argument_group(
         "destinations (a destination is used if and only if its key is given)"
@@ -261,6 +284,36 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def parse_day(text: str, now: float) -> date:
+    """The --date value: an ISO date, or ``yesterday``/``today`` in UTC at ``now``."""
+    today = datetime.fromtimestamp(now, UTC).date()
+    named = {"today": today, "yesterday": today - timedelta(days=1)}
+    if text in named:
+        return named[text]
+    try:
+        if len(text) != 10:
+            raise ValueError(text)
+        return date.fromisoformat(text)
+    except ValueError:
+        raise UsageError(f"--date {text!r}: expected YYYY-MM-DD, 'yesterday' or 'today'") from None
+
+
+def expand_date(pattern: str, day: date, flag: str) -> str:
+    """``pattern`` with each ``{date}`` (ISO) or ``{date:FORMAT}`` (strftime) filled in."""
+
+    def fill(match: re.Match[str]) -> str:
+        form = match.group(1)
+        if form is None:
+            return day.isoformat()
+        if "%" not in form:
+            raise UsageError(
+                f"{flag} {pattern!r}: {{date:{form}}} needs a strftime format such as %Y/%m/%d"
+            )
+        return day.strftime(form)
+
+    return _DATE_PLACEHOLDER.sub(fill, pattern)
+
+
 def _beam_flags() -> frozenset[str]:
     return frozenset(PipelineOptions([]).get_all_options(drop_default=False))
 
@@ -289,12 +342,53 @@ def _read_mapping(path: str | None) -> RecordMapping:
         raise UsageError(str(error)) from None
 
 
-def configure(argv: Sequence[str]) -> BackfillConfig:
-    """The run's configuration from the command line, or UsageError naming what is wrong."""
+def _nightly(args: argparse.Namespace, now: float) -> tuple[date | None, list[str]]:
+    """Apply --date and --lookback to ``args`` in place; the day and the expanded inputs."""
+    if args.date is None:
+        if args.lookback:
+            raise UsageError("--lookback needs --date")
+        for flag in ("input", "report", "dead_letter", "dry_run"):
+            values = getattr(args, flag)
+            for value in values if isinstance(values, list) else [values]:
+                if value and _DATE_PLACEHOLDER.search(value):
+                    name = "--" + flag.replace("_", "-")
+                    raise UsageError(f"{name} {value!r} has {{date}} but no --date is given")
+        return None, list(args.input)
+    if args.since is not None or args.until is not None:
+        raise UsageError("--date sets the time window itself: drop --since/--until")
+    if args.lookback and not args.ledger:
+        raise UsageError(
+            "--lookback reads days that earlier nights sent already: it needs --ledger"
+        )
+    if args.ledger and _DATE_PLACEHOLDER.search(args.ledger):
+        raise UsageError("--ledger must be the same directory every night: no {date} in it")
+    day = parse_day(args.date, now)
+    days = [day - timedelta(days=back) for back in range(args.lookback, -1, -1)]
+    inputs: list[str] = []
+    for pattern in args.input:
+        for each in days if _DATE_PLACEHOLDER.search(pattern) else [day]:
+            expanded = expand_date(pattern, each, "--input")
+            if expanded not in inputs:
+                inputs.append(expanded)
+    for flag in ("report", "dead_letter", "dry_run"):
+        value = getattr(args, flag)
+        if value:
+            setattr(args, flag, expand_date(value, day, "--" + flag.replace("_", "-")))
+    args.since = days[0].isoformat()
+    args.until = (day + timedelta(days=1)).isoformat()
+    return day, inputs
+
+
+def configure(argv: Sequence[str], now: float | None = None) -> BackfillConfig:
+    """The run's configuration from the command line, or UsageError naming what is wrong.
+
+    ``now`` (epoch seconds, default the current time) is what ``--date yesterday`` counts from.
+    """
     args, rest = parser().parse_known_args(list(argv))
     _check_beam_args(rest)
     if not args.input:
         raise UsageError("--input is required (a path or glob of event logs)")
+    day, inputs = _nightly(args, time.time() if now is None else now)
     endpoints: dict[Destination, Endpoint] = {}
     if args.sandbox:
         # the collector's URL is filled in when it starts
@@ -328,7 +422,7 @@ def configure(argv: Sequence[str]) -> BackfillConfig:
     if since is not None and until is not None and since >= until:
         raise UsageError(f"--since {args.since} is not before --until {args.until}")
     return BackfillConfig(
-        inputs=tuple(args.input),
+        inputs=tuple(inputs),
         mapping=_read_mapping(args.mapping),
         endpoints=endpoints,
         since=since,
@@ -346,4 +440,5 @@ def configure(argv: Sequence[str]) -> BackfillConfig:
         ledger=args.ledger,
         adaptive=not args.fixed_concurrency,
         beam_args=tuple(rest),
+        day=day,
     )
