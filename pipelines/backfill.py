@@ -46,7 +46,15 @@ from transforms.parse import INVALID, REPLAYED, ParseEvents
 from transforms.read import InputError, ReadEvents, expand_inputs
 from transforms.redact import Redactor, redact_library_logs
 from transforms.render import render_url
-from transforms.report import SumTallies, Tally, build_report, summary, tally
+from transforms.report import (
+    DEAD_LETTER_REASON,
+    SumTallies,
+    Tally,
+    build_report,
+    reason_group,
+    summary,
+    tally,
+)
 from transforms.send import FAILED, SendConfig, SendMessages
 from transforms.send import TALLY as SEND_TALLY
 from transforms.sender import Delivery
@@ -180,11 +188,20 @@ def build(pipeline: beam.Pipeline, config: BackfillConfig, files: Sequence[str],
             sent = stream | f"Send{name}" >> SendMessages(send_config, reshuffle=False)
             tallies.append(sent[SEND_TALLY])
             dead_letters.append(sent[FAILED] | f"FailedEntries{name}" >> beam.Map(_failure_entry))
+    all_dead_letters = tuple(dead_letters) | "AllDeadLetters" >> beam.Flatten()
     _ = (
-        tuple(dead_letters)
-        | "AllDeadLetters" >> beam.Flatten()
+        all_dead_letters
         | "DeadLetterLines" >> beam.Map(lambda entry: redact(to_json(entry)))
         | "WriteDeadLetter" >> WriteLines(config.dead_letter)
+    )
+    tallies.append(
+        all_dead_letters
+        | "CountReasons"
+        >> beam.Map(
+            lambda entry: tally(
+                DEAD_LETTER_REASON, 1, entry["stage"], reason_group(redact(entry["reason"]))
+            )
+        )
     )
     _ = (
         tuple(tallies)

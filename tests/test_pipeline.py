@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from transforms.mapping import RecordMapping
 from transforms.message import Message
 from transforms.parse import INVALID, REPLAYED, ParseEvents
 from transforms.read import RawRecord
+from transforms.report import BY_DAY
 
 from .conftest import (
     KISSMETRICS_KEY,
@@ -150,15 +152,18 @@ def test_build_messages_emits_messages_or_a_map_dead_letter() -> None:
             equal_to([("map", {"file": "f", "line": 2}, True, "alice")]),
             label="invalid",
         )
+        day = datetime.fromtimestamp(T0, UTC).date().isoformat()
         assert_that(
-            out[TALLY] | beam.Map(lambda t: (t[0], t[3])),
+            out[TALLY] | beam.Map(lambda t: (t[0], t[2] if t[0] == BY_DAY else "", t[3])),
             equal_to(
                 [
-                    ("events_out_of_range", 1),
-                    ("events_invalid", 1),
-                    ("events_mapped", 1),
-                    ("messages_built", 1),
-                    ("messages_built", 1),
+                    ("events_out_of_range", "", 1),
+                    ("events_invalid", "", 1),
+                    ("events_mapped", "", 1),
+                    ("messages_built", "", 1),
+                    ("messages_built", "", 1),
+                    (BY_DAY, f"evt|{day}", 1),
+                    (BY_DAY, f"e|{day}", 1),
                 ]
             ),
             label="tallies",
@@ -244,6 +249,17 @@ def test_backfill_end_to_end(collector: Collector, tmp_path: Path) -> None:
     assert (
         saved["events_read"] == 12 and saved["messages_delivered"] == report["messages_delivered"]
     )
+    # the series behind report.html
+    per_day = [n for counts in report["messages_by_day"].values() for n in counts.values()]
+    assert sum(per_day) == report["messages_built"]
+    assert set(report["messages_by_day"]) == {"2025-06-15"}
+    assert sorted((r["stage"], r["reason"], r["count"]) for r in report["dead_letter_reasons"]) == [
+        ("parse", "field 'time': is before 2009-01-01, which the services do not take", 1),
+        ("parse", "malformed JSON: Expecting property name enclosed in double quotes", 1),
+    ]
+    timeline = report["send_timeline"]
+    assert timeline["bucket_seconds"] == 1 and timeline["failed"] == {}
+    assert sum(sum(v) for v in timeline["delivered"].values()) == report["messages_delivered"]
 
 
 def test_max_errors_sets_the_exit_status(collector: Collector, tmp_path: Path) -> None:

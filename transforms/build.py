@@ -11,6 +11,7 @@ event whose messages cannot be built leaves whole through ``invalid`` as a dead-
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 import apache_beam as beam
@@ -23,7 +24,7 @@ from transforms.message import Destination, MessageError
 from transforms.parse import INVALID, EventLine
 from transforms.read import location
 from transforms.records import parse_line, validate
-from transforms.report import CountsTallies
+from transforms.report import BY_DAY, CountsTallies
 
 #: The output of messages that need no message dedup, as Message objects (see ``direct``).
 DIRECT = "direct"
@@ -75,8 +76,10 @@ class BuildMessages(CountsTallies, beam.DoFn):
         self.count("events_mapped")
         if not messages:
             self.count("events_unrouted")
+        day = datetime.fromtimestamp(event.time, UTC).date().isoformat()
         for message in messages:
             self.count("messages_built", message.destination, message.kind)
+            self.count(BY_DAY, message.destination, f"{message.kind}|{day}")
             if message.destination in self._direct:
                 yield TaggedOutput(DIRECT, message)
             else:

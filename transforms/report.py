@@ -8,11 +8,18 @@ invariants are checked on every report:
 - events_read = events_invalid + events_duplicate + events_out_of_range + events_mapped
 - messages_built = messages_duplicate + messages_skipped + messages_delivered
   + messages_failed + messages_dry_run
+
+Besides the counters, three series feed the charts of report.html: messages built per
+event day and type (:data:`BY_DAY`), sends per wall-clock second (:data:`SENT_AT`) and dead
+letters per stage and reason group (:data:`DEAD_LETTER_REASON`). Their tallies carry a
+sub-key after the kind, ``"kind|sub-key"``.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import re
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
@@ -39,6 +46,36 @@ MESSAGE_COUNTERS = (
     "messages_failed",
     "messages_dry_run",
 )
+
+
+#: Messages built from events of a UTC day: tally(BY_DAY, n, destination, "kind|YYYY-MM-DD").
+BY_DAY = "series_by_day"
+#: Send outcomes per second: tally(SENT_AT, n, destination, "delivered|<epoch second>").
+SENT_AT = "series_sent_at"
+#: Dead letters: tally(DEAD_LETTER_REASON, n, stage, reason_group(reason)).
+DEAD_LETTER_REASON = "series_dead_letter"
+#: How many dead-letter reason groups the report lists.
+TOP_REASONS = 10
+#: Most points in the report's send timeline; longer runs get wider buckets.
+TIMELINE_POINTS = 600
+_BUCKETS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600)
+
+_VARYING = (
+    (re.compile(r"(, got|: got) .*$", re.S), r"\1 …"),
+    (re.compile(r": line \d+ column \d+ \(char \d+\)"), ""),
+    (re.compile(r"(is in the future|do not take|is not [^:]*): .*$", re.S), r"\1"),
+)
+
+
+def reason_group(reason: str) -> str:
+    """A dead-letter reason without the values that vary from record to record.
+
+    ``"field 'n': must be an integer, got 'x'"`` and ``... got 'y'`` are one group, so the
+    report can list the commonest problems; the dead letter keeps every value.
+    """
+    for pattern, replacement in _VARYING:
+        reason = pattern.sub(replacement, reason)
+    return reason[:200]
 
 
 def tally(counter: str, n: int = 1, destination: str = "", kind: str = "") -> Tally:
@@ -112,8 +149,23 @@ def build_report(
     invalid_by_stage: dict[str, int] = {}
     by_destination: dict[str, dict[str, int]] = {}
     by_type: dict[str, dict[str, int]] = {}
+    by_day: dict[str, dict[str, int]] = {}
+    sent_at: dict[tuple[str, str], dict[int, int]] = {}
+    reasons: Counter[tuple[str, str]] = Counter()
     for compound, n in sums.items():
-        counter, destination, kind = compound.split("|")
+        counter, destination, kind = compound.split("|", 2)
+        if counter == BY_DAY:
+            kind, day = kind.split("|", 1)
+            per_day = by_day.setdefault(day, {})
+            per_day[f"{destination}/{kind}"] = per_day.get(f"{destination}/{kind}", 0) + n
+            continue
+        if counter == SENT_AT:
+            outcome, second = kind.split("|", 1)
+            sent_at.setdefault((outcome, destination), {})[int(second)] = n
+            continue
+        if counter == DEAD_LETTER_REASON:
+            reasons[(destination, kind)] += n
+            continue
         report[counter] = report.get(counter, 0) + n
         if counter == "events_invalid":
             invalid_by_stage[destination] = invalid_by_stage.get(destination, 0) + n
@@ -126,6 +178,14 @@ def build_report(
     report["invalid_by_stage"] = dict(sorted(invalid_by_stage.items()))
     report["by_destination"] = dict(sorted(by_destination.items()))
     report["by_type"] = dict(sorted(by_type.items()))
+    report["messages_by_day"] = {day: dict(sorted(by_day[day].items())) for day in sorted(by_day)}
+    report["dead_letter_reasons"] = [
+        {"stage": stage, "reason": reason, "count": n}
+        for (stage, reason), n in sorted(reasons.items(), key=lambda item: (-item[1], item[0]))[
+            :TOP_REASONS
+        ]
+    ]
+    report["send_timeline"] = send_timeline(sent_at)
     report["elapsed_seconds"] = round(elapsed, 3)
     report["messages_per_second"] = (
         round(report["messages_delivered"] / elapsed, 1) if elapsed > 0 else 0.0
@@ -133,6 +193,35 @@ def build_report(
     report.update(extra)
     report["invariant_errors"] = invariant_errors(report)
     return report
+
+
+def send_timeline(sent_at: Mapping[tuple[str, str], Mapping[int, int]]) -> dict[str, Any]:
+    """Sends per bucket of seconds, per outcome and destination, in at most TIMELINE_POINTS.
+
+    ``sent_at`` maps (outcome, destination) to {epoch second: messages}. The result has the
+    first second (``start``), the bucket width and one list per outcome and destination, all
+    of one length; empty lists when nothing was sent (a dry run).
+    """
+    seconds = [second for counts in sent_at.values() for second in counts]
+    if not seconds:
+        return {"start": None, "bucket_seconds": 1, "delivered": {}, "failed": {}}
+    start, end = min(seconds), max(seconds)
+    span = end - start + 1
+    width = next((b for b in _BUCKETS if span / b <= TIMELINE_POINTS), None)
+    if width is None:
+        width = 3600 * math.ceil(span / (3600 * TIMELINE_POINTS))
+    points = math.ceil(span / width)
+    timeline: dict[str, Any] = {"start": start, "bucket_seconds": width}
+    for outcome in ("delivered", "failed"):
+        series: dict[str, list[int]] = {}
+        for (each, destination), counts in sorted(sent_at.items()):
+            if each != outcome:
+                continue
+            values = series.setdefault(destination, [0] * points)
+            for second, n in counts.items():
+                values[(second - start) // width] += n
+        timeline[outcome] = series
+    return timeline
 
 
 def summary(report: Mapping[str, Any]) -> str:

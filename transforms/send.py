@@ -32,7 +32,7 @@ from transforms.ledger import LedgerWriter, endpoint_fingerprint
 from transforms.message import Destination, Endpoint, Message
 from transforms.redact import Redactor
 from transforms.render import render_url
-from transforms.report import CountsTallies
+from transforms.report import SENT_AT, CountsTallies
 from transforms.retry import RetryPolicy
 from transforms.sender import BulkSender, Delivery, Request, SenderConfig
 
@@ -191,17 +191,20 @@ class _SendDoFn(CountsTallies, beam.DoFn):
 
     def _outputs(self, deliveries: Sequence[Delivery]) -> Iterator[Delivery | _Failed]:
         attempts = delivered = failed = 0
+        second = int(time.time())
         for delivery in deliveries:
             attempts += delivery.attempts
             message = delivery.message
             if delivery.delivered:
                 delivered += 1
                 self.count("messages_delivered", message.destination, message.kind)
+                self.count(SENT_AT, message.destination, f"delivered|{second}")
                 if self._config.emit_delivered:
                     yield delivery
             else:
                 failed += 1
                 self.count("messages_failed", message.destination, message.kind)
+                self.count(SENT_AT, message.destination, f"failed|{second}")
                 yield TaggedOutput(FAILED, delivery)
         if attempts:
             self._attempts.inc(attempts)
