@@ -179,3 +179,56 @@ def test_rate_limiter_rate_can_change() -> None:
     assert waits == pytest.approx([0.0, 0.1, 0.2])
     with pytest.raises(ValueError):
         limiter.set_rate(0)
+
+
+def test_try_acquire_takes_a_free_slot_and_never_waits() -> None:
+    clock = Clock()
+    limit = AdaptiveLimit(AimdPolicy(maximum=8, initial=2), clock)
+    assert limit.available == 2
+    assert limit.try_acquire() and limit.try_acquire()
+    assert not limit.try_acquire(), "at the limit"
+    assert (limit.in_flight, limit.available) == (2, 0)
+    limit.release()
+    assert limit.available == 1
+    assert limit.try_acquire()
+
+
+def test_try_acquire_does_not_jump_the_queue_of_waiters() -> None:
+    async def scenario() -> tuple[bool, int]:
+        limit = AdaptiveLimit(AimdPolicy(maximum=1), Clock())
+        await limit.acquire()
+        waiter = asyncio.create_task(limit.acquire())
+        await asyncio.sleep(0)
+        limit.release()  # handed to the waiter, not to whoever asks next
+        taken = limit.try_acquire()
+        await waiter
+        return taken, limit.in_flight
+
+    assert asyncio.run(scenario()) == (False, 1)
+
+
+def test_available_is_zero_while_over_a_shrunk_limit() -> None:
+    clock = Clock()
+    limit = AdaptiveLimit(AimdPolicy(maximum=100, initial=10), clock)
+    _fill(limit)
+    _round_trip(limit, clock, 0.25, pushed_back=True)
+    assert (limit.limit, limit.in_flight) == (9, 10)
+    assert limit.available == 0
+    assert not limit.try_acquire()
+
+
+def test_record_uses_the_reading_it_is_given() -> None:
+    clock = Clock()  # never moves: only the readings passed in can end an interval
+    limit = AdaptiveLimit(AimdPolicy(maximum=100), clock)
+    _fill(limit)
+    limit.record(0.25, False, now=0.1)
+    assert limit.limit == 1, "0.1 s is less than one round trip"
+    limit.record(0.25, False, now=0.25)
+    assert limit.limit == 2
+    pace = AdaptiveRate(RateLimiter(None, clock), AimdPolicy(maximum=8), None, clock)
+    for _ in range(5):  # more than a second before the push-back: not counted
+        pace.record(accepted=True, pushed_back=False, now=3.0)
+    for n in range(10):
+        pace.record(accepted=True, pushed_back=False, now=5.0 + n / 10)
+    pace.record(accepted=False, pushed_back=True, now=5.95)
+    assert pace.rate == pytest.approx(10 * 0.9)

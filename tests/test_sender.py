@@ -14,10 +14,12 @@ import re
 import socket
 import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from email.utils import formatdate
+from typing import Any, TypeVar
 from urllib.parse import urlencode
 
+import aiohttp
 import apache_beam as beam
 import pytest
 from aiohttp import web
@@ -606,3 +608,245 @@ def test_a_batch_larger_than_the_pending_room_does_not_block(server: LocalServer
         sender.submit_many(requests)
         deliveries = sender.take_finished() + sender.flush()
     assert len(deliveries) == 50 and all(d.delivered for d in deliveries)
+
+
+# -- the workers, driven step by step: a fake session answers only when the test says so --
+
+
+class ManualClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class FakeResponse:
+    def __init__(self, status: int) -> None:
+        self.status = status
+        self.headers: dict[str, str] = {}
+
+    async def read(self) -> bytes:
+        return b""
+
+
+class FakeGet:
+    def __init__(self, session: FakeSession, url: str) -> None:
+        self._session = session
+        self._url = url
+
+    async def __aenter__(self) -> FakeResponse:
+        answer: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        entry = (self._url, answer)
+        self._session.calls.append(self._url)
+        self._session.in_flight.append(entry)
+        try:
+            return FakeResponse(await answer)
+        finally:
+            self._session.in_flight.remove(entry)
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        return None
+
+
+class FakeSession:
+    """Stands in for aiohttp.ClientSession: every GET waits until the test answers it."""
+
+    def __init__(self, *, connector: aiohttp.BaseConnector, **_: object) -> None:
+        self._connector = connector
+        self.calls: list[str] = []
+        self.in_flight: list[tuple[str, asyncio.Future[int]]] = []
+        self.closed = False
+
+    def get(self, url: object) -> FakeGet:
+        return FakeGet(self, str(url))
+
+    async def close(self) -> None:
+        self.closed = True
+        await self._connector.close()
+
+
+@pytest.fixture
+def fake_sessions(monkeypatch: pytest.MonkeyPatch) -> list[FakeSession]:
+    sessions: list[FakeSession] = []
+
+    def open_session(**kwargs: Any) -> FakeSession:
+        session = FakeSession(**kwargs)
+        sessions.append(session)
+        return session
+
+    monkeypatch.setattr(aiohttp, "ClientSession", open_session)
+    return sessions
+
+
+def fake_request(destination: str, n: int) -> Request:
+    token = f"{destination}-{n}"
+    return Request(message("ok", token, destination), f"http://fake.invalid/{destination}/{token}")
+
+
+T = TypeVar("T")
+
+
+def on_loop(sender: BulkSender, action: Callable[[], T]) -> T:
+    """Run ``action`` on the sender's loop, then let the loop run until it has nothing to do.
+
+    No network and no sleeping is involved (the session is fake, the sleep records), so a
+    fixed number of turns of the loop is enough for every wake-up to have happened.
+    """
+
+    async def run() -> T:
+        result = action()
+        for _ in range(100):
+            await asyncio.sleep(0)
+        return result
+
+    return asyncio.run_coroutine_threadsafe(run(), sender._loop).result()
+
+
+def in_flight_by_destination(session: FakeSession) -> Counter[str]:
+    return Counter(url.split("/")[3] for url, _ in session.in_flight)
+
+
+def answer_all(session: FakeSession, status: Callable[[str], int]) -> Callable[[], list[str]]:
+    """An action answering every request in flight with ``status(url)``."""
+
+    def answer() -> list[str]:
+        answered = []
+        for url, future in list(session.in_flight):
+            future.set_result(status(url))
+            answered.append(url)
+        return answered
+
+    return answer
+
+
+def test_workers_fill_the_adaptive_limit_as_it_grows_and_no_more(
+    fake_sessions: list[FakeSession],
+) -> None:
+    clock = ManualClock()
+    requests = [fake_request("kontagent", n) for n in range(60)]
+    cfg = config(concurrency=32, adaptive=True)  # 64 may be pending: submit_many never blocks
+    with BulkSender(cfg, (KEY,), clock=clock, sleep=RecordingSleep()) as sender:
+        (session,) = fake_sessions
+        sender.submit_many(requests)
+        limits = []
+        outstanding = len(requests)
+        while outstanding:
+            in_flight = on_loop(sender, lambda: len(session.in_flight))
+            limit = sender.concurrency_limits()["kontagent"]
+            # as many in flight as the limit allows: workers above it parked, none idle below
+            assert in_flight == min(limit, outstanding)
+            limits.append(limit)
+            clock.now += 1.0  # every answer takes one round trip of the fake clock
+            outstanding -= len(on_loop(sender, answer_all(session, lambda _: 200)))
+        deliveries = sender.flush()
+    assert limits == [1, 2, 4, 8, 16, 32]  # slow start: doubling per round trip, up to 32
+    assert sorted(d.message.param("token") or "" for d in deliveries) == sorted(
+        r.message.param("token") or "" for r in requests
+    )
+    assert all(d.delivered and d.attempts == 1 for d in deliveries)
+    assert len(session.calls) == len(set(session.calls)) == len(requests)
+
+
+def test_no_request_is_lost_or_duplicated_while_limits_shrink_and_grow(
+    fake_sessions: list[FakeSession],
+) -> None:
+    clock = ManualClock()
+    requests = [fake_request(d, n) for n in range(24) for d in ("kontagent", "kissmetrics")]
+    cfg = config(concurrency=24, adaptive=True)  # 48 may be pending: submit_many never blocks
+    # 503 is back-pressure: kissmetrics is pushed back in round trip 2, kontagent in 3
+    pushed_back = {2: "kissmetrics", 3: "kontagent"}
+    refusals: Counter[str] = Counter()
+    limits: dict[str, list[int]] = {"kontagent": [], "kissmetrics": []}
+    with BulkSender(cfg, (KEY,), clock=clock, sleep=RecordingSleep()) as sender:
+        (session,) = fake_sessions
+        sender.submit_many(requests)
+        finished: list[Delivery] = []
+        for round_trip in range(1, 100):
+            in_flight = on_loop(sender, lambda: in_flight_by_destination(session))
+            finished += sender.take_finished()
+            if len(finished) == len(requests):
+                break
+            done: Counter[str] = Counter(d.message.destination for d in finished)
+            wanted = 0
+            for destination, seen in limits.items():
+                limit = sender.concurrency_limits()[destination]
+                seen.append(limit)
+                outstanding = 24 - done[destination]
+                assert in_flight[destination] <= min(limit, outstanding)
+                wanted += min(limit, outstanding)
+            # never more than the concurrency in all, and no room left unused
+            assert sum(in_flight.values()) == min(24, wanted)
+
+            def status(url: str, round_trip: int = round_trip) -> int:
+                if url.split("/")[3] == pushed_back.get(round_trip):
+                    refusals[url] += 1
+                    return 503
+                return 200
+
+            clock.now += 1.0
+            on_loop(sender, answer_all(session, status))
+        else:
+            pytest.fail(f"{len(requests) - len(finished)} requests never finished")
+        finished += sender.flush()
+    for seen in limits.values():
+        shrunk = next(n for n in range(1, len(seen)) if seen[n] < seen[n - 1])
+        assert max(seen[shrunk:]) > seen[shrunk], "the limit grew again after shrinking"
+    assert sorted(d.message.param("token") or "" for d in finished) == sorted(
+        r.message.param("token") or "" for r in requests
+    )
+    assert all(d.delivered for d in finished)
+    sent = Counter(session.calls)
+    for request in requests:
+        assert sent[request.url] == 1 + refusals[request.url]
+    url_of = {request.message.key: request.url for request in requests}
+    for delivery in finished:
+        assert delivery.attempts == 1 + refusals[url_of[delivery.message.key]]
+
+
+def test_close_with_requests_queued_abandons_them_and_sends_no_more(
+    fake_sessions: list[FakeSession], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="beaconflow.send")
+    sender = BulkSender(
+        config(concurrency=8, adaptive=True), (KEY,), clock=ManualClock(), sleep=RecordingSleep()
+    )
+    (session,) = fake_sessions
+    sender.submit_many([fake_request("kontagent", n) for n in range(10)])
+    in_flight = on_loop(sender, lambda: list(session.in_flight))
+    assert len(in_flight) == 1  # the adaptive limit starts at 1: nine wait in the queue
+    sender.close()
+    assert in_flight[0][1].cancelled()
+    assert session.calls == [in_flight[0][0]]
+    assert session.closed
+    assert sender.take_finished() == []
+    assert "closed with 10 unfinished requests abandoned" in caplog.text
+
+
+def test_the_ledger_hook_runs_while_the_request_holds_its_slot(
+    fake_sessions: list[FakeSession],
+) -> None:
+    held: list[int] = []
+
+    def record(message: Message) -> None:
+        # the lane's adaptive limit still counts the request as in flight
+        held.append(sender._lanes[message.destination].limit.in_flight)  # type: ignore[union-attr]
+
+    clock = ManualClock()
+    sender = BulkSender(
+        config(concurrency=4, adaptive=True),
+        (KEY,),
+        clock=clock,
+        sleep=RecordingSleep(),
+        on_delivered=record,
+    )
+    with sender:
+        (session,) = fake_sessions
+        sender.submit_many([fake_request("kontagent", 0), fake_request("kontagent", 1)])
+        for _ in range(10):
+            clock.now += 1.0
+            on_loop(sender, answer_all(session, lambda _: 200))
+            if len(held) == 2:
+                break
+        assert len(sender.flush()) == 2
+    assert held == [1, 1]

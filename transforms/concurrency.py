@@ -63,6 +63,8 @@ class AdaptiveLimit:
         self._policy = policy
         self._clock = clock
         self._limit = float(min(policy.initial, policy.maximum))
+        # the whole-number limit, kept up to date by _adjust: read several times per request
+        self._current = max(1, int(self._limit))
         self._in_flight = 0
         self._waiters: deque[asyncio.Future[None]] = deque()
         self._mean: float | None = None
@@ -78,7 +80,7 @@ class AdaptiveLimit:
     @property
     def limit(self) -> int:
         """The current number of requests allowed in flight."""
-        return max(1, int(self._limit))
+        return self._current
 
     @property
     def in_flight(self) -> int:
@@ -90,10 +92,22 @@ class AdaptiveLimit:
     async def __aexit__(self, *exc_info: object) -> None:
         self.release()
 
+    @property
+    def available(self) -> int:
+        """Slots free under the current limit: 0 while it is reached or exceeded."""
+        free = self._current - self._in_flight
+        return free if free > 0 else 0
+
+    def try_acquire(self) -> bool:
+        """Take a slot if one is free under the limit and nobody waits; never waits."""
+        if self._in_flight < self._current and not self._waiters:
+            self._take()
+            return True
+        return False
+
     async def acquire(self) -> None:
         """Wait for a slot under the current limit."""
-        if self._in_flight < self.limit and not self._waiters:
-            self._take()
+        if self.try_acquire():
             return
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
@@ -108,7 +122,7 @@ class AdaptiveLimit:
 
     def _take(self) -> None:
         self._in_flight += 1
-        if self._in_flight >= self.limit:
+        if self._in_flight >= self._current:
             self._reached = True
 
     def release(self) -> None:
@@ -117,21 +131,24 @@ class AdaptiveLimit:
         self._wake()
 
     def _wake(self) -> None:
-        while self._waiters and self._in_flight < self.limit:
+        while self._waiters and self._in_flight < self._current:
             waiter = self._waiters.popleft()
             if not waiter.done():
                 self._take()
                 waiter.set_result(None)
 
-    def record(self, rtt: float, pushed_back: bool) -> None:
-        """One attempt's round-trip seconds and whether it was back-pressure."""
+    def record(self, rtt: float, pushed_back: bool, now: float | None = None) -> None:
+        """One attempt's round-trip seconds and whether it was back-pressure.
+
+        ``now`` is the clock's current reading when the caller has one (saves reading it).
+        """
         if pushed_back:
             self._pushed_back = True
         else:
             self._rtt_sum += rtt
             self._rtt_count += 1
         interval = self._mean if self._mean is not None else rtt
-        if self._clock() - self._window_start >= interval:
+        if (self._clock() if now is None else now) - self._window_start >= interval:
             self._adjust()
 
     def _observe(self, rtt: float) -> None:
@@ -168,6 +185,7 @@ class AdaptiveLimit:
         elif self._reached and self._limit < self._policy.maximum:
             grown = math.floor(self._limit) * 2.0 if self._slow_start else self._limit + 1.0
             self._limit = min(float(self._policy.maximum), math.floor(grown))
+        self._current = max(1, int(self._limit))
         self._window_start = self._clock()
         self._reached = self._in_flight >= self.limit
         self._pushed_back = False
@@ -203,13 +221,19 @@ class AdaptiveRate:
         """The current rate in requests per second, None while unlimited."""
         return self.limiter.rate
 
-    def record(self, accepted: bool, pushed_back: bool) -> None:
-        """One attempt's outcome: accepted by the service, or back-pressure (429/503/timeout)."""
-        now = self._clock()
+    def record(self, accepted: bool, pushed_back: bool, now: float | None = None) -> None:
+        """One attempt's outcome: accepted by the service, or back-pressure (429/503/timeout).
+
+        ``now`` is the clock's current reading when the caller has one (saves reading it).
+        """
+        if now is None:
+            now = self._clock()
+        times = self._accepted
         if accepted:
-            self._accepted.append(now)
-        while self._accepted and self._accepted[0] < now - self.INTERVAL:
-            self._accepted.popleft()
+            times.append(now)
+        horizon = now - self.INTERVAL
+        while times and times[0] < horizon:
+            times.popleft()
         self._pushed_back = self._pushed_back or pushed_back
         if now - self._window_start < self.INTERVAL and not (pushed_back and self.rate is None):
             return

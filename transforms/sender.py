@@ -8,6 +8,16 @@ takes the destination's shared rate limiter before every attempt, is classified 
 ``transforms.retry.classify`` and retried per the :class:`~transforms.retry.RetryPolicy`,
 honouring ``Retry-After``. Retry happens here and nowhere else.
 
+How it is cheap per message: requests cross from the caller's thread to the loop a batch at
+a time (one wake-up of the loop per batch) and wait in one queue per destination. At most
+``concurrency`` long-lived worker coroutines take them from those queues in turn, each
+destination only while it is under its adaptive concurrency limit; a worker with nothing it
+may send parks until requests arrive or a limit grows. Waits that do not occupy a request
+slot (backoff before a retry, the adaptive rate) move the request out of the queue and
+back, so no worker sleeps through them. Finished deliveries and counters are handed back
+under one lock once per turn of the event loop, and a blocked caller is woken only when a
+whole batch fits again or everything is done, not once per message.
+
 URLs carry API keys, so they never reach a log line, an exception or a :class:`Delivery`:
 error texts go through a :class:`~transforms.redact.Redactor` built from the endpoint secrets.
 Tested against a local aiohttp server::
@@ -18,13 +28,11 @@ Tested against a local aiohttp server::
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import functools
 import logging
 import random
 import threading
 import time
-from collections import Counter
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -45,6 +53,11 @@ _LIVENESS_POLL = 1.0
 _DNS_CACHE_SECONDS = 300
 #: Exceptions that mean "this attempt got no usable answer", as opposed to a bug.
 _TRANSPORT_ERRORS = (aiohttp.ClientError, OSError, TimeoutError, ValueError)
+#: Statuses that mean "accepted" (the ones :func:`~transforms.retry.classify` delivers on).
+_DELIVERED = RetryPolicy.DELIVERED_STATUSES
+#: Answers that mean "slow down" (429, 503, timeouts): back-pressure for the adaptive limits.
+_PUSH_BACK_STATUSES = frozenset({429, 503})
+_PUSH_BACK_ERRORS = (asyncio.TimeoutError, aiohttp.ServerTimeoutError)
 
 
 @dataclass(frozen=True)
@@ -113,18 +126,36 @@ class SenderStats:
     outcomes: Mapping[str, int]
 
 
-@dataclass(frozen=True)
-class _Outcome:
-    status: int | None
-    error: BaseException | None
-    retry_after: str | None
+#: A queued request: the request, the attempts made so far, and whether its wait for the
+#: destination's adaptive rate is already over (it is then sent without a new reservation).
+_Item = tuple[Request, int, bool]
+#: What :meth:`BulkSender.stats` counts attempts by: the status, or the error's class.
+_OutcomeKey = int | type
 
 
-def _pushed_back(outcome: _Outcome) -> bool:
-    """Whether the service asked us to slow down: 429, 503 or a timeout."""
-    if outcome.status in (429, 503):
-        return True
-    return isinstance(outcome.error, asyncio.TimeoutError | aiohttp.ServerTimeoutError)
+class _Lane:
+    """One destination: its queued requests and the limits each attempt goes through.
+
+    ``limit`` (adaptive concurrency) and ``pace`` (adaptive rate) are None when the sender
+    is not adaptive; ``cap`` is the --max-rps limiter, None when uncapped.
+    """
+
+    __slots__ = ("cap", "limit", "pace", "queue")
+
+    def __init__(
+        self, limit: AdaptiveLimit | None, pace: AdaptiveRate | None, cap: RateLimiter | None
+    ) -> None:
+        self.queue: deque[_Item] = deque()
+        self.limit = limit
+        self.pace = pace
+        self.cap = cap
+
+    def demand(self) -> int:
+        """How many more requests of this lane could be sent right now."""
+        queued = len(self.queue)
+        if self.limit is None or not queued:
+            return queued
+        return min(queued, self.limit.available)
 
 
 class BulkSender:
@@ -155,6 +186,7 @@ class BulkSender:
         on_delivered: Callable[[Message], None] | None = None,
     ) -> None:
         self._config = config
+        self._concurrency = config.concurrency
         self._on_delivered = on_delivered
         self._redact = Redactor.of(secrets)
         self._clock = clock
@@ -168,30 +200,41 @@ class BulkSender:
         }
         self._limiters.update(limiters or {})
 
+        # -- shared with the callers' threads, under self._lock
         self._lock = threading.Lock()
-        self._idle = threading.Condition(self._lock)
+        self._changed = threading.Condition(self._lock)
         # Bounds memory: submit() blocks while twice the concurrency is pending.
-        self._room = threading.Semaphore(2 * config.concurrency)
+        self._bound = 2 * config.concurrency
         self._pending = 0
+        # waiting callers are woken once _pending is down to this (-1: nobody waits)
+        self._wake_at = -1
         self._finished: list[Delivery] = []
         self._sent = self._delivered = self._retries = self._failed = 0
-        self._outcomes: Counter[str] = Counter()
-        self._reported_at = clock()
-        self._reported_sent = 0
+        self._outcomes: dict[_OutcomeKey, int] = {}
         self._closed = False
 
-        self._tasks: set[asyncio.Task[Delivery]] = set()
-        self._adaptive: dict[str, AdaptiveLimit] = {}
-        self._adaptive_rates: dict[str, AdaptiveRate] = {}
+        # -- the loop's own, published to the fields above by _publish
+        self._lanes: dict[str, _Lane] = {}
+        self._lane_list: list[_Lane] = []
+        self._turn = 0  # the lane a worker looks at first: turns keep destinations fair
+        self._workers: list[asyncio.Task[None]] = []
+        self._idle: list[asyncio.Future[None]] = []  # parked workers, the last parked first
+        self._waking = 0  # workers woken or started that have not looked for work yet
+        self._delayed: set[asyncio.Task[None]] = set()  # requests out waiting to requeue
+        self._done: list[Delivery] = []
+        self._publishing = False
+        self._tally_sent = self._tally_delivered = self._tally_retries = self._tally_failed = 0
+        self._tally_outcomes: dict[_OutcomeKey, int] = {}
+        self._reported_at = clock()
+        self._reported_sent = 0
+
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._run_loop, name="beaconflow-sender", daemon=True
         )
         self._thread.start()
         try:
-            self._session, self._slots = asyncio.run_coroutine_threadsafe(
-                self._open(), self._loop
-            ).result()
+            self._session = asyncio.run_coroutine_threadsafe(self._open(), self._loop).result()
         except BaseException:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join()
@@ -213,27 +256,25 @@ class BulkSender:
     def submit_many(self, requests: Sequence[Request]) -> None:
         """Queue several requests with one wake-up of the sender's loop (cheaper per request).
 
-        Blocks while about twice the concurrency is already pending.
+        Blocks while about twice the concurrency is already pending. A blocked caller waits
+        until a whole chunk fits (the rest of ``requests``, at most the concurrency), so it
+        wakes once per chunk rather than once per finished request.
         """
         if self._closed:
             raise RuntimeError("BulkSender is closed")
-        held: list[Request] = []
-        for request in requests:
-            if not self._room.acquire(blocking=False):
-                # hand over what has room before waiting: those are what frees room
-                self._dispatch(held)
-                held = []
-                while not self._room.acquire(timeout=_LIVENESS_POLL):
-                    self._check_alive()
-            held.append(request)
-        self._dispatch(held)
-
-    def _dispatch(self, requests: list[Request]) -> None:
-        if not requests:
-            return
-        with self._lock:
-            self._pending += len(requests)
-        self._loop.call_soon_threadsafe(self._spawn_all, tuple(requests))
+        bound, total, start = self._bound, len(requests), 0
+        while start < total:
+            need = min(total - start, self._concurrency)
+            with self._lock:
+                while bound - self._pending < need:
+                    self._wake_at = max(self._wake_at, bound - need)
+                    if not self._changed.wait(_LIVENESS_POLL):
+                        self._check_alive()
+                count = min(bound - self._pending, total - start)
+                self._pending += count
+            # a copy: the caller may reuse its sequence
+            self._loop.call_soon_threadsafe(self._intake, tuple(requests[start : start + count]))
+            start += count
 
     def take_finished(self) -> list[Delivery]:
         """The deliveries finished since the last call; never blocks."""
@@ -243,18 +284,22 @@ class BulkSender:
 
     def flush(self) -> list[Delivery]:
         """Wait until every submitted request has finished; return the remaining deliveries."""
-        with self._idle:
+        with self._lock:
             while self._pending:
-                if not self._idle.wait(timeout=_LIVENESS_POLL):
+                self._wake_at = max(self._wake_at, 0)
+                if not self._changed.wait(_LIVENESS_POLL):
                     self._check_alive()
-        return self.take_finished()
+            finished, self._finished = self._finished, []
+        return finished
 
     def stats(self) -> SenderStats:
         """A snapshot of the counters."""
         with self._lock:
-            return SenderStats(
-                self._sent, self._delivered, self._retries, self._failed, dict(self._outcomes)
-            )
+            outcomes: dict[str, int] = {}
+            for key, count in self._outcomes.items():
+                name = str(key) if isinstance(key, int) else key.__name__
+                outcomes[name] = outcomes.get(name, 0) + count
+            return SenderStats(self._sent, self._delivered, self._retries, self._failed, outcomes)
 
     def close(self) -> None:
         """Stop the loop and close the session; unfinished requests are abandoned (logged)."""
@@ -278,6 +323,22 @@ class BulkSender:
                 stats.failed,
             )
 
+    def concurrency_limits(self) -> dict[str, int]:
+        """The adaptive concurrency each destination has reached (empty when not adaptive)."""
+        return {
+            destination: lane.limit.limit
+            for destination, lane in list(self._lanes.items())
+            if lane.limit is not None
+        }
+
+    def adaptive_rates(self) -> dict[str, float | None]:
+        """The adaptive rate of each destination, None while the service has not pushed back."""
+        return {
+            destination: lane.pace.rate
+            for destination, lane in list(self._lanes.items())
+            if lane.pace is not None
+        }
+
     def _check_alive(self) -> None:
         if not self._thread.is_alive():
             raise RuntimeError("the sender thread has stopped")
@@ -288,7 +349,7 @@ class BulkSender:
         asyncio.set_event_loop(self._loop)
         self._loop.run_forever()
 
-    async def _open(self) -> tuple[aiohttp.ClientSession, asyncio.Semaphore]:
+    async def _open(self) -> aiohttp.ClientSession:
         connector = aiohttp.TCPConnector(
             limit=self._config.concurrency, ttl_dns_cache=_DNS_CACHE_SECONDS
         )
@@ -303,172 +364,269 @@ class BulkSender:
         # belong to one layer, this one, where they are counted and backed off.
         if hasattr(session, "_retry_connection"):
             session._retry_connection = False
-        # Our own gate, not only the connector's: the total timeout must not include the
-        # time a request queues for a pooled connection.
-        return session, asyncio.Semaphore(self._config.concurrency)
+        # No other gate is needed: at most `concurrency` workers exist, and a request queues
+        # for a worker, not for a pooled connection, so the total timeout covers the attempt.
+        return session
 
     async def _shutdown(self) -> None:
-        abandoned = list(self._tasks)
-        for task in abandoned:
+        tasks = [*self._workers, *self._delayed]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*abandoned, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._publish()
+        with self._lock:
+            abandoned = self._pending
         await self._session.close()
         if abandoned:
-            logger.warning("closed with %d unfinished requests abandoned", len(abandoned))
+            logger.warning("closed with %d unfinished requests abandoned", abandoned)
 
-    def _spawn_all(self, requests: Sequence[Request]) -> None:
+    def _intake(self, requests: Sequence[Request]) -> None:
+        """Queue a batch from a caller (one loop callback per batch)."""
+        lanes = self._lanes
         for request in requests:
-            self._spawn(request)
+            destination = request.message.destination
+            lane = lanes.get(destination)
+            if lane is None:
+                lane = self._open_lane(destination)
+            lane.queue.append((request, 0, False))
+        self._kick()
 
-    def _spawn(self, request: Request) -> None:
-        task = self._loop.create_task(self._deliver(request))
-        self._tasks.add(task)
-        task.add_done_callback(functools.partial(self._finish, request))
-
-    def _finish(self, request: Request, task: asyncio.Task[Delivery]) -> None:
-        self._tasks.discard(task)
-        delivery: Delivery | None = None
-        if not task.cancelled():
-            error = task.exception()
-            if error is None:
-                delivery = task.result()
-            else:
-                # A bug, not a network outcome: still accounted for, never silently lost.
-                text = self._redact(f"internal error: {type(error).__name__}: {error}")
-                logger.error("%s (%s)", text, request.message.kind)
-                delivery = Delivery(request.message, False, None, text, 0)
-        with self._idle:
-            if delivery is not None:
-                self._finished.append(delivery)
-                if delivery.delivered:
-                    self._delivered += 1
-                else:
-                    self._failed += 1
-            self._pending -= 1
-            if not self._pending:
-                self._idle.notify_all()
-        self._room.release()
-
-    async def _deliver(self, request: Request) -> Delivery:
-        message = request.message
-        policy = self._config.retry
-        limiter = self._limiters.get(message.destination)
-        attempts = 0
-        while True:
-            adaptive = self._adaptive_limit(message.destination)
-            pace = self._adaptive_rates.get(message.destination)
-            if pace is not None:
-                # waiting for the adaptive rate is not being in flight: outside the slot
-                await pace.limiter.acquire(self._sleep)
-            async with adaptive or contextlib.nullcontext(), self._slots:
-                if limiter is not None:
-                    # the --max-rps cap is taken inside the slot, right before the send, so
-                    # that sends are spaced exactly as their reservations
-                    await limiter.acquire(self._sleep)
-                attempts += 1
-                started = self._clock() if adaptive is not None else 0.0
-                outcome = await self._attempt(request.url)
-                if adaptive is not None and pace is not None:
-                    pushed_back = _pushed_back(outcome)
-                    adaptive.record(self._clock() - started, pushed_back)
-                    accepted = outcome.error is None and outcome.status is not None
-                    accepted = accepted and classify(outcome.status, None) is Verdict.DELIVERED
-                    pace.record(accepted, pushed_back)
-                if self._on_delivered is not None and outcome.error is None:
-                    # still holding the slot: a kill now loses at most the slots in flight
-                    self._notify_delivered(message, outcome)
-            self._record(outcome)
-            verdict = classify(outcome.status, outcome.error)
-            if verdict is Verdict.DELIVERED:
-                return Delivery(message, True, outcome.status, None, attempts)
-            reason = self._describe(outcome)
-            if verdict is Verdict.PERMANENT or not policy.can_retry(attempts):
-                logger.debug(
-                    "failed %s/%s after %d attempts: %s",
-                    message.destination,
-                    message.kind,
-                    attempts,
-                    reason,
-                )
-                return Delivery(message, False, outcome.status, reason, attempts)
-            retry_after = parse_retry_after(outcome.retry_after, self._wall_clock())
-            wait = policy.delay(attempts - 1, self._rng, retry_after)
-            with self._lock:
-                self._retries += 1
-            logger.debug(
-                "retrying %s/%s in %.3f s after attempt %d: %s",
-                message.destination,
-                message.kind,
-                wait,
-                attempts,
-                reason,
-            )
-            await self._sleep(wait)
-
-    def _adaptive_limit(self, destination: str) -> AdaptiveLimit | None:
-        if not self._config.adaptive:
-            return None
-        limit = self._adaptive.get(destination)
-        if limit is None:
+    def _open_lane(self, destination: str) -> _Lane:
+        limit: AdaptiveLimit | None = None
+        pace: AdaptiveRate | None = None
+        if self._config.adaptive:
             policy = AimdPolicy(maximum=self._config.concurrency)
-            limit = self._adaptive[destination] = AdaptiveLimit(policy, self._clock)
-            self._adaptive_rates[destination] = AdaptiveRate(
+            limit = AdaptiveLimit(policy, self._clock)
+            pace = AdaptiveRate(
                 RateLimiter(None, self._clock),
                 policy,
                 ceiling=self._config.rates.get(destination),
                 clock=self._clock,
             )
-        return limit
+        lane = self._lanes[destination] = _Lane(limit, pace, self._limiters.get(destination))
+        self._lane_list.append(lane)
+        return lane
 
-    def concurrency_limits(self) -> dict[str, int]:
-        """The adaptive concurrency each destination has reached (empty when not adaptive)."""
-        return {destination: limit.limit for destination, limit in self._adaptive.items()}
-
-    def adaptive_rates(self) -> dict[str, float | None]:
-        """The adaptive rate of each destination, None while the service has not pushed back."""
-        return {destination: pace.rate for destination, pace in self._adaptive_rates.items()}
-
-    def _notify_delivered(self, message: Message, outcome: _Outcome) -> None:
-        if self._on_delivered is None or classify(outcome.status, None) is not Verdict.DELIVERED:
-            return
-        try:
-            self._on_delivered(message)
-        except Exception as error:  # a full disk must not lose the delivery itself
-            logger.error(self._redact(f"could not record a delivery: {error}"))
-
-    async def _attempt(self, url: str) -> _Outcome:
-        status: int | None = None
-        retry_after: str | None = None
-        try:
-            # encoded=True: the URL is sent byte for byte as rendered (signatures cover it).
-            async with self._session.get(URL(url, encoded=True)) as response:
-                status = response.status
-                retry_after = response.headers.get("Retry-After")
-                await response.read()
-        except _TRANSPORT_ERRORS as error:
-            return _Outcome(status, error, retry_after)
-        return _Outcome(status, None, retry_after)
-
-    def _record(self, outcome: _Outcome) -> None:
-        key = str(outcome.status) if outcome.status is not None else type(outcome.error).__name__
-        with self._lock:
-            self._sent += 1
-            self._outcomes[key] += 1
-            now = self._clock()
-            elapsed = now - self._reported_at
-            if elapsed < self._config.progress_interval:
+    def _kick(self) -> None:
+        """Wake (or start) as many workers as there are requests that may be sent now."""
+        demand = -self._waking
+        for lane in self._lane_list:
+            demand += lane.demand()
+        idle = self._idle
+        while demand > 0:
+            if idle:
+                waiter = idle.pop()
+                if waiter.done():  # cancelled by close()
+                    continue
+                waiter.set_result(None)
+            elif len(self._workers) < self._concurrency:
+                self._workers.append(self._loop.create_task(self._work()))
+            else:
                 return
-            rate = (self._sent - self._reported_sent) / elapsed if elapsed > 0 else 0.0
-            self._reported_at, self._reported_sent = now, self._sent
-            line = (self._sent, rate, self._retries, self._failed)
-        logger.info("sent %d (%.1f/s), retries %d, failed %d", *line)
+            self._waking += 1
+            demand -= 1
 
-    def _describe(self, outcome: _Outcome) -> str:
+    async def _work(self) -> None:
+        """One worker: send whatever may be sent, park when nothing may."""
+        self._waking -= 1
+        while True:
+            picked = self._next()
+            if picked is None:
+                waiter = self._loop.create_future()
+                self._idle.append(waiter)
+                await waiter
+                self._waking -= 1
+                continue
+            lane, item = picked
+            try:
+                await self._send(lane, item)
+            except Exception as error:
+                # A bug, not a network outcome: still accounted for, never silently lost.
+                self._internal_error(item[0].message, error)
+
+    def _next(self) -> tuple[_Lane, _Item] | None:
+        """The next request to send and its lane, its slot taken; None when nothing may go.
+
+        Lanes take turns, and a lane is skipped while at its adaptive concurrency limit.
+        """
+        lanes = self._lane_list
+        count = len(lanes)
+        for offset in range(count):
+            index = (self._turn + offset) % count
+            lane = lanes[index]
+            queue, limit, pace = lane.queue, lane.limit, lane.pace
+            while queue and (limit is None or limit.available):
+                item = queue.popleft()
+                if pace is not None and not item[2]:
+                    wait = pace.limiter.reserve()
+                    if wait > 0:
+                        # waiting for the adaptive rate is not being in flight: outside the
+                        # slot, and outside the worker
+                        self._later(lane, (item[0], item[1], True), wait)
+                        continue
+                if limit is not None and not limit.try_acquire():
+                    queue.appendleft((item[0], item[1], True))
+                    break
+                self._turn = index + 1
+                return lane, item
+        return None
+
+    async def _send(self, lane: _Lane, item: _Item) -> None:
+        """One attempt of ``item`` (its slot taken by :meth:`_next`), then its outcome."""
+        request, attempts, _ = item
+        limit = lane.limit
+        status: int | None = None
+        error: BaseException | None = None
+        retry_after: str | None = None
+        now: float | None = None
+        try:
+            cap = lane.cap
+            if cap is not None:
+                # the --max-rps cap is taken inside the slot, right before the send, so that
+                # sends are spaced exactly as their reservations
+                wait = cap.reserve()
+                if wait > 0:
+                    await self._sleep(wait)
+            attempts += 1
+            started = self._clock() if limit is not None else 0.0
+            try:
+                # encoded=True: the URL is sent byte for byte as rendered (signatures cover it).
+                async with self._session.get(URL(request.url, encoded=True)) as response:
+                    status = response.status
+                    if status not in _DELIVERED:
+                        retry_after = response.headers.get("Retry-After")
+                    await response.read()
+            except _TRANSPORT_ERRORS as caught:
+                error = caught
+            delivered = status in _DELIVERED
+            if limit is not None:
+                now = self._clock()
+                pushed_back = status in _PUSH_BACK_STATUSES or isinstance(error, _PUSH_BACK_ERRORS)
+                before = limit.limit
+                limit.record(now - started, pushed_back, now)
+                if lane.pace is not None:
+                    lane.pace.record(delivered and error is None, pushed_back, now)
+                if limit.limit > before:
+                    # at most once per round trip: wake or start workers for the new room
+                    self._kick()
+            if delivered and self._on_delivered is not None:
+                # a 2xx counts as delivered even when its body was cut short: the service has
+                # counted it, so the ledger must know it too. Still holding the slot: a kill
+                # now loses at most the slots in flight
+                try:
+                    self._on_delivered(request.message)
+                except Exception as hook_error:  # a full disk must not lose the delivery itself
+                    logger.error(self._redact(f"could not record a delivery: {hook_error}"))
+        finally:
+            if limit is not None:
+                limit.release()
+        self._record(status, error, now)
+        message = request.message
+        if delivered:
+            self._finish(Delivery(message, True, status, None, attempts))
+            return
+        policy = self._config.retry
+        verdict = classify(status, error)
+        reason = self._describe(status, error)
+        if verdict is Verdict.PERMANENT or not policy.can_retry(attempts):
+            logger.debug(
+                "failed %s/%s after %d attempts: %s",
+                message.destination,
+                message.kind,
+                attempts,
+                reason,
+            )
+            self._finish(Delivery(message, False, status, reason, attempts))
+            return
+        wait = policy.delay(
+            attempts - 1, self._rng, parse_retry_after(retry_after, self._wall_clock())
+        )
+        self._tally_retries += 1
+        logger.debug(
+            "retrying %s/%s in %.3f s after attempt %d: %s",
+            message.destination,
+            message.kind,
+            wait,
+            attempts,
+            reason,
+        )
+        self._later(lane, (request, attempts, False), wait)
+
+    def _later(self, lane: _Lane, item: _Item, wait: float) -> None:
+        """Put ``item`` back at the head of its lane after ``wait`` seconds (always slept)."""
+        task = self._loop.create_task(self._requeue(lane, item, wait))
+        self._delayed.add(task)
+        task.add_done_callback(self._delayed.discard)
+
+    async def _requeue(self, lane: _Lane, item: _Item, wait: float) -> None:
+        await self._sleep(wait)
+        lane.queue.appendleft(item)
+        self._kick()
+
+    def _internal_error(self, message: Message, error: Exception) -> None:
+        text = self._redact(f"internal error: {type(error).__name__}: {error}")
+        logger.error("%s (%s)", text, message.kind)
+        self._finish(Delivery(message, False, None, text, 0))
+
+    def _record(self, status: int | None, error: BaseException | None, now: float | None) -> None:
+        """Count one attempt; log a progress line when one is due (``now``: a fresh reading)."""
+        key: _OutcomeKey = status if status is not None else type(error)
+        outcomes = self._tally_outcomes
+        outcomes[key] = outcomes.get(key, 0) + 1
+        self._tally_sent += 1
+        if not self._publishing:
+            self._publishing = True
+            self._loop.call_soon(self._publish)
+        if now is None:
+            now = self._clock()
+        elapsed = now - self._reported_at
+        if elapsed < self._config.progress_interval:
+            return
+        sent = self._tally_sent
+        rate = (sent - self._reported_sent) / elapsed if elapsed > 0 else 0.0
+        self._reported_at, self._reported_sent = now, sent
+        logger.info(
+            "sent %d (%.1f/s), retries %d, failed %d",
+            sent,
+            rate,
+            self._tally_retries,
+            self._tally_failed,
+        )
+
+    def _finish(self, delivery: Delivery) -> None:
+        self._done.append(delivery)
+        if delivery.delivered:
+            self._tally_delivered += 1
+        else:
+            self._tally_failed += 1
+        if not self._publishing:
+            self._publishing = True
+            self._loop.call_soon(self._publish)
+
+    def _publish(self) -> None:
+        """Hand what finished this turn of the loop to the callers, under one lock."""
+        self._publishing = False
+        done, self._done = self._done, []
+        outcomes = dict(self._tally_outcomes)
+        with self._lock:
+            if done:
+                if self._finished:
+                    self._finished.extend(done)
+                else:
+                    self._finished = done
+                self._pending -= len(done)
+            self._sent, self._delivered = self._tally_sent, self._tally_delivered
+            self._retries, self._failed = self._tally_retries, self._tally_failed
+            self._outcomes = outcomes
+            if self._pending <= self._wake_at:
+                self._wake_at = -1
+                self._changed.notify_all()
+
+    def _describe(self, status: int | None, error: BaseException | None) -> str:
         """A redacted reason for a non-delivered attempt."""
         parts = []
-        if outcome.status is not None:
-            parts.append(f"HTTP {outcome.status}")
-        error = outcome.error
+        if status is not None:
+            parts.append(f"HTTP {status}")
         if error is not None:
             detail = str(error)
             if not detail and isinstance(error, TimeoutError):
