@@ -32,6 +32,7 @@ from apache_beam.options.pipeline_options import (
     StandardOptions,
 )
 
+from beaconflow.report_html import render_html
 from pipelines.options import BackfillConfig, UsageError, configure
 from transforms.build import DIRECT, BuildMessages
 from transforms.deadletter import (
@@ -211,10 +212,31 @@ def build(pipeline: beam.Pipeline, config: BackfillConfig, files: Sequence[str],
     )
 
 
+def _quiet_workers(beam_args: Sequence[str]) -> list[str]:
+    """Beam's args, with SDK worker processes logging errors only unless the user says.
+
+    Worker processes (DirectRunner multi_processing, portable runners) log channel set-up
+    and shutdown at INFO straight to stderr; beaconflow's own progress lines are kept.
+    """
+    args = list(beam_args)
+    given = {arg.split("=", 1)[0] for arg in args}
+    if "--default_sdk_harness_log_level" not in given:
+        args.append("--default_sdk_harness_log_level=ERROR")
+    if "--sdk_harness_log_level_overrides" not in given:
+        args.append('--sdk_harness_log_level_overrides={"beaconflow": "INFO"}')
+    return args
+
+
 def _local_runner(options: PipelineOptions) -> Any:
-    """FnApiRunner for DirectRunner: the local run must not try Prism's download."""
+    """FnApiRunner for DirectRunner: the local run must not try Prism's download.
+
+    None (Beam creates the runner) for every other runner: PortableRunner, Flink, Spark,
+    Dataflow, BundleBasedDirectRunner. Names are matched as Beam does: any case, with or
+    without the ``Runner`` suffix or the module path.
+    """
     runner = options.view_as(StandardOptions).runner
-    if runner not in (None, "DirectRunner", "direct", "SwitchingDirectRunner"):
+    name = str(runner or "direct").rpartition(".")[2].lower().removesuffix("runner")
+    if name not in ("direct", "switchingdirect", "fnapi"):
         return None
     from apache_beam.portability.api import beam_provision_api_pb2
     from apache_beam.runners.portability.fn_api_runner import fn_runner
@@ -230,18 +252,33 @@ def _local_runner(options: PipelineOptions) -> Any:
 def worker_processes(options: PipelineOptions) -> int:
     """How many processes send at once, to divide --max-rps among them.
 
-    Threads of one process share one rate limiter; DirectRunner's multi_processing mode runs
-    ``direct_num_workers`` processes. Other runners: ``--num_workers`` or
-    ``--max_num_workers`` when given (each worker process gets its share), else 1.
+    The threads of one process share one rate limiter; each process has its own and sends at
+    ``max_rps / worker_processes``. Too high a count only slows the run; too low a one lets
+    the run exceed --max-rps.
+
+    - DirectRunner (FnApiRunner): ``--direct_num_workers`` processes (0: one per CPU) in
+      ``multi_processing`` mode, else 1.
+    - Portable runners (PortableRunner, Flink, Spark, Prism): the runner starts the SDK worker
+      processes and the options do not tell how many. Counted as the nodes
+      (``--max_num_workers`` or ``--num_workers``, else 1) times the SDK processes per node
+      (``--sdk_worker_parallelism``; 0, "the runner chooses", counts as 1). Beam's own job
+      service (``local_job_service_main``, ``--job_endpoint embed``) starts one SDK worker
+      per job whatever the options say, so the default 1 is exact there; on a cluster, give
+      both flags or --max-rps holds per SDK process only.
+    - Other runners (Dataflow): ``--max_num_workers`` or ``--num_workers`` when given, else 1.
     """
     direct = options.view_as(DirectOptions)
     runner = options.view_as(StandardOptions).runner
-    if runner in (None, "DirectRunner", "direct", "SwitchingDirectRunner"):
+    name = str(runner or "direct").rpartition(".")[2].lower().removesuffix("runner")
+    if name in ("direct", "switchingdirect", "fnapi"):
         if direct.direct_running_mode == "multi_processing":
             return max(1, direct.direct_num_workers or os.cpu_count() or 1)
         return 1
     all_options = options.get_all_options()
-    return max(1, int(all_options.get("max_num_workers") or all_options.get("num_workers") or 1))
+    nodes = max(1, int(all_options.get("max_num_workers") or all_options.get("num_workers") or 1))
+    if name in ("portable", "flink", "spark", "prism", "kafkastreams"):
+        return nodes * max(1, int(all_options.get("sdk_worker_parallelism") or 1))
+    return nodes
 
 
 def _read_tallies(path: str) -> dict[str, int]:
@@ -252,9 +289,17 @@ def _read_tallies(path: str) -> dict[str, int]:
     return {key: int(n) for key, n in json.loads(text or "{}").items()}
 
 
+def html_path(report_path: str) -> str:
+    """Where report.html goes: beside the JSON report, with the same name."""
+    stem = report_path.removesuffix(".json")
+    return f"{stem}.html"
+
+
 def _write_report(path: str, report: dict[str, Any]) -> None:
     with FileSystems.create(path) as handle:
         handle.write((json.dumps(report, indent=2, sort_keys=True) + "\n").encode("utf-8"))
+    with FileSystems.create(html_path(path)) as handle:
+        handle.write(render_html(report).encode("utf-8"))
 
 
 def _prepare_output(path: str) -> None:
@@ -285,13 +330,14 @@ def run(argv: Sequence[str], *, now: float | None = None) -> tuple[int, dict[str
     except InputError as error:
         raise UsageError(str(error)) from None
     redact_library_logs(config.secrets())
-    options = PipelineOptions(list(config.beam_args))
+    options = PipelineOptions(_quiet_workers(config.beam_args))
     for path in (config.dead_letter, config.report, config.dry_run or ""):
         if path:
             _prepare_output(path)
     tallies_path = f"{config.report}.tallies-{uuid.uuid4().hex[:8]}.json"
     collector = None
     extra: dict[str, Any] = {"inputs": list(config.inputs), "files": len(files),
+                             "report": config.report,
                              "dead_letter": config.dead_letter, "dry_run": config.dry_run,
                              "sandbox": config.sandbox,
                              "date": config.day.isoformat() if config.day else None}  # fmt: skip
@@ -367,6 +413,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               file=sys.stderr)  # fmt: skip
         return 2
     print(summary(report))
+    print(f"report: {report['report']} and {html_path(report['report'])}")
     if status:
         print(
             f"beaconflow: {report['events_invalid']} invalid events + {report['messages_failed']} "

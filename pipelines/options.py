@@ -314,6 +314,27 @@ def expand_date(pattern: str, day: date, flag: str) -> str:
     return _DATE_PLACEHOLDER.sub(fill, pattern)
 
 
+def _absolute(path: str) -> str:
+    """A local path made absolute (``gs://``-style URLs are left as they are)."""
+    return path if "://" in path else os.path.abspath(path)
+
+
+def _absolute_beam_files(args: Sequence[str]) -> list[str]:
+    """Beam's --setup_file and --requirements_file made absolute.
+
+    Beam 2.77 changes into the setup file's directory to build the sdist it stages, and
+    fails on a bare ``pyproject.toml`` (its directory is the empty string).
+    """
+    out = list(args)
+    for i, arg in enumerate(out):
+        for flag in ("--setup_file", "--requirements_file"):
+            if arg.startswith(flag + "="):
+                out[i] = f"{flag}={_absolute(arg.split('=', 1)[1])}"
+            elif arg == flag and i + 1 < len(out):
+                out[i + 1] = _absolute(out[i + 1])
+    return out
+
+
 def _beam_flags() -> frozenset[str]:
     return frozenset(PipelineOptions([]).get_all_options(drop_default=False))
 
@@ -389,6 +410,12 @@ def configure(argv: Sequence[str], now: float | None = None) -> BackfillConfig:
     if not args.input:
         raise UsageError("--input is required (a path or glob of event logs)")
     day, inputs = _nightly(args, time.time() if now is None else now)
+    # Workers of a portable or remote runner do not share the driver's working directory.
+    inputs = [_absolute(pattern) for pattern in inputs]
+    for flag in ("dead_letter", "report", "dry_run", "ledger"):
+        if getattr(args, flag):
+            setattr(args, flag, _absolute(getattr(args, flag)))
+    rest = _absolute_beam_files(rest)
     endpoints: dict[Destination, Endpoint] = {}
     if args.sandbox:
         # the collector's URL is filled in when it starts

@@ -16,11 +16,11 @@ import pytest
 
 from beaconflow.collector import Collector
 from beaconflow.gamelog import generate_events, write_jsonl
-from pipelines.backfill import main, run
+from pipelines.backfill import run
 from pipelines.options import UsageError, configure, expand_date, parse_day
 from transforms.records import parse_time
 
-from .conftest import backfill_flags
+from .conftest import backfill_flags, run_cli
 
 # 2025-06-05T12:00:00Z: "yesterday" is 2025-06-04
 NOW = int(datetime(2025, 6, 5, 12, tzinfo=UTC).timestamp())
@@ -62,34 +62,58 @@ def test_expand_date_iso_and_strftime() -> None:
 def test_date_sets_the_window_and_expands_inputs_and_outputs() -> None:
     config = configure(
         [
-            "--dry-run=out/{date}/dry.jsonl",
-            "--input=logs/dt={date}/*.jsonl",
-            "--input=static/*.parquet",
+            "--dry-run=/o/{date}/dry.jsonl",
+            "--input=/l/dt={date}/*.jsonl",
+            "--input=gs://b/static/*.parquet",
             "--date=yesterday",
-            "--report=reports/{date:%Y%m%d}.json",
-            "--dead-letter=dead/{date}.jsonl",
+            "--report=/r/{date:%Y%m%d}.json",
+            "--dead-letter=/d/{date}.jsonl",
         ],
         now=NOW,
     )
     assert config.day == date(2025, 6, 4)
-    assert config.inputs == ("logs/dt=2025-06-04/*.jsonl", "static/*.parquet")
+    assert config.inputs == ("/l/dt=2025-06-04/*.jsonl", "gs://b/static/*.parquet")
     assert (config.since, config.until) == (_midnight("2025-06-04"), _midnight("2025-06-05"))
-    assert config.report == "reports/20250604.json"
-    assert config.dead_letter == "dead/2025-06-04.jsonl"
-    assert config.dry_run == "out/2025-06-04/dry.jsonl"
+    assert config.report == "/r/20250604.json"
+    assert config.dead_letter == "/d/2025-06-04.jsonl"
+    assert config.dry_run == "/o/2025-06-04/dry.jsonl"
+
+
+def test_relative_paths_become_absolute_for_workers_elsewhere(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    config = configure(
+        [
+            "--dry-run=d.jsonl",
+            "--input=logs/*.jsonl",
+            "--ledger=l",
+            "--setup_file",
+            "pyproject.toml",
+            "--requirements_file=r.txt",
+        ]
+    )
+    assert config.inputs == (f"{tmp_path}/logs/*.jsonl",)
+    assert config.dry_run == f"{tmp_path}/d.jsonl" and config.ledger == f"{tmp_path}/l"
+    assert config.report == f"{tmp_path}/beaconflow-output/report.json"
+    assert config.beam_args == (
+        "--setup_file",
+        f"{tmp_path}/pyproject.toml",
+        f"--requirements_file={tmp_path}/r.txt",
+    )
 
 
 def test_lookback_reads_the_days_before_and_widens_the_window() -> None:
     config = configure(
         [
             "--dry-run=d",
-            "--input=logs/dt={date}/*",
+            "--input=/l/dt={date}/*",
             "--date=2025-06-04",
             "--lookback=2",
             "--ledger=ledger",
         ]
     )
-    assert config.inputs == tuple(f"logs/dt=2025-06-0{d}/*" for d in (2, 3, 4))
+    assert config.inputs == tuple(f"/l/dt=2025-06-0{d}/*" for d in (2, 3, 4))
     assert (config.since, config.until) == (_midnight("2025-06-02"), _midnight("2025-06-05"))
 
 
@@ -111,13 +135,12 @@ def test_date_flag_misuse_is_a_usage_error(flags: list[str], error: str) -> None
         configure(["--dry-run=d", "--input=x/*.jsonl", *flags], now=NOW)
 
 
-def test_cli_missing_partition_exits_2_naming_the_day(tmp_path: Path, capsys: Any) -> None:
+def test_cli_missing_partition_exits_2_naming_the_day(tmp_path: Path) -> None:
     pattern = str(tmp_path / "dt={date}" / "*.jsonl")
-    status = main([f"--input={pattern}", "--date=2025-06-04", f"--dry-run={tmp_path / 'd'}"])
-    assert status == 2
-    err = capsys.readouterr().err
-    assert f"--input {tmp_path}/dt=2025-06-04/*.jsonl: no file matches" in err
-    assert "Traceback" not in err
+    done = run_cli(f"--input={pattern}", "--date=2025-06-04", f"--dry-run={tmp_path / 'd'}")
+    assert done.returncode == 2
+    assert f"--input {tmp_path}/dt=2025-06-04/*.jsonl: no file matches" in done.stderr
+    assert "Traceback" not in done.stderr
 
 
 # ----- nightly runs against the collector -----

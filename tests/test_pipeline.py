@@ -376,3 +376,13 @@ def test_the_report_file_carries_the_exit_status(collector: Collector, tmp_path:
     status, report = run(backfill_flags(collector.base_url, tmp_path / "out", source), now=NOW)
     saved = json.loads((tmp_path / "out" / "report.json").read_text())
     assert status == report["exit_status"] == saved["exit_status"] == 3
+
+
+def test_report_html_is_written_beside_the_json(collector: Collector, tmp_path: Path) -> None:
+    source = _write_jsonl(tmp_path / "x.jsonl", [EVENTS[0], EVENTS[1], "{bad"])
+    run(backfill_flags(collector.base_url, tmp_path / "out", source), now=NOW)
+    page = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
+    for chart in ("by-day", "outcomes", "reasons", "send-rate"):
+        assert f'<svg class="chart" data-chart="{chart}"' in page
+    assert "malformed JSON" in page and "2025-06-15" in page
+    assert KONTAGENT_KEY not in page and KISSMETRICS_KEY not in page

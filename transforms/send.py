@@ -30,7 +30,7 @@ from apache_beam.utils.windowed_value import WindowedValue
 
 from transforms.ledger import LedgerWriter, endpoint_fingerprint
 from transforms.message import Destination, Endpoint, Message
-from transforms.redact import Redactor
+from transforms.redact import Redactor, redact_library_logs
 from transforms.render import render_url
 from transforms.report import SENT_AT, CountsTallies
 from transforms.retry import RetryPolicy
@@ -127,6 +127,8 @@ class _SendDoFn(CountsTallies, beam.DoFn):
         self._unsendable = Metrics.counter(NAMESPACE, "unsendable")
 
     def setup(self) -> None:
+        # on a worker process of its own, the driver's filters are not installed
+        redact_library_logs(self._config.secrets())
         if self._config.ledger is not None:
             fingerprints = {
                 str(d): endpoint_fingerprint(e) for d, e in self._config.endpoints.items()
