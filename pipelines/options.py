@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from transforms import kissmetrics, kontagent
@@ -354,9 +355,20 @@ def _read_mapping(path: str | None) -> RecordMapping:
     if path is None:
         return RecordMapping()
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        if "://" in path:  # gs://, s3://, ...: through Beam's FileSystems
+            with FileSystems.open(path) as handle:
+                raw = handle.read()
+        else:
+            raw = Path(path).read_bytes()
     except OSError as error:
-        raise UsageError(f"--mapping {path}: cannot be read: {error.strerror}") from None
+        reason = error.strerror or str(error).splitlines()[0]
+        raise UsageError(f"--mapping {path}: cannot be read: {reason}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise UsageError(
+            f"--mapping {path}: not UTF-8 text (byte {error.start}): a TOML file is expected"
+        ) from None
     try:
         return parse_mapping(text, path)
     except MappingError as error:

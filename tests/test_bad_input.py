@@ -31,6 +31,7 @@ import pytest
 
 from beaconflow.collector import Collector
 from pipelines.backfill import run
+from pipelines.options import UsageError, configure
 
 from .conftest import backfill_flags, read_dead_letter, run_cli
 
@@ -636,3 +637,20 @@ def test_lone_surrogate_through_the_cli(collector: Collector, tmp_path: Path) ->
     done = _cli(*backfill_flags(collector.base_url, tmp_path / "out", source))
     _assert_clean_stderr(done.stderr)
     assert done.returncode == 3, done.stderr
+
+
+@pytest.mark.parametrize(
+    ("content", "error"),
+    [
+        (None, "--mapping .*missing.toml: cannot be read: No such file or directory"),
+        (b"\xff\xfe[fields]", r"--mapping .*: not UTF-8 text \(byte 0\): a TOML file"),
+    ],
+)
+def test_unreadable_mapping_is_a_usage_error(
+    tmp_path: Path, content: bytes | None, error: str
+) -> None:
+    path = tmp_path / "missing.toml"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(UsageError, match=error):
+        configure(["--dry-run=d", "--input=x/*.jsonl", f"--mapping={path}"])
