@@ -281,6 +281,32 @@ def worker_processes(options: PipelineOptions) -> int:
     return nodes
 
 
+def rate_split_warning(options: PipelineOptions) -> str | None:
+    """Why --max-rps may not hold on this runner as configured, or None when it will."""
+    runner = options.view_as(StandardOptions).runner
+    name = str(runner or "direct").rpartition(".")[2].lower().removesuffix("runner")
+    all_options = options.get_all_options()
+    sized = all_options.get("max_num_workers") or all_options.get("num_workers")
+    if name == "dataflow":
+        experiments = all_options.get("experiments") or []
+        if "no_use_multiple_sdk_containers" not in experiments:
+            return (
+                "Dataflow runs one SDK process per vCPU of each worker, and --max-rps is divided "
+                "by the number of workers only: add --experiments no_use_multiple_sdk_containers"
+            )
+        if not sized:
+            return "give --max_num_workers so that --max-rps is divided among the workers"
+    elif name in ("portable", "flink", "spark", "prism", "kafkastreams"):
+        job_endpoint = str(all_options.get("job_endpoint") or "")
+        local = job_endpoint == "embed" or job_endpoint.startswith(("localhost:", "127.0.0.1:"))
+        if not local and not (sized and all_options.get("sdk_worker_parallelism")):
+            return (
+                "the runner chooses how many SDK processes send: give --num_workers (nodes) and "
+                "--sdk_worker_parallelism (processes per node) so --max-rps is divided among them"
+            )
+    return None
+
+
 def _read_tallies(path: str) -> dict[str, int]:
     merge_parts(path)
     with FileSystems.open(path) as handle:
@@ -362,6 +388,9 @@ def run(argv: Sequence[str], *, now: float | None = None) -> tuple[int, dict[str
                 file=sys.stderr,
             )
         pipeline = beam.Pipeline(runner=_local_runner(options), options=options)
+        warning = rate_split_warning(options) if config.max_rps else None
+        if warning:
+            log.warning("--max-rps may be exceeded: %s", warning)
         build(pipeline, config, files, tallies_path, now=now, workers=worker_processes(options))
         result = pipeline.run()
         result.wait_until_finish()

@@ -37,7 +37,7 @@ from apache_beam.runners.portability.fn_api_runner.fn_runner import FnApiRunner
 from apache_beam.runners.portability.stager import Stager
 
 from beaconflow.collector import Collector
-from pipelines.backfill import _local_runner, run, worker_processes
+from pipelines.backfill import _local_runner, rate_split_warning, run, worker_processes
 
 from .conftest import KISSMETRICS_KEY, KONTAGENT_KEY, KONTAGENT_SECRET, backfill_flags
 from .portable import ChildWatch, PortableServices, portable_services, service_env
@@ -358,3 +358,27 @@ def test_relative_paths_work_on_a_worker_in_another_directory(
     assert sorted(line.replace(f"{tmp_path}/logs/", f"{INPUT.parent}/") for line in dead) == (
         reference.dead_letter
     )
+
+
+@pytest.mark.parametrize(
+    ("args", "warns"),
+    [
+        ([], None),
+        (["--direct_running_mode=multi_processing", "--direct_num_workers=2"], None),
+        (["--runner=DataflowRunner", "--max_num_workers=4"], "no_use_multiple_sdk_containers"),
+        (["--runner=DataflowRunner", "--experiments=no_use_multiple_sdk_containers"],
+         "give --max_num_workers"),
+        (["--runner=DataflowRunner", "--max_num_workers=4",
+          "--experiments=no_use_multiple_sdk_containers"], None),
+        (["--runner=PortableRunner", "--job_endpoint=localhost:8099"], None),
+        (["--runner=FlinkRunner", "--flink_master=jm:8081"], "--sdk_worker_parallelism"),
+        (["--runner=PortableRunner", "--job_endpoint=jobs.internal:8099", "--num_workers=3",
+          "--sdk_worker_parallelism=2"], None),
+    ],
+)  # fmt: skip
+def test_a_rate_split_the_options_cannot_tell_is_warned(args: list[str], warns: str | None) -> None:
+    warning = rate_split_warning(PipelineOptions(args))
+    if warns is None:
+        assert warning is None
+    else:
+        assert warning is not None and warns in warning
