@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
+from transforms.report import TIMELINE_POINTS, TOP_REASONS
+
 __all__ = [
     "DELIVERED_LINE_COLOURS",
     "FAILED_LINE_COLOURS",
@@ -45,10 +47,11 @@ __all__ = [
 
 #: Most bars in the per-day chart; longer spans are shown by week, month or year.
 MAX_BARS = 400
-#: Most points of one line in the send-rate chart; longer timelines are averaged.
-MAX_POINTS = 600
-#: Most dead-letter reasons shown.
-MAX_REASONS = 10
+#: Most points of one line in the send-rate chart; longer timelines are averaged (reports
+#: built by beaconflow already hold no more).
+MAX_POINTS = TIMELINE_POINTS
+#: Most dead-letter reasons shown (as many as a report lists).
+MAX_REASONS = TOP_REASONS
 #: Most types (or destinations) in one chart, "other" included.
 MAX_TYPES = 12
 

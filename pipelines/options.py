@@ -375,6 +375,11 @@ def _read_mapping(path: str | None) -> RecordMapping:
         raise UsageError(str(error)) from None
 
 
+def _flag(dest: str) -> str:
+    """The command-line spelling of an argparse destination: dead_letter -> --dead-letter."""
+    return "--" + dest.replace("_", "-")
+
+
 def _nightly(args: argparse.Namespace, now: float) -> tuple[date | None, list[str]]:
     """Apply --date and --lookback to ``args`` in place; the day and the expanded inputs."""
     if args.date is None:
@@ -384,8 +389,7 @@ def _nightly(args: argparse.Namespace, now: float) -> tuple[date | None, list[st
             values = getattr(args, flag)
             for value in values if isinstance(values, list) else [values]:
                 if value and _DATE_PLACEHOLDER.search(value):
-                    name = "--" + flag.replace("_", "-")
-                    raise UsageError(f"{name} {value!r} has {{date}} but no --date is given")
+                    raise UsageError(f"{_flag(flag)} {value!r} has {{date}} but no --date is given")
         return None, list(args.input)
     if args.since is not None or args.until is not None:
         raise UsageError("--date sets the time window itself: drop --since/--until")
@@ -406,7 +410,7 @@ def _nightly(args: argparse.Namespace, now: float) -> tuple[date | None, list[st
     for flag in ("report", "dead_letter", "dry_run"):
         value = getattr(args, flag)
         if value:
-            setattr(args, flag, expand_date(value, day, "--" + flag.replace("_", "-")))
+            setattr(args, flag, expand_date(value, day, _flag(flag)))
     args.since = days[0].isoformat()
     args.until = (day + timedelta(days=1)).isoformat()
     return day, inputs

@@ -194,19 +194,20 @@ class _SendDoFn(CountsTallies, beam.DoFn):
     def _outputs(self, deliveries: Sequence[Delivery]) -> Iterator[Delivery | _Failed]:
         attempts = delivered = failed = 0
         second = int(time.time())
+        delivered_at, failed_at = f"delivered|{second}", f"failed|{second}"
         for delivery in deliveries:
             attempts += delivery.attempts
             message = delivery.message
             if delivery.delivered:
                 delivered += 1
                 self.count("messages_delivered", message.destination, message.kind)
-                self.count(SENT_AT, message.destination, f"delivered|{second}")
+                self.count(SENT_AT, message.destination, delivered_at)
                 if self._config.emit_delivered:
                     yield delivery
             else:
                 failed += 1
                 self.count("messages_failed", message.destination, message.kind)
-                self.count(SENT_AT, message.destination, f"failed|{second}")
+                self.count(SENT_AT, message.destination, failed_at)
                 yield TaggedOutput(FAILED, delivery)
         if attempts:
             self._attempts.inc(attempts)
