@@ -249,7 +249,8 @@ def parser() -> argparse.ArgumentParser:
         "--report",
         default=f"{DEFAULT_OUTPUT}/report.json",
         metavar="PATH",
-        help=f"JSON report of the run (default: {DEFAULT_OUTPUT}/report.json)",
+        help="JSON report of the run, and beside it the same as a page with charts "
+        f"(report.json -> report.html; default: {DEFAULT_OUTPUT}/report.json)",
     )
     out.add_argument(
         "--ledger",
