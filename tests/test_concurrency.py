@@ -232,3 +232,20 @@ def test_record_uses_the_reading_it_is_given() -> None:
         pace.record(accepted=True, pushed_back=False, now=5.0 + n / 10)
     pace.record(accepted=False, pushed_back=True, now=5.95)
     assert pace.rate == pytest.approx(10 * 0.9)
+
+
+def test_a_push_back_in_the_first_second_is_judged_at_its_end() -> None:
+    # A 503 among the very first answers must not set the rate from the two or three accepted
+    # so far (it would start near 1/s and take minutes to grow back).
+    pace, clock = _pace()
+    for _ in range(3):
+        clock.now += 0.01
+        pace.record(accepted=True, pushed_back=False)
+    pace.record(accepted=False, pushed_back=True)
+    assert pace.rate is None, "judged too early"
+    for _ in range(197):  # the rest of the first second: 200 accepted in all
+        clock.now += 0.97 / 197
+        pace.record(accepted=True, pushed_back=False)
+    clock.now = 1.0
+    pace.record(accepted=True, pushed_back=False)
+    assert pace.rate == pytest.approx(201 * 0.9)

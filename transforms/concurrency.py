@@ -213,7 +213,7 @@ class AdaptiveRate:
         self._ceiling = ceiling
         self._clock = clock
         self._accepted: deque[float] = deque()
-        self._window_start = clock()
+        self._window_start = self._created = clock()
         self._pushed_back = False
 
     @property
@@ -235,7 +235,11 @@ class AdaptiveRate:
         while times and times[0] < horizon:
             times.popleft()
         self._pushed_back = self._pushed_back or pushed_back
-        if now - self._window_start < self.INTERVAL and not (pushed_back and self.rate is None):
+        if now - self._window_start < self.INTERVAL and not (
+            # the first push-back sets a rate at once, from a whole interval's measure: one
+            # in the first interval (a handful accepted so far) waits for its end
+            pushed_back and self.rate is None and now - self._created >= self.INTERVAL
+        ):
             return
         rate = self.rate
         if self._pushed_back:
