@@ -110,7 +110,7 @@ def _dry_run_line(message: Message, endpoints: dict[Destination, Endpoint]) -> s
 
 
 def build(pipeline: beam.Pipeline, config: BackfillConfig, files: Sequence[str], tallies_path: str,
-          *, now: float, workers: int) -> None:  # fmt: skip
+          *, now: float, workers: int, processes: int = 0) -> None:  # fmt: skip
     """Wire every step of the backfill into ``pipeline``."""
     redact = Redactor.of(config.secrets())
     fingerprints = {str(d): endpoint_fingerprint(e) for d, e in config.endpoints.items()}
@@ -183,6 +183,7 @@ def build(pipeline: beam.Pipeline, config: BackfillConfig, files: Sequence[str],
             ledger=config.ledger,
             adaptive=config.adaptive,
             emit_delivered=False,
+            processes=processes,
         )
         for name, stream in streams.items():
             # grouped by key just before (dedup), or coming out of the build step that
@@ -297,6 +298,22 @@ def worker_processes(options: PipelineOptions) -> int:
     return nodes
 
 
+def send_processes(options: PipelineOptions, given: int | None) -> int:
+    """How many sender processes each worker starts (``--send-processes``, when ``given``).
+
+    By default one per CPU on DirectRunner's in-memory mode, where one process does all of
+    Beam's work and sending from it would leave the other cores idle; 0 (send from the
+    worker's own process) on every other runner and mode, which start a worker per core
+    already.
+    """
+    if given is not None:
+        return given
+    direct = options.view_as(DirectOptions)
+    if _runner_name(options) in _LOCAL_RUNNERS and direct.direct_running_mode == "in_memory":
+        return os.cpu_count() or 1
+    return 0
+
+
 def rate_split_warning(options: PipelineOptions) -> str | None:
     """Why --max-rps may not hold on this runner as configured, or None when it will."""
     name = _runner_name(options)
@@ -406,7 +423,8 @@ def run(argv: Sequence[str], *, now: float | None = None) -> tuple[int, dict[str
         warning = rate_split_warning(options) if config.max_rps else None
         if warning:
             log.warning("--max-rps may be exceeded: %s", warning)
-        build(pipeline, config, files, tallies_path, now=now, workers=worker_processes(options))
+        build(pipeline, config, files, tallies_path, now=now, workers=worker_processes(options),
+              processes=send_processes(options, config.send_processes))  # fmt: skip
         result = pipeline.run()
         result.wait_until_finish()
         for wanted in (config.dead_letter, config.dry_run):

@@ -63,6 +63,8 @@ class BackfillConfig:
     ledger: str | None
     adaptive: bool
     beam_args: tuple[str, ...]
+    #: --send-processes; None: chosen by the runner (see pipelines.backfill.send_processes)
+    send_processes: int | None = None
     #: the --date day (UTC) of a nightly run, None for an ordinary run
     day: date | None = None
 
@@ -214,6 +216,15 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="keep --concurrency requests in flight whatever the service answers, instead of "
         "adapting (start low, grow while answers stay fast, back off on 429/503/timeouts)",
+    )
+    send.add_argument(
+        "--send-processes",
+        type=_non_negative_int,
+        metavar="N",
+        help="send from N processes of their own per worker, sharing --concurrency and "
+        "--max-rps, so that sending uses other cores than Beam's work; 0 sends from the "
+        "worker's own process (default: one per CPU on DirectRunner's in-memory mode, "
+        "else 0)",
     )
     send.add_argument(
         "--max-attempts",
@@ -485,4 +496,5 @@ def configure(argv: Sequence[str], now: float | None = None) -> BackfillConfig:
         adaptive=not args.fixed_concurrency,
         beam_args=tuple(rest),
         day=day,
+        send_processes=args.send_processes,
     )

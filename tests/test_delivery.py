@@ -196,29 +196,51 @@ def test_server_down_everything_in_the_dead_letter(events_file: Path, tmp_path: 
     assert not list((tmp_path / "ledger").glob("*.jsonl*")), "nothing may be claimed delivered"
 
 
-def _kill_after(process: subprocess.Popen[bytes], collector: Collector, accepted: int) -> None:
+def _kill_after(
+    process: subprocess.Popen[bytes], collector: Collector, accepted: int, *, group: bool = False
+) -> None:
+    """SIGKILL the run (``group``: and its sender processes) once ``accepted`` are in."""
     deadline = time.monotonic() + 120
     while len(collector.accepted()) < accepted:
         assert process.poll() is None, "the run ended before it could be killed"
         assert time.monotonic() < deadline, "the run did not get going"
         time.sleep(0.05)
-    os.kill(process.pid, signal.SIGKILL)
+    if group:
+        os.killpg(process.pid, signal.SIGKILL)
+    else:
+        os.kill(process.pid, signal.SIGKILL)
     process.wait()
 
 
-def test_sigkill_mid_run_then_resume(events_file: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("processes", "group"),
+    [(0, False), (2, False), (2, True)],
+    ids=["in-process sender", "run killed, sender processes left", "all killed"],
+)
+def test_sigkill_mid_run_then_resume(
+    events_file: Path, tmp_path: Path, processes: int, group: bool
+) -> None:
     concurrency = 4
-    extra = (f"--ledger={tmp_path / 'ledger'}", f"--concurrency={concurrency}")
+    ledger = tmp_path / "ledger"
+    extra = (f"--ledger={ledger}", f"--concurrency={concurrency}", f"--send-processes={processes}")
     with Collector(faults=Faults(latency=0.02)) as collector:
         flags = backfill_flags(collector.base_url, tmp_path, events_file, extra=extra)
         process = subprocess.Popen([sys.executable, "-m", "pipelines.backfill", *flags],
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-        _kill_after(process, collector, accepted=150)
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                   start_new_session=True)  # fmt: skip
+        _kill_after(process, collector, accepted=150, group=group)
+        if processes and not group:
+            # the sender processes see their pipe close, stop, and seal their journals
+            deadline = time.monotonic() + 30
+            while list(ledger.glob("journal-*")) or not list(ledger.glob("shard-*")):
+                assert time.monotonic() < deadline, "the sender processes did not stop"
+                time.sleep(0.05)
+        else:
+            journals = list(ledger.glob("journal-*.jsonl.open"))
+            assert journals, "the killed run's journal must be on disk"
         first = _keys(collector)
         expected = _expected(events_file, tmp_path)
         assert 150 <= first.total() < expected.total()
-        journals = list((tmp_path / "ledger").glob("journal-*.jsonl.open"))
-        assert journals, "the killed run's journal must be on disk"
 
         status, report = run(flags, now=NOW)
         assert status == 0 and report["invariant_errors"] == []

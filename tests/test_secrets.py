@@ -199,10 +199,17 @@ def test_dry_run_file_never_shows_a_secret(tmp_path: Path, via: str) -> None:
     _assert_outputs_clean(done, out)
 
 
+@pytest.mark.parametrize("processes", [0, 2])
 def test_debug_logging_never_shows_a_secret(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    capfd: pytest.CaptureFixture[str],
+    processes: int,
 ) -> None:
-    """In-process, with every logger at DEBUG (aiohttp, beaconflow.send's retry lines)."""
+    """In-process, with every logger at DEBUG (aiohttp, beaconflow.send's retry lines).
+
+    With sender processes, their retry lines go to the stderr they share with the run.
+    """
     caplog.set_level(logging.DEBUG)
     out = tmp_path / "out"
     with _collector(faults=Faults(drop_rate=1.0)) as collector:
@@ -218,10 +225,18 @@ def test_debug_logging_never_shows_a_secret(
             "--max-attempts=2",
             "--backoff=0",
             "--progress-interval=0.001",
+            f"--send-processes={processes}",
         ]
         status, report = run(argv, now=NOW)
     assert status == 3 and report["messages_failed"] == MESSAGES
-    assert any(r.name == "beaconflow.send" and r.levelno == logging.DEBUG for r in caplog.records)
+    if processes:
+        err = capfd.readouterr().err
+        assert "beaconflow: retrying kontagent/" in err
+        _assert_no_secret("the sender processes' stderr", err)
+    else:
+        assert any(
+            r.name == "beaconflow.send" and r.levelno == logging.DEBUG for r in caplog.records
+        )
     _assert_no_secret("the log", caplog.text)
     for record in caplog.records:
         _assert_no_secret(f"log record of {record.name}", record.getMessage())

@@ -27,9 +27,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator
-from typing import IO
-
-from apache_beam.io.filesystems import FileSystems
+from typing import IO, Any
 
 from transforms.message import Endpoint, Message
 
@@ -63,11 +61,19 @@ def _local_path(directory: str) -> str:
     return directory.removeprefix("file://")
 
 
+def _filesystems() -> Any:
+    """Beam's FileSystems, imported on first use (a sender process pays no Beam import)."""
+    from apache_beam.io.filesystems import FileSystems
+
+    return FileSystems
+
+
 def ledger_files(directory: str) -> list[str]:
     """Every shard and journal in the ledger directory (none when it does not exist yet)."""
-    pattern = FileSystems.join(directory, "*.jsonl*")
+    filesystems = _filesystems()
+    pattern = filesystems.join(directory, "*.jsonl*")
     try:
-        matched = FileSystems.match([pattern])[0].metadata_list
+        matched = filesystems.match([pattern])[0].metadata_list
     except Exception:  # Beam raises when the directory itself does not exist
         return []
     return sorted(m.path for m in matched if m.path.endswith((SHARD_SUFFIX, JOURNAL_SUFFIX)))
@@ -75,7 +81,7 @@ def ledger_files(directory: str) -> list[str]:
 
 def read_ledger_file(path: str) -> Iterator[str]:
     """The ledger keys in one shard or journal; a torn or garbled line is skipped."""
-    with FileSystems.open(path) as handle:
+    with _filesystems().open(path) as handle:
         data = handle.read()
     skipped = 0
     for line in data.split(b"\n"):
@@ -116,8 +122,8 @@ class LedgerWriter:
         self._lock = threading.Lock()
         if self._local:
             os.makedirs(_local_path(directory), exist_ok=True)
-        elif not FileSystems.exists(directory):
-            FileSystems.mkdirs(directory)
+        elif not _filesystems().exists(directory):
+            _filesystems().mkdirs(directory)
 
     def _name(self, suffix: str) -> str:
         return f"{self._id}-{self._sequence:06d}{suffix}"
@@ -131,21 +137,27 @@ class LedgerWriter:
         """Add one delivered message (the sender calls this as each answer comes in)."""
         self.record((message,))
 
+    def record_keyed(self, key: str, destination: str, kind: str) -> None:
+        """Add one delivery by its ledger key (a sender process gets keys, not messages)."""
+        with self._lock:
+            self._write([self._line(key, destination, kind, int(time.time()))])
+
     def _record(self, messages: Iterable[Message]) -> None:
         now = int(time.time())
-        lines = [
-            json.dumps(
-                {
-                    "ledger": ledger_key(self._fingerprints[m.destination], m),
-                    "destination": m.destination,
-                    "kind": m.kind,
-                    "at": now,
-                },
-                separators=(",", ":"),
-            ).encode()
-            + b"\n"
-            for m in messages
-        ]
+        fingerprints = self._fingerprints
+        self._write(
+            [
+                self._line(ledger_key(fingerprints[m.destination], m), m.destination, m.kind, now)
+                for m in messages
+            ]
+        )
+
+    @staticmethod
+    def _line(key: str, destination: str, kind: str, at: int) -> bytes:
+        entry = {"ledger": key, "destination": destination, "kind": kind, "at": at}
+        return json.dumps(entry, separators=(",", ":")).encode() + b"\n"
+
+    def _write(self, lines: list[bytes]) -> None:
         if not lines:
             return
         if self._local:
@@ -178,10 +190,11 @@ class LedgerWriter:
             self._journal = None
             os.replace(self._journal_path, os.path.join(_local_path(self._directory), shard))
         elif self._buffer:
-            temporary = FileSystems.join(self._directory, f".{shard}.tmp")
-            with FileSystems.create(temporary) as handle:
+            filesystems = _filesystems()
+            temporary = filesystems.join(self._directory, f".{shard}.tmp")
+            with filesystems.create(temporary) as handle:
                 handle.write(b"".join(self._buffer))
-            FileSystems.rename([temporary], [FileSystems.join(self._directory, shard)])
+            filesystems.rename([temporary], [filesystems.join(self._directory, shard)])
             self._buffer = []
         self._sequence += 1
         self._count = 0

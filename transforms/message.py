@@ -75,11 +75,34 @@ class Message:
     def from_wire(cls, wire: str, key: str) -> Message:
         """The message of :meth:`to_wire` and its key, without sorting or hashing it again."""
         destination, kind, occurrence, flat = json.loads(wire)
+        params = tuple(zip(flat[0::2], flat[1::2], strict=True))
+        return cls._assemble(destination, kind, params, occurrence, key)
+
+    @classmethod
+    def handle(cls, destination: Destination, kind: str, key: str, tag: str) -> Message:
+        """A stand-in for a message sent from another process: no parameters, its own key.
+
+        A sender process gets each message as its rendered URL; the handle carries what the
+        sender and the ledger need (destination, kind, key) and ``tag`` (as ``occurrence``)
+        to match the outcome with the message back in the pipeline.
+        """
+        return cls._assemble(destination, kind, (), tag, key)
+
+    @classmethod
+    def _assemble(
+        cls,
+        destination: Destination,
+        kind: str,
+        params: tuple[tuple[str, str], ...],
+        occurrence: str,
+        key: str,
+    ) -> Message:
+        """A message from parts already checked, sorted and hashed (no __post_init__)."""
         message = cls.__new__(cls)
         for name, value in (
             ("destination", destination),
             ("kind", kind),
-            ("params", tuple(zip(flat[0::2], flat[1::2], strict=True))),
+            ("params", params),
             ("occurrence", occurrence),
             ("key", key),
         ):

@@ -35,6 +35,7 @@ from transforms.render import render_url
 from transforms.report import SENT_AT, CountsTallies
 from transforms.retry import RetryPolicy
 from transforms.sender import BulkSender, Delivery, Request, SenderConfig
+from transforms.sendproc import PoolClient, shared_client
 
 #: The tag of the output holding messages that were not delivered.
 FAILED = "failed"
@@ -63,7 +64,9 @@ class SendConfig:
     that every delivered message is recorded in, or None. ``adaptive``: adapt the concurrency
     per destination up to ``concurrency`` (False: always ``concurrency``). ``emit_delivered``:
     False leaves the main output empty (a backfill only counts deliveries, through the
-    ``tally`` output: ``(counter, destination, kind, n)`` per bundle).
+    ``tally`` output: ``(counter, destination, kind, n)`` per bundle). ``processes``: send
+    from this many child processes per worker (:mod:`transforms.sendproc`), sharing its
+    ``concurrency`` and rates; 0 sends from a thread of the worker itself.
     """
 
     endpoints: Mapping[Destination, Endpoint]
@@ -76,10 +79,13 @@ class SendConfig:
     ledger: str | None = None
     adaptive: bool = True
     emit_delivered: bool = True
+    processes: int = 0
 
     def __post_init__(self) -> None:
         if self.workers < 1:
             raise ValueError(f"workers must be >= 1, got {self.workers}")
+        if self.processes < 0:
+            raise ValueError(f"processes must be >= 0, got {self.processes}")
         for destination, endpoint in self.endpoints.items():
             if endpoint.destination != destination:
                 raise ValueError(
@@ -117,7 +123,7 @@ class _SendDoFn(CountsTallies, beam.DoFn):
     def __init__(self, config: SendConfig) -> None:
         super().__init__()
         self._config = config
-        self._sender: BulkSender | None = None
+        self._sender: BulkSender | PoolClient | None = None
         self._ledger: LedgerWriter | None = None
         self._redact = Redactor.of(config.secrets())
         self._delivered = Metrics.counter(NAMESPACE, "delivered")
@@ -128,16 +134,23 @@ class _SendDoFn(CountsTallies, beam.DoFn):
 
     def setup(self) -> None:
         # on a worker process of its own, the driver's filters are not installed
-        redact_library_logs(self._config.secrets())
-        if self._config.ledger is not None:
-            fingerprints = {
-                str(d): endpoint_fingerprint(e) for d, e in self._config.endpoints.items()
-            }
-            self._ledger = LedgerWriter(self._config.ledger, fingerprints)
+        config = self._config
+        redact_library_logs(config.secrets())
+        fingerprints = {str(d): endpoint_fingerprint(e) for d, e in config.endpoints.items()}
+        if config.processes:
+            # each sender process keeps a ledger journal of its own
+            self._sender = shared_client(
+                config.sender_config(),
+                config.secrets(),
+                processes=config.processes,
+                ledger=config.ledger,
+                fingerprints=fingerprints,
+            )
+            return
+        if config.ledger is not None:
+            self._ledger = LedgerWriter(config.ledger, fingerprints)
         record = None if self._ledger is None else self._ledger.record_one
-        self._sender = BulkSender(
-            self._config.sender_config(), self._config.secrets(), on_delivered=record
-        )
+        self._sender = BulkSender(config.sender_config(), config.secrets(), on_delivered=record)
 
     def teardown(self) -> None:
         if self._sender is not None:
@@ -185,8 +198,10 @@ class _SendDoFn(CountsTallies, beam.DoFn):
         yield from CountsTallies.finish_bundle(self)
         if self._ledger is not None:
             self._ledger.seal()
+        elif isinstance(sender, PoolClient) and self._config.ledger is not None:
+            sender.seal()
 
-    def _open_sender(self) -> BulkSender:
+    def _open_sender(self) -> BulkSender | PoolClient:
         if self._sender is None:
             raise RuntimeError("the sender is not open: setup() was not called")
         return self._sender

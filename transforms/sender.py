@@ -185,6 +185,32 @@ class BulkSender:
         limiters: Mapping[str, RateLimiter] | None = None,
         on_delivered: Callable[[Message], None] | None = None,
     ) -> None:
+        self._prepare(config, secrets, clock, wall_clock, sleep, rng, limiters, on_delivered)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._run_loop, name="beaconflow-sender", daemon=True
+        )
+        self._thread.start()
+        try:
+            self._session = asyncio.run_coroutine_threadsafe(self._open(), self._loop).result()
+        except BaseException:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join()
+            self._loop.close()
+            raise
+
+    def _prepare(
+        self,
+        config: SenderConfig,
+        secrets: tuple[str, ...],
+        clock: Clock,
+        wall_clock: Clock,
+        sleep: Sleep,
+        rng: random.Random | None,
+        limiters: Mapping[str, RateLimiter] | None,
+        on_delivered: Callable[[Message], None] | None,
+    ) -> None:
+        """Set every field but the loop, its thread and the session."""
         self._config = config
         self._concurrency = config.concurrency
         self._on_delivered = on_delivered
@@ -227,19 +253,6 @@ class BulkSender:
         self._tally_outcomes: dict[_OutcomeKey, int] = {}
         self._reported_at = clock()
         self._reported_sent = 0
-
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(
-            target=self._run_loop, name="beaconflow-sender", daemon=True
-        )
-        self._thread.start()
-        try:
-            self._session = asyncio.run_coroutine_threadsafe(self._open(), self._loop).result()
-        except BaseException:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join()
-            self._loop.close()
-            raise
 
     def __enter__(self) -> BulkSender:
         return self

@@ -1,0 +1,613 @@
+"""Sending from child processes: the bulk sender on cores of its own.
+
+A Python process runs on one core at a time, and in a local run that process also does all
+of Beam's work: reading, parsing, building messages, the shuffles. A :class:`SenderPool`
+moves the HTTP side out to child processes, each running a
+:class:`~transforms.sender.BulkSender` with its own event loop and connections, so that on a
+machine with several cores the pipeline builds messages while the children send them.
+
+Callers send through a :class:`PoolClient`, which has the BulkSender's interface
+(``submit_many``, ``take_finished``, ``flush``, ``stats``, ``close``) plus ``seal`` for the
+ledger; :func:`shared_client` gives every send step of a process a client of one shared
+pool. Requests cross to a child in batches over a pipe as ``(tag, destination, kind, url,
+ledger key)``; outcomes come back in batches as ``(tag, delivered, status, error,
+attempts)``. The parent keeps the messages; a child sees only URLs.
+
+- ``concurrency`` and the per-destination rates are divided among the children: together
+  they never have more requests in flight, nor send faster, than one BulkSender would.
+- With a ledger, each child records its deliveries in a journal of its own as each answer
+  comes in, exactly as an in-process sender does, so a kill loses at most the requests in
+  flight.
+- Secrets reach the children over the pipe, never on a command line or in the environment;
+  the children's error texts and library logs are redacted as the parent's are.
+- A child exits when its pipe closes, so a killed pipeline leaves no sender behind; it
+  ignores Ctrl-C, which its parent handles.
+- A child that dies makes the parent's next call raise RuntimeError naming its exit code.
+
+A child runs :func:`child_main` under the same interpreter and ``sys.path`` as its parent; it
+imports aiohttp and the sender, not Beam. Tested with::
+
+    python -m pytest tests/test_sendproc.py
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import os
+import pickle
+import signal
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from multiprocessing.connection import Connection, wait
+from typing import Any, cast
+
+from transforms.ledger import LedgerWriter, ledger_key
+from transforms.message import Destination, Message
+from transforms.ratelimit import Clock
+from transforms.redact import Redactor, redact_library_logs
+from transforms.sender import BulkSender, Delivery, Request, SenderConfig, SenderStats
+
+logger = logging.getLogger("beaconflow.send")
+
+#: Seconds a closing child gets to finish before it is killed.
+_EXIT_WAIT = 10.0
+#: Requests a child may have outstanding (sent to it, outcome not back), per request it
+#: may have in flight: enough that it always has the next ones queued.
+_OUTSTANDING_PER_SLOT = 4
+#: The command that starts a child.
+_CHILD = "from transforms.sendproc import child_main; child_main()"
+
+#: One request on the wire: tag, destination, kind, URL, ledger key ("" without a ledger).
+_Wire = tuple[int, str, str, str, str]
+#: One outcome on the wire: tag, delivered, status, error, attempts.
+_Outcome = tuple[int, bool, int | None, str | None, int]
+#: A child's counters on the wire: sent, delivered, retries, failed, outcomes.
+_Stats = tuple[int, int, int, int, dict[str, int]]
+
+
+@dataclass(frozen=True)
+class _Setup:
+    """What a child is told first, over its pipe."""
+
+    config: SenderConfig
+    secrets: tuple[str, ...]
+    ledger: str | None
+    log_level: int
+
+
+def split_config(config: SenderConfig, processes: int) -> list[SenderConfig]:
+    """The configs of the children sharing ``config``: concurrency and rates divided.
+
+    There are ``processes`` children, or fewer when ``concurrency`` is lower (each needs a
+    request slot); the children's concurrencies add up to ``concurrency`` exactly. They
+    log no progress of their own: the parent logs the sum.
+    """
+    if processes < 1:
+        raise ValueError(f"processes must be >= 1, got {processes}")
+    count = min(processes, config.concurrency)
+    base, extra = divmod(config.concurrency, count)
+    rates = {d: None if rate is None else rate / count for d, rate in config.rates.items()}
+    return [
+        replace(config, concurrency=base + (i < extra), rates=rates, progress_interval=math.inf)
+        for i in range(count)
+    ]
+
+
+class _Child:
+    """The parent's end of one child: the process, its two pipes and its counts."""
+
+    def __init__(self, index: int, setup: _Setup, env: Mapping[str, str]) -> None:
+        self.index = index
+        self.bound = _OUTSTANDING_PER_SLOT * setup.config.concurrency
+        self.outstanding = 0
+        self.stats: _Stats = (0, 0, 0, 0, {})
+        command_read, command_write = os.pipe()
+        result_read, result_write = os.pipe()
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-c", _CHILD],
+                stdin=command_read,
+                stdout=result_write,
+                env=dict(env),
+            )
+        except BaseException:
+            os.close(command_write)
+            os.close(result_read)
+            raise
+        finally:
+            os.close(command_read)
+            os.close(result_write)
+        self.commands = Connection(command_write, readable=False)
+        self.results = Connection(result_read, writable=False)
+        self.send(setup)
+
+    def send(self, command: object) -> None:
+        try:
+            self.commands.send(command)
+        except OSError:
+            raise self.died() from None
+
+    def died(self) -> RuntimeError:
+        """The error for a child that is gone: its own last word, else its exit code."""
+        try:
+            while self.results.poll(0):
+                kind, payload, _ = self.results.recv()
+                if kind == "fatal":
+                    return RuntimeError(f"sender process {self.index}: {payload}")
+        except (EOFError, OSError):
+            pass
+        try:
+            code: int | None = self.process.wait(1.0)
+        except subprocess.TimeoutExpired:
+            code = None
+        how = "stopped answering" if code is None else f"exited with code {code}"
+        return RuntimeError(f"sender process {self.index} {how}; see its error above")
+
+    def close(self) -> None:
+        """Close the command pipe, take the child's last counts and reap it."""
+        self.commands.close()
+        deadline = time.monotonic() + _EXIT_WAIT
+        try:
+            while self.results.poll(max(0.0, deadline - time.monotonic())):
+                _, _, stats = self.results.recv()
+                if stats is not None:
+                    self.stats = stats
+        except (EOFError, OSError):
+            pass  # the child has finished
+        try:
+            self.process.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            logger.warning("sender process %d did not exit; killing it", self.index)
+            self.process.kill()
+            self.process.wait()
+        self.results.close()
+
+
+class SenderPool:
+    """The sender processes of one process; see the module docstring.
+
+    ``config`` is what one in-process BulkSender would get; ``secrets`` the endpoint secrets.
+    ``ledger`` is a ledger directory each child writes its own journal in, and
+    ``fingerprints`` the endpoint fingerprints its keys are made with (required with a
+    ledger). ``clock`` times the progress lines. Callers send through :meth:`client`
+    handles; all methods may be called from several threads (one at a time goes on).
+    """
+
+    def __init__(
+        self,
+        config: SenderConfig,
+        secrets: tuple[str, ...] = (),
+        *,
+        processes: int,
+        ledger: str | None = None,
+        fingerprints: Mapping[str, str] | None = None,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        if ledger is not None and fingerprints is None:
+            raise ValueError("a ledger needs the endpoint fingerprints")
+        self._config = config
+        self._fingerprints = dict(fingerprints or {})
+        self._ledger = ledger is not None
+        self._clock = clock
+        self._lock = threading.RLock()
+        self._messages: dict[int, tuple[PoolClient, Message]] = {}
+        self._tag = 0
+        self._closed = False
+        self._reported_at = clock()
+        self._reported_sent = 0
+        self._children: list[_Child] = []
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+        level = logging.getLogger("beaconflow").getEffectiveLevel()
+        try:
+            for index, child_config in enumerate(split_config(config, processes)):
+                setup = _Setup(child_config, secrets, ledger, level)
+                self._children.append(_Child(index, setup, env))
+        except BaseException:
+            self.close()
+            raise
+        self._by_results = {child.results: child for child in self._children}
+
+    def __enter__(self) -> SenderPool:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    @property
+    def processes(self) -> int:
+        """How many children send."""
+        return len(self._children)
+
+    def client(self) -> PoolClient:
+        """A new handle to send through, with deliveries of its own."""
+        return PoolClient(self)
+
+    def seal(self) -> None:
+        """Have every child seal its ledger journal into a shard, and wait until they have."""
+        with self._lock:
+            for child in self._children:
+                child.send(("seal", None))
+            waiting = set(self._children)
+            while waiting:
+                for child in self._receive(block=True):
+                    waiting.discard(child)
+
+    def stats(self) -> SenderStats:
+        """The children's counters added up, as of their last report."""
+        sent = delivered = retries = failed = 0
+        outcomes: dict[str, int] = {}
+        for child in self._children:
+            s, d, r, f, kinds = child.stats
+            sent, delivered, retries, failed = sent + s, delivered + d, retries + r, failed + f
+            for name, count in kinds.items():
+                outcomes[name] = outcomes.get(name, 0) + count
+        return SenderStats(sent, delivered, retries, failed, outcomes)
+
+    def close(self) -> None:
+        """Stop every child; requests not flushed are abandoned (each child logs how many)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            for child in self._children:
+                child.close()
+        stats = self.stats()
+        if stats.sent:
+            logger.info(
+                "done: sent %d, delivered %d, retries %d, failed %d (%d sender processes)",
+                stats.sent,
+                stats.delivered,
+                stats.retries,
+                stats.failed,
+                len(self._children),
+            )
+
+    def _submit(self, client: PoolClient, requests: Sequence[Request]) -> None:
+        """Hand requests to the child with the fewest outstanding; blocks while all are full."""
+        fingerprints, messages = self._fingerprints, self._messages
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the sender processes are closed")
+            wires: list[_Wire] = []
+            for request in requests:
+                message = request.message
+                tag = self._tag = self._tag + 1
+                messages[tag] = (client, message)
+                key = ledger_key(fingerprints[message.destination], message) if self._ledger else ""
+                wires.append((tag, message.destination, message.kind, request.url, key))
+            client.outstanding += len(wires)
+            children = self._children
+            while wires:
+                child = min(children, key=lambda c: c.outstanding)
+                room = child.bound - child.outstanding
+                if room < min(len(wires), child.bound // 2 or 1):
+                    self._receive(block=True)
+                    continue
+                chunk, wires = wires[:room], wires[room:]
+                child.send(("send", chunk))
+                child.outstanding += len(chunk)
+
+    def _flush(self, client: PoolClient) -> None:
+        with self._lock:
+            while client.outstanding:
+                self._receive(block=True)
+
+    def _receive(self, *, block: bool) -> list[_Child]:
+        """Take in what the children have sent back; returns the children that acked a seal.
+
+        ``block``: wait until at least one child has something. Called under the lock.
+        """
+        sealed: list[_Child] = []
+        ready = wait(list(self._by_results), None if block else 0)
+        for connection in ready:
+            child = self._by_results[cast(Connection, connection)]
+            results = child.results
+            while True:
+                try:
+                    kind, payload, stats = results.recv()
+                except (EOFError, OSError):
+                    raise child.died() from None
+                if kind == "done":
+                    self._take(child, payload)
+                elif kind == "sealed":
+                    sealed.append(child)
+                elif kind == "fatal":
+                    raise RuntimeError(f"sender process {child.index}: {payload}")
+                child.stats = stats
+                if not results.poll():
+                    break
+        self._progress()
+        return sealed
+
+    def _take(self, child: _Child, outcomes: list[_Outcome]) -> None:
+        messages = self._messages
+        for tag, delivered, status, error, attempts in outcomes:
+            client, message = messages.pop(tag)
+            client.finished.append(Delivery(message, delivered, status, error, attempts))
+            client.outstanding -= 1
+        child.outstanding -= len(outcomes)
+
+    def _progress(self) -> None:
+        now = self._clock()
+        elapsed = now - self._reported_at
+        if elapsed < self._config.progress_interval:
+            return
+        stats = self.stats()
+        rate = (stats.sent - self._reported_sent) / elapsed if elapsed > 0 else 0.0
+        self._reported_at, self._reported_sent = now, stats.sent
+        logger.info(
+            "sent %d (%.1f/s), retries %d, failed %d",
+            stats.sent,
+            rate,
+            stats.retries,
+            stats.failed,
+        )
+
+
+class PoolClient:
+    """One caller's way into a :class:`SenderPool`: BulkSender's interface, its own outcomes.
+
+    A Beam process may run several send steps (one per DoFn instance); each has a client,
+    and all share the process's sender processes, so their rates and concurrency add up
+    to the configured ones as they would with one in-process sender.
+    """
+
+    def __init__(self, pool: SenderPool) -> None:
+        self.pool = pool
+        self.finished: list[Delivery] = []
+        self.outstanding = 0
+        self._closed = False
+
+    def submit_many(self, requests: Sequence[Request]) -> None:
+        """Queue requests; blocks while the sender processes have enough outstanding."""
+        if self._closed:
+            raise RuntimeError("the sender client is closed")
+        if requests:
+            self.pool._submit(self, requests)
+
+    def take_finished(self) -> list[Delivery]:
+        """The client's deliveries finished since the last call; never blocks."""
+        with self.pool._lock:
+            self.pool._receive(block=False)
+            finished, self.finished = self.finished, []
+        return finished
+
+    def flush(self) -> list[Delivery]:
+        """Wait until this client's requests have finished; return the remaining deliveries."""
+        with self.pool._lock:
+            self.pool._flush(self)
+            finished, self.finished = self.finished, []
+        return finished
+
+    def seal(self) -> None:
+        """Seal the ledger journals of every sender process (see :meth:`SenderPool.seal`)."""
+        self.pool.seal()
+
+    def stats(self) -> SenderStats:
+        """The pool's counters (all its clients together)."""
+        return self.pool.stats()
+
+    def close(self) -> None:
+        """Done with the pool: a shared pool closes with its last client."""
+        if not self._closed:
+            self._closed = True
+            _release(self.pool)
+
+
+#: The process's shared pools by configuration, each with its count of open clients.
+_pools: dict[bytes, tuple[SenderPool, int]] = {}
+_pools_lock = threading.Lock()
+
+
+def shared_client(
+    config: SenderConfig,
+    secrets: tuple[str, ...],
+    *,
+    processes: int,
+    ledger: str | None = None,
+    fingerprints: Mapping[str, str] | None = None,
+) -> PoolClient:
+    """A client of this process's pool for this configuration, started on first use.
+
+    Every send step of a process with the same configuration shares one pool, as they share
+    one rate limiter per destination in-process (:func:`~transforms.ratelimit.shared_limiter`).
+    """
+    key = pickle.dumps((config, secrets, processes, ledger, sorted((fingerprints or {}).items())))
+    with _pools_lock:
+        pool, users = _pools.get(key, (None, 0))
+        if pool is None:
+            pool = SenderPool(
+                config, secrets, processes=processes, ledger=ledger, fingerprints=fingerprints
+            )
+        _pools[key] = (pool, users + 1)
+        return pool.client()
+
+
+def _release(pool: SenderPool) -> None:
+    """One client fewer: a shared pool closes with its last (an unshared one stays open)."""
+    with _pools_lock:
+        for key, (shared, users) in list(_pools.items()):
+            if shared is pool:
+                if users > 1:
+                    _pools[key] = (shared, users - 1)
+                    return
+                del _pools[key]
+                break
+        else:
+            return
+    pool.close()
+
+
+# -- the child ---------------------------------------------------------------------------
+
+
+def child_main() -> None:
+    """A sender process: its setup and requests come on stdin, the outcomes go to stdout."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
+    results_fd = os.dup(1)
+    os.dup2(2, 1)  # a stray print goes to stderr, never into the results pipe
+    sys.exit(asyncio.run(_child(results_fd)))
+
+
+class _ChildSender(BulkSender):
+    """A BulkSender living on the child's own event loop, with no thread of its own.
+
+    Requests come straight from the pipe reader on the same loop, and each turn's finished
+    deliveries go straight back down the results pipe: nothing crosses a thread.
+    """
+
+    def __init__(
+        self,
+        config: SenderConfig,
+        secrets: tuple[str, ...],
+        on_delivered: Callable[[Message], None] | None,
+        reply: Callable[[str, object, _Stats], None],
+    ) -> None:
+        self._prepare(
+            config, secrets, time.monotonic, time.time, asyncio.sleep, None, None, on_delivered
+        )
+        self._loop = asyncio.get_running_loop()
+        self._reply = reply
+        self._outstanding = 0
+
+    async def start(self) -> None:
+        self._session = await self._open()
+
+    def take(self, wires: list[_Wire]) -> None:
+        """Queue requests as they came down the pipe."""
+        self._outstanding += len(wires)
+        self._intake(
+            [
+                Request(Message.handle(cast(Destination, d), kind, key, str(tag)), url)
+                for tag, d, kind, url, key in wires
+            ]
+        )
+
+    def counts(self) -> _Stats:
+        outcomes: dict[str, int] = {}
+        for key, count in self._tally_outcomes.items():
+            name = str(key) if isinstance(key, int) else key.__name__
+            outcomes[name] = outcomes.get(name, 0) + count
+        return (
+            self._tally_sent,
+            self._tally_delivered,
+            self._tally_retries,
+            self._tally_failed,
+            outcomes,
+        )
+
+    def _publish(self) -> None:
+        self._publishing = False
+        done, self._done = self._done, []
+        if done:
+            self._outstanding -= len(done)
+            outcomes: list[_Outcome] = [
+                (int(d.message.occurrence), d.delivered, d.status, d.error, d.attempts)
+                for d in done
+            ]
+            self._reply("done", outcomes, self.counts())
+
+    async def stop(self) -> None:
+        tasks = [*self._workers, *self._delayed]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._publish()
+        await self._session.close()
+        if self._outstanding:
+            logger.warning("closed with %d unfinished requests abandoned", self._outstanding)
+
+
+async def _read(reader: asyncio.StreamReader) -> Any:
+    """One object sent by the parent's Connection.send (its framing), None at the end."""
+    try:
+        header = await reader.readexactly(4)
+        (size,) = struct.unpack("!i", header)
+        if size == -1:
+            (size,) = struct.unpack("!Q", await reader.readexactly(8))
+        return pickle.loads(await reader.readexactly(size))
+    except asyncio.IncompleteReadError:
+        return None
+
+
+async def _child(results_fd: int) -> int:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=2**26)
+    await loop.connect_read_pipe(
+        lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(0, "rb", buffering=0)
+    )
+    transport, _ = await loop.connect_write_pipe(
+        asyncio.BaseProtocol, os.fdopen(results_fd, "wb", buffering=0)
+    )
+    # a parent that is gone is the ordinary way for a child to end: no error for it
+    loop.set_exception_handler(_quiet_broken_pipe)
+
+    def reply(kind: str, payload: object, stats: _Stats | None) -> None:
+        if not transport.is_closing():
+            data = pickle.dumps((kind, payload, stats), pickle.HIGHEST_PROTOCOL)
+            transport.write(struct.pack("!i", len(data)) + data)
+
+    async def drain() -> None:
+        transport.close()  # writes what is buffered first
+        while transport.get_write_buffer_size():
+            await asyncio.sleep(0.01)
+
+    setup: _Setup | None = await _read(reader)
+    if setup is None:
+        return 0
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="beaconflow: %(message)s")
+    # the parent logs progress and the totals; a child speaks only of problems, or of every
+    # attempt when the parent logs at DEBUG
+    level = setup.log_level
+    logging.getLogger("beaconflow").setLevel(
+        level if level <= logging.DEBUG else max(level, logging.WARNING)
+    )
+    redact_library_logs(setup.secrets)
+    ledger: LedgerWriter | None = None
+    try:
+        if setup.ledger is not None:
+            ledger = LedgerWriter(setup.ledger, {})
+        record = None if ledger is None else _recorder(ledger)
+        sender = _ChildSender(setup.config, setup.secrets, record, reply)
+        await sender.start()
+    except Exception as error:
+        text = Redactor.of(setup.secrets)(f"cannot start: {type(error).__name__}: {error}")
+        reply("fatal", text, None)
+        await drain()
+        return 1
+    try:
+        while (command := await _read(reader)) is not None:
+            kind, payload = command
+            if kind == "send":
+                sender.take(payload)
+            elif kind == "seal":
+                if ledger is not None:
+                    ledger.seal()
+                reply("sealed", None, sender.counts())
+    finally:
+        await sender.stop()
+        if ledger is not None:
+            ledger.close()
+        reply("closed", None, sender.counts())
+        await drain()
+    return 0
+
+
+def _quiet_broken_pipe(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    if isinstance(context.get("exception"), (BrokenPipeError, ConnectionResetError)):
+        return
+    loop.default_exception_handler(context)
+
+
+def _recorder(ledger: LedgerWriter) -> Callable[[Message], None]:
+    def record(handle: Message) -> None:
+        ledger.record_keyed(handle.key, handle.destination, handle.kind)
+
+    return record
