@@ -21,6 +21,7 @@ from transforms.mapping import RecordMapping
 from transforms.message import Message
 from transforms.parse import INVALID, REPLAYED, ParseEvents
 from transforms.read import RawRecord
+from transforms.records import identity
 from transforms.report import BY_DAY
 
 from .conftest import (
@@ -104,7 +105,8 @@ def test_parse_events_splits_good_and_bad_records() -> None:
 
 
 def _event_line(record: dict[str, Any], source: str) -> tuple[str, str]:
-    return ("key-" + source, f"{source}\x00{json.dumps(record)}")
+    """What the parse step emits for a record it validated: its identity, source and text."""
+    return (identity(record), f"{source}\x00{json.dumps(record)}")
 
 
 def test_build_messages_emits_messages_or_a_map_dead_letter() -> None:
@@ -115,7 +117,6 @@ def test_build_messages_emits_messages_or_a_map_dead_letter() -> None:
         RecordMapping(),
         ("kontagent", "kissmetrics"),
         FINGERPRINTS,
-        now=NOW,
         since=None,
         until=T0 + 5,
     )

@@ -128,10 +128,10 @@ def identity_key(message: Message) -> str:
     separators that cannot occur unescaped in the parts (each part is length-prefixed).
     Raises MessageError for text that cannot be sent as UTF-8 (lone surrogates).
     """
-    digest = hashlib.sha256()
     parts = [message.destination, message.kind, message.occurrence]
     for name, value in sorted(message.params):
         parts.extend((name, value))
+    chunks: list[bytes] = []
     for part in parts:
         try:
             raw = part.encode("utf-8")
@@ -139,9 +139,11 @@ def identity_key(message: Message) -> str:
             raise MessageError(
                 message.kind, None, f"{part[:40]!r} is not valid Unicode (a lone surrogate)"
             ) from None
-        digest.update(len(raw).to_bytes(4, "big"))
-        digest.update(raw)
-    return digest.hexdigest()[:32]
+        chunks.append(len(raw).to_bytes(4, "big"))
+        chunks.append(raw)
+    # one update of the whole: the same digest as one update per chunk, at a fraction of
+    # the calls (keys in existing ledgers must not change)
+    return hashlib.sha256(b"".join(chunks)).hexdigest()[:32]
 
 
 @dataclass(frozen=True)

@@ -179,9 +179,13 @@ def identity(record: Mapping[str, Any]) -> str:
     return hashlib.sha256(seed.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
+#: The fields an Event keeps in ``fields``: all but its identity, time, user and name.
+_OPTIONAL = tuple(sorted(FIELDS - {"event_id", "time", "user_id", "event"}))
+
+
 def _check_optional(record: Mapping[str, Any]) -> dict[str, Any]:
     fields: dict[str, Any] = {}
-    for name in FIELDS - {"event_id", "time", "user_id", "event"}:
+    for name in _OPTIONAL:
         value = record.get(name)
         if value is None:
             continue
@@ -247,3 +251,14 @@ def validate(
         raise RecordError("event", "must be a non-empty string")
     fields = _check_optional(record)
     return Event(identity(record), seconds, user_id, name, fields, source)
+
+
+def validated_before(record: Mapping[str, Any], *, key: str, source: str = "") -> Event:
+    """The :class:`Event` of a canonical record that :func:`validate` has accepted already.
+
+    The build step gets each event from the parse step, which validated it: the checks and
+    the identity hash are not made twice. ``key`` is the identity :func:`validate` gave.
+    """
+    fields = {name: record[name] for name in _OPTIONAL if record.get(name) is not None}
+    time = parse_time(record["time"])
+    return Event(key, time, record["user_id"], record["event"], fields, source)
