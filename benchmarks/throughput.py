@@ -1,20 +1,29 @@
 """Throughput benchmark: the pipeline end to end against the Python limit and a requests loop.
 
-Generates N canonical events, starts a fast local HTTP server (a bare aiohttp app answering
-the 1x1 GIF, pinned to the last core) and measures, in the same run, on the other core:
+Generates N canonical events and starts a fast local HTTP server answering the 1x1 GIF on the
+last core: nginx (``empty_gif``, C, a few percent of a core) when it is installed, else a
+bare aiohttp app (which needs most of that core itself). Then it measures, in the same run:
 
-a. the pipeline end to end, as a whole process from start to exit (messages delivered/s);
-b. a raw aiohttp client sending the same URLs at its best concurrency: the Python limit;
-c. a plain ``requests.Session`` loop over the same URLs (on a sample: it is slow).
+a. the pipeline end to end, as a whole process from start to exit (messages delivered/s),
+   free to use every core, as a user's run is (Beam's work in one process, sending in
+   ``--send-processes``, by default one per core);
+b. a raw aiohttp client sending the same URLs at its best concurrency, pinned to core 0:
+   the limit of one Python process;
+b2. the same raw client as one process per core, each sending its share of the URLs: the
+   Python limit of the whole machine;
+c. a plain ``requests.Session`` loop over the same URLs, pinned to core 0 (on a sample:
+   it is slow).
 
-Each is run ``--repeat`` times; the table shows medians: messages/s, the ratios a/b and a/c,
-CPU seconds per 1,000 messages and peak RSS. Run::
+Each is run ``--repeat`` times; the table shows medians: messages/s, the ratios a/b, a/b2
+and a/c, CPU seconds per 1,000 messages (every process of the run, children included) and
+peak RSS (of the largest process). Run::
 
     python -m benchmarks.throughput --events 50000 --repeat 3
     python -m benchmarks.throughput --events 20000 --latency 0.02 --sweep 1 4 16 64 256
 
-``--sweep`` runs only the pipeline, once per ``--concurrency`` value (with the server
-answering after ``--latency`` seconds), to show throughput growing with concurrency.
+``--sweep`` runs only the pipeline, once per ``--concurrency`` value (with the aiohttp
+server answering after ``--latency`` seconds), to show throughput growing with concurrency.
+``--server aiohttp`` forces the aiohttp server; ``--pipeline-args`` passes flags to (a).
 """
 
 from __future__ import annotations
@@ -23,6 +32,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -60,11 +70,17 @@ def serve(port: int, latency: float) -> None:
     web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
 
 
-def raw_aiohttp(urls_file: str, concurrency: int) -> dict[str, float]:
-    """Send every URL with aiohttp at a fixed concurrency: the best Python can do here."""
+def raw_aiohttp(
+    urls_file: str, concurrency: int, share: int = 0, shares: int = 1
+) -> dict[str, float]:
+    """Send the URLs with aiohttp at a fixed concurrency: the best Python can do here.
+
+    ``share`` of ``shares``: send only every ``shares``-th URL from the ``share``-th on (one
+    process's part when several send together).
+    """
     import aiohttp
 
-    urls = Path(urls_file).read_text().split()
+    urls = Path(urls_file).read_text().split()[share::shares]
 
     async def main() -> int:
         connector = aiohttp.TCPConnector(limit=concurrency)
@@ -108,26 +124,45 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _measured(args: list[str], core: int) -> tuple[dict[str, Any], float, float, float]:
-    """Run a child pinned to ``core``; return its JSON output, wall, CPU seconds, peak RSS MB."""
+def _measured(args: list[str], core: int | None) -> tuple[dict[str, Any], float, float, float]:
+    """Run a child (pinned to ``core`` unless None); its JSON output, wall, CPU s, peak RSS MB.
+
+    CPU counts the child and its own children (sender processes); peak RSS is the largest
+    single process's.
+    """
+    ((result, cpu, rss),), wall = _measured_together([args], [core])
+    return result, wall, cpu, rss
+
+
+def _measured_together(
+    commands: Sequence[list[str]], cores: Sequence[int | None]
+) -> tuple[list[tuple[dict[str, Any], float, float]], float]:
+    """Run children at once: each one's JSON output, CPU s and peak RSS MB; the wall time.
+
+    The wall time runs from the first start to the last exit.
+    """
     started = time.monotonic()
-    child = subprocess.Popen(
-        [sys.executable, *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        preexec_fn=lambda: _pin(core),
-    )
-    assert child.stdout is not None
-    output = child.stdout.read()
-    _, status, usage = os.wait4(child.pid, 0)
-    wall = time.monotonic() - started
-    child.returncode = os.waitstatus_to_exitcode(status)
-    if child.returncode not in (0, 3):
-        raise RuntimeError(f"{args[:3]} exited {child.returncode}")
-    cpu = usage.ru_utime + usage.ru_stime
-    lines = output.decode().strip().splitlines()
-    result = json.loads(lines[-1]) if lines and lines[-1].startswith("{") else {}
-    return result, wall, cpu, usage.ru_maxrss / 1024
+    children = [
+        subprocess.Popen(
+            [sys.executable, *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            preexec_fn=None if core is None else (lambda core=core: _pin(core)),
+        )
+        for args, core in zip(commands, cores, strict=True)
+    ]
+    results = []
+    for args, child in zip(commands, children, strict=True):
+        assert child.stdout is not None
+        output = child.stdout.read()
+        _, status, usage = os.wait4(child.pid, 0)
+        child.returncode = os.waitstatus_to_exitcode(status)
+        if child.returncode not in (0, 3):
+            raise RuntimeError(f"{args[:3]} exited {child.returncode}")
+        lines = output.decode().strip().splitlines()
+        result = json.loads(lines[-1]) if lines and lines[-1].startswith("{") else {}
+        results.append((result, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024))
+    return results, time.monotonic() - started
 
 
 def _write_inputs(events: int, directory: Path, base: str) -> tuple[Path, Path, int]:
@@ -174,7 +209,9 @@ def _pipeline_args(source: Path, base: str, out: Path, *extra: str) -> list[str]
     ]
 
 
-def _pipeline_once(source: Path, base: str, out: Path, core: int, *extra: str) -> dict[str, float]:
+def _pipeline_once(
+    source: Path, base: str, out: Path, core: int | None, *extra: str
+) -> dict[str, float]:
     _, wall, cpu, rss = _measured(_pipeline_args(source, base, out, *extra), core)
     report = json.loads((out / "report.json").read_text())
     delivered = report["messages_delivered"]
@@ -188,6 +225,69 @@ def _summarise(name: str, runs: Sequence[dict[str, float]]) -> dict[str, float]:
     return {"name": name, "rate": rate, "cpu_per_1000": cpu, "rss_mb": rss}  # type: ignore[dict-item]
 
 
+_NGINX_CONF = """
+worker_processes 1;
+daemon off;
+error_log {dir}/error.log;
+pid {dir}/nginx.pid;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    keepalive_requests 10000000;
+    client_body_temp_path {dir}; proxy_temp_path {dir}; fastcgi_temp_path {dir};
+    uwsgi_temp_path {dir}; scgi_temp_path {dir};
+    server {{ listen 127.0.0.1:{port}; location / {{ empty_gif; }} }}
+}}
+"""
+
+
+def _start_server(
+    kind: str, port: int, latency: float, core: int, work: Path
+) -> subprocess.Popen[bytes]:
+    """Start the GIF server (``nginx`` or ``aiohttp``) pinned to ``core``."""
+    if kind == "nginx":
+        conf = work / "nginx.conf"
+        conf.write_text(_NGINX_CONF.format(dir=work, port=port))
+        command = [str(shutil.which("nginx")), "-c", str(conf), "-p", str(work)]
+    else:
+        command = [
+            sys.executable,
+            "-c",
+            f"from benchmarks.throughput import serve; serve({port}, {latency})",
+        ]
+    return subprocess.Popen(
+        command,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        preexec_fn=lambda: _pin(core),
+    )
+
+
+def _raw(urls: Path, concurrency: int, share: int = 0, shares: int = 1) -> list[str]:
+    return ["-m", "benchmarks.throughput", "--raw-aiohttp", str(urls), str(concurrency),
+            f"--share={share}", f"--shares={shares}"]  # fmt: skip
+
+
+def _best_raw(urls: Path, concurrencies: Sequence[int], processes: int, core: int | None
+              ) -> dict[str, float]:  # fmt: skip
+    """Raw aiohttp as ``processes`` processes at once, at the best of ``concurrencies``."""
+    best: dict[str, float] | None = None
+    for concurrency in concurrencies:
+        commands = [_raw(urls, concurrency, k, processes) for k in range(processes)]
+        runs, wall = _measured_together(commands, [core] * processes)
+        run = {
+            "messages": sum(out["messages"] for out, _, _ in runs),
+            "seconds": wall,
+            "cpu": sum(cpu for _, cpu, _ in runs),
+            "rss": max(rss for _, _, rss in runs),
+            "concurrency": concurrency,
+        }
+        if best is None or run["messages"] / run["seconds"] > best["messages"] / best["seconds"]:
+            best = run
+    assert best is not None
+    return best
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
     parser.add_argument("--events", type=int, default=50_000)
@@ -195,118 +295,94 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--aiohttp-concurrency", type=int, nargs="+", default=[32, 64, 128])
     parser.add_argument("--requests-sample", type=int, default=5_000)
     parser.add_argument("--latency", type=float, default=0.0, help="server latency, seconds")
+    parser.add_argument("--server", choices=("auto", "nginx", "aiohttp"), default="auto",
+                        help="auto: nginx when installed and --latency is 0")  # fmt: skip
     parser.add_argument("--sweep", type=int, nargs="*", help="pipeline --concurrency values")
     parser.add_argument("--pipeline-args", nargs="*", default=[], help="extra backfill flags")
     parser.add_argument("--raw-aiohttp", nargs=2, metavar=("URLS", "C"), help=argparse.SUPPRESS)
+    parser.add_argument("--share", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--shares", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--requests-loop", nargs=2, metavar=("URLS", "N"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.raw_aiohttp:
-        print(json.dumps(raw_aiohttp(args.raw_aiohttp[0], int(args.raw_aiohttp[1]))))
+        urls, concurrency = args.raw_aiohttp[0], int(args.raw_aiohttp[1])
+        print(json.dumps(raw_aiohttp(urls, concurrency, args.share, args.shares)))
         return
     if args.requests_loop:
         print(json.dumps(requests_loop(args.requests_loop[0], int(args.requests_loop[1]))))
         return
 
+    server_kind = args.server
+    if server_kind == "auto":
+        server_kind = "nginx" if shutil.which("nginx") and not args.latency else "aiohttp"
+    if server_kind == "nginx" and args.latency:
+        parser.error("--latency needs the aiohttp server (nginx answers at once)")
     cores = os.cpu_count() or 1
     server_core, client_core = cores - 1, 0
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "from benchmarks.throughput import serve, _pin; "
-            f"_pin({server_core}); serve({port}, {args.latency})",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        server = _start_server(server_kind, port, args.latency, server_core, work)
+        try:
+            time.sleep(1.5)
+            if server.poll() is not None:
+                raise SystemExit(f"the {server_kind} server did not start")
+            _run(args, work, base, server_kind, cores, server_core, client_core)
+        finally:
+            server.terminate()
+            server.wait()
+
+
+def _run(args: argparse.Namespace, work: Path, base: str, server_kind: str, cores: int,
+         server_core: int, client_core: int) -> None:  # fmt: skip
+    source, urls, count = _write_inputs(args.events, work, base)
+    print(
+        f"{args.events} events -> {count} messages; {cores} cores; {server_kind} server on "
+        f"core {server_core}, latency {args.latency * 1000:.0f} ms; b and c on core "
+        f"{client_core}, a and b2 on any core"
     )
-    try:
-        time.sleep(1.5)
-        with tempfile.TemporaryDirectory() as tmp:
-            work = Path(tmp)
-            source, urls, count = _write_inputs(args.events, work, base)
-            print(
-                f"{args.events} events -> {count} messages; server on core {server_core}, "
-                f"clients on core {client_core}; server latency {args.latency * 1000:.0f} ms"
+    if args.sweep:
+        print("--concurrency  messages/s  (pipeline, whole process)")
+        for concurrency in args.sweep:
+            run = _pipeline_once(
+                source, base, work, None, f"--concurrency={concurrency}", *args.pipeline_args
             )
-            if args.sweep:
-                print("--concurrency  messages/s  (pipeline, whole process)")
-                for concurrency in args.sweep:
-                    run = _pipeline_once(
-                        source,
-                        base,
-                        work,
-                        client_core,
-                        f"--concurrency={concurrency}",
-                        *args.pipeline_args,
-                    )
-                    print(f"{concurrency:>13}  {run['messages'] / run['seconds']:>10.0f}")
-                return
-            results: dict[str, list[dict[str, float]]] = {"a": [], "b": [], "c": []}
-            for _ in range(args.repeat):
-                results["a"].append(
-                    _pipeline_once(source, base, work, client_core, *args.pipeline_args)
-                )
-                best: dict[str, float] | None = None
-                for concurrency in args.aiohttp_concurrency:
-                    out, _, cpu, rss = _measured(
-                        [
-                            "-m",
-                            "benchmarks.throughput",
-                            "--raw-aiohttp",
-                            str(urls),
-                            str(concurrency),
-                        ],
-                        client_core,
-                    )
-                    run = {
-                        "messages": out["messages"],
-                        "seconds": out["seconds"],
-                        "cpu": cpu,
-                        "rss": rss,
-                        "concurrency": concurrency,
-                    }
-                    if (
-                        best is None
-                        or run["messages"] / run["seconds"] > best["messages"] / best["seconds"]
-                    ):
-                        best = run
-                assert best is not None
-                results["b"].append(best)
-                out, _, cpu, rss = _measured(
-                    [
-                        "-m",
-                        "benchmarks.throughput",
-                        "--requests-loop",
-                        str(urls),
-                        str(args.requests_sample),
-                    ],
-                    client_core,
-                )
-                results["c"].append(
-                    {"messages": out["messages"], "seconds": out["seconds"], "cpu": cpu, "rss": rss}
-                )
-            a, b, c = (_summarise(name, results[name]) for name in "abc")
-            print(f"{'':34}{'messages/s':>12}{'CPU s/1000':>12}{'peak RSS MB':>13}")
-            labels = {
-                "a": "a. pipeline, end to end",
-                "b": "b. raw aiohttp (best concurrency)",
-                "c": f"c. requests.Session loop ({args.requests_sample} URLs)",
-            }
-            for key, summary in zip("abc", (a, b, c), strict=True):
-                print(
-                    f"{labels[key]:34}{summary['rate']:>12.0f}{summary['cpu_per_1000']:>12.3f}"
-                    f"{summary['rss_mb']:>13.0f}"
-                )
-            print(
-                f"a/b = {a['rate'] / b['rate']:.2f}   a/c = {a['rate'] / c['rate']:.1f}   "
-                f"(medians of {args.repeat}; best aiohttp concurrency per run: "
-                f"{[int(r['concurrency']) for r in results['b']]})"
-            )
-    finally:
-        server.terminate()
-        server.wait()
+            print(f"{concurrency:>13}  {run['messages'] / run['seconds']:>10.0f}")
+        return
+    results: dict[str, list[dict[str, float]]] = {"a": [], "b": [], "b2": [], "c": []}
+    for _ in range(args.repeat):
+        results["a"].append(_pipeline_once(source, base, work, None, *args.pipeline_args))
+        results["b"].append(_best_raw(urls, args.aiohttp_concurrency, 1, client_core))
+        results["b2"].append(_best_raw(urls, args.aiohttp_concurrency, cores, None))
+        out, _, cpu, rss = _measured(
+            ["-m", "benchmarks.throughput", "--requests-loop", str(urls),
+             str(args.requests_sample)],
+            client_core,
+        )  # fmt: skip
+        results["c"].append(
+            {"messages": out["messages"], "seconds": out["seconds"], "cpu": cpu, "rss": rss}
+        )
+    summaries = {name: _summarise(name, runs) for name, runs in results.items()}
+    print(f"{'':40}{'messages/s':>12}{'CPU s/1000':>12}{'peak RSS MB':>13}")
+    labels = {
+        "a": "a. pipeline, end to end",
+        "b": "b. raw aiohttp, 1 process",
+        "b2": f"b2. raw aiohttp, {cores} processes",
+        "c": f"c. requests.Session loop ({args.requests_sample} URLs)",
+    }
+    for key, summary in summaries.items():
+        print(
+            f"{labels[key]:40}{summary['rate']:>12.0f}{summary['cpu_per_1000']:>12.3f}"
+            f"{summary['rss_mb']:>13.0f}"
+        )
+    a, b, b2, c = (summaries[name]["rate"] for name in ("a", "b", "b2", "c"))
+    print(
+        f"a/b = {a / b:.2f}   a/b2 = {a / b2:.2f}   a/c = {a / c:.1f}   (medians of "
+        f"{args.repeat}; best aiohttp concurrency per run: b "
+        f"{[int(r['concurrency']) for r in results['b']]}, b2 "
+        f"{[int(r['concurrency']) for r in results['b2']]})"
+    )
 
 
 if __name__ == "__main__":
