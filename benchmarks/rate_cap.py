@@ -75,10 +75,10 @@ def cap(source: Path, rate: float, workers: int) -> None:
         )
 
 
-def adaptive(source: Path, rate: float, settle: float) -> None:
+def adaptive(source: Path, rate: float, settle: float, *extra: str) -> None:
     faults = Faults(rate_limit=rate)
     with tempfile.TemporaryDirectory() as tmp, Collector(faults=faults) as collector:
-        _run(source, collector.base_url, Path(tmp))
+        _run(source, collector.base_url, Path(tmp), *extra)
         started = collector.records.started
         accepted = collector.accepted()
         rejected_total = collector.counts().get("faulted/rate_limit", 0)
@@ -112,6 +112,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--settle", type=float, default=5.0)
     parser.add_argument("--only", choices=["cap", "adaptive"])
+    parser.add_argument("--pipeline-args", nargs="*", default=[], help="extra backfill flags")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         source = Path(tmp) / "events.jsonl"
@@ -127,7 +128,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             for workers in args.workers:
                 cap(source, args.rate, workers)
         if args.only != "cap":
-            adaptive(source, args.rate, args.settle)
+            adaptive(source, args.rate, args.settle, *args.pipeline_args)
 
 
 if __name__ == "__main__":

@@ -376,6 +376,9 @@ def _run(args: argparse.Namespace, work: Path, base: str, server_kind: str, core
             f"{labels[key]:40}{summary['rate']:>12.0f}{summary['cpu_per_1000']:>12.3f}"
             f"{summary['rss_mb']:>13.0f}"
         )
+    for key, runs in results.items():
+        rates = ", ".join(f"{r['messages'] / r['seconds']:.0f}" for r in runs)
+        print(f"  {key} runs (messages/s): {rates}")
     a, b, b2, c = (summaries[name]["rate"] for name in ("a", "b", "b2", "c"))
     print(
         f"a/b = {a / b:.2f}   a/b2 = {a / b2:.2f}   a/c = {a / c:.1f}   (medians of "

@@ -228,24 +228,22 @@ def test_record_uses_the_reading_it_is_given() -> None:
     pace = AdaptiveRate(RateLimiter(None, clock), AimdPolicy(maximum=8), None, clock)
     for _ in range(5):  # more than a second before the push-back: not counted
         pace.record(accepted=True, pushed_back=False, now=3.0)
-    for n in range(10):
-        pace.record(accepted=True, pushed_back=False, now=5.0 + n / 10)
-    pace.record(accepted=False, pushed_back=True, now=5.95)
-    assert pace.rate == pytest.approx(10 * 0.9)
+    for n in range(20):
+        pace.record(accepted=True, pushed_back=False, now=5.0 + n / 20)
+    pace.record(accepted=False, pushed_back=True, now=5.97)
+    assert pace.rate == pytest.approx(20 * 0.9)
 
 
-def test_a_push_back_in_the_first_second_is_judged_at_its_end() -> None:
-    # A 503 among the very first answers must not set the rate from the two or three accepted
-    # so far (it would start near 1/s and take minutes to grow back).
+def test_a_push_back_before_enough_answers_sets_no_rate() -> None:
+    # A 503 among the very first answers must not set the rate from the two or three
+    # accepted so far (near 1/s, it would take minutes to grow back).
     pace, clock = _pace()
-    for _ in range(3):
+    for _ in range(AdaptiveRate.MIN_EVIDENCE - 1):
         clock.now += 0.01
         pace.record(accepted=True, pushed_back=False)
     pace.record(accepted=False, pushed_back=True)
-    assert pace.rate is None, "judged too early"
-    for _ in range(197):  # the rest of the first second: 200 accepted in all
-        clock.now += 0.97 / 197
-        pace.record(accepted=True, pushed_back=False)
-    clock.now = 1.0
+    assert pace.rate is None
+    clock.now += 0.01
     pace.record(accepted=True, pushed_back=False)
-    assert pace.rate == pytest.approx(201 * 0.9)
+    pace.record(accepted=False, pushed_back=True)  # now there is enough to measure
+    assert pace.rate == pytest.approx(AdaptiveRate.MIN_EVIDENCE * 0.9)

@@ -11,7 +11,8 @@ It never exceeds the configured maximum (--concurrency) and never drops below 1.
 
 A concurrency limit cannot slow a sender below one request per round trip, and on a fast
 network a rate-limited service is far slower than that; :class:`AdaptiveRate` is the rate
-half of the same idea. Unlimited until the service first pushes back, it then sends at 0.9x
+half of the same idea. Unlimited until the service first pushes back (with at least
+``MIN_EVIDENCE`` answers accepted in the last second to measure), it then sends at 0.9x
 the rate the service accepted over the last second, lowers that by 0.9x for each further
 second with back-pressure, and raises it by 5% for each second without, never above a cap
 (--max-rps). Pure asyncio with an injectable clock, tested without a network or sleeping.
@@ -200,6 +201,8 @@ class AdaptiveRate:
     INTERVAL = 1.0
     #: Growth per quiet interval, as a fraction of the rate.
     INCREASE = 0.05
+    #: Answers accepted in the last interval before a first push-back may set a rate.
+    MIN_EVIDENCE = 20
 
     def __init__(
         self,
@@ -213,7 +216,7 @@ class AdaptiveRate:
         self._ceiling = ceiling
         self._clock = clock
         self._accepted: deque[float] = deque()
-        self._window_start = self._created = clock()
+        self._window_start = clock()
         self._pushed_back = False
 
     @property
@@ -234,12 +237,12 @@ class AdaptiveRate:
         horizon = now - self.INTERVAL
         while times and times[0] < horizon:
             times.popleft()
+        if pushed_back and self.rate is None and len(times) < self.MIN_EVIDENCE:
+            # too few answers yet to tell a rate from (a 503 among the first would set it
+            # near 1/s, and it takes minutes to grow back): the concurrency limit backs off
+            return
         self._pushed_back = self._pushed_back or pushed_back
-        if now - self._window_start < self.INTERVAL and not (
-            # the first push-back sets a rate at once, from a whole interval's measure: one
-            # in the first interval (a handful accepted so far) waits for its end
-            pushed_back and self.rate is None and now - self._created >= self.INTERVAL
-        ):
+        if now - self._window_start < self.INTERVAL and not (pushed_back and self.rate is None):
             return
         rate = self.rate
         if self._pushed_back:
