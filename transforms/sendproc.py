@@ -147,8 +147,13 @@ class _Child:
             code: int | None = self.process.wait(1.0)
         except subprocess.TimeoutExpired:
             code = None
-        how = "stopped answering" if code is None else f"exited with code {code}"
-        return RuntimeError(f"sender process {self.index} {how}; see its error above")
+        if code is None:
+            how = "stopped answering"
+        elif code < 0:
+            how = f"was killed (signal {-code})"
+        else:
+            how = f"exited with code {code}; see its error above"
+        return RuntimeError(f"sender process {self.index} {how}")
 
     def close(self) -> None:
         """Close the command pipe, take the child's last counts and reap it."""
