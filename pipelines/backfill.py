@@ -467,6 +467,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("beaconflow: interrupted", file=sys.stderr)
         return 130
     except Exception as error:
+        if _interrupted(error):
+            print("beaconflow: interrupted", file=sys.stderr)
+            return 130
         if os.environ.get("BEACONFLOW_DEBUG"):
             raise
         secrets = _secrets_in(args)
@@ -483,6 +486,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
     return status
+
+
+def _interrupted(error: BaseException) -> bool:
+    """True for a Ctrl-C that Beam re-raised as another exception naming its step."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, KeyboardInterrupt):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
 
 
 def _tune_gc() -> None:

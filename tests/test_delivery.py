@@ -251,3 +251,43 @@ def test_sigkill_mid_run_then_resume(
         # at most the messages in flight at the kill are sent twice (see README)
         assert resent <= concurrency
         assert report["messages_skipped"] >= first.total() - concurrency
+
+
+@pytest.mark.parametrize("processes", [0, 2])
+def test_ctrl_c_mid_run_says_interrupted_and_leaves_no_process(
+    events_file: Path, tmp_path: Path, processes: int
+) -> None:
+    """Ctrl-C in a terminal signals the whole process group: the run and its senders."""
+    extra = (f"--send-processes={processes}", "--concurrency=4")
+    with Collector(faults=Faults(latency=0.02)) as collector:
+        flags = backfill_flags(collector.base_url, tmp_path, events_file, extra=extra)
+        process = subprocess.Popen([sys.executable, "-m", "pipelines.backfill", *flags],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                   start_new_session=True)  # fmt: skip
+        deadline = time.monotonic() + 120
+        while len(collector.accepted()) < 100:
+            assert process.poll() is None, "the run ended before it could be interrupted"
+            assert time.monotonic() < deadline, "the run did not get going"
+            time.sleep(0.05)
+        os.killpg(process.pid, signal.SIGINT)
+        _, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    assert err.rstrip().endswith("beaconflow: interrupted")
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err
+    # no process of the group is left (a sender process exits when its pipe closes)
+    deadline = time.monotonic() + 10
+    while _group_alive(process.pid):
+        assert time.monotonic() < deadline, "a process of the run is still alive"
+        time.sleep(0.05)
+
+
+def _group_alive(group: int) -> bool:
+    """Whether any process of process group ``group`` still runs (zombies do not count)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue  # it has just exited
+        if fields[0] != "Z" and int(fields[2]) == group:
+            return True
+    return False
