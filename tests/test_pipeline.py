@@ -22,7 +22,7 @@ from transforms.message import Message
 from transforms.parse import INVALID, REPLAYED, ParseEvents
 from transforms.read import RawRecord
 from transforms.records import identity
-from transforms.report import BY_DAY
+from transforms.report import BY_DAY, summary
 
 from .conftest import (
     KISSMETRICS_KEY,
@@ -310,6 +310,9 @@ def test_dry_run_sends_nothing_and_writes_redacted_messages(
     assert (
         KONTAGENT_KEY not in text and KISSMETRICS_KEY not in text and KONTAGENT_SECRET not in text
     )
+    # the summary gives the pace of what was written, not "0 messages/s" delivered
+    last = summary(report).splitlines()[-1]
+    assert last.endswith(" messages/s written (dry run)") and not last.endswith(" 0 messages/s")
 
 
 def test_only_destinations_with_a_key_are_used(collector: Collector, tmp_path: Path) -> None:

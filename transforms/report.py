@@ -239,9 +239,13 @@ def summary(report: Mapping[str, Any]) -> str:
     for destination, counts in report["by_destination"].items():
         parts = ", ".join(f"{n} {name}" for name, n in counts.items())
         lines.append(f"  {destination}: {parts}")
-    lines.append(
-        f"elapsed {report['elapsed_seconds']:.1f}s, {report['messages_per_second']:.0f} messages/s"
-    )
+    elapsed = report["elapsed_seconds"]
+    if dry_run and not report["messages_delivered"]:
+        # a dry run delivers nothing: its pace is the messages it wrote
+        pace = f"{dry_run / elapsed if elapsed > 0 else 0.0:.0f} messages/s written (dry run)"
+    else:
+        pace = f"{report['messages_per_second']:.0f} messages/s"
+    lines.append(f"elapsed {elapsed:.1f}s, {pace}")
     for error in report["invariant_errors"]:
         lines.append(f"WARNING: the report does not add up: {error}")
     return "\n".join(lines)
