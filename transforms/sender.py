@@ -125,6 +125,53 @@ class SenderStats:
     failed: int
     outcomes: Mapping[str, int]
 
+    def log_done(self, detail: str = "") -> None:
+        """The totals line a sender logs when it closes (nothing when nothing was sent)."""
+        if self.sent:
+            logger.info(
+                "done: sent %d, delivered %d, retries %d, failed %d%s",
+                self.sent,
+                self.delivered,
+                self.retries,
+                self.failed,
+                detail,
+            )
+
+
+class ProgressLog:
+    """A progress line every ``interval`` seconds (BulkSender's, or a pool's for its children).
+
+    The line: sent so far, the rate since the last line, retries, failures. ``now`` is the
+    clock's reading at the start.
+    """
+
+    __slots__ = ("_at", "_interval", "_sent")
+
+    def __init__(self, interval: float, now: float) -> None:
+        self._interval = interval
+        self._at = now
+        self._sent = 0
+
+    def due(self, now: float) -> bool:
+        """Whether a line is due (cheap: called after every attempt)."""
+        return now - self._at >= self._interval
+
+    def line(self, now: float, sent: int, retries: int, failed: int) -> None:
+        """Log the line for these counts and start the next interval."""
+        elapsed = now - self._at
+        rate = (sent - self._sent) / elapsed if elapsed > 0 else 0.0
+        self._at, self._sent = now, sent
+        logger.info("sent %d (%.1f/s), retries %d, failed %d", sent, rate, retries, failed)
+
+
+def outcome_names(outcomes: Mapping[int | type, int]) -> dict[str, int]:
+    """Attempts by status code or error class, keyed by the code or the class's name."""
+    named: dict[str, int] = {}
+    for key, count in outcomes.items():
+        name = str(key) if isinstance(key, int) else key.__name__
+        named[name] = named.get(name, 0) + count
+    return named
+
 
 #: A queued request: the request, the attempts made so far, and whether its wait for the
 #: destination's adaptive rate is already over (it is then sent without a new reservation).
@@ -251,8 +298,7 @@ class BulkSender:
         self._publishing = False
         self._tally_sent = self._tally_delivered = self._tally_retries = self._tally_failed = 0
         self._tally_outcomes: dict[_OutcomeKey, int] = {}
-        self._reported_at = clock()
-        self._reported_sent = 0
+        self._progress = ProgressLog(config.progress_interval, clock())
 
     def __enter__(self) -> BulkSender:
         return self
@@ -308,10 +354,7 @@ class BulkSender:
     def stats(self) -> SenderStats:
         """A snapshot of the counters."""
         with self._lock:
-            outcomes: dict[str, int] = {}
-            for key, count in self._outcomes.items():
-                name = str(key) if isinstance(key, int) else key.__name__
-                outcomes[name] = outcomes.get(name, 0) + count
+            outcomes = outcome_names(self._outcomes)
             return SenderStats(self._sent, self._delivered, self._retries, self._failed, outcomes)
 
     def close(self) -> None:
@@ -326,15 +369,7 @@ class BulkSender:
                 self._loop.call_soon_threadsafe(self._loop.stop)
                 self._thread.join()
         self._loop.close()
-        stats = self.stats()
-        if stats.sent:
-            logger.info(
-                "done: sent %d, delivered %d, retries %d, failed %d",
-                stats.sent,
-                stats.delivered,
-                stats.retries,
-                stats.failed,
-            )
+        self.stats().log_done()
 
     def concurrency_limits(self) -> dict[str, int]:
         """The adaptive concurrency each destination has reached (empty when not adaptive)."""
@@ -592,19 +627,8 @@ class BulkSender:
             self._loop.call_soon(self._publish)
         if now is None:
             now = self._clock()
-        elapsed = now - self._reported_at
-        if elapsed < self._config.progress_interval:
-            return
-        sent = self._tally_sent
-        rate = (sent - self._reported_sent) / elapsed if elapsed > 0 else 0.0
-        self._reported_at, self._reported_sent = now, sent
-        logger.info(
-            "sent %d (%.1f/s), retries %d, failed %d",
-            sent,
-            rate,
-            self._tally_retries,
-            self._tally_failed,
-        )
+        if self._progress.due(now):
+            self._progress.line(now, self._tally_sent, self._tally_retries, self._tally_failed)
 
     def _finish(self, delivery: Delivery) -> None:
         self._done.append(delivery)

@@ -52,7 +52,15 @@ from transforms.ledger import LedgerWriter, ledger_key
 from transforms.message import Destination, Message
 from transforms.ratelimit import Clock
 from transforms.redact import Redactor, redact_library_logs
-from transforms.sender import BulkSender, Delivery, Request, SenderConfig, SenderStats
+from transforms.sender import (
+    BulkSender,
+    Delivery,
+    ProgressLog,
+    Request,
+    SenderConfig,
+    SenderStats,
+    outcome_names,
+)
 
 logger = logging.getLogger("beaconflow.send")
 
@@ -205,8 +213,7 @@ class SenderPool:
         self._messages: dict[int, tuple[PoolClient, Message]] = {}
         self._tag = 0
         self._closed = False
-        self._reported_at = clock()
-        self._reported_sent = 0
+        self._progress = ProgressLog(config.progress_interval, clock())
         self._children: list[_Child] = []
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
         level = logging.getLogger("beaconflow").getEffectiveLevel()
@@ -263,16 +270,7 @@ class SenderPool:
             self._closed = True
             for child in self._children:
                 child.close()
-        stats = self.stats()
-        if stats.sent:
-            logger.info(
-                "done: sent %d, delivered %d, retries %d, failed %d (%d sender processes)",
-                stats.sent,
-                stats.delivered,
-                stats.retries,
-                stats.failed,
-                len(self._children),
-            )
+        self.stats().log_done(f" ({len(self._children)} sender processes)")
 
     def _submit(self, client: PoolClient, requests: Sequence[Request]) -> None:
         """Hand requests to the child with the fewest outstanding; blocks while all are full."""
@@ -328,7 +326,10 @@ class SenderPool:
                 child.stats = stats
                 if not results.poll():
                     break
-        self._progress()
+        now = self._clock()
+        if self._progress.due(now):
+            stats = self.stats()
+            self._progress.line(now, stats.sent, stats.retries, stats.failed)
         return sealed
 
     def _take(self, child: _Child, outcomes: list[_Outcome]) -> None:
@@ -338,22 +339,6 @@ class SenderPool:
             client.finished.append(Delivery(message, delivered, status, error, attempts))
             client.outstanding -= 1
         child.outstanding -= len(outcomes)
-
-    def _progress(self) -> None:
-        now = self._clock()
-        elapsed = now - self._reported_at
-        if elapsed < self._config.progress_interval:
-            return
-        stats = self.stats()
-        rate = (stats.sent - self._reported_sent) / elapsed if elapsed > 0 else 0.0
-        self._reported_at, self._reported_sent = now, stats.sent
-        logger.info(
-            "sent %d (%.1f/s), retries %d, failed %d",
-            stats.sent,
-            rate,
-            stats.retries,
-            stats.failed,
-        )
 
 
 class PoolClient:
@@ -480,14 +465,13 @@ class _ChildSender(BulkSender):
         )
         self._loop = asyncio.get_running_loop()
         self._reply = reply
-        self._outstanding = 0
 
     async def start(self) -> None:
         self._session = await self._open()
 
     def take(self, wires: list[_Wire]) -> None:
         """Queue requests as they came down the pipe."""
-        self._outstanding += len(wires)
+        self._pending += len(wires)  # this loop's own: no caller thread waits on it
         self._intake(
             [
                 Request(Message.handle(cast(Destination, d), kind, key, str(tag)), url)
@@ -496,23 +480,19 @@ class _ChildSender(BulkSender):
         )
 
     def counts(self) -> _Stats:
-        outcomes: dict[str, int] = {}
-        for key, count in self._tally_outcomes.items():
-            name = str(key) if isinstance(key, int) else key.__name__
-            outcomes[name] = outcomes.get(name, 0) + count
         return (
             self._tally_sent,
             self._tally_delivered,
             self._tally_retries,
             self._tally_failed,
-            outcomes,
+            outcome_names(self._tally_outcomes),
         )
 
     def _publish(self) -> None:
         self._publishing = False
         done, self._done = self._done, []
         if done:
-            self._outstanding -= len(done)
+            self._pending -= len(done)
             outcomes: list[_Outcome] = [
                 (int(d.message.occurrence), d.delivered, d.status, d.error, d.attempts)
                 for d in done
@@ -520,14 +500,8 @@ class _ChildSender(BulkSender):
             self._reply("done", outcomes, self.counts())
 
     async def stop(self) -> None:
-        tasks = [*self._workers, *self._delayed]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        self._publish()
-        await self._session.close()
-        if self._outstanding:
-            logger.warning("closed with %d unfinished requests abandoned", self._outstanding)
+        """Abandon what is unfinished (logged, as BulkSender.close does) and close."""
+        await self._shutdown()
 
 
 async def _read(reader: asyncio.StreamReader) -> Any:
