@@ -13,9 +13,20 @@ import pytest
 
 from beaconflow.collector import Collector
 
+from .local_server import LocalServer
+
 KONTAGENT_KEY = "feedfacefeedfacefeedfacefeedface"
 KONTAGENT_SECRET = "kontagent-secret-for-tests"
 KISSMETRICS_KEY = "kissmetrics-key-for-tests"
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[LocalServer]:
+    """The sender tests' fake service (tests/local_server.py), one per test module."""
+    local = LocalServer()
+    local.start()
+    yield local
+    local.stop()
 
 
 @pytest.fixture

@@ -1,8 +1,9 @@
 """BulkSender and SendMessages against a real aiohttp server on 127.0.0.1, started here.
 
-Backoff never really waits: a recording ``sleep`` is injected. The server's behaviour is
-chosen by the message kind in the URL path (``ok``, ``flaky``, ``throttle``, ``bad``, ...)
-and every URL carries the API key ``SECRETKEY123``, which must never come out of the sender.
+Backoff never really waits: a recording ``sleep`` is injected. The server is
+``tests/local_server.py``'s: its behaviour is chosen by the message kind in the URL path
+(``ok``, ``flaky``, ``throttle``, ``bad``, ...) and every URL carries the API key
+``SECRETKEY123``, which must never come out of the sender.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import re
 import socket
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from email.utils import formatdate
 from typing import Any, TypeVar
 from urllib.parse import urlencode
@@ -22,7 +23,6 @@ from urllib.parse import urlencode
 import aiohttp
 import apache_beam as beam
 import pytest
-from aiohttp import web
 from apache_beam.runners.portability.fn_api_runner.fn_runner import FnApiRunner
 from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
@@ -34,119 +34,9 @@ from transforms.retry import RetryPolicy
 from transforms.send import SendConfig, SendMessages
 from transforms.sender import BulkSender, Delivery, Request, SenderConfig
 
-KEY = "SECRETKEY123"
-GIF = (
-    b"GIF89a\x01\x00\x01\x00\x80\x00\x00\xff\xff\xff\x00\x00\x00!\xf9\x04\x01\x00\x00\x00\x00"
-    b",\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;"
-)
+from .local_server import KEY, LocalServer
+
 NO_WAIT = RetryPolicy(max_attempts=4, base_delay=0.0, max_delay=0.0, retry_after_cap=60.0)
-
-
-class LocalServer:
-    """The fake Kontagent/KISSmetrics server, running its own event loop in a thread."""
-
-    def __init__(self) -> None:
-        self.hits: Counter[str] = Counter()
-        # Per message kind: handlers of earlier tests (slow ones) may still be running.
-        self.in_flight: Counter[str] = Counter()
-        self.max_in_flight: Counter[str] = Counter()
-        self.retry_after_date = ""
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._gate = asyncio.Event()
-        self.port = 0
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def kontagent(self, kind: str, token: str, **params: str | int) -> str:
-        query = urlencode({"token": token, **params})
-        return f"{self.base_url}/api/v1/{KEY}/{kind}/?{query}"
-
-    def kissmetrics(self, kind: str, token: str, **params: str | int) -> str:
-        query = urlencode({"_k": KEY, "token": token, **params})
-        return f"{self.base_url}/{kind}?{query}"
-
-    def start(self) -> None:
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result()
-
-    def stop(self) -> None:
-        self.open_gate()
-        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result()
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join()
-        self._loop.close()
-
-    def close_gate(self) -> None:
-        asyncio.run_coroutine_threadsafe(self._set_gate(False), self._loop).result()
-
-    def open_gate(self) -> None:
-        asyncio.run_coroutine_threadsafe(self._set_gate(True), self._loop).result()
-
-    async def _set_gate(self, is_open: bool) -> None:
-        if is_open:
-            self._gate.set()
-        else:
-            self._gate.clear()
-
-    async def _start(self) -> None:
-        app = web.Application()
-        app.router.add_get("/api/v1/{key}/{kind}/", self._handle)
-        app.router.add_get("/{kind}", self._handle)
-        # No access log: it would print the URLs, keys included, into the captured logs.
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = self._runner.addresses[0][1]
-
-    async def _handle(self, request: web.Request) -> web.StreamResponse:
-        kind = request.match_info["kind"]
-        token = request.query.get("token", "")
-        self.hits[token] += 1
-        self.in_flight[kind] += 1
-        self.max_in_flight[kind] = max(self.max_in_flight[kind], self.in_flight[kind])
-        try:
-            return await self._respond(kind, request, self.hits[token])
-        finally:
-            self.in_flight[kind] -= 1
-
-    async def _respond(self, kind: str, request: web.Request, hit: int) -> web.StreamResponse:
-        gif = web.Response(body=GIF, content_type="image/gif")
-        if kind == "ok":
-            return gif
-        if kind == "flaky":
-            return gif if hit > int(request.query["n"]) else web.Response(status=503)
-        if kind == "throttle":
-            if hit > 1:
-                return gif
-            after = request.query.get("after") or self.retry_after_date
-            return web.Response(status=429, headers={"Retry-After": after})
-        if kind == "bad":
-            return web.Response(status=400, text="bad request")
-        if kind == "unimplemented":
-            return web.Response(status=501)
-        if kind == "slow":
-            await asyncio.sleep(float(request.query["seconds"]))
-            return gif
-        if kind == "gated":
-            await self._gate.wait()
-            return gif
-        if kind == "drop":
-            assert request.transport is not None
-            request.transport.abort()
-            return gif
-        return web.Response(status=404)
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[LocalServer]:
-    local = LocalServer()
-    local.start()
-    yield local
-    local.stop()
 
 
 @pytest.fixture

@@ -1,7 +1,8 @@
 """Sender processes (transforms.sendproc) against a real aiohttp server on 127.0.0.1.
 
-The server is test_sender's: its behaviour is chosen by the message kind in the URL path and
-every URL carries the API key ``SECRETKEY123``, which must never come out of a child.
+The server is ``tests/local_server.py``'s: its behaviour is chosen by the message kind in the
+URL path and every URL carries the API key ``SECRETKEY123``, which must never come out of a
+child.
 """
 
 from __future__ import annotations
@@ -14,24 +15,16 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.test_sender import KEY, NO_WAIT, LocalServer, message
+from tests.local_server import KEY, LocalServer
+from tests.test_sender import NO_WAIT, message
 from transforms.ledger import ledger_files, ledger_key, read_ledger_file
 from transforms.retry import RetryPolicy
 from transforms.sender import Request, SenderConfig
 from transforms.sendproc import SenderPool, shared_client, split_config
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[LocalServer]:
-    local = LocalServer()
-    local.start()
-    yield local
-    local.stop()
 
 
 def config(concurrency: int = 4, retry: RetryPolicy = NO_WAIT) -> SenderConfig:
