@@ -302,8 +302,9 @@ def send_processes(options: PipelineOptions, given: int | None) -> int:
 
     By default one per CPU on DirectRunner's in-memory mode, where one process does all of
     Beam's work and sending from it would leave the other cores idle; 0 (send from the
-    worker's own process) on every other runner and mode, which start a worker per core
-    already.
+    worker's own process) on every other runner and mode: multi_processing and the
+    distributed runners start a worker process per core already; multi_threading was not
+    measured with sender processes (the flag turns them on there too).
     """
     if given is not None:
         return given

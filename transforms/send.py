@@ -18,7 +18,7 @@ shared by every sender thread of the process. The input is expected in the globa
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -125,6 +125,8 @@ class _SendDoFn(CountsTallies, beam.DoFn):
         self._config = config
         self._sender: BulkSender | PoolClient | None = None
         self._ledger: LedgerWriter | None = None
+        # seals the ledger journals at the end of a bundle: ours, or the sender processes'
+        self._seal: Callable[[], None] | None = None
         self._redact = Redactor.of(config.secrets())
         self._delivered = Metrics.counter(NAMESPACE, "delivered")
         self._failed = Metrics.counter(NAMESPACE, "failed")
@@ -146,9 +148,11 @@ class _SendDoFn(CountsTallies, beam.DoFn):
                 ledger=config.ledger,
                 fingerprints=fingerprints,
             )
+            self._seal = None if config.ledger is None else self._sender.seal
             return
         if config.ledger is not None:
             self._ledger = LedgerWriter(config.ledger, fingerprints)
+            self._seal = self._ledger.seal
         record = None if self._ledger is None else self._ledger.record_one
         self._sender = BulkSender(config.sender_config(), config.secrets(), on_delivered=record)
 
@@ -196,10 +200,8 @@ class _SendDoFn(CountsTallies, beam.DoFn):
             else:
                 yield GlobalWindows.windowed_value(output)
         yield from CountsTallies.finish_bundle(self)
-        if self._ledger is not None:
-            self._ledger.seal()
-        elif isinstance(sender, PoolClient) and self._config.ledger is not None:
-            sender.seal()
+        if self._seal is not None:
+            self._seal()
 
     def _open_sender(self) -> BulkSender | PoolClient:
         if self._sender is None:
