@@ -221,10 +221,10 @@ def parser() -> argparse.ArgumentParser:
         "--send-processes",
         type=_non_negative_int,
         metavar="N",
-        help="send from N processes of their own per worker, sharing --concurrency and "
-        "--max-rps, so that sending uses other cores than Beam's work; 0 sends from the "
-        "worker's own process (default: one per CPU on DirectRunner's in-memory mode, "
-        "else 0)",
+        help="send from N processes of their own per worker (at most --concurrency), sharing "
+        "--concurrency and --max-rps, so that sending uses other cores than Beam's work; 0 "
+        "sends from the worker's own process (default: one per CPU on DirectRunner's "
+        "in-memory mode, else 0)",
     )
     send.add_argument(
         "--max-attempts",
