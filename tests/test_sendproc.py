@@ -301,3 +301,17 @@ def test_the_pool_logs_progress_for_all_its_children(
     lines = [r.getMessage() for r in caplog.records if r.name == "beaconflow.send"]
     assert any(line.startswith("sent 1") and "/s), retries 0, failed 0" in line for line in lines)
     assert lines[-1] == "done: sent 13, delivered 13, retries 0, failed 0 (2 sender processes)"
+
+
+def test_sender_processes_raise_glibcs_malloc_thresholds() -> None:
+    import platform
+
+    from transforms.sendproc import raise_malloc_thresholds
+
+    if platform.libc_ver()[0] != "glibc":
+        assert raise_malloc_thresholds() is False
+        return
+    # in a process of its own: the test process keeps glibc's defaults
+    code = "from transforms.sendproc import raise_malloc_thresholds as r; print(r())"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "True"
