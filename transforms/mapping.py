@@ -37,6 +37,10 @@ class Route:
         return included and not excluded
 
 
+#: The route of a destination the mapping does not name.
+_EVERY_EVENT = Route()
+
+
 @dataclass(frozen=True)
 class RecordMapping:
     """A parsed mapping; :meth:`apply` turns a source record into a canonical one."""
@@ -68,7 +72,7 @@ class RecordMapping:
 
     def destinations(self, event: str, enabled: tuple[Destination, ...]) -> tuple[Destination, ...]:
         """The enabled destinations that this canonical event goes to."""
-        return tuple(d for d in enabled if self.routes.get(d, Route()).accepts(event))
+        return tuple(d for d in enabled if self.routes.get(d, _EVERY_EVENT).accepts(event))
 
 
 def _table(doc: dict[str, Any], name: str, where: str) -> dict[str, Any]:

@@ -71,6 +71,10 @@ def _refuse_constant(name: str) -> float:
     raise ValueError(f"{name} is not a number JSON allows")
 
 
+#: One decoder for every line (json.loads with an option builds a new one per call).
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant)
+
+
 def _depth(value: object, limit: int) -> int:
     stack: list[tuple[object, int]] = [(value, 1)]
     deepest = 0
@@ -108,12 +112,13 @@ def parse_json(text: str, field: str | None = None) -> Any:
     escapes of lone surrogates (U+D800 to U+DFFF), which are not text and cannot be sent.
     """
     try:
-        value = json.loads(text, parse_constant=_refuse_constant)
+        value = _DECODER.decode(text)
     except RecursionError:
         raise RecordError(field, f"JSON nested deeper than {MAX_DEPTH} levels") from None
     except ValueError as error:
         raise RecordError(field, f"malformed JSON: {error}") from None
-    if _depth(value, MAX_DEPTH) > MAX_DEPTH:
+    # each level of nesting opens with a bracket: a text with few cannot nest deep
+    if text.count("{") + text.count("[") > MAX_DEPTH and _depth(value, MAX_DEPTH) > MAX_DEPTH:
         raise RecordError(field, f"JSON nested deeper than {MAX_DEPTH} levels")
     # a decoded line can only hold a surrogate through a \u escape
     if "\\u" in text and _has_surrogate(value):
@@ -183,10 +188,22 @@ def identity(record: Mapping[str, Any]) -> str:
 _OPTIONAL = tuple(sorted(FIELDS - {"event_id", "time", "user_id", "event"}))
 
 
+_OPTIONAL_SET = frozenset(_OPTIONAL)
+
+
+def _optional_names(record: Mapping[str, Any]) -> list[str]:
+    """The optional fields ``record`` has (maybe null), in :data:`_OPTIONAL`'s order.
+
+    A record holds a few of the 20-odd optional fields: intersecting its keys is cheaper
+    than asking it for each one.
+    """
+    return sorted(_OPTIONAL_SET.intersection(record))
+
+
 def _check_optional(record: Mapping[str, Any]) -> dict[str, Any]:
     fields: dict[str, Any] = {}
-    for name in _OPTIONAL:
-        value = record.get(name)
+    for name in _optional_names(record):
+        value = record[name]
         if value is None:
             continue
         if name in _STRING_FIELDS and not isinstance(value, str):
@@ -259,6 +276,6 @@ def validated_before(record: Mapping[str, Any], *, key: str, source: str = "") -
     The build step gets each event from the parse step, which validated it: the checks and
     the identity hash are not made twice. ``key`` is the identity :func:`validate` gave.
     """
-    fields = {name: record[name] for name in _OPTIONAL if record.get(name) is not None}
+    fields = {name: record[name] for name in _optional_names(record) if record[name] is not None}
     time = parse_time(record["time"])
     return Event(key, time, record["user_id"], record["event"], fields, source)
