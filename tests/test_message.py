@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import string
+from urllib.parse import quote
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from transforms import kissmetrics, kontagent
-from transforms.message import Endpoint, Message
+from transforms.message import Endpoint, Message, encode_query
 from transforms.redact import Redactor
 from transforms.render import parse_url, render_url
 
@@ -206,3 +207,12 @@ def test_message_keys_never_change_between_versions() -> None:
         "kissmetrics", "e", (("_p", "u1"), ("_n", "level up"), ("_t", "1750000000"), ("_d", "1"))
     )
     assert kissmetrics.key == "0a9b80e19eaaaeed6babea26104dfbd9"
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.tuples(st.text(max_size=12), st.text(max_size=24)), max_size=6))
+def test_query_encoding_is_urllibs_percent_encoding(params: list[tuple[str, str]]) -> None:
+    # the fast path (names and values with nothing to escape) must not change a byte
+    expected = "&".join(f"{quote(n, safe='')}={quote(v, safe='')}" for n, v in params)
+    assert encode_query(params) == expected
+    assert encode_query([("a-Z_0.9~", ""), ("é ,", "x&y")]) == "a-Z_0.9~=&%C3%A9%20%2C=x%26y"

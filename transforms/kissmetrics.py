@@ -21,9 +21,9 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from urllib.parse import parse_qsl, quote, urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
-from transforms.message import Message, MessageError
+from transforms.message import Message, MessageError, encode_query
 
 #: KISSmetrics' tracking host since 2020 (trk.kissmetrics.com before).
 DEFAULT_URL = "https://trk.kissmetrics.io"
@@ -160,10 +160,7 @@ def url(message: Message, base_url: str, api_key: str) -> str:
         raise ValueError(f"not a KISSmetrics message: {message.destination}/{message.kind}")
     if not api_key:
         raise ValueError("the KISSmetrics API key is empty")
-    query = "&".join(
-        f"{quote(name, safe='')}={quote(value, safe='')}"
-        for name, value in (("_k", api_key), *message.params)
-    )
+    query = encode_query((("_k", api_key), *message.params))
     return f"{base_url.rstrip('/')}/{message.kind}?{query}"
 
 

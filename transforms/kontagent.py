@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
-from transforms.message import Message, MessageError
+from transforms.message import Message, MessageError, encode_query
 
 #: Kontagent's production API (the pipeline's default).
 PRODUCTION_URL = "http://api.geo.kontagent.net"
@@ -478,11 +478,6 @@ def query_params(
             params.append(("ts", str(int(now))))
         params.append(("an_sig", signature(params, secret)))
     return params
-
-
-def encode_query(params: Iterable[tuple[str, str]]) -> str:
-    """``k=v&...`` with names and values percent-encoded (``,`` as ``%2C``, space as ``%20``)."""
-    return "&".join(f"{quote(name, safe='')}={quote(value, safe='')}" for name, value in params)
 
 
 def url(

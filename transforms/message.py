@@ -15,8 +15,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
+from urllib.parse import quote
 
 Destination = Literal["kontagent", "kissmetrics"]
 
@@ -33,6 +36,10 @@ class MessageError(ValueError):
         self.rule = rule
         where = f"{kind}: parameter {param!r}" if param else kind
         super().__init__(f"{where}: {rule}")
+
+
+#: The encoder of :meth:`Message.to_wire` (json.dumps with options builds one per call).
+_WIRE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 
 @dataclass(frozen=True)
@@ -65,11 +72,7 @@ class Message:
         of the shuffle key) and is given back to :meth:`from_wire`.
         """
         flat = [item for pair in self.params for item in pair]
-        return json.dumps(
-            [self.destination, self.kind, self.occurrence, flat],
-            ensure_ascii=False,
-            separators=(",", ":"),
-        )
+        return _WIRE.encode([self.destination, self.kind, self.occurrence, flat])
 
     @classmethod
     def from_wire(cls, wire: str, key: str) -> Message:
@@ -119,6 +122,24 @@ class Message:
     def param_map(self) -> dict[str, str]:
         """The parameters as a dict (names are unique within a message)."""
         return dict(self.params)
+
+
+#: What percent-encoding leaves as it is (urllib's always-safe characters, no others).
+_UNRESERVED = re.compile(r"[A-Za-z0-9_.~-]*")
+
+
+def encode_query(params: Iterable[tuple[str, str]]) -> str:
+    """``k=v&...`` with names and values percent-encoded (``,`` as ``%2C``, space as ``%20``).
+
+    Both services' URLs are rendered with it. Most names and values need no escaping: they
+    skip urllib's ``quote`` (a regular-expression match instead of an encode and a copy).
+    """
+    unreserved = _UNRESERVED.fullmatch
+    return "&".join(
+        f"{name if unreserved(name) else quote(name, safe='')}="
+        f"{value if unreserved(value) else quote(value, safe='')}"
+        for name, value in params
+    )
 
 
 def identity_key(message: Message) -> str:
