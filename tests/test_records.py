@@ -714,3 +714,17 @@ def test_validate_accepts_an_aware_datetime_without_event_id() -> None:
 def test_validate_accepts_an_aware_datetime_with_event_id() -> None:
     record = _record(time=datetime(2025, 6, 1, 12, tzinfo=UTC))
     assert validate(record, now=NOW).time == JUNE_FIRST
+
+
+def test_a_byte_order_mark_is_named() -> None:
+    with pytest.raises(RecordError, match="Unexpected UTF-8 BOM"):
+        parse_line('\ufeff{"a": 1}')
+
+
+def test_deep_nesting_is_refused_however_the_brackets_are_spread() -> None:
+    # the depth walk runs only for texts with more than MAX_DEPTH brackets: at the edge
+    assert parse_line('{"a": ' + "[" * 31 + "]" * 31 + "}")["a"]
+    with pytest.raises(RecordError, match="nested deeper than 32"):
+        parse_line('{"a": ' + "[" * 32 + "]" * 32 + "}")
+    # brackets inside strings only make the walk run; they nest nothing
+    assert parse_line(json.dumps({"a": "[" * 40, "b": {"c": [1]}}))["b"] == {"c": [1]}
