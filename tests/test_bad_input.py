@@ -654,3 +654,18 @@ def test_unreadable_mapping_is_a_usage_error(
         path.write_bytes(content)
     with pytest.raises(UsageError, match=error):
         configure(["--dry-run=d", "--input=x/*.jsonl", f"--mapping={path}"])
+
+
+@pytest.mark.parametrize("name", ["bom.jsonl", "bom.jsonl.gz"])
+def test_a_byte_order_mark_before_the_first_line_is_not_part_of_it(
+    name: str, collector: Collector, tmp_path: Path
+) -> None:
+    first = {"event_id": "b1", "time": 1750000000, "user_id": 1, "event": "level_up"}
+    second = {"event_id": "b2", "time": 1750000060, "user_id": 2, "event": "level_up"}
+    data = b"\xef\xbb\xbf" + f"{json.dumps(first)}\n\ufeff{json.dumps(second)}\n".encode()
+    path = tmp_path / name
+    path.write_bytes(gzip.compress(data) if name.endswith(".gz") else data)
+    status, report, dead = _run(collector, tmp_path, path)
+    assert report["events_mapped"] == 1, "the first line is read; a BOM inside the file is not"
+    _assert_reason(_entry(dead, path, 2), "malformed JSON", "BOM")
+    assert status == 3

@@ -99,6 +99,10 @@ def _open_lines(path: str) -> Iterator[IO[bytes] | gzip.GzipFile]:
             yield raw
 
 
+#: The UTF-8 byte order mark.
+_BOM = b"\xef\xbb\xbf"
+
+
 def _read_jsonl(path: str) -> Iterator[RawRecord]:
     number = 0
     try:
@@ -108,6 +112,10 @@ def _read_jsonl(path: str) -> Iterator[RawRecord]:
                 if not raw:
                     return
                 number += 1
+                if number == 1 and raw.startswith(_BOM):
+                    # Windows tools begin UTF-8 text with a byte order mark: not part of
+                    # the first record
+                    raw = raw[len(_BOM) :]
                 if len(raw) > MAX_LINE_BYTES:
                     excerpt = raw[:EXCERPT_CHARS].decode("utf-8", "replace")
                     yield RawRecord(
