@@ -264,7 +264,7 @@ def test_a_10_mb_line_is_refused_and_only_an_excerpt_kept(
     assert (report["events_read"], report["events_invalid"]) == (4, 2)
     entry = _entry(dead, source, 2)
     assert entry["stage"] == "read"
-    _assert_reason(entry, "bytes", "limit")
+    _assert_reason(entry, f"line is {len(huge) + 1} bytes", "limit")  # the whole line, newline too
     assert huge.decode()[:100] in entry["line"]
     assert len(entry["line"]) <= 1000  # an excerpt, not 10 MB
     assert (tmp_path / "out" / "dead.jsonl").stat().st_size < 16_000
@@ -668,4 +668,15 @@ def test_a_byte_order_mark_before_the_first_line_is_not_part_of_it(
     status, report, dead = _run(collector, tmp_path, path)
     assert report["events_mapped"] == 1, "the first line is read; a BOM inside the file is not"
     _assert_reason(_entry(dead, path, 2), "malformed JSON", "BOM")
+    assert status == 3
+
+
+def test_an_endless_last_line_is_refused_in_pieces(collector: Collector, tmp_path: Path) -> None:
+    # no newline at the end: the reader stops at the end of the file, having held at most
+    # the limit of it at once
+    source = tmp_path / "events.jsonl"
+    source.write_bytes(_jsonl([_good(1)]) + b'{"pad": "' + b"z" * (3 << 20))
+    status, report, dead = _run(collector, tmp_path, source)
+    _assert_delivered(collector, report, [_good(1)])
+    _assert_reason(_entry(dead, source, 2), f"line is {9 + (3 << 20)} bytes")
     assert status == 3

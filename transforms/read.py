@@ -103,12 +103,24 @@ def _open_lines(path: str) -> Iterator[IO[bytes] | gzip.GzipFile]:
 _BOM = b"\xef\xbb\xbf"
 
 
+def _skip_line(handle: IO[bytes] | gzip.GzipFile, start: bytes) -> int:
+    """Read past the rest of the line that began with ``start``; the bytes skipped."""
+    skipped = 0
+    while not start.endswith(b"\n"):
+        start = handle.readline(MAX_LINE_BYTES)
+        if not start:
+            break
+        skipped += len(start)
+    return skipped
+
+
 def _read_jsonl(path: str) -> Iterator[RawRecord]:
     number = 0
     try:
         with _open_lines(path) as handle:
             while True:
-                raw = handle.readline()
+                # never more than the limit at once: a line of gigabytes is refused, not held
+                raw = handle.readline(MAX_LINE_BYTES + 1)
                 if not raw:
                     return
                 number += 1
@@ -117,10 +129,11 @@ def _read_jsonl(path: str) -> Iterator[RawRecord]:
                     # the first record
                     raw = raw[len(_BOM) :]
                 if len(raw) > MAX_LINE_BYTES:
+                    size = len(raw) + _skip_line(handle, raw)
                     excerpt = raw[:EXCERPT_CHARS].decode("utf-8", "replace")
                     yield RawRecord(
                         path, number, text=excerpt,
-                        problem=f"line is {len(raw)} bytes; the limit is {MAX_LINE_BYTES}",
+                        problem=f"line is {size} bytes; the limit is {MAX_LINE_BYTES}",
                     )  # fmt: skip
                     continue
                 try:
