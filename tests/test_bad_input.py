@@ -680,3 +680,19 @@ def test_an_endless_last_line_is_refused_in_pieces(collector: Collector, tmp_pat
     _assert_delivered(collector, report, [_good(1)])
     _assert_reason(_entry(dead, source, 2), f"line is {9 + (3 << 20)} bytes")
     assert status == 3
+
+
+def test_a_first_line_just_over_the_limit_with_a_bom_is_refused_whole(
+    collector: Collector, tmp_path: Path
+) -> None:
+    # the BOM must not bring a cut line back under the limit (its rest read as line 2)
+    from transforms.read import MAX_LINE_BYTES
+
+    long = b'{"pad": "' + b"q" * (MAX_LINE_BYTES - 10) + b'"}'
+    source = tmp_path / "events.jsonl"
+    source.write_bytes(b"\xef\xbb\xbf" + long + b"\n" + _jsonl([_good(1)]))
+    status, report, dead = _run(collector, tmp_path, source)
+    _assert_delivered(collector, report, [_good(1)])
+    _assert_reason(_entry(dead, source, 1), f"line is {len(long) + 4} bytes")
+    assert [d["source"]["line"] for d in dead] == [1]
+    assert status == 3

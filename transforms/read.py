@@ -124,11 +124,7 @@ def _read_jsonl(path: str) -> Iterator[RawRecord]:
                 if not raw:
                     return
                 number += 1
-                if number == 1 and raw.startswith(_BOM):
-                    # Windows tools begin UTF-8 text with a byte order mark: not part of
-                    # the first record
-                    raw = raw[len(_BOM) :]
-                if len(raw) > MAX_LINE_BYTES:
+                if len(raw) > MAX_LINE_BYTES:  # before the BOM is cut: the read was whole
                     size = len(raw) + _skip_line(handle, raw)
                     excerpt = raw[:EXCERPT_CHARS].decode("utf-8", "replace")
                     yield RawRecord(
@@ -136,6 +132,10 @@ def _read_jsonl(path: str) -> Iterator[RawRecord]:
                         problem=f"line is {size} bytes; the limit is {MAX_LINE_BYTES}",
                     )  # fmt: skip
                     continue
+                if number == 1 and raw.startswith(_BOM):
+                    # Windows tools begin UTF-8 text with a byte order mark: not part of
+                    # the first record
+                    raw = raw[len(_BOM) :]
                 try:
                     text = raw.decode("utf-8")
                 except UnicodeDecodeError as error:

@@ -111,8 +111,10 @@ def parse_json(text: str, field: str | None = None) -> Any:
     Refused: malformed JSON, NaN and Infinity, nesting deeper than :data:`MAX_DEPTH`, and
     escapes of lone surrogates (U+D800 to U+DFFF), which are not text and cannot be sent.
     """
-    if text.startswith("\ufeff"):  # as json.loads says it (the decoder alone would not)
-        raise RecordError(field, "malformed JSON: Unexpected UTF-8 BOM (decode using utf-8-sig)")
+    if text.startswith("\ufeff"):  # json.loads refused it; the decoder alone says less
+        raise RecordError(
+            field, "malformed JSON: Unexpected UTF-8 BOM (a byte order mark, U+FEFF) before it"
+        )
     try:
         value = _DECODER.decode(text)
     except RecursionError:
