@@ -353,7 +353,14 @@ def _beam_flags() -> frozenset[str]:
 
 
 def _check_beam_args(rest: Sequence[str]) -> None:
+    """Refuse what neither beaconflow nor Beam knows, which Beam would silently ignore.
+
+    A word that is not a flag is accepted only as the value of a Beam flag written without
+    ``=`` just before it (``--runner DirectRunner``); anywhere else it is most often a file
+    the shell expanded from an unquoted ``--input`` glob, of which only the first was taken.
+    """
     known = _beam_flags()
+    previous = ""
     for arg in rest:
         if arg.startswith("--"):
             name = arg[2:].split("=", 1)[0]
@@ -361,6 +368,12 @@ def _check_beam_args(rest: Sequence[str]) -> None:
                 raise UsageError(f"unrecognized argument: {arg.split('=', 1)[0]}")
         elif arg.startswith("-"):
             raise UsageError(f"unrecognized argument: {arg}")
+        elif not (previous.startswith("--") and "=" not in previous):
+            raise UsageError(
+                f"unexpected argument {arg!r}: give each input its own --input, and quote a "
+                "glob (--input 'logs/*.jsonl') so that beaconflow expands it, not the shell"
+            )
+        previous = arg
 
 
 def _read_mapping(path: str | None) -> RecordMapping:

@@ -344,6 +344,16 @@ def test_only_destinations_with_a_key_are_used(collector: Collector, tmp_path: P
             "unrecognized argument",
         ),
         (
+            # an unquoted glob, expanded by the shell: only the first file had --input
+            [
+                "--input",
+                "sample_data/game_events.jsonl",
+                "sample_data/game_events.parquet",
+                "--sandbox",
+            ],
+            "unexpected argument 'sample_data/game_events.parquet': give each input its own",
+        ),
+        (
             ["--input=sample_data/game_events.jsonl", "--sandbox", "--since=yesterday-ish"],
             "--since",
         ),
