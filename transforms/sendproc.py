@@ -271,7 +271,8 @@ class SenderPool:
             self._closed = True
             for child in self._children:
                 child.close()
-        self.stats().log_done(f" ({len(self._children)} sender processes)")
+        count = len(self._children)
+        self.stats().log_done(f" ({count} sender process{'es' if count != 1 else ''})")
 
     def _submit(self, client: PoolClient, requests: Sequence[Request]) -> None:
         """Hand requests to the child with the fewest outstanding; blocks while all are full."""
