@@ -4,7 +4,8 @@ One call sends one message, validated first by the same builders the pipeline us
 ``requests`` session with a timeout on every call. HTTP failures raise typed exceptions
 (:class:`TransportError` for connection problems and timeouts, :class:`HTTPStatusError` for
 non-2xx answers) whose messages never contain the API key or the secret: URLs are redacted
-and the original exception, which would carry the URL, is not chained.
+and the original exception, which would carry the URL, is not chained. Redirects are never
+followed: a 3xx raises HTTPStatusError naming the target's host.
 
 Example::
 
@@ -33,7 +34,7 @@ from transforms import kissmetrics, kontagent
 from transforms.message import Endpoint, Message
 from transforms.redact import Redactor, redact_library_logs
 from transforms.render import render_url
-from transforms.retry import Verdict, classify
+from transforms.retry import RetryPolicy, Verdict, classify, redirect_reason
 
 log = logging.getLogger("beaconflow.client")
 
@@ -98,15 +99,23 @@ class _Client:
         request_url = render_url(message, self._endpoint, self._clock())
         shown = self._redact(request_url)
         try:
-            response = self._session().get(request_url, timeout=self._timeout)
+            # a redirect is never followed: it did not reach the service
+            response = self._session().get(
+                request_url, timeout=self._timeout, allow_redirects=False
+            )
         except requests.Timeout:
             raise TransportError(f"timed out after {self._timeout}s: GET {shown}") from None
         except requests.RequestException as error:
             reason = self._redact(f"{type(error).__name__}: {error}")
             raise TransportError(f"could not reach the service: GET {shown}: {reason}") from None
-        if not 200 <= response.status_code < 300:
-            log.debug("HTTP %d for GET %s", response.status_code, shown)
-            raise HTTPStatusError(f"HTTP {response.status_code}: GET {shown}", response.status_code)
+        status = response.status_code
+        verdict = classify(status, None)
+        if verdict is not Verdict.DELIVERED:
+            log.debug("HTTP %d for GET %s", status, shown)
+            if status in RetryPolicy.REDIRECT_STATUSES:
+                reason = redirect_reason(status, request_url, response.headers.get("Location"))
+                raise HTTPStatusError(self._redact(f"{reason}: GET {shown}"), status)
+            raise HTTPStatusError(f"HTTP {status}: GET {shown}", status)
         log.debug("sent GET %s", shown)
         return message
 

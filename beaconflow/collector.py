@@ -94,9 +94,17 @@ class Faults:
     rate_limit: float | None = None
     #: Seed of the random draws, so that a test sees the same faults on every run.
     seed: int = 0
+    #: Destinations whose every request is redirected instead of answered: to the login page
+    #: (``redirect="login"``: 302 to ``/login``, which answers 200 with an HTML page, as a
+    #: captive portal or a single sign-on proxy does) or to itself (``"loop"``). Empty: none.
+    redirect_destinations: frozenset[str] = frozenset()
+    redirect: str = "login"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "reject_users", frozenset(self.reject_users))
+        object.__setattr__(self, "redirect_destinations", frozenset(self.redirect_destinations))
+        if self.redirect not in ("login", "loop"):
+            raise ValueError(f"redirect must be 'login' or 'loop', got {self.redirect!r}")
         rates = {
             "error_rate": self.error_rate,
             "too_many_rate": self.too_many_rate,
@@ -372,6 +380,7 @@ class Collector:
         app.router.add_get("/api/v1/{key}/{type}", self._kontagent_no_slash, allow_head=False)
         for endpoint in ("/e", "/s", "/a"):
             app.router.add_get(endpoint, self._kissmetrics, allow_head=False)
+        app.router.add_get("/login", self._login)
         app.router.add_route("*", "/{tail:.*}", self._unknown)
         return app
 
@@ -384,6 +393,12 @@ class Collector:
 
     async def _kissmetrics(self, request: web.Request) -> web.StreamResponse:
         return await self._handle(request, "kissmetrics", request.raw_path)
+
+    async def _login(self, request: web.Request) -> web.StreamResponse:
+        # what a captive portal answers: 200, and a page that is not the service's GIF
+        self.records.fault("login_page")
+        page = "<html><body><h1>Please log in</h1></body></html>"
+        return web.Response(text=page, content_type="text/html")
 
     async def _unknown(self, request: web.Request) -> web.StreamResponse:
         known = request.path.startswith("/api/v1/") or request.path in ("/e", "/s", "/a")
@@ -401,6 +416,10 @@ class Collector:
         records = self.records
         records.arrive(destination, now)
         plan = self._plan
+        if destination in plan.faults.redirect_destinations:
+            self.records.fault("redirect")
+            target = "/login?next=1" if plan.faults.redirect == "login" else request.raw_path
+            raise web.HTTPFound(target)
         fault, delay = plan.draw(destination, now)
         if delay > 0:
             await self._sleep(delay)
@@ -650,6 +669,19 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--rate-limit", type=float, default=None, help="requests/s per destination, then 429"
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the fault draws")
+    parser.add_argument(
+        "--redirect",
+        action="append",
+        default=[],
+        choices=("kontagent", "kissmetrics"),
+        help="redirect every request of this destination (repeat)",
+    )
+    parser.add_argument(
+        "--redirect-to",
+        choices=("login", "loop"),
+        default="login",
+        help="where redirects go: a 200 login page, or the request itself",
+    )
     parser.add_argument("--kontagent-key", default=None, help="the only Kontagent key accepted")
     parser.add_argument("--kissmetrics-key", default=None, help="the only KISSmetrics key accepted")
     parser.add_argument(
@@ -676,6 +708,8 @@ def _faults_from(args: argparse.Namespace) -> Faults:
         reject_users=frozenset(args.reject_user),
         rate_limit=args.rate_limit,
         seed=args.seed,
+        redirect_destinations=frozenset(args.redirect),
+        redirect=args.redirect_to,
     )
 
 

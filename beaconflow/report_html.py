@@ -356,6 +356,20 @@ def _header(report: Mapping[str, Any]) -> str:
     if report.get("sandbox") is True:
         mode.append('<span class="badge">sandbox: sent to the local collector</span>')
     parts.append(f'<p class="status {tone}">{_esc(status)} {" ".join(mode)}</p>')
+    stopped = report.get("stopped")
+    if isinstance(stopped, str) and stopped:
+        partial = (
+            " The counts below are partial: the run failed before it could add them up."
+            if report.get("partial") is True
+            else ""
+        )
+        parts.append(
+            '<div class="warning" role="alert"><strong>Stopped early:</strong> '
+            f"{_esc(stopped, _LONG_TEXT)}. Mend that, then run the same command with the same "
+            "<code>--ledger</code> to finish; what was not sent is in the dead letter as "
+            "\u201cnot attempted\u201d."
+            f"{partial}</div>"
+        )
     errors = _strings(report.get("invariant_errors"))
     if errors:
         items = "".join(f"<li>{_esc(error, _LONG_TEXT)}</li>" for error in errors[:_MAX_LIST])

@@ -8,7 +8,9 @@ outputs. Run the sandbox backfill on the sample data with::
     python -m pipelines.backfill --sandbox --input 'sample_data/game_events*'
 
 Exit status: 0 when invalid events + failed messages <= --max-errors, 3 when more, 2 for a
-usage or whole-run error (one line on stderr, no traceback).
+usage or whole-run error before anything was sent (one line on stderr, no traceback), 4 when
+the run stopped early after sending began (its report says why in ``stopped``; the same
+command with the same --ledger finishes the job).
 """
 
 from __future__ import annotations
@@ -41,8 +43,15 @@ from transforms.deadletter import (
     to_json,
 )
 from transforms.dedup import DUPLICATES, SKIPPED, DedupByKey
-from transforms.ledger import endpoint_fingerprint, ledger_files, message_key, read_ledger_file
-from transforms.linefile import WriteLines, merge_parts
+from transforms.ledger import (
+    LedgerError,
+    check_writable,
+    endpoint_fingerprint,
+    ledger_files,
+    message_key,
+    read_ledger_file,
+)
+from transforms.linefile import WriteLines, merge_parts, parts_prefix, remove_leftovers
 from transforms.message import Destination, Endpoint, Message
 from transforms.parse import INVALID, REPLAYED, ParseEvents
 from transforms.read import InputError, ReadEvents, expand_inputs
@@ -60,6 +69,7 @@ from transforms.report import (
 from transforms.send import FAILED, SendConfig, SendMessages
 from transforms.send import TALLY as SEND_TALLY
 from transforms.sender import Delivery
+from transforms.stop import RunStop, forget_run, run_stop
 
 log = logging.getLogger("beaconflow")
 
@@ -110,8 +120,8 @@ def _dry_run_line(message: Message, endpoints: dict[Destination, Endpoint]) -> s
 
 
 def build(pipeline: beam.Pipeline, config: BackfillConfig, files: Sequence[str], tallies_path: str,
-          *, now: float, workers: int, processes: int = 0) -> None:  # fmt: skip
-    """Wire every step of the backfill into ``pipeline``."""
+          *, now: float, workers: int, processes: int = 0, run_id: str = "") -> None:  # fmt: skip
+    """Wire every step of the backfill into ``pipeline``; ``run_id`` names its stop flag."""
     redact = Redactor.of(config.secrets())
     fingerprints = {str(d): endpoint_fingerprint(e) for d, e in config.endpoints.items()}
     # A Kontagent message's identity includes its event's, and events are deduplicated
@@ -156,15 +166,17 @@ def build(pipeline: beam.Pipeline, config: BackfillConfig, files: Sequence[str],
         messages[DUPLICATES] | "CountMessageCopies" >> beam.Map(_message_copies_tally),
         messages[SKIPPED] | "CountSkipped" >> beam.FlatMap(_skipped_tallies),
     ]
-    dead_letters = [parsed[INVALID], built[INVALID]]
+    dead_letters = {"Parse": parsed[INVALID], "Build": built[INVALID]}
     if config.dry_run:
         endpoints = config.endpoints
         for name, stream in streams.items():
-            _ = (
+            written = (
                 stream
                 | f"DryRunLines{name}" >> beam.Map(_dry_run_line, endpoints)
-                | f"WriteDryRun{name}" >> WriteLines(config.dry_run, part=name)
+                | f"WriteDryRun{name}"
+                >> WriteLines(config.dry_run, part=name, what="dry-run file", run_id=run_id)
             )
+            tallies.append(written)
             tallies.append(
                 stream
                 | f"CountDryRun{name}"
@@ -183,19 +195,26 @@ def build(pipeline: beam.Pipeline, config: BackfillConfig, files: Sequence[str],
             adaptive=config.adaptive,
             emit_delivered=False,
             processes=processes,
+            run_id=run_id,
         )
         for name, stream in streams.items():
             # grouped by key just before (dedup), or coming out of the build step that
             # reads grouped events: spread over workers already
             sent = stream | f"Send{name}" >> SendMessages(send_config, reshuffle=False)
             tallies.append(sent[SEND_TALLY])
-            dead_letters.append(sent[FAILED] | f"FailedEntries{name}" >> beam.Map(_failure_entry))
-    all_dead_letters = tuple(dead_letters) | "AllDeadLetters" >> beam.Flatten()
-    _ = (
-        all_dead_letters
-        | "DeadLetterLines" >> beam.Map(lambda entry: redact(to_json(entry)))
-        | "WriteDeadLetter" >> WriteLines(config.dead_letter)
-    )
+            dead_letters[f"Send{name}"] = sent[FAILED] | f"FailedEntries{name}" >> beam.Map(
+                _failure_entry
+            )
+    for name, entries in dead_letters.items():
+        # each step writes its own shards where it runs, as its entries come: a Flatten
+        # would hold them until every step before it is done, after the sending
+        tallies.append(
+            entries
+            | f"DeadLetterLines{name}" >> beam.Map(to_json, redact)
+            | f"WriteDeadLetter{name}"
+            >> WriteLines(config.dead_letter, part=name, what="dead letter", run_id=run_id)
+        )
+    all_dead_letters = tuple(dead_letters.values()) | "AllDeadLetters" >> beam.Flatten()
     tallies.append(
         all_dead_letters
         | "CountReasons"
@@ -209,7 +228,7 @@ def build(pipeline: beam.Pipeline, config: BackfillConfig, files: Sequence[str],
         tuple(tallies)
         | "AllTallies" >> beam.Flatten()
         | "Sum" >> beam.CombineGlobally(SumTallies())
-        | "WriteTallies" >> WriteLines(tallies_path)
+        | "WriteTallies" >> WriteLines(tallies_path, what="report", run_id=run_id)
     )
 
 
@@ -360,12 +379,28 @@ def _write_report(path: str, report: dict[str, Any]) -> None:
         handle.write(render_html(report).encode("utf-8"))
 
 
-def _prepare_output(path: str) -> None:
+def _not_writable(what: str, path: str, error: BaseException) -> str:
+    detail = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+    return f"{what} not writable: {path}: {detail or type(error).__name__}"
+
+
+def _prepare_output(path: str, what: str) -> None:
+    """Make the output's folder and prove it writable before anything is sent (UsageError)."""
     directory = path.rpartition("/")[0]
-    if directory and "://" not in path:
-        os.makedirs(directory, exist_ok=True)
+    probe = f"{path}.probe-{uuid.uuid4().hex[:12]}"
+    try:
+        if directory and "://" not in path:
+            os.makedirs(directory, exist_ok=True)
+        with FileSystems.create(probe) as handle:
+            handle.write(b"\n")
+        FileSystems.delete([probe])
+    except Exception as error:  # OSError locally, the filesystem's own error elsewhere
+        raise UsageError(_not_writable(what, path, error)) from None
     if FileSystems.exists(path):
         log.info("replacing %s from an earlier run", path)
+    leftovers = remove_leftovers(path)
+    if leftovers:
+        log.info("removed %d unfinished pieces of %s left by an earlier run", leftovers, path)
 
 
 class _HideOverwriteWarning(logging.Filter):
@@ -378,8 +413,27 @@ class _HideOverwriteWarning(logging.Filter):
         return not str(record.msg).startswith("Deleting %d existing files in target path")
 
 
+def _may_have_sent(stop: RunStop, options: PipelineOptions, config: BackfillConfig) -> bool:
+    """Whether a failed run may have sent something (then it never exits 2).
+
+    Known in the process that sends (DirectRunner in memory or in threads); elsewhere the
+    workers are other processes, and a run is taken to have sent once it started.
+    """
+    if config.dry_run:
+        return False
+    if stop.sending_began:
+        return True
+    direct = options.view_as(DirectOptions)
+    in_process = direct.direct_running_mode in ("in_memory", "multi_threading")
+    return not (_runner_name(options) in _LOCAL_RUNNERS and in_process)
+
+
 def run(argv: Sequence[str], *, now: float | None = None) -> tuple[int, dict[str, Any]]:
-    """Run the backfill; return the exit status and the report. UsageError for bad input."""
+    """Run the backfill; return the exit status and the report. UsageError for bad input.
+
+    A run that stops early on purpose (see :mod:`transforms.stop`), or fails after it may
+    have sent something, returns 4 with a report whose ``stopped`` says why.
+    """
     now = time.time() if now is None else now
     config = configure(argv, now)
     started = time.monotonic()
@@ -388,61 +442,113 @@ def run(argv: Sequence[str], *, now: float | None = None) -> tuple[int, dict[str
     except InputError as error:
         raise UsageError(str(error)) from None
     redact_library_logs(config.secrets())
+    redact = Redactor.of(config.secrets())
     options = PipelineOptions(_quiet_workers(config.beam_args))
-    for path in (config.dead_letter, config.report, config.dry_run or ""):
+    outputs = (
+        (config.dead_letter, "dead letter"),
+        (config.report, "report"),
+        (config.dry_run or "", "dry-run file"),
+    )
+    for path, what in outputs:
         if path:
-            _prepare_output(path)
+            _prepare_output(path, what)
+    if config.ledger and not config.dry_run:
+        try:
+            check_writable(config.ledger)
+        except LedgerError as error:
+            raise UsageError(str(error)) from None
     tallies_path = f"{config.report}.tallies-{uuid.uuid4().hex[:8]}.json"
+    run_id = uuid.uuid4().hex
+    stop = run_stop(run_id)
     collector = None
     extra: dict[str, Any] = {"inputs": list(config.inputs), "files": len(files),
                              "report": config.report,
                              "dead_letter": config.dead_letter, "dry_run": config.dry_run,
                              "sandbox": config.sandbox,
                              "date": config.day.isoformat() if config.day else None}  # fmt: skip
-    with contextlib.ExitStack() as stack:
-        if config.sandbox:
-            from beaconflow.collector import Collector
-            from pipelines.options import SANDBOX_KISSMETRICS_KEY, SANDBOX_KONTAGENT_KEY
+    stopped: list[str] = []
+    partial = False
+    sums: dict[str, int] = {}
+    try:
+        with contextlib.ExitStack() as stack:
+            if config.sandbox:
+                from beaconflow.collector import Collector
+                from pipelines.options import SANDBOX_KISSMETRICS_KEY, SANDBOX_KONTAGENT_KEY
 
-            collector = stack.enter_context(
-                Collector(
-                    kontagent_key=SANDBOX_KONTAGENT_KEY,
-                    kissmetrics_key=SANDBOX_KISSMETRICS_KEY,
-                    kontagent_secret=config.endpoints["kontagent"].secret,
+                collector = stack.enter_context(
+                    Collector(
+                        kontagent_key=SANDBOX_KONTAGENT_KEY,
+                        kissmetrics_key=SANDBOX_KISSMETRICS_KEY,
+                        kontagent_secret=config.endpoints["kontagent"].secret,
+                    )
                 )
-            )
-            base = collector.base_url
-            endpoints = {d: replace(e, base_url=base) for d, e in config.endpoints.items()}
-            config = replace(config, endpoints=endpoints)
-            print(
-                f"beaconflow: SANDBOX MODE: sending to the local collector at {base}; "
-                "nothing reaches Kontagent or KISSmetrics.",
-                file=sys.stderr,
-            )
-        pipeline = beam.Pipeline(runner=_local_runner(options), options=options)
-        warning = rate_split_warning(options) if config.max_rps else None
-        if warning:
-            log.warning("--max-rps may be exceeded: %s", warning)
-        build(pipeline, config, files, tallies_path, now=now, workers=worker_processes(options),
-              processes=send_processes(options, config.send_processes))  # fmt: skip
-        result = pipeline.run()
-        result.wait_until_finish()
-        for wanted in (config.dead_letter, config.dry_run):
-            if wanted:
-                merge_parts(wanted)
-        sums = _read_tallies(tallies_path)
-        if collector is not None:
-            counts = collector.counts()
-            extra["sandbox_collector"] = {
-                "accepted": counts.get("accepted", 0),
-                "rejected": counts.get("rejected", 0),
-                "faulted": counts.get("faulted", 0),
-            }
-    report = build_report(sums, time.monotonic() - started, extra)
+                base = collector.base_url
+                endpoints = {d: replace(e, base_url=base) for d, e in config.endpoints.items()}
+                config = replace(config, endpoints=endpoints)
+                print(
+                    f"beaconflow: SANDBOX MODE: sending to the local collector at {base}; "
+                    "nothing reaches Kontagent or KISSmetrics.",
+                    file=sys.stderr,
+                )
+            pipeline = beam.Pipeline(runner=_local_runner(options), options=options)
+            warning = rate_split_warning(options) if config.max_rps else None
+            if warning:
+                log.warning("--max-rps may be exceeded: %s", warning)
+            build(pipeline, config, files, tallies_path, now=now,
+                  workers=worker_processes(options),
+                  processes=send_processes(options, config.send_processes),
+                  run_id=run_id)  # fmt: skip
+            try:
+                result = pipeline.run()
+                result.wait_until_finish()
+            except Exception as error:
+                if _interrupted(error) or not _may_have_sent(stop, options, config):
+                    raise
+                first_line = f"{type(error).__name__}: {error}".splitlines()[0]
+                stopped.append(f"the run failed: {redact(first_line)}")
+                partial = True
+            for wanted, what in ((config.dead_letter, "dead letter"),
+                                 (config.dry_run, "dry-run file")):  # fmt: skip
+                if wanted:
+                    try:
+                        merge_parts(wanted)
+                    except Exception as error:
+                        kept = f"what was written is kept in {parts_prefix(wanted)}*"
+                        stopped.append(f"{_not_writable(what, wanted, error)} ({kept})")
+            if not partial:
+                try:
+                    sums = _read_tallies(tallies_path)
+                except Exception as error:
+                    stopped.append(_not_writable("report", config.report, error))
+                    partial = True
+            if collector is not None:
+                counts = collector.counts()
+                extra["sandbox_collector"] = {
+                    "accepted": counts.get("accepted", 0),
+                    "rejected": counts.get("rejected", 0),
+                    "faulted": counts.get("faulted", 0),
+                }
+        if stop.reason is not None:
+            stopped.append(stop.reason)
+    finally:
+        forget_run(run_id)
+    report = build_report(sums, time.monotonic() - started, extra, stopped)
     report["destinations"] = list(config.destinations)
+    if partial:
+        # the counts come from the pipeline's outputs, which a failed run did not finish
+        report["partial"] = True
     errors = report["events_invalid"] + report["messages_failed"]
-    report["exit_status"] = 0 if errors <= config.max_errors else 3
-    _write_report(config.report, report)
+    if report["stopped"]:
+        report["exit_status"] = 2 if config.dry_run else 4
+    else:
+        report["exit_status"] = 0 if errors <= config.max_errors else 3
+    try:
+        _write_report(config.report, report)
+    except Exception as error:
+        log.error("%s", _not_writable("report", config.report, error))
+        if not report["stopped"]:
+            report["stopped"] = _not_writable("report", config.report, error)
+            report["exit_status"] = 2 if config.dry_run else 4
     return report["exit_status"], report
 
 
@@ -480,7 +586,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     print(summary(report))
     print(f"report: {report['report']} and {html_path(report['report'])}")
-    if status:
+    if report.get("stopped"):
+        print(
+            f"beaconflow: stopped early: {report['stopped']}. Mend that, then run the same "
+            "command with the same --ledger to finish; what was not sent is in "
+            f"{report['dead_letter']} as 'not attempted'",
+            file=sys.stderr,
+        )
+    elif status:
         print(
             f"beaconflow: {report['events_invalid']} invalid events + {report['messages_failed']} "
             f"failed messages exceed --max-errors; see {report['dead_letter']}",

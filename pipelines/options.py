@@ -113,6 +113,20 @@ def parse_instant(text: str, flag: str) -> int:
     return int(moment.timestamp())
 
 
+#: The exit statuses, as --help lists them (the README's table says the same).
+EXIT_STATUSES = """exit status:
+  0    done; invalid events + failed messages <= --max-errors
+  2    nothing was sent: a usage or whole-run error (bad flag, no file matching
+       an --input, an output or the ledger not writable); one line on stderr
+  3    done, but invalid events + failed messages > --max-errors; see the dead letter
+  4    stopped early after sending began (the ledger or the dead letter could not
+       be written, a destination answers only with redirects, the run failed):
+       a report with "stopped" is written; the same command with the same
+       --ledger finishes the job
+  130  interrupted (Ctrl-C)
+"""
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
         raise UsageError(message)
@@ -126,6 +140,8 @@ def parser() -> argparse.ArgumentParser:
         "(an Apache Beam batch pipeline; Beam's options such as --runner and "
         "--direct_num_workers are accepted too).",
         allow_abbrev=False,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=EXIT_STATUSES,
     )
     read = p.add_argument_group("input")
     read.add_argument(

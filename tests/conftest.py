@@ -13,6 +13,7 @@ import pytest
 
 from beaconflow.collector import Collector
 
+from .fs_faults import read_only_dir, small_disk  # noqa: F401 - fixtures for every module
 from .local_server import LocalServer
 
 KONTAGENT_KEY = "feedfacefeedfacefeedfacefeedface"

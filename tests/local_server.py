@@ -1,7 +1,7 @@
 """The fake Kontagent/KISSmetrics server the sender tests send to, on 127.0.0.1.
 
 Its behaviour is chosen by the message kind in the URL path (``ok``, ``flaky``, ``throttle``,
-``bad``, ``slow``, ``gated``, ``drop``, ...), and every URL carries the API key :data:`KEY`,
+``bad``, ``slow``, ``gated``, ``drop``, ``redirect``, ``loop``, ...), and every URL carries the API key :data:`KEY`,
 which must never come out of a sender. The ``server`` fixture (conftest) starts one per
 test module.
 """
@@ -114,6 +114,12 @@ class LocalServer:
         if kind == "gated":
             await self._gate.wait()
             return gif
+        if kind == "redirect":  # a captive portal: to a login page that answers 200
+            raise web.HTTPFound(f"/login?next={request.path_qs}")
+        if kind == "loop":  # a redirect to the request itself
+            raise web.HTTPFound(request.path_qs)
+        if kind == "login":
+            return web.Response(text="<html>please log in</html>", content_type="text/html")
         if kind == "drop":
             assert request.transport is not None
             request.transport.abort()

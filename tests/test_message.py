@@ -172,7 +172,10 @@ def test_redactor_masks_keys_in_urls_and_anywhere_in_text() -> None:
         assert KEY not in masked and SECRET not in masked
         assert "***" in masked
     assert redact("/api/v1/other-key/apr/?s=1") == "/api/v1/***/apr/?s=1"
-    assert Redactor.of(["a b/c"])("x a%20b%2Fc y a+b%2Fc") == "x *** y ***"
+    long = "a b/c secret"
+    assert Redactor.of([long])("x a%20b%2Fc%20secret y a+b%2Fc+secret") == "x *** y ***"
+    # a secret shorter than 8 characters is masked where a URL carries it, nowhere else
+    assert Redactor.of(["a b/c"])("x a b/c y, user 1a b/c2") == "x a b/c y, user 1a b/c2"
 
 
 def test_lone_surrogates_are_refused_not_sent() -> None:

@@ -214,6 +214,22 @@ def test_invariant_errors_are_a_visible_warning() -> None:
     assert "&lt;script&gt;" in warning[0]
 
 
+def test_a_stopped_run_says_why_and_how_to_finish() -> None:
+    report = full_report()
+    report["stopped"] = f"ledger not writable: /var/lib/l: No space left on device {HOSTILE}"
+    report["exit_status"] = 4
+    page = render_html(report)
+    warning = re.search(
+        r'<div class="warning" role="alert"><strong>Stopped early.*?</div>', page, re.S
+    )
+    assert warning
+    assert "ledger not writable: /var/lib/l: No space left on device" in warning[0]
+    assert "&lt;script&gt;" in warning[0] and "<script>" not in page
+    assert "same <code>--ledger</code>" in warning[0] and "partial" not in warning[0]
+    report["partial"] = True
+    assert "The counts below are partial" in render_html(report)
+
+
 def test_one_bar_per_day_stacked_by_type_with_a_legend() -> None:
     page = render_html(full_report())
     svg = chart(page, "by-day")

@@ -548,7 +548,8 @@ class FakeSession:
         self.in_flight: list[tuple[str, asyncio.Future[int]]] = []
         self.closed = False
 
-    def get(self, url: object) -> FakeGet:
+    def get(self, url: object, *, allow_redirects: bool = True) -> FakeGet:
+        assert allow_redirects is False, "a tracking GET never follows a redirect"
         return FakeGet(self, str(url))
 
     async def close(self) -> None:

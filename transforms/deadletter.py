@@ -6,19 +6,21 @@ Every entry has the ``stage`` it stopped at (``read``, ``parse``, ``map``, ``sen
 status and attempts for send failures. A dead-letter file given back as --input replays:
 records go through parsing and mapping again (what was invalid stays invalid, with the same
 reason), messages are validated and sent again with the same identity.
-Messages never carry credentials; each line still passes through the run's redactor.
+Messages never carry credentials; each entry's values still pass through the run's
+redactor before the entry is encoded (never the encoded line: a mask must not cut JSON).
 """
 
 from __future__ import annotations
 
 import json
 import math
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote
 
 from transforms import kissmetrics, kontagent
 from transforms.message import Message, MessageError
 from transforms.read import RawRecord
+from transforms.redact import Redactor
 
 
 def message_view(message: Message) -> dict[str, Any]:
@@ -88,12 +90,15 @@ def _finite(value: Any) -> Any:
     return value
 
 
-def to_json(entry: dict[str, Any]) -> str:
+def to_json(entry: dict[str, Any], redact: Redactor | None = None) -> str:
     """One dead-letter line of strict JSON that never fails: odd values are written as text.
 
-    A record holding NaN or Infinity is kept as its original ``line`` when there is one (so a
-    replay fails for the same reason), else with those numbers written as text.
+    ``redact`` masks secrets in the entry's values before it is encoded. A record holding
+    NaN or Infinity is kept as its original ``line`` when there is one (so a replay fails
+    for the same reason), else with those numbers written as text.
     """
+    if redact is not None:
+        entry = cast(dict[str, Any], redact.value(entry))
     try:
         return json.dumps(entry, ensure_ascii=False, sort_keys=True, default=str, allow_nan=False)
     except ValueError:

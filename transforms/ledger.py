@@ -15,10 +15,16 @@ shard (``shard-<id>.jsonl``) by closing, syncing and renaming it, after ``max_en
 entries and at the end of every bundle. On filesystems without appends (``gs://``,
 ``s3://``) entries are buffered and each shard is written whole to a temporary name, then
 renamed. Readers take both shards and journals, and ignore a torn last line.
+
+A write that fails (a full disk, a read-only mount) raises :class:`LedgerError` naming the
+directory and the system's error, and the writer stays failed: every later record raises
+the same error at once, so the sender stops instead of sending what it cannot record.
+:func:`check_writable` makes the same test before a run sends anything.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -35,6 +41,43 @@ log = logging.getLogger("beaconflow.ledger")
 
 SHARD_SUFFIX = ".jsonl"
 JOURNAL_SUFFIX = ".jsonl.open"
+
+
+class LedgerError(OSError):
+    """The ledger cannot be written; the text names the directory and the error."""
+
+
+def _describe(directory: str, error: BaseException) -> str:
+    detail = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+    return f"ledger not writable: {directory}: {detail or type(error).__name__}"
+
+
+def check_writable(directory: str) -> None:
+    """Create the ledger directory if needed and write, sync and delete a probe file in it.
+
+    Raises LedgerError when it cannot, before anything is sent.
+    """
+    probe = f".probe-{uuid.uuid4().hex[:12]}"
+    try:
+        if _is_local(directory):
+            local = _local_path(directory)
+            os.makedirs(local, exist_ok=True)
+            path = os.path.join(local, probe)
+            with open(path, "wb") as handle:
+                handle.write(b"{}\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.remove(path)
+            return
+        filesystems = _filesystems()
+        if not filesystems.exists(directory):
+            filesystems.mkdirs(directory)
+        path = filesystems.join(directory, probe)
+        with filesystems.create(path) as handle:
+            handle.write(b"{}\n")
+        filesystems.delete([path])
+    except Exception as error:  # Beam's filesystems raise their own errors for remote paths
+        raise LedgerError(_describe(directory, error)) from None
 
 
 def endpoint_fingerprint(endpoint: Endpoint) -> str:
@@ -120,10 +163,14 @@ class LedgerWriter:
         self._buffer: list[bytes] = []
         # record() runs on the sender's thread, seal() on the worker's
         self._lock = threading.Lock()
-        if self._local:
-            os.makedirs(_local_path(directory), exist_ok=True)
-        elif not _filesystems().exists(directory):
-            _filesystems().mkdirs(directory)
+        self._failed: LedgerError | None = None
+        try:
+            if self._local:
+                os.makedirs(_local_path(directory), exist_ok=True)
+            elif not _filesystems().exists(directory):
+                _filesystems().mkdirs(directory)
+        except Exception as error:
+            raise LedgerError(_describe(directory, error)) from None
 
     def _name(self, suffix: str) -> str:
         return f"{self._id}-{self._sequence:06d}{suffix}"
@@ -157,9 +204,30 @@ class LedgerWriter:
         entry = {"ledger": key, "destination": destination, "kind": kind, "at": at}
         return json.dumps(entry, separators=(",", ":")).encode() + b"\n"
 
+    def _fail(self, error: BaseException) -> LedgerError:
+        """Remember the first failure; close the journal without writing to it again."""
+        if self._failed is None:
+            self._failed = LedgerError(_describe(self._directory, error))
+            journal, self._journal = self._journal, None
+            if journal is not None:
+                # what the buffer held is lost; the journal's lines before it are kept
+                with contextlib.suppress(OSError):
+                    journal.close()
+        return self._failed
+
     def _write(self, lines: list[bytes]) -> None:
         if not lines:
             return
+        if self._failed is not None:
+            raise self._failed
+        try:
+            self._write_lines(lines)
+        except LedgerError:
+            raise
+        except Exception as error:
+            raise self._fail(error) from None
+
+    def _write_lines(self, lines: list[bytes]) -> None:
         if self._local:
             if self._journal is None:
                 self._journal_path = os.path.join(
@@ -175,9 +243,24 @@ class LedgerWriter:
             self._seal()
 
     def seal(self) -> None:
-        """Turn what was recorded so far into a durable shard (write, sync, rename)."""
+        """Turn what was recorded so far into a durable shard (write, sync, rename).
+
+        Raises LedgerError when it cannot (the entries stay in the journal, if anywhere).
+        """
         with self._lock:
-            self._seal()
+            if self._failed is not None:
+                raise self._failed
+            try:
+                self._seal()
+            except LedgerError:
+                raise
+            except Exception as error:
+                raise self._fail(error) from None
+
+    @property
+    def failed(self) -> LedgerError | None:
+        """The error that made this writer fail, or None while it works."""
+        return self._failed
 
     def _seal(self) -> None:
         if self._count == 0:
@@ -188,7 +271,8 @@ class LedgerWriter:
             os.fsync(self._journal.fileno())
             self._journal.close()
             self._journal = None
-            os.replace(self._journal_path, os.path.join(_local_path(self._directory), shard))
+            directory = _local_path(self._directory)
+            os.replace(self._journal_path, os.path.join(directory, shard))
         elif self._buffer:
             filesystems = _filesystems()
             temporary = filesystems.join(self._directory, f".{shard}.tmp")
@@ -200,5 +284,6 @@ class LedgerWriter:
         self._count = 0
 
     def close(self) -> None:
-        """Seal what is left."""
-        self.seal()
+        """Seal what is left; a writer that failed only lets go of its journal."""
+        if self._failed is None:
+            self.seal()

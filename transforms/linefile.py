@@ -1,55 +1,161 @@
-"""Line files a person asks for by name (dead letter, dry run): written in shards, merged after.
+"""Line files a person asks for by name (dead letter, dry run): written as the run goes.
 
 ``WriteToText(num_shards=1)`` funnels every line through one key of a GroupByKey, so a large
-dead letter or dry run would be held in memory whole. :class:`WriteLines` lets each bundle
-write its own shard next to the target (``PATH.parts-SSSSS-of-NNNNN``) and
-:func:`merge_parts` streams them into ``PATH`` once the pipeline is done, then deletes them.
-Both go through Beam's FileSystems.
+dead letter or dry run would be held in memory whole; and a sink that fails fails the whole
+pipeline, after or in the middle of sending. :class:`WriteLines` lets each bundle write its
+own shard next to the target, as its lines arrive: ``PATH.tmp<part>-<id>`` while the bundle
+runs, renamed to ``PATH.parts<part>-<id>`` when it ends. :func:`merge_parts` streams the
+shards into ``PATH`` once the pipeline is done, then deletes them. Both go through Beam's
+FileSystems.
+
+A shard that cannot be written (a full disk, a read-only mount) does not fail the pipeline:
+the run's :class:`~transforms.stop.RunStop` trips with the reason, so no new request starts,
+and the step's output says why (a ``run_stopped`` tally), so the report does too. On a
+runner that retries a failed bundle, the retry writes a shard of its own; the shard of a
+bundle that failed before its end stays a ``.tmp`` file and is never merged.
 """
 
 from __future__ import annotations
 
+import contextlib
+import uuid
+from collections.abc import Iterator
+from typing import IO
+
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.pvalue import PCollection
+from apache_beam.transforms.window import GlobalWindows
+from apache_beam.utils.windowed_value import WindowedValue
+
+from transforms.report import STOPPED, Tally, tally
+from transforms.stop import run_stop
 
 #: Copy shards in pieces of this size: memory stays flat whatever their size.
 _CHUNK = 1 << 20
 
 
 def parts_prefix(path: str, part: str = "") -> str:
-    """Where the shards of ``path`` are written (``part`` names one of several writers)."""
+    """Where the finished shards of ``path`` are written (``part`` names one of several writers)."""
     return f"{path}.parts{part}"
 
 
-class WriteLines(beam.PTransform[PCollection[str], PCollection[str]]):
-    """Write text lines as shards of ``path``; call :func:`merge_parts` after the run.
+def _describe(what: str, path: str, error: BaseException) -> str:
+    detail = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+    return f"{what} not writable: {path}: {detail or type(error).__name__}"
 
-    Several steps may write to one ``path`` with different ``part`` names: each writes
-    where it runs (no Flatten that would hold one step's output for the other).
-    """
 
-    def __init__(self, path: str, part: str = "") -> None:
+class _WriteShard(beam.DoFn):
+    """Writes each bundle's lines to a shard of its own; see the module docstring."""
+
+    def __init__(self, path: str, part: str, what: str, run_id: str) -> None:
         super().__init__()
         self._path = path
         self._part = part
+        self._what = what
+        self._run_id = run_id
 
-    def expand(self, lines: PCollection[str]) -> PCollection[str]:
-        written: PCollection[str] = lines | beam.io.WriteToText(
-            parts_prefix(self._path, self._part)
+    def start_bundle(self) -> None:
+        self._handle: IO[bytes] | None = None
+        self._name = ""
+        self._failed: str | None = None
+
+    def process(self, line: str) -> None:
+        if self._failed is not None:
+            return
+        try:
+            if self._handle is None:
+                self._name = f"{self._part}-{uuid.uuid4().hex[:16]}"
+                self._handle = FileSystems.create(f"{self._path}.tmp{self._name}")
+            self._handle.write(line.encode("utf-8") + b"\n")
+        except Exception as error:  # OSError locally, the filesystem's own error elsewhere
+            self._fail(error)
+
+    def finish_bundle(self) -> Iterator[WindowedValue]:
+        handle, self._handle = self._handle, None
+        if handle is not None:
+            try:
+                handle.close()
+                if self._failed is None:
+                    temporary = f"{self._path}.tmp{self._name}"
+                    finished = parts_prefix(self._path) + self._name
+                    FileSystems.rename([temporary], [finished])
+            except Exception as error:
+                self._fail(error)
+        if self._failed is not None:
+            yield GlobalWindows.windowed_value(tally(STOPPED, 1, "", self._failed))
+
+    def _fail(self, error: BaseException) -> None:
+        self._failed = _describe(self._what, self._path, error)
+        run_stop(self._run_id).trip(self._failed)
+        handle, self._handle = self._handle, None
+        if handle is not None:
+            # it failed already: the shard stays a .tmp file, never merged
+            with contextlib.suppress(Exception):
+                handle.close()
+
+
+class WriteLines(beam.PTransform[PCollection[str], PCollection[Tally]]):
+    """Write text lines as shards of ``path``; call :func:`merge_parts` after the run.
+
+    Several steps may write to one ``path`` with different ``part`` names: each writes
+    where it runs (no Flatten that would hold one step's output for the other). ``what``
+    names the file in a failure's reason ("dead letter"); ``run_id`` names the run whose
+    stop a failure trips. The output holds a ``run_stopped`` tally per bundle that failed.
+    """
+
+    def __init__(
+        self, path: str, part: str = "", *, what: str = "output", run_id: str = ""
+    ) -> None:
+        super().__init__()
+        self._path = path
+        self._part = part
+        self._what = what
+        self._run_id = run_id
+
+    def expand(self, lines: PCollection[str]) -> PCollection[Tally]:
+        written: PCollection[Tally] = lines | beam.ParDo(
+            _WriteShard(self._path, self._part, self._what, self._run_id)
         )
         return written
 
 
 def merge_parts(path: str) -> int:
-    """Concatenate the shards of ``path`` into ``path`` (replacing it); return their number."""
-    pattern = parts_prefix(path) + "*-*-of-*"
-    shards = sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)
-    with FileSystems.create(path) as target:
-        for shard in shards:
-            with FileSystems.open(shard) as source:
-                while chunk := source.read(_CHUNK):
-                    target.write(chunk)
+    """Concatenate the shards of ``path`` into ``path``; return their number.
+
+    The shards are merged into a temporary file that then replaces ``path``: when the merge
+    fails (a full disk), ``path`` is as it was and the shards are kept.
+    """
+    shards = _matching(parts_prefix(path) + "*")
+    merged = f"{path}.tmp-merge"
+    try:
+        with FileSystems.create(merged) as target:
+            for shard in shards:
+                with FileSystems.open(shard) as source:
+                    while chunk := source.read(_CHUNK):
+                        target.write(chunk)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            FileSystems.delete([merged])
+        raise
+    if FileSystems.exists(path):
+        FileSystems.delete([path])
+    FileSystems.rename([merged], [path])
     if shards:
         FileSystems.delete(shards)
     return len(shards)
+
+
+def remove_leftovers(path: str) -> int:
+    """Delete the shards an earlier run of ``path`` left behind (it was killed or stopped).
+
+    Left in place they would be merged into this run's file. Returns how many there were.
+    """
+    leftovers = _matching(parts_prefix(path) + "*") + _matching(f"{path}.tmp*")
+    if leftovers:
+        FileSystems.delete(leftovers)
+    return len(leftovers)
+
+
+def _matching(pattern: str) -> list[str]:
+    return sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)

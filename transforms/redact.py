@@ -2,8 +2,17 @@
 
 Kontagent carries its API key in the URL path and a signature (``an_sig``) in the query;
 KISSmetrics carries its key in ``_k``. :class:`Redactor` removes those by their position in
-a URL and, as a second line of defence, every literal occurrence of a configured secret
-(raw, percent-encoded and ``+``-encoded) anywhere in a text.
+a URL, whatever their length, and, as a second line of defence, every literal occurrence of
+a configured secret of at least :data:`MIN_LITERAL_LENGTH` characters (raw, percent-encoded
+and ``+``-encoded) anywhere in a text. A shorter secret is masked by position only: masked
+anywhere, a key such as ``0000`` would also be cut out of ordinary data (a user id
+``10000042``).
+
+A redactor works on values, never on encoded text: :meth:`Redactor.value` masks each string
+inside a dead-letter entry or a report before it is encoded as JSON, so what it writes is
+always valid JSON whatever an error text contains. A URL position's value is taken to end
+at the first character a rendered URL cannot hold there (a quote, a comma, a space, ...),
+so a mask never swallows the text around a URL.
 """
 
 from __future__ import annotations
@@ -17,9 +26,15 @@ from urllib.parse import quote, quote_plus
 
 #: What replaces a secret.
 MASK = "***"
+#: Secrets at least this long are masked wherever they appear; shorter ones only where a URL
+#: carries them (the Kontagent path, ``_k``, ``an_sig``), which masks them at any length.
+MIN_LITERAL_LENGTH = 8
 
-_KONTAGENT_KEY_IN_PATH = re.compile(r"(/api/v\d+/)([^/?#\s]+)")
-_SECRET_QUERY_PARAMS = re.compile(r"([?&](?:_k|an_sig)=)([^&#\s]*)")
+# What a value in a rendered URL is made of: unreserved characters, percent escapes and the
+# few sub-delimiters a quoting function may leave alone. Anything else ends the value.
+_URL_VALUE = r"[A-Za-z0-9\-._~%+!$*]"
+_KONTAGENT_KEY_IN_PATH = re.compile(r"(/api/v\d+/)(" + _URL_VALUE + r"+)")
+_SECRET_QUERY_PARAMS = re.compile(r"([?&;](?:_k|an_sig)=)(" + _URL_VALUE + r"*)")
 
 
 @dataclass(frozen=True)
@@ -30,8 +45,11 @@ class Redactor:
 
     @classmethod
     def of(cls, secrets: Iterable[str | None]) -> Redactor:
-        """A redactor for the non-empty values among ``secrets``, longest first."""
-        values = {value for value in secrets if value}
+        """A redactor for the values among ``secrets`` long enough to mask literally.
+
+        Values shorter than :data:`MIN_LITERAL_LENGTH` are masked by position only.
+        """
+        values = {value for value in secrets if value and len(value) >= MIN_LITERAL_LENGTH}
         forms: set[str] = set()
         for value in values:
             forms.update((value, quote(value, safe=""), quote_plus(value, safe="")))
@@ -47,6 +65,20 @@ class Redactor:
 
     def __call__(self, text: str) -> str:
         return self.text(text)
+
+    def value(self, value: object) -> object:
+        """``value`` with every string inside it (dict values, list items) masked.
+
+        Dict keys are names chosen by beaconflow or the input, not texts that carry URLs,
+        and are kept. Use it on an entry before encoding it, never on the encoded text.
+        """
+        if isinstance(value, str):
+            return self.text(value)
+        if isinstance(value, dict):
+            return {key: self.value(item) for key, item in value.items()}
+        if isinstance(value, list | tuple):
+            return [self.value(item) for item in value]
+        return value
 
 
 class RedactingFilter(logging.Filter):

@@ -54,6 +54,8 @@ BY_DAY = "series_by_day"
 SENT_AT = "series_sent_at"
 #: Dead letters: tally(DEAD_LETTER_REASON, n, stage, reason_group(reason)).
 DEAD_LETTER_REASON = "series_dead_letter"
+#: Why the run stopped early (a step says so once or more): tally(STOPPED, n, "", reason).
+STOPPED = "run_stopped"
 #: How many dead-letter reason groups the report lists.
 TOP_REASONS = 10
 #: Most points in the report's send timeline; longer runs get wider buckets.
@@ -142,9 +144,16 @@ def invariant_errors(report: Mapping[str, Any]) -> list[str]:
 
 
 def build_report(
-    sums: Mapping[str, int], elapsed: float, extra: Mapping[str, Any]
+    sums: Mapping[str, int],
+    elapsed: float,
+    extra: Mapping[str, Any],
+    stopped: Iterable[str] = (),
 ) -> dict[str, Any]:
-    """The report dict from summed tallies, the run's elapsed seconds and descriptive extras."""
+    """The report dict from summed tallies, the run's elapsed seconds and descriptive extras.
+
+    ``stopped`` adds reasons the run stopped early for that the driver knows of itself; the
+    report's ``stopped`` joins them with the tallies' (None when the run was not stopped).
+    """
     report: dict[str, Any] = {name: 0 for name in EVENT_COUNTERS + MESSAGE_COUNTERS}
     invalid_by_stage: dict[str, int] = {}
     by_destination: dict[str, dict[str, int]] = {}
@@ -152,8 +161,12 @@ def build_report(
     by_day: dict[str, dict[str, int]] = {}
     sent_at: dict[tuple[str, str], dict[int, int]] = {}
     reasons: Counter[tuple[str, str]] = Counter()
+    stopped = set(stopped)
     for compound, n in sums.items():
         counter, destination, kind = compound.split("|", 2)
+        if counter == STOPPED:
+            stopped.add(kind)
+            continue
         if counter == BY_DAY:
             kind, day = kind.split("|", 1)
             per_day = by_day.setdefault(day, {})
@@ -186,6 +199,7 @@ def build_report(
         ]
     ]
     report["send_timeline"] = send_timeline(sent_at)
+    report["stopped"] = "; ".join(sorted(stopped)) or None
     report["elapsed_seconds"] = round(elapsed, 3)
     report["messages_per_second"] = (
         round(report["messages_delivered"] / elapsed, 1) if elapsed > 0 else 0.0
@@ -246,6 +260,8 @@ def summary(report: Mapping[str, Any]) -> str:
     else:
         pace = f"{report['messages_per_second']:.0f} messages/s"
     lines.append(f"elapsed {elapsed:.1f}s, {pace}")
+    if report.get("stopped"):
+        lines.append(f"STOPPED EARLY: {report['stopped']}")
     for error in report["invariant_errors"]:
         lines.append(f"WARNING: the report does not add up: {error}")
     return "\n".join(lines)

@@ -23,6 +23,7 @@ from email.utils import parsedate_to_datetime
 from typing import ClassVar
 
 import aiohttp
+from yarl import URL
 
 # Past 2**1000 every sane cap is reached; bounding the exponent keeps the float finite.
 _MAX_EXPONENT = 1000
@@ -62,6 +63,9 @@ class RetryPolicy:
     RETRIABLE_STATUSES: ClassVar[frozenset[int]] = frozenset(
         {408, 429} | (set(range(500, 600)) - {501})
     )
+    #: Statuses of a redirect, which is never followed and never retried: the request did
+    #: not reach the service (see :func:`redirect_reason`).
+    REDIRECT_STATUSES: ClassVar[frozenset[int]] = frozenset(range(300, 400))
     #: Transport errors that will fail the same way again: a URL that cannot be formed or
     #: parsed (aiohttp's ``InvalidURL`` is a ``ValueError``) or whose scheme is not HTTP is
     #: not a network hiccup.
@@ -129,6 +133,28 @@ def classify(status: int | None, error: BaseException | None) -> Verdict:
     if isinstance(error, tuple(RetryPolicy.PERMANENT_ERRORS)):
         return Verdict.PERMANENT
     return Verdict.RETRIABLE
+
+
+def redirect_reason(status: int, request_url: str, location: str | None) -> str:
+    """The reason a redirect is a failure: its status and its target's host, never more.
+
+    Redirects are never followed: a tracking GET answered with a 3xx did not reach the
+    service (a captive portal, a login proxy, a mistyped URL). The target's path and query
+    are left out: they may carry the request's own key (a redirect to itself).
+    """
+    target = "no Location"
+    if location:
+        try:
+            joined = URL(request_url, encoded=True).join(URL(location, encoded=True))
+        except ValueError:
+            joined = None
+        if joined is None or not joined.host:
+            target = "an unparsable Location"
+        else:
+            target = f"{joined.scheme}://{joined.host}"
+            if joined.explicit_port is not None:
+                target += f":{joined.explicit_port}"
+    return f"HTTP {status}: redirected to {target} (redirects are not followed)"
 
 
 def parse_retry_after(value: str | None, now: float) -> float | None:

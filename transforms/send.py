@@ -17,6 +17,7 @@ shared by every sender thread of the process. The input is expected in the globa
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,14 +29,15 @@ from apache_beam.pvalue import DoOutputsTuple, PCollection, TaggedOutput
 from apache_beam.transforms.window import GlobalWindows
 from apache_beam.utils.windowed_value import WindowedValue
 
-from transforms.ledger import LedgerWriter, endpoint_fingerprint
+from transforms.ledger import LedgerError, LedgerWriter, endpoint_fingerprint
 from transforms.message import Destination, Endpoint, Message
 from transforms.redact import Redactor, redact_library_logs
 from transforms.render import render_url
-from transforms.report import SENT_AT, CountsTallies
+from transforms.report import SENT_AT, STOPPED, CountsTallies
 from transforms.retry import RetryPolicy
 from transforms.sender import BulkSender, Delivery, Request, SenderConfig
 from transforms.sendproc import PoolClient, shared_client
+from transforms.stop import RunStop, run_stop
 
 #: The tag of the output holding messages that were not delivered.
 FAILED = "failed"
@@ -66,7 +68,9 @@ class SendConfig:
     False leaves the main output empty (a backfill only counts deliveries, through the
     ``tally`` output: ``(counter, destination, kind, n)`` per bundle). ``processes``: send
     from this many child processes per worker (:mod:`transforms.sendproc`), sharing its
-    ``concurrency`` and rates; 0 sends from a thread of the worker itself.
+    ``concurrency`` and rates; 0 sends from a thread of the worker itself. ``run_id``
+    names the run's :func:`~transforms.stop.run_stop` flag, which every sender of a worker
+    obeys (a ledger that cannot be written trips it).
     """
 
     endpoints: Mapping[Destination, Endpoint]
@@ -80,6 +84,7 @@ class SendConfig:
     adaptive: bool = True
     emit_delivered: bool = True
     processes: int = 0
+    run_id: str = ""
 
     def __post_init__(self) -> None:
         if self.workers < 1:
@@ -139,6 +144,7 @@ class _SendDoFn(CountsTallies, beam.DoFn):
         config = self._config
         redact_library_logs(config.secrets())
         fingerprints = {str(d): endpoint_fingerprint(e) for d, e in config.endpoints.items()}
+        self._stop: RunStop = run_stop(config.run_id)
         if config.processes:
             # each sender process keeps a ledger journal of its own
             self._sender = shared_client(
@@ -147,21 +153,35 @@ class _SendDoFn(CountsTallies, beam.DoFn):
                 processes=config.processes,
                 ledger=config.ledger,
                 fingerprints=fingerprints,
+                run_id=config.run_id,
             )
             self._seal = None if config.ledger is None else self._sender.seal
             return
         if config.ledger is not None:
             self._ledger = LedgerWriter(config.ledger, fingerprints)
-            self._seal = self._ledger.seal
+            self._seal = self._seal_ledger
         record = None if self._ledger is None else self._ledger.record_one
-        self._sender = BulkSender(config.sender_config(), config.secrets(), on_delivered=record)
+        self._sender = BulkSender(
+            config.sender_config(), config.secrets(), on_delivered=record, stop=self._stop
+        )
+
+    def _seal_ledger(self) -> None:
+        """Seal this worker's journal; a ledger that cannot be sealed stops the run."""
+        assert self._ledger is not None
+        try:
+            self._ledger.seal()
+        except LedgerError as error:
+            self._stop.trip(str(error))
 
     def teardown(self) -> None:
         if self._sender is not None:
             self._sender.close()
             self._sender = None
         if self._ledger is not None:
-            self._ledger.close()
+            try:
+                self._ledger.close()
+            except LedgerError as error:
+                logging.getLogger("beaconflow").error("%s", error)
             self._ledger = None
 
     def start_bundle(self) -> None:
@@ -185,6 +205,7 @@ class _SendDoFn(CountsTallies, beam.DoFn):
             return
         self._batch.append(Request(message, url))
         if len(self._batch) >= _BATCH:
+            self._stop.note_sending()
             sender.submit_many(self._batch)
             self._batch = []
             yield from self._outputs(sender.take_finished())
@@ -192,6 +213,7 @@ class _SendDoFn(CountsTallies, beam.DoFn):
     def finish_bundle(self) -> Iterator[WindowedValue | TaggedOutput[str, WindowedValue]]:
         sender = self._open_sender()
         if self._batch:
+            self._stop.note_sending()
             sender.submit_many(self._batch)
             self._batch = []
         for output in self._outputs(sender.flush()):
@@ -199,9 +221,12 @@ class _SendDoFn(CountsTallies, beam.DoFn):
                 yield TaggedOutput(output.tag, GlobalWindows.windowed_value(output.value))
             else:
                 yield GlobalWindows.windowed_value(output)
-        yield from CountsTallies.finish_bundle(self)
         if self._seal is not None:
             self._seal()
+        if self._stop.reason is not None:
+            # said once per bundle, even when no outcome of this bundle was cut short
+            self.count(STOPPED, "", self._stop.reason)
+        yield from CountsTallies.finish_bundle(self)
 
     def _open_sender(self) -> BulkSender | PoolClient:
         if self._sender is None:
@@ -215,6 +240,8 @@ class _SendDoFn(CountsTallies, beam.DoFn):
         for delivery in deliveries:
             attempts += delivery.attempts
             message = delivery.message
+            if delivery.stop is not None:
+                self.count(STOPPED, "", delivery.stop)
             if delivery.delivered:
                 delivered += 1
                 self.count("messages_delivered", message.destination, message.kind)

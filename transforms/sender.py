@@ -18,6 +18,16 @@ back, so no worker sleeps through them. Finished deliveries and counters are han
 under one lock once per turn of the event loop, and a blocked caller is woken only when a
 whole batch fits again or everything is done, not once per message.
 
+Redirects are never followed: a tracking GET answered with a 3xx did not reach the service
+(a captive portal, a login proxy, a mistyped URL), so it is a permanent failure naming the
+status and the target's host. A destination whose last :data:`REDIRECT_WINDOW` answers were
+all redirects is misconfigured: its lane halts, and its messages not yet sent end as "not
+attempted" without a request. A whole sender halts when a delivery cannot be recorded in the
+ledger (the next run would send it again) or when the run's
+:class:`~transforms.stop.RunStop` trips: no new request starts, what is in flight finishes,
+and the rest end as "not attempted". Every such outcome carries the stop's reason
+(:attr:`Delivery.stop`), so the run can report why it stopped.
+
 URLs carry API keys, so they never reach a log line, an exception or a :class:`Delivery`:
 error texts go through a :class:`~transforms.redact.Redactor` built from the endpoint secrets.
 Tested against a local aiohttp server::
@@ -28,6 +38,7 @@ Tested against a local aiohttp server::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import threading
@@ -43,7 +54,8 @@ from transforms.concurrency import AdaptiveLimit, AdaptiveRate, AimdPolicy
 from transforms.message import Message
 from transforms.ratelimit import Clock, RateLimiter, Sleep, shared_limiter
 from transforms.redact import Redactor
-from transforms.retry import RetryPolicy, Verdict, classify, parse_retry_after
+from transforms.retry import RetryPolicy, Verdict, classify, parse_retry_after, redirect_reason
+from transforms.stop import RunStop
 
 logger = logging.getLogger("beaconflow.send")
 
@@ -58,6 +70,11 @@ _DELIVERED = RetryPolicy.DELIVERED_STATUSES
 #: Answers that mean "slow down" (429, 503, timeouts): back-pressure for the adaptive limits.
 _PUSH_BACK_STATUSES = frozenset({429, 503})
 _PUSH_BACK_ERRORS = (asyncio.TimeoutError, aiohttp.ServerTimeoutError)
+_REDIRECT_STATUSES = RetryPolicy.REDIRECT_STATUSES
+#: Consecutive redirect answers from one destination that declare it misconfigured. Enough
+#: that a stray redirect cannot stop a run; few, so that a wrong URL costs little.
+REDIRECT_WINDOW = 10
+_NOT_FOLLOWED = " (redirects are not followed)"
 
 
 @dataclass(frozen=True)
@@ -73,7 +90,10 @@ class Delivery:
     """The outcome of one message: delivered or not, the last status or error, and the tries.
 
     ``status`` is None when no HTTP answer came back; ``error`` is None when delivered, and is
-    always redacted. ``attempts`` is 0 only for messages that were never sent.
+    always redacted. ``attempts`` is 0 only for messages that were never sent. ``stop`` is
+    the reason a stop gives when this outcome declared it (the delivery the ledger could not
+    record, the last redirect of a misconfigured destination) or was cut short by it (not
+    attempted, not retried); None otherwise.
     """
 
     message: Message
@@ -81,6 +101,7 @@ class Delivery:
     status: int | None
     error: str | None
     attempts: int
+    stop: str | None = None
 
 
 @dataclass(frozen=True)
@@ -184,18 +205,26 @@ class _Lane:
     """One destination: its queued requests and the limits each attempt goes through.
 
     ``limit`` (adaptive concurrency) and ``pace`` (adaptive rate) are None when the sender
-    is not adaptive; ``cap`` is the --max-rps limiter, None when uncapped.
+    is not adaptive; ``cap`` is the --max-rps limiter, None when uncapped. ``redirects``
+    counts the lane's consecutive redirect answers; ``halted`` is why it sends no more.
     """
 
-    __slots__ = ("cap", "limit", "pace", "queue")
+    __slots__ = ("cap", "destination", "halted", "limit", "pace", "queue", "redirects")
 
     def __init__(
-        self, limit: AdaptiveLimit | None, pace: AdaptiveRate | None, cap: RateLimiter | None
+        self,
+        destination: str,
+        limit: AdaptiveLimit | None,
+        pace: AdaptiveRate | None,
+        cap: RateLimiter | None,
     ) -> None:
+        self.destination = destination
         self.queue: deque[_Item] = deque()
         self.limit = limit
         self.pace = pace
         self.cap = cap
+        self.redirects = 0
+        self.halted: str | None = None
 
     def demand(self) -> int:
         """How many more requests of this lane could be sent right now."""
@@ -214,7 +243,10 @@ class BulkSender:
     destination; by default the process-wide :func:`~transforms.ratelimit.shared_limiter` for
     each rate in the config) are injectable for tests. ``on_delivered`` is called on the
     sender's thread with each delivered message the moment its answer is in (the delivery
-    ledger records it there, so a kill loses at most the requests in flight).
+    ledger records it there, so a kill loses at most the requests in flight); when it raises,
+    the delivery could not be recorded and the sender halts (the error's text is the reason).
+    ``stop`` is the run's stop flag: the sender halts when it trips, and trips it when the
+    ledger fails.
 
     Use as a context manager, or call :meth:`close`; :meth:`flush` first, as closing abandons
     unfinished requests.
@@ -231,8 +263,10 @@ class BulkSender:
         rng: random.Random | None = None,
         limiters: Mapping[str, RateLimiter] | None = None,
         on_delivered: Callable[[Message], None] | None = None,
+        stop: RunStop | None = None,
     ) -> None:
         self._prepare(config, secrets, clock, wall_clock, sleep, rng, limiters, on_delivered)
+        self._stop = stop
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._run_loop, name="beaconflow-sender", daemon=True
@@ -245,6 +279,8 @@ class BulkSender:
             self._thread.join()
             self._loop.close()
             raise
+        if stop is not None:
+            stop.subscribe(self.halt)
 
     def _prepare(
         self,
@@ -285,6 +321,7 @@ class BulkSender:
         self._sent = self._delivered = self._retries = self._failed = 0
         self._outcomes: dict[_OutcomeKey, int] = {}
         self._closed = False
+        self._stop = None
 
         # -- the loop's own, published to the fields above by _publish
         self._lanes: dict[str, _Lane] = {}
@@ -293,7 +330,9 @@ class BulkSender:
         self._workers: list[asyncio.Task[None]] = []
         self._idle: list[asyncio.Future[None]] = []  # parked workers, the last parked first
         self._waking = 0  # workers woken or started that have not looked for work yet
-        self._delayed: set[asyncio.Task[None]] = set()  # requests out waiting to requeue
+        # requests out waiting to requeue, with their lane
+        self._delayed: dict[asyncio.Task[None], tuple[_Lane, _Item]] = {}
+        self._halted: str | None = None  # why the whole sender sends no more
         self._done: list[Delivery] = []
         self._publishing = False
         self._tally_sent = self._tally_delivered = self._tally_retries = self._tally_failed = 0
@@ -362,6 +401,8 @@ class BulkSender:
         if self._closed:
             return
         self._closed = True
+        if self._stop is not None:
+            self._stop.unsubscribe(self.halt)
         if self._thread.is_alive():
             try:
                 asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result()
@@ -386,6 +427,13 @@ class BulkSender:
             for destination, lane in list(self._lanes.items())
             if lane.pace is not None
         }
+
+    def halt(self, reason: str) -> None:
+        """Start no new request (any thread); see :meth:`_halt`."""
+        if not self._loop.is_closed():
+            # the loop may close meanwhile: then there is nothing left to halt
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(self._halt, reason)
 
     def _check_alive(self) -> None:
         if not self._thread.is_alive():
@@ -436,6 +484,9 @@ class BulkSender:
             lane = lanes.get(destination)
             if lane is None:
                 lane = self._open_lane(destination)
+            if lane.halted is not None:
+                self._finish(self._cut_short((request, 0, False), lane.halted))
+                continue
             lane.queue.append((request, 0, False))
         self._kick()
 
@@ -451,9 +502,38 @@ class BulkSender:
                 ceiling=self._config.rates.get(destination),
                 clock=self._clock,
             )
-        lane = self._lanes[destination] = _Lane(limit, pace, self._limiters.get(destination))
+        lane = _Lane(destination, limit, pace, self._limiters.get(destination))
+        lane.halted = self._halted
+        self._lanes[destination] = lane
         self._lane_list.append(lane)
         return lane
+
+    def _halt(self, reason: str) -> None:
+        """Halt every lane, and lanes opened later: no new request starts (loop side)."""
+        if self._halted is not None:
+            return
+        self._halted = reason
+        for lane in self._lane_list:
+            self._halt_lane(lane, reason)
+
+    def _halt_lane(self, lane: _Lane, reason: str) -> None:
+        """Send no more to ``lane``: its queued and waiting requests end, cut short by reason."""
+        if lane.halted is None:
+            lane.halted = reason
+        while lane.queue:
+            self._finish(self._cut_short(lane.queue.popleft(), reason))
+        for task, (waiting_lane, item) in list(self._delayed.items()):
+            if waiting_lane is lane:
+                del self._delayed[task]
+                task.cancel()
+                self._finish(self._cut_short(item, reason))
+
+    @staticmethod
+    def _cut_short(item: _Item, reason: str) -> Delivery:
+        """The outcome of a request that a stop kept from being sent (again)."""
+        request, attempts, _ = item
+        text = f"not attempted: {reason}" if attempts == 0 else f"not retried: {reason}"
+        return Delivery(request.message, False, None, text, attempts, stop=reason)
 
     def _kick(self) -> None:
         """Wake (or start) as many workers as there are requests that may be sent now."""
@@ -525,8 +605,9 @@ class BulkSender:
         limit = lane.limit
         status: int | None = None
         error: BaseException | None = None
-        retry_after: str | None = None
+        retry_after: str | None = None  # or the Location of a redirect
         now: float | None = None
+        stopped: str | None = None
         try:
             cap = lane.cap
             if cap is not None:
@@ -539,10 +620,15 @@ class BulkSender:
             started = self._clock() if limit is not None else 0.0
             try:
                 # encoded=True: the URL is sent byte for byte as rendered (signatures cover it).
-                async with self._session.get(URL(request.url, encoded=True)) as response:
+                # A redirect is never followed: it did not reach the service.
+                async with self._session.get(
+                    URL(request.url, encoded=True), allow_redirects=False
+                ) as response:
                     status = response.status
                     if status not in _DELIVERED:
-                        retry_after = response.headers.get("Retry-After")
+                        retry_after = response.headers.get(
+                            "Location" if status in _REDIRECT_STATUSES else "Retry-After"
+                        )
                     await response.read()
             except _TRANSPORT_ERRORS as caught:
                 error = caught
@@ -563,19 +649,45 @@ class BulkSender:
                 # now loses at most the slots in flight
                 try:
                     self._on_delivered(request.message)
-                except Exception as hook_error:  # a full disk must not lose the delivery itself
-                    logger.error(self._redact(f"could not record a delivery: {hook_error}"))
+                except Exception as hook_error:
+                    # delivered, but the next run would send it again: stop sending
+                    stopped = self._redact(str(hook_error) or type(hook_error).__name__)
         finally:
             if limit is not None:
                 limit.release()
         self._record(status, error, now)
         message = request.message
         if delivered:
-            self._finish(Delivery(message, True, status, None, attempts))
+            lane.redirects = 0
+            self._finish(Delivery(message, True, status, None, attempts, stop=stopped))
+            if stopped is not None:
+                self._halt(stopped)
+                if self._stop is not None:
+                    self._stop.trip(stopped)
             return
         policy = self._config.retry
         verdict = classify(status, error)
-        reason = self._describe(status, error)
+        if status in _REDIRECT_STATUSES:
+            reason = self._redact(redirect_reason(status, request.url, retry_after))
+            lane.redirects += 1
+            if lane.redirects >= REDIRECT_WINDOW and lane.halted is None:
+                stopped = (
+                    f"{message.destination} is misconfigured: its last {lane.redirects} answers "
+                    f"were redirects ({reason.removesuffix(_NOT_FOLLOWED)}): check its URL"
+                )
+                logger.warning("%s; no more requests go to it", stopped)
+                self._finish(Delivery(message, False, status, reason, attempts, stop=stopped))
+                self._halt_lane(lane, stopped)
+                return
+        else:
+            if status is not None:
+                lane.redirects = 0
+            reason = self._describe(status, error)
+        halted = lane.halted
+        if halted is not None and verdict is Verdict.RETRIABLE and policy.can_retry(attempts):
+            text = f"{reason}; not retried: {halted}"
+            self._finish(Delivery(message, False, status, text, attempts, stop=halted))
+            return
         if verdict is Verdict.PERMANENT or not policy.can_retry(attempts):
             logger.debug(
                 "failed %s/%s after %d attempts: %s",
@@ -603,11 +715,17 @@ class BulkSender:
     def _later(self, lane: _Lane, item: _Item, wait: float) -> None:
         """Put ``item`` back at the head of its lane after ``wait`` seconds (always slept)."""
         task = self._loop.create_task(self._requeue(lane, item, wait))
-        self._delayed.add(task)
-        task.add_done_callback(self._delayed.discard)
+        self._delayed[task] = (lane, item)
+        task.add_done_callback(self._forget_delayed)
+
+    def _forget_delayed(self, task: asyncio.Task[None]) -> None:
+        self._delayed.pop(task, None)
 
     async def _requeue(self, lane: _Lane, item: _Item, wait: float) -> None:
         await self._sleep(wait)
+        if lane.halted is not None:
+            self._finish(self._cut_short(item, lane.halted))
+            return
         lane.queue.appendleft(item)
         self._kick()
 

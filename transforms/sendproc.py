@@ -11,7 +11,7 @@ Callers send through a :class:`PoolClient`, which has the BulkSender's interface
 ledger; :func:`shared_client` gives every send step of a process a client of one shared
 pool. Requests cross to a child in batches over a pipe as ``(tag, destination, kind, url,
 ledger key)``; outcomes come back in batches as ``(tag, delivered, status, error,
-attempts)``. The parent keeps the messages; a child sees only URLs.
+attempts, stop)``. The parent keeps the messages; a child sees only URLs.
 
 - ``concurrency`` and the per-destination rates are divided among the children: together
   they never have more requests in flight, nor send faster, than one BulkSender would.
@@ -23,6 +23,10 @@ attempts)``. The parent keeps the messages; a child sees only URLs.
 - A child exits when its pipe closes, so a killed pipeline leaves no sender behind; it
   ignores Ctrl-C, which its parent handles.
 - A child that dies makes the parent's next call raise RuntimeError naming its exit code.
+- A child whose ledger journal cannot be written halts its sender and says why in its
+  outcomes (never with a traceback); the pool then trips the run's
+  :class:`~transforms.stop.RunStop`, which it passes on to every child: no child starts a
+  new request, and the rest come back as "not attempted".
 
 A child runs :func:`child_main` under the same interpreter and ``sys.path`` as its parent; it
 imports aiohttp and the sender, not Beam. Tested with::
@@ -33,6 +37,7 @@ imports aiohttp and the sender, not Beam. Tested with::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import logging
 import math
@@ -49,7 +54,7 @@ from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection, wait
 from typing import Any, cast
 
-from transforms.ledger import LedgerWriter, ledger_key
+from transforms.ledger import LedgerError, LedgerWriter, ledger_key
 from transforms.message import Destination, Message
 from transforms.ratelimit import Clock
 from transforms.redact import Redactor, redact_library_logs
@@ -62,6 +67,7 @@ from transforms.sender import (
     SenderStats,
     outcome_names,
 )
+from transforms.stop import RunStop, run_stop
 
 logger = logging.getLogger("beaconflow.send")
 
@@ -75,8 +81,8 @@ _CHILD = "from transforms.sendproc import child_main; child_main()"
 
 #: One request on the wire: tag, destination, kind, URL, ledger key ("" without a ledger).
 _Wire = tuple[int, str, str, str, str]
-#: One outcome on the wire: tag, delivered, status, error, attempts.
-_Outcome = tuple[int, bool, int | None, str | None, int]
+#: One outcome on the wire: tag, delivered, status, error, attempts, stop reason.
+_Outcome = tuple[int, bool, int | None, str | None, int, str | None]
 #: A child's counters on the wire: sent, delivered, retries, failed, outcomes.
 _Stats = tuple[int, int, int, int, dict[str, int]]
 
@@ -190,7 +196,8 @@ class SenderPool:
     ``config`` is what one in-process BulkSender would get; ``secrets`` the endpoint secrets.
     ``ledger`` is a ledger directory each child writes its own journal in, and
     ``fingerprints`` the endpoint fingerprints its keys are made with (required with a
-    ledger). ``clock`` times the progress lines. Callers send through :meth:`client`
+    ledger). ``stop`` is the run's stop flag: a child's stop trips it, and its trip halts
+    every child. ``clock`` times the progress lines. Callers send through :meth:`client`
     handles; all methods may be called from several threads (one at a time goes on).
     """
 
@@ -202,6 +209,7 @@ class SenderPool:
         processes: int,
         ledger: str | None = None,
         fingerprints: Mapping[str, str] | None = None,
+        stop: RunStop | None = None,
         clock: Clock = time.monotonic,
     ) -> None:
         if ledger is not None and fingerprints is None:
@@ -226,6 +234,9 @@ class SenderPool:
             self.close()
             raise
         self._by_results = {child.results: child for child in self._children}
+        self._stop = stop if stop is not None else RunStop()
+        self._halted = False
+        self._stop.subscribe(self._halt_children)
 
     def __enter__(self) -> SenderPool:
         return self
@@ -252,6 +263,17 @@ class SenderPool:
                 for child in self._receive(block=True):
                     waiting.discard(child)
 
+    def _halt_children(self, reason: str) -> None:
+        """The run stopped: no child starts a new request (told once, over each pipe)."""
+        with self._lock:
+            if self._halted or self._closed:
+                return
+            self._halted = True
+            for child in self._children:
+                # a child that is gone says so at the next call that needs it
+                with contextlib.suppress(RuntimeError):
+                    child.send(("stop", reason))
+
     def stats(self) -> SenderStats:
         """The children's counters added up, as of their last report."""
         sent = delivered = retries = failed = 0
@@ -269,6 +291,8 @@ class SenderPool:
             if self._closed:
                 return
             self._closed = True
+            if hasattr(self, "_stop"):
+                self._stop.unsubscribe(self._halt_children)
             for child in self._children:
                 child.close()
         count = len(self._children)
@@ -323,6 +347,8 @@ class SenderPool:
                     self._take(child, payload)
                 elif kind == "sealed":
                     sealed.append(child)
+                    if payload is not None:  # the journal could not be sealed
+                        self._stop.trip(payload)
                 elif kind == "fatal":
                     raise RuntimeError(f"sender process {child.index}: {payload}")
                 child.stats = stats
@@ -336,11 +362,17 @@ class SenderPool:
 
     def _take(self, child: _Child, outcomes: list[_Outcome]) -> None:
         messages = self._messages
-        for tag, delivered, status, error, attempts in outcomes:
+        stopped: str | None = None
+        for tag, delivered, status, error, attempts, stop in outcomes:
             client, message = messages.pop(tag)
-            client.finished.append(Delivery(message, delivered, status, error, attempts))
+            client.finished.append(Delivery(message, delivered, status, error, attempts, stop))
             client.outstanding -= 1
+            if stop is not None and delivered:
+                # a delivery the child's ledger could not record: the whole run stops
+                stopped = stop
         child.outstanding -= len(outcomes)
+        if stopped is not None:
+            self._stop.trip(stopped)
 
 
 class PoolClient:
@@ -405,18 +437,26 @@ def shared_client(
     processes: int,
     ledger: str | None = None,
     fingerprints: Mapping[str, str] | None = None,
+    run_id: str = "",
 ) -> PoolClient:
     """A client of this process's pool for this configuration, started on first use.
 
     Every send step of a process with the same configuration shares one pool, as they share
     one rate limiter per destination in-process (:func:`~transforms.ratelimit.shared_limiter`).
+    ``run_id`` names the run whose :func:`~transforms.stop.run_stop` the pool obeys and trips.
     """
-    key = pickle.dumps((config, secrets, processes, ledger, sorted((fingerprints or {}).items())))
+    items = sorted((fingerprints or {}).items())
+    key = pickle.dumps((config, secrets, processes, ledger, items, run_id))
     with _pools_lock:
         pool, users = _pools.get(key, (None, 0))
         if pool is None:
             pool = SenderPool(
-                config, secrets, processes=processes, ledger=ledger, fingerprints=fingerprints
+                config,
+                secrets,
+                processes=processes,
+                ledger=ledger,
+                fingerprints=fingerprints,
+                stop=run_stop(run_id),
             )
         _pools[key] = (pool, users + 1)
         return pool.client()
@@ -528,7 +568,7 @@ class _ChildSender(BulkSender):
         if done:
             self._pending -= len(done)
             outcomes: list[_Outcome] = [
-                (int(d.message.occurrence), d.delivered, d.status, d.error, d.attempts)
+                (int(d.message.occurrence), d.delivered, d.status, d.error, d.attempts, d.stop)
                 for d in done
             ]
             self._reply("done", outcomes, self.counts())
@@ -600,14 +640,15 @@ async def _child(results_fd: int) -> int:
             kind, payload = command
             if kind == "send":
                 sender.take(payload)
+            elif kind == "stop":
+                sender._halt(payload)
             elif kind == "seal":
-                if ledger is not None:
-                    ledger.seal()
-                reply("sealed", None, sender.counts())
+                reply("sealed", _seal(ledger, sender), sender.counts())
     finally:
         await sender.stop()
-        if ledger is not None:
-            ledger.close()
+        problem = _seal(ledger, sender)
+        if problem is not None:
+            logger.error("%s", problem)
         reply("closed", None, sender.counts())
         await drain()
     return 0
@@ -617,6 +658,18 @@ def _quiet_broken_pipe(loop: asyncio.AbstractEventLoop, context: dict[str, Any])
     if isinstance(context.get("exception"), (BrokenPipeError, ConnectionResetError)):
         return
     loop.default_exception_handler(context)
+
+
+def _seal(ledger: LedgerWriter | None, sender: _ChildSender) -> str | None:
+    """Seal the child's journal; the reason it could not be (the sender then halts)."""
+    if ledger is None:
+        return None
+    try:
+        ledger.seal()
+    except LedgerError as error:
+        sender._halt(str(error))
+        return str(error)
+    return None
 
 
 def _recorder(ledger: LedgerWriter) -> Callable[[Message], None]:

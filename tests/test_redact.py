@@ -1,0 +1,123 @@
+"""The redactor works on values: every dead-letter line parses, and no secret survives.
+
+The first release ran its redactor over whole JSON lines: its ``an_sig`` pattern swallowed
+the closing quote, comma and quote of an error text that carried a signed URL (half the
+dead letter was invalid JSON, and a replay lost every Kontagent message), and a short key
+such as ``0000`` was cut out of user data (``"user_id": "1***0042"``). These tests feed error
+texts that carry signed URLs, with keys and secrets of every length, through the dead
+letter's encoder.
+"""
+
+from __future__ import annotations
+
+import json
+from urllib.parse import parse_qsl, quote, urlsplit
+
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+from transforms import kissmetrics, kontagent
+from transforms.deadletter import to_json
+from transforms.redact import MASK, MIN_LITERAL_LENGTH, Redactor
+
+#: Characters of keys and secrets: hex, letters, and ones that encode in a URL.
+SECRET_CHARS = "0123456789abcdefABCXYZ-_.~ +&=%é"
+#: Characters of the text around a URL in an error: quotes, commas, brackets, escapes, but
+#: nothing that makes a URL position of its own.
+AROUND_CHARS = "abcXYZ019 '\",:;()[]{}<>\\\n\té€"
+
+secrets = st.text(alphabet=SECRET_CHARS, min_size=1, max_size=40)
+around = st.text(alphabet=AROUND_CHARS, max_size=30)
+
+
+def _signed_kontagent(key: str, secret: str) -> str:
+    message = kontagent.build("evt", {"s": 10000042, "n": "harvest", "v": 3})
+    return kontagent.url(message, "http://api.example.test", key, secret=secret, now=1.8e9)
+
+
+def _kissmetrics(key: str) -> str:
+    message = kissmetrics.record("10000042", "Signed Up", time=1_750_000_000)
+    return kissmetrics.url(message, "https://trk.example.test", key)
+
+
+def _masked(url: str, key: str) -> str:
+    """The URL as the redactor must leave it: the key and the signature masked in place."""
+    encoded = quote(key, safe="")
+    url = url.replace(f"/api/v1/{encoded}/", f"/api/v1/{MASK}/")
+    url = url.replace(f"_k={encoded}&", f"_k={MASK}&")
+    signature = dict(parse_qsl(urlsplit(url).query)).get("an_sig")
+    if signature:
+        url = url.replace(f"an_sig={signature}", f"an_sig={MASK}")
+    return url
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    kontagent_key=secrets,
+    kontagent_secret=secrets,
+    kissmetrics_key=secrets,
+    before=around,
+    between=around,
+    after=around,
+)
+def test_dead_letter_lines_parse_and_keep_no_secret(
+    kontagent_key: str,
+    kontagent_secret: str,
+    kissmetrics_key: str,
+    before: str,
+    between: str,
+    after: str,
+) -> None:
+    all_secrets = (kontagent_key, kontagent_secret, kissmetrics_key)
+    # a long secret that also stands in the text around the URLs would be masked there too
+    assume(not any(s in before + between + after for s in all_secrets if len(s) >= 8))
+    signed = _signed_kontagent(kontagent_key, kontagent_secret)
+    km = _kissmetrics(kissmetrics_key)
+    # the shape of the first release's failure: a requests/aiohttp error quoting the URL
+    reason = f"TooManyRedirects: {before}'{signed}'{between}{km}{after}"
+    record = {"user_id": "10000042", "pin": "0000", "note": before}
+    entry = {"stage": "send", "reason": reason, "record": record, "attempts": 5}
+
+    line = to_json(entry, Redactor.of(all_secrets))
+
+    parsed = json.loads(line)  # every line parses
+    assert "\n" not in line
+    expected = f"TooManyRedirects: {before}'{_masked(signed, kontagent_key)}'{between}"
+    expected += f"{_masked(km, kissmetrics_key)}{after}"
+    # nothing around a URL is swallowed, the key and signature positions are masked
+    assert parsed["reason"] == expected
+    signature = dict(parse_qsl(urlsplit(signed).query))["an_sig"]
+    assert signature not in line
+    for secret in all_secrets:
+        if len(secret) >= MIN_LITERAL_LENGTH:
+            for form in (secret, quote(secret, safe=""), json.dumps(secret)[1:-1]):
+                assert form not in line
+    # data that is not a secret's position is untouched by a short secret
+    if all(len(s) < MIN_LITERAL_LENGTH for s in all_secrets):
+        assert parsed["record"] == record
+    assert parsed["attempts"] == 5
+
+
+@given(short=st.text(alphabet="0123456789", min_size=1, max_size=MIN_LITERAL_LENGTH - 1))
+def test_a_short_secret_is_masked_by_position_only(short: str) -> None:
+    redactor = Redactor.of((short,))
+    data = {"user_id": "10000042", "text": f"pin {short} and 1{short}2"}
+    assert redactor.value(data) == data
+    url = f"http://host/api/v1/{short}/ins/?s=1&an_sig=abc"
+    assert redactor.text(url) == f"http://host/api/v1/{MASK}/ins/?s=1&an_sig={MASK}"
+
+
+def test_a_long_secret_is_masked_anywhere_in_any_form() -> None:
+    secret = "s3cr3t value/é"
+    redactor = Redactor.of((secret,))
+    text = f"a {secret} b {quote(secret, safe='')} c"
+    assert redactor.text(text) == f"a {MASK} b {MASK} c"
+
+
+def test_values_inside_lists_and_dicts_are_masked_and_keys_kept() -> None:
+    redactor = Redactor.of(("kissmetrics-key-1",))
+    value = {"_k": ["GET /e?_k=abc&x=1", 3, None], "kissmetrics-key-1": "kissmetrics-key-1"}
+    assert redactor.value(value) == {
+        "_k": [f"GET /e?_k={MASK}&x=1", 3, None],
+        "kissmetrics-key-1": MASK,
+    }

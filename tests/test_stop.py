@@ -1,0 +1,476 @@
+"""Stopping early instead of corrupting silently: redirects, an unwritable ledger or dead letter.
+
+Unit tests of the stop flag and of the bulk sender against the real local server, then the
+sender processes, then the command itself against real failing filesystems (a read-only
+mount, a tmpfs that fills: tests/fs_faults.py) and a collector that redirects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import requests
+
+from beaconflow.client import HTTPStatusError, KissmetricsClient, KontagentClient
+from beaconflow.collector import Collector, Faults
+from beaconflow.gamelog import generate_events, write_jsonl
+from pipelines.backfill import run
+from transforms.ledger import LedgerError, LedgerWriter, ledger_files, read_ledger_file
+from transforms.message import Message
+from transforms.sender import REDIRECT_WINDOW, BulkSender, Request
+from transforms.sendproc import SenderPool
+from transforms.stop import RunStop, forget_run, run_stop
+
+from .conftest import KONTAGENT_KEY, backfill_flags, read_dead_letter, run_cli
+from .fs_faults import SmallDisk
+from .local_server import KEY, LocalServer
+from .test_sender import RecordingSleep, config, message
+
+NOW = 1_800_000_000
+
+
+# -- the stop flag -------------------------------------------------------------------------
+
+
+def test_the_first_reason_wins_and_every_listener_hears_it() -> None:
+    stop = RunStop()
+    heard: list[str] = []
+    stop.subscribe(heard.append)
+    assert stop.reason is None
+    assert stop.trip("ledger not writable: /l: No space left on device")
+    assert not stop.trip("a later reason")
+    assert stop.reason == heard[0] == "ledger not writable: /l: No space left on device"
+    late: list[str] = []
+    stop.subscribe(late.append)  # subscribing after the trip hears it at once
+    assert late == heard and len(heard) == 1
+
+
+def test_an_unsubscribed_listener_hears_nothing() -> None:
+    stop = RunStop()
+    heard: list[str] = []
+    stop.subscribe(heard.append)
+    stop.unsubscribe(heard.append)
+    stop.unsubscribe(heard.append)  # twice is harmless
+    stop.trip("x")
+    assert heard == []
+
+
+def test_runs_have_their_own_flags() -> None:
+    first, second = run_stop("run-a"), run_stop("run-b")
+    assert first is run_stop("run-a") and first is not second
+    first.trip("stop a")
+    assert second.reason is None
+    forget_run("run-a")
+    forget_run("run-b")
+    assert run_stop("run-a").reason is None
+    forget_run("run-a")
+
+
+# -- the bulk sender ---------------------------------------------------------------------
+
+
+def _tokens(sender: BulkSender, requests_: list[Request]) -> dict[str, object]:
+    sender.submit_many(requests_)
+    deliveries = sender.take_finished() + sender.flush()
+    assert len(deliveries) == len(requests_), "every request has exactly one outcome"
+    return {d.message.param("token") or "": d for d in deliveries}
+
+
+def test_a_redirect_is_a_permanent_failure_naming_the_host_only(server: LocalServer) -> None:
+    for kind in ("redirect", "loop"):
+        token = f"{kind}-1"
+        request = Request(message(kind, token), server.kontagent(kind, token))
+        with BulkSender(config(), (KEY,), sleep=RecordingSleep()) as sender:
+            (delivery,) = _tokens(sender, [request]).values()
+        assert not delivery.delivered  # type: ignore[attr-defined]
+        assert delivery.status == 302 and delivery.attempts == 1  # type: ignore[attr-defined]
+        assert delivery.error == (  # type: ignore[attr-defined]
+            f"HTTP 302: redirected to {server.base_url} (redirects are not followed)"
+        )
+        assert delivery.stop is None  # type: ignore[attr-defined]
+        assert server.hits[token] == 1, "a redirect is never retried"
+    assert server.hits[""] == 0, "the login page is never fetched"
+
+
+def test_a_destination_that_only_redirects_halts_and_the_rest_is_not_attempted(
+    server: LocalServer,
+) -> None:
+    redirected = [
+        Request(message("redirect", f"r{n}"), server.kontagent("redirect", f"r{n}"))
+        for n in range(40)
+    ]
+    healthy = [
+        Request(message("ok", f"k{n}", "kissmetrics"), server.kissmetrics("ok", f"k{n}"))
+        for n in range(40)
+    ]
+    # one request in flight: exactly the window's requests reach the server
+    with BulkSender(config(concurrency=1), (KEY,), sleep=RecordingSleep()) as sender:
+        results = _tokens(sender, redirected + healthy)
+    sent = [t for t in results if t.startswith("r") and server.hits[t]]
+    assert len(sent) == REDIRECT_WINDOW
+    stops = [results[f"r{n}"].stop for n in range(40)]  # type: ignore[attr-defined]
+    assert stops[: REDIRECT_WINDOW - 1] == [None] * (REDIRECT_WINDOW - 1)
+    assert len(set(stops[REDIRECT_WINDOW - 1 :])) == 1, "the window's last declares it"
+    reason = stops[-1]
+    assert reason == (
+        f"kontagent is misconfigured: its last 10 answers were redirects (HTTP 302: "
+        f"redirected to {server.base_url}): check its URL"
+    )
+    assert reason.startswith("kontagent is misconfigured: its last 10 answers were redirects")
+    not_attempted = [results[t] for t in results if t.startswith("r") and not server.hits[t]]
+    assert len(not_attempted) == 40 - REDIRECT_WINDOW
+    assert all(d.attempts == 0 and d.error == f"not attempted: {reason}" for d in not_attempted)  # type: ignore[attr-defined]
+    assert all(results[f"k{n}"].delivered for n in range(40)), "the other destination goes on"  # type: ignore[attr-defined]
+
+
+def test_an_answer_between_redirects_resets_the_window(server: LocalServer) -> None:
+    tokens = [f"mix{n}" for n in range(3 * REDIRECT_WINDOW)]
+    kinds = ["ok" if n % REDIRECT_WINDOW == 5 else "redirect" for n in range(len(tokens))]
+    requests_ = [
+        Request(message(k, t), server.kontagent(k, t)) for k, t in zip(kinds, tokens, strict=True)
+    ]
+    with BulkSender(config(concurrency=1), (KEY,), sleep=RecordingSleep()) as sender:
+        results = _tokens(sender, requests_)
+    assert [server.hits[t] for t in tokens] == [1] * len(tokens), "a stray redirect stops nothing"
+    assert all(d.stop is None for d in results.values())  # type: ignore[attr-defined]
+
+
+def test_a_delivery_the_ledger_cannot_record_halts_the_sender(server: LocalServer) -> None:
+    stop = RunStop()
+    recorded: list[str] = []
+
+    def record(delivered: Message) -> None:
+        if recorded:
+            raise LedgerError("ledger not writable: /var/lib/ledger: No space left on device")
+        recorded.append(delivered.param("token") or "")
+
+    requests_ = [
+        Request(message("ok", f"l{n}"), server.kontagent("ok", f"l{n}")) for n in range(30)
+    ]
+    with BulkSender(
+        config(concurrency=1), (KEY,), sleep=RecordingSleep(), on_delivered=record, stop=stop
+    ) as sender:
+        results = _tokens(sender, requests_)
+    reason = "ledger not writable: /var/lib/ledger: No space left on device"
+    assert stop.reason == reason
+    delivered = [d for d in results.values() if d.delivered]  # type: ignore[attr-defined]
+    assert len(delivered) == 2, "one recorded, one delivered but unrecorded, then no more"
+    assert [d.stop for d in delivered].count(reason) == 1  # type: ignore[attr-defined]
+    cut = [d for d in results.values() if not d.delivered]  # type: ignore[attr-defined]
+    assert len(cut) == 28
+    assert all(d.error == f"not attempted: {reason}" and d.attempts == 0 for d in cut)  # type: ignore[attr-defined]
+    assert sum(server.hits[f"l{n}"] for n in range(30)) == 2
+
+
+def test_a_tripped_run_halts_a_sender_that_waits_to_retry(server: LocalServer) -> None:
+    stop = RunStop()
+    gate = threading.Event()
+
+    class SlowSleep(RecordingSleep):
+        async def __call__(self, seconds: float) -> None:
+            await super().__call__(seconds)
+            gate.set()
+            await asyncio.sleep(3600)  # a backoff that only the halt ends
+
+    request = Request(message("flaky", "f-99"), server.kontagent("flaky", "f-99", n=99))
+    with BulkSender(config(), (KEY,), sleep=SlowSleep(), stop=stop) as sender:
+        sender.submit(request)
+        assert gate.wait(10), "the first attempt failed and a retry waits"
+        stop.trip("dead letter not writable: /out/dead.jsonl: No space left on device")
+        (delivery,) = sender.flush()
+    assert not delivery.delivered and delivery.attempts == 1
+    assert delivery.error.startswith("not retried: dead letter not writable")  # type: ignore[union-attr]
+    assert server.hits["f-99"] == 1
+
+
+def test_the_client_never_follows_a_redirect(server: LocalServer) -> None:
+    client = KissmetricsClient(KEY, base_url=f"{server.base_url}")
+    login_hits = server.hits[""]
+    with client, pytest.raises(HTTPStatusError) as raised:
+        # /redirect on the local server answers 302 to its login page
+        client.send_message(Message("kissmetrics", "redirect", (("token", "c-1"),)))
+    assert raised.value.status == 302 and not raised.value.retriable
+    assert f"redirected to {server.base_url}" in str(raised.value)
+    assert KEY not in str(raised.value)
+    assert server.hits[""] == login_hits
+
+
+def test_the_client_names_the_host_of_an_absolute_redirect() -> None:
+    with Collector(faults=Faults(redirect_destinations=frozenset({"kontagent"}))) as collector:
+        client = KontagentClient("feedfacefeedfacefeedfacefeedface", base_url=collector.base_url)
+        with client, pytest.raises(HTTPStatusError, match=r"redirected to http://127\.0\.0\.1:"):
+            client.notify_new_install(123)
+        assert collector.counts().get("faulted/login_page", 0) == 0
+    # requests itself would have followed it to the login page's 200
+    with Collector(faults=Faults(redirect_destinations=frozenset({"kontagent"}))) as collector:
+        url = f"{collector.base_url}/api/v1/{KONTAGENT_KEY}/apa/?s=1"
+        assert requests.get(url, timeout=5).status_code == 200
+
+
+# -- sender processes --------------------------------------------------------------------
+
+
+def test_a_child_whose_ledger_fills_stops_every_child_without_a_traceback(
+    server: LocalServer, small_disk: SmallDisk, capfd: pytest.CaptureFixture[str]
+) -> None:
+    small_disk.fill(free=0)
+    stop = RunStop()
+    fingerprints = {"kontagent": "f" * 12, "kissmetrics": "e" * 12}
+    with SenderPool(
+        config(concurrency=2),
+        (KEY,),
+        processes=2,
+        ledger=str(small_disk.path / "ledger"),
+        fingerprints=fingerprints,
+        stop=stop,
+    ) as pool:
+        client = pool.client()
+        tokens = [f"p{n}" for n in range(200)]
+        client.submit_many([Request(message("ok", t), server.kontagent("ok", t)) for t in tokens])
+        deliveries = client.flush()
+        client.close()
+    assert len(deliveries) == 200
+    assert stop.reason is not None and stop.reason.startswith("ledger not writable: ")
+    assert stop.reason.endswith("No space left on device")
+    sent = sum(server.hits[t] for t in tokens)
+    assert sent <= 2 + 2, "at most what was in flight when the first record failed, per child"
+    not_attempted = [d for d in deliveries if d.error and d.error.startswith("not attempted")]
+    assert len(not_attempted) == 200 - sent
+    err = capfd.readouterr().err
+    assert "Traceback" not in err
+
+
+# -- the command ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def events_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from datetime import UTC, datetime
+
+    path = tmp_path_factory.mktemp("logs") / "events.jsonl"
+    events = generate_events(
+        300, seed=5, start=datetime(2025, 6, 1, tzinfo=UTC), end=datetime(2025, 6, 3, tzinfo=UTC)
+    )
+    write_jsonl(events, path)
+    return path
+
+
+def _two_collectors(redirect: str) -> tuple[Collector, Collector]:
+    faults = Faults(redirect_destinations=frozenset({"kontagent"}), redirect=redirect)
+    return Collector(faults=faults), Collector()
+
+
+@pytest.mark.parametrize(("redirect", "processes"), [("login", "0"), ("loop", "2")])
+def test_a_redirecting_destination_stops_it_and_nothing_is_counted_delivered(
+    events_file: Path, tmp_path: Path, redirect: str, processes: str
+) -> None:
+    wrong, right = _two_collectors(redirect)
+    ledger = tmp_path / "ledger"
+    with wrong, right:
+        flags = backfill_flags(right.base_url, tmp_path, events_file)
+        flags = [f for f in flags if not f.startswith("--kontagent-url=")]
+        flags += [
+            f"--kontagent-url={wrong.base_url}",
+            f"--ledger={ledger}",
+            f"--send-processes={processes}",
+        ]
+        status, report = run(flags, now=NOW)
+        assert status == 4
+        assert report["stopped"].startswith("kontagent is misconfigured: its last")
+        assert report["invariant_errors"] == []
+        by = report["by_destination"]
+        assert "delivered" not in by["kontagent"] and by["kontagent"]["failed"] > 0
+        assert by["kissmetrics"]["delivered"] > 0 and "failed" not in by["kissmetrics"]
+        assert wrong.counts().get("faulted/login_page", 0) == 0, "the login page never fetched"
+        assert len(wrong.accepted()) == 0
+        # the ledger holds KISSmetrics deliveries only
+        kinds = Counter(
+            json.loads(line)["destination"]
+            for path in ledger_files(str(ledger))
+            for line in Path(path).read_text().splitlines()
+        )
+        assert set(kinds) == {"kissmetrics"}
+        dead = read_dead_letter(tmp_path)  # every line parses
+        reasons = Counter(d["reason"].split(":")[0] for d in dead)
+        assert reasons["not attempted"] > 0 and reasons["HTTP 302"] >= 1
+        assert all(KONTAGENT_KEY not in json.dumps(d) for d in dead)
+
+        # the URL is mended; the dead letter goes back in and every Kontagent message goes
+        replay = tmp_path / "replay.jsonl"
+        replay.write_text((tmp_path / "dead.jsonl").read_text())
+        again_flags = backfill_flags(right.base_url, tmp_path / "again", replay)
+        status, again = run([*again_flags, f"--ledger={ledger}"], now=NOW)
+        assert status == 0, again
+        assert again["messages_delivered"] == by["kontagent"]["failed"]
+        assert (
+            len([r for r in right.accepted() if r.destination == "kontagent"])
+            == by["kontagent"]["failed"]
+        )
+
+
+def test_a_read_only_ledger_stops_the_run_before_anything_is_sent(
+    events_file: Path, tmp_path: Path, read_only_dir: Path
+) -> None:
+    with Collector() as collector:
+        flags = backfill_flags(collector.base_url, tmp_path, events_file)
+        done = run_cli(*flags, f"--ledger={read_only_dir / 'ledger'}")
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.strip() == (
+            f"beaconflow: error: ledger not writable: {read_only_dir / 'ledger'}: "
+            "Read-only file system"
+        )
+        assert collector.counts().get("arrived", 0) == 0 and not collector.accepted()
+
+
+def test_a_read_only_dead_letter_stops_the_run_before_anything_is_sent(
+    events_file: Path, tmp_path: Path, read_only_dir: Path
+) -> None:
+    with Collector() as collector:
+        flags = backfill_flags(collector.base_url, tmp_path, events_file)
+        flags = [f for f in flags if not f.startswith("--dead-letter=")]
+        done = run_cli(*flags, f"--dead-letter={read_only_dir / 'dead.jsonl'}")
+        assert done.returncode == 2, done.stderr
+        assert "dead letter not writable" in done.stderr and "Read-only file system" in done.stderr
+        assert not collector.accepted()
+
+
+@pytest.mark.parametrize("processes", ["0", "2"])
+def test_a_ledger_disk_that_fills_stops_sending_and_the_next_run_finishes(
+    events_file: Path, tmp_path: Path, small_disk: SmallDisk, processes: str
+) -> None:
+    ledger = small_disk.path / "ledger"
+    small_disk.fill(free=8192)  # two pages: some deliveries are recorded, then it is full
+    with Collector() as collector:
+        flags = [*backfill_flags(collector.base_url, tmp_path, events_file), f"--ledger={ledger}"]
+        flags += ["--concurrency=4", f"--send-processes={processes}"]
+        done = run_cli(*flags)
+        assert done.returncode == 4, done.stderr
+        assert "Traceback" not in done.stderr
+        report = json.loads((tmp_path / "report.json").read_text())
+        assert report["stopped"] == f"ledger not writable: {ledger}: No space left on device"
+        assert report["exit_status"] == 4 and report["invariant_errors"] == []
+        first = len(collector.accepted())
+        assert 0 < first < report["messages_built"], "it stopped early"
+        assert "stopped early" in done.stderr
+        recorded = sum(1 for p in ledger_files(str(ledger)) for _ in read_ledger_file(p))
+
+        small_disk.free_up()  # the operator makes room; the same command again
+        done = run_cli(*flags)
+        assert done.returncode == 0, done.stderr
+        total = len(collector.accepted())
+        again = json.loads((tmp_path / "report.json").read_text())
+        assert again["stopped"] is None
+        # sent again: what was delivered but not recorded, at most what was in flight
+        resent = first - recorded
+        assert 0 <= resent <= 4
+        assert again["messages_skipped"] == recorded
+        unique = report["messages_built"] - report["messages_duplicate"]
+        assert total == unique + resent, "nothing lost, and sent twice only what was in flight"
+
+
+def test_a_dead_letter_disk_that_fills_stops_sending(
+    events_file: Path, tmp_path: Path, small_disk: SmallDisk
+) -> None:
+    small_disk.fill(free=8192)
+    dead = small_disk.path / "dead.jsonl"
+    with Collector(faults=Faults(reject_users=_all_users(events_file))) as collector:
+        flags = backfill_flags(collector.base_url, tmp_path, events_file)
+        flags = [f for f in flags if not f.startswith("--dead-letter=")]
+        flags += [f"--dead-letter={dead}", f"--ledger={tmp_path / 'ledger'}", "--concurrency=4"]
+        done = run_cli(*flags)
+        assert done.returncode == 4, done.stderr
+        assert "Traceback" not in done.stderr
+        report = json.loads((tmp_path / "report.json").read_text())
+        assert report["stopped"].startswith(f"dead letter not writable: {dead}: ")
+        assert "No space left on device" in report["stopped"]
+        assert len(collector.rejected()) < report["messages_built"], "it stopped early"
+
+
+def _all_users(events_file: Path) -> frozenset[str]:
+    users = set()
+    for line in events_file.read_text().splitlines():
+        users.add(str(json.loads(line)["user_id"]))
+    return frozenset(users)
+
+
+def test_no_log_line_per_unrecorded_delivery(
+    server: LocalServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+
+    def record(_: Message) -> None:
+        raise LedgerError("ledger not writable: /l: Read-only file system")
+
+    requests_ = [
+        Request(message("ok", f"q{n}"), server.kontagent("ok", f"q{n}")) for n in range(20)
+    ]
+    stop = RunStop()
+    with BulkSender(config(concurrency=4), (KEY,), on_delivered=record, stop=stop) as sender:
+        _tokens(sender, requests_)
+    assert caplog.text.count("ledger not writable") == 1, caplog.text
+
+
+def test_a_failed_ledger_writer_stays_failed(small_disk: SmallDisk) -> None:
+    small_disk.fill(free=0)
+    writer = LedgerWriter(str(small_disk.path / "l"), {"kontagent": "f" * 12})
+    one = Message("kontagent", "apa", (("s", "1"),))
+    with pytest.raises(LedgerError, match="No space left on device"):
+        for _ in range(1000):
+            writer.record_one(one)
+    small_disk.free_up()
+    with pytest.raises(LedgerError, match="No space left on device"):
+        writer.record_one(one)  # no half-written journal is written to again
+    writer.close()
+
+
+def test_a_run_that_fails_after_sending_began_exits_4_with_a_partial_report(
+    events_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from transforms import send
+
+    original = send._SendDoFn.finish_bundle
+
+    def failing(self: send._SendDoFn) -> object:
+        yield from original(self)
+        raise RuntimeError("the worker fell over")
+
+    monkeypatch.setattr(send._SendDoFn, "finish_bundle", failing)
+    with Collector() as collector:
+        flags = [*backfill_flags(collector.base_url, tmp_path, events_file), "--send-processes=0"]
+        status, report = run(flags, now=NOW)
+        assert collector.accepted(), "it sent something before it failed"
+    assert status == 4
+    assert report["stopped"].startswith("the run failed: RuntimeError: the worker fell over")
+    assert report["partial"] is True and report["exit_status"] == 4
+    written = json.loads((tmp_path / "report.json").read_text())
+    assert written["stopped"] == report["stopped"]
+    assert "Stopped early" in (tmp_path / "report.html").read_text()
+
+
+def test_a_run_that_fails_before_sending_is_still_a_whole_run_error(
+    events_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from transforms import parse
+
+    def failing(self: parse.ParseEvents, raw: object) -> object:
+        raise RuntimeError("the reader fell over")
+
+    monkeypatch.setattr(parse.ParseEvents, "process", failing)
+    with Collector() as collector:
+        flags = backfill_flags(collector.base_url, tmp_path, events_file)
+        with pytest.raises(Exception, match="the reader fell over"):
+            run(flags, now=NOW)  # the command turns this into one line and exit 2
+        assert not collector.accepted()
+
+
+def test_help_lists_every_exit_status() -> None:
+    done = run_cli("--help")
+    assert done.returncode == 0
+    for line in ("0    done", "2    nothing was sent", "3    done, but", "4    stopped early"):
+        assert line in done.stdout

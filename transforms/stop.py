@@ -1,0 +1,103 @@
+"""Stopping a run early, on purpose: one flag per run that every sender of a process obeys.
+
+Some failures make going on worse than stopping: a ledger that cannot be written (every
+further delivery would be sent again by the next run) or a dead letter that cannot be
+written (every further failure would be lost). Whoever meets such a failure calls
+:meth:`RunStop.trip` with a reason; from then on no new request starts, what is in flight
+finishes, and every message not yet sent ends in the dead letter as "not attempted" (so a
+replay, or the same command with the same ``--ledger``, finishes the job). The run then
+reports ``"stopped": <reason>`` and exits 4.
+
+A :class:`RunStop` lives in a process-wide registry keyed by the run's id, because Beam
+DoFns are pickled and unpickled: each carries the id and looks its run's stop up where it
+runs. Senders subscribe to it. The flag is per process: on a runner with several worker
+processes, each worker stops when it meets the failure itself (a full or read-only disk is
+met by all of them). :meth:`RunStop.note_sending` records that a request was handed to a
+sender in this process, so that the command never reports "nothing was sent" (exit 2)
+after a run that may have sent something.
+
+No Beam, no HTTP::
+
+    python -m pytest tests/test_stop.py
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+log = logging.getLogger("beaconflow")
+
+
+class RunStop:
+    """The stop flag of one run in this process; see the module docstring."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._reason: str | None = None
+        self._listeners: list[Callable[[str], None]] = []
+        self._sending = False
+
+    @property
+    def reason(self) -> str | None:
+        """Why the run stopped, or None while it goes on."""
+        return self._reason
+
+    @property
+    def sending_began(self) -> bool:
+        """Whether a request was handed to a sender of this process during the run."""
+        return self._sending
+
+    def note_sending(self) -> None:
+        """Record that a request was handed to a sender (cheap: called per batch)."""
+        self._sending = True
+
+    def trip(self, reason: str) -> bool:
+        """Stop the run for ``reason``; True when this call stopped it (the first reason wins).
+
+        Every subscriber is called with the reason, outside the lock.
+        """
+        with self._lock:
+            if self._reason is not None:
+                return False
+            self._reason = reason
+            listeners = list(self._listeners)
+        log.error("stopping: %s; no new request starts", reason)
+        for listener in listeners:
+            listener(reason)
+        return True
+
+    def subscribe(self, listener: Callable[[str], None]) -> None:
+        """Call ``listener(reason)`` when the run stops (at once when it has stopped already)."""
+        with self._lock:
+            reason = self._reason
+            if reason is None:
+                self._listeners.append(listener)
+                return
+        listener(reason)
+
+    def unsubscribe(self, listener: Callable[[str], None]) -> None:
+        """Stop calling ``listener`` (a sender that closes)."""
+        with self._lock:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+
+
+_runs: dict[str, RunStop] = {}
+_runs_lock = threading.Lock()
+
+
+def run_stop(run_id: str) -> RunStop:
+    """The stop flag of the run ``run_id`` in this process (made on first use)."""
+    with _runs_lock:
+        stop = _runs.get(run_id)
+        if stop is None:
+            stop = _runs[run_id] = RunStop()
+        return stop
+
+
+def forget_run(run_id: str) -> None:
+    """Drop the run's flag once the run is over (the driver calls this)."""
+    with _runs_lock:
+        _runs.pop(run_id, None)
