@@ -58,7 +58,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from transforms import kontagent
+from beaconflow.transforms import kontagent
 
 #: Default simulated date range (UTC), ``[start, end)``.
 DEFAULT_START = datetime(2025, 6, 1, tzinfo=UTC)

@@ -1,6 +1,7 @@
 """Adaptive sending against a flaky service: random failures that are not a rate limit.
 
-Sends N KISSmetrics requests through a :class:`~transforms.sender.BulkSender` (adaptive, as a
+Sends N KISSmetrics requests through a :class:`~beaconflow.transforms.sender.BulkSender` (adaptive,
+as a
 backfill sends) to the sandbox collector answering a share ``--error-rate`` of requests with
 500 or 503 at random (half each; 503 counts as push-back), and prints every 5 seconds how
 many are done and where the adaptive rate and concurrency stand. It stops after
@@ -22,9 +23,9 @@ import time
 from collections.abc import Sequence
 
 from beaconflow.collector import Collector, Faults
-from transforms.message import Message
-from transforms.retry import RetryPolicy
-from transforms.sender import BulkSender, Request, SenderConfig
+from beaconflow.transforms.message import Message
+from beaconflow.transforms.retry import RetryPolicy
+from beaconflow.transforms.sender import BulkSender, Request, SenderConfig
 
 
 def once(

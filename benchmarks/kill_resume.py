@@ -24,14 +24,14 @@ from pathlib import Path
 
 from beaconflow.collector import Collector, Faults
 from beaconflow.gamelog import generate_events, write_jsonl
-from transforms.message import Message
+from beaconflow.transforms.message import Message
 
 KEYS = ("--kontagent-api-key=bench-kontagent", "--kissmetrics-api-key=bench-kissmetrics")
 
 
 def _cli(args: list[str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "pipelines.backfill", *args],
+        [sys.executable, "-m", "beaconflow", *args],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

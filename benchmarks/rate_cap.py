@@ -38,7 +38,7 @@ KEYS = ("--kontagent-api-key=rate-kontagent", "--kissmetrics-api-key=rate-kissme
 def _run(source: Path, base: str, work: Path, *extra: str) -> None:
     subprocess.run(
         [
-            sys.executable, "-m", "pipelines.backfill", f"--input={source}", *KEYS,
+            sys.executable, "-m", "beaconflow", f"--input={source}", *KEYS,
             f"--kontagent-url={base}", f"--kissmetrics-url={base}",
             f"--report={work / 'report.json'}", f"--dead-letter={work / 'dead.jsonl'}",
             "--max-attempts=20", *extra,

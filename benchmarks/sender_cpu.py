@@ -6,8 +6,9 @@ measures in this process, pinned to core 0, the CPU seconds (``time.process_time
 thread of this process, user and system) per 1,000 messages of:
 
 1. raw aiohttp at a fixed concurrency (``benchmarks.throughput.raw_aiohttp``): the floor;
-2. a :class:`~transforms.sender.BulkSender` fed from this (plain) thread exactly as
-   ``transforms.send`` does: ``submit_many`` in batches of 32, ``take_finished`` after each,
+2. a :class:`~beaconflow.transforms.sender.BulkSender` fed from this (plain) thread exactly as
+   ``beaconflow.transforms.send`` does: ``submit_many`` in batches of 32, ``take_finished`` after
+   each,
    ``flush`` at the end; adaptive concurrency on, an uncapped rate limiter per destination
    and a counting ``on_delivered`` hook.
 
@@ -32,13 +33,13 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from beaconflow.transforms.message import Destination, Message
+from beaconflow.transforms.ratelimit import RateLimiter
+from beaconflow.transforms.retry import RetryPolicy
+from beaconflow.transforms.sender import BulkSender, Request, SenderConfig
 from benchmarks.throughput import _free_port, _pin, _write_inputs, raw_aiohttp
-from transforms.message import Destination, Message
-from transforms.ratelimit import RateLimiter
-from transforms.retry import RetryPolicy
-from transforms.sender import BulkSender, Request, SenderConfig
 
-#: Requests per hand-over, as ``transforms.send`` batches them.
+#: Requests per hand-over, as ``beaconflow.transforms.send`` batches them.
 BATCH = 32
 
 

@@ -167,10 +167,10 @@ def _measured_together(
 
 def _write_inputs(events: int, directory: Path, base: str) -> tuple[Path, Path, int]:
     from beaconflow.gamelog import generate_events, write_jsonl
-    from transforms.events import messages_for
-    from transforms.message import Endpoint
-    from transforms.records import validate
-    from transforms.render import render_url
+    from beaconflow.transforms.events import messages_for
+    from beaconflow.transforms.message import Endpoint
+    from beaconflow.transforms.records import validate
+    from beaconflow.transforms.render import render_url
 
     source = directory / "events.jsonl"
     records = list(
@@ -197,7 +197,7 @@ def _write_inputs(events: int, directory: Path, base: str) -> tuple[Path, Path, 
 def _pipeline_args(source: Path, base: str, out: Path, *extra: str) -> list[str]:
     return [
         "-m",
-        "pipelines.backfill",
+        "beaconflow",
         f"--input={source}",
         f"--kontagent-api-key={KONTAGENT_KEY}",
         f"--kontagent-url={base}",

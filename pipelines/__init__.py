@@ -1,4 +1,4 @@
-"""Pipelines: Beam pipelines wired from transforms, each exposing run(argv)."""
+"""Pipelines: Beam pipelines wired from beaconflow.transforms, each exposing run(argv)."""
 
 import logging
 

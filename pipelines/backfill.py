@@ -5,7 +5,7 @@ dedup (identity key) -> send -> report. Every record or message that cannot go o
 through a tagged output into the dead letter; the report is computed from the pipeline's
 outputs. Run the sandbox backfill on the sample data with::
 
-    python -m pipelines.backfill --sandbox --input 'sample_data/game_events*'
+    python -m beaconflow --sandbox --input 'sample_data/game_events*'
 
 Exit status: 0 when invalid events + failed messages <= --max-errors, 3 when more, 2 for a
 usage or whole-run error before anything was sent (one line on stderr, no traceback), 4 when
@@ -35,15 +35,15 @@ from apache_beam.options.pipeline_options import (
     StandardOptions,
 )
 
+from beaconflow.pipelines.options import BackfillConfig, UsageError, configure
 from beaconflow.report_html import render_html
-from pipelines.options import BackfillConfig, UsageError, configure
-from transforms.build import DIRECT, BuildMessages
-from transforms.deadletter import (
+from beaconflow.transforms.build import DIRECT, BuildMessages
+from beaconflow.transforms.deadletter import (
     message_view,
     to_json,
 )
-from transforms.dedup import DUPLICATES, SKIPPED, DedupByKey
-from transforms.ledger import (
+from beaconflow.transforms.dedup import DUPLICATES, SKIPPED, DedupByKey
+from beaconflow.transforms.ledger import (
     LedgerError,
     check_writable,
     endpoint_fingerprint,
@@ -51,13 +51,13 @@ from transforms.ledger import (
     message_key,
     read_ledger_file,
 )
-from transforms.linefile import WriteLines, merge_parts, parts_prefix, remove_leftovers
-from transforms.message import Destination, Endpoint, Message
-from transforms.parse import INVALID, REPLAYED, ParseEvents
-from transforms.read import InputError, ReadEvents, expand_inputs
-from transforms.redact import Redactor, redact_library_logs
-from transforms.render import render_url
-from transforms.report import (
+from beaconflow.transforms.linefile import WriteLines, merge_parts, parts_prefix, remove_leftovers
+from beaconflow.transforms.message import Destination, Endpoint, Message
+from beaconflow.transforms.parse import INVALID, REPLAYED, ParseEvents
+from beaconflow.transforms.read import InputError, ReadEvents, expand_inputs
+from beaconflow.transforms.redact import Redactor, redact_library_logs
+from beaconflow.transforms.render import render_url
+from beaconflow.transforms.report import (
     DEAD_LETTER_REASON,
     SumTallies,
     Tally,
@@ -66,10 +66,10 @@ from transforms.report import (
     summary,
     tally,
 )
-from transforms.send import FAILED, SendConfig, SendMessages
-from transforms.send import TALLY as SEND_TALLY
-from transforms.sender import Delivery
-from transforms.stop import RunStop, forget_run, run_stop
+from beaconflow.transforms.send import FAILED, SendConfig, SendMessages
+from beaconflow.transforms.send import TALLY as SEND_TALLY
+from beaconflow.transforms.sender import Delivery
+from beaconflow.transforms.stop import RunStop, forget_run, run_stop
 
 log = logging.getLogger("beaconflow")
 
@@ -431,7 +431,7 @@ def _may_have_sent(stop: RunStop, options: PipelineOptions, config: BackfillConf
 def run(argv: Sequence[str], *, now: float | None = None) -> tuple[int, dict[str, Any]]:
     """Run the backfill; return the exit status and the report. UsageError for bad input.
 
-    A run that stops early on purpose (see :mod:`transforms.stop`), or fails after it may
+    A run that stops early on purpose (see :mod:`beaconflow.transforms.stop`), or fails after it may
     have sent something, returns 4 with a report whose ``stopped`` says why.
     """
     now = time.time() if now is None else now
@@ -473,7 +473,10 @@ def run(argv: Sequence[str], *, now: float | None = None) -> tuple[int, dict[str
         with contextlib.ExitStack() as stack:
             if config.sandbox:
                 from beaconflow.collector import Collector
-                from pipelines.options import SANDBOX_KISSMETRICS_KEY, SANDBOX_KONTAGENT_KEY
+                from beaconflow.pipelines.options import (
+                    SANDBOX_KISSMETRICS_KEY,
+                    SANDBOX_KONTAGENT_KEY,
+                )
 
                 collector = stack.enter_context(
                     Collector(

@@ -21,10 +21,10 @@ from pathlib import Path
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from transforms import kissmetrics, kontagent
-from transforms.mapping import MappingError, RecordMapping, parse_mapping
-from transforms.message import Destination, Endpoint
-from transforms.retry import RetryPolicy
+from beaconflow.transforms import kissmetrics, kontagent
+from beaconflow.transforms.mapping import MappingError, RecordMapping, parse_mapping
+from beaconflow.transforms.message import Destination, Endpoint
+from beaconflow.transforms.retry import RetryPolicy
 
 #: Keys the sandbox uses; they mean nothing anywhere else.
 SANDBOX_KONTAGENT_KEY = "5a4db0c5a4db0c5a4db0c5a4db0c5a4d"
@@ -63,7 +63,8 @@ class BackfillConfig:
     ledger: str | None
     adaptive: bool
     beam_args: tuple[str, ...]
-    #: --send-processes; None: chosen by the runner (see pipelines.backfill.send_processes)
+    #: --send-processes; None: chosen by the runner (see
+    #: beaconflow.pipelines.backfill.send_processes)
     send_processes: int | None = None
     #: the --date day (UTC) of a nightly run, None for an ordinary run
     day: date | None = None

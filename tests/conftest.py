@@ -69,7 +69,7 @@ def run_cli(
 ) -> subprocess.CompletedProcess[str]:
     """The backfill run as a user runs it: a separate process, its output captured."""
     return subprocess.run(
-        [sys.executable, "-m", "pipelines.backfill", *args],
+        [sys.executable, "-m", "beaconflow", *args],
         capture_output=True,
         text=True,
         timeout=300,

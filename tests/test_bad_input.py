@@ -30,8 +30,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from beaconflow.collector import Collector
-from pipelines.backfill import run
-from pipelines.options import UsageError, configure
+from beaconflow.pipelines.backfill import run
+from beaconflow.pipelines.options import UsageError, configure
 
 from .conftest import backfill_flags, read_dead_letter, run_cli
 
@@ -686,7 +686,7 @@ def test_a_first_line_just_over_the_limit_with_a_bom_is_refused_whole(
     collector: Collector, tmp_path: Path
 ) -> None:
     # the BOM must not bring a cut line back under the limit (its rest read as line 2)
-    from transforms.read import MAX_LINE_BYTES
+    from beaconflow.transforms.read import MAX_LINE_BYTES
 
     long = b'{"pad": "' + b"q" * (MAX_LINE_BYTES - 10) + b'"}'
     source = tmp_path / "events.jsonl"

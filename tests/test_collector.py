@@ -21,9 +21,9 @@ import pytest
 import requests
 
 from beaconflow.collector import PIXEL_GIF, Collector, FaultPlan, Faults, TokenBucket, down_url
-from transforms import kissmetrics, kontagent
-from transforms.message import Endpoint
-from transforms.render import render_url
+from beaconflow.transforms import kissmetrics, kontagent
+from beaconflow.transforms.message import Endpoint
+from beaconflow.transforms.render import render_url
 
 KT_KEY = "0123456789abcdef0123456789abcdef"
 KM_KEY = "km-sandbox-key-42"

@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from transforms.concurrency import AdaptiveLimit, AdaptiveRate, AimdPolicy
-from transforms.ratelimit import RateLimiter
+from beaconflow.transforms.concurrency import AdaptiveLimit, AdaptiveRate, AimdPolicy
+from beaconflow.transforms.ratelimit import RateLimiter
 
 
 class Clock:

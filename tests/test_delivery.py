@@ -19,8 +19,8 @@ import pytest
 
 from beaconflow.collector import Collector, Faults, down_url
 from beaconflow.gamelog import generate_events, write_jsonl
-from pipelines.backfill import run
-from transforms.message import Message
+from beaconflow.pipelines.backfill import run
+from beaconflow.transforms.message import Message
 
 from .conftest import backfill_flags, read_dead_letter
 
@@ -225,7 +225,7 @@ def test_sigkill_mid_run_then_resume(
     extra = (f"--ledger={ledger}", f"--concurrency={concurrency}", f"--send-processes={processes}")
     with Collector(faults=Faults(latency=0.02)) as collector:
         flags = backfill_flags(collector.base_url, tmp_path, events_file, extra=extra)
-        process = subprocess.Popen([sys.executable, "-m", "pipelines.backfill", *flags],
+        process = subprocess.Popen([sys.executable, "-m", "beaconflow", *flags],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                    start_new_session=True)  # fmt: skip
         _kill_after(process, collector, accepted=150, group=group)
@@ -261,7 +261,7 @@ def test_ctrl_c_mid_run_says_interrupted_and_leaves_no_process(
     extra = (f"--send-processes={processes}", "--concurrency=4")
     with Collector(faults=Faults(latency=0.02)) as collector:
         flags = backfill_flags(collector.base_url, tmp_path, events_file, extra=extra)
-        process = subprocess.Popen([sys.executable, "-m", "pipelines.backfill", *flags],
+        process = subprocess.Popen([sys.executable, "-m", "beaconflow", *flags],
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                    start_new_session=True)  # fmt: skip
         deadline = time.monotonic() + 120

@@ -27,7 +27,7 @@ import pytest
 from beaconflow import gamelog
 from beaconflow.gamelog import generate_events, read_parquet, write_jsonl, write_parquet
 from beaconflow.make_samples import build_samples
-from transforms import kontagent
+from beaconflow.transforms import kontagent
 
 SAMPLE_DIR = Path(__file__).resolve().parent.parent / "sample_data"
 

@@ -16,9 +16,9 @@ import pytest
 
 from beaconflow.collector import Collector
 from beaconflow.gamelog import generate_events, write_jsonl
-from pipelines.backfill import run
-from pipelines.options import UsageError, configure, expand_date, parse_day
-from transforms.records import parse_time
+from beaconflow.pipelines.backfill import run
+from beaconflow.pipelines.options import UsageError, configure, expand_date, parse_day
+from beaconflow.transforms.records import parse_time
 
 from .conftest import backfill_flags, run_cli
 

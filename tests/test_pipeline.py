@@ -15,14 +15,14 @@ from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from beaconflow.collector import Collector
-from pipelines.backfill import TALLY, run
-from transforms.build import BuildMessages
-from transforms.mapping import RecordMapping
-from transforms.message import Message
-from transforms.parse import INVALID, REPLAYED, ParseEvents
-from transforms.read import RawRecord
-from transforms.records import identity
-from transforms.report import BY_DAY, summary
+from beaconflow.pipelines.backfill import TALLY, run
+from beaconflow.transforms.build import BuildMessages
+from beaconflow.transforms.mapping import RecordMapping
+from beaconflow.transforms.message import Message
+from beaconflow.transforms.parse import INVALID, REPLAYED, ParseEvents
+from beaconflow.transforms.read import RawRecord
+from beaconflow.transforms.records import identity
+from beaconflow.transforms.report import BY_DAY, summary
 
 from .conftest import (
     KISSMETRICS_KEY,

@@ -1,6 +1,6 @@
 """Portability, proven here: the backfill delivers the same wherever Beam runs it.
 
-Each run goes through :func:`pipelines.backfill.run` with Beam's options as a user gives them
+Each run goes through :func:`beaconflow.pipelines.backfill.run` with Beam's options as a user gives them
 on the command line, and is compared with the in-memory run of the same input: the multiset
 of messages the collector accepted (signing parameters aside: the collector drops them), the
 report's counters and the dead letter. The runner shapes:
@@ -37,7 +37,7 @@ from apache_beam.runners.portability.fn_api_runner.fn_runner import FnApiRunner
 from apache_beam.runners.portability.stager import Stager
 
 from beaconflow.collector import Collector
-from pipelines.backfill import _local_runner, rate_split_warning, run, worker_processes
+from beaconflow.pipelines.backfill import _local_runner, rate_split_warning, run, worker_processes
 
 from .conftest import KISSMETRICS_KEY, KONTAGENT_KEY, KONTAGENT_SECRET, backfill_flags
 from .portable import ChildWatch, PortableServices, portable_services, service_env
@@ -288,9 +288,7 @@ def test_setup_file_pyproject_stages_an_installable_sdist(staged: Staged) -> Non
     assert "Name: beaconflow" in pkg_info and "Requires-Dist: apache-beam" in pkg_info
     # what the pool's SDK workers import (its environment, outside the checkout): the
     # installed sdist
-    probe = (
-        "import beaconflow.collector, pipelines.backfill, transforms.send as m; print(m.__file__)"
-    )
+    probe = "import beaconflow.collector, beaconflow.pipelines.backfill, beaconflow.transforms.send as m; print(m.__file__)"
     done = subprocess.run(
         ["python", "-c", probe],
         cwd=staged.site.parent,
@@ -298,7 +296,11 @@ def test_setup_file_pyproject_stages_an_installable_sdist(staged: Staged) -> Non
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
-    assert Path(done.stdout.strip()) == staged.site / "transforms" / "send.py"
+    installed = Path(done.stdout.strip())
+    assert installed == staged.site / "beaconflow" / "transforms" / "send.py"
+    # the sdist holds real files, not the checkout's symlinks, and no top-level names
+    assert not (staged.site / "beaconflow" / "transforms").is_symlink()
+    assert not (staged.site / "transforms").exists() and not (staged.site / "pipelines").exists()
 
 
 def test_portable_runner_delivers_what_the_in_memory_run_does(

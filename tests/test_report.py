@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from transforms.report import (
+from beaconflow.transforms.report import (
     BY_DAY,
     DEAD_LETTER_REASON,
     SENT_AT,

@@ -24,7 +24,7 @@ from urllib.parse import quote, quote_plus, unquote, unquote_plus
 import pytest
 
 from beaconflow.collector import Collector, Faults, down_url
-from pipelines.backfill import run
+from beaconflow.pipelines.backfill import run
 
 from .conftest import run_cli
 

@@ -20,12 +20,12 @@ import requests
 from beaconflow.client import HTTPStatusError, KissmetricsClient, KontagentClient
 from beaconflow.collector import Collector, Faults
 from beaconflow.gamelog import generate_events, write_jsonl
-from pipelines.backfill import run
-from transforms.ledger import LedgerError, LedgerWriter, ledger_files, read_ledger_file
-from transforms.message import Message
-from transforms.sender import REDIRECT_WINDOW, BulkSender, Request
-from transforms.sendproc import SenderPool
-from transforms.stop import RunStop, forget_run, run_stop
+from beaconflow.pipelines.backfill import run
+from beaconflow.transforms.ledger import LedgerError, LedgerWriter, ledger_files, read_ledger_file
+from beaconflow.transforms.message import Message
+from beaconflow.transforms.sender import REDIRECT_WINDOW, BulkSender, Request
+from beaconflow.transforms.sendproc import SenderPool
+from beaconflow.transforms.stop import RunStop, forget_run, run_stop
 
 from .conftest import KONTAGENT_KEY, backfill_flags, read_dead_letter, run_cli
 from .fs_faults import SmallDisk
@@ -432,7 +432,7 @@ def test_a_failed_ledger_writer_stays_failed(small_disk: SmallDisk) -> None:
 def test_a_run_that_fails_after_sending_began_exits_4_with_a_partial_report(
     events_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from transforms import send
+    from beaconflow.transforms import send
 
     original = send._SendDoFn.finish_bundle
 
@@ -456,7 +456,7 @@ def test_a_run_that_fails_after_sending_began_exits_4_with_a_partial_report(
 def test_a_run_that_fails_before_sending_is_still_a_whole_run_error(
     events_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from transforms import parse
+    from beaconflow.transforms import parse
 
     def failing(self: parse.ParseEvents, raw: object) -> object:
         raise RuntimeError("the reader fell over")

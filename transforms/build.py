@@ -19,20 +19,20 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.pvalue import TaggedOutput
 
-from transforms.events import messages_for
-from transforms.ledger import ledger_key
-from transforms.mapping import RecordMapping
-from transforms.message import Destination, MessageError
-from transforms.parse import INVALID, EventLine
-from transforms.read import location
-from transforms.records import validated_before
-from transforms.report import BY_DAY, CountsTallies
+from beaconflow.transforms.events import messages_for
+from beaconflow.transforms.ledger import ledger_key
+from beaconflow.transforms.mapping import RecordMapping
+from beaconflow.transforms.message import Destination, MessageError
+from beaconflow.transforms.parse import INVALID, EventLine
+from beaconflow.transforms.read import location
+from beaconflow.transforms.records import validated_before
+from beaconflow.transforms.report import BY_DAY, CountsTallies
 
 #: The output of messages that need no message dedup, as Message objects (see ``direct``).
 DIRECT = "direct"
 
 MessageLine = tuple[str, str]
-"""(ledger key, :meth:`~transforms.message.Message.to_wire`)."""
+"""(ledger key, :meth:`~beaconflow.transforms.message.Message.to_wire`)."""
 
 
 class BuildMessages(CountsTallies, beam.DoFn):

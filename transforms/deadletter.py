@@ -17,10 +17,10 @@ import math
 from typing import Any, cast
 from urllib.parse import quote
 
-from transforms import kissmetrics, kontagent
-from transforms.message import Message, MessageError
-from transforms.read import RawRecord
-from transforms.redact import Redactor
+from beaconflow.transforms import kissmetrics, kontagent
+from beaconflow.transforms.message import Message, MessageError
+from beaconflow.transforms.read import RawRecord
+from beaconflow.transforms.redact import Redactor
 
 
 def message_view(message: Message) -> dict[str, Any]:

@@ -24,9 +24,9 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from transforms import kissmetrics, kontagent
-from transforms.message import Destination, Message, MessageError
-from transforms.records import Event
+from beaconflow.transforms import kissmetrics, kontagent
+from beaconflow.transforms.message import Destination, Message, MessageError
+from beaconflow.transforms.records import Event
 
 #: Kontagent types whose user is the responder ``r`` rather than the sender ``s``.
 RESPONSE_TYPES = frozenset({"inr", "ntr", "nei", "mer", "psr"})

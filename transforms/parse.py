@@ -1,6 +1,7 @@
 """The parse step: input records -> validated event candidates, keyed by event identity.
 
-:class:`ParseEvents` parses each :class:`~transforms.read.RawRecord`, applies the mapping and
+:class:`ParseEvents` parses each :class:`~beaconflow.transforms.read.RawRecord`, applies the
+mapping and
 validates the result. A valid record leaves as ``(event key, source + NUL + text)``: the record's
 own JSON text travels through the event dedup instead of a parsed object, because Beam
 encodes strings with its compiled coders but pickles objects at every stage boundary; the
@@ -18,13 +19,13 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.pvalue import TaggedOutput
 
-from transforms.deadletter import is_entry, record_entry, replayed_message
-from transforms.ledger import ledger_key
-from transforms.mapping import RecordMapping
-from transforms.message import MessageError
-from transforms.read import RawRecord
-from transforms.records import RecordError, parse_line, plain, validate
-from transforms.report import CountsTallies
+from beaconflow.transforms.deadletter import is_entry, record_entry, replayed_message
+from beaconflow.transforms.ledger import ledger_key
+from beaconflow.transforms.mapping import RecordMapping
+from beaconflow.transforms.message import MessageError
+from beaconflow.transforms.read import RawRecord
+from beaconflow.transforms.records import RecordError, parse_line, plain, validate
+from beaconflow.transforms.report import CountsTallies
 
 #: Output tags of the parse step.
 INVALID = "invalid"

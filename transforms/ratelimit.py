@@ -10,7 +10,7 @@ half-open one-second window the reservations number at most ``ceil(rate)`` (and 
 
 Several event loops and Beam worker threads in one process share one limiter per
 destination through :func:`shared_limiter`; the run-wide rate is divided among processes by
-the caller (see ``transforms.send``).
+the caller (see ``beaconflow.transforms.send``).
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.pvalue import PBegin, PCollection
 
-from transforms.records import RecordError, parse_json
+from beaconflow.transforms.records import RecordError, parse_json
 
 #: File name endings read as JSON lines, and as Parquet.
 JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".ndjson", ".ndjson.gz")

@@ -2,9 +2,10 @@
 
 :class:`SendMessages` takes a ``PCollection[Message]``, spreads it over workers with
 ``Reshuffle`` (unless ``reshuffle=False``: input just grouped by key is spread already) and
-sends it with one :class:`~transforms.sender.BulkSender` per ``DoFn`` instance (opened in
+sends it with one :class:`~beaconflow.transforms.sender.BulkSender` per ``DoFn`` instance (opened in
 ``setup``, closed in ``teardown``). Its main output ``delivered`` holds
-the delivered :class:`~transforms.sender.Delivery` records, the tagged output ``failed`` the
+the delivered :class:`~beaconflow.transforms.sender.Delivery` records, the tagged output ``failed``
+the
 others, each with a redacted reason: nothing is dropped. Counters live in the ``beaconflow``
 namespace. Run its test with::
 
@@ -29,15 +30,15 @@ from apache_beam.pvalue import DoOutputsTuple, PCollection, TaggedOutput
 from apache_beam.transforms.window import GlobalWindows
 from apache_beam.utils.windowed_value import WindowedValue
 
-from transforms.ledger import LedgerError, LedgerWriter, endpoint_fingerprint
-from transforms.message import Destination, Endpoint, Message
-from transforms.redact import Redactor, redact_library_logs
-from transforms.render import render_url
-from transforms.report import SENT_AT, STOPPED, CountsTallies
-from transforms.retry import RetryPolicy
-from transforms.sender import BulkSender, Delivery, Request, SenderConfig
-from transforms.sendproc import PoolClient, shared_client
-from transforms.stop import RunStop, run_stop
+from beaconflow.transforms.ledger import LedgerError, LedgerWriter, endpoint_fingerprint
+from beaconflow.transforms.message import Destination, Endpoint, Message
+from beaconflow.transforms.redact import Redactor, redact_library_logs
+from beaconflow.transforms.render import render_url
+from beaconflow.transforms.report import SENT_AT, STOPPED, CountsTallies
+from beaconflow.transforms.retry import RetryPolicy
+from beaconflow.transforms.sender import BulkSender, Delivery, Request, SenderConfig
+from beaconflow.transforms.sendproc import PoolClient, shared_client
+from beaconflow.transforms.stop import RunStop, run_stop
 
 #: The tag of the output holding messages that were not delivered.
 FAILED = "failed"
@@ -67,9 +68,10 @@ class SendConfig:
     per destination up to ``concurrency`` (False: always ``concurrency``). ``emit_delivered``:
     False leaves the main output empty (a backfill only counts deliveries, through the
     ``tally`` output: ``(counter, destination, kind, n)`` per bundle). ``processes``: send
-    from this many child processes per worker (:mod:`transforms.sendproc`), sharing its
+    from this many child processes per worker (:mod:`beaconflow.transforms.sendproc`), sharing its
     ``concurrency`` and rates; 0 sends from a thread of the worker itself. ``run_id``
-    names the run's :func:`~transforms.stop.run_stop` flag, which every sender of a worker
+    names the run's :func:`~beaconflow.transforms.stop.run_stop` flag, which every sender of a
+    worker
     obeys (a ledger that cannot be written trips it).
     """
 

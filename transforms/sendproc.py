@@ -3,7 +3,8 @@
 A Python process runs on one core at a time, and in a local run that process also does all
 of Beam's work: reading, parsing, building messages, the shuffles. A :class:`SenderPool`
 moves the HTTP side out to child processes, each running a
-:class:`~transforms.sender.BulkSender` with its own event loop and connections, so that on a
+:class:`~beaconflow.transforms.sender.BulkSender` with its own event loop and connections, so that
+on a
 machine with several cores the pipeline builds messages while the children send them.
 
 Callers send through a :class:`PoolClient`, which has the BulkSender's interface
@@ -25,7 +26,7 @@ attempts, stop)``. The parent keeps the messages; a child sees only URLs.
 - A child that dies makes the parent's next call raise RuntimeError naming its exit code.
 - A child whose ledger journal cannot be written halts its sender and says why in its
   outcomes (never with a traceback); the pool then trips the run's
-  :class:`~transforms.stop.RunStop`, which it passes on to every child: no child starts a
+  :class:`~beaconflow.transforms.stop.RunStop`, which it passes on to every child: no child starts a
   new request, and the rest come back as "not attempted".
 
 A child runs :func:`child_main` under the same interpreter and ``sys.path`` as its parent; it
@@ -54,11 +55,11 @@ from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection, wait
 from typing import Any, cast
 
-from transforms.ledger import LedgerError, LedgerWriter, ledger_key
-from transforms.message import Destination, Message
-from transforms.ratelimit import Clock
-from transforms.redact import Redactor, redact_library_logs
-from transforms.sender import (
+from beaconflow.transforms.ledger import LedgerError, LedgerWriter, ledger_key
+from beaconflow.transforms.message import Destination, Message
+from beaconflow.transforms.ratelimit import Clock
+from beaconflow.transforms.redact import Redactor, redact_library_logs
+from beaconflow.transforms.sender import (
     BulkSender,
     Delivery,
     ProgressLog,
@@ -67,7 +68,7 @@ from transforms.sender import (
     SenderStats,
     outcome_names,
 )
-from transforms.stop import RunStop, run_stop
+from beaconflow.transforms.stop import RunStop, run_stop
 
 logger = logging.getLogger("beaconflow.send")
 
@@ -76,8 +77,10 @@ _EXIT_WAIT = 10.0
 #: Requests a child may have outstanding (sent to it, outcome not back), per request it
 #: may have in flight: enough that it always has the next ones queued.
 _OUTSTANDING_PER_SLOT = 4
-#: The command that starts a child.
-_CHILD = "from transforms.sendproc import child_main; child_main()"
+#: The command that starts a child: ``-P`` keeps the working directory off its path, so a
+#: folder of the user's own that holds a ``beaconflow`` (or ``transforms``) package cannot
+#: stand in for ours.
+_CHILD = ("-P", "-c", "from beaconflow.transforms.sendproc import child_main; child_main()")
 
 #: One request on the wire: tag, destination, kind, URL, ledger key ("" without a ledger).
 _Wire = tuple[int, str, str, str, str]
@@ -127,7 +130,7 @@ class _Child:
         result_read, result_write = os.pipe()
         try:
             self.process = subprocess.Popen(
-                [sys.executable, "-c", _CHILD],
+                [sys.executable, *_CHILD],
                 stdin=command_read,
                 stdout=result_write,
                 env=dict(env),
@@ -190,6 +193,15 @@ class _Child:
         self.results.close()
 
 
+def _child_path() -> str:
+    """The children's PYTHONPATH: where this beaconflow was imported from, then ours."""
+    import beaconflow
+
+    home = os.path.dirname(os.path.dirname(os.path.abspath(beaconflow.__file__)))
+    rest = [p for p in sys.path if p and os.path.abspath(p) != home]
+    return os.pathsep.join([home, *rest])
+
+
 class SenderPool:
     """The sender processes of one process; see the module docstring.
 
@@ -224,7 +236,7 @@ class SenderPool:
         self._closed = False
         self._progress = ProgressLog(config.progress_interval, clock())
         self._children: list[_Child] = []
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+        env = dict(os.environ, PYTHONPATH=_child_path())
         level = logging.getLogger("beaconflow").getEffectiveLevel()
         try:
             for index, child_config in enumerate(split_config(config, processes)):
@@ -442,8 +454,10 @@ def shared_client(
     """A client of this process's pool for this configuration, started on first use.
 
     Every send step of a process with the same configuration shares one pool, as they share
-    one rate limiter per destination in-process (:func:`~transforms.ratelimit.shared_limiter`).
-    ``run_id`` names the run whose :func:`~transforms.stop.run_stop` the pool obeys and trips.
+    one rate limiter per destination in-process
+    (:func:`~beaconflow.transforms.ratelimit.shared_limiter`).
+    ``run_id`` names the run whose :func:`~beaconflow.transforms.stop.run_stop` the pool obeys and
+    trips.
     """
     items = sorted((fingerprints or {}).items())
     key = pickle.dumps((config, secrets, processes, ledger, items, run_id))

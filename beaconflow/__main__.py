@@ -1,0 +1,10 @@
+"""``python -m beaconflow``: the same command as ``beaconflow``."""
+
+from __future__ import annotations
+
+import sys
+
+from beaconflow.pipelines.backfill import main
+
+if __name__ == "__main__":
+    sys.exit(main())
