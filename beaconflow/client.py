@@ -30,11 +30,11 @@ from types import TracebackType
 
 import requests
 
-from beaconflow.transforms import kissmetrics, kontagent
-from beaconflow.transforms.message import Endpoint, Message
-from beaconflow.transforms.redact import Redactor, redact_library_logs
-from beaconflow.transforms.render import render_url
-from beaconflow.transforms.retry import RetryPolicy, Verdict, classify, redirect_reason
+from beaconflow.delivery.redact import Redactor, redact_library_logs
+from beaconflow.delivery.retry import RetryPolicy, Verdict, classify, redirect_reason
+from beaconflow.model import kissmetrics, kontagent
+from beaconflow.model.message import Endpoint, Message
+from beaconflow.model.render import render_url
 
 log = logging.getLogger("beaconflow.client")
 
@@ -142,7 +142,7 @@ class KontagentClient(_Client):
     """Sends Kontagent messages, like ``Kontagent::Tracking`` of the Ruby library.
 
     ``base_url`` defaults to Kontagent's test server, as that library does; pass
-    :data:`beaconflow.transforms.kontagent.PRODUCTION_URL` for production. With a ``secret`` every
+    :data:`beaconflow.model.kontagent.PRODUCTION_URL` for production. With a ``secret`` every
     request is signed (``ts``, ``an_sig``).
     """
 

@@ -1,6 +1,6 @@
 """Adaptive sending against a flaky service: random failures that are not a rate limit.
 
-Sends N KISSmetrics requests through a :class:`~beaconflow.transforms.sender.BulkSender` (adaptive,
+Sends N KISSmetrics requests through a :class:`~beaconflow.delivery.sender.BulkSender` (adaptive,
 as a
 backfill sends) to the sandbox collector answering a share ``--error-rate`` of requests with
 500 or 503 at random (half each; 503 counts as push-back), and prints every 5 seconds how
@@ -22,10 +22,10 @@ import argparse
 import time
 from collections.abc import Sequence
 
-from beaconflow.collector import Collector, Faults
-from beaconflow.transforms.message import Message
-from beaconflow.transforms.retry import RetryPolicy
-from beaconflow.transforms.sender import BulkSender, Request, SenderConfig
+from beaconflow.delivery.retry import RetryPolicy
+from beaconflow.delivery.sender import BulkSender, Request, SenderConfig
+from beaconflow.model.message import Message
+from beaconflow.sandbox.collector import Collector, Faults
 
 
 def once(

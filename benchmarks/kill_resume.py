@@ -22,9 +22,9 @@ from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 
-from beaconflow.collector import Collector, Faults
-from beaconflow.gamelog import generate_events, write_jsonl
-from beaconflow.transforms.message import Message
+from beaconflow.model.message import Message
+from beaconflow.samples.gamelog import generate_events, write_jsonl
+from beaconflow.sandbox.collector import Collector, Faults
 
 KEYS = ("--kontagent-api-key=bench-kontagent", "--kissmetrics-api-key=bench-kissmetrics")
 

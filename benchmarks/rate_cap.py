@@ -29,8 +29,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from beaconflow.collector import Collector, Faults
-from beaconflow.gamelog import generate_events, write_jsonl
+from beaconflow.samples.gamelog import generate_events, write_jsonl
+from beaconflow.sandbox.collector import Collector, Faults
 
 KEYS = ("--kontagent-api-key=rate-kontagent", "--kissmetrics-api-key=rate-kissmetrics")
 

@@ -6,7 +6,7 @@ measures in this process, pinned to core 0, the CPU seconds (``time.process_time
 thread of this process, user and system) per 1,000 messages of:
 
 1. raw aiohttp at a fixed concurrency (``benchmarks.throughput.raw_aiohttp``): the floor;
-2. a :class:`~beaconflow.transforms.sender.BulkSender` fed from this (plain) thread exactly as
+2. a :class:`~beaconflow.delivery.sender.BulkSender` fed from this (plain) thread exactly as
    ``beaconflow.transforms.send`` does: ``submit_many`` in batches of 32, ``take_finished`` after
    each,
    ``flush`` at the end; adaptive concurrency on, an uncapped rate limiter per destination
@@ -33,10 +33,10 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from beaconflow.transforms.message import Destination, Message
-from beaconflow.transforms.ratelimit import RateLimiter
-from beaconflow.transforms.retry import RetryPolicy
-from beaconflow.transforms.sender import BulkSender, Request, SenderConfig
+from beaconflow.delivery.ratelimit import RateLimiter
+from beaconflow.delivery.retry import RetryPolicy
+from beaconflow.delivery.sender import BulkSender, Request, SenderConfig
+from beaconflow.model.message import Destination, Message
 from benchmarks.throughput import _free_port, _pin, _write_inputs, raw_aiohttp
 
 #: Requests per hand-over, as ``beaconflow.transforms.send`` batches them.

@@ -166,11 +166,11 @@ def _measured_together(
 
 
 def _write_inputs(events: int, directory: Path, base: str) -> tuple[Path, Path, int]:
-    from beaconflow.gamelog import generate_events, write_jsonl
-    from beaconflow.transforms.events import messages_for
-    from beaconflow.transforms.message import Endpoint
-    from beaconflow.transforms.records import validate
-    from beaconflow.transforms.render import render_url
+    from beaconflow.model.events import messages_for
+    from beaconflow.model.message import Endpoint
+    from beaconflow.model.records import validate
+    from beaconflow.model.render import render_url
+    from beaconflow.samples.gamelog import generate_events, write_jsonl
 
     source = directory / "events.jsonl"
     records = list(

@@ -35,15 +35,7 @@ from apache_beam.options.pipeline_options import (
     StandardOptions,
 )
 
-from beaconflow.pipelines.options import BackfillConfig, UsageError, configure
-from beaconflow.report_html import render_html
-from beaconflow.transforms.build import DIRECT, BuildMessages
-from beaconflow.transforms.deadletter import (
-    message_view,
-    to_json,
-)
-from beaconflow.transforms.dedup import DUPLICATES, SKIPPED, DedupByKey
-from beaconflow.transforms.ledger import (
+from beaconflow.delivery.ledger import (
     LedgerError,
     check_writable,
     endpoint_fingerprint,
@@ -51,25 +43,33 @@ from beaconflow.transforms.ledger import (
     message_key,
     read_ledger_file,
 )
-from beaconflow.transforms.linefile import WriteLines, merge_parts, parts_prefix, remove_leftovers
-from beaconflow.transforms.message import Destination, Endpoint, Message
-from beaconflow.transforms.parse import INVALID, REPLAYED, ParseEvents
-from beaconflow.transforms.read import InputError, ReadEvents, expand_inputs
-from beaconflow.transforms.redact import Redactor, redact_library_logs
-from beaconflow.transforms.render import render_url
-from beaconflow.transforms.report import (
+from beaconflow.delivery.redact import Redactor, redact_library_logs
+from beaconflow.delivery.sender import Delivery
+from beaconflow.delivery.stop import RunStop, forget_run, run_stop
+from beaconflow.model.message import Destination, Endpoint, Message
+from beaconflow.model.render import render_url
+from beaconflow.pipelines.options import BackfillConfig, UsageError, configure
+from beaconflow.report.counts import (
     DEAD_LETTER_REASON,
-    SumTallies,
     Tally,
     build_report,
     reason_group,
     summary,
     tally,
 )
+from beaconflow.report.deadletter import (
+    message_view,
+    to_json,
+)
+from beaconflow.report.html import render_html
+from beaconflow.transforms.build import DIRECT, BuildMessages
+from beaconflow.transforms.dedup import DUPLICATES, SKIPPED, DedupByKey
+from beaconflow.transforms.linefile import WriteLines, merge_parts, parts_prefix, remove_leftovers
+from beaconflow.transforms.parse import INVALID, REPLAYED, ParseEvents
+from beaconflow.transforms.read import InputError, ReadEvents, expand_inputs
 from beaconflow.transforms.send import FAILED, SendConfig, SendMessages
 from beaconflow.transforms.send import TALLY as SEND_TALLY
-from beaconflow.transforms.sender import Delivery
-from beaconflow.transforms.stop import RunStop, forget_run, run_stop
+from beaconflow.transforms.tallies import SumTallies
 
 log = logging.getLogger("beaconflow")
 
@@ -431,7 +431,7 @@ def _may_have_sent(stop: RunStop, options: PipelineOptions, config: BackfillConf
 def run(argv: Sequence[str], *, now: float | None = None) -> tuple[int, dict[str, Any]]:
     """Run the backfill; return the exit status and the report. UsageError for bad input.
 
-    A run that stops early on purpose (see :mod:`beaconflow.transforms.stop`), or fails after it may
+    A run that stops early on purpose (see :mod:`beaconflow.delivery.stop`), or fails after it may
     have sent something, returns 4 with a report whose ``stopped`` says why.
     """
     now = time.time() if now is None else now
@@ -472,11 +472,11 @@ def run(argv: Sequence[str], *, now: float | None = None) -> tuple[int, dict[str
     try:
         with contextlib.ExitStack() as stack:
             if config.sandbox:
-                from beaconflow.collector import Collector
                 from beaconflow.pipelines.options import (
                     SANDBOX_KISSMETRICS_KEY,
                     SANDBOX_KONTAGENT_KEY,
                 )
+                from beaconflow.sandbox.collector import Collector
 
                 collector = stack.enter_context(
                     Collector(

@@ -21,10 +21,10 @@ from pathlib import Path
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from beaconflow.transforms import kissmetrics, kontagent
-from beaconflow.transforms.mapping import MappingError, RecordMapping, parse_mapping
-from beaconflow.transforms.message import Destination, Endpoint
-from beaconflow.transforms.retry import RetryPolicy
+from beaconflow.delivery.retry import RetryPolicy
+from beaconflow.model import kissmetrics, kontagent
+from beaconflow.model.mapping import MappingError, RecordMapping, parse_mapping
+from beaconflow.model.message import Destination, Endpoint
 
 #: Keys the sandbox uses; they mean nothing anywhere else.
 SANDBOX_KONTAGENT_KEY = "5a4db0c5a4db0c5a4db0c5a4db0c5a4d"

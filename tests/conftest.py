@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from beaconflow.collector import Collector
+from beaconflow.sandbox.collector import Collector
 
 from .fs_faults import read_only_dir, small_disk  # noqa: F401 - fixtures for every module
 from .local_server import LocalServer

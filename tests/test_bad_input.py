@@ -29,9 +29,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from beaconflow.collector import Collector
 from beaconflow.pipelines.backfill import run
 from beaconflow.pipelines.options import UsageError, configure
+from beaconflow.sandbox.collector import Collector
 
 from .conftest import backfill_flags, read_dead_letter, run_cli
 

@@ -13,7 +13,7 @@ from urllib.parse import parse_qsl, urlsplit
 import pytest
 
 from beaconflow.client import HTTPStatusError, KissmetricsClient, KontagentClient, TransportError
-from beaconflow.transforms.message import MessageError
+from beaconflow.model.message import MessageError
 
 KEY = "c0ffee00c0ffee00c0ffee00c0ffee00"
 SECRET = "hunter2-the-kontagent-secret"

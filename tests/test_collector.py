@@ -20,10 +20,17 @@ import aiohttp
 import pytest
 import requests
 
-from beaconflow.collector import PIXEL_GIF, Collector, FaultPlan, Faults, TokenBucket, down_url
-from beaconflow.transforms import kissmetrics, kontagent
-from beaconflow.transforms.message import Endpoint
-from beaconflow.transforms.render import render_url
+from beaconflow.model import kissmetrics, kontagent
+from beaconflow.model.message import Endpoint
+from beaconflow.model.render import render_url
+from beaconflow.sandbox.collector import (
+    PIXEL_GIF,
+    Collector,
+    FaultPlan,
+    Faults,
+    TokenBucket,
+    down_url,
+)
 
 KT_KEY = "0123456789abcdef0123456789abcdef"
 KM_KEY = "km-sandbox-key-42"
@@ -424,7 +431,7 @@ def test_collector_runs_inside_a_running_event_loop():
 def test_command_line_serves_and_stops_cleanly(signum):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     process = subprocess.Popen(
-        [sys.executable, "-m", "beaconflow.collector", "--port", "0", "--error-rate", "0"],
+        [sys.executable, "-m", "beaconflow.sandbox.collector", "--port", "0", "--error-rate", "0"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -448,6 +455,6 @@ def test_command_line_serves_and_stops_cleanly(signum):
 
 
 def test_command_line_refuses_bad_fault_settings():
-    from beaconflow.collector import main
+    from beaconflow.sandbox.collector import main
 
     assert main(["--port", "0", "--error-rate", "2"]) == 2

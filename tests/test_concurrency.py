@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from beaconflow.transforms.concurrency import AdaptiveLimit, AdaptiveRate, AimdPolicy
-from beaconflow.transforms.ratelimit import RateLimiter
+from beaconflow.delivery.concurrency import AdaptiveLimit, AdaptiveRate, AimdPolicy
+from beaconflow.delivery.ratelimit import RateLimiter
 
 
 class Clock:

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from beaconflow.collector import Collector, Faults, down_url
-from beaconflow.gamelog import generate_events, write_jsonl
+from beaconflow.model.message import Message
 from beaconflow.pipelines.backfill import run
-from beaconflow.transforms.message import Message
+from beaconflow.samples.gamelog import generate_events, write_jsonl
+from beaconflow.sandbox.collector import Collector, Faults, down_url
 
 from .conftest import backfill_flags, read_dead_letter
 

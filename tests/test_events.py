@@ -1,6 +1,6 @@
 """From a validated event to its Kontagent and KISSmetrics messages.
 
-Pure unit tests of ``beaconflow.transforms.events``: every Kontagent type, derived tracking tags, what is
+Pure unit tests of ``beaconflow.model.events``: every Kontagent type, derived tracking tags, what is
 (not) sent, KISSmetrics record/set/alias, occurrences and routing by destination.
 Run with ``.venv/bin/python -m pytest tests/test_events.py -q``.
 """
@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from beaconflow.transforms import kontagent
-from beaconflow.transforms.events import (
+from beaconflow.model import kontagent
+from beaconflow.model.events import (
     CUSTOM_EVENTS,
     LIST_SENDER_TYPES,
     RESPONSE_TYPES,
@@ -23,8 +23,8 @@ from beaconflow.transforms.events import (
     kontagent_message,
     messages_for,
 )
-from beaconflow.transforms.message import Destination, Message, MessageError
-from beaconflow.transforms.records import Event, validate
+from beaconflow.model.message import Destination, Message, MessageError
+from beaconflow.model.records import Event, validate
 
 NOW = 1_800_000_000
 #: 2025-06-01T12:00:00Z, the time of every event unless a test says otherwise.

@@ -19,10 +19,10 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from beaconflow.transforms import kontagent
-from beaconflow.transforms.events import messages_for
-from beaconflow.transforms.message import DESTINATIONS, Destination, MessageError
-from beaconflow.transforms.records import EARLIEST, FIELDS, RecordError, parse_line, validate
+from beaconflow.model import kontagent
+from beaconflow.model.events import messages_for
+from beaconflow.model.message import DESTINATIONS, Destination, MessageError
+from beaconflow.model.records import EARLIEST, FIELDS, RecordError, parse_line, validate
 
 NOW = 1_800_000_000
 

@@ -1,4 +1,4 @@
-"""Tests of the Orchard Quest log generator (beaconflow.gamelog) and the committed sample_data/.
+"""Tests of the Orchard Quest log generator (beaconflow.samples.gamelog) and the committed sample_data/.
 
 The validity rules of canonical records are written out here, independently of the
 generator, from the Kontagent REST reference and the Ruby library's event table. Run with::
@@ -24,10 +24,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from beaconflow import gamelog
-from beaconflow.gamelog import generate_events, read_parquet, write_jsonl, write_parquet
-from beaconflow.make_samples import build_samples
-from beaconflow.transforms import kontagent
+from beaconflow.model import kontagent
+from beaconflow.samples import gamelog
+from beaconflow.samples.gamelog import generate_events, read_parquet, write_jsonl, write_parquet
+from beaconflow.samples.make_samples import build_samples
 
 SAMPLE_DIR = Path(__file__).resolve().parent.parent / "sample_data"
 

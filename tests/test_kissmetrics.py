@@ -7,8 +7,8 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
-from beaconflow.transforms import kissmetrics
-from beaconflow.transforms.message import MessageError
+from beaconflow.model import kissmetrics
+from beaconflow.model.message import MessageError
 
 BASE = "http://trk.kissmetrics.com"
 

@@ -6,8 +6,8 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
-from beaconflow.transforms import kontagent
-from beaconflow.transforms.message import MessageError
+from beaconflow.model import kontagent
+from beaconflow.model.message import MessageError
 
 BASE = "http://api.geo.kontagent.net"
 

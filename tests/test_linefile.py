@@ -9,8 +9,8 @@ import pytest
 from apache_beam.runners.portability.fn_api_runner.fn_runner import FnApiRunner
 from apache_beam.testing.util import assert_that, equal_to
 
+from beaconflow.delivery.stop import forget_run, run_stop
 from beaconflow.transforms.linefile import WriteLines, merge_parts, parts_prefix, remove_leftovers
-from beaconflow.transforms.stop import forget_run, run_stop
 
 from .fs_faults import SmallDisk
 

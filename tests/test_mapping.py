@@ -1,6 +1,6 @@
 """The --mapping TOML: parsing it, applying it to source records, routing, and its errors.
 
-Pure unit tests of ``beaconflow.transforms.mapping``, plus the sample legacy log mapped end to end into
+Pure unit tests of ``beaconflow.model.mapping``, plus the sample legacy log mapped end to end into
 valid events and messages. Run with ``.venv/bin/python -m pytest tests/test_mapping.py -q``.
 """
 
@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from beaconflow.transforms.events import messages_for
-from beaconflow.transforms.mapping import MappingError, RecordMapping, Route, parse_mapping
-from beaconflow.transforms.message import DESTINATIONS, Destination
-from beaconflow.transforms.records import parse_line, validate
+from beaconflow.model.events import messages_for
+from beaconflow.model.mapping import MappingError, RecordMapping, Route, parse_mapping
+from beaconflow.model.message import DESTINATIONS, Destination
+from beaconflow.model.records import parse_line, validate
 
 NOW = 1_800_000_000
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_data"

@@ -8,10 +8,10 @@ from urllib.parse import quote
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from beaconflow.transforms import kissmetrics, kontagent
-from beaconflow.transforms.message import Endpoint, Message, encode_query
-from beaconflow.transforms.redact import Redactor
-from beaconflow.transforms.render import parse_url, render_url
+from beaconflow.delivery.redact import Redactor
+from beaconflow.model import kissmetrics, kontagent
+from beaconflow.model.message import Endpoint, Message, encode_query
+from beaconflow.model.render import parse_url, render_url
 
 KEY = "0123456789abcdef0123456789abcdef"
 SECRET = "the-secret-value"
@@ -181,7 +181,7 @@ def test_redactor_masks_keys_in_urls_and_anywhere_in_text() -> None:
 def test_lone_surrogates_are_refused_not_sent() -> None:
     import pytest
 
-    from beaconflow.transforms.message import MessageError
+    from beaconflow.model.message import MessageError
 
     with pytest.raises(MessageError, match="lone surrogate"):
         kissmetrics.record("\ud800", "x")

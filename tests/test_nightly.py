@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 
-from beaconflow.collector import Collector
-from beaconflow.gamelog import generate_events, write_jsonl
+from beaconflow.model.records import parse_time
 from beaconflow.pipelines.backfill import run
 from beaconflow.pipelines.options import UsageError, configure, expand_date, parse_day
-from beaconflow.transforms.records import parse_time
+from beaconflow.samples.gamelog import generate_events, write_jsonl
+from beaconflow.sandbox.collector import Collector
 
 from .conftest import backfill_flags, run_cli
 

@@ -14,15 +14,15 @@ from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from beaconflow.collector import Collector
+from beaconflow.model.mapping import RecordMapping
+from beaconflow.model.message import Message
+from beaconflow.model.records import identity
+from beaconflow.model.source import RawRecord
 from beaconflow.pipelines.backfill import TALLY, run
+from beaconflow.report.counts import BY_DAY, summary
+from beaconflow.sandbox.collector import Collector
 from beaconflow.transforms.build import BuildMessages
-from beaconflow.transforms.mapping import RecordMapping
-from beaconflow.transforms.message import Message
 from beaconflow.transforms.parse import INVALID, REPLAYED, ParseEvents
-from beaconflow.transforms.read import RawRecord
-from beaconflow.transforms.records import identity
-from beaconflow.transforms.report import BY_DAY, summary
 
 from .conftest import (
     KISSMETRICS_KEY,

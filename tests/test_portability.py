@@ -36,8 +36,8 @@ from apache_beam.portability.api import beam_runner_api_pb2
 from apache_beam.runners.portability.fn_api_runner.fn_runner import FnApiRunner
 from apache_beam.runners.portability.stager import Stager
 
-from beaconflow.collector import Collector
 from beaconflow.pipelines.backfill import _local_runner, rate_split_warning, run, worker_processes
+from beaconflow.sandbox.collector import Collector
 
 from .conftest import KISSMETRICS_KEY, KONTAGENT_KEY, KONTAGENT_SECRET, backfill_flags
 from .portable import ChildWatch, PortableServices, portable_services, service_env
@@ -266,8 +266,8 @@ SDIST_HOLDS = (
     "pipelines/backfill.py",
     "pipelines/options.py",
     "transforms/send.py",
-    "transforms/ratelimit.py",
-    "beaconflow/collector.py",
+    "beaconflow/delivery/ratelimit.py",
+    "beaconflow/sandbox/collector.py",
 )
 
 
@@ -288,7 +288,7 @@ def test_setup_file_pyproject_stages_an_installable_sdist(staged: Staged) -> Non
     assert "Name: beaconflow" in pkg_info and "Requires-Dist: apache-beam" in pkg_info
     # what the pool's SDK workers import (its environment, outside the checkout): the
     # installed sdist
-    probe = "import beaconflow.collector, beaconflow.pipelines.backfill, beaconflow.transforms.send as m; print(m.__file__)"
+    probe = "import beaconflow.sandbox.collector, beaconflow.pipelines.backfill, beaconflow.transforms.send as m; print(m.__file__)"
     done = subprocess.run(
         ["python", "-c", probe],
         cwd=staged.site.parent,

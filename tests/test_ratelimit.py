@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from beaconflow.transforms.ratelimit import RateLimiter, shared_limiter
+from beaconflow.delivery.ratelimit import RateLimiter, shared_limiter
 
 # Windows are compared with a tolerance far below any slot spacing, so that float rounding
 # of "exactly one second apart" does not count as a breach.

@@ -1,6 +1,6 @@
 """The canonical record: parsing a log line, reading its time, validating it, its identity.
 
-Pure unit tests of ``beaconflow.transforms.records``; the clock is injected as a fixed epoch.
+Pure unit tests of ``beaconflow.model.records``; the clock is injected as a fixed epoch.
 Run with ``.venv/bin/python -m pytest tests/test_records.py -q``.
 """
 
@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from beaconflow.transforms.records import (
+from beaconflow.model.records import (
     EARLIEST,
     FIELDS,
     MAX_DEPTH,

@@ -16,9 +16,9 @@ from urllib.parse import parse_qsl, quote, urlsplit
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from beaconflow.transforms import kissmetrics, kontagent
-from beaconflow.transforms.deadletter import to_json
-from beaconflow.transforms.redact import MASK, MIN_LITERAL_LENGTH, Redactor
+from beaconflow.delivery.redact import MASK, MIN_LITERAL_LENGTH, Redactor
+from beaconflow.model import kissmetrics, kontagent
+from beaconflow.report.deadletter import to_json
 
 #: Characters of keys and secrets: hex, letters, and ones that encode in a URL.
 SECRET_CHARS = "0123456789abcdefABCXYZ-_.~ +&=%é"

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from beaconflow.transforms.report import (
+from beaconflow.report.counts import (
     BY_DAY,
     DEAD_LETTER_REASON,
     SENT_AT,
     TIMELINE_POINTS,
-    SumTallies,
     build_report,
     reason_group,
     send_timeline,
     tally,
 )
+from beaconflow.transforms.tallies import SumTallies
 
 
 def _sums(*tallies: tuple[str, str, str, int]) -> dict[str, int]:

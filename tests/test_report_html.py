@@ -1,4 +1,4 @@
-"""The HTML report page: ``beaconflow.report_html.render_html``.
+"""The HTML report page: ``beaconflow.report.html.render_html``.
 
 Unit tests on fabricated reports (charts, escaping, no network, empty data, bounding), and one
 test that renders the page in headless Chromium and checks the drawn DOM and the screenshot's
@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from beaconflow.report_html import (
+from beaconflow.report.html import (
     DELIVERED_LINE_COLOURS,
     FAILED_LINE_COLOURS,
     MAX_BARS,

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from beaconflow.transforms.retry import RetryPolicy, Verdict, classify, parse_retry_after
+from beaconflow.delivery.retry import RetryPolicy, Verdict, classify, parse_retry_after
 
 
 @pytest.mark.parametrize(

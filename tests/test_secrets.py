@@ -23,8 +23,8 @@ from urllib.parse import quote, quote_plus, unquote, unquote_plus
 
 import pytest
 
-from beaconflow.collector import Collector, Faults, down_url
 from beaconflow.pipelines.backfill import run
+from beaconflow.sandbox.collector import Collector, Faults, down_url
 
 from .conftest import run_cli
 

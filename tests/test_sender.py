@@ -27,12 +27,12 @@ from apache_beam.runners.portability.fn_api_runner.fn_runner import FnApiRunner
 from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
 
+from beaconflow.delivery.ratelimit import RateLimiter
+from beaconflow.delivery.retry import RetryPolicy
+from beaconflow.delivery.sender import BulkSender, Delivery, Request, SenderConfig
+from beaconflow.model.message import Endpoint, Message
 from beaconflow.transforms import send
-from beaconflow.transforms.message import Endpoint, Message
-from beaconflow.transforms.ratelimit import RateLimiter
-from beaconflow.transforms.retry import RetryPolicy
 from beaconflow.transforms.send import SendConfig, SendMessages
-from beaconflow.transforms.sender import BulkSender, Delivery, Request, SenderConfig
 
 from .local_server import KEY, LocalServer
 

@@ -1,4 +1,4 @@
-"""Sender processes (beaconflow.transforms.sendproc) against a real aiohttp server on 127.0.0.1.
+"""Sender processes (beaconflow.delivery.sendproc) against a real aiohttp server on 127.0.0.1.
 
 The server is ``tests/local_server.py``'s: its behaviour is chosen by the message kind in the
 URL path and every URL carries the API key ``SECRETKEY123``, which must never come out of a
@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from beaconflow.transforms.ledger import ledger_files, ledger_key, read_ledger_file
-from beaconflow.transforms.retry import RetryPolicy
-from beaconflow.transforms.sender import Request, SenderConfig
-from beaconflow.transforms.sendproc import SenderPool, shared_client, split_config
+from beaconflow.delivery.ledger import ledger_files, ledger_key, read_ledger_file
+from beaconflow.delivery.retry import RetryPolicy
+from beaconflow.delivery.sender import Request, SenderConfig
+from beaconflow.delivery.sendproc import SenderPool, shared_client, split_config
 from tests.local_server import KEY, LocalServer
 from tests.test_sender import NO_WAIT, message
 
@@ -225,9 +225,9 @@ def test_children_exit_when_their_parent_is_killed(server: LocalServer, tmp_path
     script = textwrap.dedent(
         """
         import sys, time
-        from beaconflow.transforms.retry import RetryPolicy
-        from beaconflow.transforms.sender import SenderConfig
-        from beaconflow.transforms.sendproc import SenderPool
+        from beaconflow.delivery.retry import RetryPolicy
+        from beaconflow.delivery.sender import SenderConfig
+        from beaconflow.delivery.sendproc import SenderPool
         pool = SenderPool(SenderConfig(4, 5.0, RetryPolicy()), processes=2)
         print(" ".join(str(c.process.pid) for c in pool._children), flush=True)
         time.sleep(60)
@@ -306,12 +306,12 @@ def test_the_pool_logs_progress_for_all_its_children(
 def test_sender_processes_raise_glibcs_malloc_thresholds() -> None:
     import platform
 
-    from beaconflow.transforms.sendproc import raise_malloc_thresholds
+    from beaconflow.delivery.sendproc import raise_malloc_thresholds
 
     if platform.libc_ver()[0] != "glibc":
         assert raise_malloc_thresholds() is False
         return
     # in a process of its own: the test process keeps glibc's defaults
-    code = "from beaconflow.transforms.sendproc import raise_malloc_thresholds as r; print(r())"
+    code = "from beaconflow.delivery.sendproc import raise_malloc_thresholds as r; print(r())"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "True"

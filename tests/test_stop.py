@@ -18,14 +18,14 @@ import pytest
 import requests
 
 from beaconflow.client import HTTPStatusError, KissmetricsClient, KontagentClient
-from beaconflow.collector import Collector, Faults
-from beaconflow.gamelog import generate_events, write_jsonl
+from beaconflow.delivery.ledger import LedgerError, LedgerWriter, ledger_files, read_ledger_file
+from beaconflow.delivery.sender import REDIRECT_WINDOW, BulkSender, Request
+from beaconflow.delivery.sendproc import SenderPool
+from beaconflow.delivery.stop import RunStop, forget_run, run_stop
+from beaconflow.model.message import Message
 from beaconflow.pipelines.backfill import run
-from beaconflow.transforms.ledger import LedgerError, LedgerWriter, ledger_files, read_ledger_file
-from beaconflow.transforms.message import Message
-from beaconflow.transforms.sender import REDIRECT_WINDOW, BulkSender, Request
-from beaconflow.transforms.sendproc import SenderPool
-from beaconflow.transforms.stop import RunStop, forget_run, run_stop
+from beaconflow.samples.gamelog import generate_events, write_jsonl
+from beaconflow.sandbox.collector import Collector, Faults
 
 from .conftest import KONTAGENT_KEY, backfill_flags, read_dead_letter, run_cli
 from .fs_faults import SmallDisk

@@ -19,20 +19,21 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.pvalue import TaggedOutput
 
-from beaconflow.transforms.events import messages_for
-from beaconflow.transforms.ledger import ledger_key
-from beaconflow.transforms.mapping import RecordMapping
-from beaconflow.transforms.message import Destination, MessageError
+from beaconflow.delivery.ledger import ledger_key
+from beaconflow.model.events import messages_for
+from beaconflow.model.mapping import RecordMapping
+from beaconflow.model.message import Destination, MessageError
+from beaconflow.model.records import validated_before
+from beaconflow.model.source import location
+from beaconflow.report.counts import BY_DAY
 from beaconflow.transforms.parse import INVALID, EventLine
-from beaconflow.transforms.read import location
-from beaconflow.transforms.records import validated_before
-from beaconflow.transforms.report import BY_DAY, CountsTallies
+from beaconflow.transforms.tallies import CountsTallies
 
 #: The output of messages that need no message dedup, as Message objects (see ``direct``).
 DIRECT = "direct"
 
 MessageLine = tuple[str, str]
-"""(ledger key, :meth:`~beaconflow.transforms.message.Message.to_wire`)."""
+"""(ledger key, :meth:`~beaconflow.model.message.Message.to_wire`)."""
 
 
 class BuildMessages(CountsTallies, beam.DoFn):

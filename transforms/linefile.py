@@ -9,7 +9,7 @@ shards into ``PATH`` once the pipeline is done, then deletes them. Both go throu
 FileSystems.
 
 A shard that cannot be written (a full disk, a read-only mount) does not fail the pipeline:
-the run's :class:`~beaconflow.transforms.stop.RunStop` trips with the reason, so no new request
+the run's :class:`~beaconflow.delivery.stop.RunStop` trips with the reason, so no new request
 starts,
 and the step's output says why (a ``run_stopped`` tally), so the report does too. On a
 runner that retries a failed bundle, the retry writes a shard of its own; the shard of a
@@ -29,8 +29,8 @@ from apache_beam.pvalue import PCollection
 from apache_beam.transforms.window import GlobalWindows
 from apache_beam.utils.windowed_value import WindowedValue
 
-from beaconflow.transforms.report import STOPPED, Tally, tally
-from beaconflow.transforms.stop import run_stop
+from beaconflow.delivery.stop import run_stop
+from beaconflow.report.counts import STOPPED, Tally, tally
 
 #: Copy shards in pieces of this size: memory stays flat whatever their size.
 _CHUNK = 1 << 20

@@ -19,13 +19,13 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.pvalue import TaggedOutput
 
-from beaconflow.transforms.deadletter import is_entry, record_entry, replayed_message
-from beaconflow.transforms.ledger import ledger_key
-from beaconflow.transforms.mapping import RecordMapping
-from beaconflow.transforms.message import MessageError
-from beaconflow.transforms.read import RawRecord
-from beaconflow.transforms.records import RecordError, parse_line, plain, validate
-from beaconflow.transforms.report import CountsTallies
+from beaconflow.delivery.ledger import ledger_key
+from beaconflow.model.mapping import RecordMapping
+from beaconflow.model.message import MessageError
+from beaconflow.model.records import RecordError, parse_line, plain, validate
+from beaconflow.model.source import RawRecord
+from beaconflow.report.deadletter import is_entry, record_entry, replayed_message
+from beaconflow.transforms.tallies import CountsTallies
 
 #: Output tags of the parse step.
 INVALID = "invalid"

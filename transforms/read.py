@@ -14,7 +14,6 @@ import contextlib
 import gzip
 import zlib
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from typing import IO, Any
 
 import apache_beam as beam
@@ -23,11 +22,8 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.pvalue import PBegin, PCollection
 
-from beaconflow.transforms.records import RecordError, parse_json
-
-#: File name endings read as JSON lines, and as Parquet.
-JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".ndjson", ".ndjson.gz")
-PARQUET_SUFFIXES = (".parquet",)
+from beaconflow.model.records import RecordError, parse_json
+from beaconflow.model.source import JSONL_SUFFIXES, PARQUET_SUFFIXES, RawRecord
 
 #: A line longer than this is refused whole: no log record is that large.
 MAX_LINE_BYTES = 1 << 20
@@ -39,32 +35,6 @@ JSON_COLUMNS = ("goal_counts", "properties", "recipients")
 
 class InputError(ValueError):
     """An --input pattern matched nothing or a file of a kind that cannot be read."""
-
-
-@dataclass(frozen=True)
-class RawRecord:
-    """One input line or row: where it came from, and its text, row, or the problem."""
-
-    file: str
-    position: int  # line number for JSONL, row number (1-based) for Parquet
-    text: str | None = None
-    row: dict[str, Any] | None = None
-    problem: str | None = None
-
-    @property
-    def source(self) -> str:
-        return f"{self.file}:{self.position}"
-
-    def location(self) -> dict[str, Any]:
-        """Where the record came from, as the dead letter shows it."""
-        return location(self.source)
-
-
-def location(source: str) -> dict[str, Any]:
-    """``{"file": ..., "line": n}`` (``"row"`` for Parquet) of a ``file:position`` source."""
-    file, _, position = source.rpartition(":")
-    unit = "row" if file.endswith(PARQUET_SUFFIXES) else "line"
-    return {"file": file, unit: int(position) if position.isdigit() else position}
 
 
 def expand_inputs(patterns: Sequence[str]) -> list[str]:

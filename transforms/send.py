@@ -2,9 +2,9 @@
 
 :class:`SendMessages` takes a ``PCollection[Message]``, spreads it over workers with
 ``Reshuffle`` (unless ``reshuffle=False``: input just grouped by key is spread already) and
-sends it with one :class:`~beaconflow.transforms.sender.BulkSender` per ``DoFn`` instance (opened in
+sends it with one :class:`~beaconflow.delivery.sender.BulkSender` per ``DoFn`` instance (opened in
 ``setup``, closed in ``teardown``). Its main output ``delivered`` holds
-the delivered :class:`~beaconflow.transforms.sender.Delivery` records, the tagged output ``failed``
+the delivered :class:`~beaconflow.delivery.sender.Delivery` records, the tagged output ``failed``
 the
 others, each with a redacted reason: nothing is dropped. Counters live in the ``beaconflow``
 namespace. Run its test with::
@@ -30,15 +30,16 @@ from apache_beam.pvalue import DoOutputsTuple, PCollection, TaggedOutput
 from apache_beam.transforms.window import GlobalWindows
 from apache_beam.utils.windowed_value import WindowedValue
 
-from beaconflow.transforms.ledger import LedgerError, LedgerWriter, endpoint_fingerprint
-from beaconflow.transforms.message import Destination, Endpoint, Message
-from beaconflow.transforms.redact import Redactor, redact_library_logs
-from beaconflow.transforms.render import render_url
-from beaconflow.transforms.report import SENT_AT, STOPPED, CountsTallies
-from beaconflow.transforms.retry import RetryPolicy
-from beaconflow.transforms.sender import BulkSender, Delivery, Request, SenderConfig
-from beaconflow.transforms.sendproc import PoolClient, shared_client
-from beaconflow.transforms.stop import RunStop, run_stop
+from beaconflow.delivery.ledger import LedgerError, LedgerWriter, endpoint_fingerprint
+from beaconflow.delivery.redact import Redactor, redact_library_logs
+from beaconflow.delivery.retry import RetryPolicy
+from beaconflow.delivery.sender import BulkSender, Delivery, Request, SenderConfig
+from beaconflow.delivery.sendproc import PoolClient, shared_client
+from beaconflow.delivery.stop import RunStop, run_stop
+from beaconflow.model.message import Destination, Endpoint, Message
+from beaconflow.model.render import render_url
+from beaconflow.report.counts import SENT_AT, STOPPED
+from beaconflow.transforms.tallies import CountsTallies
 
 #: The tag of the output holding messages that were not delivered.
 FAILED = "failed"
@@ -68,9 +69,9 @@ class SendConfig:
     per destination up to ``concurrency`` (False: always ``concurrency``). ``emit_delivered``:
     False leaves the main output empty (a backfill only counts deliveries, through the
     ``tally`` output: ``(counter, destination, kind, n)`` per bundle). ``processes``: send
-    from this many child processes per worker (:mod:`beaconflow.transforms.sendproc`), sharing its
+    from this many child processes per worker (:mod:`beaconflow.delivery.sendproc`), sharing its
     ``concurrency`` and rates; 0 sends from a thread of the worker itself. ``run_id``
-    names the run's :func:`~beaconflow.transforms.stop.run_stop` flag, which every sender of a
+    names the run's :func:`~beaconflow.delivery.stop.run_stop` flag, which every sender of a
     worker
     obeys (a ledger that cannot be written trips it).
     """

@@ -1,9 +1,9 @@
 """The run report: counts computed from the pipeline's own outputs, and their invariants.
 
 Each stage's outputs are turned into small tallies ``(counter, destination, kind, n)`` and
-summed by one ``CombineGlobally``; the driver reads the sum after the run and builds the
-report. This does not depend on Beam metrics, which some runners do not provide. The two
-invariants are checked on every report:
+summed by one ``CombineGlobally`` (:mod:`beaconflow.transforms.tallies`); the driver reads
+the sum after the run and builds the report here, with no Beam. This does not depend on Beam
+metrics, which some runners do not provide. The two invariants are checked on every report:
 
 - events_read = events_invalid + events_duplicate + events_out_of_range + events_mapped
 - messages_built = messages_duplicate + messages_skipped + messages_delivered
@@ -17,16 +17,11 @@ sub-key after the kind, ``"kind|sub-key"``.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
-
-import apache_beam as beam
-from apache_beam.pvalue import TaggedOutput
-from apache_beam.transforms.window import GlobalWindows
 
 #: A tally: which counter, for which destination and message kind ("" when not per message), n.
 Tally = tuple[str, str, str, int]
@@ -83,50 +78,6 @@ def reason_group(reason: str) -> str:
 def tally(counter: str, n: int = 1, destination: str = "", kind: str = "") -> Tally:
     """One tally element."""
     return (counter, destination, kind, n)
-
-
-class CountsTallies:
-    """A DoFn mixin: count in memory, emit one tally per counter at the end of each bundle.
-
-    One element per bundle and counter instead of one per record keeps the tallies off
-    Beam's hot path. Tallies go to the tagged output named by :attr:`tally_tag`.
-    """
-
-    tally_tag = "tally"
-
-    def start_bundle(self) -> None:
-        self._tallies: Counter[tuple[str, str, str]] = Counter()
-
-    def count(self, counter: str, destination: str = "", kind: str = "", n: int = 1) -> None:
-        self._tallies[(counter, destination, kind)] += n
-
-    def finish_bundle(self) -> Iterator[Any]:
-        for (counter, destination, kind), n in self._tallies.items():
-            yield TaggedOutput(
-                self.tally_tag, GlobalWindows.windowed_value(tally(counter, n, destination, kind))
-            )
-        self._tallies.clear()
-
-
-class SumTallies(beam.CombineFn):
-    """Sum tallies into {"counter|destination|kind": n}."""
-
-    def create_accumulator(self) -> Counter[str]:
-        return Counter()
-
-    def add_input(self, accumulator: Counter[str], element: Tally) -> Counter[str]:
-        counter, destination, kind, n = element
-        accumulator[f"{counter}|{destination}|{kind}"] += n
-        return accumulator
-
-    def merge_accumulators(self, accumulators: Iterable[Counter[str]]) -> Counter[str]:
-        merged: Counter[str] = Counter()
-        for accumulator in accumulators:
-            merged.update(accumulator)
-        return merged
-
-    def extract_output(self, accumulator: Counter[str]) -> str:
-        return json.dumps(dict(sorted(accumulator.items())))
 
 
 def invariant_errors(report: Mapping[str, Any]) -> list[str]:

@@ -3,11 +3,11 @@
 It serves the CLI's ``--sandbox`` mode, the tests and the throughput benchmark. Routes are
 Kontagent's ``GET /api/v1/<key>/<type>/`` and KISSmetrics' ``GET /e``, ``/s`` and ``/a``.
 Unlike the real services it is strict: every request is validated with
-:func:`beaconflow.transforms.render.parse_url`; a valid one is recorded and answered ``200`` with
+:func:`beaconflow.model.render.parse_url`; a valid one is recorded and answered ``200`` with
 the
 services' 1x1 GIF, an invalid one is recorded as rejected and answered ``400`` with the reason
 (``403`` for an unexpected API key or a bad ``an_sig``). API keys are never stored: rejected
-paths and reasons go through :class:`beaconflow.transforms.redact.Redactor`.
+paths and reasons go through :class:`beaconflow.delivery.redact.Redactor`.
 
 :class:`Faults` injects what a real service does on a bad day (5xx, 429 with ``Retry-After``,
 latency and spikes, dropped connections, a per-destination rate limit, users always refused),
@@ -15,7 +15,7 @@ seeded so that tests are deterministic. A faulted request is not recorded as acc
 
 Run it on its own (Ctrl-C or SIGTERM stops it)::
 
-    python -m beaconflow.collector --port 8099 --error-rate 0.05 --too-many-rate 0.02 --seed 7
+    python -m beaconflow.sandbox.collector --port 8099 --error-rate 0.05 --seed 7
 
 In tests, in a background thread with its own event loop::
 
@@ -46,10 +46,10 @@ from urllib.parse import parse_qsl, urlsplit
 
 from aiohttp import web
 
-from beaconflow.transforms.kontagent import signature
-from beaconflow.transforms.message import Destination, Message
-from beaconflow.transforms.redact import Redactor
-from beaconflow.transforms.render import parse_url
+from beaconflow.delivery.redact import Redactor
+from beaconflow.model.kontagent import signature
+from beaconflow.model.message import Destination, Message
+from beaconflow.model.render import parse_url
 
 #: The only interface the collector binds to: it must never be reachable from elsewhere.
 HOST = "127.0.0.1"
@@ -293,7 +293,7 @@ class Collector:
     ``kontagent_key`` / ``kissmetrics_key``: when set, a request with another key gets 403.
     ``kontagent_secret``: when set, a Kontagent request carrying ``an_sig`` must be signed
     with it (else 403); unsigned requests are still accepted. ``port`` 0 picks a free one.
-    For tests, ``parser`` replaces :func:`beaconflow.transforms.render.parse_url`, ``sleep``
+    For tests, ``parser`` replaces :func:`beaconflow.model.render.parse_url`, ``sleep``
     asyncio.sleep (injected latency) and ``clock`` time.monotonic (rate limit, per-second counts).
 
     Use either :meth:`start`/:meth:`stop` (a background thread with its own event loop, or
@@ -646,7 +646,7 @@ def summary_line(counts: dict[str, int], previous: dict[str, int], seconds: floa
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m beaconflow.collector",
+        prog="python -m beaconflow.sandbox.collector",
         description="Sandbox Kontagent + KISSmetrics collector on 127.0.0.1, with fault injection.",
     )
     parser.add_argument("--port", type=int, default=8099, help="port to listen on (0: any free)")

@@ -24,12 +24,12 @@ an omitted ``level``, property values with spaces, unicode, ``&``, ``=``, ``%``,
 
 Use it from Python::
 
-    from beaconflow.gamelog import generate_events, write_jsonl, write_parquet
+    from beaconflow.samples.gamelog import generate_events, write_jsonl, write_parquet
     write_jsonl(generate_events(1000, seed=7), "events.jsonl.gz")
 
 or from the shell::
 
-    python -m beaconflow.gamelog -n 1000000 --seed 7 --out /tmp/events.jsonl.gz
+    python -m beaconflow.samples.gamelog -n 1000000 --seed 7 --out /tmp/events.jsonl.gz
 
 Parquet files written by :func:`write_parquet` use :func:`parquet_schema`: scalar columns are
 typed, ``time`` is an ISO-8601 string in UTC with ``Z``, ``user_id`` is a string and
@@ -58,7 +58,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from beaconflow.transforms import kontagent
+from beaconflow.model import kontagent
 
 #: Default simulated date range (UTC), ``[start, end)``.
 DEFAULT_START = datetime(2025, 6, 1, tzinfo=UTC)
@@ -994,7 +994,7 @@ def read_parquet(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: write ``-n`` generated events to ``--out`` (.jsonl, .jsonl.gz, .parquet)."""
     parser = argparse.ArgumentParser(
-        prog="python -m beaconflow.gamelog",
+        prog="python -m beaconflow.samples.gamelog",
         description="Generate made-up Orchard Quest event logs (canonical records).",
     )
     parser.add_argument("-n", type=int, default=1000, help="number of events (default 1000)")

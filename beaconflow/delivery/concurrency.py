@@ -27,7 +27,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from beaconflow.transforms.ratelimit import RateLimiter
+from beaconflow.delivery.ratelimit import RateLimiter
 
 
 @dataclass(frozen=True)

@@ -3,14 +3,14 @@
 KISSmetrics answers ``200`` and a 1x1 GIF even to a wrong request, so these builders are the
 only guard: they refuse what the service would silently drop (times before 2009, names of
 255 characters or more, reserved underscore names used as properties) with a
-:class:`~beaconflow.transforms.message.MessageError` naming the parameter and the rule. Backdated
+:class:`~beaconflow.model.message.MessageError` naming the parameter and the rule. Backdated
 messages carry ``_t`` (integer seconds since the Unix epoch, UTC) and ``_d=1``; KISSmetrics
 treats a resend with the same ``_p``, ``_n``, ``_t`` and properties as a duplicate, so an
 explicit ``_t`` makes a retry harmless.
 
 Example::
 
-    >>> from beaconflow.transforms import kissmetrics
+    >>> from beaconflow.model import kissmetrics
     >>> m = kissmetrics.record("bob", "Signed Up", time=1262304000, properties={"gender": "male"})
     >>> kissmetrics.url(m, "https://trk.kissmetrics.io", "api-key")
     'https://trk.kissmetrics.io/e?_k=api-key&_d=1&_n=Signed%20Up&_p=bob&_t=1262304000&gender=male'
@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from urllib.parse import parse_qsl, urlsplit
 
-from beaconflow.transforms.message import Message, MessageError, encode_query
+from beaconflow.model.message import Message, MessageError, encode_query
 
 #: KISSmetrics' tracking host since 2020 (trk.kissmetrics.com before).
 DEFAULT_URL = "https://trk.kissmetrics.io"

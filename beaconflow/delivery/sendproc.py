@@ -3,7 +3,7 @@
 A Python process runs on one core at a time, and in a local run that process also does all
 of Beam's work: reading, parsing, building messages, the shuffles. A :class:`SenderPool`
 moves the HTTP side out to child processes, each running a
-:class:`~beaconflow.transforms.sender.BulkSender` with its own event loop and connections, so that
+:class:`~beaconflow.delivery.sender.BulkSender` with its own event loop and connections, so that
 on a
 machine with several cores the pipeline builds messages while the children send them.
 
@@ -26,7 +26,7 @@ attempts, stop)``. The parent keeps the messages; a child sees only URLs.
 - A child that dies makes the parent's next call raise RuntimeError naming its exit code.
 - A child whose ledger journal cannot be written halts its sender and says why in its
   outcomes (never with a traceback); the pool then trips the run's
-  :class:`~beaconflow.transforms.stop.RunStop`, which it passes on to every child: no child starts a
+  :class:`~beaconflow.delivery.stop.RunStop`, which it passes on to every child: no child starts a
   new request, and the rest come back as "not attempted".
 
 A child runs :func:`child_main` under the same interpreter and ``sys.path`` as its parent; it
@@ -55,11 +55,10 @@ from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection, wait
 from typing import Any, cast
 
-from beaconflow.transforms.ledger import LedgerError, LedgerWriter, ledger_key
-from beaconflow.transforms.message import Destination, Message
-from beaconflow.transforms.ratelimit import Clock
-from beaconflow.transforms.redact import Redactor, redact_library_logs
-from beaconflow.transforms.sender import (
+from beaconflow.delivery.ledger import LedgerError, LedgerWriter, ledger_key
+from beaconflow.delivery.ratelimit import Clock
+from beaconflow.delivery.redact import Redactor, redact_library_logs
+from beaconflow.delivery.sender import (
     BulkSender,
     Delivery,
     ProgressLog,
@@ -68,7 +67,8 @@ from beaconflow.transforms.sender import (
     SenderStats,
     outcome_names,
 )
-from beaconflow.transforms.stop import RunStop, run_stop
+from beaconflow.delivery.stop import RunStop, run_stop
+from beaconflow.model.message import Destination, Message
 
 logger = logging.getLogger("beaconflow.send")
 
@@ -80,7 +80,7 @@ _OUTSTANDING_PER_SLOT = 4
 #: The command that starts a child: ``-P`` keeps the working directory off its path, so a
 #: folder of the user's own that holds a ``beaconflow`` (or ``transforms``) package cannot
 #: stand in for ours.
-_CHILD = ("-P", "-c", "from beaconflow.transforms.sendproc import child_main; child_main()")
+_CHILD = ("-P", "-c", "from beaconflow.delivery.sendproc import child_main; child_main()")
 
 #: One request on the wire: tag, destination, kind, URL, ledger key ("" without a ledger).
 _Wire = tuple[int, str, str, str, str]
@@ -455,8 +455,8 @@ def shared_client(
 
     Every send step of a process with the same configuration shares one pool, as they share
     one rate limiter per destination in-process
-    (:func:`~beaconflow.transforms.ratelimit.shared_limiter`).
-    ``run_id`` names the run whose :func:`~beaconflow.transforms.stop.run_stop` the pool obeys and
+    (:func:`~beaconflow.delivery.ratelimit.shared_limiter`).
+    ``run_id`` names the run whose :func:`~beaconflow.delivery.stop.run_stop` the pool obeys and
     trips.
     """
     items = sorted((fingerprints or {}).items())

@@ -17,10 +17,10 @@ import math
 from typing import Any, cast
 from urllib.parse import quote
 
-from beaconflow.transforms import kissmetrics, kontagent
-from beaconflow.transforms.message import Message, MessageError
-from beaconflow.transforms.read import RawRecord
-from beaconflow.transforms.redact import Redactor
+from beaconflow.delivery.redact import Redactor
+from beaconflow.model import kissmetrics, kontagent
+from beaconflow.model.message import Message, MessageError
+from beaconflow.model.source import RawRecord
 
 
 def message_view(message: Message) -> dict[str, Any]:

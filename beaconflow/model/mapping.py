@@ -14,8 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from beaconflow.transforms.message import DESTINATIONS, Destination
-from beaconflow.transforms.records import FIELDS
+from beaconflow.model.message import DESTINATIONS, Destination
+from beaconflow.model.records import FIELDS
 
 _TABLES = frozenset({"fields", "constants", "events", "destinations"})
 

@@ -24,9 +24,9 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from beaconflow.transforms import kissmetrics, kontagent
-from beaconflow.transforms.message import Destination, Message, MessageError
-from beaconflow.transforms.records import Event
+from beaconflow.model import kissmetrics, kontagent
+from beaconflow.model.message import Destination, Message, MessageError
+from beaconflow.model.records import Event
 
 #: Kontagent types whose user is the responder ``r`` rather than the sender ``s``.
 RESPONSE_TYPES = frozenset({"inr", "ntr", "nei", "mer", "psr"})

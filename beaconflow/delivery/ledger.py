@@ -35,7 +35,7 @@ import uuid
 from collections.abc import Iterable, Iterator
 from typing import IO, Any
 
-from beaconflow.transforms.message import Endpoint, Message
+from beaconflow.model.message import Endpoint, Message
 
 log = logging.getLogger("beaconflow.ledger")
 

@@ -1,8 +1,8 @@
 """Kontagent REST API messages: every active message type, validated as the reference defines it.
 
 Pure Python, no Beam: :func:`build` turns a message type (or an event name of the Ruby
-library's table) and a mapping of parameters into a :class:`~beaconflow.transforms.message.Message`,
-or raises :class:`~beaconflow.transforms.message.MessageError` naming the parameter and the rule
+library's table) and a mapping of parameters into a :class:`~beaconflow.model.message.Message`,
+or raises :class:`~beaconflow.model.message.MessageError` naming the parameter and the rule
 broken.
 Nothing is truncated, coerced or dropped: ``0`` and ``False`` are sent as ``0``; ``None``
 means "absent". :func:`url` renders ``<base>/api/v1/<api key>/<type>/?<params>`` with every
@@ -11,7 +11,7 @@ client libraries did (``ts`` and ``an_sig``). :func:`parse_url` is the inverse a
 
 Example::
 
-    >>> from beaconflow.transforms import kontagent
+    >>> from beaconflow.model import kontagent
     >>> m = kontagent.build("invite_sent", {"s": 123, "r": [456, 789], "u": "9a3d9332b31632a0"})
     >>> kontagent.url(m, "http://api.geo.kontagent.net", "0123456789abcdef0123456789abcdef")
     'http://api.geo.kontagent.net/api/v1/0123456789abcdef0123456789abcdef/ins/?r=456%2C789&s=123&u=9a3d9332b31632a0'
@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
-from beaconflow.transforms.message import Message, MessageError, encode_query
+from beaconflow.model.message import Message, MessageError, encode_query
 
 #: Kontagent's production API (the pipeline's default).
 PRODUCTION_URL = "http://api.geo.kontagent.net"

@@ -5,8 +5,8 @@ keep-alive ``aiohttp`` session. A synchronous caller (a Beam ``DoFn``) hands it
 :class:`Request` objects with :meth:`BulkSender.submit` and collects one :class:`Delivery`
 per request with :meth:`BulkSender.take_finished` and :meth:`BulkSender.flush`. Each request
 takes the destination's shared rate limiter before every attempt, is classified by
-``beaconflow.transforms.retry.classify`` and retried per the
-:class:`~beaconflow.transforms.retry.RetryPolicy`,
+``beaconflow.delivery.retry.classify`` and retried per the
+:class:`~beaconflow.delivery.retry.RetryPolicy`,
 honouring ``Retry-After``. Retry happens here and nowhere else.
 
 How it is cheap per message: requests cross from the caller's thread to the loop a batch at
@@ -25,13 +25,13 @@ status and the target's host. A destination whose last :data:`REDIRECT_WINDOW` a
 all redirects is misconfigured: its lane halts, and its messages not yet sent end as "not
 attempted" without a request. A whole sender halts when a delivery cannot be recorded in the
 ledger (the next run would send it again) or when the run's
-:class:`~beaconflow.transforms.stop.RunStop` trips: no new request starts, what is in flight
+:class:`~beaconflow.delivery.stop.RunStop` trips: no new request starts, what is in flight
 finishes,
 and the rest end as "not attempted". Every such outcome carries the stop's reason
 (:attr:`Delivery.stop`), so the run can report why it stopped.
 
 URLs carry API keys, so they never reach a log line, an exception or a :class:`Delivery`:
-error texts go through a :class:`~beaconflow.transforms.redact.Redactor` built from the endpoint
+error texts go through a :class:`~beaconflow.delivery.redact.Redactor` built from the endpoint
 secrets.
 Tested against a local aiohttp server::
 
@@ -53,18 +53,18 @@ from dataclasses import dataclass, field
 import aiohttp
 from yarl import URL
 
-from beaconflow.transforms.concurrency import AdaptiveLimit, AdaptiveRate, AimdPolicy
-from beaconflow.transforms.message import Message
-from beaconflow.transforms.ratelimit import Clock, RateLimiter, Sleep, shared_limiter
-from beaconflow.transforms.redact import Redactor
-from beaconflow.transforms.retry import (
+from beaconflow.delivery.concurrency import AdaptiveLimit, AdaptiveRate, AimdPolicy
+from beaconflow.delivery.ratelimit import Clock, RateLimiter, Sleep, shared_limiter
+from beaconflow.delivery.redact import Redactor
+from beaconflow.delivery.retry import (
     RetryPolicy,
     Verdict,
     classify,
     parse_retry_after,
     redirect_reason,
 )
-from beaconflow.transforms.stop import RunStop
+from beaconflow.delivery.stop import RunStop
+from beaconflow.model.message import Message
 
 logger = logging.getLogger("beaconflow.send")
 
@@ -74,7 +74,7 @@ _LIVENESS_POLL = 1.0
 _DNS_CACHE_SECONDS = 300
 #: Exceptions that mean "this attempt got no usable answer", as opposed to a bug.
 _TRANSPORT_ERRORS = (aiohttp.ClientError, OSError, TimeoutError, ValueError)
-#: Statuses that mean "accepted" (the ones :func:`~beaconflow.transforms.retry.classify` delivers
+#: Statuses that mean "accepted" (the ones :func:`~beaconflow.delivery.retry.classify` delivers
 #: on).
 _DELIVERED = RetryPolicy.DELIVERED_STATUSES
 #: Answers that mean "slow down" (429, 503, timeouts): back-pressure for the adaptive limits.
@@ -123,7 +123,7 @@ class SenderConfig:
     would hold the pipeline). ``rates``: requests/s per destination for this process; a
     destination that is absent or maps to None is unlimited. ``progress_interval``: seconds
     between progress lines; 0 logs after every attempt. ``adaptive``: find the concurrency
-    each destination takes, up to ``concurrency`` (see :mod:`beaconflow.transforms.concurrency`);
+    each destination takes, up to ``concurrency`` (see :mod:`beaconflow.delivery.concurrency`);
     False
     keeps ``concurrency`` requests in flight whatever the service answers.
     """
@@ -252,7 +252,7 @@ class BulkSender:
     (monotonic, for progress lines), ``wall_clock`` (epoch seconds, for ``Retry-After`` dates),
     ``sleep`` (backoff and rate-limit waits), ``rng`` (backoff jitter) and ``limiters`` (per
     destination; by default the process-wide
-    :func:`~beaconflow.transforms.ratelimit.shared_limiter` for
+    :func:`~beaconflow.delivery.ratelimit.shared_limiter` for
     each rate in the config) are injectable for tests. ``on_delivered`` is called on the
     sender's thread with each delivered message the moment its answer is in (the delivery
     ledger records it there, so a kill loses at most the requests in flight); when it raises,

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
-from beaconflow.transforms.report import TIMELINE_POINTS, TOP_REASONS
+from beaconflow.report.counts import TIMELINE_POINTS, TOP_REASONS
 
 __all__ = [
     "DELIVERED_LINE_COLOURS",

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from beaconflow.transforms import kissmetrics, kontagent
-from beaconflow.transforms.message import Endpoint, Message, MessageError
+from beaconflow.model import kissmetrics, kontagent
+from beaconflow.model.message import Endpoint, Message, MessageError
 
 
 def render_url(message: Message, endpoint: Endpoint, now: float) -> str:

@@ -1,0 +1,40 @@
+"""Where an input record came from: the file, the line or row, and what was read there.
+
+A :class:`RawRecord` is what the read step emits for every non-blank line or row, before
+anything is parsed; the dead letter names its place with :func:`location`. No Beam.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+#: File name endings read as JSON lines, and as Parquet.
+JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".ndjson", ".ndjson.gz")
+PARQUET_SUFFIXES = (".parquet",)
+
+
+@dataclass(frozen=True)
+class RawRecord:
+    """One input line or row: where it came from, and its text, row, or the problem."""
+
+    file: str
+    position: int  # line number for JSONL, row number (1-based) for Parquet
+    text: str | None = None
+    row: dict[str, Any] | None = None
+    problem: str | None = None
+
+    @property
+    def source(self) -> str:
+        return f"{self.file}:{self.position}"
+
+    def location(self) -> dict[str, Any]:
+        """Where the record came from, as the dead letter shows it."""
+        return location(self.source)
+
+
+def location(source: str) -> dict[str, Any]:
+    """``{"file": ..., "line": n}`` (``"row"`` for Parquet) of a ``file:position`` source."""
+    file, _, position = source.rpartition(":")
+    unit = "row" if file.endswith(PARQUET_SUFFIXES) else "line"
+    return {"file": file, unit: int(position) if position.isdigit() else position}

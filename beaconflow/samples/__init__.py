@@ -1,0 +1,1 @@
+"""Sample game logs: the event generator and the command that writes sample_data/."""

@@ -1,0 +1,64 @@
+"""Tallies on Beam's side: count per bundle in a DoFn, sum every tally of a run into one.
+
+The tallies and what they count are defined in :mod:`beaconflow.report.counts`; this module
+only moves them through a pipeline: :class:`CountsTallies` is a DoFn mixin that emits one
+tally per counter at the end of each bundle, :class:`SumTallies` the ``CombineFn`` that adds
+them up.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.pvalue import TaggedOutput
+from apache_beam.transforms.window import GlobalWindows
+
+from beaconflow.report.counts import Tally, tally
+
+
+class CountsTallies:
+    """A DoFn mixin: count in memory, emit one tally per counter at the end of each bundle.
+
+    One element per bundle and counter instead of one per record keeps the tallies off
+    Beam's hot path. Tallies go to the tagged output named by :attr:`tally_tag`.
+    """
+
+    tally_tag = "tally"
+
+    def start_bundle(self) -> None:
+        self._tallies: Counter[tuple[str, str, str]] = Counter()
+
+    def count(self, counter: str, destination: str = "", kind: str = "", n: int = 1) -> None:
+        self._tallies[(counter, destination, kind)] += n
+
+    def finish_bundle(self) -> Iterator[Any]:
+        for (counter, destination, kind), n in self._tallies.items():
+            yield TaggedOutput(
+                self.tally_tag, GlobalWindows.windowed_value(tally(counter, n, destination, kind))
+            )
+        self._tallies.clear()
+
+
+class SumTallies(beam.CombineFn):
+    """Sum tallies into {"counter|destination|kind": n}."""
+
+    def create_accumulator(self) -> Counter[str]:
+        return Counter()
+
+    def add_input(self, accumulator: Counter[str], element: Tally) -> Counter[str]:
+        counter, destination, kind, n = element
+        accumulator[f"{counter}|{destination}|{kind}"] += n
+        return accumulator
+
+    def merge_accumulators(self, accumulators: Iterable[Counter[str]]) -> Counter[str]:
+        merged: Counter[str] = Counter()
+        for accumulator in accumulators:
+            merged.update(accumulator)
+        return merged
+
+    def extract_output(self, accumulator: Counter[str]) -> str:
+        return json.dumps(dict(sorted(accumulator.items())))
