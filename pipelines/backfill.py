@@ -48,7 +48,7 @@ from beaconflow.delivery.sender import Delivery
 from beaconflow.delivery.stop import RunStop, forget_run, run_stop
 from beaconflow.model.message import Destination, Endpoint, Message
 from beaconflow.model.render import render_url
-from beaconflow.pipelines.options import BackfillConfig, UsageError, configure
+from beaconflow.pipelines.options import SECRET_FLAGS, BackfillConfig, UsageError, configure
 from beaconflow.report.counts import (
     DEAD_LETTER_REASON,
     Tally,
@@ -228,7 +228,8 @@ def build(pipeline: beam.Pipeline, config: BackfillConfig, files: Sequence[str],
         tuple(tallies)
         | "AllTallies" >> beam.Flatten()
         | "Sum" >> beam.CombineGlobally(SumTallies())
-        | "WriteTallies" >> WriteLines(tallies_path, what="report", run_id=run_id)
+        | "WriteTallies"
+        >> WriteLines(tallies_path, what="report", shown=config.report, run_id=run_id)
     )
 
 
@@ -359,11 +360,23 @@ def rate_split_warning(options: PipelineOptions) -> str | None:
 
 
 def _read_tallies(path: str) -> dict[str, int]:
-    merge_parts(path)
-    with FileSystems.open(path) as handle:
-        text = handle.read().decode("utf-8").strip()
-    FileSystems.delete([path])
-    return {key: int(n) for key, n in json.loads(text or "{}").items()}
+    """The run's summed tallies; ValueError when they were not written whole.
+
+    Every run writes exactly one line (an empty run writes ``{}``): an empty file means its
+    shard could not be written, and the counts are unknown.
+    """
+    try:
+        merge_parts(path)
+        with FileSystems.open(path) as handle:
+            text = handle.read().decode("utf-8").strip()
+    finally:
+        with contextlib.suppress(Exception):
+            remove_leftovers(path)
+            if FileSystems.exists(path):
+                FileSystems.delete([path])
+    if not text:
+        raise ValueError("the run's counts could not be written")
+    return {key: int(n) for key, n in json.loads(text).items()}
 
 
 def html_path(report_path: str) -> str:
@@ -373,10 +386,21 @@ def html_path(report_path: str) -> str:
 
 
 def _write_report(path: str, report: dict[str, Any]) -> None:
-    with FileSystems.create(path) as handle:
-        handle.write((json.dumps(report, indent=2, sort_keys=True) + "\n").encode("utf-8"))
-    with FileSystems.create(html_path(path)) as handle:
-        handle.write(render_html(report).encode("utf-8"))
+    """report.json and report.html, each written whole under a temporary name, then renamed.
+
+    A disk that fills leaves the earlier report as it was, never a torn one.
+    """
+    text = json.dumps(report, indent=2, sort_keys=True) + "\n"
+    for target, data in ((path, text), (html_path(path), render_html(report))):
+        temporary = f"{target}.tmp-write"
+        try:
+            with FileSystems.create(temporary) as handle:
+                handle.write(data.encode("utf-8"))
+            FileSystems.rename([temporary], [target])
+        except BaseException:
+            with contextlib.suppress(Exception):
+                FileSystems.delete([temporary])
+            raise
 
 
 def _not_writable(what: str, path: str, error: BaseException) -> str:
@@ -393,9 +417,11 @@ def _prepare_output(path: str, what: str) -> None:
             os.makedirs(directory, exist_ok=True)
         with FileSystems.create(probe) as handle:
             handle.write(b"\n")
-        FileSystems.delete([probe])
     except Exception as error:  # OSError locally, the filesystem's own error elsewhere
         raise UsageError(_not_writable(what, path, error)) from None
+    finally:
+        with contextlib.suppress(Exception):
+            FileSystems.delete([probe])
     if FileSystems.exists(path):
         log.info("replacing %s from an earlier run", path)
     leftovers = remove_leftovers(path)
@@ -411,6 +437,20 @@ class _HideOverwriteWarning(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not str(record.msg).startswith("Deleting %d existing files in target path")
+
+
+def _one_per_output(reasons: Sequence[str]) -> list[str]:
+    """The stop reasons, one per output that could not be written (the one saying most).
+
+    The writer that fails and the merge after it may both name the same file.
+    """
+    kept: dict[str, str] = {}
+    for reason in reasons:
+        what, colon, rest = reason.partition(" not writable: ")
+        key = f"{what}{colon}{rest.split(': ')[0]}" if colon else reason
+        if len(reason) > len(kept.get(key, "")):
+            kept[key] = reason
+    return list(kept.values())
 
 
 def _may_have_sent(stop: RunStop, options: PipelineOptions, config: BackfillConfig) -> bool:
@@ -464,7 +504,7 @@ def run(argv: Sequence[str], *, now: float | None = None) -> tuple[int, dict[str
     extra: dict[str, Any] = {"inputs": list(config.inputs), "files": len(files),
                              "report": config.report,
                              "dead_letter": config.dead_letter, "dry_run": config.dry_run,
-                             "sandbox": config.sandbox,
+                             "sandbox": config.sandbox, "ledger": config.ledger,
                              "date": config.day.isoformat() if config.day else None}  # fmt: skip
     stopped: list[str] = []
     partial = False
@@ -516,7 +556,9 @@ def run(argv: Sequence[str], *, now: float | None = None) -> tuple[int, dict[str
                     try:
                         merge_parts(wanted)
                     except Exception as error:
-                        kept = f"what was written is kept in {parts_prefix(wanted)}*"
+                        kept = (
+                            f"what was written is kept in {parts_prefix(wanted)}* and {wanted}.tmp*"
+                        )
                         stopped.append(f"{_not_writable(what, wanted, error)} ({kept})")
             if not partial:
                 try:
@@ -524,6 +566,9 @@ def run(argv: Sequence[str], *, now: float | None = None) -> tuple[int, dict[str
                 except Exception as error:
                     stopped.append(_not_writable("report", config.report, error))
                     partial = True
+            else:
+                with contextlib.suppress(Exception):
+                    _read_tallies(tallies_path)  # only to remove what it left
             if collector is not None:
                 counts = collector.counts()
                 extra["sandbox_collector"] = {
@@ -535,7 +580,7 @@ def run(argv: Sequence[str], *, now: float | None = None) -> tuple[int, dict[str
             stopped.append(stop.reason)
     finally:
         forget_run(run_id)
-    report = build_report(sums, time.monotonic() - started, extra, stopped)
+    report = build_report(sums, time.monotonic() - started, extra, _one_per_output(stopped))
     report["destinations"] = list(config.destinations)
     if partial:
         # the counts come from the pipeline's outputs, which a failed run did not finish
@@ -587,22 +632,38 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"beaconflow: error: the run failed: {reason} (BEACONFLOW_DEBUG=1 shows more)",
               file=sys.stderr)  # fmt: skip
         return 2
+    try:
+        _tell(report, status)
+    except OSError:
+        # stdout or stderr cannot be written (a full disk, /dev/full, a closed pipe): the
+        # report on disk says everything; the run's status stands
+        devnull = open(os.devnull, "w")  # noqa: SIM115 - for the interpreter's exit flush
+        sys.stdout = sys.stderr = devnull
+    return status
+
+
+def _tell(report: dict[str, Any], status: int) -> None:
+    """The summary on stdout, and on stderr what the status means and what to do."""
     print(summary(report))
     print(f"report: {report['report']} and {html_path(report['report'])}")
     if report.get("stopped"):
-        print(
-            f"beaconflow: stopped early: {report['stopped']}. Mend that, then run the same "
-            "command with the same --ledger to finish; what was not sent is in "
-            f"{report['dead_letter']} as 'not attempted'",
-            file=sys.stderr,
-        )
+        if report.get("ledger"):
+            then = "run the same command with the same --ledger: it sends what this run did not"
+        else:
+            then = (
+                "replay the dead letter (--input it), or run the same command again, which "
+                "without --ledger sends everything again"
+            )
+        print(f"beaconflow: stopped early: {report['stopped']}. Mend that, then {then}",
+              file=sys.stderr)  # fmt: skip
     elif status:
         print(
             f"beaconflow: {report['events_invalid']} invalid events + {report['messages_failed']} "
             f"failed messages exceed --max-errors; see {report['dead_letter']}",
             file=sys.stderr,
         )
-    return status
+    sys.stdout.flush()
+    sys.stderr.flush()
 
 
 def _interrupted(error: BaseException) -> bool:
@@ -633,7 +694,7 @@ def _tune_gc() -> None:
 
 def _secrets_in(args: Sequence[str]) -> list[str]:
     """The key and secret values given on the command line or in the environment."""
-    flags = ("--kontagent-api-key", "--kontagent-secret", "--kissmetrics-api-key")
+    flags = SECRET_FLAGS
     values = [os.environ.get(name, "") for name in
               ("KONTAGENT_API_KEY", "KONTAGENT_SECRET", "KISSMETRICS_API_KEY")]  # fmt: skip
     for i, arg in enumerate(args):

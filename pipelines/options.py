@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
@@ -369,7 +370,36 @@ def _beam_flags() -> frozenset[str]:
     return frozenset(PipelineOptions([]).get_all_options(drop_default=False))
 
 
-def _check_beam_args(rest: Sequence[str]) -> None:
+#: Flags whose values are secrets: never echoed, not even in part.
+SECRET_FLAGS = ("--kontagent-api-key", "--kontagent-secret", "--kissmetrics-api-key")
+
+
+def _after_a_secret(word: str, argv: Sequence[str]) -> str | None:
+    """The secret flag whose value ``word`` follows in ``argv``, or None.
+
+    The shell splits an unquoted value that holds a space: its second half is a stray word.
+    """
+    for i, arg in enumerate(argv):
+        if arg != word:
+            continue
+        for flag in SECRET_FLAGS:
+            if (i >= 2 and argv[i - 2] == flag) or (i >= 1 and argv[i - 1].startswith(flag + "=")):
+                return flag
+    return None
+
+
+def _check_url(flag: str, url: str) -> None:
+    """An http:// or https:// URL with a host, or UsageError naming the flag."""
+    try:
+        parts = urlsplit(url)
+        valid = parts.scheme in ("http", "https") and bool(parts.hostname)
+    except ValueError:
+        valid = False
+    if not valid:
+        raise UsageError(f"{flag} {url!r}: not an http:// or https:// URL with a host")
+
+
+def _check_beam_args(rest: Sequence[str], argv: Sequence[str] = ()) -> None:
     """Refuse what neither beaconflow nor Beam knows, which Beam would silently ignore.
 
     A word that is not a flag is accepted only as the value of a Beam flag written without
@@ -386,6 +416,12 @@ def _check_beam_args(rest: Sequence[str]) -> None:
         elif arg.startswith("-"):
             raise UsageError(f"unrecognized argument: {arg}")
         elif not (previous.startswith("--") and "=" not in previous):
+            flag = _after_a_secret(arg, argv)
+            if flag is not None:
+                raise UsageError(
+                    f"unexpected argument after the value of {flag} (not shown: it may be part "
+                    "of the secret): quote a value that holds a space"
+                )
             raise UsageError(
                 f"unexpected argument {arg!r}: give each input its own --input, and quote a "
                 "glob (--input 'logs/*.jsonl') so that beaconflow expands it, not the shell"
@@ -464,7 +500,7 @@ def configure(argv: Sequence[str], now: float | None = None) -> BackfillConfig:
     ``now`` (epoch seconds, default the current time) is what ``--date yesterday`` counts from.
     """
     args, rest = parser().parse_known_args(list(argv))
-    _check_beam_args(rest)
+    _check_beam_args(rest, argv)
     if not args.input:
         raise UsageError("--input is required (a path or glob of event logs)")
     day, inputs = _nightly(args, time.time() if now is None else now)
@@ -482,6 +518,9 @@ def configure(argv: Sequence[str], now: float | None = None) -> BackfillConfig:
         )
         endpoints["kissmetrics"] = Endpoint("kissmetrics", "", SANDBOX_KISSMETRICS_KEY)
     else:
+        for flag, url in (("--kontagent-url", args.kontagent_url),
+                          ("--kissmetrics-url", args.kissmetrics_url)):  # fmt: skip
+            _check_url(flag, url)
         if args.kontagent_api_key:
             endpoints["kontagent"] = Endpoint(
                 "kontagent",

@@ -121,3 +121,29 @@ def test_values_inside_lists_and_dicts_are_masked_and_keys_kept() -> None:
         "_k": [f"GET /e?_k={MASK}&x=1", 3, None],
         "kissmetrics-key-1": MASK,
     }
+
+
+def test_data_in_an_entry_is_never_rewritten_by_url_position() -> None:
+    # a page address is the user's data: a replay must send it as it was
+    page = "https://x.example/api/v1/farm/quests?ref=mail&_k=campaign7&an_sig=abc"
+    entry = {
+        "stage": "send",
+        "reason": f"HTTP 400: GET http://h/api/v1/KEY123/pgr/?u={page}&an_sig=f00",
+        "message": {"destination": "kontagent", "kind": "pgr", "params": {"u": page}},
+        "record": {"page_address": page},
+        "line": page,
+    }
+    parsed = json.loads(to_json(entry, Redactor.of(("KEY123",))))
+    assert parsed["message"]["params"]["u"] == page
+    assert parsed["record"]["page_address"] == page and parsed["line"] == page
+    assert parsed["reason"].startswith(f"HTTP 400: GET http://h/api/v1/{MASK}/pgr/")
+
+
+def test_a_long_secret_is_masked_in_its_json_and_repr_forms_too() -> None:
+    secret = 'ab\\cd"ef gh12'
+    redactor = Redactor.of((secret,))
+    for form in (json.dumps(secret)[1:-1], repr(secret)[1:-1], secret):
+        assert redactor.text(f"time {form} is not valid") == f"time {MASK} is not valid"
+    # in data as well: a record holding the secret does not carry it into the dead letter
+    line = to_json({"stage": "parse", "reason": "x", "line": f"{{bad {secret}"}, redactor)
+    assert "ab\\\\cd" not in line and "gh12" not in line

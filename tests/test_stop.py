@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import subprocess
+import sys
 import threading
 from collections import Counter
 from pathlib import Path
@@ -19,7 +21,7 @@ import requests
 
 from beaconflow.client import HTTPStatusError, KissmetricsClient, KontagentClient
 from beaconflow.delivery.ledger import LedgerError, LedgerWriter, ledger_files, read_ledger_file
-from beaconflow.delivery.sender import REDIRECT_WINDOW, BulkSender, Request
+from beaconflow.delivery.sender import REDIRECT_SECONDS, REDIRECT_WINDOW, BulkSender, Request
 from beaconflow.delivery.sendproc import SenderPool
 from beaconflow.delivery.stop import RunStop, forget_run, run_stop
 from beaconflow.model.message import Message
@@ -30,7 +32,7 @@ from beaconflow.sandbox.collector import Collector, Faults
 from .conftest import KONTAGENT_KEY, backfill_flags, read_dead_letter, run_cli
 from .fs_faults import SmallDisk
 from .local_server import KEY, LocalServer
-from .test_sender import RecordingSleep, config, message
+from .test_sender import ManualClock, RecordingSleep, config, message
 
 NOW = 1_800_000_000
 
@@ -139,6 +141,45 @@ def test_an_answer_between_redirects_resets_the_window(server: LocalServer) -> N
         results = _tokens(sender, requests_)
     assert [server.hits[t] for t in tokens] == [1] * len(tokens), "a stray redirect stops nothing"
     assert all(d.stop is None for d in results.values())  # type: ignore[attr-defined]
+
+
+def test_server_errors_between_redirects_do_not_hide_a_misconfigured_destination(
+    server: LocalServer,
+) -> None:
+    kinds = ["redirect"] * 5 + ["flaky"] + ["redirect"] * 10
+    tokens = [f"se{n}" for n in range(len(kinds))]
+    requests_ = [
+        Request(message(k, t), server.kontagent(k, t, n=99))
+        for k, t in zip(kinds, tokens, strict=True)
+    ]
+    with BulkSender(config(concurrency=1), (KEY,), sleep=RecordingSleep()) as sender:
+        results = _tokens(sender, requests_)
+    assert results["se5"].status == 503  # type: ignore[attr-defined]
+    assert results["se10"].stop is not None, "the 10th redirect declares it"  # type: ignore[attr-defined]
+    assert all(server.hits[t] == 0 for t in tokens[11:])
+
+
+def test_redirects_after_deliveries_stop_a_destination_only_when_they_last(
+    server: LocalServer,
+) -> None:
+    clock = ManualClock()
+
+    def batch(prefix: str, kinds: list[str]) -> dict[str, object]:
+        requests_ = [
+            Request(message(k, f"{prefix}{n}"), server.kontagent(k, f"{prefix}{n}"))
+            for n, k in enumerate(kinds)
+        ]
+        return _tokens(sender, requests_)
+
+    with BulkSender(config(concurrency=1), (KEY,), sleep=RecordingSleep(), clock=clock) as sender:
+        first = batch("a", ["ok"] + ["redirect"] * (2 * REDIRECT_WINDOW))
+        # a few users whose requests redirect, in a row, stop nothing: it delivered before
+        assert all(d.stop is None for d in first.values())  # type: ignore[attr-defined]
+        clock.now += REDIRECT_SECONDS
+        second = batch("b", ["redirect"] * 5)
+    # nothing but redirects for REDIRECT_SECONDS: a portal appeared, the destination stops
+    assert second["b0"].stop is not None  # type: ignore[attr-defined]
+    assert [server.hits[f"b{n}"] for n in range(5)] == [1, 0, 0, 0, 0]
 
 
 def test_a_delivery_the_ledger_cannot_record_halts_the_sender(server: LocalServer) -> None:
@@ -299,6 +340,7 @@ def test_a_redirecting_destination_stops_it_and_nothing_is_counted_delivered(
         dead = read_dead_letter(tmp_path)  # every line parses
         reasons = Counter(d["reason"].split(":")[0] for d in dead)
         assert reasons["not attempted"] > 0 and reasons["HTTP 302"] >= 1
+        assert report["messages_not_attempted"] == reasons["not attempted"]
         assert all(KONTAGENT_KEY not in json.dumps(d) for d in dead)
 
         # the URL is mended; the dead letter goes back in and every Kontagent message goes
@@ -474,3 +516,123 @@ def test_help_lists_every_exit_status() -> None:
     assert done.returncode == 0
     for line in ("0    done", "2    nothing was sent", "3    done, but", "4    stopped early"):
         assert line in done.stdout
+
+
+def test_a_ledger_removed_under_a_running_writer_is_noticed_within_a_second(
+    tmp_path: Path,
+) -> None:
+    import shutil
+
+    clock = ManualClock()
+    directory = tmp_path / "ledger"
+    writer = LedgerWriter(str(directory), {"kontagent": "f" * 12}, clock=clock)
+    one = Message("kontagent", "apa", (("s", "1"),))
+    writer.record_one(one)
+    shutil.rmtree(directory)  # logrotate, an operator, a cleanup job
+    writer.record_one(one)  # the write itself still succeeds, into the unlinked file
+    clock.now += 1.0
+    with pytest.raises(LedgerError, match=r"ledger not writable: .*: the journal .* was removed"):
+        writer.record_one(one)
+    writer.close()
+
+
+def test_a_report_disk_that_fills_leaves_a_whole_report_and_no_litter(
+    events_file: Path, tmp_path: Path, small_disk: SmallDisk
+) -> None:
+    out = small_disk.path
+    earlier = '{"exit_status": 0, "note": "the earlier run"}\n'
+    (out / "report.json").write_text(earlier)
+    small_disk.fill(free=4096)  # the probe fits, the run's report does not
+    with Collector() as collector:
+        flags = backfill_flags(collector.base_url, tmp_path, events_file)
+        flags = [f for f in flags if not f.startswith("--report=")]
+        done = run_cli(*flags, f"--report={out / 'report.json'}", f"--ledger={tmp_path / 'l'}")
+        assert collector.accepted(), "it sent"
+    assert done.returncode == 4, done.stderr
+    assert "report not writable" in done.stderr and "Traceback" not in done.stderr
+    written = json.loads((out / "report.json").read_text())  # never a torn report
+    if written != json.loads(earlier):
+        # the counts could not be written, but once their file was gone the report fit
+        assert written["partial"] is True and written["exit_status"] == 4
+        assert written["stopped"].startswith(f"report not writable: {out / 'report.json'}: ")
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["filler", "report.json"], "no probe, tallies or temporary file is left"
+
+
+def test_a_full_stdout_does_not_turn_a_good_run_into_a_traceback(
+    events_file: Path, tmp_path: Path
+) -> None:
+    with Collector() as collector, open("/dev/full", "w") as full:
+        flags = backfill_flags(collector.base_url, tmp_path, events_file)
+        done = subprocess.run(
+            [sys.executable, "-m", "beaconflow", *flags],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=300,
+        )
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    assert json.loads((tmp_path / "report.json").read_text())["exit_status"] == 0
+
+
+def test_a_stray_word_after_a_secret_is_not_echoed(tmp_path: Path) -> None:
+    done = run_cli(
+        "--input=x.jsonl",
+        "--kissmetrics-api-key",
+        "first-half",
+        "second-half-of-key",
+        "--dry-run=y",
+    )
+    assert done.returncode == 2
+    assert "second-half-of-key" not in done.stderr and "first-half" not in done.stderr
+    assert "after the value of --kissmetrics-api-key" in done.stderr
+
+
+@pytest.mark.parametrize("url", ["notaurl", "ftp://host/x", "http://", "http:///path"])
+def test_a_destination_url_that_is_no_http_url_is_a_usage_error(tmp_path: Path, url: str) -> None:
+    events = tmp_path / "e.jsonl"
+    events.write_text('{"time": 1750000000, "user_id": 1, "event": "apa"}\n')
+    done = run_cli(f"--input={events}", "--kontagent-api-key=k" * 1, f"--kontagent-url={url}")
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        f"beaconflow: error: --kontagent-url {url!r}: not an http:// or https:// URL with a host"
+    )
+
+
+def test_each_report_file_is_replaced_whole_or_not_at_all(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from beaconflow.pipelines import backfill
+
+    path = tmp_path / "report.json"
+    path.write_text("earlier json")
+    (tmp_path / "report.html").write_text("earlier html")
+
+    create = backfill.FileSystems.create
+
+    class HalfWritten:
+        """A file whose write fails half-way, as on a disk that fills."""
+
+        def __init__(self, path: str) -> None:
+            self.handle = create(path)
+
+        def __enter__(self) -> HalfWritten:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            self.handle.close()
+
+        def write(self, data: bytes) -> None:
+            self.handle.write(data[: len(data) // 2])
+            raise OSError(28, "No space left on device")
+
+    def filling(path: str, *args: object, **kwargs: object) -> object:
+        return HalfWritten(path) if path.endswith(".html.tmp-write") else create(path)
+
+    monkeypatch.setattr(backfill.FileSystems, "create", filling)
+    with pytest.raises(OSError, match="No space left"):
+        backfill._write_report(str(path), {"exit_status": 0})
+    assert json.loads(path.read_text()) == {"exit_status": 0}
+    assert (tmp_path / "report.html").read_text() == "earlier html", "not a torn page"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.html", "report.json"]

@@ -49,9 +49,10 @@ def _describe(what: str, path: str, error: BaseException) -> str:
 class _WriteShard(beam.DoFn):
     """Writes each bundle's lines to a shard of its own; see the module docstring."""
 
-    def __init__(self, path: str, part: str, what: str, run_id: str) -> None:
+    def __init__(self, path: str, part: str, what: str, shown: str, run_id: str) -> None:
         super().__init__()
         self._path = path
+        self._shown = shown
         self._part = part
         self._what = what
         self._run_id = run_id
@@ -87,7 +88,7 @@ class _WriteShard(beam.DoFn):
             yield GlobalWindows.windowed_value(tally(STOPPED, 1, "", self._failed))
 
     def _fail(self, error: BaseException) -> None:
-        self._failed = _describe(self._what, self._path, error)
+        self._failed = _describe(self._what, self._shown, error)
         run_stop(self._run_id).trip(self._failed)
         handle, self._handle = self._handle, None
         if handle is not None:
@@ -102,21 +103,29 @@ class WriteLines(beam.PTransform[PCollection[str], PCollection[Tally]]):
     Several steps may write to one ``path`` with different ``part`` names: each writes
     where it runs (no Flatten that would hold one step's output for the other). ``what``
     names the file in a failure's reason ("dead letter"); ``run_id`` names the run whose
-    stop a failure trips. The output holds a ``run_stopped`` tally per bundle that failed.
+    stop a failure trips, ``shown`` the path a failure's reason names (default ``path``). The
+    output holds a ``run_stopped`` tally per bundle that failed.
     """
 
     def __init__(
-        self, path: str, part: str = "", *, what: str = "output", run_id: str = ""
+        self,
+        path: str,
+        part: str = "",
+        *,
+        what: str = "output",
+        shown: str | None = None,
+        run_id: str = "",
     ) -> None:
         super().__init__()
         self._path = path
+        self._shown = path if shown is None else shown
         self._part = part
         self._what = what
         self._run_id = run_id
 
     def expand(self, lines: PCollection[str]) -> PCollection[Tally]:
         written: PCollection[Tally] = lines | beam.ParDo(
-            _WriteShard(self._path, self._part, self._what, self._run_id)
+            _WriteShard(self._path, self._part, self._what, self._shown, self._run_id)
         )
         return written
 
@@ -139,9 +148,7 @@ def merge_parts(path: str) -> int:
         with contextlib.suppress(Exception):
             FileSystems.delete([merged])
         raise
-    if FileSystems.exists(path):
-        FileSystems.delete([path])
-    FileSystems.rename([merged], [path])
+    FileSystems.rename([merged], [path])  # replaces an earlier file at once
     if shards:
         FileSystems.delete(shards)
     return len(shards)

@@ -38,7 +38,7 @@ from beaconflow.delivery.sendproc import PoolClient, shared_client
 from beaconflow.delivery.stop import RunStop, run_stop
 from beaconflow.model.message import Destination, Endpoint, Message
 from beaconflow.model.render import render_url
-from beaconflow.report.counts import SENT_AT, STOPPED
+from beaconflow.report.counts import NOT_ATTEMPTED, SENT_AT, STOPPED
 from beaconflow.transforms.tallies import CountsTallies
 
 #: The tag of the output holding messages that were not delivered.
@@ -254,6 +254,8 @@ class _SendDoFn(CountsTallies, beam.DoFn):
             else:
                 failed += 1
                 self.count("messages_failed", message.destination, message.kind)
+                if delivery.stop is not None and delivery.attempts == 0:
+                    self.count(NOT_ATTEMPTED, message.destination, message.kind)
                 self.count(SENT_AT, message.destination, failed_at)
                 yield TaggedOutput(FAILED, delivery)
         if attempts:

@@ -25,6 +25,7 @@ the same error at once, so the sender stops instead of sending what it cannot re
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import logging
@@ -32,7 +33,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import IO, Any
 
 from beaconflow.model.message import Endpoint, Message
@@ -40,6 +41,9 @@ from beaconflow.model.message import Endpoint, Message
 log = logging.getLogger("beaconflow.ledger")
 
 SHARD_SUFFIX = ".jsonl"
+#: Seconds between checks that a journal is still in the ledger (and synced): a deleted or
+#: unreachable ledger stops the run within about this long.
+CHECK_SECONDS = 1.0
 JOURNAL_SUFFIX = ".jsonl.open"
 
 
@@ -150,8 +154,11 @@ class LedgerWriter:
         fingerprints: dict[str, str],
         *,
         max_entries: int = 100_000,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._directory = directory
+        self._clock = clock
+        self._checked_at = clock()
         self._fingerprints = fingerprints
         self._max_entries = max_entries
         self._local = _is_local(directory)
@@ -236,11 +243,28 @@ class LedgerWriter:
                 self._journal = open(self._journal_path, "ab")  # noqa: SIM115 - held open on purpose
             self._journal.write(b"".join(lines))
             self._journal.flush()
+            now = self._clock()
+            if now - self._checked_at >= CHECK_SECONDS:
+                self._checked_at = now
+                self._check_journal(self._journal)
         else:
             self._buffer.extend(lines)
         self._count += len(lines)
         if self._count >= self._max_entries:
             self._seal()
+
+    def _check_journal(self, journal: IO[bytes]) -> None:
+        """Sync the journal and make sure it is still in the ledger (raises OSError if not).
+
+        A write can succeed into a journal whose directory was deleted or moved, or on a
+        filesystem that reports errors only when syncing (NFS): without this the run would
+        find out when it seals, at the end of a bundle, after sending everything.
+        """
+        os.fsync(journal.fileno())
+        if os.fstat(journal.fileno()).st_nlink == 0 or not os.path.exists(self._journal_path):
+            raise FileNotFoundError(
+                errno.ENOENT, f"the journal {os.path.basename(self._journal_path)} was removed"
+            )
 
     def seal(self) -> None:
         """Turn what was recorded so far into a durable shard (write, sync, rename).

@@ -10,13 +10,16 @@ anywhere, a key such as ``0000`` would also be cut out of ordinary data (a user 
 
 A redactor works on values, never on encoded text: :meth:`Redactor.value` masks each string
 inside a dead-letter entry or a report before it is encoded as JSON, so what it writes is
-always valid JSON whatever an error text contains. A URL position's value is taken to end
+always valid JSON whatever an error text contains. Data (an input record, a message's
+parameters) gets the literal masking only: a page address holding ``/api/v1/`` or ``_k=``
+is the user's, and a replay must send it unchanged. A URL position's value is taken to end
 at the first character a rendered URL cannot hold there (a quote, a comma, a space, ...),
 so a mask never swallows the text around a URL.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import threading
@@ -52,32 +55,44 @@ class Redactor:
         values = {value for value in secrets if value and len(value) >= MIN_LITERAL_LENGTH}
         forms: set[str] = set()
         for value in values:
+            # as sent in a URL, as a JSON string holds it, as Python's repr() shows it
             forms.update((value, quote(value, safe=""), quote_plus(value, safe="")))
+            forms.update((json.dumps(value)[1:-1], repr(value)[1:-1]))
         return cls(tuple(sorted(forms, key=len, reverse=True)))
 
     def text(self, text: str) -> str:
         """``text`` with URL key positions and every known secret masked."""
         text = _KONTAGENT_KEY_IN_PATH.sub(lambda m: m.group(1) + MASK, text)
         text = _SECRET_QUERY_PARAMS.sub(lambda m: m.group(1) + MASK, text)
+        return self.literal(text)
+
+    def literal(self, text: str) -> str:
+        """``text`` with every known secret masked, but no URL position.
+
+        For data (an input record, a message's parameters): a page address that happens to
+        hold ``/api/v1/`` or ``_k=`` is the user's data, which a replay must send unchanged.
+        """
         for secret in self.secrets:
-            text = text.replace(secret, MASK)
+            if secret in text:
+                text = text.replace(secret, MASK)
         return text
 
     def __call__(self, text: str) -> str:
         return self.text(text)
 
-    def value(self, value: object) -> object:
+    def value(self, value: object, *, data: bool = False) -> object:
         """``value`` with every string inside it (dict values, list items) masked.
 
-        Dict keys are names chosen by beaconflow or the input, not texts that carry URLs,
-        and are kept. Use it on an entry before encoding it, never on the encoded text.
+        ``data``: the value is data, not a text that may carry a request URL: only known
+        secrets are masked (:meth:`literal`). Dict keys are kept. Use it on an entry before
+        encoding it, never on the encoded text.
         """
         if isinstance(value, str):
-            return self.text(value)
+            return self.literal(value) if data else self.text(value)
         if isinstance(value, dict):
-            return {key: self.value(item) for key, item in value.items()}
+            return {key: self.value(item, data=data) for key, item in value.items()}
         if isinstance(value, list | tuple):
-            return [self.value(item) for item in value]
+            return [self.value(item, data=data) for item in value]
         return value
 
 

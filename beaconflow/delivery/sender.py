@@ -21,8 +21,11 @@ whole batch fits again or everything is done, not once per message.
 
 Redirects are never followed: a tracking GET answered with a 3xx did not reach the service
 (a captive portal, a login proxy, a mistyped URL), so it is a permanent failure naming the
-status and the target's host. A destination whose last :data:`REDIRECT_WINDOW` answers were
-all redirects is misconfigured: its lane halts, and its messages not yet sent end as "not
+status and the target's host. A destination is misconfigured when its answers are nothing
+but redirects: at least :data:`REDIRECT_WINDOW` in a row (5xx, 429 and transport errors
+neither count nor break the run), and either it has delivered nothing yet or the redirects
+have gone on for :data:`REDIRECT_SECONDS` (a portal that appears mid-run). Its lane halts,
+and its messages not yet sent end as "not
 attempted" without a request. A whole sender halts when a delivery cannot be recorded in the
 ledger (the next run would send it again) or when the run's
 :class:`~beaconflow.delivery.stop.RunStop` trips: no new request starts, what is in flight
@@ -84,6 +87,10 @@ _REDIRECT_STATUSES = RetryPolicy.REDIRECT_STATUSES
 #: Consecutive redirect answers from one destination that declare it misconfigured. Enough
 #: that a stray redirect cannot stop a run; few, so that a wrong URL costs little.
 REDIRECT_WINDOW = 10
+#: Seconds of nothing but redirects that declare a destination misconfigured even after it
+#: delivered (a login proxy whose session expired): a few users whose requests happen to
+#: redirect, in a row, do not stop it.
+REDIRECT_SECONDS = 30.0
 _NOT_FOLLOWED = " (redirects are not followed)"
 
 
@@ -217,10 +224,22 @@ class _Lane:
 
     ``limit`` (adaptive concurrency) and ``pace`` (adaptive rate) are None when the sender
     is not adaptive; ``cap`` is the --max-rps limiter, None when uncapped. ``redirects``
-    counts the lane's consecutive redirect answers; ``halted`` is why it sends no more.
+    counts the lane's redirect answers since its last answer of another kind (2xx, 4xx), the
+    first at ``redirected_at``; ``delivered`` says whether it has delivered anything;
+    ``halted`` is why it sends no more.
     """
 
-    __slots__ = ("cap", "destination", "halted", "limit", "pace", "queue", "redirects")
+    __slots__ = (
+        "cap",
+        "delivered",
+        "destination",
+        "halted",
+        "limit",
+        "pace",
+        "queue",
+        "redirected_at",
+        "redirects",
+    )
 
     def __init__(
         self,
@@ -235,6 +254,8 @@ class _Lane:
         self.pace = pace
         self.cap = cap
         self.redirects = 0
+        self.redirected_at = 0.0
+        self.delivered = False
         self.halted: str | None = None
 
     def demand(self) -> int:
@@ -671,6 +692,7 @@ class BulkSender:
         message = request.message
         if delivered:
             lane.redirects = 0
+            lane.delivered = True
             self._finish(Delivery(message, True, status, None, attempts, stop=stopped))
             if stopped is not None:
                 self._halt(stopped)
@@ -681,8 +703,10 @@ class BulkSender:
         verdict = classify(status, error)
         if status in _REDIRECT_STATUSES:
             reason = self._redact(redirect_reason(status, request.url, retry_after))
+            if lane.redirects == 0:
+                lane.redirected_at = self._clock() if now is None else now
             lane.redirects += 1
-            if lane.redirects >= REDIRECT_WINDOW and lane.halted is None:
+            if self._misconfigured(lane, now):
                 stopped = (
                     f"{message.destination} is misconfigured: its last {lane.redirects} answers "
                     f"were redirects ({reason.removesuffix(_NOT_FOLLOWED)}): check its URL"
@@ -692,7 +716,8 @@ class BulkSender:
                 self._halt_lane(lane, stopped)
                 return
         else:
-            if status is not None:
+            if status is not None and status < 500 and status != 429:
+                # the service itself answered: the URL reaches it
                 lane.redirects = 0
             reason = self._describe(status, error)
         halted = lane.halted
@@ -723,6 +748,15 @@ class BulkSender:
             reason,
         )
         self._later(lane, (request, attempts, False), wait)
+
+    def _misconfigured(self, lane: _Lane, now: float | None) -> bool:
+        """Whether the lane's redirects say its URL does not reach the service (see above)."""
+        if lane.halted is not None or lane.redirects < REDIRECT_WINDOW:
+            return False
+        if not lane.delivered:
+            return True
+        now = self._clock() if now is None else now
+        return now - lane.redirected_at >= REDIRECT_SECONDS
 
     def _later(self, lane: _Lane, item: _Item, wait: float) -> None:
         """Put ``item`` back at the head of its lane after ``wait`` seconds (always slept)."""

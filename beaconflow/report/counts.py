@@ -51,6 +51,8 @@ SENT_AT = "series_sent_at"
 DEAD_LETTER_REASON = "series_dead_letter"
 #: Why the run stopped early (a step says so once or more): tally(STOPPED, n, "", reason).
 STOPPED = "run_stopped"
+#: Failed messages that a stop kept from being sent at all (part of messages_failed).
+NOT_ATTEMPTED = "messages_not_attempted"
 #: How many dead-letter reason groups the report lists.
 TOP_REASONS = 10
 #: Most points in the report's send timeline; longer runs get wider buckets.
@@ -151,6 +153,7 @@ def build_report(
     ]
     report["send_timeline"] = send_timeline(sent_at)
     report["stopped"] = "; ".join(sorted(stopped)) or None
+    report.setdefault(NOT_ATTEMPTED, 0)
     report["elapsed_seconds"] = round(elapsed, 3)
     report["messages_per_second"] = (
         round(report["messages_delivered"] / elapsed, 1) if elapsed > 0 else 0.0
@@ -212,7 +215,8 @@ def summary(report: Mapping[str, Any]) -> str:
         pace = f"{report['messages_per_second']:.0f} messages/s"
     lines.append(f"elapsed {elapsed:.1f}s, {pace}")
     if report.get("stopped"):
-        lines.append(f"STOPPED EARLY: {report['stopped']}")
+        not_attempted = report.get(NOT_ATTEMPTED, 0)
+        lines.append(f"STOPPED EARLY: {report['stopped']} ({not_attempted} messages not attempted)")
     for error in report["invariant_errors"]:
         lines.append(f"WARNING: the report does not add up: {error}")
     return "\n".join(lines)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any, cast
+from typing import Any
 from urllib.parse import quote
 
 from beaconflow.delivery.redact import Redactor
@@ -90,6 +90,10 @@ def _finite(value: Any) -> Any:
     return value
 
 
+#: The entry fields that hold data, which redaction must not rewrite by URL position.
+_DATA_FIELDS = frozenset({"record", "line", "message"})
+
+
 def to_json(entry: dict[str, Any], redact: Redactor | None = None) -> str:
     """One dead-letter line of strict JSON that never fails: odd values are written as text.
 
@@ -98,7 +102,9 @@ def to_json(entry: dict[str, Any], redact: Redactor | None = None) -> str:
     for the same reason), else with those numbers written as text.
     """
     if redact is not None:
-        entry = cast(dict[str, Any], redact.value(entry))
+        # texts (the reason, a URL) by URL position too; data (the record, the raw line,
+        # the message) by known secrets only, so that a replay sends it unchanged
+        entry = {key: redact.value(value, data=key in _DATA_FIELDS) for key, value in entry.items()}
     try:
         return json.dumps(entry, ensure_ascii=False, sort_keys=True, default=str, allow_nan=False)
     except ValueError:

@@ -347,6 +347,8 @@ def _header(report: Mapping[str, Any]) -> str:
     if isinstance(exit_status, int) and not isinstance(exit_status, bool):
         tone = "good" if exit_status == 0 else "bad"
         status = f"exit status {exit_status}" + (" (success)" if exit_status == 0 else "")
+        if report.get("stopped"):
+            status += " (stopped early)"
     else:
         tone, status = "", "exit status unknown"
     mode = []
@@ -926,7 +928,8 @@ def render_html(report: Mapping[str, Any]) -> str:
     """One self-contained HTML page (no scripts, no network) of a run's ``report.json``."""
     status = report.get("exit_status")
     failed = isinstance(status, int) and not isinstance(status, bool) and status != 0
-    title = "beaconflow run report" + (" \u2014 failed" if failed else "")
+    outcome = "stopped early" if report.get("stopped") else "failed"
+    title = "beaconflow run report" + (f" \u2014 {outcome}" if failed else "")
     charts = (
         _by_day_chart(report),
         _outcomes_chart(report),
