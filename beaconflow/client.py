@@ -33,6 +33,7 @@ import requests
 from beaconflow.delivery.redact import Redactor, redact_library_logs
 from beaconflow.delivery.retry import RetryPolicy, Verdict, classify, redirect_reason
 from beaconflow.model import kissmetrics, kontagent
+from beaconflow.model.errors import BeaconflowError
 from beaconflow.model.message import Endpoint, Message
 from beaconflow.model.render import render_url
 
@@ -42,7 +43,7 @@ log = logging.getLogger("beaconflow.client")
 DEFAULT_TIMEOUT = 10.0
 
 
-class TrackingError(Exception):
+class TrackingError(BeaconflowError):
     """A message could not be delivered. The text is redacted: no key, no secret."""
 
 

@@ -1,9 +1,6 @@
-"""Pipelines: Beam pipelines wired from beaconflow.transforms, each exposing run(argv)."""
+"""Pipelines: the backfill's wiring (``backfill``), its options, runner sizing and the command.
 
-import logging
+Importing it configures nothing (see :mod:`beaconflow.transforms` for Beam's import).
+"""
 
-# Importing apache_beam logs "apitools not found" through the root logger; with no handler
-# there, logging would configure itself with its bare default format before the command
-# sets up its own. A NullHandler keeps that import-time line from reaching the terminal.
-if not logging.getLogger().handlers:
-    logging.getLogger().addHandler(logging.NullHandler())
+import beaconflow.transforms  # noqa: F401 - Beam's import, without its logging side effect

@@ -7,16 +7,13 @@ outputs. Run the sandbox backfill on the sample data with::
 
     python -m beaconflow --sandbox --input 'sample_data/game_events*'
 
-Exit status: 0 when invalid events + failed messages <= --max-errors, 3 when more, 2 for a
-usage or whole-run error before anything was sent (one line on stderr, no traceback), 4 when
-the run stopped early after sending began (its report says why in ``stopped``; the same
-command with the same --ledger finishes the job).
+:func:`run` returns the exit status with the report (see :mod:`beaconflow.pipelines.cli` for
+the command); runner sizing is in :mod:`beaconflow.pipelines.runners`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import gc
 import json
 import logging
 import os
@@ -30,9 +27,7 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import (
-    DirectOptions,
     PipelineOptions,
-    StandardOptions,
 )
 
 from beaconflow.delivery.ledger import (
@@ -48,20 +43,27 @@ from beaconflow.delivery.sender import Delivery
 from beaconflow.delivery.stop import RunStop, forget_run, run_stop
 from beaconflow.model.message import Destination, Endpoint, Message
 from beaconflow.model.render import render_url
-from beaconflow.pipelines.options import SECRET_FLAGS, BackfillConfig, UsageError, configure
+from beaconflow.pipelines.options import BackfillConfig, UsageError, configure
+from beaconflow.pipelines.runners import (
+    local_runner,
+    quiet_workers,
+    rate_split_warning,
+    runs_in_process,
+    send_processes,
+    worker_processes,
+)
 from beaconflow.report.counts import (
     DEAD_LETTER_REASON,
     Tally,
     build_report,
     reason_group,
-    summary,
     tally,
 )
 from beaconflow.report.deadletter import (
     message_view,
     to_json,
 )
-from beaconflow.report.html import render_html
+from beaconflow.report.html import html_path, render_html
 from beaconflow.transforms.build import DIRECT, BuildMessages
 from beaconflow.transforms.dedup import DUPLICATES, SKIPPED, DedupByKey
 from beaconflow.transforms.linefile import WriteLines, merge_parts, parts_prefix, remove_leftovers
@@ -233,132 +235,6 @@ def build(pipeline: beam.Pipeline, config: BackfillConfig, files: Sequence[str],
     )
 
 
-def _quiet_workers(beam_args: Sequence[str]) -> list[str]:
-    """Beam's args, with SDK worker processes logging errors only unless the user says.
-
-    Worker processes (DirectRunner multi_processing, portable runners) log channel set-up
-    and shutdown at INFO straight to stderr; beaconflow's own progress lines are kept.
-    """
-    args = list(beam_args)
-    given = {arg.split("=", 1)[0] for arg in args}
-    if "--default_sdk_harness_log_level" not in given:
-        args.append("--default_sdk_harness_log_level=ERROR")
-    if "--sdk_harness_log_level_overrides" not in given:
-        args.append('--sdk_harness_log_level_overrides={"beaconflow": "INFO"}')
-    return args
-
-
-#: Runner names (see :func:`_runner_name`) that run here, on FnApiRunner.
-_LOCAL_RUNNERS = ("direct", "switchingdirect", "fnapi")
-#: Runners that submit to a Beam job service, whose SDK worker processes they start.
-_PORTABLE_RUNNERS = ("portable", "flink", "spark", "prism", "kafkastreams")
-
-
-def _runner_name(options: PipelineOptions) -> str:
-    """The runner's name as Beam matches it: any case, no module path, no ``Runner`` suffix."""
-    runner = options.view_as(StandardOptions).runner
-    return str(runner or "direct").rpartition(".")[2].lower().removesuffix("runner")
-
-
-def _worker_nodes(all_options: dict[str, Any]) -> int | None:
-    """--max_num_workers, else --num_workers, else None (not given)."""
-    nodes = all_options.get("max_num_workers") or all_options.get("num_workers")
-    return int(nodes) if nodes else None
-
-
-def _local_runner(options: PipelineOptions) -> Any:
-    """FnApiRunner for DirectRunner: the local run must not try Prism's download.
-
-    None (Beam creates the runner) for every other runner: PortableRunner, Flink, Spark,
-    Dataflow, BundleBasedDirectRunner. Names are matched as Beam does: any case, with or
-    without the ``Runner`` suffix or the module path.
-    """
-    if _runner_name(options) not in _LOCAL_RUNNERS:
-        return None
-    from apache_beam.portability.api import beam_provision_api_pb2
-    from apache_beam.runners.portability.fn_api_runner import fn_runner
-    from apache_beam.runners.portability.portable_runner import JobServiceHandle
-
-    encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options())
-    info = fn_runner.ExtendedProvisionInfo(
-        beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded)
-    )
-    return fn_runner.FnApiRunner(provision_info=info)
-
-
-def worker_processes(options: PipelineOptions) -> int:
-    """How many processes send at once, to divide --max-rps among them.
-
-    The threads of one process share one rate limiter; each process has its own and sends at
-    ``max_rps / worker_processes``. Too high a count only slows the run; too low a one lets
-    the run exceed --max-rps.
-
-    - DirectRunner (FnApiRunner): ``--direct_num_workers`` processes (0: one per CPU) in
-      ``multi_processing`` mode, else 1.
-    - Portable runners (PortableRunner, Flink, Spark, Prism): the runner starts the SDK worker
-      processes and the options do not tell how many. Counted as the nodes
-      (``--max_num_workers`` or ``--num_workers``, else 1) times the SDK processes per node
-      (``--sdk_worker_parallelism``; 0, "the runner chooses", counts as 1). Beam's own job
-      service (``local_job_service_main``, ``--job_endpoint embed``) starts one SDK worker
-      per job whatever the options say, so the default 1 is exact there; on a cluster, give
-      both flags or --max-rps holds per SDK process only.
-    - Other runners (Dataflow): ``--max_num_workers`` or ``--num_workers`` when given, else 1.
-    """
-    direct = options.view_as(DirectOptions)
-    name = _runner_name(options)
-    if name in _LOCAL_RUNNERS:
-        if direct.direct_running_mode == "multi_processing":
-            return max(1, direct.direct_num_workers or os.cpu_count() or 1)
-        return 1
-    all_options = options.get_all_options()
-    nodes = max(1, int(_worker_nodes(all_options) or 1))
-    if name in _PORTABLE_RUNNERS:
-        return nodes * max(1, int(all_options.get("sdk_worker_parallelism") or 1))
-    return nodes
-
-
-def send_processes(options: PipelineOptions, given: int | None) -> int:
-    """How many sender processes each worker starts (``--send-processes``, when ``given``).
-
-    By default one per CPU on DirectRunner's in-memory mode, where one process does all of
-    Beam's work and sending from it would leave the other cores idle; 0 (send from the
-    worker's own process) on every other runner and mode: multi_processing and the
-    distributed runners start a worker process per core already; multi_threading was not
-    measured with sender processes (the flag turns them on there too).
-    """
-    if given is not None:
-        return given
-    direct = options.view_as(DirectOptions)
-    if _runner_name(options) in _LOCAL_RUNNERS and direct.direct_running_mode == "in_memory":
-        return os.cpu_count() or 1
-    return 0
-
-
-def rate_split_warning(options: PipelineOptions) -> str | None:
-    """Why --max-rps may not hold on this runner as configured, or None when it will."""
-    name = _runner_name(options)
-    all_options = options.get_all_options()
-    sized = _worker_nodes(all_options)
-    if name == "dataflow":
-        experiments = all_options.get("experiments") or []
-        if "no_use_multiple_sdk_containers" not in experiments:
-            return (
-                "Dataflow runs one SDK process per vCPU of each worker, and --max-rps is divided "
-                "by the number of workers only: add --experiments no_use_multiple_sdk_containers"
-            )
-        if not sized:
-            return "give --max_num_workers so that --max-rps is divided among the workers"
-    elif name in _PORTABLE_RUNNERS:
-        job_endpoint = str(all_options.get("job_endpoint") or "")
-        local = job_endpoint == "embed" or job_endpoint.startswith(("localhost:", "127.0.0.1:"))
-        if not local and not (sized and all_options.get("sdk_worker_parallelism")):
-            return (
-                "the runner chooses how many SDK processes send: give --num_workers (nodes) and "
-                "--sdk_worker_parallelism (processes per node) so --max-rps is divided among them"
-            )
-    return None
-
-
 def _read_tallies(path: str) -> dict[str, int]:
     """The run's summed tallies; ValueError when they were not written whole.
 
@@ -377,12 +253,6 @@ def _read_tallies(path: str) -> dict[str, int]:
     if not text:
         raise ValueError("the run's counts could not be written")
     return {key: int(n) for key, n in json.loads(text).items()}
-
-
-def html_path(report_path: str) -> str:
-    """Where report.html goes: beside the JSON report, with the same name."""
-    stem = report_path.removesuffix(".json")
-    return f"{stem}.html"
 
 
 def _write_report(path: str, report: dict[str, Any]) -> None:
@@ -429,16 +299,6 @@ def _prepare_output(path: str, what: str) -> None:
         log.info("removed %d unfinished pieces of %s left by an earlier run", leftovers, path)
 
 
-class _HideOverwriteWarning(logging.Filter):
-    """Hides Beam's "Deleting 1 existing files in target path matching: " (an empty glob).
-
-    Beam says it when a single-file output exists already; beaconflow names the file instead.
-    """
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("Deleting %d existing files in target path")
-
-
 def _one_per_output(reasons: Sequence[str]) -> list[str]:
     """The stop reasons, one per output that could not be written (the one saying most).
 
@@ -463,9 +323,7 @@ def _may_have_sent(stop: RunStop, options: PipelineOptions, config: BackfillConf
         return False
     if stop.sending_began:
         return True
-    direct = options.view_as(DirectOptions)
-    in_process = direct.direct_running_mode in ("in_memory", "multi_threading")
-    return not (_runner_name(options) in _LOCAL_RUNNERS and in_process)
+    return not runs_in_process(options)
 
 
 def run(argv: Sequence[str], *, now: float | None = None) -> tuple[int, dict[str, Any]]:
@@ -483,7 +341,7 @@ def run(argv: Sequence[str], *, now: float | None = None) -> tuple[int, dict[str
         raise UsageError(str(error)) from None
     redact_library_logs(config.secrets())
     redact = Redactor.of(config.secrets())
-    options = PipelineOptions(_quiet_workers(config.beam_args))
+    options = PipelineOptions(quiet_workers(config.beam_args))
     outputs = (
         (config.dead_letter, "dead letter"),
         (config.report, "report"),
@@ -533,7 +391,7 @@ def run(argv: Sequence[str], *, now: float | None = None) -> tuple[int, dict[str
                     "nothing reaches Kontagent or KISSmetrics.",
                     file=sys.stderr,
                 )
-            pipeline = beam.Pipeline(runner=_local_runner(options), options=options)
+            pipeline = beam.Pipeline(runner=local_runner(options), options=options)
             warning = rate_split_warning(options) if config.max_rps else None
             if warning:
                 log.warning("--max-rps may be exceeded: %s", warning)
@@ -545,7 +403,7 @@ def run(argv: Sequence[str], *, now: float | None = None) -> tuple[int, dict[str
                 result = pipeline.run()
                 result.wait_until_finish()
             except Exception as error:
-                if _interrupted(error) or not _may_have_sent(stop, options, config):
+                if interrupted(error) or not _may_have_sent(stop, options, config):
                     raise
                 first_line = f"{type(error).__name__}: {error}".splitlines()[0]
                 stopped.append(f"the run failed: {redact(first_line)}")
@@ -600,73 +458,7 @@ def run(argv: Sequence[str], *, now: float | None = None) -> tuple[int, dict[str
     return report["exit_status"], report
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """The ``beaconflow`` command: run, print the summary, return the exit status."""
-    logging.basicConfig(
-        level=logging.WARNING, stream=sys.stderr, format="beaconflow: %(message)s", force=True
-    )
-    logging.getLogger("beaconflow").setLevel(logging.INFO)
-    logging.getLogger("apache_beam.io.filebasedsink").addFilter(_HideOverwriteWarning())
-    if not os.environ.get("BEACONFLOW_DEBUG"):
-        # a failing step is re-raised to run() and reported in one line below; Beam would
-        # also log it with a traceback
-        logging.getLogger("apache_beam").setLevel(logging.CRITICAL)
-    args = list(sys.argv[1:] if argv is None else argv)
-    _tune_gc()
-    try:
-        status, report = run(args)
-    except UsageError as error:
-        print(f"beaconflow: error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("beaconflow: interrupted", file=sys.stderr)
-        return 130
-    except Exception as error:
-        if _interrupted(error):
-            print("beaconflow: interrupted", file=sys.stderr)
-            return 130
-        if os.environ.get("BEACONFLOW_DEBUG"):
-            raise
-        secrets = _secrets_in(args)
-        reason = Redactor.of(secrets)(f"{type(error).__name__}: {error}".splitlines()[0])
-        print(f"beaconflow: error: the run failed: {reason} (BEACONFLOW_DEBUG=1 shows more)",
-              file=sys.stderr)  # fmt: skip
-        return 2
-    try:
-        _tell(report, status)
-    except OSError:
-        # stdout or stderr cannot be written (a full disk, /dev/full, a closed pipe): the
-        # report on disk says everything; the run's status stands
-        devnull = open(os.devnull, "w")  # noqa: SIM115 - for the interpreter's exit flush
-        sys.stdout = sys.stderr = devnull
-    return status
-
-
-def _tell(report: dict[str, Any], status: int) -> None:
-    """The summary on stdout, and on stderr what the status means and what to do."""
-    print(summary(report))
-    print(f"report: {report['report']} and {html_path(report['report'])}")
-    if report.get("stopped"):
-        if report.get("ledger"):
-            then = "run the same command with the same --ledger: it sends what this run did not"
-        else:
-            then = (
-                "replay the dead letter (--input it), or run the same command again, which "
-                "without --ledger sends everything again"
-            )
-        print(f"beaconflow: stopped early: {report['stopped']}. Mend that, then {then}",
-              file=sys.stderr)  # fmt: skip
-    elif status:
-        print(
-            f"beaconflow: {report['events_invalid']} invalid events + {report['messages_failed']} "
-            f"failed messages exceed --max-errors; see {report['dead_letter']}",
-            file=sys.stderr,
-        )
-    sys.stdout.flush()
-    sys.stderr.flush()
-
-
-def _interrupted(error: BaseException) -> bool:
+def interrupted(error: BaseException) -> bool:
     """True for a Ctrl-C that Beam re-raised as another exception naming its step."""
     seen: set[int] = set()
     current: BaseException | None = error
@@ -676,35 +468,3 @@ def _interrupted(error: BaseException) -> bool:
         seen.add(id(current))
         current = current.__cause__ or current.__context__
     return False
-
-
-def _tune_gc() -> None:
-    """Fewer cyclic garbage collections for the command's one long batch run.
-
-    Beam's in-memory runner holds each shuffle's elements, hundreds of thousands of
-    long-lived objects, and CPython's collector scans them again and again; the modules
-    loaded so far are frozen out of its scans too. Measured: 6-8% less CPU for a 50,000
-    event backfill, 21% less time and a lower peak for 1,000,000 events (README,
-    Performance). The command only: ``run()`` called from an application leaves the
-    application's collector alone.
-    """
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 100)
-
-
-def _secrets_in(args: Sequence[str]) -> list[str]:
-    """The key and secret values given on the command line or in the environment."""
-    flags = SECRET_FLAGS
-    values = [os.environ.get(name, "") for name in
-              ("KONTAGENT_API_KEY", "KONTAGENT_SECRET", "KISSMETRICS_API_KEY")]  # fmt: skip
-    for i, arg in enumerate(args):
-        for flag in flags:
-            if arg == flag and i + 1 < len(args):
-                values.append(args[i + 1])
-            elif arg.startswith(flag + "="):
-                values.append(arg.split("=", 1)[1])
-    return [v for v in values if v]
-
-
-if __name__ == "__main__":
-    sys.exit(main())

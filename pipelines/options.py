@@ -24,6 +24,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from beaconflow.delivery.retry import RetryPolicy
 from beaconflow.model import kissmetrics, kontagent
+from beaconflow.model.errors import BeaconflowError
 from beaconflow.model.mapping import MappingError, RecordMapping, parse_mapping
 from beaconflow.model.message import Destination, Endpoint
 
@@ -38,7 +39,7 @@ DEFAULT_OUTPUT = "beaconflow-output"
 _DATE_PLACEHOLDER = re.compile(r"\{date(?::([^{}]*))?\}")
 
 
-class UsageError(ValueError):
+class UsageError(BeaconflowError, ValueError):
     """A flag, a file or a pattern is unusable: one clear line, exit status 2."""
 
 
@@ -115,7 +116,7 @@ def parse_instant(text: str, flag: str) -> int:
     return int(moment.timestamp())
 
 
-#: The exit statuses, as --help lists them (the README's table says the same).
+#: The exit statuses, as --help lists them (docs/cli.md's table says the same).
 EXIT_STATUSES = """exit status:
   0    done; invalid events + failed messages <= --max-errors
   2    nothing was sent: a usage or whole-run error (bad flag, no file matching
@@ -157,7 +158,7 @@ def parser() -> argparse.ArgumentParser:
         "--mapping",
         metavar="FILE",
         help="TOML describing how another log schema maps onto the canonical "
-        "record, and which events go where (see README)",
+        "record, and which events go where (see docs/input.md)",
     )
     read.add_argument(
         "--since", metavar="WHEN", help="keep events at or after this ISO-8601 date or time (UTC)"

@@ -39,7 +39,7 @@ NOW = 1_800_000_000
 T0 = 1_750_000_000  # 2025-06-15T15:06:40Z
 ROOT = Path(__file__).resolve().parents[1]
 
-#: The report's counters (README, "Output: report and dead letter").
+#: The report's counters (docs/outputs.md).
 COUNTERS = (
     "events_read", "events_invalid", "events_duplicate", "events_out_of_range", "events_mapped",
     "messages_built", "messages_duplicate", "messages_skipped", "messages_delivered",

@@ -65,3 +65,27 @@ def test_a_send_with_sender_processes_from_a_folder_with_packages_of_those_names
     assert "messages: 1087 built, 1087 delivered" in done.stdout
     assert "(2 sender processes)" in done.stderr
     assert "the user project" not in done.stderr and "shadowed" not in done.stderr
+
+
+def test_importing_configures_nothing(tmp_path: Path) -> None:
+    # a host application's logging.basicConfig() must still work after importing beaconflow
+    code = (
+        "import logging, pkgutil, importlib, beaconflow\n"
+        "for m in pkgutil.walk_packages(beaconflow.__path__, 'beaconflow.'):\n"
+        "    if not m.name.endswith('__main__'):\n"
+        "        importlib.import_module(m.name)\n"
+        "assert logging.getLogger().handlers == [], logging.getLogger().handlers\n"
+        "logging.basicConfig(format='host: %(message)s')\n"
+        "logging.getLogger('x').warning('configured')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert "host: configured" in done.stderr
+
+
+def test_the_command_says_nothing_of_beams_import() -> None:
+    done = subprocess.run([str(BIN / "beaconflow"), "--help"], capture_output=True, text=True)
+    assert done.returncode == 0
+    assert done.stderr == "", "Beam's import-time warnings stay out of the command's output"

@@ -36,7 +36,8 @@ from apache_beam.portability.api import beam_runner_api_pb2
 from apache_beam.runners.portability.fn_api_runner.fn_runner import FnApiRunner
 from apache_beam.runners.portability.stager import Stager
 
-from beaconflow.pipelines.backfill import _local_runner, rate_split_warning, run, worker_processes
+from beaconflow.pipelines.backfill import run
+from beaconflow.pipelines.runners import local_runner, rate_split_warning, worker_processes
 from beaconflow.sandbox.collector import Collector
 
 from .conftest import KISSMETRICS_KEY, KONTAGENT_KEY, KONTAGENT_SECRET, backfill_flags
@@ -139,7 +140,7 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> Outcome:
     ],
 )
 def test_direct_runs_use_fn_api_runner_never_prism(args: list[str]) -> None:
-    assert isinstance(_local_runner(PipelineOptions(args)), FnApiRunner)
+    assert isinstance(local_runner(PipelineOptions(args)), FnApiRunner)
 
 
 @pytest.mark.parametrize(
@@ -148,7 +149,7 @@ def test_direct_runs_use_fn_api_runner_never_prism(args: list[str]) -> None:
      "BundleBasedDirectRunner"],
 )  # fmt: skip
 def test_other_runners_are_left_to_beam(runner: str) -> None:
-    assert _local_runner(PipelineOptions([f"--runner={runner}"])) is None
+    assert local_runner(PipelineOptions([f"--runner={runner}"])) is None
 
 
 @pytest.mark.parametrize(
@@ -263,9 +264,9 @@ def _portable(services: PortableServices) -> tuple[str, ...]:
 #: What the sdist must hold for the workers: every package the pipeline's steps import from.
 SDIST_HOLDS = (
     "pyproject.toml",
-    "pipelines/backfill.py",
-    "pipelines/options.py",
-    "transforms/send.py",
+    "beaconflow/pipelines/backfill.py",
+    "beaconflow/pipelines/options.py",
+    "beaconflow/transforms/send.py",
     "beaconflow/delivery/ratelimit.py",
     "beaconflow/sandbox/collector.py",
 )

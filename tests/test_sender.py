@@ -544,6 +544,7 @@ class FakeSession:
 
     def __init__(self, *, connector: aiohttp.BaseConnector, **_: object) -> None:
         self._connector = connector
+        self._retry_connection = True  # as aiohttp's, which the sender turns off
         self.calls: list[str] = []
         self.in_flight: list[tuple[str, asyncio.Future[int]]] = []
         self.closed = False

@@ -270,7 +270,7 @@ def test_closed_pool_refuses_more(server: LocalServer) -> None:
 def test_sender_processes_by_runner(flags: list[str], given: int | None, expected: int) -> None:
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    from beaconflow.pipelines.backfill import send_processes
+    from beaconflow.pipelines.runners import send_processes
 
     assert send_processes(PipelineOptions(flags), given) == expected
 

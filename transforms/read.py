@@ -22,6 +22,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.pvalue import PBegin, PCollection
 
+from beaconflow.model.errors import BeaconflowError
 from beaconflow.model.records import RecordError, parse_json
 from beaconflow.model.source import JSONL_SUFFIXES, PARQUET_SUFFIXES, RawRecord
 
@@ -33,7 +34,7 @@ EXCERPT_CHARS = 1000
 JSON_COLUMNS = ("goal_counts", "properties", "recipients")
 
 
-class InputError(ValueError):
+class InputError(BeaconflowError, ValueError):
     """An --input pattern matched nothing or a file of a kind that cannot be read."""
 
 

@@ -36,6 +36,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from typing import IO, Any
 
+from beaconflow.model.errors import BeaconflowError
 from beaconflow.model.message import Endpoint, Message
 
 log = logging.getLogger("beaconflow.ledger")
@@ -47,7 +48,7 @@ CHECK_SECONDS = 1.0
 JOURNAL_SUFFIX = ".jsonl.open"
 
 
-class LedgerError(OSError):
+class LedgerError(BeaconflowError, OSError):
     """The ledger cannot be written; the text names the directory and the error."""
 
 

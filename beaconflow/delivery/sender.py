@@ -56,6 +56,7 @@ from dataclasses import dataclass, field
 import aiohttp
 from yarl import URL
 
+from beaconflow.delivery.aiohttp_internals import disable_silent_resend
 from beaconflow.delivery.concurrency import AdaptiveLimit, AdaptiveRate, AimdPolicy
 from beaconflow.delivery.ratelimit import Clock, RateLimiter, Sleep, shared_limiter
 from beaconflow.delivery.redact import Redactor
@@ -491,8 +492,7 @@ class BulkSender:
         # aiohttp silently resends an idempotent request once when a reused connection drops.
         # A tracking GET is not idempotent (Kontagent counts every request), and retries
         # belong to one layer, this one, where they are counted and backed off.
-        if hasattr(session, "_retry_connection"):
-            session._retry_connection = False
+        disable_silent_resend(session)
         # No other gate is needed: at most `concurrency` workers exist, and a request queues
         # for a worker, not for a pooled connection, so the total timeout covers the attempt.
         return session

@@ -1,6 +1,6 @@
 """From a validated event to its Kontagent and KISSmetrics messages. Pure Python, no Beam.
 
-The rules (also in the README, "The record"):
+The rules (also in docs/input.md, "The record"):
 
 - Kontagent: a name of the Ruby library's table or a three-letter code selects that type;
   ``alias`` has no Kontagent message; any other name is an ``evt`` with ``n`` = the name

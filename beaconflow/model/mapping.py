@@ -3,7 +3,7 @@
 A mapping renames fields (dotted paths reach into nested objects), adds constant fields,
 renames event names, and says which canonical events go to which destination. Without a
 mapping the input is the canonical record and every event goes to every configured
-destination. The format is documented in the README ("The mapping file") and an example is
+destination. The format is documented in docs/input.md ("The mapping file") and an example is
 ``sample_data/legacy_mapping.toml``.
 """
 
@@ -14,13 +14,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from beaconflow.model.errors import BeaconflowError
 from beaconflow.model.message import DESTINATIONS, Destination
 from beaconflow.model.records import FIELDS
 
 _TABLES = frozenset({"fields", "constants", "events", "destinations"})
 
 
-class MappingError(ValueError):
+class MappingError(BeaconflowError, ValueError):
     """The mapping file is unusable: names the file, the table and what is wrong."""
 
 

@@ -21,13 +21,15 @@ from dataclasses import dataclass, field
 from typing import Literal
 from urllib.parse import quote
 
+from beaconflow.model.errors import BeaconflowError
+
 Destination = Literal["kontagent", "kissmetrics"]
 
 #: The destinations beaconflow knows, in the order reports list them.
 DESTINATIONS: tuple[Destination, ...] = ("kontagent", "kissmetrics")
 
 
-class MessageError(ValueError):
+class MessageError(BeaconflowError, ValueError):
     """A message cannot be built: names the message kind, the parameter and the rule broken."""
 
     def __init__(self, kind: str, param: str | None, rule: str) -> None:

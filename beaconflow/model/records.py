@@ -3,7 +3,7 @@
 Pure Python, no Beam. :func:`parse_line` turns one JSONL line into a dict (refusing NaN,
 Infinity and nesting too deep to be a log record); :func:`validate` turns a canonical dict
 into an :class:`Event` or raises :class:`RecordError` naming the field and the rule.
-The schema is documented in the README ("The record").
+The schema is documented in docs/input.md ("The record").
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+
+from beaconflow.model.errors import BeaconflowError
 
 #: The earliest event time accepted: 2009-01-01T00:00:00Z (KISSmetrics takes nothing older).
 EARLIEST = int(datetime(2009, 1, 1, tzinfo=UTC).timestamp())
@@ -42,7 +44,7 @@ FIELDS = frozenset(
 )
 
 
-class RecordError(ValueError):
+class RecordError(BeaconflowError, ValueError):
     """A record is not a valid event: names the field and the rule broken."""
 
     def __init__(self, field: str | None, rule: str) -> None:

@@ -924,6 +924,12 @@ footer { font-size: 12px; color: #7a828c; text-align: center; }
 """
 
 
+def html_path(report_path: str) -> str:
+    """Where report.html goes: beside the JSON report, with the same name."""
+    stem = report_path.removesuffix(".json")
+    return f"{stem}.html"
+
+
 def render_html(report: Mapping[str, Any]) -> str:
     """One self-contained HTML page (no scripts, no network) of a run's ``report.json``."""
     status = report.get("exit_status")
