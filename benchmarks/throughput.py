@@ -43,12 +43,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from beaconflow.sandbox.collector import PIXEL_GIF, unused_port
+
 KONTAGENT_KEY = "bench0000000000000000000000000001"
 KISSMETRICS_KEY = "bench-kissmetrics"
-GIF = (
-    b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00\x00\x00\x00,"
-    b"\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;"
-)
+GIF = PIXEL_GIF
 
 
 def _pin(core: int) -> None:
@@ -116,12 +115,7 @@ def requests_loop(urls_file: str, sample: int) -> dict[str, float]:
     return {"messages": ok, "seconds": time.monotonic() - started}
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+_free_port = unused_port
 
 
 def _measured(args: list[str], core: int | None) -> tuple[dict[str, Any], float, float, float]:

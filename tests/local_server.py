@@ -15,11 +15,10 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
+from beaconflow.sandbox.collector import PIXEL_GIF
+
 KEY = "SECRETKEY123"
-GIF = (
-    b"GIF89a\x01\x00\x01\x00\x80\x00\x00\xff\xff\xff\x00\x00\x00!\xf9\x04\x01\x00\x00\x00\x00"
-    b",\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;"
-)
+GIF = PIXEL_GIF
 
 
 class LocalServer:

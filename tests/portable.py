@@ -28,17 +28,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+from beaconflow.sandbox.collector import unused_port
+
 #: The directory of the Python running the tests (the venv's bin): first on the services' PATH,
 #: since the worker pool starts its SDK workers as plain ``python``.
 PYTHON_BIN = str(Path(sys.executable).parent)
 
 
-def free_port() -> int:
-    """A TCP port free on the loopback interface right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+free_port = unused_port
 
 
 def service_env(extra: dict[str, str] | None = None) -> dict[str, str]:

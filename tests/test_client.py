@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -14,13 +13,11 @@ import pytest
 
 from beaconflow.client import HTTPStatusError, KissmetricsClient, KontagentClient, TransportError
 from beaconflow.model.message import MessageError
+from beaconflow.sandbox.collector import PIXEL_GIF, unused_port
 
 KEY = "c0ffee00c0ffee00c0ffee00c0ffee00"
 SECRET = "hunter2-the-kontagent-secret"
-GIF = (
-    b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00\x00\x00\x00,"
-    b"\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;"
-)
+GIF = PIXEL_GIF
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -52,10 +49,7 @@ def server() -> Iterator[str]:
     httpd.server_close()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+_free_port = unused_port
 
 
 def _params(path: str) -> dict[str, str]:

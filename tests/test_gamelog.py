@@ -54,7 +54,7 @@ STREAM = {
 CHANNELS = {"mes": {"dashboard"}, "mer": {"dashboard"}, "pst": STREAM, "psr": STREAM,
             "ucc": {"ad", "partner"}}  # fmt: skip
 CUSTOM_NAME = re.compile(r"[a-zA-Z0-9_]{1,32}")
-EARLIEST = datetime(2009, 1, 1, tzinfo=UTC)
+EARLIEST = gamelog.EARLIEST
 
 
 def kind(event: str) -> str:

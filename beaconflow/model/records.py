@@ -14,13 +14,14 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
+from beaconflow.model import kissmetrics
 from beaconflow.model.errors import BeaconflowError
 
 #: The earliest event time accepted: 2009-01-01T00:00:00Z (KISSmetrics takes nothing older).
-EARLIEST = int(datetime(2009, 1, 1, tzinfo=UTC).timestamp())
+EARLIEST = kissmetrics.EARLIEST
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 

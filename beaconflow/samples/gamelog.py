@@ -58,13 +58,13 @@ from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from beaconflow.model import kontagent
+from beaconflow.model import kissmetrics, kontagent
 
 #: Default simulated date range (UTC), ``[start, end)``.
 DEFAULT_START = datetime(2025, 6, 1, tzinfo=UTC)
 DEFAULT_END = datetime(2025, 6, 8, tzinfo=UTC)
-#: No event may be older than this (Kontagent's and the pipeline's lower bound).
-EARLIEST = datetime(2009, 1, 1, tzinfo=UTC)
+#: No event may be older than this (the pipeline's lower bound, as a datetime).
+EARLIEST = datetime.fromtimestamp(kissmetrics.EARLIEST, UTC)
 #: User ids are allocated upwards from here.
 FIRST_UID = 100000001
 #: Every kind in :data:`KINDS` appears within this many leading records.
