@@ -17,7 +17,6 @@ import contextlib
 import json
 import logging
 import os
-import sys
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -115,9 +114,11 @@ def _failure_entry(delivery: Delivery) -> dict[str, Any]:
 
 
 def _dry_run_line(message: Message, endpoints: dict[Destination, Endpoint]) -> str:
-    view = message_view(message)
     endpoint = endpoints[message.destination]
-    view["url"] = Redactor.of(endpoint.secrets())(render_url(message, endpoint, 0))
+    redact = Redactor.of(endpoint.secrets())
+    view = redact.value(message_view(message), data=True)
+    assert isinstance(view, dict)
+    view["url"] = redact(render_url(message, endpoint, 0))
     return json.dumps(view, ensure_ascii=False, sort_keys=True)
 
 
@@ -256,12 +257,13 @@ def _read_tallies(path: str) -> dict[str, int]:
 
 
 def _write_report(path: str, report: dict[str, Any]) -> None:
-    """report.json and report.html, each written whole under a temporary name, then renamed.
+    """report.html, then report.json, each written whole under a temporary name and renamed.
 
-    A disk that fills leaves the earlier report as it was, never a torn one.
+    A disk that fills leaves the earlier report as it was, never a torn one; report.json,
+    which tools read, is written last, so that it never says less than the page.
     """
     text = json.dumps(report, indent=2, sort_keys=True) + "\n"
-    for target, data in ((path, text), (html_path(path), render_html(report))):
+    for target, data in ((html_path(path), render_html(report)), (path, text)):
         temporary = f"{target}.tmp-write"
         try:
             with FileSystems.create(temporary) as handle:
@@ -273,9 +275,38 @@ def _write_report(path: str, report: dict[str, Any]) -> None:
             raise
 
 
+def _write_json(path: str, report: dict[str, Any]) -> bool:
+    """report.json alone, whole or not at all; whether it was written."""
+    temporary = f"{path}.tmp-write"
+    try:
+        with FileSystems.create(temporary) as handle:
+            handle.write((json.dumps(report, indent=2, sort_keys=True) + "\n").encode("utf-8"))
+        FileSystems.rename([temporary], [path])
+    except Exception:
+        with contextlib.suppress(Exception):
+            FileSystems.delete([temporary])
+        return False
+    return True
+
+
 def _not_writable(what: str, path: str, error: BaseException) -> str:
     detail = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
     return f"{what} not writable: {path}: {detail or type(error).__name__}"
+
+
+def _distinct_outputs(outputs: Sequence[tuple[str, str]]) -> None:
+    """UsageError when two outputs are one file, or an output is a folder."""
+    seen: dict[str, str] = {}
+    for path, what in outputs:
+        if not path:
+            continue
+        local = "://" not in path or path.startswith("file://")
+        key = os.path.realpath(path.removeprefix("file://")) if local else path
+        if key in seen:
+            raise UsageError(f"the {seen[key]} and the {what} would be one file: {path}")
+        seen[key] = what
+        if local and os.path.isdir(key):
+            raise UsageError(f"the {what} is a folder, not a file: {path}")
 
 
 def _prepare_output(path: str, what: str) -> None:
@@ -347,6 +378,7 @@ def run(argv: Sequence[str], *, now: float | None = None) -> tuple[int, dict[str
         (config.report, "report"),
         (config.dry_run or "", "dry-run file"),
     )
+    _distinct_outputs((*outputs, (html_path(config.report), "report.html")))
     for path, what in outputs:
         if path:
             _prepare_output(path, what)
@@ -386,10 +418,10 @@ def run(argv: Sequence[str], *, now: float | None = None) -> tuple[int, dict[str
                 base = collector.base_url
                 endpoints = {d: replace(e, base_url=base) for d, e in config.endpoints.items()}
                 config = replace(config, endpoints=endpoints)
-                print(
-                    f"beaconflow: SANDBOX MODE: sending to the local collector at {base}; "
+                log.warning(
+                    "SANDBOX MODE: sending to the local collector at %s; "
                     "nothing reaches Kontagent or KISSmetrics.",
-                    file=sys.stderr,
+                    base,
                 )
             pipeline = beam.Pipeline(runner=local_runner(options), options=options)
             warning = rate_split_warning(options) if config.max_rps else None
@@ -451,10 +483,14 @@ def run(argv: Sequence[str], *, now: float | None = None) -> tuple[int, dict[str
     try:
         _write_report(config.report, report)
     except Exception as error:
-        log.error("%s", _not_writable("report", config.report, error))
-        if not report["stopped"]:
-            report["stopped"] = _not_writable("report", config.report, error)
-            report["exit_status"] = 2 if config.dry_run else 4
+        reason = _not_writable("report", config.report, error)
+        log.error("%s", reason)
+        report["stopped"] = "; ".join(filter(None, (report["stopped"], reason)))
+        report["exit_status"] = 2 if config.dry_run else 4
+        # report.json alone is small: say at least that much on disk, if it fits now
+        report["report_written"] = _write_json(config.report, report)
+    else:
+        report["report_written"] = True
     return report["exit_status"], report
 
 

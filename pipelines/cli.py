@@ -61,54 +61,83 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         status, report = run(args)
     except UsageError as error:
-        print(f"beaconflow: error: {error}", file=sys.stderr)
+        _say(f"beaconflow: error: {error}", error=True)
         return 2
     except KeyboardInterrupt:
-        print("beaconflow: interrupted", file=sys.stderr)
+        _say("beaconflow: interrupted", error=True)
         return 130
     except Exception as error:
         if interrupted(error):
-            print("beaconflow: interrupted", file=sys.stderr)
+            _say("beaconflow: interrupted", error=True)
             return 130
         if os.environ.get("BEACONFLOW_DEBUG"):
             raise
         secrets = _secrets_in(args)
         reason = Redactor.of(secrets)(f"{type(error).__name__}: {error}".splitlines()[0])
-        print(f"beaconflow: error: the run failed: {reason} (BEACONFLOW_DEBUG=1 shows more)",
-              file=sys.stderr)  # fmt: skip
+        _say(f"beaconflow: error: the run failed: {reason} (BEACONFLOW_DEBUG=1 shows more)",
+             error=True)  # fmt: skip
         return 2
-    try:
-        _tell(report, status)
-    except OSError:
-        # stdout or stderr cannot be written (a full disk, /dev/full, a closed pipe): the
-        # report on disk says everything; the run's status stands
-        devnull = open(os.devnull, "w")  # noqa: SIM115 - for the interpreter's exit flush
-        sys.stdout = sys.stderr = devnull
+    _tell(report, status)
     return status
 
 
 def _tell(report: dict[str, Any], status: int) -> None:
     """The summary on stdout, and on stderr what the status means and what to do."""
-    print(summary(report))
-    print(f"report: {report['report']} and {html_path(report['report'])}")
+    _say(summary(report))
+    written = report.get("report_written", True)
+    path = report["report"]
+    if written is True:
+        _say(f"report: {path} and {html_path(path)}")
+    elif written is False:
+        _say(f"report: not written ({path} could not be written)")
     if report.get("stopped"):
-        if report.get("ledger"):
-            then = "run the same command with the same --ledger: it sends what this run did not"
-        else:
-            then = (
-                "replay the dead letter (--input it), or run the same command again, which "
-                "without --ledger sends everything again"
-            )
-        print(f"beaconflow: stopped early: {report['stopped']}. Mend that, then {then}",
-              file=sys.stderr)  # fmt: skip
+        _say(f"beaconflow: stopped early: {report['stopped']}. {_advice(report)}", error=True)
     elif status:
-        print(
+        _say(
             f"beaconflow: {report['events_invalid']} invalid events + {report['messages_failed']} "
             f"failed messages exceed --max-errors; see {report['dead_letter']}",
-            file=sys.stderr,
+            error=True,
         )
-    sys.stdout.flush()
-    sys.stderr.flush()
+
+
+def _advice(report: dict[str, Any]) -> str:
+    """What to do after a run that stopped early."""
+    if report.get("partial"):
+        if report.get("ledger"):
+            return (
+                "Its counts are unknown. Mend that, then run the same command with the same "
+                "--ledger: it sends only what the ledger does not hold"
+            )
+        return (
+            "Its counts are unknown, and without --ledger nothing records what was sent: "
+            "running it again sends everything again"
+        )
+    if not report.get("messages_not_attempted"):
+        return "Everything was sent or is in the dead letter; mend that before the next run"
+    if report.get("ledger"):
+        return (
+            "Mend that, then run the same command with the same --ledger: it sends only what "
+            "the ledger does not hold"
+        )
+    return (
+        f"Mend that, then replay the dead letter ({report['dead_letter']}) as --input: its "
+        "'not attempted' entries are what this run did not send"
+    )
+
+
+def _say(text: str, *, error: bool = False) -> None:
+    """Print a line; a stream that cannot be written (a full disk, /dev/full) is let go."""
+    stream = sys.stderr if error else sys.stdout
+    try:
+        print(text, file=stream)
+        stream.flush()
+    except OSError:
+        # the report on disk says everything; the run's status stands
+        devnull = open(os.devnull, "w")  # noqa: SIM115 - for the interpreter's exit flush
+        if error:
+            sys.stderr = devnull
+        else:
+            sys.stdout = devnull
 
 
 def _tune_gc() -> None:

@@ -152,7 +152,7 @@ def parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="PATTERN",
-        help="a path or glob of .jsonl, .jsonl.gz or .parquet files; repeatable",
+        help="a path or glob of .jsonl, .ndjson (either also .gz) or .parquet files; repeatable",
     )
     read.add_argument(
         "--mapping",
@@ -393,7 +393,8 @@ def _check_url(flag: str, url: str) -> None:
     """An http:// or https:// URL with a host, or UsageError naming the flag."""
     try:
         parts = urlsplit(url)
-        valid = parts.scheme in ("http", "https") and bool(parts.hostname)
+        # .port raises for a port out of range or not a number
+        valid = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
     except ValueError:
         valid = False
     if not valid:

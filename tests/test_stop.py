@@ -633,6 +633,113 @@ def test_each_report_file_is_replaced_whole_or_not_at_all(
     monkeypatch.setattr(backfill.FileSystems, "create", filling)
     with pytest.raises(OSError, match="No space left"):
         backfill._write_report(str(path), {"exit_status": 0})
-    assert json.loads(path.read_text()) == {"exit_status": 0}
+    # the page goes first, the JSON tools read last: neither is torn, neither says less
+    assert path.read_text() == "earlier json"
     assert (tmp_path / "report.html").read_text() == "earlier html", "not a torn page"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report.html", "report.json"]
+
+
+def test_the_pool_judges_redirects_over_all_its_children(server: LocalServer) -> None:
+    clock = ManualClock()
+    with SenderPool(config(concurrency=4), (KEY,), processes=2, clock=clock) as pool:
+        client = pool.client()
+
+        def send(prefix: str, kind: str, count: int) -> list[object]:
+            tokens = [f"{prefix}{n}" for n in range(count)]
+            client.submit_many(
+                [Request(message(kind, t), server.kontagent(kind, t)) for t in tokens]
+            )
+            return list(client.flush())
+
+        send("pd", "ok", 8)  # both children deliver
+        # one child (or both) now sees only redirects: the destination delivered, so no stop
+        redirected = send("pr", "redirect", 3 * REDIRECT_WINDOW)
+        assert all(d.stop is None for d in redirected)  # type: ignore[attr-defined]
+        clock.now += REDIRECT_SECONDS  # but redirects that last are a portal: it stops
+        later = send("pl", "redirect", 3 * REDIRECT_WINDOW)
+        client.close()
+    stops = {d.stop for d in later} - {None}  # type: ignore[attr-defined]
+    assert len(stops) == 1 and next(iter(stops)).startswith("kontagent is misconfigured")
+    # after the pool's decision, at most what the children had already been handed goes out
+    assert sum(server.hits[f"pl{n}"] for n in range(3 * REDIRECT_WINDOW)) <= 1 + 4 * 4
+
+
+@pytest.mark.parametrize(
+    ("flags", "says"),
+    [
+        (("--report={d}/x.json", "--dead-letter={d}/x.json"), "would be one file"),
+        (("--dry-run={d}/x.jsonl", "--dead-letter={d}/x.jsonl"), "would be one file"),
+        (("--report={d}/r.json", "--dead-letter={d}/r.html"), "would be one file"),
+        (("--report={d}",), "is a folder, not a file"),
+    ],
+)
+def test_outputs_that_collide_or_are_folders_are_usage_errors(
+    tmp_path: Path, flags: tuple[str, ...], says: str
+) -> None:
+    events = tmp_path / "e.jsonl"
+    events.write_text('{"time": 1750000000, "user_id": 1, "event": "apa"}\n')
+    given = [f.format(d=tmp_path) for f in flags]
+    done = run_cli(f"--input={events}", "--kissmetrics-api-key=k", *given)
+    assert done.returncode == 2, done.stderr
+    assert says in done.stderr and done.stderr.count("\n") == 1
+
+
+def test_a_port_out_of_range_is_a_usage_error(tmp_path: Path) -> None:
+    done = run_cli("--input=x.jsonl", "--kissmetrics-api-key=k", "--kissmetrics-url=http://h:99999")
+    assert done.returncode == 2 and "not an http:// or https:// URL" in done.stderr
+
+
+def test_an_unwritable_stderr_keeps_the_runs_status(events_file: Path, tmp_path: Path) -> None:
+    with open("/dev/full", "w") as full:
+        done = subprocess.run(
+            [sys.executable, "-m", "beaconflow", "--input=nothing-here-*.jsonl", "--sandbox"],
+            stdout=subprocess.PIPE, stderr=full, text=True, timeout=120,
+        )  # fmt: skip
+        assert done.returncode == 2, "a usage error stays 2 when stderr cannot be written"
+        out = tmp_path / "out"
+        done = subprocess.run(
+            [sys.executable, "-m", "beaconflow", f"--input={events_file}", "--sandbox",
+             f"--report={out / 'report.json'}", f"--dead-letter={out / 'dead.jsonl'}"],
+            stdout=subprocess.PIPE, stderr=full, text=True, timeout=300,
+        )  # fmt: skip
+    assert done.returncode == 0
+    assert json.loads((out / "report.json").read_text())["exit_status"] == 0
+
+
+def test_secrets_in_data_keys_and_dry_run_params_are_masked(tmp_path: Path) -> None:
+    key = 'KMK3Y"r\\ s<b>&e'
+    events = tmp_path / "e.jsonl"
+    record = {
+        "time": 1750000000,
+        "user_id": "bob",
+        "event": "signed_up",
+        "properties": {key: 1, "where": f"https://x/?k={key}"},
+    }
+    events.write_text(json.dumps(record) + "\n")
+    dry = tmp_path / "dry.jsonl"
+    done = run_cli(
+        f"--input={events}",
+        f"--kissmetrics-api-key={key}",
+        f"--dry-run={dry}",
+        f"--report={tmp_path / 'report.json'}",
+        f"--dead-letter={tmp_path / 'dead.jsonl'}",
+    )
+    assert done.returncode == 0, done.stderr
+    text = dry.read_text()
+    for form in (key, json.dumps(key)[1:-1]):
+        assert form not in text
+    assert json.loads(text.splitlines()[0])["params"]["where"] == "https://x/?k=***"
+
+
+def test_the_advice_after_a_stop_never_invites_a_double_send() -> None:
+    from beaconflow.pipelines.cli import _advice
+
+    base = {"dead_letter": "out/dead.jsonl", "messages_not_attempted": 5}
+    with_ledger = _advice({**base, "ledger": "/l"})
+    assert "same --ledger" in with_ledger
+    without = _advice({**base, "ledger": None})
+    assert "replay the dead letter (out/dead.jsonl)" in without and "same command" not in without
+    partial = _advice({**base, "ledger": None, "partial": True})
+    assert "running it again sends everything again" in partial
+    nothing_left = _advice({**base, "ledger": None, "messages_not_attempted": 0})
+    assert "Everything was sent or is in the dead letter" in nothing_left

@@ -52,7 +52,7 @@ def expand_inputs(patterns: Sequence[str]) -> list[str]:
         for path in paths:
             if not path.endswith(JSONL_SUFFIXES + PARQUET_SUFFIXES):
                 raise InputError(
-                    f"--input {pattern}: {path} is neither .jsonl, .jsonl.gz nor .parquet"
+                    f"--input {pattern}: {path} is neither .jsonl[.gz], .ndjson[.gz] nor .parquet"
                 )
         files.update(paths)
     return sorted(files)

@@ -90,7 +90,11 @@ class Redactor:
         if isinstance(value, str):
             return self.literal(value) if data else self.text(value)
         if isinstance(value, dict):
-            return {key: self.value(item, data=data) for key, item in value.items()}
+            # a key is data too (a KISSmetrics property's name): known secrets only
+            return {
+                self.literal(key) if isinstance(key, str) else key: self.value(item, data=data)
+                for key, item in value.items()
+            }
         if isinstance(value, list | tuple):
             return [self.value(item, data=data) for item in value]
         return value

@@ -220,27 +220,60 @@ _Item = tuple[Request, int, bool]
 _OutcomeKey = int | type
 
 
+class RedirectWatch:
+    """Whether one destination's answers say its URL does not reach the service.
+
+    Misconfigured: at least :data:`REDIRECT_WINDOW` redirects in a row (5xx, 429 and
+    transport errors neither count nor break the row; a 2xx or another 4xx does), and either
+    nothing delivered yet or the redirects lasting :data:`REDIRECT_SECONDS`. One watch sees
+    every answer of its destination in a process: a BulkSender's own, or, with sender
+    processes, the pool's, which sees all its children's answers.
+    """
+
+    __slots__ = ("delivered", "redirected_at", "redirects")
+
+    def __init__(self) -> None:
+        self.redirects = 0
+        self.redirected_at = 0.0
+        self.delivered = False
+
+    def answer(self, status: int | None, now: float) -> bool:
+        """Count one attempt's answer; True when it makes the destination misconfigured."""
+        if status is None:
+            return False
+        if status in _DELIVERED:
+            self.redirects = 0
+            self.delivered = True
+            return False
+        if status in _REDIRECT_STATUSES:
+            if self.redirects == 0:
+                self.redirected_at = now
+            self.redirects += 1
+            return self.redirects >= REDIRECT_WINDOW and (
+                not self.delivered or now - self.redirected_at >= REDIRECT_SECONDS
+            )
+        if status < 500 and status != 429:  # the service itself answered
+            self.redirects = 0
+        return False
+
+    def reason(self, destination: str, redirect: str) -> str:
+        """The stop's reason, from the last redirect's."""
+        return (
+            f"{destination} is misconfigured: its last {self.redirects} answers were redirects "
+            f"({redirect.removesuffix(_NOT_FOLLOWED)}): check its URL"
+        )
+
+
 class _Lane:
     """One destination: its queued requests and the limits each attempt goes through.
 
     ``limit`` (adaptive concurrency) and ``pace`` (adaptive rate) are None when the sender
-    is not adaptive; ``cap`` is the --max-rps limiter, None when uncapped. ``redirects``
-    counts the lane's redirect answers since its last answer of another kind (2xx, 4xx), the
-    first at ``redirected_at``; ``delivered`` says whether it has delivered anything;
-    ``halted`` is why it sends no more.
+    is not adaptive; ``cap`` is the --max-rps limiter, None when uncapped. ``watch`` judges
+    its redirects (None when someone else does: a sender process's pool); ``halted`` is why
+    it sends no more.
     """
 
-    __slots__ = (
-        "cap",
-        "delivered",
-        "destination",
-        "halted",
-        "limit",
-        "pace",
-        "queue",
-        "redirected_at",
-        "redirects",
-    )
+    __slots__ = ("cap", "destination", "halted", "limit", "pace", "queue", "watch")
 
     def __init__(
         self,
@@ -254,9 +287,7 @@ class _Lane:
         self.limit = limit
         self.pace = pace
         self.cap = cap
-        self.redirects = 0
-        self.redirected_at = 0.0
-        self.delivered = False
+        self.watch: RedirectWatch | None = RedirectWatch()
         self.halted: str | None = None
 
     def demand(self) -> int:
@@ -356,6 +387,7 @@ class BulkSender:
         self._outcomes: dict[_OutcomeKey, int] = {}
         self._closed = False
         self._stop = None
+        self._judge_redirects = True  # a sender process leaves that to its pool
 
         # -- the loop's own, published to the fields above by _publish
         self._lanes: dict[str, _Lane] = {}
@@ -536,6 +568,8 @@ class BulkSender:
                 clock=self._clock,
             )
         lane = _Lane(destination, limit, pace, self._limiters.get(destination))
+        if not self._judge_redirects:
+            lane.watch = None
         lane.halted = self._halted
         self._lanes[destination] = lane
         self._lane_list.append(lane)
@@ -548,6 +582,11 @@ class BulkSender:
         self._halted = reason
         for lane in self._lane_list:
             self._halt_lane(lane, reason)
+
+    def halt_destination(self, destination: str, reason: str) -> None:
+        """Send no more to ``destination`` (loop side): a pool judged it misconfigured."""
+        lane = self._lanes.get(destination) or self._open_lane(destination)
+        self._halt_lane(lane, reason)
 
     def _halt_lane(self, lane: _Lane, reason: str) -> None:
         """Send no more to ``lane``: its queued and waiting requests end, cut short by reason."""
@@ -690,9 +729,14 @@ class BulkSender:
                 limit.release()
         self._record(status, error, now)
         message = request.message
+        watch = lane.watch
+        misconfigured = False
+        if watch is not None and status is not None:
+            # only a redirect's time matters: no clock reading for the others
+            if status in _REDIRECT_STATUSES and now is None:
+                now = self._clock()
+            misconfigured = watch.answer(status, now or 0.0)
         if delivered:
-            lane.redirects = 0
-            lane.delivered = True
             self._finish(Delivery(message, True, status, None, attempts, stop=stopped))
             if stopped is not None:
                 self._halt(stopped)
@@ -703,22 +747,13 @@ class BulkSender:
         verdict = classify(status, error)
         if status in _REDIRECT_STATUSES:
             reason = self._redact(redirect_reason(status, request.url, retry_after))
-            if lane.redirects == 0:
-                lane.redirected_at = self._clock() if now is None else now
-            lane.redirects += 1
-            if self._misconfigured(lane, now):
-                stopped = (
-                    f"{message.destination} is misconfigured: its last {lane.redirects} answers "
-                    f"were redirects ({reason.removesuffix(_NOT_FOLLOWED)}): check its URL"
-                )
+            if misconfigured and watch is not None and lane.halted is None:
+                stopped = watch.reason(message.destination, reason)
                 logger.warning("%s; no more requests go to it", stopped)
                 self._finish(Delivery(message, False, status, reason, attempts, stop=stopped))
                 self._halt_lane(lane, stopped)
                 return
         else:
-            if status is not None and status < 500 and status != 429:
-                # the service itself answered: the URL reaches it
-                lane.redirects = 0
             reason = self._describe(status, error)
         halted = lane.halted
         if halted is not None and verdict is Verdict.RETRIABLE and policy.can_retry(attempts):
@@ -748,15 +783,6 @@ class BulkSender:
             reason,
         )
         self._later(lane, (request, attempts, False), wait)
-
-    def _misconfigured(self, lane: _Lane, now: float | None) -> bool:
-        """Whether the lane's redirects say its URL does not reach the service (see above)."""
-        if lane.halted is not None or lane.redirects < REDIRECT_WINDOW:
-            return False
-        if not lane.delivered:
-            return True
-        now = self._clock() if now is None else now
-        return now - lane.redirected_at >= REDIRECT_SECONDS
 
     def _later(self, lane: _Lane, item: _Item, wait: float) -> None:
         """Put ``item`` back at the head of its lane after ``wait`` seconds (always slept)."""

@@ -62,6 +62,7 @@ from beaconflow.delivery.sender import (
     BulkSender,
     Delivery,
     ProgressLog,
+    RedirectWatch,
     Request,
     SenderConfig,
     SenderStats,
@@ -248,6 +249,8 @@ class SenderPool:
         self._by_results = {child.results: child for child in self._children}
         self._stop = stop if stop is not None else RunStop()
         self._halted = False
+        self._watches: dict[str, RedirectWatch] = {}
+        self._misconfigured: set[str] = set()
         self._stop.subscribe(self._halt_children)
 
     def __enter__(self) -> SenderPool:
@@ -285,6 +288,15 @@ class SenderPool:
                 # a child that is gone says so at the next call that needs it
                 with contextlib.suppress(RuntimeError):
                     child.send(("stop", reason))
+
+    def _misconfigure(self, destination: str, reason: str) -> str:
+        """Every child sends no more to ``destination``; returns the reason."""
+        self._misconfigured.add(destination)
+        logger.warning("%s; no more requests go to it", reason)
+        for child in self._children:
+            with contextlib.suppress(RuntimeError):
+                child.send(("halt", (destination, reason)))
+        return reason
 
     def stats(self) -> SenderStats:
         """The children's counters added up, as of their last report."""
@@ -375,8 +387,14 @@ class SenderPool:
     def _take(self, child: _Child, outcomes: list[_Outcome]) -> None:
         messages = self._messages
         stopped: str | None = None
+        watches, now = self._watches, self._clock()
         for tag, delivered, status, error, attempts, stop in outcomes:
             client, message = messages.pop(tag)
+            destination = message.destination
+            watch = watches.get(destination) or watches.setdefault(destination, RedirectWatch())
+            judged = status is not None and watch.answer(status, now)
+            if judged and destination not in self._misconfigured:
+                stop = self._misconfigure(destination, watch.reason(destination, error or ""))
             client.finished.append(Delivery(message, delivered, status, error, attempts, stop))
             client.outstanding -= 1
             if stop is not None and delivered:
@@ -553,6 +571,8 @@ class _ChildSender(BulkSender):
         )
         self._loop = asyncio.get_running_loop()
         self._reply = reply
+        # the pool sees every child's answers: it judges redirects, and says "halt"
+        self._judge_redirects = False
 
     async def start(self) -> None:
         self._session = await self._open()
@@ -656,6 +676,8 @@ async def _child(results_fd: int) -> int:
                 sender.take(payload)
             elif kind == "stop":
                 sender._halt(payload)
+            elif kind == "halt":
+                sender.halt_destination(*payload)
             elif kind == "seal":
                 reply("sealed", _seal(ledger, sender), sender.counts())
     finally:

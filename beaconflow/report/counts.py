@@ -207,6 +207,9 @@ def summary(report: Mapping[str, Any]) -> str:
     for destination, counts in report["by_destination"].items():
         parts = ", ".join(f"{n} {name}" for name, n in counts.items())
         lines.append(f"  {destination}: {parts}")
+    if report.get("partial"):
+        # the counters above are zeros standing for "unknown", not for "nothing"
+        lines = ["counts unknown: the run's counts could not be written or added up"]
     elapsed = report["elapsed_seconds"]
     if dry_run and not report["messages_delivered"]:
         # a dry run delivers nothing: its pace is the messages it wrote
