@@ -1,10 +1,9 @@
 """Adaptive sending against a flaky service: random failures that are not a rate limit.
 
-Sends N KISSmetrics requests through a :class:`~beaconflow.delivery.sender.BulkSender` (adaptive,
-as a
-backfill sends) to the sandbox collector answering a share ``--error-rate`` of requests with
-500 or 503 at random (half each; 503 counts as push-back), and prints every 5 seconds how
-many are done and where the adaptive rate and concurrency stand. It stops after
+Sends N KISSmetrics requests through a :class:`~beaconflow.delivery.sender.BulkSender`
+(adaptive, as a backfill sends) to the sandbox collector answering a share ``--error-rate`` of
+requests with 500 or 503 at random (half each; 503 counts as push-back), and prints every 5
+seconds how many are done and where the adaptive rate and concurrency stand. It stops after
 ``--seconds`` if it has not finished. Run::
 
     python -m benchmarks.flaky --requests 20000 --error-rate 0 0.06 0.1

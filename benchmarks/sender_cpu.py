@@ -7,10 +7,9 @@ thread of this process, user and system) per 1,000 messages of:
 
 1. raw aiohttp at a fixed concurrency (``benchmarks.throughput.raw_aiohttp``): the floor;
 2. a :class:`~beaconflow.delivery.sender.BulkSender` fed from this (plain) thread exactly as
-   ``beaconflow.transforms.send`` does: ``submit_many`` in batches of 32, ``take_finished`` after
-   each,
-   ``flush`` at the end; adaptive concurrency on, an uncapped rate limiter per destination
-   and a counting ``on_delivered`` hook.
+   ``beaconflow.transforms.send`` does: ``submit_many`` in batches of 32, ``take_finished``
+   after each, ``flush`` at the end; adaptive concurrency on, an uncapped rate limiter per
+   destination and a counting ``on_delivered`` hook.
 
 The two alternate, ``--repeat`` times each; the medians and their ratio are printed. CPU
 time, unlike throughput, hardly depends on what else the machine runs. Run::

@@ -247,13 +247,18 @@ def _read_tallies(path: str) -> dict[str, int]:
         with FileSystems.open(path) as handle:
             text = handle.read().decode("utf-8").strip()
     finally:
-        with contextlib.suppress(Exception):
-            remove_leftovers(path)
-            if FileSystems.exists(path):
-                FileSystems.delete([path])
+        _discard_tallies(path)
     if not text:
         raise ValueError("the run's counts could not be written")
     return {key: int(n) for key, n in json.loads(text).items()}
+
+
+def _discard_tallies(path: str) -> None:
+    """Remove the tallies file and its shards, whatever state a run left them in."""
+    with contextlib.suppress(Exception):
+        remove_leftovers(path)
+        if FileSystems.exists(path):
+            FileSystems.delete([path])
 
 
 def _write_report(path: str, report: dict[str, Any]) -> None:
@@ -457,8 +462,7 @@ def run(argv: Sequence[str], *, now: float | None = None) -> tuple[int, dict[str
                     stopped.append(_not_writable("report", config.report, error))
                     partial = True
             else:
-                with contextlib.suppress(Exception):
-                    _read_tallies(tallies_path)  # only to remove what it left
+                _discard_tallies(tallies_path)
             if collector is not None:
                 counts = collector.counts()
                 extra["sandbox_collector"] = {

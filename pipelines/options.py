@@ -65,8 +65,7 @@ class BackfillConfig:
     ledger: str | None
     adaptive: bool
     beam_args: tuple[str, ...]
-    #: --send-processes; None: chosen by the runner (see
-    #: beaconflow.pipelines.backfill.send_processes)
+    #: --send-processes; None: chosen by the runner (beaconflow.pipelines.runners)
     send_processes: int | None = None
     #: the --date day (UTC) of a nightly run, None for an ordinary run
     day: date | None = None

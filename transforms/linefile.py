@@ -8,12 +8,11 @@ runs, renamed to ``PATH.parts<part>-<id>`` when it ends. :func:`merge_parts` str
 shards into ``PATH`` once the pipeline is done, then deletes them. Both go through Beam's
 FileSystems.
 
-A shard that cannot be written (a full disk, a read-only mount) does not fail the pipeline:
-the run's :class:`~beaconflow.delivery.stop.RunStop` trips with the reason, so no new request
-starts,
-and the step's output says why (a ``run_stopped`` tally), so the report does too. On a
-runner that retries a failed bundle, the retry writes a shard of its own; the shard of a
-bundle that failed before its end stays a ``.tmp`` file and is never merged.
+A shard that cannot be written (a full disk, a read-only mount) does not fail the pipeline: the
+run's :class:`~beaconflow.delivery.stop.RunStop` trips with the reason, so no new request
+starts, and the step's output says why (a ``run_stopped`` tally), so the report does too. On a
+runner that retries a failed bundle, the retry writes a shard of its own; the shard of a bundle
+that failed before its end stays a ``.tmp`` file and is never merged.
 """
 
 from __future__ import annotations

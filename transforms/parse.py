@@ -1,10 +1,9 @@
 """The parse step: input records -> validated event candidates, keyed by event identity.
 
 :class:`ParseEvents` parses each :class:`~beaconflow.transforms.read.RawRecord`, applies the
-mapping and
-validates the result. A valid record leaves as ``(event key, source + NUL + text)``: the record's
-own JSON text travels through the event dedup instead of a parsed object, because Beam
-encodes strings with its compiled coders but pickles objects at every stage boundary; the
+mapping and validates the result. A valid record leaves as ``(event key, source + NUL + text)``:
+the record's own JSON text travels through the event dedup instead of a parsed object, because
+Beam encodes strings with its compiled coders but pickles objects at every stage boundary; the
 build step parses the text again. Invalid records leave through the ``invalid`` output as
 dead-letter entries. A dead-letter file given as input is replayed: its records are parsed
 again, and its messages leave through ``replayed`` as ``(ledger key, message wire)``.

@@ -2,11 +2,10 @@
 
 :class:`SendMessages` takes a ``PCollection[Message]``, spreads it over workers with
 ``Reshuffle`` (unless ``reshuffle=False``: input just grouped by key is spread already) and
-sends it with one :class:`~beaconflow.delivery.sender.BulkSender` per ``DoFn`` instance (opened in
-``setup``, closed in ``teardown``). Its main output ``delivered`` holds
-the delivered :class:`~beaconflow.delivery.sender.Delivery` records, the tagged output ``failed``
-the
-others, each with a redacted reason: nothing is dropped. Counters live in the ``beaconflow``
+sends it with one :class:`~beaconflow.delivery.sender.BulkSender` per ``DoFn`` instance (opened
+in ``setup``, closed in ``teardown``). Its main output ``delivered`` holds the delivered
+:class:`~beaconflow.delivery.sender.Delivery` records, the tagged output ``failed`` the others,
+each with a redacted reason: nothing is dropped. Counters live in the ``beaconflow``
 namespace. Run its test with::
 
     python -m pytest tests/test_sender.py -k pipeline
@@ -72,8 +71,7 @@ class SendConfig:
     from this many child processes per worker (:mod:`beaconflow.delivery.sendproc`), sharing its
     ``concurrency`` and rates; 0 sends from a thread of the worker itself. ``run_id``
     names the run's :func:`~beaconflow.delivery.stop.run_stop` flag, which every sender of a
-    worker
-    obeys (a ledger that cannot be written trips it).
+    worker obeys (a ledger that cannot be written trips it).
     """
 
     endpoints: Mapping[Destination, Endpoint]

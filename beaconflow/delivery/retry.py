@@ -135,6 +135,10 @@ def classify(status: int | None, error: BaseException | None) -> Verdict:
     return Verdict.RETRIABLE
 
 
+#: How a redirect's reason ends (a stop's reason quotes the reason without it).
+NOT_FOLLOWED = " (redirects are not followed)"
+
+
 def redirect_reason(status: int, request_url: str, location: str | None) -> str:
     """The reason a redirect is a failure: its status and its target's host, never more.
 
@@ -154,7 +158,7 @@ def redirect_reason(status: int, request_url: str, location: str | None) -> str:
             target = f"{joined.scheme}://{joined.host}"
             if joined.explicit_port is not None:
                 target += f":{joined.explicit_port}"
-    return f"HTTP {status}: redirected to {target} (redirects are not followed)"
+    return f"HTTP {status}: redirected to {target}{NOT_FOLLOWED}"
 
 
 def parse_retry_after(value: str | None, now: float) -> float | None:

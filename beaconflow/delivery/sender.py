@@ -1,13 +1,13 @@
 """The bulk sender: many HTTP GETs in flight from one thread's point of view, no Beam inside.
 
 A :class:`BulkSender` owns a background thread running its own asyncio event loop and one
-keep-alive ``aiohttp`` session. A synchronous caller (a Beam ``DoFn``) hands it
-:class:`Request` objects with :meth:`BulkSender.submit` and collects one :class:`Delivery`
-per request with :meth:`BulkSender.take_finished` and :meth:`BulkSender.flush`. Each request
-takes the destination's shared rate limiter before every attempt, is classified by
+keep-alive ``aiohttp`` session. A synchronous caller (a Beam ``DoFn``) hands it :class:`Request`
+objects with :meth:`BulkSender.submit` and collects one :class:`Delivery` per request with
+:meth:`BulkSender.take_finished` and :meth:`BulkSender.flush`. Each request takes the
+destination's shared rate limiter before every attempt, is classified by
 ``beaconflow.delivery.retry.classify`` and retried per the
-:class:`~beaconflow.delivery.retry.RetryPolicy`,
-honouring ``Retry-After``. Retry happens here and nowhere else.
+:class:`~beaconflow.delivery.retry.RetryPolicy`, honouring ``Retry-After``. Retry happens here
+and nowhere else.
 
 How it is cheap per message: requests cross from the caller's thread to the loop a batch at
 a time (one wake-up of the loop per batch) and wait in one queue per destination. At most
@@ -19,18 +19,16 @@ back, so no worker sleeps through them. Finished deliveries and counters are han
 under one lock once per turn of the event loop, and a blocked caller is woken only when a
 whole batch fits again or everything is done, not once per message.
 
-Redirects are never followed: a tracking GET answered with a 3xx did not reach the service
-(a captive portal, a login proxy, a mistyped URL), so it is a permanent failure naming the
-status and the target's host. A destination is misconfigured when its answers are nothing
-but redirects: at least :data:`REDIRECT_WINDOW` in a row (5xx, 429 and transport errors
-neither count nor break the run), and either it has delivered nothing yet or the redirects
-have gone on for :data:`REDIRECT_SECONDS` (a portal that appears mid-run). Its lane halts,
-and its messages not yet sent end as "not
-attempted" without a request. A whole sender halts when a delivery cannot be recorded in the
-ledger (the next run would send it again) or when the run's
+Redirects are never followed: a tracking GET answered with a 3xx did not reach the service (a
+captive portal, a login proxy, a mistyped URL), so it is a permanent failure naming the status
+and the target's host. A destination is misconfigured when its answers are nothing but
+redirects: at least :data:`REDIRECT_WINDOW` in a row (5xx, 429 and transport errors neither
+count nor break the run), and either it has delivered nothing yet or the redirects have gone on
+for :data:`REDIRECT_SECONDS` (a portal that appears mid-run). Its lane halts, and its messages
+not yet sent end as "not attempted" without a request. A whole sender halts when a delivery
+cannot be recorded in the ledger (the next run would send it again) or when the run's
 :class:`~beaconflow.delivery.stop.RunStop` trips: no new request starts, what is in flight
-finishes,
-and the rest end as "not attempted". Every such outcome carries the stop's reason
+finishes, and the rest end as "not attempted". Every such outcome carries the stop's reason
 (:attr:`Delivery.stop`), so the run can report why it stopped.
 
 URLs carry API keys, so they never reach a log line, an exception or a :class:`Delivery`:
@@ -61,6 +59,7 @@ from beaconflow.delivery.concurrency import AdaptiveLimit, AdaptiveRate, AimdPol
 from beaconflow.delivery.ratelimit import Clock, RateLimiter, Sleep, shared_limiter
 from beaconflow.delivery.redact import Redactor
 from beaconflow.delivery.retry import (
+    NOT_FOLLOWED,
     RetryPolicy,
     Verdict,
     classify,
@@ -92,7 +91,6 @@ REDIRECT_WINDOW = 10
 #: delivered (a login proxy whose session expired): a few users whose requests happen to
 #: redirect, in a row, do not stop it.
 REDIRECT_SECONDS = 30.0
-_NOT_FOLLOWED = " (redirects are not followed)"
 
 
 @dataclass(frozen=True)
@@ -126,14 +124,13 @@ class Delivery:
 class SenderConfig:
     """How one process sends.
 
-    ``concurrency``: requests in flight (>= 1). ``timeout``: seconds per attempt, from the
-    start of the request to the end of its body (> 0; there is no "no timeout", a hung server
-    would hold the pipeline). ``rates``: requests/s per destination for this process; a
-    destination that is absent or maps to None is unlimited. ``progress_interval``: seconds
-    between progress lines; 0 logs after every attempt. ``adaptive``: find the concurrency
-    each destination takes, up to ``concurrency`` (see :mod:`beaconflow.delivery.concurrency`);
-    False
-    keeps ``concurrency`` requests in flight whatever the service answers.
+    ``concurrency``: requests in flight (>= 1). ``timeout``: seconds per attempt, from the start
+    of the request to the end of its body (> 0; there is no "no timeout", a hung server would
+    hold the pipeline). ``rates``: requests/s per destination for this process; a destination
+    that is absent or maps to None is unlimited. ``progress_interval``: seconds between progress
+    lines; 0 logs after every attempt. ``adaptive``: find the concurrency each destination
+    takes, up to ``concurrency`` (see :mod:`beaconflow.delivery.concurrency`); False keeps
+    ``concurrency`` requests in flight whatever the service answers.
     """
 
     concurrency: int
@@ -260,7 +257,7 @@ class RedirectWatch:
         """The stop's reason, from the last redirect's."""
         return (
             f"{destination} is misconfigured: its last {self.redirects} answers were redirects "
-            f"({redirect.removesuffix(_NOT_FOLLOWED)}): check its URL"
+            f"({redirect.removesuffix(NOT_FOLLOWED)}): check its URL"
         )
 
 
@@ -305,13 +302,12 @@ class BulkSender:
     (monotonic, for progress lines), ``wall_clock`` (epoch seconds, for ``Retry-After`` dates),
     ``sleep`` (backoff and rate-limit waits), ``rng`` (backoff jitter) and ``limiters`` (per
     destination; by default the process-wide
-    :func:`~beaconflow.delivery.ratelimit.shared_limiter` for
-    each rate in the config) are injectable for tests. ``on_delivered`` is called on the
-    sender's thread with each delivered message the moment its answer is in (the delivery
-    ledger records it there, so a kill loses at most the requests in flight); when it raises,
-    the delivery could not be recorded and the sender halts (the error's text is the reason).
-    ``stop`` is the run's stop flag: the sender halts when it trips, and trips it when the
-    ledger fails.
+    :func:`~beaconflow.delivery.ratelimit.shared_limiter` for each rate in the config) are
+    injectable for tests. ``on_delivered`` is called on the sender's thread with each delivered
+    message the moment its answer is in (the delivery ledger records it there, so a kill loses
+    at most the requests in flight); when it raises, the delivery could not be recorded and the
+    sender halts (the error's text is the reason). ``stop`` is the run's stop flag: the sender
+    halts when it trips, and trips it when the ledger fails.
 
     Use as a context manager, or call :meth:`close`; :meth:`flush` first, as closing abandons
     unfinished requests.

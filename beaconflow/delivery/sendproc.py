@@ -1,11 +1,10 @@
 """Sending from child processes: the bulk sender on cores of its own.
 
-A Python process runs on one core at a time, and in a local run that process also does all
-of Beam's work: reading, parsing, building messages, the shuffles. A :class:`SenderPool`
-moves the HTTP side out to child processes, each running a
-:class:`~beaconflow.delivery.sender.BulkSender` with its own event loop and connections, so that
-on a
-machine with several cores the pipeline builds messages while the children send them.
+A Python process runs on one core at a time, and in a local run that process also does all of
+Beam's work: reading, parsing, building messages, the shuffles. A :class:`SenderPool` moves the
+HTTP side out to child processes, each running a :class:`~beaconflow.delivery.sender.BulkSender`
+with its own event loop and connections, so that on a machine with several cores the pipeline
+builds messages while the children send them.
 
 Callers send through a :class:`PoolClient`, which has the BulkSender's interface
 (``submit_many``, ``take_finished``, ``flush``, ``stats``, ``close``) plus ``seal`` for the
@@ -473,9 +472,8 @@ def shared_client(
 
     Every send step of a process with the same configuration shares one pool, as they share
     one rate limiter per destination in-process
-    (:func:`~beaconflow.delivery.ratelimit.shared_limiter`).
-    ``run_id`` names the run whose :func:`~beaconflow.delivery.stop.run_stop` the pool obeys and
-    trips.
+    (:func:`~beaconflow.delivery.ratelimit.shared_limiter`). ``run_id`` names the run whose
+    :func:`~beaconflow.delivery.stop.run_stop` the pool obeys and trips.
     """
     items = sorted((fingerprints or {}).items())
     key = pickle.dumps((config, secrets, processes, ledger, items, run_id))

@@ -1,13 +1,12 @@
 """Kontagent REST API messages: every active message type, validated as the reference defines it.
 
-Pure Python, no Beam: :func:`build` turns a message type (or an event name of the Ruby
-library's table) and a mapping of parameters into a :class:`~beaconflow.model.message.Message`,
-or raises :class:`~beaconflow.model.message.MessageError` naming the parameter and the rule
-broken.
-Nothing is truncated, coerced or dropped: ``0`` and ``False`` are sent as ``0``; ``None``
-means "absent". :func:`url` renders ``<base>/api/v1/<api key>/<type>/?<params>`` with every
-value percent-encoded and, when a secret is configured, signs the request as Kontagent's own
-client libraries did (``ts`` and ``an_sig``). :func:`parse_url` is the inverse and validates.
+Pure Python, no Beam: :func:`build` turns a message type (or an event name of the Ruby library's
+table) and a mapping of parameters into a :class:`~beaconflow.model.message.Message`, or raises
+:class:`~beaconflow.model.message.MessageError` naming the parameter and the rule broken.
+Nothing is truncated, coerced or dropped: ``0`` and ``False`` are sent as ``0``; ``None`` means
+"absent". :func:`url` renders ``<base>/api/v1/<api key>/<type>/?<params>`` with every value
+percent-encoded and, when a secret is configured, signs the request as Kontagent's own client
+libraries did (``ts`` and ``an_sig``). :func:`parse_url` is the inverse and validates.
 
 Example::
 

@@ -1,10 +1,9 @@
 """The sandbox collector: a local HTTP server that speaks the Kontagent and KISSmetrics APIs.
 
 It serves the CLI's ``--sandbox`` mode, the tests and the throughput benchmark. Routes are
-Kontagent's ``GET /api/v1/<key>/<type>/`` and KISSmetrics' ``GET /e``, ``/s`` and ``/a``.
-Unlike the real services it is strict: every request is validated with
-:func:`beaconflow.model.render.parse_url`; a valid one is recorded and answered ``200`` with
-the
+Kontagent's ``GET /api/v1/<key>/<type>/`` and KISSmetrics' ``GET /e``, ``/s`` and ``/a``. Unlike
+the real services it is strict: every request is validated with
+:func:`beaconflow.model.render.parse_url`; a valid one is recorded and answered ``200`` with the
 services' 1x1 GIF, an invalid one is recorded as rejected and answered ``400`` with the reason
 (``403`` for an unexpected API key or a bad ``an_sig``). API keys are never stored: rejected
 paths and reasons go through :class:`beaconflow.delivery.redact.Redactor`.
