@@ -1,7 +1,8 @@
 """The backfill pipeline: read event logs, map, deduplicate, send in throttled batches, report.
 
-Steps: read -> parse and validate -> event dedup -> out-of-range filter -> map -> message
-dedup (identity key) -> send -> report. Every record or message that cannot go on leaves
+Steps (one composite transform, :class:`Backfill`): read -> parse, map, validate and build
+each event's messages -> event dedup -> window (out of range) -> messages -> message dedup
+(identity key) -> send -> report. Every record or message that cannot go on leaves
 through a tagged output into the dead letter; the report is computed from the pipeline's
 outputs. Run the sandbox backfill on the sample data with::
 
@@ -19,6 +20,7 @@ import logging
 import os
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from typing import Any
@@ -28,18 +30,19 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import (
     PipelineOptions,
 )
+from apache_beam.pvalue import PBegin
 
 from beaconflow.delivery.ledger import (
     LedgerError,
     check_writable,
     endpoint_fingerprint,
     ledger_files,
-    message_key,
     read_ledger_file,
 )
 from beaconflow.delivery.redact import Redactor, redact_library_logs
 from beaconflow.delivery.sender import Delivery
 from beaconflow.delivery.stop import RunStop, forget_run, run_stop
+from beaconflow.model.events import MappedEvent
 from beaconflow.model.message import Destination, Endpoint, Message
 from beaconflow.model.render import render_url
 from beaconflow.pipelines.options import BackfillConfig, UsageError, configure
@@ -54,63 +57,48 @@ from beaconflow.pipelines.runners import (
 from beaconflow.report.counts import (
     DEAD_LETTER_REASON,
     Tally,
+    TallyKey,
     build_report,
     reason_group,
     tally,
 )
-from beaconflow.report.deadletter import (
-    message_view,
-    to_json,
-)
+from beaconflow.report.deadletter import DeadLetterEntry, message_view
 from beaconflow.report.html import html_path, render_html
-from beaconflow.transforms.build import DIRECT, BuildMessages
+from beaconflow.transforms.coders import MappedEventCoder, MessageCoder
 from beaconflow.transforms.dedup import DUPLICATES, SKIPPED, DedupByKey
 from beaconflow.transforms.linefile import WriteLines, merge_parts, parts_prefix, remove_leftovers
+from beaconflow.transforms.messages import DIRECT, SplitMessages
 from beaconflow.transforms.parse import INVALID, REPLAYED, ParseEvents
 from beaconflow.transforms.read import InputError, ReadEvents, expand_inputs
 from beaconflow.transforms.send import FAILED, SendConfig, SendMessages
 from beaconflow.transforms.send import TALLY as SEND_TALLY
-from beaconflow.transforms.tallies import SumTallies
+from beaconflow.transforms.tallies import SumTallies, read_sums
+from beaconflow.transforms.window import InWindow
 
 log = logging.getLogger("beaconflow")
 
 TALLY = "tally"
 
 
-def _event_copies_tally(kept_copies: tuple[str, int]) -> Tally:
+def _event_copies_tally(kept_copies: tuple[MappedEvent, int]) -> Tally:
     return tally("events_duplicate", kept_copies[1])
 
 
-def _destination_kind(wire: str) -> tuple[str, str]:
-    destination, kind, _, _ = json.loads(wire)
-    return destination, kind
+def _message_copies_tally(kept_copies: tuple[Message, int]) -> Tally:
+    message, copies = kept_copies
+    return tally("messages_duplicate", copies, message.destination, message.kind)
 
 
-def _message_copies_tally(kept_copies: tuple[str, int]) -> Tally:
-    wire, copies = kept_copies
-    return tally("messages_duplicate", copies, *_destination_kind(wire))
-
-
-def _skipped_tallies(kept_copies: tuple[str, int]) -> Iterator[Tally]:
-    wire, copies = kept_copies
-    destination, kind = _destination_kind(wire)
-    yield tally("messages_skipped", 1, destination, kind)
+def _skipped_tallies(kept_copies: tuple[Message, int]) -> Iterator[Tally]:
+    message, copies = kept_copies
+    yield tally("messages_skipped", 1, message.destination, message.kind)
     if copies > 1:
-        yield tally("messages_duplicate", copies - 1, destination, kind)
+        yield tally("messages_duplicate", copies - 1, message.destination, message.kind)
 
 
-def _restore(line: tuple[str, str]) -> Message:
-    return Message.from_wire(line[1], message_key(line[0]))
-
-
-def _failure_entry(delivery: Delivery) -> dict[str, Any]:
-    return {
-        "stage": "send",
-        "reason": delivery.error or f"HTTP {delivery.status}",
-        "status": delivery.status,
-        "attempts": delivery.attempts,
-        "message": message_view(delivery.message),
-    }
+def _failure_entry(delivery: Delivery) -> DeadLetterEntry:
+    reason = delivery.error or f"HTTP {delivery.status}"
+    return DeadLetterEntry.of_message(delivery.message, reason, delivery.status, delivery.attempts)
 
 
 def _dry_run_line(message: Message, endpoints: dict[Destination, Endpoint]) -> str:
@@ -122,121 +110,157 @@ def _dry_run_line(message: Message, endpoints: dict[Destination, Endpoint]) -> s
     return json.dumps(view, ensure_ascii=False, sort_keys=True)
 
 
+class Backfill(beam.PTransform[PBegin, None]):
+    """Every step of the backfill, from the input files to the run's dead letter and tallies.
+
+    ``tallies_path`` receives the summed tallies the report is made of; ``now`` is the time
+    events may not be after; ``workers`` and ``processes`` size the sending; ``run_id`` names
+    the run's stop flag.
+    """
+
+    def __init__(
+        self,
+        config: BackfillConfig,
+        files: Sequence[str],
+        tallies_path: str,
+        *,
+        now: float,
+        workers: int,
+        processes: int = 0,
+        run_id: str = "",
+    ) -> None:
+        super().__init__()
+        self._config = config
+        self._files = list(files)
+        self._tallies_path = tallies_path
+        self._now = now
+        self._workers = workers
+        self._processes = processes
+        self._run_id = run_id
+
+    def expand(self, pipeline: PBegin) -> None:
+        config, run_id = self._config, self._run_id
+        redact = Redactor.of(config.secrets())
+        fingerprints = {str(d): endpoint_fingerprint(e) for d, e in config.endpoints.items()}
+        # A Kontagent message's identity includes its event's, and events are deduplicated
+        # already: without a ledger to join, Kontagent messages skip the message dedup and
+        # are sent as they leave the messages step.
+        direct: tuple[Destination, ...] = () if config.ledger else ("kontagent",)
+        raw = pipeline | "Read" >> ReadEvents(self._files)
+        parsed = raw | "Parse" >> beam.ParDo(
+            ParseEvents(config.mapping, self._now, fingerprints, config.destinations)
+        ).with_outputs(INVALID, TALLY, REPLAYED, main="events")
+        events = parsed.events | "DedupEvents" >> DedupByKey(
+            MappedEventCoder(), order=lambda event: event.source
+        )
+        window = events.unique | "Window" >> beam.ParDo(
+            InWindow(config.since, config.until)
+        ).with_outputs(TALLY, main="events")
+        built = window.events | "Messages" >> beam.ParDo(
+            SplitMessages(fingerprints, direct=direct)
+        ).with_outputs(INVALID, TALLY, DIRECT, main="messages")
+        delivered_before = None
+        if config.ledger:
+            delivered_before = (
+                pipeline
+                | "ListLedger" >> beam.Create(ledger_files(config.ledger))
+                | "SpreadLedger" >> beam.Reshuffle()
+                | "ReadLedger" >> beam.FlatMap(read_ledger_file)
+            )
+        messages = (
+            (built.messages, parsed[REPLAYED])
+            | "AllMessages" >> beam.Flatten()
+            | "DedupMessages" >> DedupByKey(MessageCoder(), delivered=delivered_before)
+        )
+        streams = {"": messages.unique | "Unique" >> beam.Values()}
+        if direct:
+            streams["Direct"] = built[DIRECT]
+        tallies = [
+            parsed[TALLY],
+            window[TALLY],
+            built[TALLY],
+            events[DUPLICATES] | "CountEventCopies" >> beam.Map(_event_copies_tally),
+            messages[DUPLICATES] | "CountMessageCopies" >> beam.Map(_message_copies_tally),
+            messages[SKIPPED] | "CountSkipped" >> beam.FlatMap(_skipped_tallies),
+        ]
+        dead_letters = {"Parse": parsed[INVALID], "Map": built[INVALID]}
+        if config.dry_run:
+            endpoints = config.endpoints
+            for name, stream in streams.items():
+                written = (
+                    stream
+                    | f"DryRunLines{name}" >> beam.Map(_dry_run_line, endpoints)
+                    | f"WriteDryRun{name}"
+                    >> WriteLines(config.dry_run, part=name, what="dry-run file", run_id=run_id)
+                )
+                tallies.append(written)
+                tallies.append(
+                    stream
+                    | f"CountDryRun{name}"
+                    >> beam.Map(lambda m: tally("messages_dry_run", 1, m.destination, m.kind))
+                )
+        else:
+            send_config = SendConfig(
+                endpoints=config.endpoints,
+                concurrency=config.concurrency,
+                timeout=config.timeout,
+                retry=config.retry,
+                max_rps={d: config.max_rps for d in config.endpoints},
+                workers=self._workers,
+                progress_interval=config.progress_interval,
+                ledger=config.ledger,
+                adaptive=config.adaptive,
+                emit_delivered=False,
+                processes=self._processes,
+                run_id=run_id,
+            )
+            for name, stream in streams.items():
+                # grouped by key just before (dedup), or coming out of the messages step
+                # that reads grouped events: spread over workers already
+                sent = stream | f"Send{name}" >> SendMessages(send_config, reshuffle=False)
+                tallies.append(sent[SEND_TALLY])
+                dead_letters[f"Send{name}"] = sent[FAILED] | f"FailedEntries{name}" >> beam.Map(
+                    _failure_entry
+                )
+        for name, entries in dead_letters.items():
+            # each step writes its own shards where it runs, as its entries come: a Flatten
+            # would hold them until every step before it is done, after the sending
+            tallies.append(
+                entries
+                | f"DeadLetterLines{name}" >> beam.Map(lambda entry: entry.to_json(redact))
+                | f"WriteDeadLetter{name}"
+                >> WriteLines(config.dead_letter, part=name, what="dead letter", run_id=run_id)
+            )
+        all_dead_letters = tuple(dead_letters.values()) | "AllDeadLetters" >> beam.Flatten()
+        tallies.append(
+            all_dead_letters
+            | "CountReasons"
+            >> beam.Map(
+                lambda entry: tally(
+                    DEAD_LETTER_REASON,
+                    stage=entry.stage,
+                    detail=reason_group(redact(entry.reason)),
+                )
+            )
+        )
+        _ = (
+            tuple(tallies)
+            | "AllTallies" >> beam.Flatten()
+            | "Sum" >> beam.CombineGlobally(SumTallies())
+            | "WriteTallies"
+            >> WriteLines(self._tallies_path, what="report", shown=config.report, run_id=run_id)
+        )
+
+
 def build(pipeline: beam.Pipeline, config: BackfillConfig, files: Sequence[str], tallies_path: str,
           *, now: float, workers: int, processes: int = 0, run_id: str = "") -> None:  # fmt: skip
-    """Wire every step of the backfill into ``pipeline``; ``run_id`` names its stop flag."""
-    redact = Redactor.of(config.secrets())
-    fingerprints = {str(d): endpoint_fingerprint(e) for d, e in config.endpoints.items()}
-    # A Kontagent message's identity includes its event's, and events are deduplicated
-    # already: without a ledger to join, Kontagent messages skip the message dedup and are
-    # sent from the build step itself.
-    direct: tuple[Destination, ...] = () if config.ledger else ("kontagent",)
-    raw = pipeline | "Read" >> ReadEvents(files)
-    parsed = raw | "Parse" >> beam.ParDo(
-        ParseEvents(config.mapping, now, fingerprints)
-    ).with_outputs(INVALID, TALLY, REPLAYED, main="events")
-    events = parsed.events | "DedupEvents" >> DedupByKey(order=lambda line: line)
-    built = events.unique | "Build" >> beam.ParDo(
-        BuildMessages(
-            config.mapping,
-            config.destinations,
-            fingerprints,
-            since=config.since,
-            until=config.until,
-            direct=direct,
-        )
-    ).with_outputs(INVALID, TALLY, DIRECT, main="messages")
-    delivered_before = None
-    if config.ledger:
-        delivered_before = (
-            pipeline
-            | "ListLedger" >> beam.Create(ledger_files(config.ledger))
-            | "SpreadLedger" >> beam.Reshuffle()
-            | "ReadLedger" >> beam.FlatMap(read_ledger_file)
-        )
-    messages = (
-        (built.messages, parsed[REPLAYED])
-        | "AllMessages" >> beam.Flatten()
-        | "DedupMessages" >> DedupByKey(order=lambda wire: wire, delivered=delivered_before)
-    )
-    streams = {"": messages.unique | "Restore" >> beam.Map(_restore)}
-    if direct:
-        streams["Direct"] = built[DIRECT]
-    tallies = [
-        parsed[TALLY],
-        built[TALLY],
-        events[DUPLICATES] | "CountEventCopies" >> beam.Map(_event_copies_tally),
-        messages[DUPLICATES] | "CountMessageCopies" >> beam.Map(_message_copies_tally),
-        messages[SKIPPED] | "CountSkipped" >> beam.FlatMap(_skipped_tallies),
-    ]
-    dead_letters = {"Parse": parsed[INVALID], "Build": built[INVALID]}
-    if config.dry_run:
-        endpoints = config.endpoints
-        for name, stream in streams.items():
-            written = (
-                stream
-                | f"DryRunLines{name}" >> beam.Map(_dry_run_line, endpoints)
-                | f"WriteDryRun{name}"
-                >> WriteLines(config.dry_run, part=name, what="dry-run file", run_id=run_id)
-            )
-            tallies.append(written)
-            tallies.append(
-                stream
-                | f"CountDryRun{name}"
-                >> beam.Map(lambda m: tally("messages_dry_run", 1, m.destination, m.kind))
-            )
-    else:
-        send_config = SendConfig(
-            endpoints=config.endpoints,
-            concurrency=config.concurrency,
-            timeout=config.timeout,
-            retry=config.retry,
-            max_rps={d: config.max_rps for d in config.endpoints},
-            workers=workers,
-            progress_interval=config.progress_interval,
-            ledger=config.ledger,
-            adaptive=config.adaptive,
-            emit_delivered=False,
-            processes=processes,
-            run_id=run_id,
-        )
-        for name, stream in streams.items():
-            # grouped by key just before (dedup), or coming out of the build step that
-            # reads grouped events: spread over workers already
-            sent = stream | f"Send{name}" >> SendMessages(send_config, reshuffle=False)
-            tallies.append(sent[SEND_TALLY])
-            dead_letters[f"Send{name}"] = sent[FAILED] | f"FailedEntries{name}" >> beam.Map(
-                _failure_entry
-            )
-    for name, entries in dead_letters.items():
-        # each step writes its own shards where it runs, as its entries come: a Flatten
-        # would hold them until every step before it is done, after the sending
-        tallies.append(
-            entries
-            | f"DeadLetterLines{name}" >> beam.Map(to_json, redact)
-            | f"WriteDeadLetter{name}"
-            >> WriteLines(config.dead_letter, part=name, what="dead letter", run_id=run_id)
-        )
-    all_dead_letters = tuple(dead_letters.values()) | "AllDeadLetters" >> beam.Flatten()
-    tallies.append(
-        all_dead_letters
-        | "CountReasons"
-        >> beam.Map(
-            lambda entry: tally(
-                DEAD_LETTER_REASON, 1, entry["stage"], reason_group(redact(entry["reason"]))
-            )
-        )
-    )
-    _ = (
-        tuple(tallies)
-        | "AllTallies" >> beam.Flatten()
-        | "Sum" >> beam.CombineGlobally(SumTallies())
-        | "WriteTallies"
-        >> WriteLines(tallies_path, what="report", shown=config.report, run_id=run_id)
+    """Apply :class:`Backfill` to ``pipeline``."""
+    _ = pipeline | "Backfill" >> Backfill(
+        config, files, tallies_path, now=now, workers=workers, processes=processes, run_id=run_id
     )
 
 
-def _read_tallies(path: str) -> dict[str, int]:
+def _read_tallies(path: str) -> Counter[TallyKey]:
     """The run's summed tallies; ValueError when they were not written whole.
 
     Every run writes exactly one line (an empty run writes ``{}``): an empty file means its
@@ -250,7 +274,7 @@ def _read_tallies(path: str) -> dict[str, int]:
         _discard_tallies(path)
     if not text:
         raise ValueError("the run's counts could not be written")
-    return {key: int(n) for key, n in json.loads(text).items()}
+    return read_sums(text)
 
 
 def _discard_tallies(path: str) -> None:
@@ -403,7 +427,7 @@ def run(argv: Sequence[str], *, now: float | None = None) -> tuple[int, dict[str
                              "date": config.day.isoformat() if config.day else None}  # fmt: skip
     stopped: list[str] = []
     partial = False
-    sums: dict[str, int] = {}
+    sums: Counter[TallyKey] = Counter()
     try:
         with contextlib.ExitStack() as stack:
             if config.sandbox:

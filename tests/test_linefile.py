@@ -10,6 +10,7 @@ from apache_beam.runners.portability.fn_api_runner.fn_runner import FnApiRunner
 from apache_beam.testing.util import assert_that, equal_to
 
 from beaconflow.delivery.stop import forget_run, run_stop
+from beaconflow.report.counts import STOPPED, tally
 from beaconflow.transforms.linefile import WriteLines, merge_parts, parts_prefix, remove_leftovers
 
 from .fs_faults import SmallDisk
@@ -38,7 +39,7 @@ def test_a_full_disk_trips_the_runs_stop_and_says_why(small_disk: SmallDisk) -> 
             | beam.Create(["x" * 5000] * 20)
             | WriteLines(str(path), what="dead letter", run_id="t2")
         )
-        assert_that(tallies, equal_to([("run_stopped", "", reason, 1)]))
+        assert_that(tallies, equal_to([tally(STOPPED, detail=reason)]))
     assert run_stop("t2").reason == reason
     forget_run("t2")
 

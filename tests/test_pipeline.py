@@ -14,15 +14,16 @@ from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
+from beaconflow.model.events import MappedEvent, map_event
 from beaconflow.model.mapping import RecordMapping
-from beaconflow.model.message import Message
-from beaconflow.model.records import identity
+from beaconflow.model.records import validate
 from beaconflow.model.source import RawRecord
 from beaconflow.pipelines.backfill import TALLY, run
-from beaconflow.report.counts import BY_DAY, summary
+from beaconflow.report.counts import BY_DAY, TallyKey, summary
 from beaconflow.sandbox.collector import Collector
-from beaconflow.transforms.build import BuildMessages
+from beaconflow.transforms.messages import DIRECT, SplitMessages
 from beaconflow.transforms.parse import INVALID, REPLAYED, ParseEvents
+from beaconflow.transforms.window import InWindow
 
 from .conftest import (
     KISSMETRICS_KEY,
@@ -52,6 +53,7 @@ def test_parse_events_splits_good_and_bad_records() -> None:
         RawRecord("a.jsonl", 3, text=json.dumps({"time": T0, "event": "apr"})),
         RawRecord("a.jsonl", 4, problem="line is not valid UTF-8 (byte 3)"),
         RawRecord("b.parquet", 1, row={"time": T0, "user_id": "2", "event": "level_up"}),
+        RawRecord("a.jsonl", 5, text=json.dumps({"time": T0, "user_id": "x", "event": "apr"})),
     ]
     with _pipeline() as p:
         out = (
@@ -65,28 +67,32 @@ def test_parse_events_splits_good_and_bad_records() -> None:
             out.events
             | "Sources"
             >> beam.Map(
-                lambda line: (
-                    len(line[0]),
-                    line[1].split("\x00")[0],
-                    json.loads(line[1].split("\x00")[1]),
+                lambda keyed: (
+                    len(keyed[0]),
+                    keyed[1].source,
+                    keyed[1].time,
+                    [f"{m.destination}/{m.kind}" for m in keyed[1].messages],
+                    keyed[1].problem is not None,
+                    keyed[1].record,
                 )
             ),
             equal_to(
                 [
-                    (32, "a.jsonl:1", json.loads(good)),
-                    (32, "b.parquet:1", {"time": T0, "user_id": "2", "event": "level_up"}),
+                    (32, "a.jsonl:1", T0, ["kontagent/apr", "kissmetrics/e"], False, None),
+                    (32, "b.parquet:1", T0, ["kontagent/evt", "kissmetrics/e"], False, None),
+                    # a Kontagent user id must be numeric: the event carries why, and its record
+                    (32, "a.jsonl:5", T0, [], True, {"time": T0, "user_id": "x", "event": "apr"}),
                 ]
             ),
             label="events",
         )
         assert_that(
-            out[INVALID]
-            | "Reasons" >> beam.Map(lambda d: (d["stage"], d["source"], d["reason"][:20])),
+            out[INVALID] | "Reasons" >> beam.Map(lambda d: (d.stage, d.source, d.reason[:20])),
             equal_to(
                 [
-                    ("parse", {"file": "a.jsonl", "line": 2}, "malformed JSON: Expe"),
-                    ("parse", {"file": "a.jsonl", "line": 3}, "field 'user_id': is "),
-                    ("read", {"file": "a.jsonl", "line": 4}, "line is not valid UT"),
+                    ("parse", "a.jsonl:2", "malformed JSON: Expe"),
+                    ("parse", "a.jsonl:3", "field 'user_id': is "),
+                    ("read", "a.jsonl:4", "line is not valid UT"),
                 ]
             ),
             label="invalid",
@@ -95,47 +101,49 @@ def test_parse_events_splits_good_and_bad_records() -> None:
             out[TALLY],
             equal_to(
                 [
-                    ("events_read", "", "", 5),
-                    ("events_invalid", "parse", "", 2),
-                    ("events_invalid", "read", "", 1),
+                    (TallyKey("events_read"), 6),
+                    (TallyKey("events_invalid", stage="parse"), 2),
+                    (TallyKey("events_invalid", stage="read"), 1),
                 ]
             ),
             label="tallies",
         )
 
 
-def _event_line(record: dict[str, Any], source: str) -> tuple[str, str]:
-    """What the parse step emits for a record it validated: its identity, source and text."""
-    return (identity(record), f"{source}\x00{json.dumps(record)}")
+def _mapped(record: dict[str, Any], source: str) -> tuple[str, MappedEvent]:
+    """What the parse step emits for a record it validated: its identity and messages."""
+    event = validate(record, now=NOW, source=source)
+    return (event.key, map_event(event, ("kontagent", "kissmetrics"), record))
 
 
-def test_build_messages_emits_messages_or_a_map_dead_letter() -> None:
-    good = _event_line({"time": T0, "user_id": 7, "event": "level_up", "level": 3}, "f:1")
-    bad = _event_line({"time": T0, "user_id": "alice", "event": "apr"}, "f:2")
-    late = _event_line({"time": T0 + 10, "user_id": 8, "event": "apr"}, "f:3")
-    build = BuildMessages(
-        RecordMapping(),
-        ("kontagent", "kissmetrics"),
-        FINGERPRINTS,
-        since=None,
-        until=T0 + 5,
-    )
+def test_window_and_messages_steps_emit_messages_or_a_map_dead_letter() -> None:
+    good = _mapped({"time": T0, "user_id": 7, "event": "level_up", "level": 3}, "f:1")
+    bad = _mapped({"time": T0, "user_id": "alice", "event": "apr"}, "f:2")
+    late = _mapped({"time": T0 + 10, "user_id": 8, "event": "apr"}, "f:3")
     with _pipeline() as p:
-        out = (
+        window = (
             p
             | beam.Create([good, bad, late])
-            | beam.ParDo(build).with_outputs(INVALID, TALLY, main="messages")
+            | beam.ParDo(InWindow(since=None, until=T0 + 5)).with_outputs(TALLY, main="events")
+        )
+        out = window.events | beam.ParDo(SplitMessages(FINGERPRINTS)).with_outputs(
+            INVALID, TALLY, DIRECT, main="messages"
         )
         assert_that(
             out.messages
-            | beam.Map(lambda kv: Message.from_wire(kv[1], kv[0].split(":")[1]))
             | beam.Map(
-                lambda m: (m.destination, m.kind, m.param("n") or m.param("_n"), len(m.key))
+                lambda kv: (
+                    kv[0] == f"{FINGERPRINTS[kv[1].destination]}:{kv[1].key}",
+                    kv[1].destination,
+                    kv[1].kind,
+                    kv[1].param("n") or kv[1].param("_n"),
+                    len(kv[1].key),
+                )
             ),
             equal_to(
                 [
-                    ("kontagent", "evt", "level_up", 32),
-                    ("kissmetrics", "e", "level_up", 32),
+                    (True, "kontagent", "evt", "level_up", 32),
+                    (True, "kissmetrics", "e", "level_up", 32),
                 ]
             ),
             label="messages",
@@ -144,10 +152,10 @@ def test_build_messages_emits_messages_or_a_map_dead_letter() -> None:
             out[INVALID]
             | beam.Map(
                 lambda d: (
-                    d["stage"],
-                    d["source"],
-                    "numeric user id" in d["reason"],
-                    d["record"]["user_id"],
+                    d.stage,
+                    d.as_dict()["source"],
+                    "numeric user id" in d.reason,
+                    d.record["user_id"],
                 )
             ),
             equal_to([("map", {"file": "f", "line": 2}, True, "alice")]),
@@ -155,16 +163,20 @@ def test_build_messages_emits_messages_or_a_map_dead_letter() -> None:
         )
         day = datetime.fromtimestamp(T0, UTC).date().isoformat()
         assert_that(
-            out[TALLY] | beam.Map(lambda t: (t[0], t[2] if t[0] == BY_DAY else "", t[3])),
+            window[TALLY],
+            equal_to([(TallyKey("events_out_of_range"), 1)]),
+            label="window tallies",
+        )
+        assert_that(
+            out[TALLY],
             equal_to(
                 [
-                    ("events_out_of_range", "", 1),
-                    ("events_invalid", "", 1),
-                    ("events_mapped", "", 1),
-                    ("messages_built", "", 1),
-                    ("messages_built", "", 1),
-                    (BY_DAY, f"evt|{day}", 1),
-                    (BY_DAY, f"e|{day}", 1),
+                    (TallyKey("events_invalid", stage="map"), 1),
+                    (TallyKey("events_mapped"), 1),
+                    (TallyKey("messages_built", "kontagent", "evt"), 1),
+                    (TallyKey("messages_built", "kissmetrics", "e"), 1),
+                    (TallyKey(BY_DAY, "kontagent", "evt", detail=day), 1),
+                    (TallyKey(BY_DAY, "kissmetrics", "e", detail=day), 1),
                 ]
             ),
             label="tallies",

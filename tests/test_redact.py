@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 
 from beaconflow.delivery.redact import MASK, MIN_LITERAL_LENGTH, Redactor
 from beaconflow.model import kissmetrics, kontagent
-from beaconflow.report.deadletter import to_json
+from beaconflow.model.message import Message
+from beaconflow.report.deadletter import DeadLetterEntry
 
 #: Characters of keys and secrets: hex, letters, and ones that encode in a URL.
 SECRET_CHARS = "0123456789abcdefABCXYZ-_.~ +&=%é"
@@ -76,9 +77,9 @@ def test_dead_letter_lines_parse_and_keep_no_secret(
     # the shape of the first release's failure: a requests/aiohttp error quoting the URL
     reason = f"TooManyRedirects: {before}'{signed}'{between}{km}{after}"
     record = {"user_id": "10000042", "pin": "0000", "note": before}
-    entry = {"stage": "send", "reason": reason, "record": record, "attempts": 5}
+    entry = DeadLetterEntry("map", reason, "f.jsonl:5", record=record)
 
-    line = to_json(entry, Redactor.of(all_secrets))
+    line = entry.to_json(Redactor.of(all_secrets))
 
     parsed = json.loads(line)  # every line parses
     assert "\n" not in line
@@ -95,7 +96,7 @@ def test_dead_letter_lines_parse_and_keep_no_secret(
     # data that is not a secret's position is untouched by a short secret
     if all(len(s) < MIN_LITERAL_LENGTH for s in all_secrets):
         assert parsed["record"] == record
-    assert parsed["attempts"] == 5
+    assert parsed["source"] == {"file": "f.jsonl", "line": 5}
 
 
 @given(short=st.text(alphabet="0123456789", min_size=1, max_size=MIN_LITERAL_LENGTH - 1))
@@ -124,14 +125,16 @@ def test_values_inside_lists_and_dicts_are_masked_and_keys_only_literally() -> N
 def test_data_in_an_entry_is_never_rewritten_by_url_position() -> None:
     # a page address is the user's data: a replay must send it as it was
     page = "https://x.example/api/v1/farm/quests?ref=mail&_k=campaign7&an_sig=abc"
-    entry = {
-        "stage": "send",
-        "reason": f"HTTP 400: GET http://h/api/v1/KEY123/pgr/?u={page}&an_sig=f00",
-        "message": {"destination": "kontagent", "kind": "pgr", "params": {"u": page}},
-        "record": {"page_address": page},
-        "line": page,
-    }
-    parsed = json.loads(to_json(entry, Redactor.of(("KEY123",))))
+    entry = DeadLetterEntry(
+        "send",
+        f"HTTP 400: GET http://h/api/v1/KEY123/pgr/?u={page}&an_sig=f00",
+        record={"page_address": page},
+        line=page,
+        message=Message("kontagent", "pgr", (("u", page), ("s", "1"))),
+        status=400,
+        attempts=1,
+    )
+    parsed = json.loads(entry.to_json(Redactor.of(("KEY123",))))
     assert parsed["message"]["params"]["u"] == page
     assert parsed["record"]["page_address"] == page and parsed["line"] == page
     assert parsed["reason"].startswith(f"HTTP 400: GET http://h/api/v1/{MASK}/pgr/")
@@ -143,5 +146,5 @@ def test_a_long_secret_is_masked_in_its_json_and_repr_forms_too() -> None:
     for form in (json.dumps(secret)[1:-1], repr(secret)[1:-1], secret):
         assert redactor.text(f"time {form} is not valid") == f"time {MASK} is not valid"
     # in data as well: a record holding the secret does not carry it into the dead letter
-    line = to_json({"stage": "parse", "reason": "x", "line": f"{{bad {secret}"}, redactor)
+    line = DeadLetterEntry("parse", "x", line=f"{{bad {secret}").to_json(redactor)
     assert "ab\\\\cd" not in line and "gh12" not in line

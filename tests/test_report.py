@@ -5,22 +5,25 @@ from __future__ import annotations
 from beaconflow.report.counts import (
     BY_DAY,
     DEAD_LETTER_REASON,
-    SENT_AT,
+    DELIVERED_AT,
     TIMELINE_POINTS,
+    Tally,
+    TallyKey,
     build_report,
     reason_group,
     send_timeline,
     tally,
 )
-from beaconflow.transforms.tallies import SumTallies
+from beaconflow.transforms.tallies import SumTallies, read_sums
 
 
-def _sums(*tallies: tuple[str, str, str, int]) -> dict[str, int]:
+def _sums(*tallies: Tally) -> dict[TallyKey, int]:
+    """The tallies summed as a run sums them, through the line the report is read from."""
     combine = SumTallies()
     accumulator = combine.create_accumulator()
     for each in tallies:
         accumulator = combine.add_input(accumulator, each)
-    return dict(accumulator)
+    return dict(read_sums(combine.extract_output(accumulator)))
 
 
 def test_reason_groups_drop_the_values_that_vary() -> None:
@@ -42,17 +45,18 @@ def test_series_are_kept_out_of_the_counters() -> None:
     sums = _sums(
         tally("messages_built", 3, "kontagent", "ins"),
         tally("messages_delivered", 3, "kontagent", "ins"),
-        tally(BY_DAY, 2, "kontagent", "ins|2025-06-01"),
-        tally(BY_DAY, 1, "kontagent", "ins|2025-06-02"),
-        tally(SENT_AT, 2, "kontagent", "delivered|1000"),
-        tally(SENT_AT, 1, "kontagent", "delivered|1002"),
-        tally(DEAD_LETTER_REASON, 4, "parse", "is required | or not"),
-        tally(DEAD_LETTER_REASON, 7, "send", "HTTP 400"),
+        tally(BY_DAY, 2, "kontagent", "ins", detail="2025-06-01"),
+        tally(BY_DAY, 1, "kontagent", "ins", detail="2025-06-02"),
+        tally(DELIVERED_AT, 2, "kontagent", detail="1000"),
+        tally(DELIVERED_AT, 1, "kontagent", detail="1002"),
+        tally(DEAD_LETTER_REASON, 4, stage="parse", detail="is required | or not"),
+        tally(DEAD_LETTER_REASON, 7, stage="send", detail="HTTP 400"),
         tally("events_read", 11),
-        tally("events_invalid", 11, "parse"),
+        tally("events_invalid", 11, stage="parse"),
     )
     report = build_report(sums, 2.0, {})
     assert report["invariant_errors"] == []
+    assert report["invalid_by_stage"] == {"parse": 11}
     assert "series_by_day" not in report and report["messages_built"] == 3
     assert report["messages_by_day"] == {
         "2025-06-01": {"kontagent/ins": 2},
@@ -88,6 +92,8 @@ def test_timeline_of_a_dry_run_is_empty() -> None:
 
 
 def test_only_the_top_reasons_are_listed() -> None:
-    sums = _sums(*(tally(DEAD_LETTER_REASON, n, "parse", f"reason {n}") for n in range(1, 30)))
+    sums = _sums(
+        *(tally(DEAD_LETTER_REASON, n, stage="parse", detail=f"reason {n}") for n in range(1, 30))
+    )
     reasons = build_report(sums, 1.0, {})["dead_letter_reasons"]
     assert [r["count"] for r in reasons] == list(range(29, 19, -1))

@@ -3,8 +3,14 @@
 Beam's ``Deduplicate`` declares a processing-time timer, which forces the single-threaded
 BundleBasedDirectRunner; a ``GroupByKey`` on an explicit key parallelises on every runner
 and tells how many copies each key had. (A lifted ``CombinePerKey`` was measured slower here:
-nearly every key is unique, so pre-combining only adds work.) The element kept is the one
-with the smallest ``order`` value, so which copy survives does not depend on bundle order.
+nearly every key is unique, so pre-combining only adds work.)
+
+Values cross the grouping as the bytes of their deterministic coder
+(:mod:`beaconflow.transforms.coders`) and are decoded once after it: Beam's in-memory runner
+holds grouped values as decoded Python objects, and a message or an event as objects costs
+several times its encoded bytes (benchmarks/datapath.py measures it). The copy kept is the
+one with the smallest ``order`` value (then the smallest encoding), so which copy survives
+does not depend on bundle order.
 
 With a delivery ledger, the ledger's keys join the same grouping as the marker
 :data:`DELIVERED_BEFORE`: a key that has it is not sent again but counted as skipped, in the
@@ -14,7 +20,7 @@ same shuffle as the dedup.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import apache_beam as beam
 from apache_beam.pvalue import DoOutputsTuple, PCollection, TaggedOutput
@@ -23,55 +29,84 @@ from apache_beam.pvalue import DoOutputsTuple, PCollection, TaggedOutput
 DUPLICATES = "duplicates"
 #: The tag of the output holding (kept, copies) for keys the ledger says were delivered.
 SKIPPED = "skipped"
-#: Among a key's elements, stands for "the ledger has this key".
-DELIVERED_BEFORE = "\x00beaconflow:delivered-before"
+#: Among a key's values, stands for "the ledger has this key" (no value encodes to nothing).
+DELIVERED_BEFORE = b""
+
+T = TypeVar("T")
 
 
-def _keep_first(item: tuple[str, Iterable[Any]], order: Callable[[Any], Any]) -> Iterator[Any]:
-    """One key's values -> the value with the smallest order, or a duplicates/skipped record."""
-    key, values = item
-    kept, copies, delivered_before = None, 0, False
-    for value in values:
-        if isinstance(value, str) and value == DELIVERED_BEFORE:
-            delivered_before = True
-            continue
-        copies += 1
-        if kept is None or order(value) < order(kept):
-            kept = value
-    if kept is None:  # a ledger entry with no message in this run
-        return
-    if delivered_before:
-        yield TaggedOutput(SKIPPED, (kept, copies))
-        return
-    yield (key, kept)
-    if copies > 1:
-        yield TaggedOutput(DUPLICATES, (kept, copies - 1))
+def _encode(item: tuple[str, Any], coder: beam.coders.Coder) -> tuple[str, bytes]:
+    return item[0], coder.encode(item[1])
+
+
+class _KeepFirst(Generic[T]):
+    """One key's encoded values -> the kept value, decoded, or a duplicates/skipped record."""
+
+    def __init__(self, coder: beam.coders.Coder, order: Callable[[T], Any] | None) -> None:
+        self._decode = coder.decode
+        self._order = order
+
+    def __call__(self, item: tuple[str, Iterable[bytes]]) -> Iterator[Any]:
+        key, grouped = item
+        values = list(grouped)  # a key has a few values: the runner may give them only once
+        encoded = [value for value in values if value != DELIVERED_BEFORE]
+        if not encoded:  # a ledger entry with no message in this run
+            return
+        delivered_before = len(encoded) < len(values)
+        copies = len(encoded)
+        if copies == 1:
+            kept = self._decode(encoded[0])
+        elif self._order is None:
+            kept = self._decode(min(encoded))
+        else:
+            order = self._order
+            kept = min(
+                ((self._decode(value), value) for value in encoded),
+                key=lambda pair: (order(pair[0]), pair[1]),
+            )[0]
+        if delivered_before:
+            yield TaggedOutput(SKIPPED, (kept, copies))
+            return
+        yield (key, kept)
+        if copies > 1:
+            yield TaggedOutput(DUPLICATES, (kept, copies - 1))
 
 
 class DedupByKey(beam.PTransform[PCollection[Any], DoOutputsTuple]):
     """Keep one value per key of a ``(key, value)`` PCollection.
 
-    Outputs ``unique`` (main, ``(key, kept value)``), ``duplicates`` (``(kept, copies
-    dropped)``) and ``skipped``. ``delivered``: optional PCollection of keys already delivered
-    (the ledger); values with such a key go to ``skipped`` as (kept, copies) instead.
+    ``coder``: the values' deterministic coder. ``order``: what makes a copy the one kept
+    (smallest first; None: the smallest encoding). Outputs ``unique`` (main, ``(key, kept
+    value)``), ``duplicates`` (``(kept, copies dropped)``) and ``skipped``. ``delivered``:
+    optional PCollection of keys already delivered (the ledger); values with such a key go to
+    ``skipped`` as (kept, copies) instead.
     """
 
     def __init__(
-        self, order: Callable[[Any], Any], delivered: PCollection[str] | None = None
+        self,
+        coder: beam.coders.Coder,
+        order: Callable[[Any], Any] | None = None,
+        delivered: PCollection[str] | None = None,
     ) -> None:
         super().__init__()
+        self._coder = coder
         self._order = order
         self._delivered = delivered
 
     def expand(self, keyed: PCollection[Any]) -> DoOutputsTuple:
+        encoded = keyed | "Encode" >> beam.Map(_encode, self._coder).with_output_types(
+            tuple[str, bytes]
+        )
         if self._delivered is not None:
-            marks = self._delivered | "MarkDelivered" >> beam.Map(lambda k: (k, DELIVERED_BEFORE))
-            keyed = (keyed, marks) | "WithLedger" >> beam.Flatten()
+            marks = self._delivered | "MarkDelivered" >> beam.Map(
+                lambda k: (k, DELIVERED_BEFORE)
+            ).with_output_types(tuple[str, bytes])
+            encoded = (encoded, marks) | "WithLedger" >> beam.Flatten()
         outputs: DoOutputsTuple = (
-            keyed
+            encoded
             | "Group" >> beam.GroupByKey()
             | "KeepFirst"
-            >> beam.FlatMap(_keep_first, self._order).with_outputs(
+            >> beam.FlatMap(_KeepFirst(self._coder, self._order)).with_outputs(
                 DUPLICATES, SKIPPED, main="unique"
             )
         )

@@ -84,7 +84,7 @@ class _WriteShard(beam.DoFn):
             except Exception as error:
                 self._fail(error)
         if self._failed is not None:
-            yield GlobalWindows.windowed_value(tally(STOPPED, 1, "", self._failed))
+            yield GlobalWindows.windowed_value(tally(STOPPED, detail=self._failed))
 
     def _fail(self, error: BaseException) -> None:
         self._failed = _describe(self._what, self._shown, error)

@@ -1,17 +1,18 @@
-"""The parse step: input records -> validated event candidates, keyed by event identity.
+"""The parse step: input records -> mapped events, keyed by event identity.
 
-:class:`ParseEvents` parses each :class:`~beaconflow.transforms.read.RawRecord`, applies the
-mapping and validates the result. A valid record leaves as ``(event key, source + NUL + text)``:
-the record's own JSON text travels through the event dedup instead of a parsed object, because
-Beam encodes strings with its compiled coders but pickles objects at every stage boundary; the
-build step parses the text again. Invalid records leave through the ``invalid`` output as
-dead-letter entries. A dead-letter file given as input is replayed: its records are parsed
-again, and its messages leave through ``replayed`` as ``(ledger key, message wire)``.
+:class:`ParseEvents` parses each :class:`~beaconflow.model.source.RawRecord` once, applies the
+mapping, validates the result and builds the event's messages
+(:func:`~beaconflow.model.events.map_event`). A valid record leaves as
+``(event key, MappedEvent)`` for the event dedup; an event whose messages cannot be built
+carries why, so that it is counted and dead-lettered only if it is kept (not a duplicate, in
+the window). Records that are not valid events leave through the ``invalid`` output as
+:class:`~beaconflow.report.deadletter.DeadLetterEntry` values. A dead-letter file given as
+input is replayed: its records are parsed again, and its messages leave through ``replayed``
+as ``(ledger key, Message)``.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -19,32 +20,41 @@ import apache_beam as beam
 from apache_beam.pvalue import TaggedOutput
 
 from beaconflow.delivery.ledger import ledger_key
+from beaconflow.model.events import MappedEvent, map_event
 from beaconflow.model.mapping import RecordMapping
-from beaconflow.model.message import MessageError
-from beaconflow.model.records import RecordError, parse_line, plain, validate
+from beaconflow.model.message import Destination, Message, MessageError
+from beaconflow.model.records import RecordError, parse_line, validate
 from beaconflow.model.source import RawRecord
-from beaconflow.report.deadletter import is_entry, record_entry, replayed_message
+from beaconflow.report.deadletter import DeadLetterEntry, is_entry, replayed_message
 from beaconflow.transforms.tallies import CountsTallies
 
 #: Output tags of the parse step.
 INVALID = "invalid"
 REPLAYED = "replayed"
 
-EventLine = tuple[str, str]
-"""(event key, source "file:line" + NUL + the record's JSON text): one string, because Beam's
-in-memory runner holds shuffled values as Python objects. Paths and JSON text hold no NUL."""
+KeyedEvent = tuple[str, MappedEvent]
+"""(event key, the event's messages)."""
+KeyedMessage = tuple[str, Message]
+"""(ledger key, the message): what the message dedup groups."""
 
 
 class ParseEvents(CountsTallies, beam.DoFn):
-    """RawRecord -> EventLine (main); ``invalid``, ``replayed`` and ``tally`` outputs."""
+    """RawRecord -> KeyedEvent (main); ``invalid``, ``replayed`` and ``tally`` outputs."""
 
-    def __init__(self, mapping: RecordMapping, now: float, fingerprints: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        mapping: RecordMapping,
+        now: float,
+        fingerprints: Mapping[str, str],
+        destinations: tuple[Destination, ...] = ("kontagent", "kissmetrics"),
+    ) -> None:
         super().__init__()
         self._mapping = mapping
         self._now = now
         self._fingerprints = dict(fingerprints)
+        self._destinations = destinations
 
-    def process(self, raw: RawRecord) -> Iterator[EventLine | TaggedOutput[str, Any]]:
+    def process(self, raw: RawRecord) -> Iterator[KeyedEvent | TaggedOutput[str, Any]]:
         self.count("events_read")
         if raw.problem is not None:
             yield self._invalid("read", raw.problem, raw)
@@ -53,21 +63,18 @@ class ParseEvents(CountsTallies, beam.DoFn):
         try:
             if source is None:
                 source = parse_line(raw.text or "")
-                text = raw.text or ""
-            else:
-                text = json.dumps(source, ensure_ascii=False, default=plain)
             if is_entry(source):  # a dead-letter file given as input: replay it
                 if "message" in source:
                     yield from self._replay_message(source, raw)
                     return
                 replayed = source.get("record")
                 source = replayed if isinstance(replayed, dict) else parse_line(str(source["line"]))
-                text = json.dumps(source, ensure_ascii=False, default=plain)
             event = validate(self._mapping.apply(source), now=self._now, source=raw.source)
         except RecordError as error:
             yield self._invalid("parse", str(error), raw, source)
             return
-        yield (event.key, f"{raw.source}\x00{text}")
+        destinations = self._mapping.destinations(event.name, self._destinations)
+        yield (event.key, map_event(event, destinations, source))
 
     def _replay_message(
         self, entry: dict[str, Any], raw: RawRecord
@@ -84,10 +91,10 @@ class ParseEvents(CountsTallies, beam.DoFn):
             return
         self.count("events_mapped")
         self.count("messages_built", message.destination, message.kind)
-        yield TaggedOutput(REPLAYED, (ledger_key(fingerprint, message), message.to_wire()))
+        yield TaggedOutput(REPLAYED, (ledger_key(fingerprint, message), message))
 
     def _invalid(
         self, stage: str, reason: str, raw: RawRecord, record: object = None
-    ) -> TaggedOutput[str, Any]:
-        self.count("events_invalid", stage)
-        return TaggedOutput(INVALID, record_entry(stage, reason, raw, record))
+    ) -> TaggedOutput[str, DeadLetterEntry]:
+        self.count("events_invalid", stage=stage)
+        return TaggedOutput(INVALID, DeadLetterEntry.of_record(stage, reason, raw, record))

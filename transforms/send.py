@@ -37,7 +37,7 @@ from beaconflow.delivery.sendproc import PoolClient, shared_client
 from beaconflow.delivery.stop import RunStop, run_stop
 from beaconflow.model.message import Destination, Endpoint, Message
 from beaconflow.model.render import render_url
-from beaconflow.report.counts import NOT_ATTEMPTED, SENT_AT, STOPPED
+from beaconflow.report.counts import DELIVERED_AT, FAILED_AT, NOT_ATTEMPTED, STOPPED
 from beaconflow.transforms.tallies import CountsTallies
 
 #: The tag of the output holding messages that were not delivered.
@@ -226,7 +226,7 @@ class _SendDoFn(CountsTallies, beam.DoFn):
             self._seal()
         if self._stop.reason is not None:
             # said once per bundle, even when no outcome of this bundle was cut short
-            self.count(STOPPED, "", self._stop.reason)
+            self.count(STOPPED, detail=self._stop.reason)
         yield from CountsTallies.finish_bundle(self)
 
     def _open_sender(self) -> BulkSender | PoolClient:
@@ -236,17 +236,16 @@ class _SendDoFn(CountsTallies, beam.DoFn):
 
     def _outputs(self, deliveries: Sequence[Delivery]) -> Iterator[Delivery | _Failed]:
         attempts = delivered = failed = 0
-        second = int(time.time())
-        delivered_at, failed_at = f"delivered|{second}", f"failed|{second}"
+        second = str(int(time.time()))
         for delivery in deliveries:
             attempts += delivery.attempts
             message = delivery.message
             if delivery.stop is not None:
-                self.count(STOPPED, "", delivery.stop)
+                self.count(STOPPED, detail=delivery.stop)
             if delivery.delivered:
                 delivered += 1
                 self.count("messages_delivered", message.destination, message.kind)
-                self.count(SENT_AT, message.destination, delivered_at)
+                self.count(DELIVERED_AT, message.destination, detail=second)
                 if self._config.emit_delivered:
                     yield delivery
             else:
@@ -254,7 +253,7 @@ class _SendDoFn(CountsTallies, beam.DoFn):
                 self.count("messages_failed", message.destination, message.kind)
                 if delivery.stop is not None and delivery.attempts == 0:
                     self.count(NOT_ATTEMPTED, message.destination, message.kind)
-                self.count(SENT_AT, message.destination, failed_at)
+                self.count(FAILED_AT, message.destination, detail=second)
                 yield TaggedOutput(FAILED, delivery)
         if attempts:
             self._attempts.inc(attempts)

@@ -17,7 +17,7 @@ import apache_beam as beam
 from apache_beam.pvalue import TaggedOutput
 from apache_beam.transforms.window import GlobalWindows
 
-from beaconflow.report.counts import Tally, tally
+from beaconflow.report.counts import Tally, TallyKey
 
 
 class CountsTallies:
@@ -30,35 +30,51 @@ class CountsTallies:
     tally_tag = "tally"
 
     def start_bundle(self) -> None:
-        self._tallies: Counter[tuple[str, str, str]] = Counter()
+        self._tallies: Counter[TallyKey] = Counter()
 
-    def count(self, counter: str, destination: str = "", kind: str = "", n: int = 1) -> None:
-        self._tallies[(counter, destination, kind)] += n
+    def count(
+        self,
+        counter: str,
+        destination: str = "",
+        kind: str = "",
+        n: int = 1,
+        *,
+        stage: str = "",
+        detail: str = "",
+    ) -> None:
+        self._tallies[TallyKey(counter, destination, kind, stage, detail)] += n
 
     def finish_bundle(self) -> Iterator[Any]:
-        for (counter, destination, kind), n in self._tallies.items():
-            yield TaggedOutput(
-                self.tally_tag, GlobalWindows.windowed_value(tally(counter, n, destination, kind))
-            )
+        for key, n in self._tallies.items():
+            yield TaggedOutput(self.tally_tag, GlobalWindows.windowed_value((key, n)))
         self._tallies.clear()
 
 
 class SumTallies(beam.CombineFn):
-    """Sum tallies into {"counter|destination|kind": n}."""
+    """Sum tallies into one line of JSON: ``[[counter, destination, kind, stage, detail, n]]``."""
 
-    def create_accumulator(self) -> Counter[str]:
+    def create_accumulator(self) -> Counter[TallyKey]:
         return Counter()
 
-    def add_input(self, accumulator: Counter[str], element: Tally) -> Counter[str]:
-        counter, destination, kind, n = element
-        accumulator[f"{counter}|{destination}|{kind}"] += n
+    def add_input(self, accumulator: Counter[TallyKey], element: Tally) -> Counter[TallyKey]:
+        key, n = element
+        accumulator[TallyKey(*key)] += n
         return accumulator
 
-    def merge_accumulators(self, accumulators: Iterable[Counter[str]]) -> Counter[str]:
-        merged: Counter[str] = Counter()
+    def merge_accumulators(self, accumulators: Iterable[Counter[TallyKey]]) -> Counter[TallyKey]:
+        merged: Counter[TallyKey] = Counter()
         for accumulator in accumulators:
             merged.update(accumulator)
         return merged
 
-    def extract_output(self, accumulator: Counter[str]) -> str:
-        return json.dumps(dict(sorted(accumulator.items())))
+    def extract_output(self, accumulator: Counter[TallyKey]) -> str:
+        return json.dumps([[*key, n] for key, n in sorted(accumulator.items())])
+
+
+def read_sums(line: str) -> Counter[TallyKey]:
+    """The sums of one :meth:`SumTallies.extract_output` line (ValueError if it is not one)."""
+    sums: Counter[TallyKey] = Counter()
+    for row in json.loads(line):
+        *key, n = row
+        sums[TallyKey(*key)] += int(n)
+    return sums

@@ -15,12 +15,16 @@ The rules (also in docs/input.md, "The record"):
 
 Kontagent messages carry the event's identity as their occurrence: Kontagent counts every
 request and has no timestamps, so two purchases of 120 cents by one user are two messages.
+
+:func:`map_event` is the whole of it for one event: a :class:`MappedEvent` holding its
+messages, or why they cannot be built and the record to replay.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -146,3 +150,33 @@ def messages_for(event: Event, destinations: Iterable[Destination]) -> list[Mess
         if message is not None:
             messages.append(message)
     return messages
+
+
+@dataclass(frozen=True, slots=True)
+class MappedEvent:
+    """A validated event as it travels on: where it came from, its time and its messages.
+
+    ``problem`` says why its messages could not be built (then ``messages`` is empty and
+    ``record`` holds the source record, for the dead letter and a replay); an event whose
+    destinations take none of it has no messages and no problem.
+    """
+
+    source: str
+    time: int
+    messages: tuple[Message, ...]
+    problem: str | None = None
+    record: object = None
+
+    @property
+    def day(self) -> str:
+        """The event's UTC day, ``YYYY-MM-DD``."""
+        return datetime.fromtimestamp(self.time, UTC).date().isoformat()
+
+
+def map_event(event: Event, destinations: Iterable[Destination], record: object) -> MappedEvent:
+    """The event's messages for ``destinations``; ``record`` is kept only when they fail."""
+    try:
+        messages = tuple(messages_for(event, destinations))
+    except MessageError as error:
+        return MappedEvent(event.source, event.time, (), str(error), record)
+    return MappedEvent(event.source, event.time, messages)

@@ -14,7 +14,6 @@ given in, and signing noise (``ts``, ``an_sig``) is never part of a message.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -40,10 +39,6 @@ class MessageError(BeaconflowError, ValueError):
         super().__init__(f"{where}: {rule}")
 
 
-#: The encoder of :meth:`Message.to_wire` (json.dumps with options builds one per call).
-_WIRE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
-
-
 @dataclass(frozen=True)
 class Message:
     """One message for one service, without credentials.
@@ -66,21 +61,20 @@ class Message:
         object.__setattr__(self, "params", tuple(sorted(self.params)))
         object.__setattr__(self, "key", identity_key(self))
 
-    def to_wire(self) -> str:
-        """The message as one compact string, without its key, for Beam's shuffles.
-
-        Beam's in-memory runner holds shuffled values as Python objects; one string costs a
-        fraction of a dataclass or a tuple of tuples. The key travels beside it (it is part
-        of the shuffle key) and is given back to :meth:`from_wire`.
-        """
-        flat = [item for pair in self.params for item in pair]
-        return _WIRE.encode([self.destination, self.kind, self.occurrence, flat])
-
     @classmethod
-    def from_wire(cls, wire: str, key: str) -> Message:
-        """The message of :meth:`to_wire` and its key, without sorting or hashing it again."""
-        destination, kind, occurrence, flat = json.loads(wire)
-        params = tuple(zip(flat[0::2], flat[1::2], strict=True))
+    def from_parts(
+        cls,
+        destination: Destination,
+        kind: str,
+        params: tuple[tuple[str, str], ...],
+        occurrence: str,
+        key: str,
+    ) -> Message:
+        """The message of parts taken from a message before: params sorted, ``key`` its own.
+
+        Beam's coder (:mod:`beaconflow.transforms.coders`) restores messages with it, without
+        sorting or hashing them again.
+        """
         return cls._assemble(destination, kind, params, occurrence, key)
 
     @classmethod

@@ -1,7 +1,7 @@
 """The run report: counts computed from the pipeline's own outputs, and their invariants.
 
-Each stage's outputs are turned into small tallies ``(counter, destination, kind, n)`` and
-summed by one ``CombineGlobally`` (:mod:`beaconflow.transforms.tallies`); the driver reads
+Each stage's outputs are turned into small tallies ``(TallyKey, n)`` and summed by one
+``CombineGlobally`` (:mod:`beaconflow.transforms.tallies`); the driver reads
 the sum after the run and builds the report here, with no Beam. This does not depend on Beam
 metrics, which some runners do not provide. The two invariants are checked on every report:
 
@@ -9,10 +9,11 @@ metrics, which some runners do not provide. The two invariants are checked on ev
 - messages_built = messages_duplicate + messages_skipped + messages_delivered
   + messages_failed + messages_dry_run
 
-Besides the counters, three series feed the charts of report.html: messages built per
-event day and type (:data:`BY_DAY`), sends per wall-clock second (:data:`SENT_AT`) and dead
-letters per stage and reason group (:data:`DEAD_LETTER_REASON`). Their tallies carry a
-sub-key after the kind, ``"kind|sub-key"``.
+Besides the counters, four series feed the charts of report.html: messages built per
+event day and type (:data:`BY_DAY`), deliveries and failures per wall-clock second
+(:data:`DELIVERED_AT`, :data:`FAILED_AT`) and dead letters per stage and reason group
+(:data:`DEAD_LETTER_REASON`). Their tallies carry the day, the second or the reason in the
+key's ``detail``.
 """
 
 from __future__ import annotations
@@ -21,10 +22,26 @@ import math
 import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
-#: A tally: which counter, for which destination and message kind ("" when not per message), n.
-Tally = tuple[str, str, str, int]
+
+class TallyKey(NamedTuple):
+    """What a tally counts: the counter and, where it applies, what of it.
+
+    ``destination`` and ``kind``: the message's (counters of messages). ``stage``: where an
+    event or entry stopped (``events_invalid``, :data:`DEAD_LETTER_REASON`). ``detail``: a
+    series' sub-key (a day, an epoch second, a reason).
+    """
+
+    counter: str
+    destination: str = ""
+    kind: str = ""
+    stage: str = ""
+    detail: str = ""
+
+
+#: A tally: what it counts, and how many.
+Tally = tuple[TallyKey, int]
 
 EVENT_COUNTERS = (
     "events_read",
@@ -43,13 +60,14 @@ MESSAGE_COUNTERS = (
 )
 
 
-#: Messages built from events of a UTC day: tally(BY_DAY, n, destination, "kind|YYYY-MM-DD").
+#: Messages built from events of a UTC day: detail = the day, ``YYYY-MM-DD``.
 BY_DAY = "series_by_day"
-#: Send outcomes per second: tally(SENT_AT, n, destination, "delivered|<epoch second>").
-SENT_AT = "series_sent_at"
-#: Dead letters: tally(DEAD_LETTER_REASON, n, stage, reason_group(reason)).
+#: Messages delivered, and failed, per wall-clock second: detail = the epoch second.
+DELIVERED_AT = "series_delivered_at"
+FAILED_AT = "series_failed_at"
+#: Dead letters: stage, and detail = the reason's group (:func:`reason_group`).
 DEAD_LETTER_REASON = "series_dead_letter"
-#: Why the run stopped early (a step says so once or more): tally(STOPPED, n, "", reason).
+#: Why the run stopped early (a step says so once or more): detail = the reason.
 STOPPED = "run_stopped"
 #: Failed messages that a stop kept from being sent at all (part of messages_failed).
 NOT_ATTEMPTED = "messages_not_attempted"
@@ -58,6 +76,9 @@ TOP_REASONS = 10
 #: Most points in the report's send timeline; longer runs get wider buckets.
 TIMELINE_POINTS = 600
 _BUCKETS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600)
+
+#: The send outcome of each per-second series.
+_OUTCOME_AT = {DELIVERED_AT: "delivered", FAILED_AT: "failed"}
 
 _VARYING = (
     (re.compile(r"(, got|: got) .*$", re.S), r"\1 …"),
@@ -77,9 +98,17 @@ def reason_group(reason: str) -> str:
     return reason[:200]
 
 
-def tally(counter: str, n: int = 1, destination: str = "", kind: str = "") -> Tally:
+def tally(
+    counter: str,
+    n: int = 1,
+    destination: str = "",
+    kind: str = "",
+    *,
+    stage: str = "",
+    detail: str = "",
+) -> Tally:
     """One tally element."""
-    return (counter, destination, kind, n)
+    return (TallyKey(counter, destination, kind, stage, detail), n)
 
 
 def invariant_errors(report: Mapping[str, Any]) -> list[str]:
@@ -97,7 +126,7 @@ def invariant_errors(report: Mapping[str, Any]) -> list[str]:
 
 
 def build_report(
-    sums: Mapping[str, int],
+    sums: Mapping[TallyKey, int],
     elapsed: float,
     extra: Mapping[str, Any],
     stopped: Iterable[str] = (),
@@ -115,26 +144,25 @@ def build_report(
     sent_at: dict[tuple[str, str], dict[int, int]] = {}
     reasons: Counter[tuple[str, str]] = Counter()
     stopped = set(stopped)
-    for compound, n in sums.items():
-        counter, destination, kind = compound.split("|", 2)
+    for key, n in sums.items():
+        counter, destination, kind = key.counter, key.destination, key.kind
         if counter == STOPPED:
-            stopped.add(kind)
+            stopped.add(key.detail)
             continue
         if counter == BY_DAY:
-            kind, day = kind.split("|", 1)
-            per_day = by_day.setdefault(day, {})
+            per_day = by_day.setdefault(key.detail, {})
             per_day[f"{destination}/{kind}"] = per_day.get(f"{destination}/{kind}", 0) + n
             continue
-        if counter == SENT_AT:
-            outcome, second = kind.split("|", 1)
-            sent_at.setdefault((outcome, destination), {})[int(second)] = n
+        if counter in _OUTCOME_AT:
+            at = sent_at.setdefault((_OUTCOME_AT[counter], destination), {})
+            at[int(key.detail)] = at.get(int(key.detail), 0) + n
             continue
         if counter == DEAD_LETTER_REASON:
-            reasons[(destination, kind)] += n
+            reasons[(key.stage, key.detail)] += n
             continue
         report[counter] = report.get(counter, 0) + n
         if counter == "events_invalid":
-            invalid_by_stage[destination] = invalid_by_stage.get(destination, 0) + n
+            invalid_by_stage[key.stage] = invalid_by_stage.get(key.stage, 0) + n
         if destination and counter.startswith("messages_"):
             short = counter.removeprefix("messages_")
             per_destination = by_destination.setdefault(destination, {})

@@ -8,19 +8,23 @@ records go through parsing and mapping again (what was invalid stays invalid, wi
 reason), messages are validated and sent again with the same identity.
 Messages never carry credentials; each entry's values still pass through the run's
 redactor before the entry is encoded (never the encoded line: a mask must not cut JSON).
+
+A :class:`DeadLetterEntry` is the one way an entry is made, and
+:meth:`DeadLetterEntry.to_json` the one way it is written.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
 from beaconflow.delivery.redact import Redactor
 from beaconflow.model import kissmetrics, kontagent
 from beaconflow.model.message import Message, MessageError
-from beaconflow.model.source import RawRecord
+from beaconflow.model.source import RawRecord, location
 
 
 def message_view(message: Message) -> dict[str, Any]:
@@ -59,16 +63,98 @@ def replayed_message(view: dict[str, Any]) -> Message:
     raise MessageError(str(kind), None, f"unknown destination {destination!r} in the dead letter")
 
 
-def record_entry(stage: str, reason: str, raw: RawRecord, record: object = None) -> dict[str, Any]:
-    """A dead-letter entry for an input record that is invalid at ``stage``."""
-    entry: dict[str, Any] = {"stage": stage, "reason": reason, "source": raw.location()}
-    if record is not None and (_strict_json(record) or raw.text is None):
-        entry["record"] = record
-    elif raw.row is not None:
-        entry["record"] = raw.row
-    elif raw.text is not None:
-        entry["line"] = raw.text.rstrip("\r\n")
-    return entry
+class _Absent:
+    """The type of :data:`_NO_RECORD`: one instance, which pickles as itself."""
+
+    def __repr__(self) -> str:
+        return "<no record>"
+
+    def __reduce__(self) -> str:
+        return "_NO_RECORD"
+
+
+#: Stands for "this entry holds no record" (a record may be JSON null).
+_NO_RECORD: Any = _Absent()
+
+
+@dataclass(frozen=True)
+class DeadLetterEntry:
+    """One record or message that could not go on: the stage, the reason and the evidence.
+
+    ``stage``: ``read``, ``parse``, ``map`` or ``send``. ``source``: the input's
+    ``file:position`` (absent for send failures, whose message says what it was). Exactly one
+    of ``record`` (the record as read), ``line`` (its raw text, when it was not JSON) and
+    ``message`` (the message it became, with ``status`` and ``attempts``) is the evidence.
+    """
+
+    stage: str
+    reason: str
+    source: str | None = None
+    record: Any = _NO_RECORD
+    line: str | None = None
+    message: Message | None = None
+    status: int | None = None
+    attempts: int | None = None
+
+    @classmethod
+    def of_record(
+        cls, stage: str, reason: str, raw: RawRecord, record: object = None
+    ) -> DeadLetterEntry:
+        """The entry of an input record that is invalid at ``stage``.
+
+        ``record`` is the record as far as it was read; the raw line is kept instead when
+        strict JSON cannot hold it (NaN, Infinity), so a replay fails for the same reason.
+        """
+        if record is not None and (_strict_json(record) or raw.text is None):
+            return cls(stage, reason, raw.source, record=record)
+        if raw.row is not None:
+            return cls(stage, reason, raw.source, record=raw.row)
+        if raw.text is not None:
+            return cls(stage, reason, raw.source, line=raw.text.rstrip("\r\n"))
+        return cls(stage, reason, raw.source)
+
+    @classmethod
+    def of_message(
+        cls, message: Message, reason: str, status: int | None, attempts: int
+    ) -> DeadLetterEntry:
+        """The entry of a message that was not delivered."""
+        return cls("send", reason, message=message, status=status, attempts=attempts)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The entry as the dead-letter file holds it (keys absent when they do not apply)."""
+        entry: dict[str, Any] = {"stage": self.stage, "reason": self.reason}
+        if self.source is not None:
+            entry["source"] = location(self.source)
+        if self.record is not _NO_RECORD:
+            entry["record"] = self.record
+        if self.line is not None:
+            entry["line"] = self.line
+        if self.message is not None:
+            entry["status"] = self.status
+            entry["attempts"] = self.attempts
+            entry["message"] = message_view(self.message)
+        return entry
+
+    def to_json(self, redact: Redactor | None = None) -> str:
+        """One dead-letter line of strict JSON that never fails: odd values are written as text.
+
+        ``redact`` masks secrets in the entry's values before it is encoded. A record holding
+        NaN or Infinity (kept only when it has no raw line) is written with those numbers as
+        text.
+        """
+        entry = self.as_dict()
+        if redact is not None:
+            # texts (the reason, a URL) by URL position too; data (the record, the raw line,
+            # the message) by known secrets only, so that a replay sends it unchanged
+            entry = {
+                key: redact.value(value, data=key in _DATA_FIELDS) for key, value in entry.items()
+            }
+        try:
+            return json.dumps(
+                entry, ensure_ascii=False, sort_keys=True, default=str, allow_nan=False
+            )
+        except ValueError:
+            return json.dumps(_finite(entry), ensure_ascii=False, sort_keys=True, default=str)
 
 
 def _strict_json(value: object) -> bool:
@@ -81,6 +167,7 @@ def _strict_json(value: object) -> bool:
 
 
 def _finite(value: Any) -> Any:
+    """``value`` with every float that strict JSON cannot hold written as text."""
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
     if isinstance(value, dict):
@@ -92,20 +179,3 @@ def _finite(value: Any) -> Any:
 
 #: The entry fields that hold data, which redaction must not rewrite by URL position.
 _DATA_FIELDS = frozenset({"record", "line", "message"})
-
-
-def to_json(entry: dict[str, Any], redact: Redactor | None = None) -> str:
-    """One dead-letter line of strict JSON that never fails: odd values are written as text.
-
-    ``redact`` masks secrets in the entry's values before it is encoded. A record holding
-    NaN or Infinity is kept as its original ``line`` when there is one (so a replay fails
-    for the same reason), else with those numbers written as text.
-    """
-    if redact is not None:
-        # texts (the reason, a URL) by URL position too; data (the record, the raw line,
-        # the message) by known secrets only, so that a replay sends it unchanged
-        entry = {key: redact.value(value, data=key in _DATA_FIELDS) for key, value in entry.items()}
-    try:
-        return json.dumps(entry, ensure_ascii=False, sort_keys=True, default=str, allow_nan=False)
-    except ValueError:
-        return json.dumps(_finite(entry), ensure_ascii=False, sort_keys=True, default=str)

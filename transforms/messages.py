@@ -1,0 +1,58 @@
+"""The messages step: each kept event -> its messages, keyed for the message dedup.
+
+:class:`SplitMessages` takes the events the event dedup kept and the window let through, and
+releases what the parse step built: messages leave as ``(ledger key, Message)`` for the
+message dedup, or, for the ``direct`` destinations, as messages through the ``direct`` output.
+An event whose messages could not be built leaves whole through ``invalid`` as a
+:class:`~beaconflow.report.deadletter.DeadLetterEntry` of the ``map`` stage. Counting here,
+not in the parse step, makes each count one of a kept event.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.pvalue import TaggedOutput
+
+from beaconflow.delivery.ledger import ledger_key
+from beaconflow.model.message import Destination
+from beaconflow.report.counts import BY_DAY
+from beaconflow.report.deadletter import DeadLetterEntry
+from beaconflow.transforms.parse import INVALID, KeyedEvent, KeyedMessage
+from beaconflow.transforms.tallies import CountsTallies
+
+#: The output of messages that need no message dedup, as Message objects (see ``direct``).
+DIRECT = "direct"
+
+
+class SplitMessages(CountsTallies, beam.DoFn):
+    """KeyedEvent -> KeyedMessage (main); ``direct``, ``invalid`` and ``tally`` outputs."""
+
+    def __init__(
+        self, fingerprints: Mapping[str, str], *, direct: tuple[Destination, ...] = ()
+    ) -> None:
+        super().__init__()
+        self._fingerprints = dict(fingerprints)
+        self._direct = frozenset(direct)
+
+    def process(self, element: KeyedEvent) -> Iterator[KeyedMessage | TaggedOutput[str, Any]]:
+        event = element[1]
+        if event.problem is not None:
+            self.count("events_invalid", stage="map")
+            entry = DeadLetterEntry("map", event.problem, event.source, record=event.record)
+            yield TaggedOutput(INVALID, entry)
+            return
+        self.count("events_mapped")
+        if not event.messages:
+            self.count("events_unrouted")
+            return
+        day = event.day
+        for message in event.messages:
+            self.count("messages_built", message.destination, message.kind)
+            self.count(BY_DAY, message.destination, message.kind, detail=day)
+            if message.destination in self._direct:
+                yield TaggedOutput(DIRECT, message)
+            else:
+                yield (ledger_key(self._fingerprints[message.destination], message), message)
