@@ -21,7 +21,7 @@ import os
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -68,11 +68,11 @@ from beaconflow.transforms.coders import MappedEventCoder, MessageCoder
 from beaconflow.transforms.dedup import DUPLICATES, SKIPPED, DedupByKey
 from beaconflow.transforms.linefile import WriteLines, merge_parts, parts_prefix, remove_leftovers
 from beaconflow.transforms.messages import DIRECT, SplitMessages
-from beaconflow.transforms.parse import INVALID, REPLAYED, ParseEvents
+from beaconflow.transforms.parse import INVALID, REPLAYED, KeyedEvent, KeyedMessage, ParseEvents
 from beaconflow.transforms.read import InputError, ReadEvents, expand_inputs
 from beaconflow.transforms.send import FAILED, SendConfig, SendMessages
 from beaconflow.transforms.send import TALLY as SEND_TALLY
-from beaconflow.transforms.tallies import SumTallies, read_sums
+from beaconflow.transforms.tallies import SumTallies, TallyEach, read_sums
 from beaconflow.transforms.window import InWindow
 
 log = logging.getLogger("beaconflow")
@@ -80,13 +80,17 @@ log = logging.getLogger("beaconflow")
 TALLY = "tally"
 
 
-def _event_copies_tally(kept_copies: tuple[MappedEvent, int]) -> Tally:
-    return tally("events_duplicate", kept_copies[1])
+def _event_copies_tallies(kept_copies: tuple[MappedEvent, int]) -> Iterator[Tally]:
+    yield tally("events_duplicate", kept_copies[1])
 
 
-def _message_copies_tally(kept_copies: tuple[Message, int]) -> Tally:
+def _message_copies_tallies(kept_copies: tuple[Message, int]) -> Iterator[Tally]:
     message, copies = kept_copies
-    return tally("messages_duplicate", copies, message.destination, message.kind)
+    yield tally("messages_duplicate", copies, message.destination, message.kind)
+
+
+def _dry_run_tallies(message: Message) -> Iterator[Tally]:
+    yield tally("messages_dry_run", 1, message.destination, message.kind)
 
 
 def _skipped_tallies(kept_copies: tuple[Message, int]) -> Iterator[Tally]:
@@ -101,13 +105,21 @@ def _failure_entry(delivery: Delivery) -> DeadLetterEntry:
     return DeadLetterEntry.of_message(delivery.message, reason, delivery.status, delivery.attempts)
 
 
-def _dry_run_line(message: Message, endpoints: dict[Destination, Endpoint]) -> str:
-    endpoint = endpoints[message.destination]
-    redact = Redactor.of(endpoint.secrets())
-    view = redact.value(message_view(message), data=True)
-    assert isinstance(view, dict)
-    view["url"] = redact(render_url(message, endpoint, 0))
-    return json.dumps(view, ensure_ascii=False, sort_keys=True)
+class _DryRunLine:
+    """A message -> its dry-run line: the message and its URL, secrets masked."""
+
+    def __init__(self, endpoints: Mapping[Destination, Endpoint]) -> None:
+        self._endpoints = dict(endpoints)
+        # one redactor per destination, not one per line
+        self._redact = {d: Redactor.of(e.secrets()) for d, e in self._endpoints.items()}
+
+    def __call__(self, message: Message) -> str:
+        endpoint = self._endpoints[message.destination]
+        redact = self._redact[message.destination]
+        view = redact.value(message_view(message), data=True)
+        assert isinstance(view, dict)
+        view["url"] = redact(render_url(message, endpoint, 0))
+        return json.dumps(view, ensure_ascii=False, sort_keys=True)
 
 
 class Backfill(beam.PTransform[PBegin, None]):
@@ -147,17 +159,22 @@ class Backfill(beam.PTransform[PBegin, None]):
         # are sent as they leave the messages step.
         direct: tuple[Destination, ...] = () if config.ledger else ("kontagent",)
         raw = pipeline | "Read" >> ReadEvents(self._files)
+        # typed outputs: Beam encodes them with their registered coders, never by pickling
         parsed = raw | "Parse" >> beam.ParDo(
             ParseEvents(config.mapping, self._now, fingerprints, config.destinations)
+        ).with_output_types(
+            KeyedEvent, invalid=DeadLetterEntry, replayed=KeyedMessage, tally=Any
         ).with_outputs(INVALID, TALLY, REPLAYED, main="events")
         events = parsed.events | "DedupEvents" >> DedupByKey(
             MappedEventCoder(), order=lambda event: event.source
         )
         window = events.unique | "Window" >> beam.ParDo(
             InWindow(config.since, config.until)
-        ).with_outputs(TALLY, main="events")
+        ).with_output_types(KeyedEvent, tally=Any).with_outputs(TALLY, main="events")
         built = window.events | "Messages" >> beam.ParDo(
             SplitMessages(fingerprints, direct=direct)
+        ).with_output_types(
+            KeyedMessage, invalid=DeadLetterEntry, direct=Message, tally=Any
         ).with_outputs(INVALID, TALLY, DIRECT, main="messages")
         delivered_before = None
         if config.ledger:
@@ -179,9 +196,10 @@ class Backfill(beam.PTransform[PBegin, None]):
             parsed[TALLY],
             window[TALLY],
             built[TALLY],
-            events[DUPLICATES] | "CountEventCopies" >> beam.Map(_event_copies_tally),
-            messages[DUPLICATES] | "CountMessageCopies" >> beam.Map(_message_copies_tally),
-            messages[SKIPPED] | "CountSkipped" >> beam.FlatMap(_skipped_tallies),
+            events[DUPLICATES] | "CountEventCopies" >> beam.ParDo(TallyEach(_event_copies_tallies)),
+            messages[DUPLICATES]
+            | "CountMessageCopies" >> beam.ParDo(TallyEach(_message_copies_tallies)),
+            messages[SKIPPED] | "CountSkipped" >> beam.ParDo(TallyEach(_skipped_tallies)),
         ]
         dead_letters = {"Parse": parsed[INVALID], "Map": built[INVALID]}
         if config.dry_run:
@@ -189,15 +207,13 @@ class Backfill(beam.PTransform[PBegin, None]):
             for name, stream in streams.items():
                 written = (
                     stream
-                    | f"DryRunLines{name}" >> beam.Map(_dry_run_line, endpoints)
+                    | f"DryRunLines{name}" >> beam.Map(_DryRunLine(endpoints))
                     | f"WriteDryRun{name}"
                     >> WriteLines(config.dry_run, part=name, what="dry-run file", run_id=run_id)
                 )
                 tallies.append(written)
                 tallies.append(
-                    stream
-                    | f"CountDryRun{name}"
-                    >> beam.Map(lambda m: tally("messages_dry_run", 1, m.destination, m.kind))
+                    stream | f"CountDryRun{name}" >> beam.ParDo(TallyEach(_dry_run_tallies))
                 )
         else:
             send_config = SendConfig(
@@ -235,11 +251,15 @@ class Backfill(beam.PTransform[PBegin, None]):
         tallies.append(
             all_dead_letters
             | "CountReasons"
-            >> beam.Map(
-                lambda entry: tally(
-                    DEAD_LETTER_REASON,
-                    stage=entry.stage,
-                    detail=reason_group(redact(entry.reason)),
+            >> beam.ParDo(
+                TallyEach(
+                    lambda entry: [
+                        tally(
+                            DEAD_LETTER_REASON,
+                            stage=entry.stage,
+                            detail=reason_group(redact(entry.reason)),
+                        )
+                    ]
                 )
             )
         )

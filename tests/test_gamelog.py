@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from beaconflow.model import kontagent
+from beaconflow.model.records import CANONICAL_FIELDS
 from beaconflow.samples import gamelog
 from beaconflow.samples.gamelog import generate_events, read_parquet, write_jsonl, write_parquet
 from beaconflow.samples.make_samples import build_samples
@@ -39,12 +40,7 @@ ALL_KINDS = {
     "ins", "inr", "nts", "ntr", "nes", "nei", "mes", "mer", "pst", "psr",
     "evt", "apa", "apr", "ucc", "pgr", "cpu", "gci", "mtu", "alias",
 }  # fmt: skip
-FIELDS = {
-    "event_id", "time", "user_id", "event", "name", "recipients", "tracking_tag",
-    "short_tracking_tag", "channel", "installed", "subtype1", "subtype2", "subtype3",
-    "value", "level", "birth_year", "gender", "city", "country", "state", "postal_code",
-    "friend_count", "goal_counts", "ip", "page_address", "alias", "properties",
-}  # fmt: skip
+FIELDS = set(CANONICAL_FIELDS)
 SENDS = {"ins", "nts", "nes", "mes", "pst"}
 RESPONSES = {"inr": "ins", "ntr": "nts", "nei": "nes", "mer": "mes", "psr": "pst"}
 STREAM = {
@@ -478,7 +474,7 @@ def test_parquet_rejects_fields_outside_the_schema(tmp_path: Path) -> None:
 def test_empty_parquet_has_the_schema(tmp_path: Path) -> None:
     path = tmp_path / "empty.parquet"
     assert write_parquet([], path) == 0
-    assert pq.read_table(path).schema.names == list(gamelog.CANONICAL_FIELDS)
+    assert pq.read_table(path).schema.names == list(CANONICAL_FIELDS)
 
 
 def test_command_line(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from beaconflow.model import records
 from beaconflow.model.records import (
     EARLIEST,
     FIELDS,
@@ -31,24 +32,9 @@ NOW = 1_800_000_000
 #: 2025-06-01T12:00:00Z.
 JUNE_FIRST = 1_748_779_200
 
-STRING_FIELDS = (
-    "name",
-    "tracking_tag",
-    "short_tracking_tag",
-    "channel",
-    "subtype1",
-    "subtype2",
-    "subtype3",
-    "gender",
-    "city",
-    "country",
-    "state",
-    "postal_code",
-    "ip",
-    "page_address",
-    "alias",
-)
-INT_FIELDS = ("value", "level", "birth_year", "friend_count")
+#: The schema's own definitions, in a stable order for parametrized tests.
+STRING_FIELDS = sorted(records.STRING_FIELDS)
+INT_FIELDS = sorted(records.INT_FIELDS)
 
 
 def _record(**fields: Any) -> dict[str, Any]:

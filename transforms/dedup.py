@@ -102,12 +102,14 @@ class DedupByKey(beam.PTransform[PCollection[Any], DoOutputsTuple]):
                 lambda k: (k, DELIVERED_BEFORE)
             ).with_output_types(tuple[str, bytes])
             encoded = (encoded, marks) | "WithLedger" >> beam.Flatten()
+        # the kept values are typed again: Beam encodes them with their coder, not pickle
+        unique_type: Any = tuple.__class_getitem__((str, self._coder.to_type_hint()))
         outputs: DoOutputsTuple = (
             encoded
             | "Group" >> beam.GroupByKey()
             | "KeepFirst"
-            >> beam.FlatMap(_KeepFirst(self._coder, self._order)).with_outputs(
-                DUPLICATES, SKIPPED, main="unique"
-            )
+            >> beam.FlatMap(_KeepFirst(self._coder, self._order))
+            .with_output_types(unique_type, duplicates=Any, skipped=Any)
+            .with_outputs(DUPLICATES, SKIPPED, main="unique")
         )
         return outputs

@@ -23,15 +23,13 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.pvalue import PBegin, PCollection
 
 from beaconflow.model.errors import BeaconflowError
-from beaconflow.model.records import RecordError, parse_json
+from beaconflow.model.records import JSON_TEXT_FIELDS, RecordError, parse_json
 from beaconflow.model.source import JSONL_SUFFIXES, PARQUET_SUFFIXES, RawRecord
 
 #: A line longer than this is refused whole: no log record is that large.
 MAX_LINE_BYTES = 1 << 20
 #: How much of a refused line the dead letter keeps.
 EXCERPT_CHARS = 1000
-#: Parquet columns that hold JSON text for nested fields (see sample_data/README.md).
-JSON_COLUMNS = ("goal_counts", "properties", "recipients")
 
 
 class InputError(BeaconflowError, ValueError):
@@ -124,7 +122,7 @@ def _read_jsonl(path: str) -> Iterator[RawRecord]:
 
 
 def _decode_json_columns(row: dict[str, Any]) -> dict[str, Any]:
-    for column in JSON_COLUMNS:
+    for column in JSON_TEXT_FIELDS:
         value = row.get(column)
         if isinstance(value, str):
             # left as text when it is not JSON: validation then names the field and the rule

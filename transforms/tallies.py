@@ -2,15 +2,15 @@
 
 The tallies and what they count are defined in :mod:`beaconflow.report.counts`; this module
 only moves them through a pipeline: :class:`CountsTallies` is a DoFn mixin that emits one
-tally per counter at the end of each bundle, :class:`SumTallies` the ``CombineFn`` that adds
-them up.
+tally per counter at the end of each bundle, :class:`TallyEach` counts the elements of any
+PCollection the same way, and :class:`SumTallies` is the ``CombineFn`` that adds them up.
 """
 
 from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import apache_beam as beam
@@ -78,3 +78,25 @@ def read_sums(line: str) -> Counter[TallyKey]:
         *key, n = row
         sums[TallyKey(*key)] += int(n)
     return sums
+
+
+class TallyEach(CountsTallies, beam.DoFn):
+    """Each element -> the tallies ``tallies_of`` gives for it, summed per bundle.
+
+    The counting steps of outputs that are not DoFns of ours (the dedup's copies, dead
+    letters, dry-run lines) emit their tallies once per bundle too, not once per element.
+    """
+
+    def __init__(self, tallies_of: Callable[[Any], Iterable[Tally]]) -> None:
+        super().__init__()
+        self._tallies_of = tallies_of
+
+    def process(self, element: Any) -> Iterator[Any]:
+        for key, n in self._tallies_of(element):
+            self._tallies[key] += n
+        return iter(())
+
+    def finish_bundle(self) -> Iterator[Any]:
+        for key, n in self._tallies.items():
+            yield GlobalWindows.windowed_value((key, n))
+        self._tallies.clear()

@@ -28,21 +28,36 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 #: How deep a record's JSON may nest; deeper is a broken or hostile line, not an event.
 MAX_DEPTH = 32
 
-_STRING_FIELDS = frozenset(
+#: The canonical record's fields, in the order docs/input.md and the Parquet schema list them.
+CANONICAL_FIELDS: tuple[str, ...] = (
+    "event_id", "time", "user_id", "event", "name", "recipients", "tracking_tag",
+    "short_tracking_tag", "channel", "installed", "subtype1", "subtype2", "subtype3",
+    "value", "level", "birth_year", "gender", "city", "country", "state", "postal_code",
+    "friend_count", "goal_counts", "ip", "page_address", "alias", "properties",
+)  # fmt: skip
+
+#: Every field of the canonical record; others are ignored.
+FIELDS = frozenset(CANONICAL_FIELDS)
+
+#: The fields that hold an object (name -> value).
+OBJECT_FIELDS = ("goal_counts", "properties")
+#: The fields that hold a list.
+LIST_FIELDS = ("recipients",)
+#: The fields a Parquet column may hold as JSON text; the reader decodes them.
+JSON_TEXT_FIELDS = OBJECT_FIELDS + LIST_FIELDS
+
+STRING_FIELDS = frozenset(
     {
         "name", "tracking_tag", "short_tracking_tag", "channel", "subtype1", "subtype2",
         "subtype3", "gender", "city", "country", "state", "postal_code", "ip", "page_address",
         "alias",
     }
 )  # fmt: skip
-_INT_FIELDS = frozenset({"value", "level", "birth_year", "friend_count"})
-
-#: Every field of the canonical record; others are ignored.
-FIELDS = frozenset(
-    {"event_id", "time", "user_id", "event", "recipients", "installed", "goal_counts", "properties"}
-    | _STRING_FIELDS
-    | _INT_FIELDS
-)
+INT_FIELDS = frozenset({"value", "level", "birth_year", "friend_count"})
+# every field has one rule: a string, an integer, or one of its own
+assert STRING_FIELDS | INT_FIELDS | {
+    "event_id", "time", "user_id", "event", "installed", *OBJECT_FIELDS, *LIST_FIELDS
+} == FIELDS  # fmt: skip
 
 
 class RecordError(BeaconflowError, ValueError):
@@ -213,9 +228,9 @@ def _check_optional(record: Mapping[str, Any]) -> dict[str, Any]:
         value = record[name]
         if value is None:
             continue
-        if name in _STRING_FIELDS and not isinstance(value, str):
+        if name in STRING_FIELDS and not isinstance(value, str):
             raise RecordError(name, f"must be a string, not {type(value).__name__}")
-        if name in _INT_FIELDS and (isinstance(value, bool) or not isinstance(value, int)):
+        if name in INT_FIELDS and (isinstance(value, bool) or not isinstance(value, int)):
             raise RecordError(name, f"must be an integer, not {type(value).__name__}")
         if name == "installed" and not isinstance(value, bool):
             raise RecordError(name, f"must be true or false, not {type(value).__name__}")

@@ -59,6 +59,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from beaconflow.model import kissmetrics, kontagent
+from beaconflow.model.records import CANONICAL_FIELDS, OBJECT_FIELDS
 
 #: Default simulated date range (UTC), ``[start, end)``.
 DEFAULT_START = datetime(2025, 6, 1, tzinfo=UTC)
@@ -103,16 +104,8 @@ CHANNELS: dict[str, tuple[str, ...]] = {
     "ucc": ("ad", "partner"),
 }
 
-#: The canonical record's fields, in the order the Parquet schema lists them.
-CANONICAL_FIELDS: tuple[str, ...] = (
-    "event_id", "time", "user_id", "event", "name", "recipients", "tracking_tag",
-    "short_tracking_tag", "channel", "installed", "subtype1", "subtype2", "subtype3",
-    "value", "level", "birth_year", "gender", "city", "country", "state", "postal_code",
-    "friend_count", "goal_counts", "ip", "page_address", "alias", "properties",
-)  # fmt: skip
-
-#: Parquet columns holding JSON-encoded objects.
-JSON_COLUMNS: frozenset[str] = frozenset({"goal_counts", "properties"})
+#: Parquet columns holding JSON-encoded objects (lists are Parquet lists).
+JSON_COLUMNS = OBJECT_FIELDS
 
 
 def kind_of(event: str) -> str:
@@ -911,7 +904,7 @@ def parquet_schema() -> Any:
     return pa.schema(
         [pa.field(name, types.get(name, pa.string())) for name in CANONICAL_FIELDS],
         metadata={
-            b"beaconflow.json_columns": b"goal_counts,properties",
+            b"beaconflow.json_columns": ",".join(JSON_COLUMNS).encode(),
             b"beaconflow.time": b"ISO-8601 UTC with Z",
         },
     )
