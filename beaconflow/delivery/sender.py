@@ -60,6 +60,7 @@ from beaconflow.delivery.ratelimit import Clock, RateLimiter, Sleep, shared_limi
 from beaconflow.delivery.redact import Redactor
 from beaconflow.delivery.retry import (
     NOT_FOLLOWED,
+    Classification,
     RetryPolicy,
     Verdict,
     classify,
@@ -77,13 +78,6 @@ _LIVENESS_POLL = 1.0
 _DNS_CACHE_SECONDS = 300
 #: Exceptions that mean "this attempt got no usable answer", as opposed to a bug.
 _TRANSPORT_ERRORS = (aiohttp.ClientError, OSError, TimeoutError, ValueError)
-#: Statuses that mean "accepted" (the ones :func:`~beaconflow.delivery.retry.classify` delivers
-#: on).
-_DELIVERED = RetryPolicy.DELIVERED_STATUSES
-#: Answers that mean "slow down" (429, 503, timeouts): back-pressure for the adaptive limits.
-_PUSH_BACK_STATUSES = frozenset({429, 503})
-_PUSH_BACK_ERRORS = (asyncio.TimeoutError, aiohttp.ServerTimeoutError)
-_REDIRECT_STATUSES = RetryPolicy.REDIRECT_STATUSES
 #: Consecutive redirect answers from one destination that declare it misconfigured. Enough
 #: that a stray redirect cannot stop a run; few, so that a wrong URL costs little.
 REDIRECT_WINDOW = 10
@@ -234,22 +228,20 @@ class RedirectWatch:
         self.redirected_at = 0.0
         self.delivered = False
 
-    def answer(self, status: int | None, now: float) -> bool:
-        """Count one attempt's answer; True when it makes the destination misconfigured."""
-        if status is None:
-            return False
-        if status in _DELIVERED:
+    def answer(self, answer: Classification, now: float) -> bool:
+        """Count one answer (an attempt that got a status); True if it is the misconfiguring one."""
+        if answer.delivered:
             self.redirects = 0
             self.delivered = True
             return False
-        if status in _REDIRECT_STATUSES:
+        if answer.redirect:
             if self.redirects == 0:
                 self.redirected_at = now
             self.redirects += 1
             return self.redirects >= REDIRECT_WINDOW and (
                 not self.delivered or now - self.redirected_at >= REDIRECT_SECONDS
             )
-        if status < 500 and status != 429:  # the service itself answered
+        if answer.reached:
             self.redirects = 0
         return False
 
@@ -693,17 +685,19 @@ class BulkSender:
                     URL(request.url, encoded=True), allow_redirects=False
                 ) as response:
                     status = response.status
-                    if status not in _DELIVERED:
+                    answer = classify(status, None)
+                    if not answer.delivered:
                         retry_after = response.headers.get(
-                            "Location" if status in _REDIRECT_STATUSES else "Retry-After"
+                            "Location" if answer.redirect else "Retry-After"
                         )
                     await response.read()
             except _TRANSPORT_ERRORS as caught:
                 error = caught
-            delivered = status in _DELIVERED
+                answer = classify(status, caught)
+            delivered = answer.delivered
             if limit is not None:
                 now = self._clock()
-                pushed_back = status in _PUSH_BACK_STATUSES or isinstance(error, _PUSH_BACK_ERRORS)
+                pushed_back = answer.push_back
                 before = limit.limit
                 limit.record(now - started, pushed_back, now)
                 if lane.pace is not None:
@@ -729,9 +723,9 @@ class BulkSender:
         misconfigured = False
         if watch is not None and status is not None:
             # only a redirect's time matters: no clock reading for the others
-            if status in _REDIRECT_STATUSES and now is None:
+            if answer.redirect and now is None:
                 now = self._clock()
-            misconfigured = watch.answer(status, now or 0.0)
+            misconfigured = watch.answer(answer, now or 0.0)
         if delivered:
             self._finish(Delivery(message, True, status, None, attempts, stop=stopped))
             if stopped is not None:
@@ -740,8 +734,8 @@ class BulkSender:
                     self._stop.trip(stopped)
             return
         policy = self._config.retry
-        verdict = classify(status, error)
-        if status in _REDIRECT_STATUSES:
+        verdict = answer.verdict
+        if answer.redirect and status is not None:
             reason = self._redact(redirect_reason(status, request.url, retry_after))
             if misconfigured and watch is not None and lane.halted is None:
                 stopped = watch.reason(message.destination, reason)

@@ -57,6 +57,7 @@ from typing import Any, cast
 from beaconflow.delivery.ledger import LedgerError, LedgerWriter, ledger_key
 from beaconflow.delivery.ratelimit import Clock
 from beaconflow.delivery.redact import Redactor, redact_library_logs
+from beaconflow.delivery.retry import classify
 from beaconflow.delivery.sender import (
     BulkSender,
     Delivery,
@@ -391,7 +392,7 @@ class SenderPool:
             client, message = messages.pop(tag)
             destination = message.destination
             watch = watches.get(destination) or watches.setdefault(destination, RedirectWatch())
-            judged = status is not None and watch.answer(status, now)
+            judged = status is not None and watch.answer(classify(status, None), now)
             if judged and destination not in self._misconfigured:
                 stop = self._misconfigure(destination, watch.reason(destination, error or ""))
             client.finished.append(Delivery(message, delivered, status, error, attempts, stop))
