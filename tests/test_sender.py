@@ -722,7 +722,7 @@ def test_the_ledger_hook_runs_while_the_request_holds_its_slot(
 
     def record(message: Message) -> None:
         # the lane's adaptive limit still counts the request as in flight
-        held.append(sender._lanes[message.destination].limit.in_flight)  # type: ignore[union-attr]
+        held.append(sender._engine._lanes[message.destination].limit.in_flight)  # type: ignore[union-attr]
 
     clock = ManualClock()
     sender = BulkSender(
