@@ -31,7 +31,7 @@ from types import TracebackType
 import requests
 
 from beaconflow.delivery.redact import Redactor, redact_library_logs
-from beaconflow.delivery.retry import RetryPolicy, Verdict, classify, redirect_reason
+from beaconflow.delivery.retry import Verdict, classify, redirect_reason
 from beaconflow.model import kissmetrics, kontagent
 from beaconflow.model.errors import BeaconflowError
 from beaconflow.model.message import Endpoint, Message
@@ -58,7 +58,7 @@ class HTTPStatusError(TrackingError):
         super().__init__(text)
         self.status = status
         #: True for 408, 429 and 5xx other than 501: the same call may succeed later.
-        self.retriable = classify(status, None) is Verdict.RETRIABLE
+        self.retriable = classify(status, None).verdict is Verdict.RETRIABLE
 
 
 class _Client:
@@ -110,10 +110,10 @@ class _Client:
             reason = self._redact(f"{type(error).__name__}: {error}")
             raise TransportError(f"could not reach the service: GET {shown}: {reason}") from None
         status = response.status_code
-        verdict = classify(status, None)
-        if verdict is not Verdict.DELIVERED:
+        answer = classify(status, None)
+        if not answer.delivered:
             log.debug("HTTP %d for GET %s", status, shown)
-            if status in RetryPolicy.REDIRECT_STATUSES:
+            if answer.redirect:
                 reason = redirect_reason(status, request_url, response.headers.get("Location"))
                 raise HTTPStatusError(self._redact(f"{reason}: GET {shown}"), status)
             raise HTTPStatusError(f"HTTP {status}: GET {shown}", status)

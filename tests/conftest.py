@@ -8,26 +8,43 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 
 from beaconflow.sandbox.collector import Collector
 
 from .fs_faults import read_only_dir, small_disk  # noqa: F401 - fixtures for every module
-from .local_server import LocalServer
 
 KONTAGENT_KEY = "feedfacefeedfacefeedfacefeedface"
 KONTAGENT_SECRET = "kontagent-secret-for-tests"
 KISSMETRICS_KEY = "kissmetrics-key-for-tests"
+#: The API key in every URL sent to the ``server`` fixture: it must never come out of a sender.
+KEY = "SECRETKEY123"
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[LocalServer]:
-    """The sender tests' fake service (tests/local_server.py), one per test module."""
-    local = LocalServer()
-    local.start()
-    yield local
-    local.stop()
+@pytest.fixture
+def server() -> Iterator[Collector]:
+    """The sender tests' service: a collector playing scripted answers, one per test.
+
+    A request's kind in its path chooses the answer (``ok``, ``flaky``, ``throttle``, ...:
+    see beaconflow/sandbox/collector.py); :func:`kontagent_url` and :func:`kissmetrics_url`
+    build such requests.
+    """
+    with Collector(scripted=True) as running:
+        yield running
+
+
+def kontagent_url(server: Collector, kind: str, token: str, **params: str | int) -> str:
+    """A Kontagent-style URL of the scripted ``kind``, named ``token``, carrying :data:`KEY`."""
+    query = urlencode({"token": token, **params})
+    return f"{server.base_url}/api/v1/{KEY}/{kind}/?{query}"
+
+
+def kissmetrics_url(server: Collector, kind: str, token: str, **params: str | int) -> str:
+    """A KISSmetrics-style URL of the scripted ``kind``, named ``token``, carrying :data:`KEY`."""
+    query = urlencode({"_k": KEY, "token": token, **params})
+    return f"{server.base_url}/{kind}?{query}"
 
 
 @pytest.fixture

@@ -11,6 +11,8 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -458,3 +460,81 @@ def test_command_line_refuses_bad_fault_settings():
     from beaconflow.sandbox.collector import main
 
     assert main(["--port", "0", "--error-rate", "2"]) == 2
+
+
+# -- scripted answers ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "first", "second"),
+    [
+        ("/api/v1/key/ok/?token=t", 200, 200),
+        ("/api/v1/key/flaky/?token=t&n=1", 503, 200),
+        ("/api/v1/key/throttle/?token=t&after=7", 429, 200),
+        ("/api/v1/key/bad/?token=t", 400, 400),
+        ("/api/v1/key/unimplemented/?token=t", 501, 501),
+        ("/api/v1/key/redirect/?token=t", 302, 302),
+        ("/api/v1/key/loop?token=t", 302, 302),
+        ("/ok?_k=key&token=t", 200, 200),
+        ("/flaky?_k=key&token=t&n=1", 503, 200),
+        ("/slow?_k=key&token=t&seconds=0", 200, 200),
+    ],
+)
+def test_scripted_answers_by_kind(path: str, first: int, second: int) -> None:
+    with Collector(scripted=True) as collector, requests.Session() as http:
+        answers = [
+            http.get(collector.base_url + path, allow_redirects=False, timeout=5) for _ in (1, 2)
+        ]
+        assert [a.status_code for a in answers] == [first, second]
+        assert collector.tries("t") == 2
+        counts = collector.counts()
+        assert counts["scripted"] == 2 and counts["accepted"] == 0
+    if first == 429:
+        assert answers[0].headers["Retry-After"] == "7"
+    if first == 302:
+        location = answers[0].headers["Location"]
+        assert location == ("/login?next=1" if "redirect" in path else path)
+    if first == 200:
+        assert answers[0].content == PIXEL_GIF
+
+
+def test_scripted_kinds_are_served_as_usual_without_scripted() -> None:
+    with Collector() as collector, requests.Session() as http:
+        assert (
+            http.get(collector.base_url + "/api/v1/key/ok/?token=t", timeout=5).status_code == 400
+        )
+        assert http.get(collector.base_url + "/ok?token=t", timeout=5).status_code == 404
+        assert collector.tries("t") == 0 and "scripted" not in collector.counts()
+
+
+def test_gated_answers_wait_for_the_open_gate() -> None:
+    with Collector(scripted=True) as collector, requests.Session() as http:
+        collector.close_gate()
+        url = collector.base_url + "/api/v1/key/gated/?token=g"
+        answers: list[int] = []
+        waiting = threading.Thread(
+            target=lambda: answers.append(http.get(url, timeout=10).status_code)
+        )
+        waiting.start()
+        while collector.in_flight("gated") == 0:
+            time.sleep(0.01)
+        assert answers == [] and collector.in_flight("gated") == 1
+        collector.open_gate()
+        waiting.join()
+        assert answers == [200]
+        assert (collector.in_flight("gated"), collector.max_in_flight("gated")) == (0, 1)
+
+
+def test_a_dropped_scripted_request_gets_no_answer() -> None:
+    with Collector(scripted=True) as collector, pytest.raises(requests.ConnectionError):
+        requests.get(collector.base_url + "/api/v1/key/drop/?token=d", timeout=5)
+
+
+def test_the_command_offers_scripted_answers() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "beaconflow.sandbox.collector", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "--scripted" in done.stdout

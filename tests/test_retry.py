@@ -10,60 +10,97 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from beaconflow.delivery.retry import RetryPolicy, Verdict, classify, parse_retry_after
+from beaconflow.delivery.retry import (
+    Classification,
+    RetryPolicy,
+    Verdict,
+    classify,
+    parse_retry_after,
+)
+
+D, R, P = Verdict.DELIVERED, Verdict.RETRIABLE, Verdict.PERMANENT
 
 
 @pytest.mark.parametrize(
-    ("status", "verdict"),
+    ("status", "verdict", "push_back", "redirect", "reached"),
     [
-        (200, Verdict.DELIVERED),
-        (204, Verdict.DELIVERED),
-        (299, Verdict.DELIVERED),
-        (408, Verdict.RETRIABLE),
-        (429, Verdict.RETRIABLE),
-        (500, Verdict.RETRIABLE),
-        (502, Verdict.RETRIABLE),
-        (503, Verdict.RETRIABLE),
-        (504, Verdict.RETRIABLE),
-        (599, Verdict.RETRIABLE),
-        (501, Verdict.PERMANENT),
-        (400, Verdict.PERMANENT),
-        (401, Verdict.PERMANENT),
-        (403, Verdict.PERMANENT),
-        (404, Verdict.PERMANENT),
-        (413, Verdict.PERMANENT),
-        (100, Verdict.PERMANENT),
-        (302, Verdict.PERMANENT),
-        (304, Verdict.PERMANENT),
+        (200, D, False, False, True),
+        (204, D, False, False, True),
+        (299, D, False, False, True),
+        (408, R, False, False, True),
+        (429, R, True, False, False),
+        (500, R, False, False, False),
+        (502, R, False, False, False),
+        (503, R, True, False, False),
+        (504, R, False, False, False),
+        (599, R, False, False, False),
+        (501, P, False, False, False),
+        (400, P, False, False, True),
+        (401, P, False, False, True),
+        (403, P, False, False, True),
+        (404, P, False, False, True),
+        (413, P, False, False, True),
+        (100, P, False, False, True),
+        (300, P, False, True, False),
+        (302, P, False, True, False),
+        (304, P, False, True, False),
+        (399, P, False, True, False),
+        (600, P, False, False, False),
     ],
 )
-def test_classify_status(status: int, verdict: Verdict) -> None:
-    assert classify(status, None) is verdict
+def test_classify_status(
+    status: int, verdict: Verdict, push_back: bool, redirect: bool, reached: bool
+) -> None:
+    assert classify(status, None) == Classification(verdict, push_back, redirect, reached)
+    assert classify(status, None).delivered is (verdict is Verdict.DELIVERED)
 
 
 @pytest.mark.parametrize(
-    ("error", "verdict"),
+    ("error", "verdict", "push_back"),
     [
-        (ConnectionRefusedError(), Verdict.RETRIABLE),
-        (ConnectionResetError(), Verdict.RETRIABLE),
-        (TimeoutError(), Verdict.RETRIABLE),
-        (aiohttp.ServerDisconnectedError(), Verdict.RETRIABLE),
-        (aiohttp.ClientPayloadError("truncated"), Verdict.RETRIABLE),
-        (aiohttp.ServerTimeoutError(), Verdict.RETRIABLE),
-        (aiohttp.InvalidURL("no host"), Verdict.PERMANENT),
-        (ValueError("bad port"), Verdict.PERMANENT),
-        (aiohttp.NonHttpUrlClientError("ftp://example"), Verdict.PERMANENT),
+        (ConnectionRefusedError(), R, False),
+        (ConnectionResetError(), R, False),
+        (TimeoutError(), R, True),
+        (aiohttp.ServerDisconnectedError(), R, False),
+        (aiohttp.ClientPayloadError("truncated"), R, False),
+        (aiohttp.ServerTimeoutError(), R, True),
+        (aiohttp.ConnectionTimeoutError(), R, True),
+        (aiohttp.InvalidURL("no host"), P, False),
+        (ValueError("bad port"), P, False),
+        (aiohttp.NonHttpUrlClientError("ftp://example"), P, False),
     ],
 )
-def test_classify_error_without_status(error: BaseException, verdict: Verdict) -> None:
-    assert classify(None, error) is verdict
+def test_classify_error_without_status(
+    error: BaseException, verdict: Verdict, push_back: bool
+) -> None:
+    # no status: never a redirect, and no evidence that the URL reaches the service
+    assert classify(None, error) == Classification(verdict, push_back)
 
 
-def test_status_decides_over_a_late_error() -> None:
+@pytest.mark.parametrize(
+    ("status", "error", "expected"),
+    [
+        (200, aiohttp.ClientPayloadError("cut"), Classification(D, reached=True)),
+        (400, ConnectionResetError(), Classification(P, reached=True)),
+        (503, ConnectionResetError(), Classification(R, push_back=True)),
+        # a timeout while the body came in: the status decides, and it is back-pressure
+        (200, TimeoutError(), Classification(D, push_back=True, reached=True)),
+        (500, aiohttp.ServerTimeoutError(), Classification(R, push_back=True)),
+        (302, TimeoutError(), Classification(P, push_back=True, redirect=True)),
+        (429, TimeoutError(), Classification(R, push_back=True)),
+    ],
+)
+def test_status_decides_over_a_late_error(
+    status: int, error: BaseException, expected: Classification
+) -> None:
     """An answer whose body failed to arrive is still the server's answer."""
-    assert classify(200, aiohttp.ClientPayloadError("cut")) is Verdict.DELIVERED
-    assert classify(400, ConnectionResetError()) is Verdict.PERMANENT
-    assert classify(503, ConnectionResetError()) is Verdict.RETRIABLE
+    assert classify(status, error) == expected
+
+
+def test_classifications_are_shared_not_built_per_attempt() -> None:
+    assert classify(200, None) is classify(200, None)
+    assert classify(None, TimeoutError()) is classify(None, aiohttp.ServerTimeoutError())
+    assert classify(200, TimeoutError()) is classify(204, TimeoutError())
 
 
 def test_classify_needs_status_or_error() -> None:
@@ -75,6 +112,8 @@ def test_class_constants_are_frozensets() -> None:
     assert isinstance(RetryPolicy.RETRIABLE_STATUSES, frozenset)
     assert isinstance(RetryPolicy.DELIVERED_STATUSES, frozenset)
     assert isinstance(RetryPolicy.PERMANENT_ERRORS, frozenset)
+    assert isinstance(RetryPolicy.PUSH_BACK_STATUSES, frozenset)
+    assert isinstance(RetryPolicy.PUSH_BACK_ERRORS, frozenset)
     assert 501 not in RetryPolicy.RETRIABLE_STATUSES
 
 

@@ -1,9 +1,9 @@
 """BulkSender and SendMessages against a real aiohttp server on 127.0.0.1, started here.
 
-Backoff never really waits: a recording ``sleep`` is injected. The server is
-``tests/local_server.py``'s: its behaviour is chosen by the message kind in the URL path
-(``ok``, ``flaky``, ``throttle``, ``bad``, ...) and every URL carries the API key
-``SECRETKEY123``, which must never come out of the sender.
+Backoff never really waits: a recording ``sleep`` is injected. The server is the sandbox
+collector playing scripted answers (the ``server`` fixture): the message kind in the URL path
+chooses the answer (``ok``, ``flaky``, ``throttle``, ``bad``, ...) and every URL carries the
+API key ``SECRETKEY123``, which must never come out of the sender.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import re
 import socket
 import threading
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from email.utils import formatdate
 from typing import Any, TypeVar
 from urllib.parse import urlencode
@@ -29,12 +29,21 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from beaconflow.delivery.ratelimit import RateLimiter
 from beaconflow.delivery.retry import RetryPolicy
-from beaconflow.delivery.sender import BulkSender, Delivery, Request, SenderConfig
+from beaconflow.delivery.sender import (
+    BulkSender,
+    Delivery,
+    Request,
+    SendEngine,
+    Sender,
+    SenderConfig,
+    SenderStats,
+)
 from beaconflow.model.message import Endpoint, Message
+from beaconflow.sandbox.collector import Collector
 from beaconflow.transforms import send
 from beaconflow.transforms.send import SendConfig, SendMessages
 
-from .local_server import KEY, LocalServer
+from .conftest import KEY, kissmetrics_url, kontagent_url
 
 NO_WAIT = RetryPolicy(max_attempts=4, base_delay=0.0, max_delay=0.0, retry_after_cap=60.0)
 
@@ -84,11 +93,11 @@ def send_all(sender: BulkSender, requests: list[Request]) -> dict[str, Delivery]
     return {delivery.message.param("token") or "": delivery for delivery in deliveries}
 
 
-def test_ok_is_delivered_at_the_first_try(server: LocalServer) -> None:
+def test_ok_is_delivered_at_the_first_try(server: Collector) -> None:
     sleep = RecordingSleep()
     requests = [
-        Request(message("ok", "ok-k"), server.kontagent("ok", "ok-k")),
-        Request(message("ok", "ok-m", "kissmetrics"), server.kissmetrics("ok", "ok-m")),
+        Request(message("ok", "ok-k"), kontagent_url(server, "ok", "ok-k")),
+        Request(message("ok", "ok-m", "kissmetrics"), kissmetrics_url(server, "ok", "ok-m")),
     ]
     with BulkSender(config(), (KEY,), sleep=sleep) as sender:
         results = send_all(sender, requests)
@@ -97,39 +106,41 @@ def test_ok_is_delivered_at_the_first_try(server: LocalServer) -> None:
         assert results[token] == Delivery(
             requests[0 if token == "ok-k" else 1].message, True, 200, None, 1
         )
-        assert server.hits[token] == 1
+        assert server.tries(token) == 1
     assert sleep.calls == []
     assert (stats.sent, stats.delivered, stats.failed, stats.retries) == (2, 2, 0, 0)
     assert stats.outcomes == {"200": 2}
 
 
-def test_fail_twice_then_succeed_is_retried(server: LocalServer) -> None:
+def test_fail_twice_then_succeed_is_retried(server: Collector) -> None:
     sleep = RecordingSleep()
-    request = Request(message("flaky", "flaky-2"), server.kontagent("flaky", "flaky-2", n=2))
+    request = Request(message("flaky", "flaky-2"), kontagent_url(server, "flaky", "flaky-2", n=2))
     with BulkSender(config(), (KEY,), sleep=sleep) as sender:
         delivery = send_all(sender, [request])["flaky-2"]
         stats = sender.stats()
     assert (delivery.delivered, delivery.status, delivery.attempts) == (True, 200, 3)
-    assert server.hits["flaky-2"] == 3
+    assert server.tries("flaky-2") == 3
     assert len(sleep.calls) == 2
     assert stats.outcomes == {"503": 2, "200": 1}
     assert stats.retries == 2
 
 
-def test_retries_stop_at_max_attempts(server: LocalServer) -> None:
+def test_retries_stop_at_max_attempts(server: Collector) -> None:
     retry = RetryPolicy(max_attempts=3, base_delay=0.0, max_delay=0.0, retry_after_cap=0.0)
-    request = Request(message("flaky", "flaky-9"), server.kontagent("flaky", "flaky-9", n=9))
+    request = Request(message("flaky", "flaky-9"), kontagent_url(server, "flaky", "flaky-9", n=9))
     with BulkSender(config(retry), (KEY,), sleep=RecordingSleep()) as sender:
         delivery = send_all(sender, [request])["flaky-9"]
     assert not delivery.delivered
     assert (delivery.status, delivery.error, delivery.attempts) == (503, "HTTP 503", 3)
-    assert server.hits["flaky-9"] == 3
+    assert server.tries("flaky-9") == 3
 
 
-def test_backoff_follows_the_seeded_jitter(server: LocalServer) -> None:
+def test_backoff_follows_the_seeded_jitter(server: Collector) -> None:
     retry = RetryPolicy(max_attempts=4, base_delay=0.25, max_delay=1.0, retry_after_cap=0.0)
     sleep = RecordingSleep()
-    request = Request(message("flaky", "flaky-jit"), server.kontagent("flaky", "flaky-jit", n=3))
+    request = Request(
+        message("flaky", "flaky-jit"), kontagent_url(server, "flaky", "flaky-jit", n=3)
+    )
     with BulkSender(config(retry), (KEY,), sleep=sleep, rng=random.Random(11)) as sender:
         assert send_all(sender, [request])["flaky-jit"].attempts == 4
     expected = random.Random(11)
@@ -137,23 +148,25 @@ def test_backoff_follows_the_seeded_jitter(server: LocalServer) -> None:
 
 
 @pytest.mark.parametrize(("kind", "status"), [("bad", 400), ("unimplemented", 501)])
-def test_permanent_statuses_are_not_retried(server: LocalServer, kind: str, status: int) -> None:
+def test_permanent_statuses_are_not_retried(server: Collector, kind: str, status: int) -> None:
     sleep = RecordingSleep()
     token = f"perm-{kind}"
-    request = Request(message(kind, token), server.kontagent(kind, token))
+    request = Request(message(kind, token), kontagent_url(server, kind, token))
     with BulkSender(config(), (KEY,), sleep=sleep) as sender:
         delivery = send_all(sender, [request])[token]
         stats = sender.stats()
     assert delivery == Delivery(request.message, False, status, f"HTTP {status}", 1)
-    assert server.hits[token] == 1
+    assert server.tries(token) == 1
     assert sleep.calls == []
     assert (stats.failed, stats.retries) == (1, 0)
 
 
-def test_retry_after_seconds_is_honoured(server: LocalServer) -> None:
+def test_retry_after_seconds_is_honoured(server: Collector) -> None:
     sleep = RecordingSleep()
     retry = RetryPolicy(max_attempts=3, base_delay=0.01, max_delay=0.01, retry_after_cap=60.0)
-    request = Request(message("throttle", "ra-7"), server.kontagent("throttle", "ra-7", after=7))
+    request = Request(
+        message("throttle", "ra-7"), kontagent_url(server, "throttle", "ra-7", after=7)
+    )
     with BulkSender(config(retry), (KEY,), sleep=sleep) as sender:
         delivery = send_all(sender, [request])["ra-7"]
     assert (delivery.delivered, delivery.attempts) == (True, 2)
@@ -161,47 +174,49 @@ def test_retry_after_seconds_is_honoured(server: LocalServer) -> None:
     assert sleep.calls[0] >= 7
 
 
-def test_retry_after_date_is_honoured(server: LocalServer) -> None:
+def test_retry_after_date_is_honoured(server: Collector) -> None:
     now = 1_700_000_000.0
-    server.retry_after_date = formatdate(now + 12, usegmt=True)
+    after = formatdate(now + 12, usegmt=True)
     sleep = RecordingSleep()
-    request = Request(message("throttle", "ra-date"), server.kissmetrics("throttle", "ra-date"))
+    request = Request(
+        message("throttle", "ra-date"), kissmetrics_url(server, "throttle", "ra-date", after=after)
+    )
     with BulkSender(config(), (KEY,), sleep=sleep, wall_clock=lambda: now) as sender:
         delivery = send_all(sender, [request])["ra-date"]
     assert (delivery.delivered, delivery.attempts) == (True, 2)
     assert sleep.calls == [12.0]
 
 
-def test_retry_after_is_capped(server: LocalServer) -> None:
+def test_retry_after_is_capped(server: Collector) -> None:
     sleep = RecordingSleep()
     retry = RetryPolicy(max_attempts=2, base_delay=0.0, max_delay=0.0, retry_after_cap=5.0)
     request = Request(
-        message("throttle", "ra-cap"), server.kontagent("throttle", "ra-cap", after=3600)
+        message("throttle", "ra-cap"), kontagent_url(server, "throttle", "ra-cap", after=3600)
     )
     with BulkSender(config(retry), (KEY,), sleep=sleep) as sender:
         assert send_all(sender, [request])["ra-cap"].delivered
     assert sleep.calls == [5.0]
 
 
-def test_timeouts_are_retried_then_fail(server: LocalServer) -> None:
+def test_timeouts_are_retried_then_fail(server: Collector) -> None:
     retry = RetryPolicy(max_attempts=2, base_delay=0.0, max_delay=0.0, retry_after_cap=0.0)
-    request = Request(message("slow", "slow"), server.kontagent("slow", "slow", seconds=1))
+    request = Request(message("slow", "slow"), kontagent_url(server, "slow", "slow", seconds=1))
     with BulkSender(config(retry, timeout=0.2), (KEY,), sleep=RecordingSleep()) as sender:
         delivery = send_all(sender, [request])["slow"]
     assert (delivery.delivered, delivery.status, delivery.attempts) == (False, None, 2)
     assert delivery.error is not None
     assert "Timeout" in delivery.error
-    assert server.hits["slow"] == 2
+    assert server.tries("slow") == 2
 
 
-def test_dropped_connections_are_retried_then_fail(server: LocalServer) -> None:
-    request = Request(message("drop", "drop"), server.kontagent("drop", "drop"))
+def test_dropped_connections_are_retried_then_fail(server: Collector) -> None:
+    request = Request(message("drop", "drop"), kontagent_url(server, "drop", "drop"))
     with BulkSender(config(), (KEY,), sleep=RecordingSleep()) as sender:
         delivery = send_all(sender, [request])["drop"]
     assert (delivery.delivered, delivery.status, delivery.attempts) == (False, None, 4)
     assert delivery.error is not None
     assert "Disconnected" in delivery.error
-    assert server.hits["drop"] == 4
+    assert server.tries("drop") == 4
 
 
 def test_refused_connections_are_retried_then_fail(refused_url: str) -> None:
@@ -227,16 +242,22 @@ def test_unusable_urls_fail_without_retry() -> None:
 
 
 def test_no_secret_leaks_into_errors_or_logs(
-    server: LocalServer, refused_url: str, caplog: pytest.LogCaptureFixture
+    server: Collector, refused_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
     requests = [
-        Request(message("bad", "leak-bad"), server.kontagent("bad", "leak-bad")),
-        Request(message("bad", "leak-badm", "kissmetrics"), server.kissmetrics("bad", "leak-badm")),
-        Request(message("flaky", "leak-fl"), server.kontagent("flaky", "leak-fl", n=9)),
-        Request(message("throttle", "leak-ra"), server.kissmetrics("throttle", "leak-ra", after=1)),
-        Request(message("drop", "leak-drop"), server.kontagent("drop", "leak-drop")),
-        Request(message("slow", "leak-slow"), server.kontagent("slow", "leak-slow", seconds=1)),
+        Request(message("bad", "leak-bad"), kontagent_url(server, "bad", "leak-bad")),
+        Request(
+            message("bad", "leak-badm", "kissmetrics"), kissmetrics_url(server, "bad", "leak-badm")
+        ),
+        Request(message("flaky", "leak-fl"), kontagent_url(server, "flaky", "leak-fl", n=9)),
+        Request(
+            message("throttle", "leak-ra"), kissmetrics_url(server, "throttle", "leak-ra", after=1)
+        ),
+        Request(message("drop", "leak-drop"), kontagent_url(server, "drop", "leak-drop")),
+        Request(
+            message("slow", "leak-slow"), kontagent_url(server, "slow", "leak-slow", seconds=1)
+        ),
         Request(message("ok", "leak-refused"), refused_url),
         Request(message("ok", "leak-host"), f"http:///api/v1/{KEY}/ok/?_k={KEY}"),
         Request(message("ok", "leak-scheme"), f"nope://example.invalid/{KEY}?_k={KEY}"),
@@ -253,11 +274,12 @@ def test_no_secret_leaks_into_errors_or_logs(
     assert all(KEY not in repr(request) for request in requests)
 
 
-def test_progress_lines(server: LocalServer, caplog: pytest.LogCaptureFixture) -> None:
+def test_progress_lines(server: Collector, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="beaconflow.send")
     ticks = iter(range(1000))
     requests = [
-        Request(message("ok", f"prog-{n}"), server.kontagent("ok", f"prog-{n}")) for n in range(5)
+        Request(message("ok", f"prog-{n}"), kontagent_url(server, "ok", f"prog-{n}"))
+        for n in range(5)
     ]
     sender = BulkSender(config(interval=2.0), (KEY,), clock=lambda: float(next(ticks)))
     with sender:
@@ -272,12 +294,12 @@ def test_progress_lines(server: LocalServer, caplog: pytest.LogCaptureFixture) -
     assert re.fullmatch(r"done: sent 5, delivered 5, retries 0, failed 0", lines[-1])
 
 
-def test_limiter_is_taken_before_every_attempt(server: LocalServer) -> None:
+def test_limiter_is_taken_before_every_attempt(server: Collector) -> None:
     sleep = RecordingSleep()
     frozen = RateLimiter(10.0, clock=lambda: 50.0)
     requests = [
-        Request(message("flaky", "rate-fl"), server.kontagent("flaky", "rate-fl", n=2)),
-        Request(message("ok", "rate-ok"), server.kontagent("ok", "rate-ok")),
+        Request(message("flaky", "rate-fl"), kontagent_url(server, "flaky", "rate-fl", n=2)),
+        Request(message("ok", "rate-ok"), kontagent_url(server, "ok", "rate-ok")),
     ]
     with BulkSender(config(), (KEY,), sleep=sleep, limiters={"kontagent": frozen}) as sender:
         send_all(sender, requests)
@@ -286,29 +308,29 @@ def test_limiter_is_taken_before_every_attempt(server: LocalServer) -> None:
     assert sorted(wait for wait in sleep.calls if wait > 0) == pytest.approx([0.1, 0.2, 0.3])
 
 
-def test_configured_rates_use_the_shared_limiter(server: LocalServer) -> None:
+def test_configured_rates_use_the_shared_limiter(server: Collector) -> None:
     sleep = RecordingSleep()
     rates = {"kissmetrics": 1e-6}  # one slot per 11 days: every wait after the first is huge
     cfg = SenderConfig(4, 5.0, NO_WAIT, rates)
     requests = [
-        Request(message("ok", f"km-{n}", "kissmetrics"), server.kissmetrics("ok", f"km-{n}"))
+        Request(message("ok", f"km-{n}", "kissmetrics"), kissmetrics_url(server, "ok", f"km-{n}"))
         for n in range(3)
     ]
-    requests.append(Request(message("ok", "kt-free"), server.kontagent("ok", "kt-free")))
+    requests.append(Request(message("ok", "kt-free"), kontagent_url(server, "ok", "kt-free")))
     with BulkSender(cfg, (KEY,), sleep=sleep) as sender:
         assert all(d.delivered for d in send_all(sender, requests).values())
     assert len([wait for wait in sleep.calls if wait > 1e5]) >= 2
 
 
-def test_pending_requests_are_bounded(server: LocalServer) -> None:
+def test_pending_requests_are_bounded(server: Collector) -> None:
     server.close_gate()
     try:
         sender = BulkSender(config(concurrency=2), (KEY,), sleep=RecordingSleep())
         for n in range(4):
             sender.submit(
-                Request(message("gated", f"gate-{n}"), server.kontagent("gated", f"gate-{n}"))
+                Request(message("gated", f"gate-{n}"), kontagent_url(server, "gated", f"gate-{n}"))
             )
-        extra = Request(message("gated", "gate-4"), server.kontagent("gated", "gate-4"))
+        extra = Request(message("gated", "gate-4"), kontagent_url(server, "gated", "gate-4"))
         blocked = threading.Thread(target=sender.submit, args=(extra,))
         blocked.start()
         blocked.join(timeout=0.3)
@@ -323,13 +345,13 @@ def test_pending_requests_are_bounded(server: LocalServer) -> None:
         f"gate-{n}" for n in range(5)
     ]
     assert all(d.delivered for d in deliveries)
-    assert server.max_in_flight["gated"] == 2
+    assert server.max_in_flight("gated") == 2
 
 
-def test_many_requests_respect_concurrency(server: LocalServer) -> None:
-    server.max_in_flight["ok"] = 0
+def test_many_requests_respect_concurrency(server: Collector) -> None:
     requests = [
-        Request(message("ok", f"bulk-{n}"), server.kontagent("ok", f"bulk-{n}")) for n in range(300)
+        Request(message("ok", f"bulk-{n}"), kontagent_url(server, "ok", f"bulk-{n}"))
+        for n in range(300)
     ]
     with BulkSender(config(concurrency=8), (KEY,)) as sender:
         results = send_all(sender, requests)
@@ -338,18 +360,18 @@ def test_many_requests_respect_concurrency(server: LocalServer) -> None:
     assert len(results) == 300
     assert all(d.delivered and d.attempts == 1 for d in results.values())
     assert (stats.sent, stats.delivered) == (300, 300)
-    assert 1 <= server.max_in_flight["ok"] <= 8
+    assert 1 <= server.max_in_flight("ok") <= 8
 
 
 def test_close_abandons_unfinished_requests_loudly(
-    server: LocalServer, caplog: pytest.LogCaptureFixture
+    server: Collector, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger="beaconflow.send")
     server.close_gate()
     try:
         sender = BulkSender(config(), (KEY,))
         sender.submit(
-            Request(message("gated", "abandoned"), server.kontagent("gated", "abandoned"))
+            Request(message("gated", "abandoned"), kontagent_url(server, "gated", "abandoned"))
         )
         sender.close()
     finally:
@@ -358,12 +380,12 @@ def test_close_abandons_unfinished_requests_loudly(
     assert "closed with 1 unfinished requests abandoned" in caplog.text
 
 
-def test_submit_after_close_is_refused(server: LocalServer) -> None:
+def test_submit_after_close_is_refused(server: Collector) -> None:
     sender = BulkSender(config(), (KEY,))
     sender.close()
     sender.close()
     with pytest.raises(RuntimeError, match="closed"):
-        sender.submit(Request(message("ok", "late"), server.kontagent("ok", "late")))
+        sender.submit(Request(message("ok", "late"), kontagent_url(server, "ok", "late")))
 
 
 @pytest.mark.parametrize(
@@ -414,7 +436,7 @@ def summary(delivery: Delivery) -> tuple[str, str, bool, int | None, str | None,
     )
 
 
-def test_send_messages_pipeline(server: LocalServer, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_send_messages_pipeline(server: Collector, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(send, "render_url", fake_render)
     endpoint = Endpoint("kontagent", server.base_url, KEY)
     cfg = SendConfig(
@@ -467,10 +489,11 @@ def test_send_messages_pipeline(server: LocalServer, monkeypatch: pytest.MonkeyP
 
 
 def test_adaptive_concurrency_grows_on_fast_answers_and_backs_off_on_429(
-    server: LocalServer,
+    server: Collector,
 ) -> None:
     fast = [
-        Request(message("ok", f"grow-{n}"), server.kontagent("ok", f"grow-{n}")) for n in range(300)
+        Request(message("ok", f"grow-{n}"), kontagent_url(server, "ok", f"grow-{n}"))
+        for n in range(300)
     ]
     with BulkSender(config(concurrency=16, adaptive=True), (KEY,)) as sender:
         assert all(d.delivered for d in send_all(sender, fast).values())
@@ -478,7 +501,7 @@ def test_adaptive_concurrency_grows_on_fast_answers_and_backs_off_on_429(
         throttled = [
             Request(
                 message("throttle", f"slow-{n}"),
-                server.kontagent("throttle", f"slow-{n}", after="0"),
+                kontagent_url(server, "throttle", f"slow-{n}", after="0"),
             )
             for n in range(60)
         ]
@@ -488,10 +511,10 @@ def test_adaptive_concurrency_grows_on_fast_answers_and_backs_off_on_429(
     assert backed_off < grown
 
 
-def test_a_batch_larger_than_the_pending_room_does_not_block(server: LocalServer) -> None:
+def test_a_batch_larger_than_the_pending_room_does_not_block(server: Collector) -> None:
     # 2 x concurrency requests may be pending; a batch of 50 at concurrency 1 must still flow
     requests = [
-        Request(message("ok", f"batch-{n}"), server.kontagent("ok", f"batch-{n}"))
+        Request(message("ok", f"batch-{n}"), kontagent_url(server, "ok", f"batch-{n}"))
         for n in range(50)
     ]
     with BulkSender(config(concurrency=1), (KEY,)) as sender:
@@ -722,7 +745,7 @@ def test_the_ledger_hook_runs_while_the_request_holds_its_slot(
 
     def record(message: Message) -> None:
         # the lane's adaptive limit still counts the request as in flight
-        held.append(sender._lanes[message.destination].limit.in_flight)  # type: ignore[union-attr]
+        held.append(sender._engine._lanes[message.destination].limit.in_flight)  # type: ignore[union-attr]
 
     clock = ManualClock()
     sender = BulkSender(
@@ -742,3 +765,54 @@ def test_the_ledger_hook_runs_while_the_request_holds_its_slot(
                 break
         assert len(sender.flush()) == 2
     assert held == [1, 1]
+
+
+# -- the engine through its public interface, as a sender process holds it ----------------
+
+
+def test_the_engine_hands_back_each_requests_token_beside_its_delivery(server: Collector) -> None:
+    finished: list[tuple[object, Delivery]] = []
+    recorded: list[object] = []
+
+    def on_finished(deliveries: Sequence[Delivery], tokens: Sequence[object]) -> None:
+        finished.extend(zip(tokens, deliveries, strict=True))
+
+    async def run() -> SenderStats:
+        engine = SendEngine(
+            config(),
+            (KEY,),
+            on_finished=on_finished,
+            on_delivered=lambda request: recorded.append(request.token),
+            sleep=RecordingSleep(),
+        )
+        async with engine:
+            engine.submit(
+                [
+                    Request(
+                        message(kind, f"tok-{kind}"), kontagent_url(server, kind, f"tok-{kind}"), n
+                    )
+                    for n, kind in enumerate(("ok", "bad", "ok"))
+                ]
+            )
+            while len(finished) < 3:
+                await asyncio.sleep(0.01)
+            return engine.counts()
+
+    counts = asyncio.run(run())
+    assert sorted((token, d.delivered, d.status) for token, d in finished) == [
+        (0, True, 200),
+        (1, False, 400),
+        (2, True, 200),
+    ]
+    assert sorted(recorded) == [0, 2], "on_delivered sees the request, token included"
+    assert (counts.sent, counts.delivered, counts.failed) == (3, 2, 1)
+
+
+def test_bulk_sender_and_pool_client_are_senders() -> None:
+    from beaconflow.delivery.sendproc import PoolClient
+
+    # the send step is typed against the protocol; mypy checks these assignments
+    senders: list[type[Sender]] = [BulkSender, PoolClient]
+    for cls in senders:
+        for name in ("submit_many", "take_finished", "flush", "stats", "close"):
+            assert callable(getattr(cls, name))

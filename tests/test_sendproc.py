@@ -1,8 +1,8 @@
 """Sender processes (beaconflow.delivery.sendproc) against a real aiohttp server on 127.0.0.1.
 
-The server is ``tests/local_server.py``'s: its behaviour is chosen by the message kind in the
-URL path and every URL carries the API key ``SECRETKEY123``, which must never come out of a
-child.
+The server is the sandbox collector playing scripted answers (the ``server`` fixture): the
+message kind in the URL path chooses the answer, and every URL carries the API key
+``SECRETKEY123``, which must never come out of a child.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ from beaconflow.delivery.ledger import ledger_files, ledger_key, read_ledger_fil
 from beaconflow.delivery.retry import RetryPolicy
 from beaconflow.delivery.sender import Request, SenderConfig
 from beaconflow.delivery.sendproc import SenderPool, shared_client, split_config
-from tests.local_server import KEY, LocalServer
+from beaconflow.sandbox.collector import Collector
+from tests.conftest import KEY, kontagent_url
 from tests.test_sender import NO_WAIT, message
 
 
@@ -60,13 +61,13 @@ def test_split_config_divides_concurrency_and_rates() -> None:
         split_config(base, 0)
 
 
-def test_each_message_gets_its_own_outcome(server: LocalServer) -> None:
+def test_each_message_gets_its_own_outcome(server: Collector) -> None:
     kinds = ["ok", "bad", "flaky", "unimplemented"] * 25
     requests = []
     for n, kind in enumerate(kinds):
         token = f"own-{kind}-{n}"
         extra = {"n": 1} if kind == "flaky" else {}
-        requests.append(Request(message(kind, token), server.kontagent(kind, token, **extra)))
+        requests.append(Request(message(kind, token), kontagent_url(server, kind, token, **extra)))
     with SenderPool(config(concurrency=8), (KEY,), processes=2) as pool:
         assert pool.processes == 2
         client = pool.client()
@@ -93,7 +94,7 @@ def test_each_message_gets_its_own_outcome(server: LocalServer) -> None:
     assert stats.sent == 125 and stats.outcomes == {"200": 50, "503": 25, "400": 25, "501": 25}
 
 
-def test_children_share_the_concurrency(server: LocalServer) -> None:
+def test_children_share_the_concurrency(server: Collector) -> None:
     server.close_gate()
     try:
         with SenderPool(config(concurrency=5), processes=2) as pool:
@@ -101,19 +102,19 @@ def test_children_share_the_concurrency(server: LocalServer) -> None:
             # 20: what the children may have outstanding (4 per slot) without blocking
             tokens = [f"gate-{n}" for n in range(20)]
             client.submit_many(
-                [Request(message("gated", t), server.kontagent("gated", t)) for t in tokens]
+                [Request(message("gated", t), kontagent_url(server, "gated", t)) for t in tokens]
             )
-            _wait_for(lambda: server.in_flight["gated"] == 5, "5 requests in flight")
+            _wait_for(lambda: server.in_flight("gated") == 5, "5 requests in flight")
             time.sleep(0.2)  # were there room, more would be in flight by now
-            assert server.in_flight["gated"] == 5
+            assert server.in_flight("gated") == 5
             server.open_gate()
             assert len(client.flush()) == 20
-        assert server.max_in_flight["gated"] == 5
+        assert server.max_in_flight("gated") == 5
     finally:
         server.open_gate()
 
 
-def test_clients_of_one_pool_get_only_their_own_deliveries(server: LocalServer) -> None:
+def test_clients_of_one_pool_get_only_their_own_deliveries(server: Collector) -> None:
     first = shared_client(config(), (KEY,), processes=2)
     second = shared_client(config(), (KEY,), processes=2)
     assert first.pool is second.pool
@@ -121,7 +122,7 @@ def test_clients_of_one_pool_get_only_their_own_deliveries(server: LocalServer) 
     for client, name in ((first, "first"), (second, "second")):
         client.submit_many(
             [
-                Request(message("ok", f"{name}-{n}"), server.kontagent("ok", f"{name}-{n}"))
+                Request(message("ok", f"{name}-{n}"), kontagent_url(server, "ok", f"{name}-{n}"))
                 for n in range(40)
             ]
         )
@@ -136,13 +137,13 @@ def test_clients_of_one_pool_get_only_their_own_deliveries(server: LocalServer) 
     other.close()
 
 
-def test_each_child_keeps_a_ledger_journal_and_seals_it(
-    server: LocalServer, tmp_path: Path
-) -> None:
+def test_each_child_keeps_a_ledger_journal_and_seals_it(server: Collector, tmp_path: Path) -> None:
     ledger = str(tmp_path / "ledger")
     fingerprints = {"kontagent": "fp0000000001"}
     requests = [
-        Request(message(kind, f"ledger-{kind}-{n}"), server.kontagent(kind, f"ledger-{kind}-{n}"))
+        Request(
+            message(kind, f"ledger-{kind}-{n}"), kontagent_url(server, kind, f"ledger-{kind}-{n}")
+        )
         for n in range(30)
         for kind in ("ok", "bad")
     ]
@@ -187,20 +188,20 @@ def test_a_child_that_cannot_start_says_why(tmp_path: Path) -> None:
     pool.close()
 
 
-def test_a_dead_child_is_an_error_not_a_hang(server: LocalServer) -> None:
+def test_a_dead_child_is_an_error_not_a_hang(server: Collector) -> None:
     pool = SenderPool(config(), processes=1)
     client = pool.client()
     child = pool._children[0].process
     child.kill()
     child.wait()
     with pytest.raises(RuntimeError, match=r"sender process 0 was killed \(signal 9\)"):
-        client.submit_many([Request(message("ok", "dead"), server.kontagent("ok", "dead"))])
+        client.submit_many([Request(message("ok", "dead"), kontagent_url(server, "ok", "dead"))])
         client.flush()
     pool.close()
 
 
 def test_secrets_stay_out_of_what_children_say(
-    server: LocalServer, capfd: pytest.CaptureFixture[str]
+    server: Collector, capfd: pytest.CaptureFixture[str]
 ) -> None:
     server.close_gate()
     try:
@@ -208,11 +209,11 @@ def test_secrets_stay_out_of_what_children_say(
             client = pool.client()
             for pair in ((0, 1), (2, 3)):  # one pair to each child
                 requests = [
-                    Request(message("gated", f"s{n}"), server.kontagent("gated", f"s{n}"))
+                    Request(message("gated", f"s{n}"), kontagent_url(server, "gated", f"s{n}"))
                     for n in pair
                 ]
                 client.submit_many(requests)
-            _wait_for(lambda: server.in_flight["gated"] == 2, "2 requests in flight")
+            _wait_for(lambda: server.in_flight("gated") == 2, "2 requests in flight")
         # closed unflushed: each child says it abandoned its requests
     finally:
         server.open_gate()
@@ -221,7 +222,7 @@ def test_secrets_stay_out_of_what_children_say(
     assert KEY not in err
 
 
-def test_children_exit_when_their_parent_is_killed(server: LocalServer, tmp_path: Path) -> None:
+def test_children_exit_when_their_parent_is_killed(server: Collector, tmp_path: Path) -> None:
     script = textwrap.dedent(
         """
         import sys, time
@@ -244,15 +245,15 @@ def test_children_exit_when_their_parent_is_killed(server: LocalServer, tmp_path
     _wait_for(lambda: all(_gone(pid) for pid in pids), "the children to exit")
 
 
-def test_closed_pool_refuses_more(server: LocalServer) -> None:
+def test_closed_pool_refuses_more(server: Collector) -> None:
     pool = SenderPool(config(), processes=1)
     client = pool.client()
     pool.close()
     with pytest.raises(RuntimeError, match="closed"):
-        client.submit_many([Request(message("ok", "late"), server.kontagent("ok", "late"))])
+        client.submit_many([Request(message("ok", "late"), kontagent_url(server, "ok", "late"))])
     client.close()
     with pytest.raises(RuntimeError, match="closed"):
-        client.submit_many([Request(message("ok", "late"), server.kontagent("ok", "late"))])
+        client.submit_many([Request(message("ok", "late"), kontagent_url(server, "ok", "late"))])
 
 
 @pytest.mark.parametrize(
@@ -283,7 +284,7 @@ def test_the_flag_refuses_a_negative_count(tmp_path: Path) -> None:
 
 
 def test_the_pool_logs_progress_for_all_its_children(
-    server: LocalServer, caplog: pytest.LogCaptureFixture
+    server: Collector, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="beaconflow")
     now = [0.0]
@@ -291,12 +292,15 @@ def test_the_pool_logs_progress_for_all_its_children(
     with SenderPool(progress, processes=2, clock=lambda: now[0]) as pool:
         client = pool.client()
         client.submit_many(
-            [Request(message("ok", f"p{n}"), server.kontagent("ok", f"p{n}")) for n in range(12)]
+            [
+                Request(message("ok", f"p{n}"), kontagent_url(server, "ok", f"p{n}"))
+                for n in range(12)
+            ]
         )
         client.flush()
         assert not [r for r in caplog.records if r.getMessage().startswith("sent ")]
         now[0] = 12.0
-        client.submit_many([Request(message("ok", "p12"), server.kontagent("ok", "p12"))])
+        client.submit_many([Request(message("ok", "p12"), kontagent_url(server, "ok", "p12"))])
         client.flush()
     lines = [r.getMessage() for r in caplog.records if r.name == "beaconflow.send"]
     assert any(line.startswith("sent 1") and "/s), retries 0, failed 0" in line for line in lines)

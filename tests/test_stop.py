@@ -29,9 +29,16 @@ from beaconflow.pipelines.backfill import run
 from beaconflow.samples.gamelog import generate_events, write_jsonl
 from beaconflow.sandbox.collector import Collector, Faults
 
-from .conftest import KONTAGENT_KEY, backfill_flags, read_dead_letter, run_cli
+from .conftest import (
+    KEY,
+    KONTAGENT_KEY,
+    backfill_flags,
+    kissmetrics_url,
+    kontagent_url,
+    read_dead_letter,
+    run_cli,
+)
 from .fs_faults import SmallDisk
-from .local_server import KEY, LocalServer
 from .test_sender import ManualClock, RecordingSleep, config, message
 
 NOW = 1_800_000_000
@@ -84,10 +91,10 @@ def _tokens(sender: BulkSender, requests_: list[Request]) -> dict[str, object]:
     return {d.message.param("token") or "": d for d in deliveries}
 
 
-def test_a_redirect_is_a_permanent_failure_naming_the_host_only(server: LocalServer) -> None:
+def test_a_redirect_is_a_permanent_failure_naming_the_host_only(server: Collector) -> None:
     for kind in ("redirect", "loop"):
         token = f"{kind}-1"
-        request = Request(message(kind, token), server.kontagent(kind, token))
+        request = Request(message(kind, token), kontagent_url(server, kind, token))
         with BulkSender(config(), (KEY,), sleep=RecordingSleep()) as sender:
             (delivery,) = _tokens(sender, [request]).values()
         assert not delivery.delivered  # type: ignore[attr-defined]
@@ -96,25 +103,25 @@ def test_a_redirect_is_a_permanent_failure_naming_the_host_only(server: LocalSer
             f"HTTP 302: redirected to {server.base_url} (redirects are not followed)"
         )
         assert delivery.stop is None  # type: ignore[attr-defined]
-        assert server.hits[token] == 1, "a redirect is never retried"
-    assert server.hits[""] == 0, "the login page is never fetched"
+        assert server.tries(token) == 1, "a redirect is never retried"
+    assert server.counts().get("faulted/login_page", 0) == 0, "the login page is never fetched"
 
 
 def test_a_destination_that_only_redirects_halts_and_the_rest_is_not_attempted(
-    server: LocalServer,
+    server: Collector,
 ) -> None:
     redirected = [
-        Request(message("redirect", f"r{n}"), server.kontagent("redirect", f"r{n}"))
+        Request(message("redirect", f"r{n}"), kontagent_url(server, "redirect", f"r{n}"))
         for n in range(40)
     ]
     healthy = [
-        Request(message("ok", f"k{n}", "kissmetrics"), server.kissmetrics("ok", f"k{n}"))
+        Request(message("ok", f"k{n}", "kissmetrics"), kissmetrics_url(server, "ok", f"k{n}"))
         for n in range(40)
     ]
     # one request in flight: exactly the window's requests reach the server
     with BulkSender(config(concurrency=1), (KEY,), sleep=RecordingSleep()) as sender:
         results = _tokens(sender, redirected + healthy)
-    sent = [t for t in results if t.startswith("r") and server.hits[t]]
+    sent = [t for t in results if t.startswith("r") and server.tries(t)]
     assert len(sent) == REDIRECT_WINDOW
     stops = [results[f"r{n}"].stop for n in range(40)]  # type: ignore[attr-defined]
     assert stops[: REDIRECT_WINDOW - 1] == [None] * (REDIRECT_WINDOW - 1)
@@ -125,48 +132,49 @@ def test_a_destination_that_only_redirects_halts_and_the_rest_is_not_attempted(
         f"redirected to {server.base_url}): check its URL"
     )
     assert reason.startswith("kontagent is misconfigured: its last 10 answers were redirects")
-    not_attempted = [results[t] for t in results if t.startswith("r") and not server.hits[t]]
+    not_attempted = [results[t] for t in results if t.startswith("r") and not server.tries(t)]
     assert len(not_attempted) == 40 - REDIRECT_WINDOW
     assert all(d.attempts == 0 and d.error == f"not attempted: {reason}" for d in not_attempted)  # type: ignore[attr-defined]
     assert all(results[f"k{n}"].delivered for n in range(40)), "the other destination goes on"  # type: ignore[attr-defined]
 
 
-def test_an_answer_between_redirects_resets_the_window(server: LocalServer) -> None:
+def test_an_answer_between_redirects_resets_the_window(server: Collector) -> None:
     tokens = [f"mix{n}" for n in range(3 * REDIRECT_WINDOW)]
     kinds = ["ok" if n % REDIRECT_WINDOW == 5 else "redirect" for n in range(len(tokens))]
     requests_ = [
-        Request(message(k, t), server.kontagent(k, t)) for k, t in zip(kinds, tokens, strict=True)
+        Request(message(k, t), kontagent_url(server, k, t))
+        for k, t in zip(kinds, tokens, strict=True)
     ]
     with BulkSender(config(concurrency=1), (KEY,), sleep=RecordingSleep()) as sender:
         results = _tokens(sender, requests_)
-    assert [server.hits[t] for t in tokens] == [1] * len(tokens), "a stray redirect stops nothing"
+    assert [server.tries(t) for t in tokens] == [1] * len(tokens), "a stray redirect stops nothing"
     assert all(d.stop is None for d in results.values())  # type: ignore[attr-defined]
 
 
 def test_server_errors_between_redirects_do_not_hide_a_misconfigured_destination(
-    server: LocalServer,
+    server: Collector,
 ) -> None:
     kinds = ["redirect"] * 5 + ["flaky"] + ["redirect"] * 10
     tokens = [f"se{n}" for n in range(len(kinds))]
     requests_ = [
-        Request(message(k, t), server.kontagent(k, t, n=99))
+        Request(message(k, t), kontagent_url(server, k, t, n=99))
         for k, t in zip(kinds, tokens, strict=True)
     ]
     with BulkSender(config(concurrency=1), (KEY,), sleep=RecordingSleep()) as sender:
         results = _tokens(sender, requests_)
     assert results["se5"].status == 503  # type: ignore[attr-defined]
     assert results["se10"].stop is not None, "the 10th redirect declares it"  # type: ignore[attr-defined]
-    assert all(server.hits[t] == 0 for t in tokens[11:])
+    assert all(server.tries(t) == 0 for t in tokens[11:])
 
 
 def test_redirects_after_deliveries_stop_a_destination_only_when_they_last(
-    server: LocalServer,
+    server: Collector,
 ) -> None:
     clock = ManualClock()
 
     def batch(prefix: str, kinds: list[str]) -> dict[str, object]:
         requests_ = [
-            Request(message(k, f"{prefix}{n}"), server.kontagent(k, f"{prefix}{n}"))
+            Request(message(k, f"{prefix}{n}"), kontagent_url(server, k, f"{prefix}{n}"))
             for n, k in enumerate(kinds)
         ]
         return _tokens(sender, requests_)
@@ -179,10 +187,10 @@ def test_redirects_after_deliveries_stop_a_destination_only_when_they_last(
         second = batch("b", ["redirect"] * 5)
     # nothing but redirects for REDIRECT_SECONDS: a portal appeared, the destination stops
     assert second["b0"].stop is not None  # type: ignore[attr-defined]
-    assert [server.hits[f"b{n}"] for n in range(5)] == [1, 0, 0, 0, 0]
+    assert [server.tries(f"b{n}") for n in range(5)] == [1, 0, 0, 0, 0]
 
 
-def test_a_delivery_the_ledger_cannot_record_halts_the_sender(server: LocalServer) -> None:
+def test_a_delivery_the_ledger_cannot_record_halts_the_sender(server: Collector) -> None:
     stop = RunStop()
     recorded: list[str] = []
 
@@ -192,7 +200,7 @@ def test_a_delivery_the_ledger_cannot_record_halts_the_sender(server: LocalServe
         recorded.append(delivered.param("token") or "")
 
     requests_ = [
-        Request(message("ok", f"l{n}"), server.kontagent("ok", f"l{n}")) for n in range(30)
+        Request(message("ok", f"l{n}"), kontagent_url(server, "ok", f"l{n}")) for n in range(30)
     ]
     with BulkSender(
         config(concurrency=1), (KEY,), sleep=RecordingSleep(), on_delivered=record, stop=stop
@@ -206,10 +214,10 @@ def test_a_delivery_the_ledger_cannot_record_halts_the_sender(server: LocalServe
     cut = [d for d in results.values() if not d.delivered]  # type: ignore[attr-defined]
     assert len(cut) == 28
     assert all(d.error == f"not attempted: {reason}" and d.attempts == 0 for d in cut)  # type: ignore[attr-defined]
-    assert sum(server.hits[f"l{n}"] for n in range(30)) == 2
+    assert sum(server.tries(f"l{n}") for n in range(30)) == 2
 
 
-def test_a_tripped_run_halts_a_sender_that_waits_to_retry(server: LocalServer) -> None:
+def test_a_tripped_run_halts_a_sender_that_waits_to_retry(server: Collector) -> None:
     stop = RunStop()
     gate = threading.Event()
 
@@ -219,7 +227,7 @@ def test_a_tripped_run_halts_a_sender_that_waits_to_retry(server: LocalServer) -
             gate.set()
             await asyncio.sleep(3600)  # a backoff that only the halt ends
 
-    request = Request(message("flaky", "f-99"), server.kontagent("flaky", "f-99", n=99))
+    request = Request(message("flaky", "f-99"), kontagent_url(server, "flaky", "f-99", n=99))
     with BulkSender(config(), (KEY,), sleep=SlowSleep(), stop=stop) as sender:
         sender.submit(request)
         assert gate.wait(10), "the first attempt failed and a retry waits"
@@ -227,19 +235,19 @@ def test_a_tripped_run_halts_a_sender_that_waits_to_retry(server: LocalServer) -
         (delivery,) = sender.flush()
     assert not delivery.delivered and delivery.attempts == 1
     assert delivery.error.startswith("not retried: dead letter not writable")  # type: ignore[union-attr]
-    assert server.hits["f-99"] == 1
+    assert server.tries("f-99") == 1
 
 
-def test_the_client_never_follows_a_redirect(server: LocalServer) -> None:
+def test_the_client_never_follows_a_redirect(server: Collector) -> None:
     client = KissmetricsClient(KEY, base_url=f"{server.base_url}")
-    login_hits = server.hits[""]
+    login_hits = server.counts().get("faulted/login_page", 0)
     with client, pytest.raises(HTTPStatusError) as raised:
-        # /redirect on the local server answers 302 to its login page
+        # a scripted /redirect answers 302 to the collector's login page
         client.send_message(Message("kissmetrics", "redirect", (("token", "c-1"),)))
     assert raised.value.status == 302 and not raised.value.retriable
     assert f"redirected to {server.base_url}" in str(raised.value)
     assert KEY not in str(raised.value)
-    assert server.hits[""] == login_hits
+    assert server.counts().get("faulted/login_page", 0) == login_hits
 
 
 def test_the_client_names_the_host_of_an_absolute_redirect() -> None:
@@ -258,7 +266,7 @@ def test_the_client_names_the_host_of_an_absolute_redirect() -> None:
 
 
 def test_a_child_whose_ledger_fills_stops_every_child_without_a_traceback(
-    server: LocalServer, small_disk: SmallDisk, capfd: pytest.CaptureFixture[str]
+    server: Collector, small_disk: SmallDisk, capfd: pytest.CaptureFixture[str]
 ) -> None:
     small_disk.fill(free=0)
     stop = RunStop()
@@ -273,13 +281,15 @@ def test_a_child_whose_ledger_fills_stops_every_child_without_a_traceback(
     ) as pool:
         client = pool.client()
         tokens = [f"p{n}" for n in range(200)]
-        client.submit_many([Request(message("ok", t), server.kontagent("ok", t)) for t in tokens])
+        client.submit_many(
+            [Request(message("ok", t), kontagent_url(server, "ok", t)) for t in tokens]
+        )
         deliveries = client.flush()
         client.close()
     assert len(deliveries) == 200
     assert stop.reason is not None and stop.reason.startswith("ledger not writable: ")
     assert stop.reason.endswith("No space left on device")
-    sent = sum(server.hits[t] for t in tokens)
+    sent = sum(server.tries(t) for t in tokens)
     assert sent <= 2 + 2, "at most what was in flight when the first record failed, per child"
     not_attempted = [d for d in deliveries if d.error and d.error.startswith("not attempted")]
     assert len(not_attempted) == 200 - sent
@@ -442,7 +452,7 @@ def _all_users(events_file: Path) -> frozenset[str]:
 
 
 def test_no_log_line_per_unrecorded_delivery(
-    server: LocalServer, caplog: pytest.LogCaptureFixture
+    server: Collector, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO)
 
@@ -450,7 +460,7 @@ def test_no_log_line_per_unrecorded_delivery(
         raise LedgerError("ledger not writable: /l: Read-only file system")
 
     requests_ = [
-        Request(message("ok", f"q{n}"), server.kontagent("ok", f"q{n}")) for n in range(20)
+        Request(message("ok", f"q{n}"), kontagent_url(server, "ok", f"q{n}")) for n in range(20)
     ]
     stop = RunStop()
     with BulkSender(config(concurrency=4), (KEY,), on_delivered=record, stop=stop) as sender:
@@ -639,7 +649,7 @@ def test_each_report_file_is_replaced_whole_or_not_at_all(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report.html", "report.json"]
 
 
-def test_the_pool_judges_redirects_over_all_its_children(server: LocalServer) -> None:
+def test_the_pool_judges_redirects_over_all_its_children(server: Collector) -> None:
     clock = ManualClock()
     with SenderPool(config(concurrency=4), (KEY,), processes=2, clock=clock) as pool:
         client = pool.client()
@@ -647,7 +657,7 @@ def test_the_pool_judges_redirects_over_all_its_children(server: LocalServer) ->
         def send(prefix: str, kind: str, count: int) -> list[object]:
             tokens = [f"{prefix}{n}" for n in range(count)]
             client.submit_many(
-                [Request(message(kind, t), server.kontagent(kind, t)) for t in tokens]
+                [Request(message(kind, t), kontagent_url(server, kind, t)) for t in tokens]
             )
             return list(client.flush())
 
@@ -661,7 +671,7 @@ def test_the_pool_judges_redirects_over_all_its_children(server: LocalServer) ->
     stops = {d.stop for d in later} - {None}  # type: ignore[attr-defined]
     assert len(stops) == 1 and next(iter(stops)).startswith("kontagent is misconfigured")
     # after the pool's decision, at most what the children had already been handed goes out
-    assert sum(server.hits[f"pl{n}"] for n in range(3 * REDIRECT_WINDOW)) <= 1 + 4 * 4
+    assert sum(server.tries(f"pl{n}") for n in range(3 * REDIRECT_WINDOW)) <= 1 + 4 * 4
 
 
 @pytest.mark.parametrize(

@@ -32,8 +32,8 @@ from apache_beam.utils.windowed_value import WindowedValue
 from beaconflow.delivery.ledger import LedgerError, LedgerWriter, endpoint_fingerprint
 from beaconflow.delivery.redact import Redactor, redact_library_logs
 from beaconflow.delivery.retry import RetryPolicy
-from beaconflow.delivery.sender import BulkSender, Delivery, Request, SenderConfig
-from beaconflow.delivery.sendproc import PoolClient, shared_client
+from beaconflow.delivery.sender import BulkSender, Delivery, Request, Sender, SenderConfig
+from beaconflow.delivery.sendproc import shared_client
 from beaconflow.delivery.stop import RunStop, run_stop
 from beaconflow.model.message import Destination, Endpoint, Message
 from beaconflow.model.render import render_url
@@ -129,7 +129,7 @@ class _SendDoFn(CountsTallies, beam.DoFn):
     def __init__(self, config: SendConfig) -> None:
         super().__init__()
         self._config = config
-        self._sender: BulkSender | PoolClient | None = None
+        self._sender: Sender | None = None
         self._ledger: LedgerWriter | None = None
         # seals the ledger journals at the end of a bundle: ours, or the sender processes'
         self._seal: Callable[[], None] | None = None
@@ -229,7 +229,7 @@ class _SendDoFn(CountsTallies, beam.DoFn):
             self.count(STOPPED, detail=self._stop.reason)
         yield from CountsTallies.finish_bundle(self)
 
-    def _open_sender(self) -> BulkSender | PoolClient:
+    def _open_sender(self) -> Sender:
         if self._sender is None:
             raise RuntimeError("the sender is not open: setup() was not called")
         return self._sender

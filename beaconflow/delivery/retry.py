@@ -1,6 +1,12 @@
 """Retry policy for delivery: which outcomes to retry, and how long to wait before the next try.
 
-One readable function, :func:`classify`, turns an HTTP outcome into a :class:`Verdict`;
+One readable function, :func:`classify`, turns an HTTP outcome into a
+:class:`Classification`: its :class:`Verdict` (delivered, retriable, permanent), whether it
+is back-pressure (429, 503, timeouts: the adaptive limits slow down), whether it is a
+redirect (never followed) and whether it shows that the request reached the service. As
+Vector's ``RetryLogic`` feeds both its retries and its adaptive concurrency, this one function
+feeds the sender's retries, its adaptive limits and pacing, its redirect watch, and the
+small client; no other module keeps a status set of its own.
 :class:`RetryPolicy` is an immutable value (in the spirit of urllib3's ``Retry``) saying how
 many tries a message gets and how long to back off between them. Neither touches the network
 or sleeps, so both are tested as plain functions::
@@ -14,10 +20,11 @@ backoff, with the server's ``Retry-After`` honoured up to a cap.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import random
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC
 from email.utils import parsedate_to_datetime
 from typing import ClassVar
@@ -36,6 +43,38 @@ class Verdict(enum.Enum):
     DELIVERED = "delivered"
     RETRIABLE = "retriable"
     PERMANENT = "permanent"
+
+
+@dataclass(frozen=True, slots=True)
+class Classification:
+    """What one attempt's outcome means, for every part of the sender that acts on it.
+
+    ``verdict``
+        Delivered, worth another try, or permanent (the retry decision).
+    ``push_back``
+        The service asks to slow down: 429, 503 or a timeout. The adaptive concurrency and
+        rate back off on it; it says nothing about retrying.
+    ``redirect``
+        A 3xx: never followed and never retried (see :func:`redirect_reason`); a row of them
+        marks a destination as misconfigured.
+    ``reached``
+        The answer shows that the URL reaches the service: a status below 500 that is neither
+        a redirect nor 429. It breaks a row of redirects; 5xx, 429 and transport errors
+        neither count in such a row nor break it.
+
+    The instances are shared (:func:`classify` allocates nothing per attempt), so compare
+    them by their fields.
+    """
+
+    verdict: Verdict
+    push_back: bool = False
+    redirect: bool = False
+    reached: bool = False
+    #: ``verdict is Verdict.DELIVERED``, read once per attempt on the hot path.
+    delivered: bool = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "delivered", self.verdict is Verdict.DELIVERED)
 
 
 @dataclass(frozen=True)
@@ -71,6 +110,12 @@ class RetryPolicy:
     #: not a network hiccup.
     PERMANENT_ERRORS: ClassVar[frozenset[type[BaseException]]] = frozenset(
         {ValueError, aiohttp.NonHttpUrlClientError}
+    )
+    #: Statuses that mean "slow down": back-pressure for the adaptive concurrency and rate.
+    PUSH_BACK_STATUSES: ClassVar[frozenset[int]] = frozenset({429, 503})
+    #: Transport errors that mean "slow down": the service did not answer in time.
+    PUSH_BACK_ERRORS: ClassVar[frozenset[type[BaseException]]] = frozenset(
+        {asyncio.TimeoutError, aiohttp.ServerTimeoutError}
     )
 
     max_attempts: int = 5
@@ -114,25 +159,70 @@ class RetryPolicy:
         return wait
 
 
-def classify(status: int | None, error: BaseException | None) -> Verdict:
-    """The verdict on one attempt: its HTTP status, or the error when none came back.
+def classify(status: int | None, error: BaseException | None) -> Classification:
+    """What one attempt means: its HTTP status, or the error when none came back.
 
-    A status, when there is one, decides: the server has answered even if reading the rest of
-    the body failed afterwards. Without a status, the error decides: transport failures
-    (refused or dropped connections, timeouts) are retriable, except the
-    :attr:`RetryPolicy.PERMANENT_ERRORS` that no retry can fix.
+    A status, when there is one, decides the verdict: the server has answered even if reading
+    the rest of the body failed afterwards. Without a status, the error decides: transport
+    failures (refused or dropped connections, timeouts) are retriable, except the
+    :attr:`RetryPolicy.PERMANENT_ERRORS` that no retry can fix. Back-pressure is either: a
+    :attr:`RetryPolicy.PUSH_BACK_STATUSES` status, or a
+    :attr:`RetryPolicy.PUSH_BACK_ERRORS` error, even one that cut short a body whose status
+    had come.
     """
     if status is not None:
-        if status in RetryPolicy.DELIVERED_STATUSES:
-            return Verdict.DELIVERED
-        if status in RetryPolicy.RETRIABLE_STATUSES:
-            return Verdict.RETRIABLE
-        return Verdict.PERMANENT
+        found = _BY_STATUS.get(status)
+        if found is None:
+            found = _BY_STATUS[status] = _classify_status(status)
+        if error is not None and not found.push_back and isinstance(error, _PUSH_BACK_ERRORS):
+            return _pushed_back(found)
+        return found
     if error is None:
         raise ValueError("an attempt has either a status or an error")
-    if isinstance(error, tuple(RetryPolicy.PERMANENT_ERRORS)):
-        return Verdict.PERMANENT
-    return Verdict.RETRIABLE
+    if isinstance(error, _PERMANENT_ERRORS):
+        return _TRANSPORT_PERMANENT
+    if isinstance(error, _PUSH_BACK_ERRORS):
+        return _TRANSPORT_PUSH_BACK
+    return _TRANSPORT_RETRIABLE
+
+
+def _classify_status(status: int) -> Classification:
+    """The classification of an answer with ``status`` (computed once per status)."""
+    redirect = status in RetryPolicy.REDIRECT_STATUSES
+    if status in RetryPolicy.DELIVERED_STATUSES:
+        verdict = Verdict.DELIVERED
+    elif status in RetryPolicy.RETRIABLE_STATUSES:
+        verdict = Verdict.RETRIABLE
+    else:
+        verdict = Verdict.PERMANENT
+    return Classification(
+        verdict,
+        push_back=status in RetryPolicy.PUSH_BACK_STATUSES,
+        redirect=redirect,
+        reached=status < 500 and status != 429 and not redirect,
+    )
+
+
+def _pushed_back(found: Classification) -> Classification:
+    """``found`` with back-pressure (a timeout that cut short its body), shared per kind."""
+    key = (found.verdict, found.redirect, found.reached)
+    pushed = _PUSHED_BACK.get(key)
+    if pushed is None:
+        pushed = _PUSHED_BACK[key] = Classification(
+            found.verdict, push_back=True, redirect=found.redirect, reached=found.reached
+        )
+    return pushed
+
+
+# The tuples isinstance wants, and the shared classifications of attempts without a status.
+_PERMANENT_ERRORS = tuple(RetryPolicy.PERMANENT_ERRORS)
+_PUSH_BACK_ERRORS = tuple(RetryPolicy.PUSH_BACK_ERRORS)
+_TRANSPORT_PERMANENT = Classification(Verdict.PERMANENT)
+_TRANSPORT_RETRIABLE = Classification(Verdict.RETRIABLE)
+_TRANSPORT_PUSH_BACK = Classification(Verdict.RETRIABLE, push_back=True)
+# Filled on first use: a handful of statuses in a run, each classified once.
+_BY_STATUS: dict[int, Classification] = {}
+_PUSHED_BACK: dict[tuple[Verdict, bool, bool], Classification] = {}
 
 
 #: How a redirect's reason ends (a stop's reason quotes the reason without it).

@@ -1,13 +1,24 @@
 """The bulk sender: many HTTP GETs in flight from one thread's point of view, no Beam inside.
 
-A :class:`BulkSender` owns a background thread running its own asyncio event loop and one
-keep-alive ``aiohttp`` session. A synchronous caller (a Beam ``DoFn``) hands it :class:`Request`
-objects with :meth:`BulkSender.submit` and collects one :class:`Delivery` per request with
-:meth:`BulkSender.take_finished` and :meth:`BulkSender.flush`. Each request takes the
-destination's shared rate limiter before every attempt, is classified by
-``beaconflow.delivery.retry.classify`` and retried per the
-:class:`~beaconflow.delivery.retry.RetryPolicy`, honouring ``Retry-After``. Retry happens here
-and nowhere else.
+Three parts, one on top of the other:
+
+- :class:`SendEngine` sends on the running asyncio event loop with one keep-alive
+  ``aiohttp`` session: lanes, workers, limits, retries. It has no thread of its own and a
+  small public interface (``async with``, ``submit``, ``halt``, ``halt_destination``,
+  ``counts``, and the ``on_finished`` / ``on_delivered`` callbacks it is built with).
+- :class:`BulkSender` runs an engine on a background thread for a synchronous caller (a
+  Beam ``DoFn``), which hands it :class:`Request` objects with :meth:`BulkSender.submit_many`
+  and collects one :class:`Delivery` per request with :meth:`BulkSender.take_finished` and
+  :meth:`BulkSender.flush`. A sender process (:mod:`beaconflow.delivery.sendproc`) holds an
+  engine on its own loop instead, fed from its pipe.
+- :class:`Sender` is the protocol the send step is written against: BulkSender and the
+  sender processes' ``PoolClient`` both satisfy it.
+
+Each request takes the destination's shared rate limiter before every attempt, is classified
+by ``beaconflow.delivery.retry.classify`` and retried per the
+:class:`~beaconflow.delivery.retry.RetryPolicy`, honouring ``Retry-After``; the same
+classification is the back-pressure the adaptive limits and pacing follow. Retry happens
+here and nowhere else.
 
 How it is cheap per message: requests cross from the caller's thread to the loop a batch at
 a time (one wake-up of the loop per batch) and wait in one queue per destination. At most
@@ -50,6 +61,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import aiohttp
 from yarl import URL
@@ -60,6 +72,7 @@ from beaconflow.delivery.ratelimit import Clock, RateLimiter, Sleep, shared_limi
 from beaconflow.delivery.redact import Redactor
 from beaconflow.delivery.retry import (
     NOT_FOLLOWED,
+    Classification,
     RetryPolicy,
     Verdict,
     classify,
@@ -77,13 +90,6 @@ _LIVENESS_POLL = 1.0
 _DNS_CACHE_SECONDS = 300
 #: Exceptions that mean "this attempt got no usable answer", as opposed to a bug.
 _TRANSPORT_ERRORS = (aiohttp.ClientError, OSError, TimeoutError, ValueError)
-#: Statuses that mean "accepted" (the ones :func:`~beaconflow.delivery.retry.classify` delivers
-#: on).
-_DELIVERED = RetryPolicy.DELIVERED_STATUSES
-#: Answers that mean "slow down" (429, 503, timeouts): back-pressure for the adaptive limits.
-_PUSH_BACK_STATUSES = frozenset({429, 503})
-_PUSH_BACK_ERRORS = (asyncio.TimeoutError, aiohttp.ServerTimeoutError)
-_REDIRECT_STATUSES = RetryPolicy.REDIRECT_STATUSES
 #: Consecutive redirect answers from one destination that declare it misconfigured. Enough
 #: that a stray redirect cannot stop a run; few, so that a wrong URL costs little.
 REDIRECT_WINDOW = 10
@@ -95,10 +101,17 @@ REDIRECT_SECONDS = 30.0
 
 @dataclass(frozen=True)
 class Request:
-    """One message and its rendered URL; the URL carries credentials and is kept out of repr."""
+    """One message and its rendered URL; the URL carries credentials and is kept out of repr.
+
+    ``token`` is the caller's own, opaque to the sender: it comes back beside the request's
+    :class:`Delivery` (:data:`OnFinished`) and reaches ``on_delivered``, so that a caller can
+    match outcomes to what it sent (a sender process: its pipe's tag and ledger key). The
+    in-process pipeline leaves it None: its :class:`Delivery` carries the message itself.
+    """
 
     message: Message
     url: str = field(repr=False)
+    token: object = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -210,10 +223,45 @@ def outcome_names(outcomes: Mapping[int | type, int]) -> dict[str, int]:
     return named
 
 
+#: What a :class:`SendEngine` hands back once per turn of its loop: the deliveries finished in
+#: that turn, and their requests' tokens in the same order.
+OnFinished = Callable[[Sequence[Delivery], Sequence[object]], None]
+
+
+class Sender(Protocol):
+    """What a send step talks to: the seam between the Beam ``DoFn`` and HTTP.
+
+    :class:`BulkSender` (an engine on a thread of this process) and
+    :class:`~beaconflow.delivery.sendproc.PoolClient` (sender processes) both satisfy it, as
+    Beam's ``requestresponse.Caller`` is satisfied by each client: the ``DoFn`` submits in
+    batches, takes what has finished, flushes at the end of a bundle and closes in teardown.
+    """
+
+    def submit_many(self, requests: Sequence[Request]) -> None:
+        """Queue requests; may block while enough are pending."""
+        ...
+
+    def take_finished(self) -> list[Delivery]:
+        """The deliveries finished since the last call; never blocks."""
+        ...
+
+    def flush(self) -> list[Delivery]:
+        """Wait until every submitted request has finished; the remaining deliveries."""
+        ...
+
+    def stats(self) -> SenderStats:
+        """The counters so far."""
+        ...
+
+    def close(self) -> None:
+        """Stop sending; what was not flushed is abandoned."""
+        ...
+
+
 #: A queued request: the request, the attempts made so far, and whether its wait for the
 #: destination's adaptive rate is already over (it is then sent without a new reservation).
 _Item = tuple[Request, int, bool]
-#: What :meth:`BulkSender.stats` counts attempts by: the status, or the error's class.
+#: What :meth:`SendEngine.counts` counts attempts by: the status, or the error's class.
 _OutcomeKey = int | type
 
 
@@ -234,22 +282,20 @@ class RedirectWatch:
         self.redirected_at = 0.0
         self.delivered = False
 
-    def answer(self, status: int | None, now: float) -> bool:
-        """Count one attempt's answer; True when it makes the destination misconfigured."""
-        if status is None:
-            return False
-        if status in _DELIVERED:
+    def answer(self, answer: Classification, now: float) -> bool:
+        """Count one answer (an attempt that got a status); True if it is the misconfiguring one."""
+        if answer.delivered:
             self.redirects = 0
             self.delivered = True
             return False
-        if status in _REDIRECT_STATUSES:
+        if answer.redirect:
             if self.redirects == 0:
                 self.redirected_at = now
             self.redirects += 1
             return self.redirects >= REDIRECT_WINDOW and (
                 not self.delivered or now - self.redirected_at >= REDIRECT_SECONDS
             )
-        if status < 500 and status != 429:  # the service itself answered
+        if answer.reached:
             self.redirects = 0
         return False
 
@@ -298,10 +344,12 @@ class _Lane:
 class BulkSender:
     """Sends requests concurrently from a private event loop; see the module docstring.
 
-    ``secrets`` are the endpoint secrets to mask in every error text and log line. ``clock``
-    (monotonic, for progress lines), ``wall_clock`` (epoch seconds, for ``Retry-After`` dates),
-    ``sleep`` (backoff and rate-limit waits), ``rng`` (backoff jitter) and ``limiters`` (per
-    destination; by default the process-wide
+    A :class:`SendEngine` on a thread of its own, and the caller's side of it: requests cross
+    to the loop a batch at a time, deliveries come back once per turn of the loop, under one
+    lock. ``secrets`` are the endpoint secrets to mask in every error text and log line.
+    ``clock`` (monotonic, for progress lines), ``wall_clock`` (epoch seconds, for
+    ``Retry-After`` dates), ``sleep`` (backoff and rate-limit waits), ``rng`` (backoff jitter)
+    and ``limiters`` (per destination; by default the process-wide
     :func:`~beaconflow.delivery.ratelimit.shared_limiter` for each rate in the config) are
     injectable for tests. ``on_delivered`` is called on the sender's thread with each delivered
     message the moment its answer is in (the delivery ledger records it there, so a kill loses
@@ -326,15 +374,45 @@ class BulkSender:
         on_delivered: Callable[[Message], None] | None = None,
         stop: RunStop | None = None,
     ) -> None:
-        self._prepare(config, secrets, clock, wall_clock, sleep, rng, limiters, on_delivered)
+        self._concurrency = config.concurrency
+        # Bounds memory: submit() blocks while twice the concurrency is pending.
+        self._bound = 2 * config.concurrency
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        # -- shared with the loop's thread, under self._lock
+        self._pending = 0
+        # waiting callers are woken once _pending is down to this (-1: nobody waits)
+        self._wake_at = -1
+        self._finished: list[Delivery] = []
+        self._stats = SenderStats(0, 0, 0, 0, {})
+        self._closed = False
         self._stop = stop
+        hook = None
+        if on_delivered is not None:
+            record = on_delivered
+
+            def hook(request: Request) -> None:
+                record(request.message)
+
+        self._engine = SendEngine(
+            config,
+            secrets,
+            on_finished=self._publish,
+            on_delivered=hook,
+            stop=stop,
+            clock=clock,
+            wall_clock=wall_clock,
+            sleep=sleep,
+            rng=rng,
+            limiters=limiters,
+        )
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._run_loop, name="beaconflow-sender", daemon=True
         )
         self._thread.start()
         try:
-            self._session = asyncio.run_coroutine_threadsafe(self._open(), self._loop).result()
+            asyncio.run_coroutine_threadsafe(self._engine.open(), self._loop).result()
         except BaseException:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join()
@@ -343,71 +421,11 @@ class BulkSender:
         if stop is not None:
             stop.subscribe(self.halt)
 
-    def _prepare(
-        self,
-        config: SenderConfig,
-        secrets: tuple[str, ...],
-        clock: Clock,
-        wall_clock: Clock,
-        sleep: Sleep,
-        rng: random.Random | None,
-        limiters: Mapping[str, RateLimiter] | None,
-        on_delivered: Callable[[Message], None] | None,
-    ) -> None:
-        """Set every field but the loop, its thread and the session."""
-        self._config = config
-        self._concurrency = config.concurrency
-        self._on_delivered = on_delivered
-        self._redact = Redactor.of(secrets)
-        self._clock = clock
-        self._wall_clock = wall_clock
-        self._sleep = sleep
-        self._rng = rng if rng is not None else random.Random()
-        self._limiters: dict[str, RateLimiter] = {
-            destination: shared_limiter(destination, rate)
-            for destination, rate in config.rates.items()
-            if rate is not None
-        }
-        self._limiters.update(limiters or {})
-
-        # -- shared with the callers' threads, under self._lock
-        self._lock = threading.Lock()
-        self._changed = threading.Condition(self._lock)
-        # Bounds memory: submit() blocks while twice the concurrency is pending.
-        self._bound = 2 * config.concurrency
-        self._pending = 0
-        # waiting callers are woken once _pending is down to this (-1: nobody waits)
-        self._wake_at = -1
-        self._finished: list[Delivery] = []
-        self._sent = self._delivered = self._retries = self._failed = 0
-        self._outcomes: dict[_OutcomeKey, int] = {}
-        self._closed = False
-        self._stop = None
-        self._judge_redirects = True  # a sender process leaves that to its pool
-
-        # -- the loop's own, published to the fields above by _publish
-        self._lanes: dict[str, _Lane] = {}
-        self._lane_list: list[_Lane] = []
-        self._turn = 0  # the lane a worker looks at first: turns keep destinations fair
-        self._workers: list[asyncio.Task[None]] = []
-        self._idle: list[asyncio.Future[None]] = []  # parked workers, the last parked first
-        self._waking = 0  # workers woken or started that have not looked for work yet
-        # requests out waiting to requeue, with their lane
-        self._delayed: dict[asyncio.Task[None], tuple[_Lane, _Item]] = {}
-        self._halted: str | None = None  # why the whole sender sends no more
-        self._done: list[Delivery] = []
-        self._publishing = False
-        self._tally_sent = self._tally_delivered = self._tally_retries = self._tally_failed = 0
-        self._tally_outcomes: dict[_OutcomeKey, int] = {}
-        self._progress = ProgressLog(config.progress_interval, clock())
-
     def __enter__(self) -> BulkSender:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-
-    # -- caller side (any thread) ----------------------------------------------------------
 
     def submit(self, request: Request) -> None:
         """Queue ``request``; blocks while about twice the concurrency is already pending."""
@@ -423,6 +441,7 @@ class BulkSender:
         if self._closed:
             raise RuntimeError("BulkSender is closed")
         bound, total, start = self._bound, len(requests), 0
+        submit = self._engine.submit
         while start < total:
             need = min(total - start, self._concurrency)
             with self._lock:
@@ -433,7 +452,7 @@ class BulkSender:
                 count = min(bound - self._pending, total - start)
                 self._pending += count
             # a copy: the caller may reuse its sequence
-            self._loop.call_soon_threadsafe(self._intake, tuple(requests[start : start + count]))
+            self._loop.call_soon_threadsafe(submit, tuple(requests[start : start + count]))
             start += count
 
     def take_finished(self) -> list[Delivery]:
@@ -453,10 +472,9 @@ class BulkSender:
         return finished
 
     def stats(self) -> SenderStats:
-        """A snapshot of the counters."""
+        """A snapshot of the counters, as of the loop's last turn."""
         with self._lock:
-            outcomes = outcome_names(self._outcomes)
-            return SenderStats(self._sent, self._delivered, self._retries, self._failed, outcomes)
+            return self._stats
 
     def close(self) -> None:
         """Stop the loop and close the session; unfinished requests are abandoned (logged)."""
@@ -467,7 +485,7 @@ class BulkSender:
             self._stop.unsubscribe(self.halt)
         if self._thread.is_alive():
             try:
-                asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result()
+                asyncio.run_coroutine_threadsafe(self._engine.close(), self._loop).result()
             finally:
                 self._loop.call_soon_threadsafe(self._loop.stop)
                 self._thread.join()
@@ -476,6 +494,151 @@ class BulkSender:
 
     def concurrency_limits(self) -> dict[str, int]:
         """The adaptive concurrency each destination has reached (empty when not adaptive)."""
+        return self._engine.concurrency_limits()
+
+    def adaptive_rates(self) -> dict[str, float | None]:
+        """The adaptive rate of each destination, None while the service has not pushed back."""
+        return self._engine.adaptive_rates()
+
+    def halt(self, reason: str) -> None:
+        """Start no new request (any thread); see :meth:`SendEngine.halt`."""
+        if not self._loop.is_closed():
+            # the loop may close meanwhile: then there is nothing left to halt
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(self._engine.halt, reason)
+
+    def _check_alive(self) -> None:
+        if not self._thread.is_alive():
+            raise RuntimeError("the sender thread has stopped")
+
+    def _run_loop(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._loop.run_forever()
+
+    def _publish(self, done: Sequence[Delivery], tokens: Sequence[object]) -> None:
+        """The engine's turn is over (loop side): hand its deliveries to the callers."""
+        stats = self._engine.counts()
+        with self._lock:
+            if done:
+                if self._finished:
+                    self._finished.extend(done)
+                else:
+                    self._finished = list(done)
+                self._pending -= len(done)
+            self._stats = stats
+            if self._pending <= self._wake_at:
+                self._wake_at = -1
+                self._changed.notify_all()
+
+
+class SendEngine:
+    """The send engine: lanes, workers, limits and retries on the running event loop.
+
+    It has no thread of its own and nothing in it is thread-safe: every method is called on
+    the loop it was opened on. :class:`BulkSender` runs one on a thread of its own; a sender
+    process (:mod:`beaconflow.delivery.sendproc`) runs one on its main loop, fed straight from
+    its pipe. Its public interface is all either uses:
+
+    - ``async with engine`` (or :meth:`open` / :meth:`close`): the HTTP session; closing
+      abandons what is unfinished, with a warning naming how many;
+    - :meth:`submit` a batch of requests; :meth:`halt` (everything) or
+      :meth:`halt_destination` (one lane); :meth:`counts`;
+    - ``on_finished(deliveries, tokens)``, called once per turn of the loop in which
+      something finished or was counted (:data:`OnFinished`);
+    - ``on_delivered(request)``, called with each delivered request while it still holds
+      its slot (the ledger records it there); when it raises, the delivery could not be
+      recorded, the engine halts and trips ``stop``.
+
+    ``judge_redirects`` False leaves judging redirects to someone who sees more answers (a
+    sender pool over all its processes, which then calls :meth:`halt_destination`). The
+    other arguments are :class:`BulkSender`'s.
+    """
+
+    def __init__(
+        self,
+        config: SenderConfig,
+        secrets: tuple[str, ...] = (),
+        *,
+        on_finished: OnFinished,
+        on_delivered: Callable[[Request], None] | None = None,
+        stop: RunStop | None = None,
+        judge_redirects: bool = True,
+        clock: Clock = time.monotonic,
+        wall_clock: Clock = time.time,
+        sleep: Sleep = asyncio.sleep,
+        rng: random.Random | None = None,
+        limiters: Mapping[str, RateLimiter] | None = None,
+    ) -> None:
+        self._config = config
+        self._concurrency = config.concurrency
+        self._on_finished = on_finished
+        self._on_delivered = on_delivered
+        self._stop = stop
+        self._judge_redirects = judge_redirects
+        self._redact = Redactor.of(secrets)
+        self._clock = clock
+        self._wall_clock = wall_clock
+        self._sleep = sleep
+        self._rng = rng if rng is not None else random.Random()
+        self._limiters: dict[str, RateLimiter] = {
+            destination: shared_limiter(destination, rate)
+            for destination, rate in config.rates.items()
+            if rate is not None
+        }
+        self._limiters.update(limiters or {})
+        # set by open(), before any other call
+        self._loop: asyncio.AbstractEventLoop
+        self._session: aiohttp.ClientSession
+        self._lanes: dict[str, _Lane] = {}
+        self._lane_list: list[_Lane] = []
+        self._turn = 0  # the lane a worker looks at first: turns keep destinations fair
+        self._workers: list[asyncio.Task[None]] = []
+        self._idle: list[asyncio.Future[None]] = []  # parked workers, the last parked first
+        self._waking = 0  # workers woken or started that have not looked for work yet
+        # requests out waiting to requeue, with their lane
+        self._delayed: dict[asyncio.Task[None], tuple[_Lane, _Item]] = {}
+        self._halted: str | None = None  # why the whole engine sends no more
+        self._outstanding = 0  # submitted, not finished
+        # finished this turn of the loop, handed to on_finished at its end
+        self._done: list[Delivery] = []
+        self._tokens: list[object] = []
+        self._publishing = False
+        self._tally_sent = self._tally_delivered = self._tally_retries = self._tally_failed = 0
+        self._tally_outcomes: dict[_OutcomeKey, int] = {}
+        self._progress = ProgressLog(config.progress_interval, clock())
+
+    async def __aenter__(self) -> SendEngine:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def open(self) -> None:
+        """Open the HTTP session on the running loop, the one every later call is made on."""
+        self._loop = asyncio.get_running_loop()
+        self._session = await self._open_session()
+
+    def submit(self, requests: Sequence[Request]) -> None:
+        """Queue a batch of requests (one call per batch: the loop wakes once for it)."""
+        self._outstanding += len(requests)
+        self._intake(requests)
+
+    def counts(self) -> SenderStats:
+        """The counters so far."""
+        return SenderStats(
+            self._tally_sent,
+            self._tally_delivered,
+            self._tally_retries,
+            self._tally_failed,
+            outcome_names(self._tally_outcomes),
+        )
+
+    def concurrency_limits(self) -> dict[str, int]:
+        """The adaptive concurrency each destination has reached (empty when not adaptive).
+
+        Safe from another thread: it reads, and copies the lanes before iterating.
+        """
         return {
             destination: lane.limit.limit
             for destination, lane in list(self._lanes.items())
@@ -483,31 +646,17 @@ class BulkSender:
         }
 
     def adaptive_rates(self) -> dict[str, float | None]:
-        """The adaptive rate of each destination, None while the service has not pushed back."""
+        """The adaptive rate of each destination, None while the service has not pushed back.
+
+        Safe from another thread, as :meth:`concurrency_limits`.
+        """
         return {
             destination: lane.pace.rate
             for destination, lane in list(self._lanes.items())
             if lane.pace is not None
         }
 
-    def halt(self, reason: str) -> None:
-        """Start no new request (any thread); see :meth:`_halt`."""
-        if not self._loop.is_closed():
-            # the loop may close meanwhile: then there is nothing left to halt
-            with contextlib.suppress(RuntimeError):
-                self._loop.call_soon_threadsafe(self._halt, reason)
-
-    def _check_alive(self) -> None:
-        if not self._thread.is_alive():
-            raise RuntimeError("the sender thread has stopped")
-
-    # -- loop side (the sender thread) -----------------------------------------------------
-
-    def _run_loop(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        self._loop.run_forever()
-
-    async def _open(self) -> aiohttp.ClientSession:
+    async def _open_session(self) -> aiohttp.ClientSession:
         connector = aiohttp.TCPConnector(
             limit=self._config.concurrency, ttl_dns_cache=_DNS_CACHE_SECONDS
         )
@@ -525,14 +674,14 @@ class BulkSender:
         # for a worker, not for a pooled connection, so the total timeout covers the attempt.
         return session
 
-    async def _shutdown(self) -> None:
+    async def close(self) -> None:
+        """Cancel what is in flight or waiting, hand back what finished, close the session."""
         tasks = [*self._workers, *self._delayed]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._publish()
-        with self._lock:
-            abandoned = self._pending
+        abandoned = self._outstanding
         await self._session.close()
         if abandoned:
             logger.warning("closed with %d unfinished requests abandoned", abandoned)
@@ -546,7 +695,7 @@ class BulkSender:
             if lane is None:
                 lane = self._open_lane(destination)
             if lane.halted is not None:
-                self._finish(self._cut_short((request, 0, False), lane.halted))
+                self._cut_short((request, 0, False), lane.halted)
                 continue
             lane.queue.append((request, 0, False))
         self._kick()
@@ -571,8 +720,12 @@ class BulkSender:
         self._lane_list.append(lane)
         return lane
 
-    def _halt(self, reason: str) -> None:
-        """Halt every lane, and lanes opened later: no new request starts (loop side)."""
+    def halt(self, reason: str) -> None:
+        """Halt every lane, and lanes opened later: no new request starts.
+
+        What is in flight finishes; what is queued or waiting to retry ends now, cut short
+        by ``reason``.
+        """
         if self._halted is not None:
             return
         self._halted = reason
@@ -580,7 +733,7 @@ class BulkSender:
             self._halt_lane(lane, reason)
 
     def halt_destination(self, destination: str, reason: str) -> None:
-        """Send no more to ``destination`` (loop side): a pool judged it misconfigured."""
+        """Send no more to ``destination``: a pool judged it misconfigured."""
         lane = self._lanes.get(destination) or self._open_lane(destination)
         self._halt_lane(lane, reason)
 
@@ -589,19 +742,18 @@ class BulkSender:
         if lane.halted is None:
             lane.halted = reason
         while lane.queue:
-            self._finish(self._cut_short(lane.queue.popleft(), reason))
+            self._cut_short(lane.queue.popleft(), reason)
         for task, (waiting_lane, item) in list(self._delayed.items()):
             if waiting_lane is lane:
                 del self._delayed[task]
                 task.cancel()
-                self._finish(self._cut_short(item, reason))
+                self._cut_short(item, reason)
 
-    @staticmethod
-    def _cut_short(item: _Item, reason: str) -> Delivery:
-        """The outcome of a request that a stop kept from being sent (again)."""
+    def _cut_short(self, item: _Item, reason: str) -> None:
+        """Finish a request that a stop kept from being sent (again)."""
         request, attempts, _ = item
         text = f"not attempted: {reason}" if attempts == 0 else f"not retried: {reason}"
-        return Delivery(request.message, False, None, text, attempts, stop=reason)
+        self._finish(request, Delivery(request.message, False, None, text, attempts, stop=reason))
 
     def _kick(self) -> None:
         """Wake (or start) as many workers as there are requests that may be sent now."""
@@ -638,7 +790,7 @@ class BulkSender:
                 await self._send(lane, item)
             except Exception as error:
                 # A bug, not a network outcome: still accounted for, never silently lost.
-                self._internal_error(item[0].message, error)
+                self._internal_error(item[0], error)
 
     def _next(self) -> tuple[_Lane, _Item] | None:
         """The next request to send and its lane, its slot taken; None when nothing may go.
@@ -693,17 +845,19 @@ class BulkSender:
                     URL(request.url, encoded=True), allow_redirects=False
                 ) as response:
                     status = response.status
-                    if status not in _DELIVERED:
+                    answer = classify(status, None)
+                    if not answer.delivered:
                         retry_after = response.headers.get(
-                            "Location" if status in _REDIRECT_STATUSES else "Retry-After"
+                            "Location" if answer.redirect else "Retry-After"
                         )
                     await response.read()
             except _TRANSPORT_ERRORS as caught:
                 error = caught
-            delivered = status in _DELIVERED
+                answer = classify(status, caught)
+            delivered = answer.delivered
             if limit is not None:
                 now = self._clock()
-                pushed_back = status in _PUSH_BACK_STATUSES or isinstance(error, _PUSH_BACK_ERRORS)
+                pushed_back = answer.push_back
                 before = limit.limit
                 limit.record(now - started, pushed_back, now)
                 if lane.pace is not None:
@@ -716,7 +870,7 @@ class BulkSender:
                 # counted it, so the ledger must know it too. Still holding the slot: a kill
                 # now loses at most the slots in flight
                 try:
-                    self._on_delivered(request.message)
+                    self._on_delivered(request)
                 except Exception as hook_error:
                     # delivered, but the next run would send it again: stop sending
                     stopped = self._redact(str(hook_error) or type(hook_error).__name__)
@@ -729,24 +883,25 @@ class BulkSender:
         misconfigured = False
         if watch is not None and status is not None:
             # only a redirect's time matters: no clock reading for the others
-            if status in _REDIRECT_STATUSES and now is None:
+            if answer.redirect and now is None:
                 now = self._clock()
-            misconfigured = watch.answer(status, now or 0.0)
+            misconfigured = watch.answer(answer, now or 0.0)
         if delivered:
-            self._finish(Delivery(message, True, status, None, attempts, stop=stopped))
+            self._finish(request, Delivery(message, True, status, None, attempts, stop=stopped))
             if stopped is not None:
-                self._halt(stopped)
+                self.halt(stopped)
                 if self._stop is not None:
                     self._stop.trip(stopped)
             return
         policy = self._config.retry
-        verdict = classify(status, error)
-        if status in _REDIRECT_STATUSES:
+        verdict = answer.verdict
+        if answer.redirect and status is not None:
             reason = self._redact(redirect_reason(status, request.url, retry_after))
             if misconfigured and watch is not None and lane.halted is None:
                 stopped = watch.reason(message.destination, reason)
                 logger.warning("%s; no more requests go to it", stopped)
-                self._finish(Delivery(message, False, status, reason, attempts, stop=stopped))
+                delivery = Delivery(message, False, status, reason, attempts, stop=stopped)
+                self._finish(request, delivery)
                 self._halt_lane(lane, stopped)
                 return
         else:
@@ -754,7 +909,7 @@ class BulkSender:
         halted = lane.halted
         if halted is not None and verdict is Verdict.RETRIABLE and policy.can_retry(attempts):
             text = f"{reason}; not retried: {halted}"
-            self._finish(Delivery(message, False, status, text, attempts, stop=halted))
+            self._finish(request, Delivery(message, False, status, text, attempts, stop=halted))
             return
         if verdict is Verdict.PERMANENT or not policy.can_retry(attempts):
             logger.debug(
@@ -764,7 +919,7 @@ class BulkSender:
                 attempts,
                 reason,
             )
-            self._finish(Delivery(message, False, status, reason, attempts))
+            self._finish(request, Delivery(message, False, status, reason, attempts))
             return
         wait = policy.delay(
             attempts - 1, self._rng, parse_retry_after(retry_after, self._wall_clock())
@@ -792,15 +947,15 @@ class BulkSender:
     async def _requeue(self, lane: _Lane, item: _Item, wait: float) -> None:
         await self._sleep(wait)
         if lane.halted is not None:
-            self._finish(self._cut_short(item, lane.halted))
+            self._cut_short(item, lane.halted)
             return
         lane.queue.appendleft(item)
         self._kick()
 
-    def _internal_error(self, message: Message, error: Exception) -> None:
+    def _internal_error(self, request: Request, error: Exception) -> None:
         text = self._redact(f"internal error: {type(error).__name__}: {error}")
-        logger.error("%s (%s)", text, message.kind)
-        self._finish(Delivery(message, False, None, text, 0))
+        logger.error("%s (%s)", text, request.message.kind)
+        self._finish(request, Delivery(request.message, False, None, text, 0))
 
     def _record(self, status: int | None, error: BaseException | None, now: float | None) -> None:
         """Count one attempt; log a progress line when one is due (``now``: a fresh reading)."""
@@ -816,8 +971,9 @@ class BulkSender:
         if self._progress.due(now):
             self._progress.line(now, self._tally_sent, self._tally_retries, self._tally_failed)
 
-    def _finish(self, delivery: Delivery) -> None:
+    def _finish(self, request: Request, delivery: Delivery) -> None:
         self._done.append(delivery)
+        self._tokens.append(request.token)
         if delivery.delivered:
             self._tally_delivered += 1
         else:
@@ -827,23 +983,12 @@ class BulkSender:
             self._loop.call_soon(self._publish)
 
     def _publish(self) -> None:
-        """Hand what finished this turn of the loop to the callers, under one lock."""
+        """Hand what finished this turn of the loop, and the counts, to ``on_finished``."""
         self._publishing = False
         done, self._done = self._done, []
-        outcomes = dict(self._tally_outcomes)
-        with self._lock:
-            if done:
-                if self._finished:
-                    self._finished.extend(done)
-                else:
-                    self._finished = done
-                self._pending -= len(done)
-            self._sent, self._delivered = self._tally_sent, self._tally_delivered
-            self._retries, self._failed = self._tally_retries, self._tally_failed
-            self._outcomes = outcomes
-            if self._pending <= self._wake_at:
-                self._wake_at = -1
-                self._changed.notify_all()
+        tokens, self._tokens = self._tokens, []
+        self._outstanding -= len(done)
+        self._on_finished(done, tokens)
 
     def _describe(self, status: int | None, error: BaseException | None) -> str:
         """A redacted reason for a non-delivered attempt."""

@@ -2,16 +2,21 @@
 
 A Python process runs on one core at a time, and in a local run that process also does all of
 Beam's work: reading, parsing, building messages, the shuffles. A :class:`SenderPool` moves the
-HTTP side out to child processes, each running a :class:`~beaconflow.delivery.sender.BulkSender`
-with its own event loop and connections, so that on a machine with several cores the pipeline
-builds messages while the children send them.
+HTTP side out to child processes, each holding a
+:class:`~beaconflow.delivery.sender.SendEngine` on its own event loop with its own
+connections, so that on a machine with several cores the pipeline builds messages while the
+children send them.
 
-Callers send through a :class:`PoolClient`, which has the BulkSender's interface
-(``submit_many``, ``take_finished``, ``flush``, ``stats``, ``close``) plus ``seal`` for the
+Callers send through a :class:`PoolClient`, which satisfies the send step's
+:class:`~beaconflow.delivery.sender.Sender` protocol (``submit_many``, ``take_finished``,
+``flush``, ``stats``, ``close``) as an in-process BulkSender does, plus ``seal`` for the
 ledger; :func:`shared_client` gives every send step of a process a client of one shared
 pool. Requests cross to a child in batches over a pipe as ``(tag, destination, kind, url,
 ledger key)``; outcomes come back in batches as ``(tag, delivered, status, error,
-attempts, stop)``. The parent keeps the messages; a child sees only URLs.
+attempts, stop)``. The parent keeps the messages; a child sees only URLs. In the child each
+wire tuple rides with its request as the request's own token, through the engine's public
+interface, so its outcome finds its tag again: nothing of the parent's bookkeeping travels
+inside a message.
 
 - ``concurrency`` and the per-destination rates are divided among the children: together
   they never have more requests in flight, nor send faster, than one BulkSender would.
@@ -57,15 +62,15 @@ from typing import Any, cast
 from beaconflow.delivery.ledger import LedgerError, LedgerWriter, ledger_key
 from beaconflow.delivery.ratelimit import Clock
 from beaconflow.delivery.redact import Redactor, redact_library_logs
+from beaconflow.delivery.retry import classify
 from beaconflow.delivery.sender import (
-    BulkSender,
     Delivery,
     ProgressLog,
     RedirectWatch,
     Request,
+    SendEngine,
     SenderConfig,
     SenderStats,
-    outcome_names,
 )
 from beaconflow.delivery.stop import RunStop, run_stop
 from beaconflow.model.message import Destination, Message
@@ -87,7 +92,7 @@ _Wire = tuple[int, str, str, str, str]
 #: One outcome on the wire: tag, delivered, status, error, attempts, stop reason.
 _Outcome = tuple[int, bool, int | None, str | None, int, str | None]
 #: A child's counters on the wire: sent, delivered, retries, failed, outcomes.
-_Stats = tuple[int, int, int, int, dict[str, int]]
+_Stats = tuple[int, int, int, int, Mapping[str, int]]
 
 
 @dataclass(frozen=True)
@@ -391,7 +396,7 @@ class SenderPool:
             client, message = messages.pop(tag)
             destination = message.destination
             watch = watches.get(destination) or watches.setdefault(destination, RedirectWatch())
-            judged = status is not None and watch.answer(status, now)
+            judged = status is not None and watch.answer(classify(status, None), now)
             if judged and destination not in self._misconfigured:
                 stop = self._misconfigure(destination, watch.reason(destination, error or ""))
             client.finished.append(Delivery(message, delivered, status, error, attempts, stop))
@@ -550,64 +555,61 @@ def child_main() -> None:
     sys.exit(asyncio.run(_child(results_fd)))
 
 
-class _ChildSender(BulkSender):
-    """A BulkSender living on the child's own event loop, with no thread of its own.
+class _ChildSender:
+    """The child's end of the pipe protocol, around a send engine on the child's own loop.
 
-    Requests come straight from the pipe reader on the same loop, and each turn's finished
-    deliveries go straight back down the results pipe: nothing crosses a thread.
+    There is no thread: requests come straight from the pipe reader on the same loop, each
+    with its wire tuple as its :attr:`~beaconflow.delivery.sender.Request.token` (the tag
+    that matches its outcome in the parent, the ledger key its delivery is recorded under),
+    and each turn's finished deliveries go straight back down the results pipe.
     """
 
     def __init__(
         self,
         config: SenderConfig,
         secrets: tuple[str, ...],
-        on_delivered: Callable[[Message], None] | None,
+        ledger: LedgerWriter | None,
         reply: Callable[[str, object, _Stats], None],
     ) -> None:
-        self._prepare(
-            config, secrets, time.monotonic, time.time, asyncio.sleep, None, None, on_delivered
-        )
-        self._loop = asyncio.get_running_loop()
         self._reply = reply
-        # the pool sees every child's answers: it judges redirects, and says "halt"
-        self._judge_redirects = False
-
-    async def start(self) -> None:
-        self._session = await self._open()
+        # what the engine needs of a message, one per destination and kind: the child sees
+        # URLs, never parameters
+        self._messages: dict[tuple[str, str], Message] = {}
+        self.engine = SendEngine(
+            config,
+            secrets,
+            on_finished=self._finished,
+            on_delivered=None if ledger is None else _recorder(ledger),
+            # the pool sees every child's answers: it judges redirects, and says "halt"
+            judge_redirects=False,
+        )
 
     def take(self, wires: list[_Wire]) -> None:
         """Queue requests as they came down the pipe."""
-        self._pending += len(wires)  # this loop's own: no caller thread waits on it
-        self._intake(
-            [
-                Request(Message.handle(cast(Destination, d), kind, key, str(tag)), url)
-                for tag, d, kind, url, key in wires
-            ]
-        )
+        messages = self._messages
+        requests = []
+        for wire in wires:
+            _, destination, kind, url, _ = wire
+            message = messages.get((destination, kind))
+            if message is None:
+                message = messages[destination, kind] = Message(
+                    cast(Destination, destination), kind, ()
+                )
+            requests.append(Request(message, url, wire))
+        self.engine.submit(requests)
 
     def counts(self) -> _Stats:
-        return (
-            self._tally_sent,
-            self._tally_delivered,
-            self._tally_retries,
-            self._tally_failed,
-            outcome_names(self._tally_outcomes),
-        )
+        counts = self.engine.counts()
+        return (counts.sent, counts.delivered, counts.retries, counts.failed, counts.outcomes)
 
-    def _publish(self) -> None:
-        self._publishing = False
-        done, self._done = self._done, []
+    def _finished(self, done: Sequence[Delivery], tokens: Sequence[object]) -> None:
         if done:
-            self._pending -= len(done)
+            wires = cast("Sequence[_Wire]", tokens)
             outcomes: list[_Outcome] = [
-                (int(d.message.occurrence), d.delivered, d.status, d.error, d.attempts, d.stop)
-                for d in done
+                (wire[0], d.delivered, d.status, d.error, d.attempts, d.stop)
+                for wire, d in zip(wires, done, strict=True)
             ]
             self._reply("done", outcomes, self.counts())
-
-    async def stop(self) -> None:
-        """Abandon what is unfinished (logged, as BulkSender.close does) and close."""
-        await self._shutdown()
 
 
 async def _read(reader: asyncio.StreamReader) -> Any:
@@ -659,9 +661,8 @@ async def _child(results_fd: int) -> int:
     try:
         if setup.ledger is not None:
             ledger = LedgerWriter(setup.ledger, {})
-        record = None if ledger is None else _recorder(ledger)
-        sender = _ChildSender(setup.config, setup.secrets, record, reply)
-        await sender.start()
+        sender = _ChildSender(setup.config, setup.secrets, ledger, reply)
+        await sender.engine.open()
     except Exception as error:
         text = Redactor.of(setup.secrets)(f"cannot start: {type(error).__name__}: {error}")
         reply("fatal", text, None)
@@ -673,13 +674,13 @@ async def _child(results_fd: int) -> int:
             if kind == "send":
                 sender.take(payload)
             elif kind == "stop":
-                sender._halt(payload)
+                sender.engine.halt(payload)
             elif kind == "halt":
-                sender.halt_destination(*payload)
+                sender.engine.halt_destination(*payload)
             elif kind == "seal":
                 reply("sealed", _seal(ledger, sender), sender.counts())
     finally:
-        await sender.stop()
+        await sender.engine.close()
         problem = _seal(ledger, sender)
         if problem is not None:
             logger.error("%s", problem)
@@ -701,13 +702,16 @@ def _seal(ledger: LedgerWriter | None, sender: _ChildSender) -> str | None:
     try:
         ledger.seal()
     except LedgerError as error:
-        sender._halt(str(error))
+        sender.engine.halt(str(error))
         return str(error)
     return None
 
 
-def _recorder(ledger: LedgerWriter) -> Callable[[Message], None]:
-    def record(handle: Message) -> None:
-        ledger.record_keyed(handle.key, handle.destination, handle.kind)
+def _recorder(ledger: LedgerWriter) -> Callable[[Request], None]:
+    """The engine's ``on_delivered``: records a request under the parent's ledger key."""
+
+    def record(request: Request) -> None:
+        _, destination, kind, _, key = cast(_Wire, request.token)
+        ledger.record_keyed(key, destination, kind)
 
     return record

@@ -78,16 +78,6 @@ class Message:
         return cls._assemble(destination, kind, params, occurrence, key)
 
     @classmethod
-    def handle(cls, destination: Destination, kind: str, key: str, tag: str) -> Message:
-        """A stand-in for a message sent from another process: no parameters, its own key.
-
-        A sender process gets each message as its rendered URL; the handle carries what the
-        sender and the ledger need (destination, kind, key) and ``tag`` (as ``occurrence``)
-        to match the outcome with the message back in the pipeline.
-        """
-        return cls._assemble(destination, kind, (), tag, key)
-
-    @classmethod
     def _assemble(
         cls,
         destination: Destination,

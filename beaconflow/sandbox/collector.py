@@ -12,9 +12,38 @@ paths and reasons go through :class:`beaconflow.delivery.redact.Redactor`.
 latency and spikes, dropped connections, a per-destination rate limit, users always refused),
 seeded so that tests are deterministic. A faulted request is not recorded as accepted.
 
+Scripted answers (``Collector(scripted=True)``, ``--scripted``) play one answer per request,
+chosen by the request's kind, in the manner of httpbin: to show, or test, what a sender does
+with each. A request whose kind (the Kontagent type in ``/api/v1/<key>/<kind>/``, or the path
+of a KISSmetrics-style ``/<kind>``) is one of :data:`SCRIPTED_KINDS` is answered by its
+script, neither validated nor recorded as accepted (any other request is served as usual):
+
+=================  ========================================================================
+``ok``             200 and the GIF
+``flaky``          503 to the first ``n`` tries (query parameter ``n``), then 200
+``throttle``       429 with ``Retry-After: <after>`` (query ``after``: seconds or an HTTP
+                   date; 1 when absent) to the first try, then 200
+``bad``            400
+``unimplemented``  501
+``slow``           200 after ``seconds`` (query parameter)
+``gated``          200 once the gate is open (:meth:`Collector.close_gate`, ``open_gate``;
+                   open at start and when the collector stops)
+``drop``           the connection closed without an answer
+``redirect``       302 to the login page; ``loop``: 302 to the request itself
+=================  ========================================================================
+
+Tries are counted per request, named by its ``token`` query parameter
+(:meth:`Collector.tries`); :meth:`Collector.in_flight` and :meth:`Collector.max_in_flight`
+say how many scripted requests of a kind are (or were at most) being answered at once.
+
 Run it on its own (Ctrl-C or SIGTERM stops it)::
 
     python -m beaconflow.sandbox.collector --port 8099 --error-rate 0.05 --seed 7
+
+or with scripted answers::
+
+    python -m beaconflow.sandbox.collector --port 8099 --scripted
+    curl -i 'http://127.0.0.1:8099/api/v1/key/flaky/?token=a&n=1'   # 503, then 200
 
 In tests, in a background thread with its own event loop::
 
@@ -38,7 +67,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from urllib.parse import parse_qsl, urlsplit
@@ -64,6 +93,11 @@ Parser = Callable[[str], tuple[Message, str]]
 
 Sleep = Callable[[float], Awaitable[None]]
 """How injected latency waits; tests pass a fake that records the delays."""
+
+#: The kinds that scripted answers play (see the module docstring), in its table's order.
+SCRIPTED_KINDS = frozenset(
+    {"ok", "flaky", "throttle", "bad", "unimplemented", "slow", "gated", "drop", "redirect", "loop"}
+)
 
 
 @dataclass(frozen=True)
@@ -269,6 +303,12 @@ class Records:
             self._counts["faulted"] += 1
             self._counts[key] = self._counts.get(key, 0) + 1
 
+    def script(self, kind: str) -> None:
+        key = f"scripted/{kind}"
+        with self._lock:
+            self._counts["scripted"] = self._counts.get("scripted", 0) + 1
+            self._counts[key] = self._counts.get(key, 0) + 1
+
     def accepted(self) -> list[AcceptedRecord]:
         with self._lock:
             return list(self._accepted)
@@ -286,14 +326,57 @@ class Records:
             return dict(self._per_second.get(destination, {}))
 
 
+class Scripts:
+    """The state of the scripted answers: tries per token, requests in flight, the gate.
+
+    Written by the server loop; the counts are read from anywhere, under a lock.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._tries: dict[str, int] = {}
+        self._in_flight: dict[str, int] = {}
+        self._max_in_flight: dict[str, int] = {}
+        # created unbound: asyncio binds it to the loop of its first wait
+        self.gate = asyncio.Event()
+        self.gate.set()
+
+    def arrive(self, kind: str, token: str) -> int:
+        """Count a try of ``token`` and one more ``kind`` in flight; returns its try number."""
+        with self._lock:
+            tries = self._tries[token] = self._tries.get(token, 0) + 1
+            now = self._in_flight[kind] = self._in_flight.get(kind, 0) + 1
+            if now > self._max_in_flight.get(kind, 0):
+                self._max_in_flight[kind] = now
+        return tries
+
+    def leave(self, kind: str) -> None:
+        with self._lock:
+            self._in_flight[kind] -= 1
+
+    def tries(self, token: str) -> int:
+        with self._lock:
+            return self._tries.get(token, 0)
+
+    def in_flight(self, kind: str) -> int:
+        with self._lock:
+            return self._in_flight.get(kind, 0)
+
+    def max_in_flight(self, kind: str) -> int:
+        with self._lock:
+            return self._max_in_flight.get(kind, 0)
+
+
 class Collector:
     """The sandbox server: start it, send to :attr:`base_url`, then read what it recorded.
 
     ``kontagent_key`` / ``kissmetrics_key``: when set, a request with another key gets 403.
     ``kontagent_secret``: when set, a Kontagent request carrying ``an_sig`` must be signed
     with it (else 403); unsigned requests are still accepted. ``port`` 0 picks a free one.
-    For tests, ``parser`` replaces :func:`beaconflow.model.render.parse_url`, ``sleep``
-    asyncio.sleep (injected latency) and ``clock`` time.monotonic (rate limit, per-second counts).
+    ``scripted``: play scripted answers (see the module docstring) to requests of the
+    :data:`SCRIPTED_KINDS`. For tests, ``parser`` replaces
+    :func:`beaconflow.model.render.parse_url`, ``sleep`` asyncio.sleep (injected latency and
+    the ``slow`` script) and ``clock`` time.monotonic (rate limit, per-second counts).
 
     Use either :meth:`start`/:meth:`stop` (a background thread with its own event loop, or
     ``with``), or :meth:`start_async`/:meth:`stop_async` (the running loop, or ``async with``).
@@ -308,6 +391,7 @@ class Collector:
         kontagent_secret: str | None = None,
         port: int = 0,
         max_records: int | None = None,
+        scripted: bool = False,
         parser: Parser | None = None,
         sleep: Sleep | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -323,6 +407,8 @@ class Collector:
         self._known_secrets = (kontagent_key, kissmetrics_key, kontagent_secret)
         self._port = port
         self.records = Records(max_records, clock)
+        self._scripted = scripted
+        self.scripts = Scripts()
         self.set_faults(faults or Faults())
         self._runner: web.AppRunner | None = None
         self._thread: threading.Thread | None = None
@@ -359,7 +445,8 @@ class Collector:
 
         ``arrived``, ``accepted``, ``rejected``, ``faulted``; accepted per ``<destination>``
         and ``<destination>/<kind>``; faulted per ``faulted/<fault>`` (``drop``, ``500``,
-        ``503``, ``429``, ``rate_limit``).
+        ``503``, ``429``, ``rate_limit``); with scripted answers, ``scripted`` and
+        ``scripted/<kind>`` (absent until one is played).
         """
         return self.records.counts()
 
@@ -369,6 +456,40 @@ class Collector:
         Keyed by whole seconds since the collector started (or was reset).
         """
         return self.records.per_second(destination)
+
+    def tries(self, token: str) -> int:
+        """How many tries of the scripted request named ``token`` arrived."""
+        return self.scripts.tries(token)
+
+    def in_flight(self, kind: str) -> int:
+        """Scripted requests of ``kind`` being answered now."""
+        return self.scripts.in_flight(kind)
+
+    def max_in_flight(self, kind: str) -> int:
+        """The most scripted requests of ``kind`` answered at once so far."""
+        return self.scripts.max_in_flight(kind)
+
+    def close_gate(self) -> None:
+        """Hold the answers to ``gated`` requests until :meth:`open_gate` (any thread)."""
+        self._set_gate(False)
+
+    def open_gate(self) -> None:
+        """Answer the ``gated`` requests held, and those to come (any thread)."""
+        self._set_gate(True)
+
+    def _set_gate(self, is_open: bool) -> None:
+        gate = self.scripts.gate
+        change = gate.set if is_open else gate.clear
+        loop = self._loop
+        if loop is None or threading.current_thread() is self._thread:
+            change()
+            return
+
+        async def on_loop() -> None:
+            change()
+
+        # waits until it is done: a request sent after close_gate() returns is held
+        asyncio.run_coroutine_threadsafe(on_loop(), loop).result()
 
     # -- the application ----------------------------------------------------------------
 
@@ -381,18 +502,73 @@ class Collector:
         for endpoint in ("/e", "/s", "/a"):
             app.router.add_get(endpoint, self._kissmetrics, allow_head=False)
         app.router.add_get("/login", self._login)
+        if self._scripted:
+            app.router.add_get("/{kind}", self._kissmetrics_scripted, allow_head=False)
         app.router.add_route("*", "/{tail:.*}", self._unknown)
         return app
 
     async def _kontagent(self, request: web.Request) -> web.StreamResponse:
+        if self._scripted and request.match_info["type"] in SCRIPTED_KINDS:
+            return await self._script(request, "kontagent", request.match_info["type"])
         return await self._handle(request, "kontagent", request.raw_path)
 
     async def _kontagent_no_slash(self, request: web.Request) -> web.StreamResponse:
+        if self._scripted and request.match_info["type"] in SCRIPTED_KINDS:
+            return await self._script(request, "kontagent", request.match_info["type"])
         path, question, query = request.raw_path.partition("?")
         return await self._handle(request, "kontagent", f"{path}/{question}{query}")
 
     async def _kissmetrics(self, request: web.Request) -> web.StreamResponse:
         return await self._handle(request, "kissmetrics", request.raw_path)
+
+    async def _kissmetrics_scripted(self, request: web.Request) -> web.StreamResponse:
+        kind = request.match_info["kind"]
+        if kind not in SCRIPTED_KINDS:
+            return await self._unknown(request)
+        return await self._script(request, "kissmetrics", kind)
+
+    async def _script(
+        self, request: web.Request, destination: Destination, kind: str
+    ) -> web.StreamResponse:
+        """Play the scripted answer of ``kind`` (see the module docstring)."""
+        self.records.arrive(destination, self._clock())
+        self.records.script(kind)
+        scripts = self.scripts
+        query = request.query
+        tries = scripts.arrive(kind, query.get("token", ""))
+        try:
+            return await self._play(request, kind, query, tries)
+        finally:
+            scripts.leave(kind)
+
+    async def _play(
+        self, request: web.Request, kind: str, query: Mapping[str, str], tries: int
+    ) -> web.StreamResponse:
+        gif = web.Response(body=PIXEL_GIF, content_type="image/gif")
+        if kind == "flaky":
+            return gif if tries > int(query.get("n", "1")) else web.Response(status=503)
+        if kind == "throttle":
+            if tries > 1:
+                return gif
+            return web.Response(status=429, headers={"Retry-After": query.get("after", "1")})
+        if kind == "bad":
+            return web.Response(status=400, text="bad request (scripted)")
+        if kind == "unimplemented":
+            return web.Response(status=501)
+        if kind == "slow":
+            await self._sleep(float(query.get("seconds", "1")))
+        elif kind == "gated":
+            await self.scripts.gate.wait()
+        elif kind == "drop":
+            # as the drop fault: the client sees the connection end with no response
+            if request.transport is not None:
+                request.transport.close()
+            return web.Response(status=500)
+        elif kind == "redirect":
+            raise web.HTTPFound("/login?next=1")
+        elif kind == "loop":
+            raise web.HTTPFound(request.raw_path)
+        return gif
 
     async def _login(self, request: web.Request) -> web.StreamResponse:
         # what a captive portal answers: 200, and a page that is not the service's GIF
@@ -546,6 +722,8 @@ class Collector:
     async def stop_async(self) -> None:
         """Stop serving; records stay readable."""
         runner, self._runner = self._runner, None
+        # held answers go out rather than wait for the shutdown timeout
+        self.scripts.gate.set()
         if runner is not None:
             await runner.cleanup()
 
@@ -682,6 +860,12 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default="login",
         help="where redirects go: a 200 login page, or the request itself",
     )
+    parser.add_argument(
+        "--scripted",
+        action="store_true",
+        help="answer the scripted kinds (ok, flaky, throttle, bad, unimplemented, slow, gated, "
+        "drop, redirect, loop) as scripted: see the module's documentation",
+    )
     parser.add_argument("--kontagent-key", default=None, help="the only Kontagent key accepted")
     parser.add_argument("--kissmetrics-key", default=None, help="the only KISSmetrics key accepted")
     parser.add_argument(
@@ -721,6 +905,7 @@ async def _serve(args: argparse.Namespace, faults: Faults) -> None:
         kontagent_secret=args.kontagent_secret,
         port=args.port,
         max_records=args.max_records,
+        scripted=args.scripted,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
