@@ -64,6 +64,7 @@ from beaconflow.report.counts import (
 )
 from beaconflow.report.deadletter import DeadLetterEntry, message_view
 from beaconflow.report.html import html_path, render_html
+from beaconflow.report.run import RunReport
 from beaconflow.transforms.coders import MappedEventCoder, MessageCoder
 from beaconflow.transforms.dedup import DUPLICATES, SKIPPED, DedupByKey
 from beaconflow.transforms.linefile import WriteLines, merge_parts, parts_prefix, remove_leftovers
@@ -305,13 +306,13 @@ def _discard_tallies(path: str) -> None:
             FileSystems.delete([path])
 
 
-def _write_report(path: str, report: dict[str, Any]) -> None:
+def _write_report(path: str, report: RunReport) -> None:
     """report.html, then report.json, each written whole under a temporary name and renamed.
 
     A disk that fills leaves the earlier report as it was, never a torn one; report.json,
     which tools read, is written last, so that it never says less than the page.
     """
-    text = json.dumps(report, indent=2, sort_keys=True) + "\n"
+    text = json.dumps(report.to_json(), indent=2, sort_keys=True) + "\n"
     for target, data in ((html_path(path), render_html(report)), (path, text)):
         temporary = f"{target}.tmp-write"
         try:
@@ -324,12 +325,13 @@ def _write_report(path: str, report: dict[str, Any]) -> None:
             raise
 
 
-def _write_json(path: str, report: dict[str, Any]) -> bool:
+def _write_json(path: str, report: RunReport) -> bool:
     """report.json alone, whole or not at all; whether it was written."""
     temporary = f"{path}.tmp-write"
     try:
         with FileSystems.create(temporary) as handle:
-            handle.write((json.dumps(report, indent=2, sort_keys=True) + "\n").encode("utf-8"))
+            text = json.dumps(report.to_json(), indent=2, sort_keys=True) + "\n"
+            handle.write(text.encode("utf-8"))
         FileSystems.rename([temporary], [path])
     except Exception:
         with contextlib.suppress(Exception):
@@ -406,7 +408,7 @@ def _may_have_sent(stop: RunStop, options: PipelineOptions, config: BackfillConf
     return not runs_in_process(options)
 
 
-def run(argv: Sequence[str], *, now: float | None = None) -> tuple[int, dict[str, Any]]:
+def run(argv: Sequence[str], *, now: float | None = None) -> tuple[int, RunReport]:
     """Run the backfill; return the exit status and the report. UsageError for bad input.
 
     A run that stops early on purpose (see :mod:`beaconflow.delivery.stop`), or fails after it may
@@ -440,11 +442,7 @@ def run(argv: Sequence[str], *, now: float | None = None) -> tuple[int, dict[str
     run_id = uuid.uuid4().hex
     stop = run_stop(run_id)
     collector = None
-    extra: dict[str, Any] = {"inputs": list(config.inputs), "files": len(files),
-                             "report": config.report,
-                             "dead_letter": config.dead_letter, "dry_run": config.dry_run,
-                             "sandbox": config.sandbox, "ledger": config.ledger,
-                             "date": config.day.isoformat() if config.day else None}  # fmt: skip
+    sandbox_counts: dict[str, int] | None = None
     stopped: list[str] = []
     partial = False
     sums: Counter[TallyKey] = Counter()
@@ -509,7 +507,7 @@ def run(argv: Sequence[str], *, now: float | None = None) -> tuple[int, dict[str
                 _discard_tallies(tallies_path)
             if collector is not None:
                 counts = collector.counts()
-                extra["sandbox_collector"] = {
+                sandbox_counts = {
                     "accepted": counts.get("accepted", 0),
                     "rejected": counts.get("rejected", 0),
                     "faulted": counts.get("faulted", 0),
@@ -518,28 +516,42 @@ def run(argv: Sequence[str], *, now: float | None = None) -> tuple[int, dict[str
             stopped.append(stop.reason)
     finally:
         forget_run(run_id)
-    report = build_report(sums, time.monotonic() - started, extra, _one_per_output(stopped))
-    report["destinations"] = list(config.destinations)
-    if partial:
+    counted = build_report(sums, time.monotonic() - started, _one_per_output(stopped))
+    report = replace(
+        counted,
+        inputs=tuple(config.inputs),
+        files=len(files),
+        report=config.report,
+        dead_letter=config.dead_letter,
+        dry_run=config.dry_run,
+        sandbox=config.sandbox,
+        ledger=config.ledger,
+        date=config.day.isoformat() if config.day else None,
+        destinations=tuple(config.destinations),
+        sandbox_collector=sandbox_counts,
         # the counts come from the pipeline's outputs, which a failed run did not finish
-        report["partial"] = True
-    errors = report["events_invalid"] + report["messages_failed"]
-    if report["stopped"]:
-        report["exit_status"] = 2 if config.dry_run else 4
+        partial=partial,
+    )
+    if report.stopped:
+        status = 2 if config.dry_run else 4
     else:
-        report["exit_status"] = 0 if errors <= config.max_errors else 3
+        status = 0 if report.errors <= config.max_errors else 3
+    report = replace(report, exit_status=status)
     try:
         _write_report(config.report, report)
     except Exception as error:
         reason = _not_writable("report", config.report, error)
         log.error("%s", reason)
-        report["stopped"] = "; ".join(filter(None, (report["stopped"], reason)))
-        report["exit_status"] = 2 if config.dry_run else 4
+        report = replace(
+            report,
+            stopped="; ".join(filter(None, (report.stopped, reason))),
+            exit_status=2 if config.dry_run else 4,
+        )
         # report.json alone is small: say at least that much on disk, if it fits now
-        report["report_written"] = _write_json(config.report, report)
+        report = replace(report, report_written=_write_json(config.report, report))
     else:
-        report["report_written"] = True
-    return report["exit_status"], report
+        report = replace(report, report_written=True)
+    return report.exit_status or 0, report
 
 
 def interrupted(error: BaseException) -> bool:

@@ -21,11 +21,10 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any
 
 from beaconflow.delivery.redact import Redactor
-from beaconflow.report.counts import summary
 from beaconflow.report.html import html_path
+from beaconflow.report.run import RunReport, summary
 
 
 class _HideOverwriteWarning(logging.Filter):
@@ -81,29 +80,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     return status
 
 
-def _tell(report: dict[str, Any], status: int) -> None:
+def _tell(report: RunReport, status: int) -> None:
     """The summary on stdout, and on stderr what the status means and what to do."""
     _say(summary(report))
-    written = report.get("report_written", True)
-    path = report["report"]
+    written = report.report_written
+    path = report.report
     if written is True:
         _say(f"report: {path} and {html_path(path)}")
     elif written is False:
         _say(f"report: not written ({path} could not be written)")
-    if report.get("stopped"):
-        _say(f"beaconflow: stopped early: {report['stopped']}. {_advice(report)}", error=True)
+    if report.stopped:
+        _say(f"beaconflow: stopped early: {report.stopped}. {_advice(report)}", error=True)
     elif status:
         _say(
-            f"beaconflow: {report['events_invalid']} invalid events + {report['messages_failed']} "
-            f"failed messages exceed --max-errors; see {report['dead_letter']}",
+            f"beaconflow: {report.events_invalid} invalid events + {report.messages_failed} "
+            f"failed messages exceed --max-errors; see {report.dead_letter}",
             error=True,
         )
 
 
-def _advice(report: dict[str, Any]) -> str:
+def _advice(report: RunReport) -> str:
     """What to do after a run that stopped early."""
-    if report.get("partial"):
-        if report.get("ledger"):
+    if report.partial:
+        if report.ledger:
             return (
                 "Its counts are unknown. Mend that, then run the same command with the same "
                 "--ledger: it sends only what the ledger does not hold"
@@ -112,15 +111,15 @@ def _advice(report: dict[str, Any]) -> str:
             "Its counts are unknown, and without --ledger nothing records what was sent: "
             "running it again sends everything again"
         )
-    if not report.get("messages_not_attempted"):
+    if not report.messages_not_attempted:
         return "Everything was sent or is in the dead letter; mend that before the next run"
-    if report.get("ledger"):
+    if report.ledger:
         return (
             "Mend that, then run the same command with the same --ledger: it sends only what "
             "the ledger does not hold"
         )
     return (
-        f"Mend that, then replay the dead letter ({report['dead_letter']}) as --input: its "
+        f"Mend that, then replay the dead letter ({report.dead_letter}) as --input: its "
         "'not attempted' entries are what this run did not send"
     )
 

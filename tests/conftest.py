@@ -12,6 +12,7 @@ from urllib.parse import urlencode
 
 import pytest
 
+from beaconflow.pipelines.backfill import run
 from beaconflow.sandbox.collector import Collector
 
 from .fs_faults import read_only_dir, small_disk  # noqa: F401 - fixtures for every module
@@ -93,3 +94,12 @@ def run_cli(
         env=env,
         cwd=cwd,
     )
+
+
+def run_json(argv: list[str], *, now: float) -> tuple[int, dict[str, Any]]:
+    """Run the backfill in this process: its status, and its report as report.json holds it.
+
+    The tests read the report's public keys, as a tool reading report.json does.
+    """
+    status, report = run(argv, now=now)
+    return status, report.to_json()

@@ -1,7 +1,7 @@
 """Bad input: whatever a log line or file holds, the good events next to it still go out.
 
 Every case writes at least one good event into the same file as the bad records, runs the
-whole backfill against the sandbox collector on loopback (in-process through ``run()``, and
+whole backfill against the sandbox collector on loopback (in-process through ``run_json()``, and
 a few times through the real CLI to see its stderr and exit status), and checks that:
 
 - every good event is delivered (the collector accepted its messages, nothing was rejected);
@@ -29,11 +29,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from beaconflow.pipelines.backfill import run
 from beaconflow.pipelines.options import UsageError, configure
 from beaconflow.sandbox.collector import Collector
 
-from .conftest import backfill_flags, read_dead_letter, run_cli
+from .conftest import backfill_flags, read_dead_letter, run_cli, run_json
 
 NOW = 1_800_000_000
 T0 = 1_750_000_000  # 2025-06-15T15:06:40Z
@@ -91,7 +90,9 @@ def _parquet(path: Path, table: pa.Table) -> Path:
 def _run(
     collector: Collector, tmp_path: Path, *inputs: Path
 ) -> tuple[int, dict[str, Any], list[dict[str, Any]]]:
-    status, report = run(backfill_flags(collector.base_url, tmp_path / "out", *inputs), now=NOW)
+    status, report = run_json(
+        backfill_flags(collector.base_url, tmp_path / "out", *inputs), now=NOW
+    )
     return status, report, read_dead_letter(tmp_path / "out")
 
 

@@ -18,11 +18,10 @@ from pathlib import Path
 import pytest
 
 from beaconflow.model.message import Message
-from beaconflow.pipelines.backfill import run
 from beaconflow.samples.gamelog import generate_events, write_jsonl
 from beaconflow.sandbox.collector import Collector, Faults, down_url
 
-from .conftest import backfill_flags, read_dead_letter
+from .conftest import backfill_flags, read_dead_letter, run_json
 
 NOW = 1_800_000_000
 START = 1_749_000_000  # 2025-06-04T01:20:00Z
@@ -58,7 +57,7 @@ def _expected(events_file: Path, out: Path) -> Counter[str]:
     """
     dry = out / "all.jsonl"
     flags = backfill_flags("http://unused.invalid", out, events_file, extra=(f"--dry-run={dry}",))
-    assert run(flags, now=NOW)[0] == 0
+    assert run_json(flags, now=NOW)[0] == 0
     views = [json.loads(line) for line in dry.read_text().splitlines()]
     return Counter(
         Message(v["destination"], v["kind"], tuple(v["params"].items())).key for v in views
@@ -69,12 +68,12 @@ def test_rerun_with_ledger_sends_nothing_again(
     collector: Collector, events_file: Path, tmp_path: Path
 ) -> None:
     ledger = f"--ledger={tmp_path / 'ledger'}"
-    status, first = run(
+    status, first = run_json(
         backfill_flags(collector.base_url, tmp_path, events_file, extra=(ledger,)), now=NOW
     )
     assert status == 0 and first["messages_delivered"] == first["messages_built"] > 600
     accepted_after_first = len(collector.accepted())
-    status, second = run(
+    status, second = run_json(
         backfill_flags(collector.base_url, tmp_path, events_file, extra=(ledger,)), now=NOW
     )
     assert status == 0
@@ -105,7 +104,7 @@ def test_overlapping_nightly_windows_never_resend(
             events_file,
             extra=(ledger, f"--since={since}", f"--until={until}"),
         )
-        status, report = run(flags, now=NOW)
+        status, report = run_json(flags, now=NOW)
         assert status == 0 and report["invariant_errors"] == []
     assert _keys(collector) == _expected(events_file, tmp_path), "lost or sent twice"
 
@@ -116,7 +115,7 @@ def test_a_users_permanent_400s_go_to_the_dead_letter_and_replay_after_the_fix(
     user = json.loads(events_file.read_text().splitlines()[0])["user_id"]
     ledger = f"--ledger={tmp_path / 'ledger'}"
     with Collector(faults=Faults(reject_users=frozenset({str(user)}))) as collector:
-        status, report = run(
+        status, report = run_json(
             backfill_flags(collector.base_url, tmp_path, events_file, extra=(ledger,)), now=NOW
         )
         dead = read_dead_letter(tmp_path)
@@ -132,7 +131,7 @@ def test_a_users_permanent_400s_go_to_the_dead_letter_and_replay_after_the_fix(
         collector.set_faults(Faults())
         replay = tmp_path / "replay.jsonl"
         replay.write_text((tmp_path / "dead.jsonl").read_text())
-        status, again = run(
+        status, again = run_json(
             backfill_flags(collector.base_url, tmp_path, replay, extra=(ledger,)), now=NOW
         )
         assert status == 0
@@ -146,11 +145,11 @@ def test_invalid_records_stay_invalid_with_the_same_reason_on_replay(
 ) -> None:
     source = tmp_path / "bad.jsonl"
     source.write_text('{"time": 1750000000, "user_id": 1, "event": "has space"}\n{oops\n')
-    run(backfill_flags(collector.base_url, tmp_path, source), now=NOW)
+    run_json(backfill_flags(collector.base_url, tmp_path, source), now=NOW)
     first = sorted(d["reason"] for d in read_dead_letter(tmp_path))
     replay = tmp_path / "replay.jsonl"
     replay.write_text((tmp_path / "dead.jsonl").read_text())
-    status, report = run(backfill_flags(collector.base_url, tmp_path, replay), now=NOW)
+    status, report = run_json(backfill_flags(collector.base_url, tmp_path, replay), now=NOW)
     assert status == 3 and report["events_invalid"] == 2
     assert sorted(d["reason"] for d in read_dead_letter(tmp_path)) == first
 
@@ -172,7 +171,7 @@ def test_faults_everything_delivered_exactly_once(events_file: Path, tmp_path: P
             "--backoff=0.01",
             "--concurrency=32",
         )
-        status, report = run(
+        status, report = run_json(
             backfill_flags(collector.base_url, tmp_path, events_file, extra=extra), now=NOW
         )
         assert status == 0, read_dead_letter(tmp_path)[:3]
@@ -186,7 +185,9 @@ def test_faults_everything_delivered_exactly_once(events_file: Path, tmp_path: P
 
 def test_server_down_everything_in_the_dead_letter(events_file: Path, tmp_path: Path) -> None:
     extra = ("--max-attempts=2", "--backoff=0", f"--ledger={tmp_path / 'ledger'}")
-    status, report = run(backfill_flags(down_url(), tmp_path, events_file, extra=extra), now=NOW)
+    status, report = run_json(
+        backfill_flags(down_url(), tmp_path, events_file, extra=extra), now=NOW
+    )
     assert status == 3
     assert report["messages_delivered"] == 0
     assert report["messages_failed"] == report["messages_built"] > 0
@@ -242,7 +243,7 @@ def test_sigkill_mid_run_then_resume(
         expected = _expected(events_file, tmp_path)
         assert 150 <= first.total() < expected.total()
 
-        status, report = run(flags, now=NOW)
+        status, report = run_json(flags, now=NOW)
         assert status == 0 and report["invariant_errors"] == []
         keys = _keys(collector)
         assert set(keys) == set(expected), "a message was lost"

@@ -15,12 +15,11 @@ from typing import Any
 import pytest
 
 from beaconflow.model.records import parse_time
-from beaconflow.pipelines.backfill import run
 from beaconflow.pipelines.options import UsageError, configure, expand_date, parse_day
 from beaconflow.samples.gamelog import generate_events, write_jsonl
 from beaconflow.sandbox.collector import Collector
 
-from .conftest import backfill_flags, run_cli
+from .conftest import backfill_flags, run_cli, run_json
 
 # 2025-06-05T12:00:00Z: "yesterday" is 2025-06-04
 NOW = int(datetime(2025, 6, 5, 12, tzinfo=UTC).timestamp())
@@ -190,7 +189,7 @@ def _night(collector: Collector, root: Path, out: Path, *extra: str) -> dict[str
         out,
         extra=(f"--input={root}/dt={{date}}/*.jsonl", f"--ledger={out / 'ledger'}", *extra),
     )
-    status, report = run(flags, now=NOW)
+    status, report = run_json(flags, now=NOW)
     assert status == 0
     assert report["invariant_errors"] == []
     return report
@@ -227,7 +226,7 @@ def test_overlapping_windows_and_lookback_send_each_message_once(
         root / "dt=2025-06-03" / "events.jsonl",
         extra=(f"--ledger={tmp_path / 'ledger'}", "--since=2025-06-02", "--until=2025-06-04"),
     )
-    status, manual = run(backfill, now=NOW)
+    status, manual = run_json(backfill, now=NOW)
     assert status == 0
     third = _night(collector, root, tmp_path, "--date=2025-06-03", "--lookback=1")
     assert third["messages_delivered"] == 0
@@ -241,7 +240,7 @@ def test_overlapping_windows_and_lookback_send_each_message_once(
     delivered = manual["messages_delivered"] + fourth["messages_delivered"]
     assert sum(keys.values()) == delivered
     # every message of the three days went out exactly once: as many as a dry run builds
-    dry = run(
+    dry = run_json(
         backfill_flags(
             "http://unused.invalid",
             tmp_path / "dry",

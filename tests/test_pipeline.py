@@ -18,8 +18,9 @@ from beaconflow.model.events import MappedEvent, map_event
 from beaconflow.model.mapping import RecordMapping
 from beaconflow.model.records import validate
 from beaconflow.model.source import RawRecord
-from beaconflow.pipelines.backfill import TALLY, run
-from beaconflow.report.counts import BY_DAY, TallyKey, summary
+from beaconflow.pipelines.backfill import TALLY
+from beaconflow.report.counts import BY_DAY, TallyKey
+from beaconflow.report.run import RunReport, summary
 from beaconflow.sandbox.collector import Collector
 from beaconflow.transforms.messages import DIRECT, SplitMessages
 from beaconflow.transforms.parse import INVALID, REPLAYED, ParseEvents
@@ -32,6 +33,7 @@ from .conftest import (
     backfill_flags,
     read_dead_letter,
     run_cli,
+    run_json,
 )
 
 NOW = 1_800_000_000
@@ -216,7 +218,7 @@ def test_backfill_end_to_end(collector: Collector, tmp_path: Path) -> None:
         ],
     )
     second = _write_jsonl(tmp_path / "day2.jsonl.gz", [EVENTS[0], reordered])
-    status, report = run(
+    status, report = run_json(
         backfill_flags(collector.base_url, tmp_path / "out", first, second), now=NOW
     )
 
@@ -278,14 +280,14 @@ def test_backfill_end_to_end(collector: Collector, tmp_path: Path) -> None:
 def test_max_errors_sets_the_exit_status(collector: Collector, tmp_path: Path) -> None:
     source = _write_jsonl(tmp_path / "x.jsonl", [EVENTS[0], "{bad", "{worse"])
     assert (
-        run(
+        run_json(
             backfill_flags(collector.base_url, tmp_path / "out", source, extra=("--max-errors=2",)),
             now=NOW,
         )[0]
         == 0
     )
     assert (
-        run(
+        run_json(
             backfill_flags(collector.base_url, tmp_path / "out", source, extra=("--max-errors=1",)),
             now=NOW,
         )[0]
@@ -297,7 +299,7 @@ def test_since_until_filter_counts_out_of_range(collector: Collector, tmp_path: 
     source = _write_jsonl(tmp_path / "x.jsonl", EVENTS)
     # T0 is 2025-06-15T15:06:40Z; e2..e4 are at T0+60..T0+180, e5 at T0+240 (= until)
     window = ("--since=2025-06-15T15:07:00Z", "--until=2025-06-15T17:10:40+02:00")
-    status, report = run(
+    status, report = run_json(
         backfill_flags(collector.base_url, tmp_path / "out", source, extra=window), now=NOW
     )
     assert status == 0
@@ -311,7 +313,7 @@ def test_dry_run_sends_nothing_and_writes_redacted_messages(
 ) -> None:
     source = _write_jsonl(tmp_path / "x.jsonl", EVENTS)
     dry = tmp_path / "out" / "dry.jsonl"
-    status, report = run(
+    status, report = run_json(
         backfill_flags(collector.base_url, tmp_path / "out", source, extra=(f"--dry-run={dry}",)),
         now=NOW,
     )
@@ -323,7 +325,7 @@ def test_dry_run_sends_nothing_and_writes_redacted_messages(
         KONTAGENT_KEY not in text and KISSMETRICS_KEY not in text and KONTAGENT_SECRET not in text
     )
     # the summary gives the pace of what was written, not "0 messages/s" delivered
-    last = summary(report).splitlines()[-1]
+    last = summary(RunReport.from_json(report)).splitlines()[-1]
     assert last.endswith(" messages/s written (dry run)") and not last.endswith(" 0 messages/s")
 
 
@@ -334,7 +336,7 @@ def test_only_destinations_with_a_key_are_used(collector: Collector, tmp_path: P
         for f in backfill_flags(collector.base_url, tmp_path / "out", source)
         if "kontagent" not in f
     ]
-    status, report = run(flags, now=NOW)
+    status, report = run_json(flags, now=NOW)
     assert status == 0
     assert {r.destination for r in collector.accepted()} == {"kissmetrics"}
     assert report["destinations"] == ["kissmetrics"]
@@ -399,14 +401,14 @@ def test_sandbox_run_of_the_sample_data() -> None:
 
 def test_the_report_file_carries_the_exit_status(collector: Collector, tmp_path: Path) -> None:
     source = _write_jsonl(tmp_path / "x.jsonl", [EVENTS[0], "{bad"])
-    status, report = run(backfill_flags(collector.base_url, tmp_path / "out", source), now=NOW)
+    status, report = run_json(backfill_flags(collector.base_url, tmp_path / "out", source), now=NOW)
     saved = json.loads((tmp_path / "out" / "report.json").read_text())
     assert status == report["exit_status"] == saved["exit_status"] == 3
 
 
 def test_report_html_is_written_beside_the_json(collector: Collector, tmp_path: Path) -> None:
     source = _write_jsonl(tmp_path / "x.jsonl", [EVENTS[0], EVENTS[1], "{bad"])
-    run(backfill_flags(collector.base_url, tmp_path / "out", source), now=NOW)
+    run_json(backfill_flags(collector.base_url, tmp_path / "out", source), now=NOW)
     page = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
     for chart in ("by-day", "outcomes", "reasons", "send-rate"):
         assert f'<svg class="chart" data-chart="{chart}"' in page

@@ -36,11 +36,10 @@ from apache_beam.portability.api import beam_runner_api_pb2
 from apache_beam.runners.portability.fn_api_runner.fn_runner import FnApiRunner
 from apache_beam.runners.portability.stager import Stager
 
-from beaconflow.pipelines.backfill import run
 from beaconflow.pipelines.runners import local_runner, rate_split_warning, worker_processes
 from beaconflow.sandbox.collector import Collector
 
-from .conftest import KISSMETRICS_KEY, KONTAGENT_KEY, KONTAGENT_SECRET, backfill_flags
+from .conftest import KISSMETRICS_KEY, KONTAGENT_KEY, KONTAGENT_SECRET, backfill_flags, run_json
 from .portable import ChildWatch, PortableServices, portable_services, service_env
 
 NOW = 1_800_000_000
@@ -88,7 +87,7 @@ def _run(collector: Collector, out: Path, *beam_args: str, extra: tuple[str, ...
     """Run the backfill of the sample logs into ``collector``, outputs under ``out``."""
     collector.reset()
     flags = backfill_flags(collector.base_url, out, INPUT, extra=(*FLAGS, *extra, *beam_args))
-    status, report = run(flags, now=NOW)
+    status, report = run_json(flags, now=NOW)
     assert collector.rejected() == [], "every request must be valid per the references"
     assert report["invariant_errors"] == []
     messages: Counter[MessageId] = Counter(
@@ -352,7 +351,7 @@ def test_relative_paths_work_on_a_worker_in_another_directory(
     collector.reset()
     flags = backfill_flags(collector.base_url, Path("out"), Path("logs") / INPUT.name,
                            extra=(*FLAGS, *_portable(services)))  # fmt: skip
-    status, report = run(flags, now=NOW)
+    status, report = run_json(flags, now=NOW)
     assert status == 0 and report["invariant_errors"] == []
     assert _counters(report) == reference.counters
     assert (tmp_path / "out" / "report.html").exists()

@@ -34,6 +34,7 @@ from beaconflow.report.html import (
     TYPE_PALETTE,
     render_html,
 )
+from beaconflow.report.run import RunReport
 
 CHARTS = ("by-day", "outcomes", "reasons", "send-rate")
 CHROMIUM = Path("/usr/bin/chromium")
@@ -42,6 +43,11 @@ HOSTILE = SCRIPT + "<img src=http://evil.example/x.png onerror=alert(1)>"
 
 DAYS = 30
 TYPES = {"kontagent/evt": 200, "kissmetrics/e": 150, "kontagent/ins": 60, "kissmetrics/s": 25}
+
+
+def page_of(report: dict[str, Any]) -> str:
+    """The page of a report as report.json holds it, read back as a tool would."""
+    return render_html(RunReport.from_json(report))
 
 
 def full_report() -> dict[str, Any]:
@@ -168,7 +174,7 @@ def points(polyline: str) -> list[tuple[float, float]]:
 
 
 def test_every_chart_is_drawn_with_a_title_and_axis_labels() -> None:
-    page = render_html(full_report())
+    page = page_of(full_report())
     assert page.startswith("<!DOCTYPE html>")
     titles = {
         "by-day": "Messages per day and type",
@@ -188,7 +194,7 @@ def test_every_chart_is_drawn_with_a_title_and_axis_labels() -> None:
 
 
 def test_header_shows_the_headline_numbers() -> None:
-    page = render_html(full_report())
+    page = page_of(full_report())
     header = page[page.index("<header>") : page.index("</header>")]
     text = " ".join(parse(header).text)
     for value in ("20,000", "19,780", "185", "30", "5", "19,800", "17,560", "2,200", "40"):
@@ -206,7 +212,7 @@ def test_header_shows_the_headline_numbers() -> None:
 def test_invariant_errors_are_a_visible_warning() -> None:
     report = full_report()
     report["invariant_errors"] = ["events_read 20000 != the sum of its outcomes 19999", HOSTILE]
-    page = render_html(report)
+    page = page_of(report)
     warning = re.search(r'<div class="warning" role="alert">.*?</div>', page, re.S)
     assert warning
     assert "2 invariant errors" in warning[0]
@@ -218,7 +224,7 @@ def test_a_stopped_run_says_why_and_how_to_finish() -> None:
     report = full_report()
     report["stopped"] = f"ledger not writable: /var/lib/l: No space left on device {HOSTILE}"
     report["exit_status"] = 4
-    page = render_html(report)
+    page = page_of(report)
     warning = re.search(
         r'<div class="warning" role="alert"><strong>Stopped early.*?</div>', page, re.S
     )
@@ -227,11 +233,11 @@ def test_a_stopped_run_says_why_and_how_to_finish() -> None:
     assert "&lt;script&gt;" in warning[0] and "<script>" not in page
     assert "same <code>--ledger</code>" in warning[0] and "partial" not in warning[0]
     report["partial"] = True
-    assert "The counts below are partial" in render_html(report)
+    assert "The counts below are partial" in page_of(report)
 
 
 def test_one_bar_per_day_stacked_by_type_with_a_legend() -> None:
-    page = render_html(full_report())
+    page = page_of(full_report())
     svg = chart(page, "by-day")
     assert f'data-bars="{DAYS}"' in svg and 'data-period="day"' in svg
     bars = re.findall(r'<g class="bar">.*?</g>', svg, re.S)
@@ -253,13 +259,13 @@ def test_days_without_messages_leave_a_gap() -> None:
         "2025-03-10": {"kontagent/ins": 5, "kissmetrics/e": 0},
         "2025-03-04": {},
     }
-    svg = chart(render_html(report), "by-day")
+    svg = chart(page_of(report), "by-day")
     assert 'data-bars="10"' in svg
     assert len(re.findall(r'<g class="bar">', svg)) == 2
 
 
 def test_outcomes_by_type_show_nonzero_extras_only() -> None:
-    svg = chart(render_html(full_report()), "outcomes")
+    svg = chart(page_of(full_report()), "outcomes")
     groups = dict(re.findall(r'<g class="outcome-group" data-type="([^"]+)">(.*?)</g>', svg, re.S))
     assert list(groups) == ["kontagent/evt", "kissmetrics/e", "kontagent/ins", "kissmetrics/s"]
     for kind, group in groups.items():
@@ -280,14 +286,14 @@ def test_outcomes_of_a_dry_run_and_skipped_messages() -> None:
         "kontagent/ins": {"built": 10, "dry_run": 7, "skipped": 3},
         "kissmetrics/e": {},
     }
-    svg = chart(render_html(report), "outcomes")
+    svg = chart(page_of(report), "outcomes")
     assert svg.count('<g class="outcome-group"') == 1
     assert "dry run" in svg and "already delivered (skipped)" in svg
     assert f'fill="{OUTCOME_COLOURS["dry_run"]}"' in svg
 
 
 def test_reasons_are_bars_with_escaped_text_and_the_dead_letter_file() -> None:
-    page = render_html(full_report())
+    page = page_of(full_report())
     block = section(page, "reasons")
     svg = chart(page, "reasons")
     assert svg.count('<g class="reason">') == 4
@@ -301,7 +307,7 @@ def test_reasons_are_bars_with_escaped_text_and_the_dead_letter_file() -> None:
 
 
 def test_send_rate_lines_per_destination_with_failed_when_any() -> None:
-    svg = chart(render_html(full_report()), "send-rate")
+    svg = chart(page_of(full_report()), "send-rate")
     lines = re.findall(r"<polyline [^>]*>", svg)
     colours = [first(r'stroke="(#[0-9a-f]{6})"', line) for line in lines]
     assert colours == [*DELIVERED_LINE_COLOURS[:2], FAILED_LINE_COLOURS[0]]
@@ -318,7 +324,7 @@ def test_send_rate_is_per_second_of_the_bucket() -> None:
         "bucket_seconds": 5,
         "delivered": {"kontagent": [100, 100, 100, 100]},
     }
-    block = section(render_html(report), "send-rate")
+    block = section(page_of(report), "send-rate")
     assert "kontagent delivered: 400 messages, peak 20/s" in block
     line = points(re.findall(r"<polyline [^>]*>", block)[0])
     assert len({y for _, y in line}) == 1
@@ -328,7 +334,7 @@ def test_send_rate_is_per_second_of_the_bucket() -> None:
 def test_a_single_bucket_is_a_flat_segment() -> None:
     report = full_report()
     report["send_timeline"] = {"start": 0, "bucket_seconds": 1, "delivered": {"kissmetrics": [7]}}
-    block = section(render_html(report), "send-rate")
+    block = section(page_of(report), "send-rate")
     line = points(re.findall(r"<polyline [^>]*>", block)[0])
     assert len(line) == 2 and line[0][1] == line[1][1] and line[0][0] < line[1][0]
     assert "seconds since start" in block
@@ -355,7 +361,7 @@ def hostile_report() -> dict[str, Any]:
 
 
 def test_every_string_from_the_report_is_escaped() -> None:
-    page = render_html(hostile_report())
+    page = page_of(hostile_report())
     elements = parse(page)
     assert {tag for tag, _ in elements.tags} <= {
         "html", "head", "meta", "title", "style", "body", "main", "header", "h1", "h2", "h3",
@@ -371,7 +377,7 @@ def test_every_string_from_the_report_is_escaped() -> None:
 
 
 def test_the_page_loads_nothing_from_the_network() -> None:
-    page = render_html(full_report())
+    page = page_of(full_report())
     assert "http://" not in page and "https://" not in page
     assert "url(" not in page and "@import" not in page
     for tag, attrs in parse(page).tags:
@@ -393,12 +399,12 @@ def test_malformed_values_do_not_break_the_page() -> None:
     report["dead_letter_reasons"].extend([{"reason": "\ud800 lone \x00 surrogate", "count": 3}, 7])
     report["send_timeline"]["bucket_seconds"] = 0
     report["send_timeline"]["delivered"]["kontagent"][3] = "x"
-    page = render_html(report)
+    page = page_of(report)
     page.encode("utf-8")
     for name in CHARTS:
         assert has_chart(page, name), name
     assert "exit status unknown" in page
-    assert "1 message under keys" in render_html({"messages_by_day": {"?": {"a": 1}}})
+    assert "1 message under keys" in page_of({"messages_by_day": {"?": {"a": 1}}})
     assert "4 messages under keys that are not dates are not shown." in page
     assert "\x00" not in page
 
@@ -416,7 +422,7 @@ def test_a_dry_run_has_no_send_rate() -> None:
     report["dry_run"] = "out/dry-run.jsonl"
     report["send_timeline"] = {"start": 1_763_900_000, "bucket_seconds": 1}
     report["by_type"] = {"kontagent/ins": {"built": 3, "dry_run": 3}}
-    page = render_html(report)
+    page = page_of(report)
     assert_nothing(page, "send-rate", "a dry run sends nothing")
     assert has_chart(page, "outcomes") and has_chart(page, "by-day")
     assert "dry run \u2192 <code>out/dry-run.jsonl</code>" in page
@@ -425,7 +431,7 @@ def test_a_dry_run_has_no_send_rate() -> None:
 def test_a_clean_run_has_no_dead_letter_reasons_but_names_the_file() -> None:
     report = full_report()
     report["dead_letter_reasons"] = []
-    block = section(render_html(report), "reasons")
+    block = section(page_of(report), "reasons")
     assert_nothing(block, "reasons", "no dead letters in this run")
     assert "Dead-letter file: <code>out/dead-letter.jsonl</code>" in block
 
@@ -435,7 +441,7 @@ def test_a_run_that_sent_nothing() -> None:
     report["send_timeline"] = {"start": 0, "bucket_seconds": 1, "delivered": {"kontagent": [0]}}
     report["by_type"] = {}
     report["messages_by_day"] = {}
-    page = render_html(report)
+    page = page_of(report)
     assert_nothing(page, "send-rate", "no messages were sent")
     assert_nothing(page, "outcomes", "no messages were built")
     assert_nothing(page, "by-day", "no messages were built from dated events")
@@ -445,7 +451,7 @@ def test_an_older_report_without_the_new_keys() -> None:
     report = full_report()
     for key in ("by_type", "messages_by_day", "dead_letter_reasons", "send_timeline"):
         del report[key]
-    page = render_html(report)
+    page = page_of(report)
     for name in CHARTS:
         assert not has_chart(page, name)
         assert "this report has no" in section(page, name)
@@ -453,7 +459,7 @@ def test_an_older_report_without_the_new_keys() -> None:
 
 
 def test_an_empty_report() -> None:
-    page = render_html({})
+    page = page_of({})
     assert "exit status unknown" in page
     assert "The report does not say where the dead-letter file is." in page
     assert page.count('<p class="empty">nothing to show: ') == 4
@@ -468,7 +474,7 @@ def test_a_thousand_days_become_weeks() -> None:
     report["messages_by_day"] = {
         (start + timedelta(days=i)).isoformat(): {"kontagent/ins": 1 + i % 5} for i in range(1000)
     }
-    block = section(render_html(report), "by-day")
+    block = section(page_of(report), "by-day")
     svg = chart(block, "by-day")
     bars = int(first(r'data-bars="(\d+)"', svg))
     assert bars <= MAX_BARS
@@ -485,10 +491,10 @@ def test_a_thousand_days_become_weeks() -> None:
 def test_decades_of_days_become_months_or_years() -> None:
     report = full_report()
     report["messages_by_day"] = {"2000-01-01": {"a": 1}, "2030-12-31": {"a": 1}}
-    svg = chart(render_html(report), "by-day")
+    svg = chart(page_of(report), "by-day")
     assert 'data-period="month"' in svg and 'data-bars="372"' in svg
     report["messages_by_day"] = {"0001-01-01": {"a": 1}, "9999-12-31": {"a": 1}}
-    svg = chart(render_html(report), "by-day")
+    svg = chart(page_of(report), "by-day")
     bars = int(first(r'data-bars="(\d+)"', svg))
     assert bars <= MAX_BARS and 'data-period="26-year period"' in svg
 
@@ -505,7 +511,7 @@ def test_ten_thousand_buckets_are_downsampled() -> None:
         },
         "failed": {"kontagent": [1] * buckets},
     }
-    block = section(render_html(report), "send-rate")
+    block = section(page_of(report), "send-rate")
     lines = re.findall(r"<polyline [^>]*>", block)
     assert len(lines) == 3
     for line in lines:
@@ -526,7 +532,7 @@ def test_fifty_types_stack_at_most_twelve() -> None:
         for d in range(20)
     }
     report["by_type"] = {k: {"delivered": i + 1, "failed": 1} for i, k in enumerate(kinds)}
-    page = render_html(report)
+    page = page_of(report)
     svg = chart(page, "by-day")
     for bar in re.findall(r'<g class="bar">.*?</g>', svg, re.S):
         fills = re.findall(r'<rect [^>]*fill="(#[0-9a-f]{6})"', bar)
@@ -547,7 +553,7 @@ def test_at_most_ten_reasons() -> None:
     report["dead_letter_reasons"] = [
         {"stage": "parse", "reason": f"reason {i}", "count": 100 + i} for i in range(30)
     ]
-    block = section(render_html(report), "reasons")
+    block = section(page_of(report), "reasons")
     assert chart(block, "reasons").count('<g class="reason">') == MAX_REASONS
     assert len(re.findall(r"<tr><td", block)) == MAX_REASONS
     assert "reason 29" in block and "reason 19" not in block  # the largest, sorted again
@@ -568,7 +574,7 @@ def test_everything_large_at_once_stays_small() -> None:
     report["send_timeline"]["delivered"] = {k: [5] * 10_000 for k in kinds}
     report["send_timeline"]["failed"] = {k: [1] * 10_000 for k in kinds}
     report["inputs"] = [f"in/{i}.jsonl" for i in range(10_000)]
-    page = render_html(report)
+    page = page_of(report)
     assert len(page) < 1_000_000
     assert "and 9,980 more" in page
 
@@ -649,7 +655,7 @@ def test_chromium_draws_every_chart_in_its_colours(chromium: Path, tmp_path: Pat
     from PIL import Image
 
     page = tmp_path / "report.html"
-    page.write_text(render_html(full_report()), encoding="utf-8")
+    page.write_text(page_of(full_report()), encoding="utf-8")
     url = page.as_uri()
 
     dom = run_chromium(chromium, tmp_path, "--dump-dom", url).stdout
@@ -703,5 +709,5 @@ def test_chromium_requirement_is_enforced(monkeypatch: pytest.MonkeyPatch) -> No
 def test_full_report_is_not_changed_by_rendering() -> None:
     report = full_report()
     before = copy.deepcopy(report)
-    render_html(report)
+    page_of(report)
     assert report == before

@@ -23,10 +23,9 @@ from urllib.parse import quote, quote_plus, unquote, unquote_plus
 
 import pytest
 
-from beaconflow.pipelines.backfill import run
 from beaconflow.sandbox.collector import Collector, Faults, down_url
 
-from .conftest import run_cli
+from .conftest import run_cli, run_json
 
 NOW = 1_800_000_000
 T0 = 1_750_000_000
@@ -227,7 +226,7 @@ def test_debug_logging_never_shows_a_secret(
             "--progress-interval=0.001",
             f"--send-processes={processes}",
         ]
-        status, report = run(argv, now=NOW)
+        status, report = run_json(argv, now=NOW)
     assert status == 3 and report["messages_failed"] == MESSAGES
     if processes:
         err = capfd.readouterr().err

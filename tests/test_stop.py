@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -25,7 +26,7 @@ from beaconflow.delivery.sender import REDIRECT_SECONDS, REDIRECT_WINDOW, BulkSe
 from beaconflow.delivery.sendproc import SenderPool
 from beaconflow.delivery.stop import RunStop, forget_run, run_stop
 from beaconflow.model.message import Message
-from beaconflow.pipelines.backfill import run
+from beaconflow.report.run import RunReport
 from beaconflow.samples.gamelog import generate_events, write_jsonl
 from beaconflow.sandbox.collector import Collector, Faults
 
@@ -37,6 +38,7 @@ from .conftest import (
     kontagent_url,
     read_dead_letter,
     run_cli,
+    run_json,
 )
 from .fs_faults import SmallDisk
 from .test_sender import ManualClock, RecordingSleep, config, message
@@ -331,7 +333,7 @@ def test_a_redirecting_destination_stops_it_and_nothing_is_counted_delivered(
             f"--ledger={ledger}",
             f"--send-processes={processes}",
         ]
-        status, report = run(flags, now=NOW)
+        status, report = run_json(flags, now=NOW)
         assert status == 4
         assert report["stopped"].startswith("kontagent is misconfigured: its last")
         assert report["invariant_errors"] == []
@@ -357,7 +359,7 @@ def test_a_redirecting_destination_stops_it_and_nothing_is_counted_delivered(
         replay = tmp_path / "replay.jsonl"
         replay.write_text((tmp_path / "dead.jsonl").read_text())
         again_flags = backfill_flags(right.base_url, tmp_path / "again", replay)
-        status, again = run([*again_flags, f"--ledger={ledger}"], now=NOW)
+        status, again = run_json([*again_flags, f"--ledger={ledger}"], now=NOW)
         assert status == 0, again
         assert again["messages_delivered"] == by["kontagent"]["failed"]
         assert (
@@ -495,7 +497,7 @@ def test_a_run_that_fails_after_sending_began_exits_4_with_a_partial_report(
     monkeypatch.setattr(send._SendDoFn, "finish_bundle", failing)
     with Collector() as collector:
         flags = [*backfill_flags(collector.base_url, tmp_path, events_file), "--send-processes=0"]
-        status, report = run(flags, now=NOW)
+        status, report = run_json(flags, now=NOW)
         assert collector.accepted(), "it sent something before it failed"
     assert status == 4
     assert report["stopped"].startswith("the run failed: RuntimeError: the worker fell over")
@@ -517,7 +519,7 @@ def test_a_run_that_fails_before_sending_is_still_a_whole_run_error(
     with Collector() as collector:
         flags = backfill_flags(collector.base_url, tmp_path, events_file)
         with pytest.raises(Exception, match="the reader fell over"):
-            run(flags, now=NOW)  # the command turns this into one line and exit 2
+            run_json(flags, now=NOW)  # the command turns this into one line and exit 2
         assert not collector.accepted()
 
 
@@ -642,7 +644,7 @@ def test_each_report_file_is_replaced_whole_or_not_at_all(
 
     monkeypatch.setattr(backfill.FileSystems, "create", filling)
     with pytest.raises(OSError, match="No space left"):
-        backfill._write_report(str(path), {"exit_status": 0})
+        backfill._write_report(str(path), RunReport(exit_status=0))
     # the page goes first, the JSON tools read last: neither is torn, neither says less
     assert path.read_text() == "earlier json"
     assert (tmp_path / "report.html").read_text() == "earlier html", "not a torn page"
@@ -744,12 +746,12 @@ def test_secrets_in_data_keys_and_dry_run_params_are_masked(tmp_path: Path) -> N
 def test_the_advice_after_a_stop_never_invites_a_double_send() -> None:
     from beaconflow.pipelines.cli import _advice
 
-    base = {"dead_letter": "out/dead.jsonl", "messages_not_attempted": 5}
-    with_ledger = _advice({**base, "ledger": "/l"})
+    base = RunReport(dead_letter="out/dead.jsonl", messages_not_attempted=5)
+    with_ledger = _advice(replace(base, ledger="/l"))
     assert "same --ledger" in with_ledger
-    without = _advice({**base, "ledger": None})
+    without = _advice(base)
     assert "replay the dead letter (out/dead.jsonl)" in without and "same command" not in without
-    partial = _advice({**base, "ledger": None, "partial": True})
+    partial = _advice(replace(base, partial=True))
     assert "running it again sends everything again" in partial
-    nothing_left = _advice({**base, "ledger": None, "messages_not_attempted": 0})
+    nothing_left = _advice(replace(base, messages_not_attempted=0))
     assert "Everything was sent or is in the dead letter" in nothing_left

@@ -13,35 +13,53 @@ registers them, so any ``PCollection`` typed as either uses them. Check them wit
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from apache_beam import coders
 from apache_beam.coders.typecoders import registry
 
 from beaconflow.model.events import MappedEvent
-from beaconflow.model.message import Message
+from beaconflow.model.message import DESTINATIONS, Message
 from beaconflow.model.records import plain
 
-# Both values are written as tuples of strings, integers, lists and None, in a fixed order:
-#   a message: (destination, kind, occurrence, [name, value, name, value, ...], key);
+# Both values are written as tuples of strings, bytes, integers, lists and None, in a fixed
+# order:
+#   a message: (destination's index, kind, occurrence, [name, value, name, value, ...], key);
 #   an event: (source, time, [message, ...], problem or None, record as JSON or None).
 # Beam's compiled FastPrimitivesCoder has one encoding for each of these types (no dicts, no
 # sets, nothing pickled), so equal values have equal bytes. It is three times faster here
 # than a TupleCoder of StrUtf8Coders, whose strings go through a Python callback each.
+# Identities (the key, an occurrence that is an event's identity) are 32 hex digits, written
+# as their 16 bytes: the dedup holds every value of a run in memory, encoded.
 _MESSAGE_IMPL = _EVENT_IMPL = coders.FastPrimitivesCoder().get_impl()
+_HEX_IDENTITY = re.compile("[0-9a-f]{32}")
 
-_MessageFields = tuple[str, str, str, list[str], str]
+_MessageFields = tuple[int, str, str | bytes, list[str], bytes]
 
 
 def _message_fields(message: Message) -> _MessageFields:
     flat = [item for pair in message.params for item in pair]
-    return (message.destination, message.kind, message.occurrence, flat, message.key)
+    occurrence: str | bytes = message.occurrence
+    if _HEX_IDENTITY.fullmatch(message.occurrence):
+        occurrence = bytes.fromhex(message.occurrence)
+    destination = _DESTINATION_INDEX[message.destination]
+    return (destination, message.kind, occurrence, flat, bytes.fromhex(message.key))
 
 
 def _message(fields: _MessageFields) -> Message:
     destination, kind, occurrence, flat, key = fields
     params = tuple(zip(flat[0::2], flat[1::2], strict=True))
-    return Message.from_parts(destination, kind, params, occurrence, key)  # type: ignore[arg-type]
+    return Message.from_parts(
+        DESTINATIONS[destination],
+        kind,
+        params,
+        occurrence.hex() if isinstance(occurrence, bytes) else occurrence,
+        key.hex(),
+    )
+
+
+_DESTINATION_INDEX = {destination: index for index, destination in enumerate(DESTINATIONS)}
 
 
 class MessageCoder(coders.Coder):

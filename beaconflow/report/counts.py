@@ -22,7 +22,15 @@ import math
 import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from typing import Any, NamedTuple
+
+from beaconflow.report.run import (
+    EVENT_COUNTERS,
+    MESSAGE_COUNTERS,
+    RunReport,
+    invariant_errors,
+)
 
 
 class TallyKey(NamedTuple):
@@ -43,23 +51,6 @@ class TallyKey(NamedTuple):
 #: A tally: what it counts, and how many.
 Tally = tuple[TallyKey, int]
 
-EVENT_COUNTERS = (
-    "events_read",
-    "events_invalid",
-    "events_duplicate",
-    "events_out_of_range",
-    "events_mapped",
-)
-MESSAGE_COUNTERS = (
-    "messages_built",
-    "messages_duplicate",
-    "messages_skipped",
-    "messages_delivered",
-    "messages_failed",
-    "messages_dry_run",
-)
-
-
 #: Messages built from events of a UTC day: detail = the day, ``YYYY-MM-DD``.
 BY_DAY = "series_by_day"
 #: Messages delivered, and failed, per wall-clock second: detail = the epoch second.
@@ -77,6 +68,8 @@ TOP_REASONS = 10
 TIMELINE_POINTS = 600
 _BUCKETS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600)
 
+#: The counters a report has a field for.
+_COUNTS = frozenset({*EVENT_COUNTERS, *MESSAGE_COUNTERS, "events_unrouted", NOT_ATTEMPTED})
 #: The send outcome of each per-second series.
 _OUTCOME_AT = {DELIVERED_AT: "delivered", FAILED_AT: "failed"}
 
@@ -111,32 +104,16 @@ def tally(
     return (TallyKey(counter, destination, kind, stage, detail), n)
 
 
-def invariant_errors(report: Mapping[str, Any]) -> list[str]:
-    """The invariants that do not hold (empty when the report adds up)."""
-    errors = []
-    events = sum(report[name] for name in EVENT_COUNTERS[1:])
-    if report["events_read"] != events:
-        errors.append(f"events_read {report['events_read']} != the sum of its outcomes {events}")
-    messages = sum(report[name] for name in MESSAGE_COUNTERS[1:])
-    if report["messages_built"] != messages:
-        errors.append(
-            f"messages_built {report['messages_built']} != the sum of its outcomes {messages}"
-        )
-    return errors
-
-
 def build_report(
-    sums: Mapping[TallyKey, int],
-    elapsed: float,
-    extra: Mapping[str, Any],
-    stopped: Iterable[str] = (),
-) -> dict[str, Any]:
-    """The report dict from summed tallies, the run's elapsed seconds and descriptive extras.
+    sums: Mapping[TallyKey, int], elapsed: float, stopped: Iterable[str] = ()
+) -> RunReport:
+    """The report's counts, from summed tallies and the run's elapsed seconds.
 
     ``stopped`` adds reasons the run stopped early for that the driver knows of itself; the
     report's ``stopped`` joins them with the tallies' (None when the run was not stopped).
+    What the run is (inputs, outputs, status) the driver adds with ``dataclasses.replace``.
     """
-    report: dict[str, Any] = {name: 0 for name in EVENT_COUNTERS + MESSAGE_COUNTERS}
+    counts: Counter[str] = Counter()
     invalid_by_stage: dict[str, int] = {}
     by_destination: dict[str, dict[str, int]] = {}
     by_type: dict[str, dict[str, int]] = {}
@@ -160,7 +137,9 @@ def build_report(
         if counter == DEAD_LETTER_REASON:
             reasons[(key.stage, key.detail)] += n
             continue
-        report[counter] = report.get(counter, 0) + n
+        if counter not in _COUNTS:
+            raise ValueError(f"a tally of an unknown counter: {counter!r}")
+        counts[counter] += n
         if counter == "events_invalid":
             invalid_by_stage[key.stage] = invalid_by_stage.get(key.stage, 0) + n
         if destination and counter.startswith("messages_"):
@@ -169,26 +148,25 @@ def build_report(
             per_destination[short] = per_destination.get(short, 0) + n
             per_type = by_type.setdefault(f"{destination}/{kind}", {})
             per_type[short] = per_type.get(short, 0) + n
-    report["invalid_by_stage"] = dict(sorted(invalid_by_stage.items()))
-    report["by_destination"] = dict(sorted(by_destination.items()))
-    report["by_type"] = dict(sorted(by_type.items()))
-    report["messages_by_day"] = {day: dict(sorted(by_day[day].items())) for day in sorted(by_day)}
-    report["dead_letter_reasons"] = [
-        {"stage": stage, "reason": reason, "count": n}
-        for (stage, reason), n in sorted(reasons.items(), key=lambda item: (-item[1], item[0]))[
-            :TOP_REASONS
-        ]
-    ]
-    report["send_timeline"] = send_timeline(sent_at)
-    report["stopped"] = "; ".join(sorted(stopped)) or None
-    report.setdefault(NOT_ATTEMPTED, 0)
-    report["elapsed_seconds"] = round(elapsed, 3)
-    report["messages_per_second"] = (
-        round(report["messages_delivered"] / elapsed, 1) if elapsed > 0 else 0.0
+    top = sorted(reasons.items(), key=lambda item: (-item[1], item[0]))[:TOP_REASONS]
+    counted: dict[str, Any] = dict(counts)
+    report = RunReport(
+        **counted,
+        invalid_by_stage=dict(sorted(invalid_by_stage.items())),
+        by_destination=dict(sorted(by_destination.items())),
+        by_type=dict(sorted(by_type.items())),
+        messages_by_day={day: dict(sorted(by_day[day].items())) for day in sorted(by_day)},
+        dead_letter_reasons=tuple(
+            {"stage": stage, "reason": reason, "count": n} for (stage, reason), n in top
+        ),
+        send_timeline=send_timeline(sent_at),
+        stopped="; ".join(sorted(stopped)) or None,
+        elapsed_seconds=round(elapsed, 3),
+        messages_per_second=(
+            round(counts["messages_delivered"] / elapsed, 1) if elapsed > 0 else 0.0
+        ),
     )
-    report.update(extra)
-    report["invariant_errors"] = invariant_errors(report)
-    return report
+    return replace(report, invariant_errors=invariant_errors(report))
 
 
 def send_timeline(sent_at: Mapping[tuple[str, str], Mapping[int, int]]) -> dict[str, Any]:
@@ -218,36 +196,3 @@ def send_timeline(sent_at: Mapping[tuple[str, str], Mapping[int, int]]) -> dict[
                 values[(second - start) // width] += n
         timeline[outcome] = series
     return timeline
-
-
-def summary(report: Mapping[str, Any]) -> str:
-    """A few lines for stdout."""
-    dry_run = report["messages_dry_run"]
-    lines = [
-        f"events: {report['events_read']} read, {report['events_mapped']} mapped, "
-        f"{report['events_invalid']} invalid, {report['events_duplicate']} duplicate, "
-        f"{report['events_out_of_range']} out of range",
-        f"messages: {report['messages_built']} built, {report['messages_delivered']} delivered, "
-        f"{report['messages_failed']} failed, {report['messages_duplicate']} duplicate, "
-        f"{report['messages_skipped']} already delivered"
-        + (f", {dry_run} written (dry run)" if dry_run else ""),
-    ]
-    for destination, counts in report["by_destination"].items():
-        parts = ", ".join(f"{n} {name}" for name, n in counts.items())
-        lines.append(f"  {destination}: {parts}")
-    if report.get("partial"):
-        # the counters above are zeros standing for "unknown", not for "nothing"
-        lines = ["counts unknown: the run's counts could not be written or added up"]
-    elapsed = report["elapsed_seconds"]
-    if dry_run and not report["messages_delivered"]:
-        # a dry run delivers nothing: its pace is the messages it wrote
-        pace = f"{dry_run / elapsed if elapsed > 0 else 0.0:.0f} messages/s written (dry run)"
-    else:
-        pace = f"{report['messages_per_second']:.0f} messages/s"
-    lines.append(f"elapsed {elapsed:.1f}s, {pace}")
-    if report.get("stopped"):
-        not_attempted = report.get(NOT_ATTEMPTED, 0)
-        lines.append(f"STOPPED EARLY: {report['stopped']} ({not_attempted} messages not attempted)")
-    for error in report["invariant_errors"]:
-        lines.append(f"WARNING: the report does not add up: {error}")
-    return "\n".join(lines)

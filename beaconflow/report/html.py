@@ -1,6 +1,7 @@
 """A self-contained HTML page of a run's report, for people.
 
-:func:`render_html` turns the dict written to ``report.json`` into one HTML page that needs
+:func:`render_html` turns a run's :class:`~beaconflow.report.run.RunReport` (the run's own, or
+one read back from ``report.json``) into one HTML page that needs
 nothing else: no network (no CDN, fonts, scripts or images), inline CSS, and charts drawn as
 inline SVG here in Python, so the page also works with JavaScript off. It shows the run's
 headline numbers and four charts, each an ``<svg class="chart" data-chart="NAME">`` inside a
@@ -12,8 +13,9 @@ headline numbers and four charts, each an ``<svg class="chart" data-chart="NAME"
 - ``reasons``: the top dead-letter reasons (from ``dead_letter_reasons``);
 - ``send-rate``: messages/s per destination over the run (from ``send_timeline``).
 
-A chart without data is replaced by a "nothing to show: <why>" paragraph. Keys missing from
-an older report count as empty. Every string from the report is HTML-escaped. The page stays
+A chart without data is replaced by a "nothing to show: <why>" paragraph. Breakdowns missing
+from an older report (None) say so; their values stay checked here one by one, as a report
+read back may hold anything. Every string from the report is HTML-escaped. The page stays
 bounded whatever the input: at most :data:`MAX_BARS` bars (days beyond that are aggregated
 into weeks, months or years, and the chart says so), :data:`MAX_POINTS` points per line,
 :data:`MAX_REASONS` reasons and :data:`MAX_TYPES` types per chart (the rest as "other").
@@ -30,6 +32,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from beaconflow.report.counts import TIMELINE_POINTS, TOP_REASONS
+from beaconflow.report.run import RunReport
 
 __all__ = [
     "DELIVERED_LINE_COLOURS",
@@ -341,28 +344,28 @@ def _listing(items: Sequence[str]) -> str:
     return shown or "none"
 
 
-def _header(report: Mapping[str, Any]) -> str:
+def _header(report: RunReport) -> str:
     parts = ["<header>", "<h1>beaconflow run report</h1>"]
-    exit_status = report.get("exit_status")
-    if isinstance(exit_status, int) and not isinstance(exit_status, bool):
+    exit_status = report.exit_status
+    if exit_status is not None:
         tone = "good" if exit_status == 0 else "bad"
         status = f"exit status {exit_status}" + (" (success)" if exit_status == 0 else "")
-        if report.get("stopped"):
+        if report.stopped:
             status += " (stopped early)"
     else:
         tone, status = "", "exit status unknown"
     mode = []
-    if report.get("dry_run"):
-        mode.append(f'<span class="badge">dry run \u2192 <code>{_esc(report["dry_run"])}</code>')
+    if report.dry_run:
+        mode.append(f'<span class="badge">dry run \u2192 <code>{_esc(report.dry_run)}</code>')
         mode[-1] += "</span>"
-    if report.get("sandbox") is True:
+    if report.sandbox:
         mode.append('<span class="badge">sandbox: sent to the local collector</span>')
     parts.append(f'<p class="status {tone}">{_esc(status)} {" ".join(mode)}</p>')
-    stopped = report.get("stopped")
-    if isinstance(stopped, str) and stopped:
+    stopped = report.stopped
+    if stopped:
         partial = (
             " The counts below are partial: the run failed before it could add them up."
-            if report.get("partial") is True
+            if report.partial
             else ""
         )
         parts.append(
@@ -372,7 +375,7 @@ def _header(report: Mapping[str, Any]) -> str:
             "\u201cnot attempted\u201d."
             f"{partial}</div>"
         )
-    errors = _strings(report.get("invariant_errors"))
+    errors = report.invariant_errors
     if errors:
         items = "".join(f"<li>{_esc(error, _LONG_TEXT)}</li>" for error in errors[:_MAX_LIST])
         if len(errors) > _MAX_LIST:
@@ -385,21 +388,21 @@ def _header(report: Mapping[str, Any]) -> str:
     for title, stats in (("Events", _EVENT_STATS), ("Messages", _MESSAGE_STATS)):
         cards = []
         for key, label in stats:
-            value = _count(report.get(key))
+            value = _count(getattr(report, key))
             cards.append(_stat(label, _fmt(value), _ALERTS.get(key, "") if value else ""))
         parts.append(f'<h3>{title}</h3><div class="stats">{"".join(cards)}</div>')
-    elapsed = _number(report.get("elapsed_seconds"))
-    rate = _number(report.get("messages_per_second"))
+    elapsed = _number(report.elapsed_seconds)
+    rate = _number(report.messages_per_second)
     run_cards = [
         _stat("elapsed seconds", _fmt(round(elapsed, 1))),
         _stat("messages/s delivered", _fmt(round(rate, 1))),
         _stat("exit status", _esc(exit_status if tone else "\u2014"), tone),
     ]
     parts.append(f'<h3>Run</h3><div class="stats">{"".join(run_cards)}</div>')
-    dead_letter = report.get("dead_letter")
+    dead_letter = report.dead_letter
     facts = [
-        f"<dt>inputs</dt><dd>{_listing(_strings(report.get('inputs')))}</dd>",
-        f"<dt>destinations</dt><dd>{_listing(_strings(report.get('destinations')))}</dd>",
+        f"<dt>inputs</dt><dd>{_listing(report.inputs)}</dd>",
+        f"<dt>destinations</dt><dd>{_listing(report.destinations)}</dd>",
         "<dt>dead letter</dt><dd>"
         + (f"<code>{_esc(dead_letter)}</code>" if dead_letter else "not recorded")
         + "</dd>",
@@ -456,13 +459,13 @@ def _choose_periods(first: date, last: date) -> _Periods:
     return _years(size)
 
 
-def _by_day_chart(report: Mapping[str, Any]) -> str:
+def _by_day_chart(report: RunReport) -> str:
     name, heading = "by-day", "Messages per day and type"
-    if "messages_by_day" not in report:
+    if report.messages_by_day is None:
         return _nothing(name, heading, "this report has no per-day counts (an older report)")
     days: dict[date, dict[str, int]] = {}
     undated = 0
-    for key, per_type in _mapping(report.get("messages_by_day")).items():
+    for key, per_type in report.messages_by_day.items():
         counts = {str(t): _count(n) for t, n in _mapping(per_type).items() if _count(n)}
         if not counts:
             continue
@@ -573,13 +576,13 @@ def _by_day_chart(report: Mapping[str, Any]) -> str:
 # --- chart: outcomes by type ------------------------------------------------------------
 
 
-def _outcomes_chart(report: Mapping[str, Any]) -> str:
+def _outcomes_chart(report: RunReport) -> str:
     name, heading = "outcomes", "Delivered and failed by type"
-    if "by_type" not in report:
+    if report.by_type is None:
         return _nothing(name, heading, "this report has no per-type counts")
     outcomes = tuple(OUTCOME_COLOURS)
     types: dict[str, dict[str, int]] = {}
-    for kind, counts in _mapping(report.get("by_type")).items():
+    for kind, counts in report.by_type.items():
         values = _mapping(counts)
         types[str(kind)] = {outcome: _count(values.get(outcome)) for outcome in outcomes}
     totals: dict[str, float] = {kind: sum(c.values()) for kind, c in types.items()}
@@ -652,17 +655,17 @@ def _outcomes_chart(report: Mapping[str, Any]) -> str:
 # --- chart: dead-letter reasons ---------------------------------------------------------
 
 
-def _reasons_chart(report: Mapping[str, Any]) -> str:
+def _reasons_chart(report: RunReport) -> str:
     name, heading = "reasons", "Top dead-letter reasons"
-    dead_letter = report.get("dead_letter")
+    dead_letter = report.dead_letter
     where = (
         f"Dead-letter file: <code>{_esc(dead_letter)}</code>"
         if dead_letter
         else "The report does not say where the dead-letter file is."
     )
-    raw = report.get("dead_letter_reasons")
+    raw = report.dead_letter_reasons
     entries: list[tuple[str, str, int]] = []
-    if isinstance(raw, Sequence) and not isinstance(raw, str):
+    if raw is not None:
         for item in raw:
             entry = _mapping(item)
             count = _count(entry.get("count"))
@@ -671,7 +674,7 @@ def _reasons_chart(report: Mapping[str, Any]) -> str:
     if not entries:
         why = (
             "no dead letters in this run"
-            if "dead_letter_reasons" in report
+            if raw is not None
             else "this report has no dead-letter reasons (an older report)"
         )
         return _nothing(name, heading, why, [where])
@@ -748,16 +751,16 @@ def _rates(values: object) -> list[float]:
     return []
 
 
-def _send_rate_chart(report: Mapping[str, Any]) -> str:
+def _send_rate_chart(report: RunReport) -> str:
     name, heading = "send-rate", "Send rate over the run"
-    timeline = _mapping(report.get("send_timeline"))
+    timeline = _mapping(report.send_timeline)
     delivered = {str(d): _rates(v) for d, v in _mapping(timeline.get("delivered")).items()}
     failed = {str(d): _rates(v) for d, v in _mapping(timeline.get("failed")).items()}
     buckets = max((len(v) for v in (*delivered.values(), *failed.values())), default=0)
     if not buckets or not any(sum(v) for v in (*delivered.values(), *failed.values())):
-        if report.get("dry_run"):
+        if report.dry_run:
             why = "a dry run sends nothing"
-        elif "send_timeline" not in report:
+        elif report.send_timeline is None:
             why = "this report has no send timeline (an older report)"
         else:
             why = "no messages were sent"
@@ -930,11 +933,10 @@ def html_path(report_path: str) -> str:
     return f"{stem}.html"
 
 
-def render_html(report: Mapping[str, Any]) -> str:
-    """One self-contained HTML page (no scripts, no network) of a run's ``report.json``."""
-    status = report.get("exit_status")
-    failed = isinstance(status, int) and not isinstance(status, bool) and status != 0
-    outcome = "stopped early" if report.get("stopped") else "failed"
+def render_html(report: RunReport) -> str:
+    """One self-contained HTML page (no scripts, no network) of a run's report."""
+    failed = report.exit_status not in (None, 0)
+    outcome = "stopped early" if report.stopped else "failed"
     title = "beaconflow run report" + (f" \u2014 {outcome}" if failed else "")
     charts = (
         _by_day_chart(report),

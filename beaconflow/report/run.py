@@ -1,0 +1,228 @@
+"""The report of one run, typed: what report.json holds, the stdout summary, report.html.
+
+A :class:`RunReport` is built once, from the run's summed tallies
+(:func:`beaconflow.report.counts.build_report`) and what the run knows of itself; report.json
+is its :meth:`~RunReport.to_json`, the lines on stdout its :func:`summary` and the page
+:func:`beaconflow.report.html.render_html` of it. :meth:`RunReport.from_json` reads a
+report.json back (one of an older version, or edited by hand: a value of the wrong type is
+taken as absent, never an error), so that a report can be rendered again. The keys are
+documented in docs/outputs.md.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+#: The outcomes of a read event, in the order the report lists them; they add up to read.
+EVENT_COUNTERS = (
+    "events_read",
+    "events_invalid",
+    "events_duplicate",
+    "events_out_of_range",
+    "events_mapped",
+)
+#: The outcomes of a built message; they add up to built.
+MESSAGE_COUNTERS = (
+    "messages_built",
+    "messages_duplicate",
+    "messages_skipped",
+    "messages_delivered",
+    "messages_failed",
+    "messages_dry_run",
+)
+
+
+@dataclass(frozen=True)
+class RunReport:
+    """Everything a run reports. Counts are 0 and descriptions empty when not known.
+
+    The per-destination, per-type, per-day, reason and timeline breakdowns are JSON-shaped
+    mappings, as report.json holds them; None stands for "this report has none" (an older
+    report read back). ``report_written`` is the run's own knowledge of whether its report
+    reached the disk; it is not part of report.json.
+    """
+
+    events_read: int = 0
+    events_invalid: int = 0
+    events_duplicate: int = 0
+    events_out_of_range: int = 0
+    events_mapped: int = 0
+    #: Mapped events that no configured destination takes (part of events_mapped).
+    events_unrouted: int = 0
+    messages_built: int = 0
+    messages_duplicate: int = 0
+    messages_skipped: int = 0
+    messages_delivered: int = 0
+    messages_failed: int = 0
+    messages_dry_run: int = 0
+    #: Failed messages that a stop kept from being sent at all (part of messages_failed).
+    messages_not_attempted: int = 0
+    invalid_by_stage: Mapping[str, int] = field(default_factory=dict)
+    by_destination: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
+    by_type: Mapping[str, Mapping[str, int]] | None = field(default_factory=dict)
+    messages_by_day: Mapping[str, Mapping[str, int]] | None = field(default_factory=dict)
+    dead_letter_reasons: Sequence[Mapping[str, Any]] | None = ()
+    send_timeline: Mapping[str, Any] | None = None
+    stopped: str | None = None
+    elapsed_seconds: float = 0.0
+    messages_per_second: float = 0.0
+    invariant_errors: tuple[str, ...] = ()
+    inputs: tuple[str, ...] = ()
+    files: int = 0
+    report: str = ""
+    dead_letter: str = ""
+    dry_run: str | None = None
+    sandbox: bool = False
+    ledger: str | None = None
+    date: str | None = None
+    destinations: tuple[str, ...] = ()
+    #: What the sandbox collector counted (sandbox runs only).
+    sandbox_collector: Mapping[str, int] | None = None
+    #: The run failed before its counts were added up: the counts are not to be trusted.
+    partial: bool = False
+    exit_status: int | None = None
+    report_written: bool | None = field(default=None, compare=False)
+
+    @property
+    def errors(self) -> int:
+        """What --max-errors is compared with: invalid events and failed messages."""
+        return self.events_invalid + self.messages_failed
+
+    def to_json(self) -> dict[str, Any]:
+        """report.json's object.
+
+        Every field but ``report_written``; ``partial`` and ``sandbox_collector`` only when
+        they apply.
+        """
+        data = asdict(self)
+        del data["report_written"]
+        data["invariant_errors"] = list(self.invariant_errors)
+        data["inputs"] = list(self.inputs)
+        data["destinations"] = list(self.destinations)
+        reasons = self.dead_letter_reasons
+        data["dead_letter_reasons"] = None if reasons is None else [dict(r) for r in reasons]
+        if not self.partial:
+            del data["partial"]
+        if self.sandbox_collector is None:
+            del data["sandbox_collector"]
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> RunReport:
+        """A report read back from report.json; values of the wrong type are taken as absent."""
+        # a breakdown an older report does not have is None ("none"), not empty
+        values: dict[str, Any] = dict.fromkeys(_BREAKDOWNS)
+        for each in fields(cls):
+            if each.name not in data or each.name == "report_written":
+                continue
+            value = _coerce(each.name, data[each.name])
+            if value is not _ABSENT:
+                values[each.name] = value
+        return cls(**values)
+
+
+_ABSENT = object()
+
+_BREAKDOWNS = ("by_type", "messages_by_day", "dead_letter_reasons", "send_timeline")
+
+_INTS = frozenset(
+    {*EVENT_COUNTERS, *MESSAGE_COUNTERS, "events_unrouted", "messages_not_attempted", "files"}
+)
+_FLOATS = frozenset({"elapsed_seconds", "messages_per_second"})
+_TEXTS = frozenset({"report", "dead_letter"})
+_OPTIONAL_TEXTS = frozenset({"stopped", "dry_run", "ledger", "date"})
+_TEXT_LISTS = frozenset({"invariant_errors", "inputs", "destinations"})
+_MAPPINGS = frozenset(
+    {"invalid_by_stage", "by_destination", "by_type", "messages_by_day", "send_timeline"}
+)
+
+
+def _number(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def _coerce(name: str, value: object) -> Any:
+    """``value`` as field ``name`` holds it, or _ABSENT when it cannot be."""
+    if name in _INTS:
+        number = _number(value)
+        return _ABSENT if number is None else max(int(number), 0)
+    if name in _FLOATS:
+        number = _number(value)
+        return _ABSENT if number is None else number
+    if name == "exit_status":
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+    if name in _TEXTS:
+        return value if isinstance(value, str) else _ABSENT
+    if name in _OPTIONAL_TEXTS:
+        return value if isinstance(value, str) else None
+    if name in _TEXT_LISTS:
+        if isinstance(value, str):
+            return (value,)
+        if isinstance(value, list | tuple):
+            return tuple(str(item) for item in value)
+        return ()
+    if name in _MAPPINGS:
+        return value if isinstance(value, Mapping) else None
+    if name == "dead_letter_reasons":
+        if not isinstance(value, list | tuple):
+            return None
+        return tuple(item for item in value if isinstance(item, Mapping))
+    if name == "sandbox_collector":
+        return value if isinstance(value, Mapping) else None
+    if name in ("sandbox", "partial"):
+        return value is True
+    return _ABSENT
+
+
+def invariant_errors(report: RunReport) -> tuple[str, ...]:
+    """The invariants that do not hold (empty when the report adds up)."""
+    errors = []
+    events = sum(getattr(report, name) for name in EVENT_COUNTERS[1:])
+    if report.events_read != events:
+        errors.append(f"events_read {report.events_read} != the sum of its outcomes {events}")
+    messages = sum(getattr(report, name) for name in MESSAGE_COUNTERS[1:])
+    if report.messages_built != messages:
+        errors.append(
+            f"messages_built {report.messages_built} != the sum of its outcomes {messages}"
+        )
+    return tuple(errors)
+
+
+def summary(report: RunReport) -> str:
+    """A few lines for stdout."""
+    dry_run = report.messages_dry_run
+    lines = [
+        f"events: {report.events_read} read, {report.events_mapped} mapped, "
+        f"{report.events_invalid} invalid, {report.events_duplicate} duplicate, "
+        f"{report.events_out_of_range} out of range",
+        f"messages: {report.messages_built} built, {report.messages_delivered} delivered, "
+        f"{report.messages_failed} failed, {report.messages_duplicate} duplicate, "
+        f"{report.messages_skipped} already delivered"
+        + (f", {dry_run} written (dry run)" if dry_run else ""),
+    ]
+    for destination, counts in report.by_destination.items():
+        parts = ", ".join(f"{n} {name}" for name, n in counts.items())
+        lines.append(f"  {destination}: {parts}")
+    if report.partial:
+        # the counters above are zeros standing for "unknown", not for "nothing"
+        lines = ["counts unknown: the run's counts could not be written or added up"]
+    elapsed = report.elapsed_seconds
+    if dry_run and not report.messages_delivered:
+        # a dry run delivers nothing: its pace is the messages it wrote
+        pace = f"{dry_run / elapsed if elapsed > 0 else 0.0:.0f} messages/s written (dry run)"
+    else:
+        pace = f"{report.messages_per_second:.0f} messages/s"
+    lines.append(f"elapsed {elapsed:.1f}s, {pace}")
+    if report.stopped:
+        lines.append(
+            f"STOPPED EARLY: {report.stopped} "
+            f"({report.messages_not_attempted} messages not attempted)"
+        )
+    for error in report.invariant_errors:
+        lines.append(f"WARNING: the report does not add up: {error}")
+    return "\n".join(lines)
