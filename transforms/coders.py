@@ -25,17 +25,21 @@ from beaconflow.model.records import plain
 
 # Both values are written as tuples of strings, bytes, integers, lists and None, in a fixed
 # order:
-#   a message: (destination's index, kind, occurrence, [name, value, name, value, ...], key);
+#   a message: (destination's index, kind, occurrence, [name, value, name, value, ...]);
 #   an event: (source, time, [message, ...], problem or None, record as JSON or None).
 # Beam's compiled FastPrimitivesCoder has one encoding for each of these types (no dicts, no
 # sets, nothing pickled), so equal values have equal bytes. It is three times faster here
 # than a TupleCoder of StrUtf8Coders, whose strings go through a Python callback each.
-# Identities (the key, an occurrence that is an event's identity) are 32 hex digits, written
-# as their 16 bytes: the dedup holds every value of a run in memory, encoded.
+# The dedup holds every value of a run in memory, encoded, and Beam's in-memory runner copies
+# a grouping's output several times while it encodes it (benchmarks/datapath.py): every byte
+# of a value counts. A message's identity key is not written but computed again when it is
+# decoded (3 us, measured: less than the memory of 16 bytes per message is worth at 1M
+# events), and an occurrence that is an event's identity (32 hex digits) is written as its
+# 16 bytes.
 _MESSAGE_IMPL = _EVENT_IMPL = coders.FastPrimitivesCoder().get_impl()
 _HEX_IDENTITY = re.compile("[0-9a-f]{32}")
 
-_MessageFields = tuple[int, str, str | bytes, list[str], bytes]
+_MessageFields = tuple[int, str, str | bytes, list[str]]
 
 
 def _message_fields(message: Message) -> _MessageFields:
@@ -44,18 +48,17 @@ def _message_fields(message: Message) -> _MessageFields:
     if _HEX_IDENTITY.fullmatch(message.occurrence):
         occurrence = bytes.fromhex(message.occurrence)
     destination = _DESTINATION_INDEX[message.destination]
-    return (destination, message.kind, occurrence, flat, bytes.fromhex(message.key))
+    return (destination, message.kind, occurrence, flat)
 
 
 def _message(fields: _MessageFields) -> Message:
-    destination, kind, occurrence, flat, key = fields
+    destination, kind, occurrence, flat = fields
     params = tuple(zip(flat[0::2], flat[1::2], strict=True))
     return Message.from_parts(
         DESTINATIONS[destination],
         kind,
         params,
         occurrence.hex() if isinstance(occurrence, bytes) else occurrence,
-        key.hex(),
     )
 
 
@@ -63,7 +66,7 @@ _DESTINATION_INDEX = {destination: index for index, destination in enumerate(DES
 
 
 class MessageCoder(coders.Coder):
-    """A :class:`Message` as its fields: nothing sorted or hashed again when decoded."""
+    """A :class:`Message` as its fields: nothing sorted again when decoded."""
 
     def encode(self, value: Message) -> bytes:
         encoded: bytes = _MESSAGE_IMPL.encode(_message_fields(value))

@@ -68,14 +68,17 @@ class Message:
         kind: str,
         params: tuple[tuple[str, str], ...],
         occurrence: str,
-        key: str,
+        key: str | None = None,
     ) -> Message:
-        """The message of parts taken from a message before: params sorted, ``key`` its own.
+        """The message of parts taken from a message before: ``params`` sorted already.
 
-        Beam's coder (:mod:`beaconflow.transforms.coders`) restores messages with it, without
-        sorting or hashing them again.
+        ``key`` is its identity key when known, or None to compute it (no sorting either
+        way). Beam's coder (:mod:`beaconflow.transforms.coders`) restores messages with it.
         """
-        return cls._assemble(destination, kind, params, occurrence, key)
+        message = cls._assemble(destination, kind, params, occurrence, key or "")
+        if key is None:
+            object.__setattr__(message, "key", identity_key(message))
+        return message
 
     @classmethod
     def _assemble(
