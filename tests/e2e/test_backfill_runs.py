@@ -25,8 +25,7 @@ from beaconflow.sandbox.collector import Collector
 from beaconflow.transforms.messages import DIRECT, SplitMessages
 from beaconflow.transforms.parse import INVALID, REPLAYED, ParseEvents
 from beaconflow.transforms.window import InWindow
-
-from .conftest import (
+from tests.conftest import (
     KISSMETRICS_KEY,
     KONTAGENT_KEY,
     KONTAGENT_SECRET,

@@ -25,7 +25,7 @@ from beaconflow.delivery.sender import Request, SenderConfig
 from beaconflow.delivery.sendproc import SenderPool, shared_client, split_config
 from beaconflow.sandbox.collector import Collector
 from tests.conftest import KEY, kontagent_url
-from tests.test_sender import NO_WAIT, message
+from tests.delivery.test_sender import NO_WAIT, message
 
 
 def config(concurrency: int = 4, retry: RetryPolicy = NO_WAIT) -> SenderConfig:

@@ -24,12 +24,11 @@ from urllib.parse import quote, quote_plus, unquote, unquote_plus
 import pytest
 
 from beaconflow.sandbox.collector import Collector, Faults, down_url
-
-from .conftest import run_cli, run_json
+from tests.conftest import run_cli, run_json
 
 NOW = 1_800_000_000
 T0 = 1_750_000_000
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 # Distinctive values with characters that encode differently in a path, a query, a form and
 # JSON. The Kontagent key goes into the URL path (anything non-empty without '/').

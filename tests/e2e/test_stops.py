@@ -29,8 +29,7 @@ from beaconflow.model.message import Message
 from beaconflow.report.run import RunReport
 from beaconflow.samples.gamelog import generate_events, write_jsonl
 from beaconflow.sandbox.collector import Collector, Faults
-
-from .conftest import (
+from tests.conftest import (
     KEY,
     KONTAGENT_KEY,
     backfill_flags,
@@ -40,8 +39,8 @@ from .conftest import (
     run_cli,
     run_json,
 )
-from .fs_faults import SmallDisk
-from .test_sender import ManualClock, RecordingSleep, config, message
+from tests.delivery.test_sender import ManualClock, RecordingSleep, config, message
+from tests.fs_faults import SmallDisk
 
 NOW = 1_800_000_000
 

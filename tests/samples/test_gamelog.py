@@ -30,7 +30,7 @@ from beaconflow.samples import gamelog
 from beaconflow.samples.gamelog import generate_events, read_parquet, write_jsonl, write_parquet
 from beaconflow.samples.make_samples import build_samples
 
-SAMPLE_DIR = Path(__file__).resolve().parent.parent / "sample_data"
+SAMPLE_DIR = Path(__file__).resolve().parents[2] / "sample_data"
 
 # ----------------------------------------------------------------------------- the rules
 

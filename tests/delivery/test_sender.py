@@ -42,8 +42,7 @@ from beaconflow.model.message import Endpoint, Message
 from beaconflow.sandbox.collector import Collector
 from beaconflow.transforms import send
 from beaconflow.transforms.send import SendConfig, SendMessages
-
-from .conftest import KEY, kissmetrics_url, kontagent_url
+from tests.conftest import KEY, kissmetrics_url, kontagent_url
 
 NO_WAIT = RetryPolicy(max_attempts=4, base_delay=0.0, max_delay=0.0, retry_after_cap=60.0)
 

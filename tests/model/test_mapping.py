@@ -18,7 +18,7 @@ from beaconflow.model.message import DESTINATIONS, Destination
 from beaconflow.model.records import parse_line, validate
 
 NOW = 1_800_000_000
-SAMPLES = Path(__file__).resolve().parent.parent / "sample_data"
+SAMPLES = Path(__file__).resolve().parents[2] / "sample_data"
 LEGACY_MAPPING = SAMPLES / "legacy_mapping.toml"
 LEGACY_LOG = SAMPLES / "legacy" / "orchard_legacy.jsonl"
 

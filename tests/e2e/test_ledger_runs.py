@@ -20,8 +20,7 @@ import pytest
 from beaconflow.model.message import Message
 from beaconflow.samples.gamelog import generate_events, write_jsonl
 from beaconflow.sandbox.collector import Collector, Faults, down_url
-
-from .conftest import backfill_flags, read_dead_letter, run_json
+from tests.conftest import backfill_flags, read_dead_letter, run_json
 
 NOW = 1_800_000_000
 START = 1_749_000_000  # 2025-06-04T01:20:00Z

@@ -40,7 +40,7 @@ SECRET = "kontagent-secret-7"
 OTHER_KEY = "fedcba9876543210fedcba9876543210"
 
 INS_QUERY = "s=123&r=456%2C789&u=9a3d9332b31632a0"
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def kt_path(kind: str, query: str, key: str = KT_KEY) -> str:

@@ -38,12 +38,17 @@ from apache_beam.runners.portability.stager import Stager
 
 from beaconflow.pipelines.runners import local_runner, rate_split_warning, worker_processes
 from beaconflow.sandbox.collector import Collector
-
-from .conftest import KISSMETRICS_KEY, KONTAGENT_KEY, KONTAGENT_SECRET, backfill_flags, run_json
-from .portable import ChildWatch, PortableServices, portable_services, service_env
+from tests.conftest import (
+    KISSMETRICS_KEY,
+    KONTAGENT_KEY,
+    KONTAGENT_SECRET,
+    backfill_flags,
+    run_json,
+)
+from tests.portable import ChildWatch, PortableServices, portable_services, service_env
 
 NOW = 1_800_000_000
-PROJECT = Path(__file__).resolve().parent.parent
+PROJECT = Path(__file__).resolve().parents[2]
 PYPROJECT = PROJECT / "pyproject.toml"
 #: The sample logs (JSONL, gzipped JSONL, Parquet; duplicates and three bad lines) until
 #: 2025-06-09: the last day's events are out of range.

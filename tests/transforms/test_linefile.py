@@ -12,8 +12,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from beaconflow.delivery.stop import forget_run, run_stop
 from beaconflow.report.counts import STOPPED, tally
 from beaconflow.transforms.linefile import WriteLines, merge_parts, parts_prefix, remove_leftovers
-
-from .fs_faults import SmallDisk
+from tests.fs_faults import SmallDisk
 
 
 def test_each_bundle_writes_a_shard_and_the_merge_has_every_line(tmp_path: Path) -> None:

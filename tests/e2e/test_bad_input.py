@@ -31,12 +31,11 @@ import pytest
 
 from beaconflow.pipelines.options import UsageError, configure
 from beaconflow.sandbox.collector import Collector
-
-from .conftest import backfill_flags, read_dead_letter, run_cli, run_json
+from tests.conftest import backfill_flags, read_dead_letter, run_cli, run_json
 
 NOW = 1_800_000_000
 T0 = 1_750_000_000  # 2025-06-15T15:06:40Z
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 #: The report's counters (docs/outputs.md).
 COUNTERS = (

@@ -18,8 +18,7 @@ from beaconflow.model.records import parse_time
 from beaconflow.pipelines.options import UsageError, configure, expand_date, parse_day
 from beaconflow.samples.gamelog import generate_events, write_jsonl
 from beaconflow.sandbox.collector import Collector
-
-from .conftest import backfill_flags, run_cli, run_json
+from tests.conftest import backfill_flags, run_cli, run_json
 
 # 2025-06-05T12:00:00Z: "yesterday" is 2025-06-04
 NOW = int(datetime(2025, 6, 5, 12, tzinfo=UTC).timestamp())
