@@ -1,7 +1,8 @@
-"""The private parts of Beam and aiohttp that beaconflow relies on still work as it expects.
+"""aiohttp's private switch (``beaconflow.delivery.aiohttp_internals``) still works as expected.
 
-pyproject.toml bounds both to the versions this suite ran with; before widening a bound,
-these tests must pass on the new version (they fail loudly, naming what changed).
+pyproject.toml bounds aiohttp to the versions this suite ran with; before widening the
+bound, these tests must pass on the new version (they fail loudly, naming what changed).
+Their counterpart for Beam is tests/pipelines/test_fnapi.py.
 """
 
 from __future__ import annotations
@@ -10,12 +11,8 @@ import asyncio
 
 import aiohttp
 import pytest
-from apache_beam.options.pipeline_options import PipelineOptions
-from apache_beam.runners.portability.fn_api_runner.fn_runner import FnApiRunner
 
 from beaconflow.delivery.aiohttp_internals import UnsupportedAiohttpError, disable_silent_resend
-from beaconflow.pipelines.fnapi import fnapi_runner
-from beaconflow.pipelines.runners import local_runner
 
 _OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\nok"
 
@@ -73,14 +70,3 @@ def test_an_aiohttp_without_the_switch_is_refused_loudly() -> None:
 
     with pytest.raises(UnsupportedAiohttpError, match="cannot turn off its silent resend"):
         disable_silent_resend(Session())  # type: ignore[arg-type]
-
-
-def test_fnapi_runner_gets_the_pipelines_options() -> None:
-    options = PipelineOptions(["--direct_num_workers=3", "--direct_running_mode=multi_threading"])
-    runner = fnapi_runner(options)
-    assert isinstance(runner, FnApiRunner)
-    encoded = runner._provision_info.provision_info.pipeline_options
-    assert str(encoded["beam:option:direct_num_workers:v1"]) == "3"
-    assert encoded["beam:option:direct_running_mode:v1"] == "multi_threading"
-    assert isinstance(local_runner(PipelineOptions(["--runner=DirectRunner"])), FnApiRunner)
-    assert local_runner(PipelineOptions(["--runner=PortableRunner"])) is None

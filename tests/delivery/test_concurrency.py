@@ -170,17 +170,6 @@ def test_rate_falls_while_pushed_back_and_grows_five_percent_a_second_after() ->
     assert pace.rate == 1000.0, "never above the ceiling"
 
 
-def test_rate_limiter_rate_can_change() -> None:
-    clock = Clock()
-    limiter = RateLimiter(None, clock)
-    assert limiter.reserve() == 0.0
-    limiter.set_rate(10.0)
-    waits = [limiter.reserve() for _ in range(3)]
-    assert waits == pytest.approx([0.0, 0.1, 0.2])
-    with pytest.raises(ValueError):
-        limiter.set_rate(0)
-
-
 def test_try_acquire_takes_a_free_slot_and_never_waits() -> None:
     clock = Clock()
     limit = AdaptiveLimit(AimdPolicy(maximum=8, initial=2), clock)

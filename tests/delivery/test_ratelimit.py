@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from beaconflow.delivery.ratelimit import RateLimiter, shared_limiter
+from tests.delivery.test_concurrency import Clock
 
 # Windows are compared with a tolerance far below any slot spacing, so that float rounding
 # of "exactly one second apart" does not count as a breach.
@@ -164,3 +165,14 @@ def test_shared_limiter_is_one_per_name_and_rate() -> None:
     assert shared_limiter("test-ratelimit-kontagent", 40.0) is not first
     assert shared_limiter("test-ratelimit-kissmetrics", 20.0) is not first
     assert shared_limiter("test-ratelimit-kontagent", None).rate is None
+
+
+def test_rate_limiter_rate_can_change() -> None:
+    clock = Clock()
+    limiter = RateLimiter(None, clock)
+    assert limiter.reserve() == 0.0
+    limiter.set_rate(10.0)
+    waits = [limiter.reserve() for _ in range(3)]
+    assert waits == pytest.approx([0.0, 0.1, 0.2])
+    with pytest.raises(ValueError):
+        limiter.set_rate(0)

@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 
 from beaconflow.delivery.redact import MASK, MIN_LITERAL_LENGTH, Redactor
 from beaconflow.model import kissmetrics, kontagent
-from beaconflow.model.message import Message
+from beaconflow.model.message import Endpoint, Message
+from beaconflow.model.render import render_url
 from beaconflow.report.deadletter import DeadLetterEntry
 
 #: Characters of keys and secrets: hex, letters, and ones that encode in a URL.
@@ -148,3 +149,28 @@ def test_a_long_secret_is_masked_in_its_json_and_repr_forms_too() -> None:
     # in data as well: a record holding the secret does not carry it into the dead letter
     line = DeadLetterEntry("parse", "x", line=f"{{bad {secret}").to_json(redactor)
     assert "ab\\\\cd" not in line and "gh12" not in line
+
+
+KEY = "0123456789abcdef0123456789abcdef"
+
+
+SECRET = "the-secret-value"
+
+
+def test_redactor_masks_keys_in_urls_and_anywhere_in_text() -> None:
+    redact = Redactor.of([KEY, SECRET, None, ""])
+    kontagent_url = render_url(
+        kontagent.build("apr", {"s": 1}), Endpoint("kontagent", "http://h", KEY, SECRET), 5
+    )
+    kissmetrics_url = render_url(
+        kissmetrics.alias("a", "b"), Endpoint("kissmetrics", "http://h", KEY), 5
+    )
+    for text in (kontagent_url, kissmetrics_url, f"error talking to {kontagent_url}: {SECRET}"):
+        masked = redact(text)
+        assert KEY not in masked and SECRET not in masked
+        assert "***" in masked
+    assert redact("/api/v1/other-key/apr/?s=1") == "/api/v1/***/apr/?s=1"
+    long = "a b/c secret"
+    assert Redactor.of([long])("x a%20b%2Fc%20secret y a+b%2Fc+secret") == "x *** y ***"
+    # a secret shorter than 8 characters is masked where a URL carries it, nowhere else
+    assert Redactor.of(["a b/c"])("x a b/c y, user 1a b/c2") == "x a b/c y, user 1a b/c2"

@@ -1,9 +1,11 @@
-"""BulkSender and SendMessages against a real aiohttp server on 127.0.0.1, started here.
+"""BulkSender (``beaconflow.delivery.sender``) against a real aiohttp server on 127.0.0.1.
 
 Backoff never really waits: a recording ``sleep`` is injected. The server is the sandbox
 collector playing scripted answers (the ``server`` fixture): the message kind in the URL path
 chooses the answer (``ok``, ``flaky``, ``throttle``, ``bad``, ...) and every URL carries the
-API key ``SECRETKEY123``, which must never come out of the sender.
+API key ``SECRETKEY123``, which must never come out of the sender. Redirects are judged per
+destination, and a stopped run halts the sender. The send step that holds it in a pipeline is
+tested in tests/transforms/test_send.py.
 """
 
 from __future__ import annotations
@@ -18,18 +20,16 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from email.utils import formatdate
 from typing import Any, TypeVar
-from urllib.parse import urlencode
 
 import aiohttp
-import apache_beam as beam
 import pytest
-from apache_beam.runners.portability.fn_api_runner.fn_runner import FnApiRunner
-from apache_beam.testing import test_pipeline
-from apache_beam.testing.util import assert_that, equal_to
 
+from beaconflow.delivery.ledger import LedgerError
 from beaconflow.delivery.ratelimit import RateLimiter
 from beaconflow.delivery.retry import RetryPolicy
 from beaconflow.delivery.sender import (
+    REDIRECT_SECONDS,
+    REDIRECT_WINDOW,
     BulkSender,
     Delivery,
     Request,
@@ -38,10 +38,9 @@ from beaconflow.delivery.sender import (
     SenderConfig,
     SenderStats,
 )
-from beaconflow.model.message import Endpoint, Message
+from beaconflow.delivery.stop import RunStop
+from beaconflow.model.message import Message
 from beaconflow.sandbox.collector import Collector
-from beaconflow.transforms import send
-from beaconflow.transforms.send import SendConfig, SendMessages
 from tests.conftest import KEY, kissmetrics_url, kontagent_url
 
 NO_WAIT = RetryPolicy(max_attempts=4, base_delay=0.0, max_delay=0.0, retry_after_cap=60.0)
@@ -403,90 +402,6 @@ def test_invalid_sender_configs_are_rejected(kwargs: dict[str, object]) -> None:
         SenderConfig(**values)  # type: ignore[arg-type]
 
 
-def test_send_config_divides_the_rate_among_workers() -> None:
-    endpoint = Endpoint("kontagent", "http://127.0.0.1:1", KEY)
-    cfg = SendConfig(
-        {"kontagent": endpoint},
-        4,
-        1.0,
-        NO_WAIT,
-        {"kontagent": 100.0, "kissmetrics": None},
-        workers=4,
-    )
-    assert cfg.sender_config().rates == {"kontagent": 25.0, "kissmetrics": None}
-    with pytest.raises(ValueError):
-        SendConfig({"kissmetrics": endpoint}, 4, 1.0, NO_WAIT)
-
-
-def fake_render(message: Message, endpoint: Endpoint, now: float) -> str:
-    query = urlencode(message.params)
-    return f"{endpoint.base_url}/api/v1/{endpoint.api_key}/{message.kind}/?{query}"
-
-
-def summary(delivery: Delivery) -> tuple[str, str, bool, int | None, str | None, int]:
-    token = delivery.message.param("token") or ""
-    return (
-        token,
-        delivery.message.kind,
-        delivery.delivered,
-        delivery.status,
-        delivery.error,
-        delivery.attempts,
-    )
-
-
-def test_send_messages_pipeline(server: Collector, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(send, "render_url", fake_render)
-    endpoint = Endpoint("kontagent", server.base_url, KEY)
-    cfg = SendConfig(
-        {"kontagent": endpoint},
-        concurrency=4,
-        timeout=5.0,
-        retry=NO_WAIT,
-        max_rps={"kontagent": None},
-    )
-    good = [message("ok", f"pipe-{n}") for n in range(20)]
-    flaky = Message("kontagent", "flaky", (("n", "1"), ("token", "pipe-flaky")))
-    bad = message("bad", "pipe-bad")
-    orphan = message("ok", "pipe-km", "kissmetrics")
-    with test_pipeline.TestPipeline(runner=FnApiRunner()) as pipeline:
-        # Created from plain tuples: beam.Create reads any element with an as_dict() method,
-        # Message included, as a schema Row and then fails to encode it.
-        outputs = (
-            pipeline
-            | beam.Create([(m.destination, m.kind, m.params) for m in [*good, flaky, bad, orphan]])
-            | "ToMessages" >> beam.MapTuple(Message)
-            | SendMessages(cfg)
-        )
-        assert_that(
-            outputs.delivered | "SummariseDelivered" >> beam.Map(summary),
-            equal_to(
-                [(f"pipe-{n}", "ok", True, 200, None, 1) for n in range(20)]
-                + [("pipe-flaky", "flaky", True, 200, None, 2)]
-            ),
-            label="CheckDelivered",
-        )
-        assert_that(
-            outputs.failed | "SummariseFailed" >> beam.Map(summary),
-            equal_to(
-                [
-                    ("pipe-bad", "bad", False, 400, "HTTP 400", 1),
-                    ("pipe-km", "ok", False, None, "no endpoint configured for kissmetrics", 0),
-                ]
-            ),
-            label="CheckFailed",
-        )
-    metrics = pipeline.result.metrics().query()
-    counters = {
-        c.key.metric.name: c.committed
-        for c in metrics["counters"]
-        if c.key.metric.namespace == "beaconflow"
-    }
-    assert counters["delivered"] == 21
-    assert counters["failed"] == 2
-    assert counters["retries"] == 1
-
-
 def test_adaptive_concurrency_grows_on_fast_answers_and_backs_off_on_429(
     server: Collector,
 ) -> None:
@@ -815,3 +730,177 @@ def test_bulk_sender_and_pool_client_are_senders() -> None:
     for cls in senders:
         for name in ("submit_many", "take_finished", "flush", "stats", "close"):
             assert callable(getattr(cls, name))
+
+
+# -- redirects, and a run that stops: the sender halts instead of sending on --------------
+
+
+def _tokens(sender: BulkSender, requests_: list[Request]) -> dict[str, object]:
+    sender.submit_many(requests_)
+    deliveries = sender.take_finished() + sender.flush()
+    assert len(deliveries) == len(requests_), "every request has exactly one outcome"
+    return {d.message.param("token") or "": d for d in deliveries}
+
+
+def test_a_redirect_is_a_permanent_failure_naming_the_host_only(server: Collector) -> None:
+    for kind in ("redirect", "loop"):
+        token = f"{kind}-1"
+        request = Request(message(kind, token), kontagent_url(server, kind, token))
+        with BulkSender(config(), (KEY,), sleep=RecordingSleep()) as sender:
+            (delivery,) = _tokens(sender, [request]).values()
+        assert not delivery.delivered  # type: ignore[attr-defined]
+        assert delivery.status == 302 and delivery.attempts == 1  # type: ignore[attr-defined]
+        assert delivery.error == (  # type: ignore[attr-defined]
+            f"HTTP 302: redirected to {server.base_url} (redirects are not followed)"
+        )
+        assert delivery.stop is None  # type: ignore[attr-defined]
+        assert server.tries(token) == 1, "a redirect is never retried"
+    assert server.counts().get("faulted/login_page", 0) == 0, "the login page is never fetched"
+
+
+def test_a_destination_that_only_redirects_halts_and_the_rest_is_not_attempted(
+    server: Collector,
+) -> None:
+    redirected = [
+        Request(message("redirect", f"r{n}"), kontagent_url(server, "redirect", f"r{n}"))
+        for n in range(40)
+    ]
+    healthy = [
+        Request(message("ok", f"k{n}", "kissmetrics"), kissmetrics_url(server, "ok", f"k{n}"))
+        for n in range(40)
+    ]
+    # one request in flight: exactly the window's requests reach the server
+    with BulkSender(config(concurrency=1), (KEY,), sleep=RecordingSleep()) as sender:
+        results = _tokens(sender, redirected + healthy)
+    sent = [t for t in results if t.startswith("r") and server.tries(t)]
+    assert len(sent) == REDIRECT_WINDOW
+    stops = [results[f"r{n}"].stop for n in range(40)]  # type: ignore[attr-defined]
+    assert stops[: REDIRECT_WINDOW - 1] == [None] * (REDIRECT_WINDOW - 1)
+    assert len(set(stops[REDIRECT_WINDOW - 1 :])) == 1, "the window's last declares it"
+    reason = stops[-1]
+    assert reason == (
+        f"kontagent is misconfigured: its last 10 answers were redirects (HTTP 302: "
+        f"redirected to {server.base_url}): check its URL"
+    )
+    assert reason.startswith("kontagent is misconfigured: its last 10 answers were redirects")
+    not_attempted = [results[t] for t in results if t.startswith("r") and not server.tries(t)]
+    assert len(not_attempted) == 40 - REDIRECT_WINDOW
+    assert all(d.attempts == 0 and d.error == f"not attempted: {reason}" for d in not_attempted)  # type: ignore[attr-defined]
+    assert all(results[f"k{n}"].delivered for n in range(40)), "the other destination goes on"  # type: ignore[attr-defined]
+
+
+def test_an_answer_between_redirects_resets_the_window(server: Collector) -> None:
+    tokens = [f"mix{n}" for n in range(3 * REDIRECT_WINDOW)]
+    kinds = ["ok" if n % REDIRECT_WINDOW == 5 else "redirect" for n in range(len(tokens))]
+    requests_ = [
+        Request(message(k, t), kontagent_url(server, k, t))
+        for k, t in zip(kinds, tokens, strict=True)
+    ]
+    with BulkSender(config(concurrency=1), (KEY,), sleep=RecordingSleep()) as sender:
+        results = _tokens(sender, requests_)
+    assert [server.tries(t) for t in tokens] == [1] * len(tokens), "a stray redirect stops nothing"
+    assert all(d.stop is None for d in results.values())  # type: ignore[attr-defined]
+
+
+def test_server_errors_between_redirects_do_not_hide_a_misconfigured_destination(
+    server: Collector,
+) -> None:
+    kinds = ["redirect"] * 5 + ["flaky"] + ["redirect"] * 10
+    tokens = [f"se{n}" for n in range(len(kinds))]
+    requests_ = [
+        Request(message(k, t), kontagent_url(server, k, t, n=99))
+        for k, t in zip(kinds, tokens, strict=True)
+    ]
+    with BulkSender(config(concurrency=1), (KEY,), sleep=RecordingSleep()) as sender:
+        results = _tokens(sender, requests_)
+    assert results["se5"].status == 503  # type: ignore[attr-defined]
+    assert results["se10"].stop is not None, "the 10th redirect declares it"  # type: ignore[attr-defined]
+    assert all(server.tries(t) == 0 for t in tokens[11:])
+
+
+def test_redirects_after_deliveries_stop_a_destination_only_when_they_last(
+    server: Collector,
+) -> None:
+    clock = ManualClock()
+
+    def batch(prefix: str, kinds: list[str]) -> dict[str, object]:
+        requests_ = [
+            Request(message(k, f"{prefix}{n}"), kontagent_url(server, k, f"{prefix}{n}"))
+            for n, k in enumerate(kinds)
+        ]
+        return _tokens(sender, requests_)
+
+    with BulkSender(config(concurrency=1), (KEY,), sleep=RecordingSleep(), clock=clock) as sender:
+        first = batch("a", ["ok"] + ["redirect"] * (2 * REDIRECT_WINDOW))
+        # a few users whose requests redirect, in a row, stop nothing: it delivered before
+        assert all(d.stop is None for d in first.values())  # type: ignore[attr-defined]
+        clock.now += REDIRECT_SECONDS
+        second = batch("b", ["redirect"] * 5)
+    # nothing but redirects for REDIRECT_SECONDS: a portal appeared, the destination stops
+    assert second["b0"].stop is not None  # type: ignore[attr-defined]
+    assert [server.tries(f"b{n}") for n in range(5)] == [1, 0, 0, 0, 0]
+
+
+def test_a_delivery_the_ledger_cannot_record_halts_the_sender(server: Collector) -> None:
+    stop = RunStop()
+    recorded: list[str] = []
+
+    def record(delivered: Message) -> None:
+        if recorded:
+            raise LedgerError("ledger not writable: /var/lib/ledger: No space left on device")
+        recorded.append(delivered.param("token") or "")
+
+    requests_ = [
+        Request(message("ok", f"l{n}"), kontagent_url(server, "ok", f"l{n}")) for n in range(30)
+    ]
+    with BulkSender(
+        config(concurrency=1), (KEY,), sleep=RecordingSleep(), on_delivered=record, stop=stop
+    ) as sender:
+        results = _tokens(sender, requests_)
+    reason = "ledger not writable: /var/lib/ledger: No space left on device"
+    assert stop.reason == reason
+    delivered = [d for d in results.values() if d.delivered]  # type: ignore[attr-defined]
+    assert len(delivered) == 2, "one recorded, one delivered but unrecorded, then no more"
+    assert [d.stop for d in delivered].count(reason) == 1  # type: ignore[attr-defined]
+    cut = [d for d in results.values() if not d.delivered]  # type: ignore[attr-defined]
+    assert len(cut) == 28
+    assert all(d.error == f"not attempted: {reason}" and d.attempts == 0 for d in cut)  # type: ignore[attr-defined]
+    assert sum(server.tries(f"l{n}") for n in range(30)) == 2
+
+
+def test_a_tripped_run_halts_a_sender_that_waits_to_retry(server: Collector) -> None:
+    stop = RunStop()
+    gate = threading.Event()
+
+    class SlowSleep(RecordingSleep):
+        async def __call__(self, seconds: float) -> None:
+            await super().__call__(seconds)
+            gate.set()
+            await asyncio.sleep(3600)  # a backoff that only the halt ends
+
+    request = Request(message("flaky", "f-99"), kontagent_url(server, "flaky", "f-99", n=99))
+    with BulkSender(config(), (KEY,), sleep=SlowSleep(), stop=stop) as sender:
+        sender.submit(request)
+        assert gate.wait(10), "the first attempt failed and a retry waits"
+        stop.trip("dead letter not writable: /out/dead.jsonl: No space left on device")
+        (delivery,) = sender.flush()
+    assert not delivery.delivered and delivery.attempts == 1
+    assert delivery.error.startswith("not retried: dead letter not writable")  # type: ignore[union-attr]
+    assert server.tries("f-99") == 1
+
+
+def test_no_log_line_per_unrecorded_delivery(
+    server: Collector, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+
+    def record(_: Message) -> None:
+        raise LedgerError("ledger not writable: /l: Read-only file system")
+
+    requests_ = [
+        Request(message("ok", f"q{n}"), kontagent_url(server, "ok", f"q{n}")) for n in range(20)
+    ]
+    stop = RunStop()
+    with BulkSender(config(concurrency=4), (KEY,), on_delivered=record, stop=stop) as sender:
+        _tokens(sender, requests_)
+    assert caplog.text.count("ledger not writable") == 1, caplog.text

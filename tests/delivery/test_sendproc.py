@@ -19,13 +19,24 @@ from pathlib import Path
 
 import pytest
 
-from beaconflow.delivery.ledger import ledger_files, ledger_key, read_ledger_file
+from beaconflow.delivery.ledger import (
+    ledger_files,
+    ledger_key,
+    read_ledger_file,
+)
 from beaconflow.delivery.retry import RetryPolicy
-from beaconflow.delivery.sender import Request, SenderConfig
+from beaconflow.delivery.sender import (
+    REDIRECT_SECONDS,
+    REDIRECT_WINDOW,
+    Request,
+    SenderConfig,
+)
 from beaconflow.delivery.sendproc import SenderPool, shared_client, split_config
+from beaconflow.delivery.stop import RunStop
 from beaconflow.sandbox.collector import Collector
 from tests.conftest import KEY, kontagent_url
-from tests.delivery.test_sender import NO_WAIT, message
+from tests.delivery.test_sender import NO_WAIT, ManualClock, message
+from tests.fs_faults import SmallDisk
 
 
 def config(concurrency: int = 4, retry: RetryPolicy = NO_WAIT) -> SenderConfig:
@@ -256,33 +267,6 @@ def test_closed_pool_refuses_more(server: Collector) -> None:
         client.submit_many([Request(message("ok", "late"), kontagent_url(server, "ok", "late"))])
 
 
-@pytest.mark.parametrize(
-    ("flags", "given", "expected"),
-    [
-        ([], None, os.cpu_count() or 1),
-        (["--direct_running_mode=multi_threading"], None, 0),
-        (["--direct_running_mode=multi_processing", "--direct_num_workers=2"], None, 0),
-        (["--runner=PortableRunner", "--job_endpoint=localhost:1"], None, 0),
-        (["--runner=DataflowRunner"], None, 0),
-        ([], 3, 3),
-        (["--runner=DataflowRunner"], 1, 1),
-    ],
-)
-def test_sender_processes_by_runner(flags: list[str], given: int | None, expected: int) -> None:
-    from apache_beam.options.pipeline_options import PipelineOptions
-
-    from beaconflow.pipelines.runners import send_processes
-
-    assert send_processes(PipelineOptions(flags), given) == expected
-
-
-def test_the_flag_refuses_a_negative_count(tmp_path: Path) -> None:
-    from beaconflow.pipelines.options import UsageError, configure
-
-    with pytest.raises((SystemExit, UsageError)):
-        configure(["--sandbox", "--input=x.jsonl", "--send-processes=-1"], now=0.0)
-
-
 def test_the_pool_logs_progress_for_all_its_children(
     server: Collector, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -319,3 +303,60 @@ def test_sender_processes_raise_glibcs_malloc_thresholds() -> None:
     code = "from beaconflow.delivery.sendproc import raise_malloc_thresholds as r; print(r())"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "True"
+
+
+def test_a_child_whose_ledger_fills_stops_every_child_without_a_traceback(
+    server: Collector, small_disk: SmallDisk, capfd: pytest.CaptureFixture[str]
+) -> None:
+    small_disk.fill(free=0)
+    stop = RunStop()
+    fingerprints = {"kontagent": "f" * 12, "kissmetrics": "e" * 12}
+    with SenderPool(
+        config(concurrency=2),
+        (KEY,),
+        processes=2,
+        ledger=str(small_disk.path / "ledger"),
+        fingerprints=fingerprints,
+        stop=stop,
+    ) as pool:
+        client = pool.client()
+        tokens = [f"p{n}" for n in range(200)]
+        client.submit_many(
+            [Request(message("ok", t), kontagent_url(server, "ok", t)) for t in tokens]
+        )
+        deliveries = client.flush()
+        client.close()
+    assert len(deliveries) == 200
+    assert stop.reason is not None and stop.reason.startswith("ledger not writable: ")
+    assert stop.reason.endswith("No space left on device")
+    sent = sum(server.tries(t) for t in tokens)
+    assert sent <= 2 + 2, "at most what was in flight when the first record failed, per child"
+    not_attempted = [d for d in deliveries if d.error and d.error.startswith("not attempted")]
+    assert len(not_attempted) == 200 - sent
+    err = capfd.readouterr().err
+    assert "Traceback" not in err
+
+
+def test_the_pool_judges_redirects_over_all_its_children(server: Collector) -> None:
+    clock = ManualClock()
+    with SenderPool(config(concurrency=4), (KEY,), processes=2, clock=clock) as pool:
+        client = pool.client()
+
+        def send(prefix: str, kind: str, count: int) -> list[object]:
+            tokens = [f"{prefix}{n}" for n in range(count)]
+            client.submit_many(
+                [Request(message(kind, t), kontagent_url(server, kind, t)) for t in tokens]
+            )
+            return list(client.flush())
+
+        send("pd", "ok", 8)  # both children deliver
+        # one child (or both) now sees only redirects: the destination delivered, so no stop
+        redirected = send("pr", "redirect", 3 * REDIRECT_WINDOW)
+        assert all(d.stop is None for d in redirected)  # type: ignore[attr-defined]
+        clock.now += REDIRECT_SECONDS  # but redirects that last are a portal: it stops
+        later = send("pl", "redirect", 3 * REDIRECT_WINDOW)
+        client.close()
+    stops = {d.stop for d in later} - {None}  # type: ignore[attr-defined]
+    assert len(stops) == 1 and next(iter(stops)).startswith("kontagent is misconfigured")
+    # after the pool's decision, at most what the children had already been handed goes out
+    assert sum(server.tries(f"pl{n}") for n in range(3 * REDIRECT_WINDOW)) <= 1 + 4 * 4

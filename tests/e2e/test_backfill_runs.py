@@ -1,30 +1,17 @@
-"""The backfill pipeline: its DoFns under TestPipeline, and whole runs against the collector."""
+"""Whole backfill runs against the collector: delivery, exit statuses, window, dry run, report.
+
+The steps themselves are tested under TestPipeline in tests/transforms/.
+"""
 
 from __future__ import annotations
 
 import gzip
 import json
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import apache_beam as beam
-import pytest
-from apache_beam.runners.portability.fn_api_runner import FnApiRunner
-from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
-from apache_beam.testing.util import assert_that, equal_to
-
-from beaconflow.model.events import MappedEvent, map_event
-from beaconflow.model.mapping import RecordMapping
-from beaconflow.model.records import validate
-from beaconflow.model.source import RawRecord
-from beaconflow.pipelines.backfill import TALLY
-from beaconflow.report.counts import BY_DAY, TallyKey
 from beaconflow.report.run import RunReport, summary
 from beaconflow.sandbox.collector import Collector
-from beaconflow.transforms.messages import DIRECT, SplitMessages
-from beaconflow.transforms.parse import INVALID, REPLAYED, ParseEvents
-from beaconflow.transforms.window import InWindow
 from tests.conftest import (
     KISSMETRICS_KEY,
     KONTAGENT_KEY,
@@ -37,151 +24,6 @@ from tests.conftest import (
 
 NOW = 1_800_000_000
 T0 = 1_750_000_000  # 2025-06-15T15:06:40Z
-
-
-def _pipeline() -> BeamTestPipeline:
-    return BeamTestPipeline(runner=FnApiRunner())
-
-
-FINGERPRINTS = {"kontagent": "k" * 12, "kissmetrics": "m" * 12}
-
-
-def test_parse_events_splits_good_and_bad_records() -> None:
-    good = json.dumps({"time": T0, "user_id": 1, "event": "apr"})
-    raws = [
-        RawRecord("a.jsonl", 1, text=good),
-        RawRecord("a.jsonl", 2, text="{not json"),
-        RawRecord("a.jsonl", 3, text=json.dumps({"time": T0, "event": "apr"})),
-        RawRecord("a.jsonl", 4, problem="line is not valid UTF-8 (byte 3)"),
-        RawRecord("b.parquet", 1, row={"time": T0, "user_id": "2", "event": "level_up"}),
-        RawRecord("a.jsonl", 5, text=json.dumps({"time": T0, "user_id": "x", "event": "apr"})),
-    ]
-    with _pipeline() as p:
-        out = (
-            p
-            | beam.Create(raws)
-            | beam.ParDo(ParseEvents(RecordMapping(), NOW, FINGERPRINTS)).with_outputs(
-                INVALID, TALLY, REPLAYED, main="events"
-            )
-        )
-        assert_that(
-            out.events
-            | "Sources"
-            >> beam.Map(
-                lambda keyed: (
-                    len(keyed[0]),
-                    keyed[1].source,
-                    keyed[1].time,
-                    [f"{m.destination}/{m.kind}" for m in keyed[1].messages],
-                    keyed[1].problem is not None,
-                    keyed[1].record,
-                )
-            ),
-            equal_to(
-                [
-                    (32, "a.jsonl:1", T0, ["kontagent/apr", "kissmetrics/e"], False, None),
-                    (32, "b.parquet:1", T0, ["kontagent/evt", "kissmetrics/e"], False, None),
-                    # a Kontagent user id must be numeric: the event carries why, and its record
-                    (32, "a.jsonl:5", T0, [], True, {"time": T0, "user_id": "x", "event": "apr"}),
-                ]
-            ),
-            label="events",
-        )
-        assert_that(
-            out[INVALID] | "Reasons" >> beam.Map(lambda d: (d.stage, d.source, d.reason[:20])),
-            equal_to(
-                [
-                    ("parse", "a.jsonl:2", "malformed JSON: Expe"),
-                    ("parse", "a.jsonl:3", "field 'user_id': is "),
-                    ("read", "a.jsonl:4", "line is not valid UT"),
-                ]
-            ),
-            label="invalid",
-        )
-        assert_that(
-            out[TALLY],
-            equal_to(
-                [
-                    (TallyKey("events_read"), 6),
-                    (TallyKey("events_invalid", stage="parse"), 2),
-                    (TallyKey("events_invalid", stage="read"), 1),
-                ]
-            ),
-            label="tallies",
-        )
-
-
-def _mapped(record: dict[str, Any], source: str) -> tuple[str, MappedEvent]:
-    """What the parse step emits for a record it validated: its identity and messages."""
-    event = validate(record, now=NOW, source=source)
-    return (event.key, map_event(event, ("kontagent", "kissmetrics"), record))
-
-
-def test_window_and_messages_steps_emit_messages_or_a_map_dead_letter() -> None:
-    good = _mapped({"time": T0, "user_id": 7, "event": "level_up", "level": 3}, "f:1")
-    bad = _mapped({"time": T0, "user_id": "alice", "event": "apr"}, "f:2")
-    late = _mapped({"time": T0 + 10, "user_id": 8, "event": "apr"}, "f:3")
-    with _pipeline() as p:
-        window = (
-            p
-            | beam.Create([good, bad, late])
-            | beam.ParDo(InWindow(since=None, until=T0 + 5)).with_outputs(TALLY, main="events")
-        )
-        out = window.events | beam.ParDo(SplitMessages(FINGERPRINTS)).with_outputs(
-            INVALID, TALLY, DIRECT, main="messages"
-        )
-        assert_that(
-            out.messages
-            | beam.Map(
-                lambda kv: (
-                    kv[0] == f"{FINGERPRINTS[kv[1].destination]}:{kv[1].key}",
-                    kv[1].destination,
-                    kv[1].kind,
-                    kv[1].param("n") or kv[1].param("_n"),
-                    len(kv[1].key),
-                )
-            ),
-            equal_to(
-                [
-                    (True, "kontagent", "evt", "level_up", 32),
-                    (True, "kissmetrics", "e", "level_up", 32),
-                ]
-            ),
-            label="messages",
-        )
-        assert_that(
-            out[INVALID]
-            | beam.Map(
-                lambda d: (
-                    d.stage,
-                    d.as_dict()["source"],
-                    "numeric user id" in d.reason,
-                    d.record["user_id"],
-                )
-            ),
-            equal_to([("map", {"file": "f", "line": 2}, True, "alice")]),
-            label="invalid",
-        )
-        day = datetime.fromtimestamp(T0, UTC).date().isoformat()
-        assert_that(
-            window[TALLY],
-            equal_to([(TallyKey("events_out_of_range"), 1)]),
-            label="window tallies",
-        )
-        assert_that(
-            out[TALLY],
-            equal_to(
-                [
-                    (TallyKey("events_invalid", stage="map"), 1),
-                    (TallyKey("events_mapped"), 1),
-                    (TallyKey("messages_built", "kontagent", "evt"), 1),
-                    (TallyKey("messages_built", "kissmetrics", "e"), 1),
-                    (TallyKey(BY_DAY, "kontagent", "evt", detail=day), 1),
-                    (TallyKey(BY_DAY, "kissmetrics", "e", detail=day), 1),
-                ]
-            ),
-            label="tallies",
-        )
 
 
 def _write_jsonl(path: Path, records: list[Any]) -> Path:
@@ -339,51 +181,6 @@ def test_only_destinations_with_a_key_are_used(collector: Collector, tmp_path: P
     assert status == 0
     assert {r.destination for r in collector.accepted()} == {"kissmetrics"}
     assert report["destinations"] == ["kissmetrics"]
-
-
-@pytest.mark.parametrize(
-    ("args", "message"),
-    [
-        (["--input=/nonexistent/*.jsonl", "--sandbox"], "no file matches"),
-        (["--sandbox"], "--input is required"),
-        (["--input=sample_data/game_events.jsonl"], "no destination"),
-        (["--input=sample_data/game_events.jsonl", "--sandbox", "--max-rps=0"], "--max-rps"),
-        (
-            ["--input=sample_data/game_events.jsonl", "--sandbox", "--concurrency=1.5"],
-            "must be a whole number above 0, got '1.5'",
-        ),
-        (
-            ["--input=sample_data/game_events.jsonl", "--sandbox", "--no-such-flag"],
-            "unrecognized argument",
-        ),
-        (
-            # an unquoted glob, expanded by the shell: only the first file had --input
-            [
-                "--input",
-                "sample_data/game_events.jsonl",
-                "sample_data/game_events.parquet",
-                "--sandbox",
-            ],
-            "unexpected argument 'sample_data/game_events.parquet': give each input its own",
-        ),
-        (
-            ["--input=sample_data/game_events.jsonl", "--sandbox", "--since=yesterday-ish"],
-            "--since",
-        ),
-        (["--input=sample_data/legacy_mapping.toml", "--sandbox"], "neither .jsonl"),
-        (
-            ["--input=sample_data/game_events.jsonl", "--sandbox", "--mapping=/nope.toml"],
-            "--mapping",
-        ),
-    ],
-)
-def test_usage_errors_are_one_line_and_exit_2(args: list[str], message: str) -> None:
-    env = {"PATH": "/usr/bin:/bin", "HOME": "/tmp"}
-    done = run_cli(*args, env=env)
-    assert done.returncode == 2, done.stderr
-    assert message in done.stderr
-    assert "Traceback" not in done.stderr
-    assert len(done.stderr.strip().splitlines()) == 1
 
 
 def test_sandbox_run_of_the_sample_data() -> None:

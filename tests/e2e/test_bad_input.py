@@ -29,7 +29,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from beaconflow.pipelines.options import UsageError, configure
 from beaconflow.sandbox.collector import Collector
 from tests.conftest import backfill_flags, read_dead_letter, run_cli, run_json
 
@@ -637,23 +636,6 @@ def test_lone_surrogate_through_the_cli(collector: Collector, tmp_path: Path) ->
     done = _cli(*backfill_flags(collector.base_url, tmp_path / "out", source))
     _assert_clean_stderr(done.stderr)
     assert done.returncode == 3, done.stderr
-
-
-@pytest.mark.parametrize(
-    ("content", "error"),
-    [
-        (None, "--mapping .*missing.toml: cannot be read: No such file or directory"),
-        (b"\xff\xfe[fields]", r"--mapping .*: not UTF-8 text \(byte 0\): a TOML file"),
-    ],
-)
-def test_unreadable_mapping_is_a_usage_error(
-    tmp_path: Path, content: bytes | None, error: str
-) -> None:
-    path = tmp_path / "missing.toml"
-    if content is not None:
-        path.write_bytes(content)
-    with pytest.raises(UsageError, match=error):
-        configure(["--dry-run=d", "--input=x/*.jsonl", f"--mapping={path}"])
 
 
 @pytest.mark.parametrize("name", ["bom.jsonl", "bom.jsonl.gz"])

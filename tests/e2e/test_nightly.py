@@ -1,21 +1,20 @@
 """Nightly runs: --date, {date} in paths, --lookback, and the ledger across nights.
 
---date expands {date} and sets the day's window; with the ledger, running a night twice, or
-windows that overlap, sends nothing twice, and --lookback catches events that reached a
-later day's logs.
+With the ledger, running a night twice, or windows that overlap, sends nothing twice, and
+--lookback catches events that reached a later day's logs. How --date expands {date} and
+sets the day's window is tested in tests/pipelines/test_options.py.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from beaconflow.model.records import parse_time
-from beaconflow.pipelines.options import UsageError, configure, expand_date, parse_day
 from beaconflow.samples.gamelog import generate_events, write_jsonl
 from beaconflow.sandbox.collector import Collector
 from tests.conftest import backfill_flags, run_cli, run_json
@@ -24,113 +23,7 @@ from tests.conftest import backfill_flags, run_cli, run_json
 NOW = int(datetime(2025, 6, 5, 12, tzinfo=UTC).timestamp())
 
 
-def _midnight(day: str) -> int:
-    return int(datetime.fromisoformat(day).replace(tzinfo=UTC).timestamp())
-
-
 # ----- flags -----
-
-
-def test_parse_day_names_and_iso() -> None:
-    assert parse_day("2025-01-31", NOW) == date(2025, 1, 31)
-    assert parse_day("yesterday", NOW) == date(2025, 6, 4)
-    assert parse_day("today", NOW) == date(2025, 6, 5)
-    # just after midnight UTC, yesterday is the day that just ended
-    assert parse_day("yesterday", _midnight("2025-01-01") + 1) == date(2024, 12, 31)
-
-
-@pytest.mark.parametrize("text", ["2025-13-01", "20250101", "last night", "2025-1-1", ""])
-def test_parse_day_refuses_with_the_forms_it_takes(text: str) -> None:
-    with pytest.raises(UsageError, match="expected YYYY-MM-DD, 'yesterday' or 'today'"):
-        parse_day(text, NOW)
-
-
-def test_expand_date_iso_and_strftime() -> None:
-    day = date(2025, 3, 7)
-    assert (
-        expand_date("logs/dt={date}/*.jsonl.gz", day, "--input") == "logs/dt=2025-03-07/*.jsonl.gz"
-    )
-    assert expand_date("logs/{date:%Y/%m/%d}/*", day, "--input") == "logs/2025/03/07/*"
-    assert expand_date("a/{date}/{date:%Y%m%d}", day, "--input") == "a/2025-03-07/20250307"
-    assert expand_date("no placeholder", day, "--input") == "no placeholder"
-    with pytest.raises(UsageError, match=r"--input 'x/\{date:YYYY\}': .*strftime"):
-        expand_date("x/{date:YYYY}", day, "--input")
-
-
-def test_date_sets_the_window_and_expands_inputs_and_outputs() -> None:
-    config = configure(
-        [
-            "--dry-run=/o/{date}/dry.jsonl",
-            "--input=/l/dt={date}/*.jsonl",
-            "--input=gs://b/static/*.parquet",
-            "--date=yesterday",
-            "--report=/r/{date:%Y%m%d}.json",
-            "--dead-letter=/d/{date}.jsonl",
-        ],
-        now=NOW,
-    )
-    assert config.day == date(2025, 6, 4)
-    assert config.inputs == ("/l/dt=2025-06-04/*.jsonl", "gs://b/static/*.parquet")
-    assert (config.since, config.until) == (_midnight("2025-06-04"), _midnight("2025-06-05"))
-    assert config.report == "/r/20250604.json"
-    assert config.dead_letter == "/d/2025-06-04.jsonl"
-    assert config.dry_run == "/o/2025-06-04/dry.jsonl"
-
-
-def test_relative_paths_become_absolute_for_workers_elsewhere(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.chdir(tmp_path)
-    config = configure(
-        [
-            "--dry-run=d.jsonl",
-            "--input=logs/*.jsonl",
-            "--ledger=l",
-            "--setup_file",
-            "pyproject.toml",
-            "--requirements_file=r.txt",
-        ]
-    )
-    assert config.inputs == (f"{tmp_path}/logs/*.jsonl",)
-    assert config.dry_run == f"{tmp_path}/d.jsonl" and config.ledger == f"{tmp_path}/l"
-    assert config.report == f"{tmp_path}/beaconflow-output/report.json"
-    assert config.beam_args == (
-        "--setup_file",
-        f"{tmp_path}/pyproject.toml",
-        f"--requirements_file={tmp_path}/r.txt",
-    )
-
-
-def test_lookback_reads_the_days_before_and_widens_the_window() -> None:
-    config = configure(
-        [
-            "--dry-run=d",
-            "--input=/l/dt={date}/*",
-            "--date=2025-06-04",
-            "--lookback=2",
-            "--ledger=ledger",
-        ]
-    )
-    assert config.inputs == tuple(f"/l/dt=2025-06-0{d}/*" for d in (2, 3, 4))
-    assert (config.since, config.until) == (_midnight("2025-06-02"), _midnight("2025-06-05"))
-
-
-@pytest.mark.parametrize(
-    ("flags", "error"),
-    [
-        (["--date=2025-06-04", "--since=2025-06-01"], "--date sets the time window itself"),
-        (["--date=2025-06-04", "--until=2025-06-01"], "--date sets the time window itself"),
-        (["--date=2025-06-04", "--lookback=1"], "--lookback .* needs --ledger"),
-        (["--lookback=1", "--ledger=l"], "--lookback needs --date"),
-        (["--date=2025-06-04", "--ledger=l/{date}"], "--ledger must be the same directory"),
-        (["--input=logs/{date}/*"], r"--input 'logs/\{date\}/\*' has \{date\} but no --date"),
-        (["--report=r/{date}.json"], r"--report 'r/\{date\}.json' has \{date\} but no --date"),
-        (["--date=2025-06-04", "--lookback=-1"], "must be a whole number 0 or more"),
-    ],
-)
-def test_date_flag_misuse_is_a_usage_error(flags: list[str], error: str) -> None:
-    with pytest.raises(UsageError, match=error):
-        configure(["--dry-run=d", "--input=x/*.jsonl", *flags], now=NOW)
 
 
 def test_cli_missing_partition_exits_2_naming_the_day(tmp_path: Path) -> None:

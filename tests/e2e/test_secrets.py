@@ -241,3 +241,28 @@ def test_debug_logging_never_shows_a_secret(
     _assert_no_secret("the report", json.dumps(report, ensure_ascii=False))
     for path, text in _files(out):
         _assert_no_secret(path, text)
+
+
+def test_secrets_in_data_keys_and_dry_run_params_are_masked(tmp_path: Path) -> None:
+    key = 'KMK3Y"r\\ s<b>&e'
+    events = tmp_path / "e.jsonl"
+    record = {
+        "time": 1750000000,
+        "user_id": "bob",
+        "event": "signed_up",
+        "properties": {key: 1, "where": f"https://x/?k={key}"},
+    }
+    events.write_text(json.dumps(record) + "\n")
+    dry = tmp_path / "dry.jsonl"
+    done = run_cli(
+        f"--input={events}",
+        f"--kissmetrics-api-key={key}",
+        f"--dry-run={dry}",
+        f"--report={tmp_path / 'report.json'}",
+        f"--dead-letter={tmp_path / 'dead.jsonl'}",
+    )
+    assert done.returncode == 0, done.stderr
+    text = dry.read_text()
+    for form in (key, json.dumps(key)[1:-1]):
+        assert form not in text
+    assert json.loads(text.splitlines()[0])["params"]["where"] == "https://x/?k=***"

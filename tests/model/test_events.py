@@ -2,7 +2,7 @@
 
 Pure unit tests of ``beaconflow.model.events``: every Kontagent type, derived tracking tags, what is
 (not) sent, KISSmetrics record/set/alias, occurrences and routing by destination.
-Run with ``.venv/bin/python -m pytest tests/test_events.py -q``.
+Run with ``.venv/bin/python -m pytest tests/model/test_events.py -q``.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The --mapping TOML: parsing it, applying it to source records, routing, and its errors.
 
 Pure unit tests of ``beaconflow.model.mapping``, plus the sample legacy log mapped end to end into
-valid events and messages. Run with ``.venv/bin/python -m pytest tests/test_mapping.py -q``.
+valid events and messages. Run with ``.venv/bin/python -m pytest tests/model/test_mapping.py -q``.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The canonical record: parsing a log line, reading its time, validating it, its identity.
 
 Pure unit tests of ``beaconflow.model.records``; the clock is injected as a fixed epoch.
-Run with ``.venv/bin/python -m pytest tests/test_records.py -q``.
+Run with ``.venv/bin/python -m pytest tests/model/test_records.py -q``.
 """
 
 from __future__ import annotations

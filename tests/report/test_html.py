@@ -4,7 +4,7 @@ Unit tests on fabricated reports (charts, escaping, no network, empty data, boun
 test that renders the page in headless Chromium and checks the drawn DOM and the screenshot's
 pixels. That test skips when ``/usr/bin/chromium`` is absent, unless
 ``BEACONFLOW_REQUIRE_CHROMIUM=1`` (as in CI), when it fails instead.
-Run with ``.venv/bin/python -m pytest tests/test_report_html.py -q``.
+Run with ``.venv/bin/python -m pytest tests/report/test_html.py -q``.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Tests of the sandbox collector: validation, records, redaction, faults and the CLI.
 
-Run with ``.venv/bin/pytest tests/test_collector.py``. Every fault is seeded or driven by an
+Run with ``.venv/bin/pytest tests/sandbox/test_collector.py``. Every fault is seeded or driven by an
 injected clock or sleep, so nothing here depends on timing.
 """
 
