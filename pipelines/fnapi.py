@@ -5,8 +5,8 @@ which downloads a binary from the internet. FnApiRunner only honours the pipelin
 (``--direct_num_workers``, ``--direct_running_mode``, the SDK harness log levels) when they
 reach it through an ``ExtendedProvisionInfo`` built from the encoded options, which is how
 Beam's own DirectRunner builds it: private API. pyproject.toml bounds apache-beam to the
-version the suite ran with, and ``tests/test_internals.py`` fails loudly when an upgrade
-changes it.
+version the suite ran with, and ``tests/pipelines/test_fnapi.py`` fails loudly when an
+upgrade changes it.
 """
 
 from __future__ import annotations

@@ -14,8 +14,7 @@ import pytest
 
 from beaconflow.pipelines.backfill import run
 from beaconflow.sandbox.collector import Collector
-
-from .fs_faults import read_only_dir, small_disk  # noqa: F401 - fixtures for every module
+from tests.fs_faults import read_only_dir, small_disk  # noqa: F401 - fixtures for every module
 
 KONTAGENT_KEY = "feedfacefeedfacefeedfacefeedface"
 KONTAGENT_SECRET = "kontagent-secret-for-tests"

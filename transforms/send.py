@@ -8,7 +8,7 @@ in ``setup``, closed in ``teardown``). Its main output ``delivered`` holds the d
 each with a redacted reason: nothing is dropped. Counters live in the ``beaconflow``
 namespace. Run its test with::
 
-    python -m pytest tests/test_sender.py -k pipeline
+    python -m pytest tests/transforms/test_send.py
 
 ``--max-rps`` is a run-wide rate: each of ``workers`` processes sends at ``max_rps/workers``,
 shared by every sender thread of the process. The input is expected in the global window

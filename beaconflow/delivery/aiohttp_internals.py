@@ -5,8 +5,8 @@ connection turns out closed: a tracking GET is not idempotent (Kontagent counts 
 request), and retries belong to one layer, the sender, where they are counted and backed
 off. aiohttp has no public switch for it; the private ``ClientSession._retry_connection``
 is the switch (aiohttp 3.9 to 3.14 at least). pyproject.toml bounds aiohttp to the versions
-the suite ran with, and ``tests/test_internals.py`` fails loudly, with a real server that
-closes a kept-alive connection, when an upgrade changes this.
+the suite ran with, and ``tests/delivery/test_aiohttp_internals.py`` fails loudly, with a
+real server that closes a kept-alive connection, when an upgrade changes this.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ half-open one-second window the reservations number at most ``ceil(rate)`` (and 
 ``floor(rate)`` while callers keep up), which is what keeps a service's per-key limit and
 ``--max-rps`` honest. Tested with a fake clock, no sleeping::
 
-    python -m pytest tests/test_ratelimit.py
+    python -m pytest tests/delivery/test_ratelimit.py
 
 Several event loops and Beam worker threads in one process share one limiter per
 destination through :func:`shared_limiter`; the run-wide rate is divided among processes by

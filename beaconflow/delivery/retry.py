@@ -11,7 +11,7 @@ small client; no other module keeps a status set of its own.
 many tries a message gets and how long to back off between them. Neither touches the network
 or sleeps, so both are tested as plain functions::
 
-    python -m pytest tests/test_retry.py
+    python -m pytest tests/delivery/test_retry.py
 
 The anchors are those of Vector and Fluent Bit for classification (retry 408, 429, 5xx except
 501, connection errors and timeouts; other statuses are permanent) and AWS "full jitter" for

@@ -47,7 +47,7 @@ error texts go through a :class:`~beaconflow.delivery.redact.Redactor` built fro
 secrets.
 Tested against a local aiohttp server::
 
-    python -m pytest tests/test_sender.py
+    python -m pytest tests/delivery/test_sender.py
 """
 
 from __future__ import annotations

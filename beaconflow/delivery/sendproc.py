@@ -36,7 +36,7 @@ inside a message.
 A child runs :func:`child_main` under the same interpreter and ``sys.path`` as its parent; it
 imports aiohttp and the sender, not Beam. Tested with::
 
-    python -m pytest tests/test_sendproc.py
+    python -m pytest tests/delivery/test_sendproc.py
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ after a run that may have sent something.
 
 No Beam, no HTTP::
 
-    python -m pytest tests/test_stop.py
+    python -m pytest tests/delivery/test_stop.py
 """
 
 from __future__ import annotations

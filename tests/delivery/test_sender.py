@@ -1,0 +1,906 @@
+"""BulkSender (``beaconflow.delivery.sender``) against a real aiohttp server on 127.0.0.1.
+
+Backoff never really waits: a recording ``sleep`` is injected. The server is the sandbox
+collector playing scripted answers (the ``server`` fixture): the message kind in the URL path
+chooses the answer (``ok``, ``flaky``, ``throttle``, ``bad``, ...) and every URL carries the
+API key ``SECRETKEY123``, which must never come out of the sender. Redirects are judged per
+destination, and a stopped run halts the sender. The send step that holds it in a pipeline is
+tested in tests/transforms/test_send.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import re
+import socket
+import threading
+from collections import Counter
+from collections.abc import Callable, Sequence
+from email.utils import formatdate
+from typing import Any, TypeVar
+
+import aiohttp
+import pytest
+
+from beaconflow.delivery.ledger import LedgerError
+from beaconflow.delivery.ratelimit import RateLimiter
+from beaconflow.delivery.retry import RetryPolicy
+from beaconflow.delivery.sender import (
+    REDIRECT_SECONDS,
+    REDIRECT_WINDOW,
+    BulkSender,
+    Delivery,
+    Request,
+    SendEngine,
+    Sender,
+    SenderConfig,
+    SenderStats,
+)
+from beaconflow.delivery.stop import RunStop
+from beaconflow.model.message import Message
+from beaconflow.sandbox.collector import Collector
+from tests.conftest import KEY, kissmetrics_url, kontagent_url
+
+NO_WAIT = RetryPolicy(max_attempts=4, base_delay=0.0, max_delay=0.0, retry_after_cap=60.0)
+
+
+@pytest.fixture
+def refused_url() -> str:
+    """A URL on a port nothing listens on (bound, then released)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return f"http://127.0.0.1:{port}/api/v1/{KEY}/ok/?_k={KEY}"
+
+
+class RecordingSleep:
+    """Records every requested wait instead of waiting."""
+
+    def __init__(self) -> None:
+        self.calls: list[float] = []
+
+    async def __call__(self, seconds: float) -> None:
+        self.calls.append(seconds)
+
+
+def message(kind: str, token: str, destination: str = "kontagent") -> Message:
+    return Message(destination, kind, (("token", token),))  # type: ignore[arg-type]
+
+
+def config(
+    retry: RetryPolicy = NO_WAIT,
+    concurrency: int = 4,
+    timeout: float = 5.0,
+    interval: float = 10,
+    adaptive: bool = False,
+) -> SenderConfig:
+    # Fixed concurrency unless a test is about adapting it: the others count in-flight
+    # requests and clock readings.
+    return SenderConfig(
+        concurrency, timeout, retry, {}, progress_interval=interval, adaptive=adaptive
+    )
+
+
+def send_all(sender: BulkSender, requests: list[Request]) -> dict[str, Delivery]:
+    for request in requests:
+        sender.submit(request)
+    deliveries = sender.take_finished() + sender.flush()
+    assert len(deliveries) == len(requests)
+    return {delivery.message.param("token") or "": delivery for delivery in deliveries}
+
+
+def test_ok_is_delivered_at_the_first_try(server: Collector) -> None:
+    sleep = RecordingSleep()
+    requests = [
+        Request(message("ok", "ok-k"), kontagent_url(server, "ok", "ok-k")),
+        Request(message("ok", "ok-m", "kissmetrics"), kissmetrics_url(server, "ok", "ok-m")),
+    ]
+    with BulkSender(config(), (KEY,), sleep=sleep) as sender:
+        results = send_all(sender, requests)
+        stats = sender.stats()
+    for token in ("ok-k", "ok-m"):
+        assert results[token] == Delivery(
+            requests[0 if token == "ok-k" else 1].message, True, 200, None, 1
+        )
+        assert server.tries(token) == 1
+    assert sleep.calls == []
+    assert (stats.sent, stats.delivered, stats.failed, stats.retries) == (2, 2, 0, 0)
+    assert stats.outcomes == {"200": 2}
+
+
+def test_fail_twice_then_succeed_is_retried(server: Collector) -> None:
+    sleep = RecordingSleep()
+    request = Request(message("flaky", "flaky-2"), kontagent_url(server, "flaky", "flaky-2", n=2))
+    with BulkSender(config(), (KEY,), sleep=sleep) as sender:
+        delivery = send_all(sender, [request])["flaky-2"]
+        stats = sender.stats()
+    assert (delivery.delivered, delivery.status, delivery.attempts) == (True, 200, 3)
+    assert server.tries("flaky-2") == 3
+    assert len(sleep.calls) == 2
+    assert stats.outcomes == {"503": 2, "200": 1}
+    assert stats.retries == 2
+
+
+def test_retries_stop_at_max_attempts(server: Collector) -> None:
+    retry = RetryPolicy(max_attempts=3, base_delay=0.0, max_delay=0.0, retry_after_cap=0.0)
+    request = Request(message("flaky", "flaky-9"), kontagent_url(server, "flaky", "flaky-9", n=9))
+    with BulkSender(config(retry), (KEY,), sleep=RecordingSleep()) as sender:
+        delivery = send_all(sender, [request])["flaky-9"]
+    assert not delivery.delivered
+    assert (delivery.status, delivery.error, delivery.attempts) == (503, "HTTP 503", 3)
+    assert server.tries("flaky-9") == 3
+
+
+def test_backoff_follows_the_seeded_jitter(server: Collector) -> None:
+    retry = RetryPolicy(max_attempts=4, base_delay=0.25, max_delay=1.0, retry_after_cap=0.0)
+    sleep = RecordingSleep()
+    request = Request(
+        message("flaky", "flaky-jit"), kontagent_url(server, "flaky", "flaky-jit", n=3)
+    )
+    with BulkSender(config(retry), (KEY,), sleep=sleep, rng=random.Random(11)) as sender:
+        assert send_all(sender, [request])["flaky-jit"].attempts == 4
+    expected = random.Random(11)
+    assert sleep.calls == [expected.uniform(0, min(1.0, 0.25 * 2**n)) for n in range(3)]
+
+
+@pytest.mark.parametrize(("kind", "status"), [("bad", 400), ("unimplemented", 501)])
+def test_permanent_statuses_are_not_retried(server: Collector, kind: str, status: int) -> None:
+    sleep = RecordingSleep()
+    token = f"perm-{kind}"
+    request = Request(message(kind, token), kontagent_url(server, kind, token))
+    with BulkSender(config(), (KEY,), sleep=sleep) as sender:
+        delivery = send_all(sender, [request])[token]
+        stats = sender.stats()
+    assert delivery == Delivery(request.message, False, status, f"HTTP {status}", 1)
+    assert server.tries(token) == 1
+    assert sleep.calls == []
+    assert (stats.failed, stats.retries) == (1, 0)
+
+
+def test_retry_after_seconds_is_honoured(server: Collector) -> None:
+    sleep = RecordingSleep()
+    retry = RetryPolicy(max_attempts=3, base_delay=0.01, max_delay=0.01, retry_after_cap=60.0)
+    request = Request(
+        message("throttle", "ra-7"), kontagent_url(server, "throttle", "ra-7", after=7)
+    )
+    with BulkSender(config(retry), (KEY,), sleep=sleep) as sender:
+        delivery = send_all(sender, [request])["ra-7"]
+    assert (delivery.delivered, delivery.attempts) == (True, 2)
+    assert len(sleep.calls) == 1
+    assert sleep.calls[0] >= 7
+
+
+def test_retry_after_date_is_honoured(server: Collector) -> None:
+    now = 1_700_000_000.0
+    after = formatdate(now + 12, usegmt=True)
+    sleep = RecordingSleep()
+    request = Request(
+        message("throttle", "ra-date"), kissmetrics_url(server, "throttle", "ra-date", after=after)
+    )
+    with BulkSender(config(), (KEY,), sleep=sleep, wall_clock=lambda: now) as sender:
+        delivery = send_all(sender, [request])["ra-date"]
+    assert (delivery.delivered, delivery.attempts) == (True, 2)
+    assert sleep.calls == [12.0]
+
+
+def test_retry_after_is_capped(server: Collector) -> None:
+    sleep = RecordingSleep()
+    retry = RetryPolicy(max_attempts=2, base_delay=0.0, max_delay=0.0, retry_after_cap=5.0)
+    request = Request(
+        message("throttle", "ra-cap"), kontagent_url(server, "throttle", "ra-cap", after=3600)
+    )
+    with BulkSender(config(retry), (KEY,), sleep=sleep) as sender:
+        assert send_all(sender, [request])["ra-cap"].delivered
+    assert sleep.calls == [5.0]
+
+
+def test_timeouts_are_retried_then_fail(server: Collector) -> None:
+    retry = RetryPolicy(max_attempts=2, base_delay=0.0, max_delay=0.0, retry_after_cap=0.0)
+    request = Request(message("slow", "slow"), kontagent_url(server, "slow", "slow", seconds=1))
+    with BulkSender(config(retry, timeout=0.2), (KEY,), sleep=RecordingSleep()) as sender:
+        delivery = send_all(sender, [request])["slow"]
+    assert (delivery.delivered, delivery.status, delivery.attempts) == (False, None, 2)
+    assert delivery.error is not None
+    assert "Timeout" in delivery.error
+    assert server.tries("slow") == 2
+
+
+def test_dropped_connections_are_retried_then_fail(server: Collector) -> None:
+    request = Request(message("drop", "drop"), kontagent_url(server, "drop", "drop"))
+    with BulkSender(config(), (KEY,), sleep=RecordingSleep()) as sender:
+        delivery = send_all(sender, [request])["drop"]
+    assert (delivery.delivered, delivery.status, delivery.attempts) == (False, None, 4)
+    assert delivery.error is not None
+    assert "Disconnected" in delivery.error
+    assert server.tries("drop") == 4
+
+
+def test_refused_connections_are_retried_then_fail(refused_url: str) -> None:
+    request = Request(message("ok", "refused"), refused_url)
+    with BulkSender(config(), (KEY,), sleep=RecordingSleep()) as sender:
+        (delivery,) = send_all(sender, [request]).values()
+    assert (delivery.delivered, delivery.status, delivery.attempts) == (False, None, 4)
+    assert delivery.error is not None
+    assert delivery.error.startswith("ClientConnectorError")
+
+
+def test_unusable_urls_fail_without_retry() -> None:
+    requests = [
+        Request(message("ok", "no-host"), f"http:///api/v1/{KEY}/ok/?_k={KEY}"),
+        Request(message("ok", "scheme"), f"nope://example.invalid/{KEY}"),
+    ]
+    with BulkSender(config(), (KEY,), sleep=RecordingSleep()) as sender:
+        results = send_all(sender, requests)
+    for delivery in results.values():
+        assert (delivery.delivered, delivery.status, delivery.attempts) == (False, None, 1)
+        assert delivery.error is not None
+        assert "***" in delivery.error
+
+
+def test_no_secret_leaks_into_errors_or_logs(
+    server: Collector, refused_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    requests = [
+        Request(message("bad", "leak-bad"), kontagent_url(server, "bad", "leak-bad")),
+        Request(
+            message("bad", "leak-badm", "kissmetrics"), kissmetrics_url(server, "bad", "leak-badm")
+        ),
+        Request(message("flaky", "leak-fl"), kontagent_url(server, "flaky", "leak-fl", n=9)),
+        Request(
+            message("throttle", "leak-ra"), kissmetrics_url(server, "throttle", "leak-ra", after=1)
+        ),
+        Request(message("drop", "leak-drop"), kontagent_url(server, "drop", "leak-drop")),
+        Request(
+            message("slow", "leak-slow"), kontagent_url(server, "slow", "leak-slow", seconds=1)
+        ),
+        Request(message("ok", "leak-refused"), refused_url),
+        Request(message("ok", "leak-host"), f"http:///api/v1/{KEY}/ok/?_k={KEY}"),
+        Request(message("ok", "leak-scheme"), f"nope://example.invalid/{KEY}?_k={KEY}"),
+    ]
+    retry = RetryPolicy(max_attempts=2, base_delay=0.0, max_delay=0.0, retry_after_cap=5.0)
+    with BulkSender(config(retry, timeout=0.2, interval=0), (KEY,), sleep=RecordingSleep()) as s:
+        deliveries = send_all(s, requests)
+    assert sum(not d.delivered for d in deliveries.values()) == 8
+    for delivery in deliveries.values():
+        assert KEY not in repr(delivery)
+        assert KEY not in (delivery.error or "")
+    assert caplog.records, "the sender logged nothing to check"
+    assert KEY not in caplog.text
+    assert all(KEY not in repr(request) for request in requests)
+
+
+def test_progress_lines(server: Collector, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="beaconflow.send")
+    ticks = iter(range(1000))
+    requests = [
+        Request(message("ok", f"prog-{n}"), kontagent_url(server, "ok", f"prog-{n}"))
+        for n in range(5)
+    ]
+    sender = BulkSender(config(interval=2.0), (KEY,), clock=lambda: float(next(ticks)))
+    with sender:
+        send_all(sender, requests)
+    lines = [r.getMessage() for r in caplog.records if r.name == "beaconflow.send"]
+    progress = [line for line in lines if line.startswith("sent ")]
+    # The clock ticks one second per reading: a line every second attempt, never more often.
+    assert progress == [
+        "sent 2 (1.0/s), retries 0, failed 0",
+        "sent 4 (1.0/s), retries 0, failed 0",
+    ]
+    assert re.fullmatch(r"done: sent 5, delivered 5, retries 0, failed 0", lines[-1])
+
+
+def test_limiter_is_taken_before_every_attempt(server: Collector) -> None:
+    sleep = RecordingSleep()
+    frozen = RateLimiter(10.0, clock=lambda: 50.0)
+    requests = [
+        Request(message("flaky", "rate-fl"), kontagent_url(server, "flaky", "rate-fl", n=2)),
+        Request(message("ok", "rate-ok"), kontagent_url(server, "ok", "rate-ok")),
+    ]
+    with BulkSender(config(), (KEY,), sleep=sleep, limiters={"kontagent": frozen}) as sender:
+        send_all(sender, requests)
+    # Four attempts: the first goes at once, the next three wait 0.1, 0.2 and 0.3 s;
+    # backoff waits are 0 with this policy.
+    assert sorted(wait for wait in sleep.calls if wait > 0) == pytest.approx([0.1, 0.2, 0.3])
+
+
+def test_configured_rates_use_the_shared_limiter(server: Collector) -> None:
+    sleep = RecordingSleep()
+    rates = {"kissmetrics": 1e-6}  # one slot per 11 days: every wait after the first is huge
+    cfg = SenderConfig(4, 5.0, NO_WAIT, rates)
+    requests = [
+        Request(message("ok", f"km-{n}", "kissmetrics"), kissmetrics_url(server, "ok", f"km-{n}"))
+        for n in range(3)
+    ]
+    requests.append(Request(message("ok", "kt-free"), kontagent_url(server, "ok", "kt-free")))
+    with BulkSender(cfg, (KEY,), sleep=sleep) as sender:
+        assert all(d.delivered for d in send_all(sender, requests).values())
+    assert len([wait for wait in sleep.calls if wait > 1e5]) >= 2
+
+
+def test_pending_requests_are_bounded(server: Collector) -> None:
+    server.close_gate()
+    try:
+        sender = BulkSender(config(concurrency=2), (KEY,), sleep=RecordingSleep())
+        for n in range(4):
+            sender.submit(
+                Request(message("gated", f"gate-{n}"), kontagent_url(server, "gated", f"gate-{n}"))
+            )
+        extra = Request(message("gated", "gate-4"), kontagent_url(server, "gated", "gate-4"))
+        blocked = threading.Thread(target=sender.submit, args=(extra,))
+        blocked.start()
+        blocked.join(timeout=0.3)
+        assert blocked.is_alive(), "a fifth request was accepted with 2 in flight and 2 waiting"
+        assert sender.take_finished() == []
+    finally:
+        server.open_gate()
+    blocked.join()
+    with sender:
+        deliveries = sender.flush()
+    assert sorted(d.message.param("token") or "" for d in deliveries) == [
+        f"gate-{n}" for n in range(5)
+    ]
+    assert all(d.delivered for d in deliveries)
+    assert server.max_in_flight("gated") == 2
+
+
+def test_many_requests_respect_concurrency(server: Collector) -> None:
+    requests = [
+        Request(message("ok", f"bulk-{n}"), kontagent_url(server, "ok", f"bulk-{n}"))
+        for n in range(300)
+    ]
+    with BulkSender(config(concurrency=8), (KEY,)) as sender:
+        results = send_all(sender, requests)
+        assert sender.take_finished() == []
+        stats = sender.stats()
+    assert len(results) == 300
+    assert all(d.delivered and d.attempts == 1 for d in results.values())
+    assert (stats.sent, stats.delivered) == (300, 300)
+    assert 1 <= server.max_in_flight("ok") <= 8
+
+
+def test_close_abandons_unfinished_requests_loudly(
+    server: Collector, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="beaconflow.send")
+    server.close_gate()
+    try:
+        sender = BulkSender(config(), (KEY,))
+        sender.submit(
+            Request(message("gated", "abandoned"), kontagent_url(server, "gated", "abandoned"))
+        )
+        sender.close()
+    finally:
+        server.open_gate()
+    assert sender.take_finished() == []
+    assert "closed with 1 unfinished requests abandoned" in caplog.text
+
+
+def test_submit_after_close_is_refused(server: Collector) -> None:
+    sender = BulkSender(config(), (KEY,))
+    sender.close()
+    sender.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        sender.submit(Request(message("ok", "late"), kontagent_url(server, "ok", "late")))
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"concurrency": 0},
+        {"timeout": 0.0},
+        {"rates": {"kontagent": 0.0}},
+        {"progress_interval": -1},
+    ],
+)
+def test_invalid_sender_configs_are_rejected(kwargs: dict[str, object]) -> None:
+    values: dict[str, object] = {"concurrency": 1, "timeout": 1.0, "retry": NO_WAIT}
+    values.update(kwargs)
+    with pytest.raises(ValueError):
+        SenderConfig(**values)  # type: ignore[arg-type]
+
+
+def test_adaptive_concurrency_grows_on_fast_answers_and_backs_off_on_429(
+    server: Collector,
+) -> None:
+    fast = [
+        Request(message("ok", f"grow-{n}"), kontagent_url(server, "ok", f"grow-{n}"))
+        for n in range(300)
+    ]
+    with BulkSender(config(concurrency=16, adaptive=True), (KEY,)) as sender:
+        assert all(d.delivered for d in send_all(sender, fast).values())
+        grown = sender.concurrency_limits()["kontagent"]
+        throttled = [
+            Request(
+                message("throttle", f"slow-{n}"),
+                kontagent_url(server, "throttle", f"slow-{n}", after="0"),
+            )
+            for n in range(60)
+        ]
+        assert all(d.delivered for d in send_all(sender, throttled).values())
+        backed_off = sender.concurrency_limits()["kontagent"]
+    assert 1 < grown <= 16
+    assert backed_off < grown
+
+
+def test_a_batch_larger_than_the_pending_room_does_not_block(server: Collector) -> None:
+    # 2 x concurrency requests may be pending; a batch of 50 at concurrency 1 must still flow
+    requests = [
+        Request(message("ok", f"batch-{n}"), kontagent_url(server, "ok", f"batch-{n}"))
+        for n in range(50)
+    ]
+    with BulkSender(config(concurrency=1), (KEY,)) as sender:
+        sender.submit_many(requests)
+        deliveries = sender.take_finished() + sender.flush()
+    assert len(deliveries) == 50 and all(d.delivered for d in deliveries)
+
+
+# -- the workers, driven step by step: a fake session answers only when the test says so --
+
+
+class ManualClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class FakeResponse:
+    def __init__(self, status: int) -> None:
+        self.status = status
+        self.headers: dict[str, str] = {}
+
+    async def read(self) -> bytes:
+        return b""
+
+
+class FakeGet:
+    def __init__(self, session: FakeSession, url: str) -> None:
+        self._session = session
+        self._url = url
+
+    async def __aenter__(self) -> FakeResponse:
+        answer: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        entry = (self._url, answer)
+        self._session.calls.append(self._url)
+        self._session.in_flight.append(entry)
+        try:
+            return FakeResponse(await answer)
+        finally:
+            self._session.in_flight.remove(entry)
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        return None
+
+
+class FakeSession:
+    """Stands in for aiohttp.ClientSession: every GET waits until the test answers it."""
+
+    def __init__(self, *, connector: aiohttp.BaseConnector, **_: object) -> None:
+        self._connector = connector
+        self._retry_connection = True  # as aiohttp's, which the sender turns off
+        self.calls: list[str] = []
+        self.in_flight: list[tuple[str, asyncio.Future[int]]] = []
+        self.closed = False
+
+    def get(self, url: object, *, allow_redirects: bool = True) -> FakeGet:
+        assert allow_redirects is False, "a tracking GET never follows a redirect"
+        return FakeGet(self, str(url))
+
+    async def close(self) -> None:
+        self.closed = True
+        await self._connector.close()
+
+
+@pytest.fixture
+def fake_sessions(monkeypatch: pytest.MonkeyPatch) -> list[FakeSession]:
+    sessions: list[FakeSession] = []
+
+    def open_session(**kwargs: Any) -> FakeSession:
+        session = FakeSession(**kwargs)
+        sessions.append(session)
+        return session
+
+    monkeypatch.setattr(aiohttp, "ClientSession", open_session)
+    return sessions
+
+
+def fake_request(destination: str, n: int) -> Request:
+    token = f"{destination}-{n}"
+    return Request(message("ok", token, destination), f"http://fake.invalid/{destination}/{token}")
+
+
+T = TypeVar("T")
+
+
+def on_loop(sender: BulkSender, action: Callable[[], T]) -> T:
+    """Run ``action`` on the sender's loop, then let the loop run until it has nothing to do.
+
+    No network and no sleeping is involved (the session is fake, the sleep records), so a
+    fixed number of turns of the loop is enough for every wake-up to have happened.
+    """
+
+    async def run() -> T:
+        result = action()
+        for _ in range(100):
+            await asyncio.sleep(0)
+        return result
+
+    return asyncio.run_coroutine_threadsafe(run(), sender._loop).result()
+
+
+def in_flight_by_destination(session: FakeSession) -> Counter[str]:
+    return Counter(url.split("/")[3] for url, _ in session.in_flight)
+
+
+def answer_all(session: FakeSession, status: Callable[[str], int]) -> Callable[[], list[str]]:
+    """An action answering every request in flight with ``status(url)``."""
+
+    def answer() -> list[str]:
+        answered = []
+        for url, future in list(session.in_flight):
+            future.set_result(status(url))
+            answered.append(url)
+        return answered
+
+    return answer
+
+
+def test_workers_fill_the_adaptive_limit_as_it_grows_and_no_more(
+    fake_sessions: list[FakeSession],
+) -> None:
+    clock = ManualClock()
+    requests = [fake_request("kontagent", n) for n in range(60)]
+    cfg = config(concurrency=32, adaptive=True)  # 64 may be pending: submit_many never blocks
+    with BulkSender(cfg, (KEY,), clock=clock, sleep=RecordingSleep()) as sender:
+        (session,) = fake_sessions
+        sender.submit_many(requests)
+        limits = []
+        outstanding = len(requests)
+        while outstanding:
+            in_flight = on_loop(sender, lambda: len(session.in_flight))
+            limit = sender.concurrency_limits()["kontagent"]
+            # as many in flight as the limit allows: workers above it parked, none idle below
+            assert in_flight == min(limit, outstanding)
+            limits.append(limit)
+            clock.now += 1.0  # every answer takes one round trip of the fake clock
+            outstanding -= len(on_loop(sender, answer_all(session, lambda _: 200)))
+        deliveries = sender.flush()
+    assert limits == [1, 2, 4, 8, 16, 32]  # slow start: doubling per round trip, up to 32
+    assert sorted(d.message.param("token") or "" for d in deliveries) == sorted(
+        r.message.param("token") or "" for r in requests
+    )
+    assert all(d.delivered and d.attempts == 1 for d in deliveries)
+    assert len(session.calls) == len(set(session.calls)) == len(requests)
+
+
+def test_no_request_is_lost_or_duplicated_while_limits_shrink_and_grow(
+    fake_sessions: list[FakeSession],
+) -> None:
+    clock = ManualClock()
+    requests = [fake_request(d, n) for n in range(24) for d in ("kontagent", "kissmetrics")]
+    cfg = config(concurrency=24, adaptive=True)  # 48 may be pending: submit_many never blocks
+    # 503 is back-pressure: kissmetrics is pushed back in round trip 2, kontagent in 3
+    pushed_back = {2: "kissmetrics", 3: "kontagent"}
+    refusals: Counter[str] = Counter()
+    limits: dict[str, list[int]] = {"kontagent": [], "kissmetrics": []}
+    with BulkSender(cfg, (KEY,), clock=clock, sleep=RecordingSleep()) as sender:
+        (session,) = fake_sessions
+        sender.submit_many(requests)
+        finished: list[Delivery] = []
+        for round_trip in range(1, 100):
+            in_flight = on_loop(sender, lambda: in_flight_by_destination(session))
+            finished += sender.take_finished()
+            if len(finished) == len(requests):
+                break
+            done: Counter[str] = Counter(d.message.destination for d in finished)
+            wanted = 0
+            for destination, seen in limits.items():
+                limit = sender.concurrency_limits()[destination]
+                seen.append(limit)
+                outstanding = 24 - done[destination]
+                assert in_flight[destination] <= min(limit, outstanding)
+                wanted += min(limit, outstanding)
+            # never more than the concurrency in all, and no room left unused
+            assert sum(in_flight.values()) == min(24, wanted)
+
+            def status(url: str, round_trip: int = round_trip) -> int:
+                if url.split("/")[3] == pushed_back.get(round_trip):
+                    refusals[url] += 1
+                    return 503
+                return 200
+
+            clock.now += 1.0
+            on_loop(sender, answer_all(session, status))
+        else:
+            pytest.fail(f"{len(requests) - len(finished)} requests never finished")
+        finished += sender.flush()
+    for seen in limits.values():
+        shrunk = next(n for n in range(1, len(seen)) if seen[n] < seen[n - 1])
+        assert max(seen[shrunk:]) > seen[shrunk], "the limit grew again after shrinking"
+    assert sorted(d.message.param("token") or "" for d in finished) == sorted(
+        r.message.param("token") or "" for r in requests
+    )
+    assert all(d.delivered for d in finished)
+    sent = Counter(session.calls)
+    for request in requests:
+        assert sent[request.url] == 1 + refusals[request.url]
+    url_of = {request.message.key: request.url for request in requests}
+    for delivery in finished:
+        assert delivery.attempts == 1 + refusals[url_of[delivery.message.key]]
+
+
+def test_close_with_requests_queued_abandons_them_and_sends_no_more(
+    fake_sessions: list[FakeSession], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="beaconflow.send")
+    sender = BulkSender(
+        config(concurrency=8, adaptive=True), (KEY,), clock=ManualClock(), sleep=RecordingSleep()
+    )
+    (session,) = fake_sessions
+    sender.submit_many([fake_request("kontagent", n) for n in range(10)])
+    in_flight = on_loop(sender, lambda: list(session.in_flight))
+    assert len(in_flight) == 1  # the adaptive limit starts at 1: nine wait in the queue
+    sender.close()
+    assert in_flight[0][1].cancelled()
+    assert session.calls == [in_flight[0][0]]
+    assert session.closed
+    assert sender.take_finished() == []
+    assert "closed with 10 unfinished requests abandoned" in caplog.text
+
+
+def test_the_ledger_hook_runs_while_the_request_holds_its_slot(
+    fake_sessions: list[FakeSession],
+) -> None:
+    held: list[int] = []
+
+    def record(message: Message) -> None:
+        # the lane's adaptive limit still counts the request as in flight
+        held.append(sender._engine._lanes[message.destination].limit.in_flight)  # type: ignore[union-attr]
+
+    clock = ManualClock()
+    sender = BulkSender(
+        config(concurrency=4, adaptive=True),
+        (KEY,),
+        clock=clock,
+        sleep=RecordingSleep(),
+        on_delivered=record,
+    )
+    with sender:
+        (session,) = fake_sessions
+        sender.submit_many([fake_request("kontagent", 0), fake_request("kontagent", 1)])
+        for _ in range(10):
+            clock.now += 1.0
+            on_loop(sender, answer_all(session, lambda _: 200))
+            if len(held) == 2:
+                break
+        assert len(sender.flush()) == 2
+    assert held == [1, 1]
+
+
+# -- the engine through its public interface, as a sender process holds it ----------------
+
+
+def test_the_engine_hands_back_each_requests_token_beside_its_delivery(server: Collector) -> None:
+    finished: list[tuple[object, Delivery]] = []
+    recorded: list[object] = []
+
+    def on_finished(deliveries: Sequence[Delivery], tokens: Sequence[object]) -> None:
+        finished.extend(zip(tokens, deliveries, strict=True))
+
+    async def run() -> SenderStats:
+        engine = SendEngine(
+            config(),
+            (KEY,),
+            on_finished=on_finished,
+            on_delivered=lambda request: recorded.append(request.token),
+            sleep=RecordingSleep(),
+        )
+        async with engine:
+            engine.submit(
+                [
+                    Request(
+                        message(kind, f"tok-{kind}"), kontagent_url(server, kind, f"tok-{kind}"), n
+                    )
+                    for n, kind in enumerate(("ok", "bad", "ok"))
+                ]
+            )
+            while len(finished) < 3:
+                await asyncio.sleep(0.01)
+            return engine.counts()
+
+    counts = asyncio.run(run())
+    assert sorted((token, d.delivered, d.status) for token, d in finished) == [
+        (0, True, 200),
+        (1, False, 400),
+        (2, True, 200),
+    ]
+    assert sorted(recorded) == [0, 2], "on_delivered sees the request, token included"
+    assert (counts.sent, counts.delivered, counts.failed) == (3, 2, 1)
+
+
+def test_bulk_sender_and_pool_client_are_senders() -> None:
+    from beaconflow.delivery.sendproc import PoolClient
+
+    # the send step is typed against the protocol; mypy checks these assignments
+    senders: list[type[Sender]] = [BulkSender, PoolClient]
+    for cls in senders:
+        for name in ("submit_many", "take_finished", "flush", "stats", "close"):
+            assert callable(getattr(cls, name))
+
+
+# -- redirects, and a run that stops: the sender halts instead of sending on --------------
+
+
+def _tokens(sender: BulkSender, requests_: list[Request]) -> dict[str, object]:
+    sender.submit_many(requests_)
+    deliveries = sender.take_finished() + sender.flush()
+    assert len(deliveries) == len(requests_), "every request has exactly one outcome"
+    return {d.message.param("token") or "": d for d in deliveries}
+
+
+def test_a_redirect_is_a_permanent_failure_naming_the_host_only(server: Collector) -> None:
+    for kind in ("redirect", "loop"):
+        token = f"{kind}-1"
+        request = Request(message(kind, token), kontagent_url(server, kind, token))
+        with BulkSender(config(), (KEY,), sleep=RecordingSleep()) as sender:
+            (delivery,) = _tokens(sender, [request]).values()
+        assert not delivery.delivered  # type: ignore[attr-defined]
+        assert delivery.status == 302 and delivery.attempts == 1  # type: ignore[attr-defined]
+        assert delivery.error == (  # type: ignore[attr-defined]
+            f"HTTP 302: redirected to {server.base_url} (redirects are not followed)"
+        )
+        assert delivery.stop is None  # type: ignore[attr-defined]
+        assert server.tries(token) == 1, "a redirect is never retried"
+    assert server.counts().get("faulted/login_page", 0) == 0, "the login page is never fetched"
+
+
+def test_a_destination_that_only_redirects_halts_and_the_rest_is_not_attempted(
+    server: Collector,
+) -> None:
+    redirected = [
+        Request(message("redirect", f"r{n}"), kontagent_url(server, "redirect", f"r{n}"))
+        for n in range(40)
+    ]
+    healthy = [
+        Request(message("ok", f"k{n}", "kissmetrics"), kissmetrics_url(server, "ok", f"k{n}"))
+        for n in range(40)
+    ]
+    # one request in flight: exactly the window's requests reach the server
+    with BulkSender(config(concurrency=1), (KEY,), sleep=RecordingSleep()) as sender:
+        results = _tokens(sender, redirected + healthy)
+    sent = [t for t in results if t.startswith("r") and server.tries(t)]
+    assert len(sent) == REDIRECT_WINDOW
+    stops = [results[f"r{n}"].stop for n in range(40)]  # type: ignore[attr-defined]
+    assert stops[: REDIRECT_WINDOW - 1] == [None] * (REDIRECT_WINDOW - 1)
+    assert len(set(stops[REDIRECT_WINDOW - 1 :])) == 1, "the window's last declares it"
+    reason = stops[-1]
+    assert reason == (
+        f"kontagent is misconfigured: its last 10 answers were redirects (HTTP 302: "
+        f"redirected to {server.base_url}): check its URL"
+    )
+    assert reason.startswith("kontagent is misconfigured: its last 10 answers were redirects")
+    not_attempted = [results[t] for t in results if t.startswith("r") and not server.tries(t)]
+    assert len(not_attempted) == 40 - REDIRECT_WINDOW
+    assert all(d.attempts == 0 and d.error == f"not attempted: {reason}" for d in not_attempted)  # type: ignore[attr-defined]
+    assert all(results[f"k{n}"].delivered for n in range(40)), "the other destination goes on"  # type: ignore[attr-defined]
+
+
+def test_an_answer_between_redirects_resets_the_window(server: Collector) -> None:
+    tokens = [f"mix{n}" for n in range(3 * REDIRECT_WINDOW)]
+    kinds = ["ok" if n % REDIRECT_WINDOW == 5 else "redirect" for n in range(len(tokens))]
+    requests_ = [
+        Request(message(k, t), kontagent_url(server, k, t))
+        for k, t in zip(kinds, tokens, strict=True)
+    ]
+    with BulkSender(config(concurrency=1), (KEY,), sleep=RecordingSleep()) as sender:
+        results = _tokens(sender, requests_)
+    assert [server.tries(t) for t in tokens] == [1] * len(tokens), "a stray redirect stops nothing"
+    assert all(d.stop is None for d in results.values())  # type: ignore[attr-defined]
+
+
+def test_server_errors_between_redirects_do_not_hide_a_misconfigured_destination(
+    server: Collector,
+) -> None:
+    kinds = ["redirect"] * 5 + ["flaky"] + ["redirect"] * 10
+    tokens = [f"se{n}" for n in range(len(kinds))]
+    requests_ = [
+        Request(message(k, t), kontagent_url(server, k, t, n=99))
+        for k, t in zip(kinds, tokens, strict=True)
+    ]
+    with BulkSender(config(concurrency=1), (KEY,), sleep=RecordingSleep()) as sender:
+        results = _tokens(sender, requests_)
+    assert results["se5"].status == 503  # type: ignore[attr-defined]
+    assert results["se10"].stop is not None, "the 10th redirect declares it"  # type: ignore[attr-defined]
+    assert all(server.tries(t) == 0 for t in tokens[11:])
+
+
+def test_redirects_after_deliveries_stop_a_destination_only_when_they_last(
+    server: Collector,
+) -> None:
+    clock = ManualClock()
+
+    def batch(prefix: str, kinds: list[str]) -> dict[str, object]:
+        requests_ = [
+            Request(message(k, f"{prefix}{n}"), kontagent_url(server, k, f"{prefix}{n}"))
+            for n, k in enumerate(kinds)
+        ]
+        return _tokens(sender, requests_)
+
+    with BulkSender(config(concurrency=1), (KEY,), sleep=RecordingSleep(), clock=clock) as sender:
+        first = batch("a", ["ok"] + ["redirect"] * (2 * REDIRECT_WINDOW))
+        # a few users whose requests redirect, in a row, stop nothing: it delivered before
+        assert all(d.stop is None for d in first.values())  # type: ignore[attr-defined]
+        clock.now += REDIRECT_SECONDS
+        second = batch("b", ["redirect"] * 5)
+    # nothing but redirects for REDIRECT_SECONDS: a portal appeared, the destination stops
+    assert second["b0"].stop is not None  # type: ignore[attr-defined]
+    assert [server.tries(f"b{n}") for n in range(5)] == [1, 0, 0, 0, 0]
+
+
+def test_a_delivery_the_ledger_cannot_record_halts_the_sender(server: Collector) -> None:
+    stop = RunStop()
+    recorded: list[str] = []
+
+    def record(delivered: Message) -> None:
+        if recorded:
+            raise LedgerError("ledger not writable: /var/lib/ledger: No space left on device")
+        recorded.append(delivered.param("token") or "")
+
+    requests_ = [
+        Request(message("ok", f"l{n}"), kontagent_url(server, "ok", f"l{n}")) for n in range(30)
+    ]
+    with BulkSender(
+        config(concurrency=1), (KEY,), sleep=RecordingSleep(), on_delivered=record, stop=stop
+    ) as sender:
+        results = _tokens(sender, requests_)
+    reason = "ledger not writable: /var/lib/ledger: No space left on device"
+    assert stop.reason == reason
+    delivered = [d for d in results.values() if d.delivered]  # type: ignore[attr-defined]
+    assert len(delivered) == 2, "one recorded, one delivered but unrecorded, then no more"
+    assert [d.stop for d in delivered].count(reason) == 1  # type: ignore[attr-defined]
+    cut = [d for d in results.values() if not d.delivered]  # type: ignore[attr-defined]
+    assert len(cut) == 28
+    assert all(d.error == f"not attempted: {reason}" and d.attempts == 0 for d in cut)  # type: ignore[attr-defined]
+    assert sum(server.tries(f"l{n}") for n in range(30)) == 2
+
+
+def test_a_tripped_run_halts_a_sender_that_waits_to_retry(server: Collector) -> None:
+    stop = RunStop()
+    gate = threading.Event()
+
+    class SlowSleep(RecordingSleep):
+        async def __call__(self, seconds: float) -> None:
+            await super().__call__(seconds)
+            gate.set()
+            await asyncio.sleep(3600)  # a backoff that only the halt ends
+
+    request = Request(message("flaky", "f-99"), kontagent_url(server, "flaky", "f-99", n=99))
+    with BulkSender(config(), (KEY,), sleep=SlowSleep(), stop=stop) as sender:
+        sender.submit(request)
+        assert gate.wait(10), "the first attempt failed and a retry waits"
+        stop.trip("dead letter not writable: /out/dead.jsonl: No space left on device")
+        (delivery,) = sender.flush()
+    assert not delivery.delivered and delivery.attempts == 1
+    assert delivery.error.startswith("not retried: dead letter not writable")  # type: ignore[union-attr]
+    assert server.tries("f-99") == 1
+
+
+def test_no_log_line_per_unrecorded_delivery(
+    server: Collector, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+
+    def record(_: Message) -> None:
+        raise LedgerError("ledger not writable: /l: Read-only file system")
+
+    requests_ = [
+        Request(message("ok", f"q{n}"), kontagent_url(server, "ok", f"q{n}")) for n in range(20)
+    ]
+    stop = RunStop()
+    with BulkSender(config(concurrency=4), (KEY,), on_delivered=record, stop=stop) as sender:
+        _tokens(sender, requests_)
+    assert caplog.text.count("ledger not writable") == 1, caplog.text

@@ -1,0 +1,362 @@
+"""Sender processes (beaconflow.delivery.sendproc) against a real aiohttp server on 127.0.0.1.
+
+The server is the sandbox collector playing scripted answers (the ``server`` fixture): the
+message kind in the URL path chooses the answer, and every URL carries the API key
+``SECRETKEY123``, which must never come out of a child.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from beaconflow.delivery.ledger import (
+    ledger_files,
+    ledger_key,
+    read_ledger_file,
+)
+from beaconflow.delivery.retry import RetryPolicy
+from beaconflow.delivery.sender import (
+    REDIRECT_SECONDS,
+    REDIRECT_WINDOW,
+    Request,
+    SenderConfig,
+)
+from beaconflow.delivery.sendproc import SenderPool, shared_client, split_config
+from beaconflow.delivery.stop import RunStop
+from beaconflow.sandbox.collector import Collector
+from tests.conftest import KEY, kontagent_url
+from tests.delivery.test_sender import NO_WAIT, ManualClock, message
+from tests.fs_faults import SmallDisk
+
+
+def config(concurrency: int = 4, retry: RetryPolicy = NO_WAIT) -> SenderConfig:
+    return SenderConfig(concurrency, 5.0, retry, {}, adaptive=False)
+
+
+def _wait_for(condition: object, what: str, seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.01)
+
+
+def _gone(pid: int) -> bool:
+    """True once ``pid`` has exited (a zombie counts: it runs no more)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return True
+    return "\nState:\tZ" in status
+
+
+def test_split_config_divides_concurrency_and_rates() -> None:
+    base = SenderConfig(5, 5.0, NO_WAIT, {"kontagent": 100.0, "kissmetrics": None})
+    parts = split_config(base, 2)
+    assert [p.concurrency for p in parts] == [3, 2]
+    assert all(p.rates == {"kontagent": 50.0, "kissmetrics": None} for p in parts)
+    assert all(p.progress_interval == float("inf") for p in parts), "the parent logs progress"
+    # never more children than request slots: --concurrency 1 means one request in flight
+    assert [p.concurrency for p in split_config(base.__class__(1, 5.0, NO_WAIT), 4)] == [1]
+    with pytest.raises(ValueError, match="processes must be >= 1"):
+        split_config(base, 0)
+
+
+def test_each_message_gets_its_own_outcome(server: Collector) -> None:
+    kinds = ["ok", "bad", "flaky", "unimplemented"] * 25
+    requests = []
+    for n, kind in enumerate(kinds):
+        token = f"own-{kind}-{n}"
+        extra = {"n": 1} if kind == "flaky" else {}
+        requests.append(Request(message(kind, token), kontagent_url(server, kind, token, **extra)))
+    with SenderPool(config(concurrency=8), (KEY,), processes=2) as pool:
+        assert pool.processes == 2
+        client = pool.client()
+        for start in range(0, len(requests), 7):
+            client.submit_many(requests[start : start + 7])
+        deliveries = client.take_finished() + client.flush()
+        assert client.flush() == []
+    assert sorted(d.message.param("token") or "" for d in deliveries) == sorted(
+        r.message.param("token") or "" for r in requests
+    )
+    by_kind = {d.message.kind: d for d in deliveries}
+    assert all(d.message is r.message for d, r in zip(
+        sorted(deliveries, key=lambda d: d.message.key),
+        sorted(requests, key=lambda r: r.message.key),
+        strict=True,
+    ))  # fmt: skip
+    assert by_kind["ok"].delivered and by_kind["ok"].attempts == 1
+    assert by_kind["flaky"].delivered and by_kind["flaky"].attempts == 2
+    assert (by_kind["bad"].delivered, by_kind["bad"].status) == (False, 400)
+    assert by_kind["bad"].error == "HTTP 400" and by_kind["bad"].attempts == 1
+    assert by_kind["unimplemented"].status == 501
+    stats = pool.stats()
+    assert (stats.delivered, stats.failed, stats.retries) == (50, 50, 25)
+    assert stats.sent == 125 and stats.outcomes == {"200": 50, "503": 25, "400": 25, "501": 25}
+
+
+def test_children_share_the_concurrency(server: Collector) -> None:
+    server.close_gate()
+    try:
+        with SenderPool(config(concurrency=5), processes=2) as pool:
+            client = pool.client()
+            # 20: what the children may have outstanding (4 per slot) without blocking
+            tokens = [f"gate-{n}" for n in range(20)]
+            client.submit_many(
+                [Request(message("gated", t), kontagent_url(server, "gated", t)) for t in tokens]
+            )
+            _wait_for(lambda: server.in_flight("gated") == 5, "5 requests in flight")
+            time.sleep(0.2)  # were there room, more would be in flight by now
+            assert server.in_flight("gated") == 5
+            server.open_gate()
+            assert len(client.flush()) == 20
+        assert server.max_in_flight("gated") == 5
+    finally:
+        server.open_gate()
+
+
+def test_clients_of_one_pool_get_only_their_own_deliveries(server: Collector) -> None:
+    first = shared_client(config(), (KEY,), processes=2)
+    second = shared_client(config(), (KEY,), processes=2)
+    assert first.pool is second.pool
+    pids = [child.process.pid for child in first.pool._children]
+    for client, name in ((first, "first"), (second, "second")):
+        client.submit_many(
+            [
+                Request(message("ok", f"{name}-{n}"), kontagent_url(server, "ok", f"{name}-{n}"))
+                for n in range(40)
+            ]
+        )
+    assert {d.message.param("token")[:5] for d in second.flush()} == {"secon"}  # type: ignore[index]
+    assert {d.message.param("token")[:5] for d in first.flush()} == {"first"}  # type: ignore[index]
+    first.close()
+    assert not any(_gone(pid) for pid in pids), "the pool outlives its first client"
+    second.close()
+    assert all(_gone(pid) for pid in pids), "and closes with its last"
+    other = shared_client(config(), (KEY,), processes=2)
+    assert other.pool is not first.pool
+    other.close()
+
+
+def test_each_child_keeps_a_ledger_journal_and_seals_it(server: Collector, tmp_path: Path) -> None:
+    ledger = str(tmp_path / "ledger")
+    fingerprints = {"kontagent": "fp0000000001"}
+    requests = [
+        Request(
+            message(kind, f"ledger-{kind}-{n}"), kontagent_url(server, kind, f"ledger-{kind}-{n}")
+        )
+        for n in range(30)
+        for kind in ("ok", "bad")
+    ]
+    with SenderPool(
+        config(), (KEY,), processes=2, ledger=ledger, fingerprints=fingerprints
+    ) as pool:
+        client = pool.client()
+        client.submit_many(requests)
+        client.flush()
+        journals = [p for p in os.listdir(ledger) if p.startswith("journal-")]
+        assert len(journals) == 2, "written through as answers come in, one per child"
+        client.seal()
+        assert sorted(p.split("-")[0] for p in os.listdir(ledger)) == ["shard", "shard"]
+    recorded = [key for path in ledger_files(ledger) for key in read_ledger_file(path)]
+    delivered = [r.message for r in requests if r.message.kind == "ok"]
+    assert sorted(recorded) == sorted(ledger_key("fp0000000001", m) for m in delivered)
+    lines = [json.loads(x) for p in ledger_files(ledger) for x in Path(p).read_text().split()]
+    assert {(x["destination"], x["kind"]) for x in lines} == {("kontagent", "ok")}
+
+
+def test_a_ledger_needs_fingerprints() -> None:
+    with pytest.raises(ValueError, match="fingerprints"):
+        SenderPool(config(), processes=1, ledger="/tmp/never-made")
+
+
+def test_a_child_that_cannot_start_says_why(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    pool = SenderPool(
+        config(),
+        (KEY,),
+        processes=1,
+        ledger=str(blocker / "ledger"),
+        fingerprints={"kontagent": "f"},
+    )
+    with pytest.raises(RuntimeError, match=r"sender process 0: cannot start: .*Error") as caught:
+        client = pool.client()
+        for _ in range(100):  # the child's answer comes when it has started
+            client.submit_many([Request(message("ok", "x"), f"http://127.0.0.1:9/?_k={KEY}")])
+            client.flush()
+    assert KEY not in str(caught.value)
+    pool.close()
+
+
+def test_a_dead_child_is_an_error_not_a_hang(server: Collector) -> None:
+    pool = SenderPool(config(), processes=1)
+    client = pool.client()
+    child = pool._children[0].process
+    child.kill()
+    child.wait()
+    with pytest.raises(RuntimeError, match=r"sender process 0 was killed \(signal 9\)"):
+        client.submit_many([Request(message("ok", "dead"), kontagent_url(server, "ok", "dead"))])
+        client.flush()
+    pool.close()
+
+
+def test_secrets_stay_out_of_what_children_say(
+    server: Collector, capfd: pytest.CaptureFixture[str]
+) -> None:
+    server.close_gate()
+    try:
+        with SenderPool(config(concurrency=2), (KEY,), processes=2) as pool:
+            client = pool.client()
+            for pair in ((0, 1), (2, 3)):  # one pair to each child
+                requests = [
+                    Request(message("gated", f"s{n}"), kontagent_url(server, "gated", f"s{n}"))
+                    for n in pair
+                ]
+                client.submit_many(requests)
+            _wait_for(lambda: server.in_flight("gated") == 2, "2 requests in flight")
+        # closed unflushed: each child says it abandoned its requests
+    finally:
+        server.open_gate()
+    err = capfd.readouterr().err
+    assert err.count("unfinished requests abandoned") == 2
+    assert KEY not in err
+
+
+def test_children_exit_when_their_parent_is_killed(server: Collector, tmp_path: Path) -> None:
+    script = textwrap.dedent(
+        """
+        import sys, time
+        from beaconflow.delivery.retry import RetryPolicy
+        from beaconflow.delivery.sender import SenderConfig
+        from beaconflow.delivery.sendproc import SenderPool
+        pool = SenderPool(SenderConfig(4, 5.0, RetryPolicy()), processes=2)
+        print(" ".join(str(c.process.pid) for c in pool._children), flush=True)
+        time.sleep(60)
+        """
+    )
+    parent = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, cwd=Path.cwd()
+    )
+    assert parent.stdout is not None
+    pids = [int(pid) for pid in parent.stdout.readline().split()]
+    assert len(pids) == 2 and not any(_gone(pid) for pid in pids)
+    os.kill(parent.pid, signal.SIGKILL)
+    parent.wait()
+    _wait_for(lambda: all(_gone(pid) for pid in pids), "the children to exit")
+
+
+def test_closed_pool_refuses_more(server: Collector) -> None:
+    pool = SenderPool(config(), processes=1)
+    client = pool.client()
+    pool.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        client.submit_many([Request(message("ok", "late"), kontagent_url(server, "ok", "late"))])
+    client.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        client.submit_many([Request(message("ok", "late"), kontagent_url(server, "ok", "late"))])
+
+
+def test_the_pool_logs_progress_for_all_its_children(
+    server: Collector, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="beaconflow")
+    now = [0.0]
+    progress = SenderConfig(4, 5.0, NO_WAIT, {}, progress_interval=10.0, adaptive=False)
+    with SenderPool(progress, processes=2, clock=lambda: now[0]) as pool:
+        client = pool.client()
+        client.submit_many(
+            [
+                Request(message("ok", f"p{n}"), kontagent_url(server, "ok", f"p{n}"))
+                for n in range(12)
+            ]
+        )
+        client.flush()
+        assert not [r for r in caplog.records if r.getMessage().startswith("sent ")]
+        now[0] = 12.0
+        client.submit_many([Request(message("ok", "p12"), kontagent_url(server, "ok", "p12"))])
+        client.flush()
+    lines = [r.getMessage() for r in caplog.records if r.name == "beaconflow.send"]
+    assert any(line.startswith("sent 1") and "/s), retries 0, failed 0" in line for line in lines)
+    assert lines[-1] == "done: sent 13, delivered 13, retries 0, failed 0 (2 sender processes)"
+
+
+def test_sender_processes_raise_glibcs_malloc_thresholds() -> None:
+    import platform
+
+    from beaconflow.delivery.sendproc import raise_malloc_thresholds
+
+    if platform.libc_ver()[0] != "glibc":
+        assert raise_malloc_thresholds() is False
+        return
+    # in a process of its own: the test process keeps glibc's defaults
+    code = "from beaconflow.delivery.sendproc import raise_malloc_thresholds as r; print(r())"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "True"
+
+
+def test_a_child_whose_ledger_fills_stops_every_child_without_a_traceback(
+    server: Collector, small_disk: SmallDisk, capfd: pytest.CaptureFixture[str]
+) -> None:
+    small_disk.fill(free=0)
+    stop = RunStop()
+    fingerprints = {"kontagent": "f" * 12, "kissmetrics": "e" * 12}
+    with SenderPool(
+        config(concurrency=2),
+        (KEY,),
+        processes=2,
+        ledger=str(small_disk.path / "ledger"),
+        fingerprints=fingerprints,
+        stop=stop,
+    ) as pool:
+        client = pool.client()
+        tokens = [f"p{n}" for n in range(200)]
+        client.submit_many(
+            [Request(message("ok", t), kontagent_url(server, "ok", t)) for t in tokens]
+        )
+        deliveries = client.flush()
+        client.close()
+    assert len(deliveries) == 200
+    assert stop.reason is not None and stop.reason.startswith("ledger not writable: ")
+    assert stop.reason.endswith("No space left on device")
+    sent = sum(server.tries(t) for t in tokens)
+    assert sent <= 2 + 2, "at most what was in flight when the first record failed, per child"
+    not_attempted = [d for d in deliveries if d.error and d.error.startswith("not attempted")]
+    assert len(not_attempted) == 200 - sent
+    err = capfd.readouterr().err
+    assert "Traceback" not in err
+
+
+def test_the_pool_judges_redirects_over_all_its_children(server: Collector) -> None:
+    clock = ManualClock()
+    with SenderPool(config(concurrency=4), (KEY,), processes=2, clock=clock) as pool:
+        client = pool.client()
+
+        def send(prefix: str, kind: str, count: int) -> list[object]:
+            tokens = [f"{prefix}{n}" for n in range(count)]
+            client.submit_many(
+                [Request(message(kind, t), kontagent_url(server, kind, t)) for t in tokens]
+            )
+            return list(client.flush())
+
+        send("pd", "ok", 8)  # both children deliver
+        # one child (or both) now sees only redirects: the destination delivered, so no stop
+        redirected = send("pr", "redirect", 3 * REDIRECT_WINDOW)
+        assert all(d.stop is None for d in redirected)  # type: ignore[attr-defined]
+        clock.now += REDIRECT_SECONDS  # but redirects that last are a portal: it stops
+        later = send("pl", "redirect", 3 * REDIRECT_WINDOW)
+        client.close()
+    stops = {d.stop for d in later} - {None}  # type: ignore[attr-defined]
+    assert len(stops) == 1 and next(iter(stops)).startswith("kontagent is misconfigured")
+    # after the pool's decision, at most what the children had already been handed goes out
+    assert sum(server.tries(f"pl{n}") for n in range(3 * REDIRECT_WINDOW)) <= 1 + 4 * 4

@@ -1,0 +1,42 @@
+"""The run's stop flag (``beaconflow.delivery.stop``): the first reason wins, each run has its own.
+
+Run with ``.venv/bin/python -m pytest tests/delivery/test_stop.py``.
+"""
+
+from __future__ import annotations
+
+from beaconflow.delivery.stop import RunStop, forget_run, run_stop
+
+
+def test_the_first_reason_wins_and_every_listener_hears_it() -> None:
+    stop = RunStop()
+    heard: list[str] = []
+    stop.subscribe(heard.append)
+    assert stop.reason is None
+    assert stop.trip("ledger not writable: /l: No space left on device")
+    assert not stop.trip("a later reason")
+    assert stop.reason == heard[0] == "ledger not writable: /l: No space left on device"
+    late: list[str] = []
+    stop.subscribe(late.append)  # subscribing after the trip hears it at once
+    assert late == heard and len(heard) == 1
+
+
+def test_an_unsubscribed_listener_hears_nothing() -> None:
+    stop = RunStop()
+    heard: list[str] = []
+    stop.subscribe(heard.append)
+    stop.unsubscribe(heard.append)
+    stop.unsubscribe(heard.append)  # twice is harmless
+    stop.trip("x")
+    assert heard == []
+
+
+def test_runs_have_their_own_flags() -> None:
+    first, second = run_stop("run-a"), run_stop("run-b")
+    assert first is run_stop("run-a") and first is not second
+    first.trip("stop a")
+    assert second.reason is None
+    forget_run("run-a")
+    forget_run("run-b")
+    assert run_stop("run-a").reason is None
+    forget_run("run-a")

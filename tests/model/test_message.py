@@ -1,0 +1,88 @@
+"""Messages (``beaconflow.model.message``): identity keys, endpoints, query encoding, refusals.
+
+The build -> URL -> parse round trip is in tests/model/test_render.py.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from beaconflow.model import kissmetrics, kontagent
+from beaconflow.model.message import Endpoint, Message, encode_query
+from beaconflow.model.render import parse_url, render_url
+
+KEY = "0123456789abcdef0123456789abcdef"
+SECRET = "the-secret-value"
+
+
+def test_identity_ignores_parameter_order_and_signing_noise() -> None:
+    a = kontagent.build("ins", {"s": 1, "r": [2, 3], "u": "0" * 16, "st1": "x"})
+    b = kontagent.build("ins", {"st1": "x", "u": "0" * 16, "r": "2,3", "s": "1"})
+    assert a.key == b.key
+    endpoint = Endpoint("kontagent", "http://h", KEY, SECRET)
+    first, _ = parse_url(render_url(a, endpoint, now=1))
+    second, _ = parse_url(render_url(a, endpoint, now=99999))
+    assert first.key == second.key == a.key
+
+
+def test_identity_distinguishes_content_destination_and_occurrence() -> None:
+    base = kontagent.build("evt", {"s": 1, "n": "level_up"})
+    assert base.key != kontagent.build("evt", {"s": 1, "n": "level_up", "l": 2}).key
+    assert base.key != kontagent.build("evt", {"s": 1, "n": "level_up"}, occurrence="event-2").key
+    km = kissmetrics.record("1", "level_up")
+    assert km.key != base.key
+    # parts are length-prefixed: moving text between a name and a value changes the key
+    assert (
+        kissmetrics.record("a", "b", properties={"cd": "e"}).key
+        != kissmetrics.record("a", "b", properties={"c": "de"}).key
+    )
+
+
+def test_endpoint_repr_hides_credentials() -> None:
+    endpoint = Endpoint("kontagent", "http://h", KEY, SECRET)
+    assert KEY not in repr(endpoint) and SECRET not in repr(endpoint)
+
+
+def test_lone_surrogates_are_refused_not_sent() -> None:
+    import pytest
+
+    from beaconflow.model.message import MessageError
+
+    with pytest.raises(MessageError, match="lone surrogate"):
+        kissmetrics.record("\ud800", "x")
+    with pytest.raises(MessageError, match="lone surrogate"):
+        kontagent.build("evt", {"s": 1, "n": "x", "st1": "a\udfffb"})
+
+
+def test_from_parts_restores_a_message_with_its_key() -> None:
+    message = kontagent.build(
+        "ins", {"s": 1, "r": [2, 3], "u": "0" * 16, "st1": "a,b \u00e9"}, occurrence="ev"
+    )
+    parts = (message.destination, message.kind, message.params, message.occurrence, message.key)
+    restored = Message.from_parts(*parts)
+    assert restored == message and restored.key == message.key
+
+
+def test_message_keys_never_change_between_versions() -> None:
+    # Ledgers written by earlier versions hold these keys: a different key for the same
+    # message would send it again.
+    kontagent = Message(
+        "kontagent", "ins", (("s", "123"), ("su", "x"), ("b", "é☃")), occurrence="ev1"
+    )
+    assert kontagent.key == "7b85c7e8700be457fb86601c19f0f1c6"
+    kissmetrics = Message(
+        "kissmetrics", "e", (("_p", "u1"), ("_n", "level up"), ("_t", "1750000000"), ("_d", "1"))
+    )
+    assert kissmetrics.key == "0a9b80e19eaaaeed6babea26104dfbd9"
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.tuples(st.text(max_size=12), st.text(max_size=24)), max_size=6))
+def test_query_encoding_is_urllibs_percent_encoding(params: list[tuple[str, str]]) -> None:
+    # the fast path (names and values with nothing to escape) must not change a byte
+    expected = "&".join(f"{quote(n, safe='')}={quote(v, safe='')}" for n, v in params)
+    assert encode_query(params) == expected
+    assert encode_query([("a-Z_0.9~", ""), ("é ,", "x&y")]) == "a-Z_0.9~=&%C3%A9%20%2C=x%26y"

@@ -1,0 +1,51 @@
+"""The wiring's own parts (``beaconflow.pipelines.backfill``): writing the report files.
+
+Whole runs through ``run()`` are in tests/e2e/.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from beaconflow.report.run import RunReport
+
+
+def test_each_report_file_is_replaced_whole_or_not_at_all(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from beaconflow.pipelines import backfill
+
+    path = tmp_path / "report.json"
+    path.write_text("earlier json")
+    (tmp_path / "report.html").write_text("earlier html")
+
+    create = backfill.FileSystems.create
+
+    class HalfWritten:
+        """A file whose write fails half-way, as on a disk that fills."""
+
+        def __init__(self, path: str) -> None:
+            self.handle = create(path)
+
+        def __enter__(self) -> HalfWritten:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            self.handle.close()
+
+        def write(self, data: bytes) -> None:
+            self.handle.write(data[: len(data) // 2])
+            raise OSError(28, "No space left on device")
+
+    def filling(path: str, *args: object, **kwargs: object) -> object:
+        return HalfWritten(path) if path.endswith(".html.tmp-write") else create(path)
+
+    monkeypatch.setattr(backfill.FileSystems, "create", filling)
+    with pytest.raises(OSError, match="No space left"):
+        backfill._write_report(str(path), RunReport(exit_status=0))
+    # the page goes first, the JSON tools read last: neither is torn, neither says less
+    assert path.read_text() == "earlier json"
+    assert (tmp_path / "report.html").read_text() == "earlier html", "not a torn page"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.html", "report.json"]

@@ -1,0 +1,76 @@
+"""The command (``beaconflow.pipelines.cli``): its help, exit statuses, one-line errors, advice."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from beaconflow.report.run import RunReport
+from tests.conftest import run_cli
+
+
+def test_help_lists_every_exit_status() -> None:
+    done = run_cli("--help")
+    assert done.returncode == 0
+    for line in ("0    done", "2    nothing was sent", "3    done, but", "4    stopped early"):
+        assert line in done.stdout
+
+
+def test_the_advice_after_a_stop_never_invites_a_double_send() -> None:
+    from beaconflow.pipelines.cli import _advice
+
+    base = RunReport(dead_letter="out/dead.jsonl", messages_not_attempted=5)
+    with_ledger = _advice(replace(base, ledger="/l"))
+    assert "same --ledger" in with_ledger
+    without = _advice(base)
+    assert "replay the dead letter (out/dead.jsonl)" in without and "same command" not in without
+    partial = _advice(replace(base, partial=True))
+    assert "running it again sends everything again" in partial
+    nothing_left = _advice(replace(base, messages_not_attempted=0))
+    assert "Everything was sent or is in the dead letter" in nothing_left
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--input=/nonexistent/*.jsonl", "--sandbox"], "no file matches"),
+        (["--sandbox"], "--input is required"),
+        (["--input=sample_data/game_events.jsonl"], "no destination"),
+        (["--input=sample_data/game_events.jsonl", "--sandbox", "--max-rps=0"], "--max-rps"),
+        (
+            ["--input=sample_data/game_events.jsonl", "--sandbox", "--concurrency=1.5"],
+            "must be a whole number above 0, got '1.5'",
+        ),
+        (
+            ["--input=sample_data/game_events.jsonl", "--sandbox", "--no-such-flag"],
+            "unrecognized argument",
+        ),
+        (
+            # an unquoted glob, expanded by the shell: only the first file had --input
+            [
+                "--input",
+                "sample_data/game_events.jsonl",
+                "sample_data/game_events.parquet",
+                "--sandbox",
+            ],
+            "unexpected argument 'sample_data/game_events.parquet': give each input its own",
+        ),
+        (
+            ["--input=sample_data/game_events.jsonl", "--sandbox", "--since=yesterday-ish"],
+            "--since",
+        ),
+        (["--input=sample_data/legacy_mapping.toml", "--sandbox"], "neither .jsonl"),
+        (
+            ["--input=sample_data/game_events.jsonl", "--sandbox", "--mapping=/nope.toml"],
+            "--mapping",
+        ),
+    ],
+)
+def test_usage_errors_are_one_line_and_exit_2(args: list[str], message: str) -> None:
+    env = {"PATH": "/usr/bin:/bin", "HOME": "/tmp"}
+    done = run_cli(*args, env=env)
+    assert done.returncode == 2, done.stderr
+    assert message in done.stderr
+    assert "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1

@@ -1,0 +1,106 @@
+"""The report's counters, invariants and the series behind report.html."""
+
+from __future__ import annotations
+
+import pytest
+
+from beaconflow.report.counts import (
+    BY_DAY,
+    DEAD_LETTER_REASON,
+    DELIVERED_AT,
+    TIMELINE_POINTS,
+    Tally,
+    TallyKey,
+    build_report,
+    reason_group,
+    send_timeline,
+    tally,
+)
+from beaconflow.transforms.tallies import SumTallies, read_sums
+
+
+def _sums(*tallies: Tally) -> dict[TallyKey, int]:
+    """The tallies summed as a run sums them, through the line the report is read from."""
+    combine = SumTallies()
+    accumulator = combine.create_accumulator()
+    for each in tallies:
+        accumulator = combine.add_input(accumulator, each)
+    return dict(read_sums(combine.extract_output(accumulator)))
+
+
+def test_reason_groups_drop_the_values_that_vary() -> None:
+    assert reason_group("field 'n': must be an integer, got 'x'") == reason_group(
+        "field 'n': must be an integer, got 'y'"
+    )
+    assert (
+        reason_group("malformed JSON: Expecting ',' delimiter: line 2 column 1 (char 116)")
+        == "malformed JSON: Expecting ',' delimiter"
+    )
+    assert reason_group("field 'time': is in the future: 19 > now (18)") == (
+        "field 'time': is in the future"
+    )
+    assert reason_group("HTTP 400") == "HTTP 400"
+    assert len(reason_group("x" * 5000)) == 200
+
+
+def test_series_are_kept_out_of_the_counters() -> None:
+    sums = _sums(
+        tally("messages_built", 3, "kontagent", "ins"),
+        tally("messages_delivered", 3, "kontagent", "ins"),
+        tally(BY_DAY, 2, "kontagent", "ins", detail="2025-06-01"),
+        tally(BY_DAY, 1, "kontagent", "ins", detail="2025-06-02"),
+        tally(DELIVERED_AT, 2, "kontagent", detail="1000"),
+        tally(DELIVERED_AT, 1, "kontagent", detail="1002"),
+        tally(DEAD_LETTER_REASON, 4, stage="parse", detail="is required | or not"),
+        tally(DEAD_LETTER_REASON, 7, stage="send", detail="HTTP 400"),
+        tally("events_read", 11),
+        tally("events_invalid", 11, stage="parse"),
+    )
+    report = build_report(sums, 2.0).to_json()
+    assert report["invariant_errors"] == []
+    assert report["invalid_by_stage"] == {"parse": 11}
+    assert "series_by_day" not in report and report["messages_built"] == 3
+    assert report["messages_by_day"] == {
+        "2025-06-01": {"kontagent/ins": 2},
+        "2025-06-02": {"kontagent/ins": 1},
+    }
+    assert report["dead_letter_reasons"] == [
+        {"stage": "send", "reason": "HTTP 400", "count": 7},
+        {"stage": "parse", "reason": "is required | or not", "count": 4},
+    ]
+    assert report["send_timeline"] == {
+        "start": 1000,
+        "bucket_seconds": 1,
+        "delivered": {"kontagent": [2, 0, 1]},
+        "failed": {},
+    }
+
+
+def test_timeline_buckets_widen_to_stay_bounded() -> None:
+    # ten hours of sends, one message a second
+    seconds = {1_000_000 + s: 1 for s in range(36_000)}
+    timeline = send_timeline({("delivered", "kissmetrics"): seconds, ("failed", "kissmetrics"): {}})
+    values = timeline["delivered"]["kissmetrics"]
+    assert timeline["bucket_seconds"] == 60
+    assert len(values) <= TIMELINE_POINTS and sum(values) == 36_000
+    assert timeline["failed"] == {"kissmetrics": [0] * len(values)}
+    # a month: hour-wide buckets or wider
+    month = send_timeline({("delivered", "k"): {0: 1, 31 * 86_400: 1}})
+    assert month["bucket_seconds"] >= 3600 and len(month["delivered"]["k"]) <= TIMELINE_POINTS
+
+
+def test_timeline_of_a_dry_run_is_empty() -> None:
+    assert send_timeline({}) == {"start": None, "bucket_seconds": 1, "delivered": {}, "failed": {}}
+
+
+def test_only_the_top_reasons_are_listed() -> None:
+    sums = _sums(
+        *(tally(DEAD_LETTER_REASON, n, stage="parse", detail=f"reason {n}") for n in range(1, 30))
+    )
+    reasons = build_report(sums, 1.0).to_json()["dead_letter_reasons"]
+    assert [r["count"] for r in reasons] == list(range(29, 19, -1))
+
+
+def test_a_tally_of_an_unknown_counter_is_an_error_not_a_lost_count() -> None:
+    with pytest.raises(ValueError, match="unknown counter"):
+        build_report(_sums(tally("messages_mislaid", 3)), 1.0)

@@ -1,0 +1,74 @@
+"""The run's report (``beaconflow.report.run.RunReport``): report.json's keys, and reading it back."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+from beaconflow.report.counts import (
+    DELIVERED_AT,
+    Tally,
+    TallyKey,
+    build_report,
+    tally,
+)
+from beaconflow.report.run import RunReport
+from beaconflow.transforms.tallies import SumTallies, read_sums
+
+
+def _sums(*tallies: Tally) -> dict[TallyKey, int]:
+    """The tallies summed as a run sums them, through the line the report is read from."""
+    combine = SumTallies()
+    accumulator = combine.create_accumulator()
+    for each in tallies:
+        accumulator = combine.add_input(accumulator, each)
+    return dict(read_sums(combine.extract_output(accumulator)))
+
+
+#: report.json's keys: a public contract (docs/outputs.md); a change here is a change to it.
+REPORT_KEYS = {
+    "events_read", "events_invalid", "events_duplicate", "events_out_of_range", "events_mapped",
+    "events_unrouted", "messages_built", "messages_duplicate", "messages_skipped",
+    "messages_delivered", "messages_failed", "messages_dry_run", "messages_not_attempted",
+    "invalid_by_stage", "by_destination", "by_type", "messages_by_day", "dead_letter_reasons",
+    "send_timeline", "stopped", "elapsed_seconds", "messages_per_second", "invariant_errors",
+    "inputs", "files", "report", "dead_letter", "dry_run", "sandbox", "ledger", "date",
+    "destinations", "exit_status",
+}  # fmt: skip
+
+
+def test_report_json_has_its_documented_keys_and_reads_back_the_same() -> None:
+    sums = _sums(
+        tally("events_read", 2),
+        tally("events_mapped", 2),
+        tally("events_unrouted", 1),
+        tally("messages_built", 1, "kissmetrics", "e"),
+        tally("messages_delivered", 1, "kissmetrics", "e"),
+        tally(DELIVERED_AT, 1, "kissmetrics", detail="1000"),
+    )
+    report = replace(
+        build_report(sums, 2.0), inputs=("a.jsonl",), exit_status=0, report_written=True
+    )
+    data = report.to_json()
+    assert set(data) == REPORT_KEYS  # report_written is the run's own, not the file's
+    assert data["events_unrouted"] == 1 and data["inputs"] == ["a.jsonl"]
+    assert RunReport.from_json(json.loads(json.dumps(data))) == report
+    # partial and sandbox_collector appear only when they apply
+    extra = replace(report, partial=True, sandbox_collector={"accepted": 1}).to_json()
+    assert set(extra) - REPORT_KEYS == {"partial", "sandbox_collector"}
+
+
+def test_a_report_read_back_takes_wrong_types_as_absent() -> None:
+    report = RunReport.from_json(
+        {"events_read": "many", "exit_status": True, "inputs": "one.jsonl", "stopped": 3,
+         "by_type": [], "elapsed_seconds": float("nan"), "files": -4, "unknown": 1}
+    )  # fmt: skip
+    assert (report.events_read, report.exit_status, report.inputs) == (0, None, ("one.jsonl",))
+    assert (report.stopped, report.by_type, report.elapsed_seconds, report.files) == (
+        None,
+        None,
+        0.0,
+        0,
+    )
+    # an older report without the breakdowns has none, which is not "empty"
+    assert RunReport.from_json({}).messages_by_day is None

@@ -1,0 +1,107 @@
+"""The messages step under TestPipeline, behind the window step: messages or a dead letter.
+
+``beaconflow.transforms.messages.SplitMessages`` fed by ``beaconflow.transforms.window.InWindow``.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+
+from beaconflow.model.events import MappedEvent, map_event
+from beaconflow.model.records import validate
+from beaconflow.pipelines.backfill import TALLY
+from beaconflow.report.counts import BY_DAY, TallyKey
+from beaconflow.transforms.messages import DIRECT, SplitMessages
+from beaconflow.transforms.parse import INVALID
+from beaconflow.transforms.window import InWindow
+
+NOW = 1_800_000_000
+
+
+T0 = 1_750_000_000  # 2025-06-15T15:06:40Z
+
+
+def _pipeline() -> BeamTestPipeline:
+    return BeamTestPipeline(runner=FnApiRunner())
+
+
+FINGERPRINTS = {"kontagent": "k" * 12, "kissmetrics": "m" * 12}
+
+
+def _mapped(record: dict[str, Any], source: str) -> tuple[str, MappedEvent]:
+    """What the parse step emits for a record it validated: its identity and messages."""
+    event = validate(record, now=NOW, source=source)
+    return (event.key, map_event(event, ("kontagent", "kissmetrics"), record))
+
+
+def test_window_and_messages_steps_emit_messages_or_a_map_dead_letter() -> None:
+    good = _mapped({"time": T0, "user_id": 7, "event": "level_up", "level": 3}, "f:1")
+    bad = _mapped({"time": T0, "user_id": "alice", "event": "apr"}, "f:2")
+    late = _mapped({"time": T0 + 10, "user_id": 8, "event": "apr"}, "f:3")
+    with _pipeline() as p:
+        window = (
+            p
+            | beam.Create([good, bad, late])
+            | beam.ParDo(InWindow(since=None, until=T0 + 5)).with_outputs(TALLY, main="events")
+        )
+        out = window.events | beam.ParDo(SplitMessages(FINGERPRINTS)).with_outputs(
+            INVALID, TALLY, DIRECT, main="messages"
+        )
+        assert_that(
+            out.messages
+            | beam.Map(
+                lambda kv: (
+                    kv[0] == f"{FINGERPRINTS[kv[1].destination]}:{kv[1].key}",
+                    kv[1].destination,
+                    kv[1].kind,
+                    kv[1].param("n") or kv[1].param("_n"),
+                    len(kv[1].key),
+                )
+            ),
+            equal_to(
+                [
+                    (True, "kontagent", "evt", "level_up", 32),
+                    (True, "kissmetrics", "e", "level_up", 32),
+                ]
+            ),
+            label="messages",
+        )
+        assert_that(
+            out[INVALID]
+            | beam.Map(
+                lambda d: (
+                    d.stage,
+                    d.as_dict()["source"],
+                    "numeric user id" in d.reason,
+                    d.record["user_id"],
+                )
+            ),
+            equal_to([("map", {"file": "f", "line": 2}, True, "alice")]),
+            label="invalid",
+        )
+        day = datetime.fromtimestamp(T0, UTC).date().isoformat()
+        assert_that(
+            window[TALLY],
+            equal_to([(TallyKey("events_out_of_range"), 1)]),
+            label="window tallies",
+        )
+        assert_that(
+            out[TALLY],
+            equal_to(
+                [
+                    (TallyKey("events_invalid", stage="map"), 1),
+                    (TallyKey("events_mapped"), 1),
+                    (TallyKey("messages_built", "kontagent", "evt"), 1),
+                    (TallyKey("messages_built", "kissmetrics", "e"), 1),
+                    (TallyKey(BY_DAY, "kontagent", "evt", detail=day), 1),
+                    (TallyKey(BY_DAY, "kissmetrics", "e", detail=day), 1),
+                ]
+            ),
+            label="tallies",
+        )

@@ -1,0 +1,93 @@
+"""The parse step (``beaconflow.transforms.parse``) under TestPipeline: good and bad records."""
+
+from __future__ import annotations
+
+import json
+
+import apache_beam as beam
+from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+
+from beaconflow.model.mapping import RecordMapping
+from beaconflow.model.source import RawRecord
+from beaconflow.pipelines.backfill import TALLY
+from beaconflow.report.counts import TallyKey
+from beaconflow.transforms.parse import INVALID, REPLAYED, ParseEvents
+
+NOW = 1_800_000_000
+
+
+T0 = 1_750_000_000  # 2025-06-15T15:06:40Z
+
+
+def _pipeline() -> BeamTestPipeline:
+    return BeamTestPipeline(runner=FnApiRunner())
+
+
+FINGERPRINTS = {"kontagent": "k" * 12, "kissmetrics": "m" * 12}
+
+
+def test_parse_events_splits_good_and_bad_records() -> None:
+    good = json.dumps({"time": T0, "user_id": 1, "event": "apr"})
+    raws = [
+        RawRecord("a.jsonl", 1, text=good),
+        RawRecord("a.jsonl", 2, text="{not json"),
+        RawRecord("a.jsonl", 3, text=json.dumps({"time": T0, "event": "apr"})),
+        RawRecord("a.jsonl", 4, problem="line is not valid UTF-8 (byte 3)"),
+        RawRecord("b.parquet", 1, row={"time": T0, "user_id": "2", "event": "level_up"}),
+        RawRecord("a.jsonl", 5, text=json.dumps({"time": T0, "user_id": "x", "event": "apr"})),
+    ]
+    with _pipeline() as p:
+        out = (
+            p
+            | beam.Create(raws)
+            | beam.ParDo(ParseEvents(RecordMapping(), NOW, FINGERPRINTS)).with_outputs(
+                INVALID, TALLY, REPLAYED, main="events"
+            )
+        )
+        assert_that(
+            out.events
+            | "Sources"
+            >> beam.Map(
+                lambda keyed: (
+                    len(keyed[0]),
+                    keyed[1].source,
+                    keyed[1].time,
+                    [f"{m.destination}/{m.kind}" for m in keyed[1].messages],
+                    keyed[1].problem is not None,
+                    keyed[1].record,
+                )
+            ),
+            equal_to(
+                [
+                    (32, "a.jsonl:1", T0, ["kontagent/apr", "kissmetrics/e"], False, None),
+                    (32, "b.parquet:1", T0, ["kontagent/evt", "kissmetrics/e"], False, None),
+                    # a Kontagent user id must be numeric: the event carries why, and its record
+                    (32, "a.jsonl:5", T0, [], True, {"time": T0, "user_id": "x", "event": "apr"}),
+                ]
+            ),
+            label="events",
+        )
+        assert_that(
+            out[INVALID] | "Reasons" >> beam.Map(lambda d: (d.stage, d.source, d.reason[:20])),
+            equal_to(
+                [
+                    ("parse", "a.jsonl:2", "malformed JSON: Expe"),
+                    ("parse", "a.jsonl:3", "field 'user_id': is "),
+                    ("read", "a.jsonl:4", "line is not valid UT"),
+                ]
+            ),
+            label="invalid",
+        )
+        assert_that(
+            out[TALLY],
+            equal_to(
+                [
+                    (TallyKey("events_read"), 6),
+                    (TallyKey("events_invalid", stage="parse"), 2),
+                    (TallyKey("events_invalid", stage="read"), 1),
+                ]
+            ),
+            label="tallies",
+        )
