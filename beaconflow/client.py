@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from types import TracebackType
+from typing import Self
 
 import requests
 
@@ -127,7 +128,7 @@ class _Client:
         for session in sessions:
             session.close()
 
-    def __enter__(self) -> _Client:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(

@@ -84,8 +84,8 @@ def test_backfill_end_to_end(collector: Collector, tmp_path: Path) -> None:
     assert by_kind["kontagent/mtu"][0]["v"] == "0"
     assert len(by_kind["kontagent/evt"]) == 1  # same object, keys reordered, in two files
     assert by_kind["kissmetrics/a"] == [{"_p": "12", "_n": "twelve@example.com"}]
-    for record in by_kind["kissmetrics/e"] + by_kind["kissmetrics/s"]:
-        assert record["_d"] == "1"
+    for params in by_kind["kissmetrics/e"] + by_kind["kissmetrics/s"]:
+        assert params["_d"] == "1"
     assert sorted(int(r["_t"]) for r in by_kind["kissmetrics/e"]) == [
         T0,
         T0 + 60,

@@ -84,7 +84,7 @@ def test_special_characters_are_percent_encoded() -> None:
 
 INVALID = [
     (lambda: kissmetrics.record("bob", "x", time=1230767999), "_t", "before 2009"),
-    (lambda: kissmetrics.record("bob", "x", time=12.5), "_t", "integer seconds"),
+    (lambda: kissmetrics.record("bob", "x", time=12.5), "_t", "integer seconds"),  # type: ignore[arg-type]
     (lambda: kissmetrics.record("bob", "x", time=datetime(2010, 1, 1)), "_t", "time zone"),
     (lambda: kissmetrics.record("bob", "x" * 255), "_n", "shorter than 255"),
     (lambda: kissmetrics.record("bob", ""), "_n", "must not be empty"),

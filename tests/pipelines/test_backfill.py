@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from apache_beam.io.filesystems import FileSystems
 
 from beaconflow.report.run import RunReport
 
@@ -21,7 +22,7 @@ def test_each_report_file_is_replaced_whole_or_not_at_all(
     path.write_text("earlier json")
     (tmp_path / "report.html").write_text("earlier html")
 
-    create = backfill.FileSystems.create
+    create = FileSystems.create
 
     class HalfWritten:
         """A file whose write fails half-way, as on a disk that fills."""
@@ -42,7 +43,7 @@ def test_each_report_file_is_replaced_whole_or_not_at_all(
     def filling(path: str, *args: object, **kwargs: object) -> object:
         return HalfWritten(path) if path.endswith(".html.tmp-write") else create(path)
 
-    monkeypatch.setattr(backfill.FileSystems, "create", filling)
+    monkeypatch.setattr(FileSystems, "create", filling)
     with pytest.raises(OSError, match="No space left"):
         backfill._write_report(str(path), RunReport(exit_status=0))
     # the page goes first, the JSON tools read last: neither is torn, neither says less
