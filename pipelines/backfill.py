@@ -66,6 +66,7 @@ from beaconflow.report.deadletter import DeadLetterEntry, message_view
 from beaconflow.report.html import html_path, render_html
 from beaconflow.report.run import RunReport
 from beaconflow.transforms.coders import MappedEventCoder, MessageCoder
+from beaconflow.transforms.coders import register as register_coders
 from beaconflow.transforms.dedup import DUPLICATES, SKIPPED, DedupByKey
 from beaconflow.transforms.linefile import WriteLines, merge_parts, parts_prefix, remove_leftovers
 from beaconflow.transforms.messages import DIRECT, SplitMessages
@@ -153,6 +154,7 @@ class Backfill(beam.PTransform[PBegin, None]):
 
     def expand(self, pipeline: PBegin) -> None:
         config, run_id = self._config, self._run_id
+        register_coders()
         redact = Redactor.of(config.secrets())
         fingerprints = {str(d): endpoint_fingerprint(e) for d, e in config.endpoints.items()}
         # A Kontagent message's identity includes its event's, and events are deduplicated

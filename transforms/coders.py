@@ -113,5 +113,10 @@ class MappedEventCoder(coders.Coder):
         return MappedEvent
 
 
-registry.register_coder(Message, MessageCoder)
-registry.register_coder(MappedEvent, MappedEventCoder)
+def register() -> None:
+    """Make Beam use these coders for every ``PCollection`` of messages or mapped events.
+
+    Beam's registry is global: once is enough, and again does no harm.
+    """
+    registry.register_coder(Message, MessageCoder)
+    registry.register_coder(MappedEvent, MappedEventCoder)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 from apache_beam.coders.typecoders import registry
 from hypothesis import given
 from hypothesis import strategies as st
@@ -9,7 +12,7 @@ from hypothesis import strategies as st
 from beaconflow.model import kissmetrics, kontagent
 from beaconflow.model.events import MappedEvent
 from beaconflow.model.message import Message
-from beaconflow.transforms.coders import MappedEventCoder, MessageCoder
+from beaconflow.transforms.coders import MappedEventCoder, MessageCoder, register
 
 T0 = 1_750_000_000
 
@@ -49,6 +52,21 @@ def test_a_mapped_event_round_trips_with_its_messages_problem_and_record() -> No
 
 
 def test_both_coders_are_registered_and_deterministic() -> None:
+    register()
     assert isinstance(registry.get_coder(Message), MessageCoder)
     assert isinstance(registry.get_coder(MappedEvent), MappedEventCoder)
     assert MessageCoder().is_deterministic() and MappedEventCoder().is_deterministic()
+
+
+def test_importing_the_coders_registers_nothing() -> None:
+    # a host application that imports beaconflow keeps Beam's registry as it was
+    code = (
+        "import beaconflow.transforms.coders\n"
+        "from apache_beam.coders.typecoders import registry\n"
+        "from beaconflow.model.message import Message\n"
+        "print(type(registry.get_coder(Message)).__name__)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert done.stdout.strip() != "MessageCoder"
