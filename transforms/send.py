@@ -2,8 +2,10 @@
 
 :class:`SendMessages` takes a ``PCollection[Message]``, spreads it over workers with
 ``Reshuffle`` (unless ``reshuffle=False``: input just grouped by key is spread already) and
-sends it with one :class:`~beaconflow.delivery.sender.BulkSender` per ``DoFn`` instance (opened
-in ``setup``, closed in ``teardown``). Its main output ``delivered`` holds the delivered
+sends it through one :class:`~beaconflow.delivery.sender.Sender` per ``DoFn`` instance, opened
+in ``setup`` and closed in ``teardown``: a :class:`~beaconflow.delivery.sender.BulkSender` (the
+send engine on a thread of the worker) or, with sender processes, the worker's
+:class:`~beaconflow.delivery.sendproc.PoolClient`. Its main output ``delivered`` holds the delivered
 :class:`~beaconflow.delivery.sender.Delivery` records, the tagged output ``failed`` the others,
 each with a redacted reason: nothing is dropped. Counters live in the ``beaconflow``
 namespace. Run its test with::
