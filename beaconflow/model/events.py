@@ -62,6 +62,8 @@ KONTAGENT_PARAMS = {
     "friend_count": "f",
     "ip": "ip",
 }
+#: goal_counts keys of the record contract that name Kontagent's gc1..gc4 parameters.
+GOAL_NAMES = {str(n): f"gc{n}" for n in range(1, 5)}
 #: Events that set the user's properties (/s) rather than record an event.
 USER_INFORMATION = frozenset({"user_information", "cpu"})
 #: User fields a user_information event sets on the KISSmetrics person.
@@ -107,8 +109,15 @@ def kontagent_message(event: Event) -> Message | None:
         params["u"] = event.get("page_address")
         params["ts"] = datetime.fromtimestamp(event.time, UTC).strftime("%Y-%m-%dT%H:%M:%S")
     if code == "gci":
+        given: dict[str, str] = {}
         for goal, count in (event.get("goal_counts") or {}).items():
-            params[goal] = count  # the builder refuses names other than gc1..gc4
+            # the record contract's "1".."4" are gc1..gc4; the builder refuses other names
+            name = GOAL_NAMES.get(goal, goal)
+            if name in given:
+                twice = f"goal_counts gives {name} twice: {given[name]!r} and {goal!r}"
+                raise MessageError(code, name, twice)
+            given[name] = goal
+            params[name] = count
     if code == "evt":
         params["n"] = _event_label(event)
     user_param = "r" if code in RESPONSE_TYPES else "s"

@@ -303,6 +303,16 @@ def test_goal_counts_become_gc_parameters(goals: dict[str, int]) -> None:
     assert message.param_map() == {"s": "123", **{k: str(v) for k, v in goals.items()}}
 
 
+def test_goal_counts_take_the_record_contracts_keys_1_to_4() -> None:
+    message = _kontagent(_event("goal_counts", goal_counts={"1": 5, "4": -2, "gc2": 7}))
+    assert message.param_map() == {"s": "123", "gc1": "5", "gc2": "7", "gc4": "-2"}
+    # the same goal twice, under both names, is refused rather than one silently kept
+    with pytest.raises(MessageError, match="gc3 twice"):
+        _kontagent(_event("goal_counts", goal_counts={"3": 1, "gc3": 2}))
+    with pytest.raises(MessageError, match="is not a parameter of gci"):
+        _kontagent(_event("goal_counts", goal_counts={"5": 1}))
+
+
 # Fields a type has no parameter for -------------------------------------------------------------
 
 
