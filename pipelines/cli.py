@@ -4,9 +4,9 @@
 the root logger at import), runs :func:`beaconflow.pipelines.backfill.run`, prints the
 summary and turns every expected problem into one line on stderr and an exit status:
 
-- 0 done; invalid events + failed messages <= --max-errors
+- 0 done; invalid events + invalid messages + failed messages <= --max-errors
 - 2 nothing was sent: a usage or whole-run error
-- 3 done, but invalid events + failed messages > --max-errors
+- 3 done, but invalid events + invalid messages + failed messages > --max-errors
 - 4 stopped early after sending began (the report says why in ``stopped``)
 - 130 interrupted
 
@@ -93,8 +93,10 @@ def _tell(report: RunReport, status: int) -> None:
         _say(f"beaconflow: stopped early: {report.stopped}. {_advice(report)}", error=True)
     elif status:
         _say(
-            f"beaconflow: {report.events_invalid} invalid events + {report.messages_failed} "
-            f"failed messages exceed --max-errors; see {report.dead_letter}",
+            f"beaconflow: {report.events_invalid} invalid events + "
+            + (f"{report.messages_invalid} invalid messages + " if report.messages_invalid else "")
+            + f"{report.messages_failed} failed messages exceed --max-errors; "
+            f"see {report.dead_letter}",
             error=True,
         )
 

@@ -117,10 +117,12 @@ def parse_instant(text: str, flag: str) -> int:
 
 #: The exit statuses, as --help lists them (docs/cli.md's table says the same).
 EXIT_STATUSES = """exit status:
-  0    done; invalid events + failed messages <= --max-errors
+  0    done; invalid events + invalid messages + failed messages
+       <= --max-errors
   2    nothing was sent: a usage or whole-run error (bad flag, no file matching
        an --input, an output or the ledger not writable); one line on stderr
-  3    done, but invalid events + failed messages > --max-errors; see the dead letter
+  3    done, but invalid events + invalid messages + failed messages
+       > --max-errors; see the dead letter
   4    stopped early after sending began (the ledger or the dead letter could not
        be written, a destination answers only with redirects, the run failed):
        a report with "stopped" is written; the same command with the same
@@ -303,7 +305,8 @@ def parser() -> argparse.ArgumentParser:
         type=_non_negative_int,
         default=0,
         metavar="N",
-        help="exit 0 when invalid events + failed messages <= N, else 3 (default: 0)",
+        help="exit 0 when invalid events + invalid messages + failed messages <= N, else 3 "
+        "(default: 0)",
     )
     out.add_argument(
         "--progress-interval",

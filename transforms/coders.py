@@ -19,14 +19,15 @@ from typing import Any
 from apache_beam import coders
 from apache_beam.coders.typecoders import registry
 
-from beaconflow.model.events import MappedEvent
+from beaconflow.model.events import MappedEvent, Problem
 from beaconflow.model.message import DESTINATIONS, Message
 from beaconflow.model.records import plain
 
 # Both values are written as tuples of strings, bytes, integers, lists and None, in a fixed
 # order:
 #   a message: (destination's index, kind, occurrence, [name, value, name, value, ...]);
-#   an event: (source, time, [message, ...], problem or None, record as JSON or None).
+#   an event: (source, time, [message, ...], [(destination's index, kind, reason), ...],
+#              record as JSON or None).
 # Beam's compiled FastPrimitivesCoder has one encoding for each of these types (no dicts, no
 # sets, nothing pickled), so equal values have equal bytes. It is three times faster here
 # than a TupleCoder of StrUtf8Coders, whose strings go through a Python callback each.
@@ -83,7 +84,7 @@ class MessageCoder(coders.Coder):
 
 
 class MappedEventCoder(coders.Coder):
-    """A :class:`MappedEvent` with its messages; its record (map failures only) as JSON text."""
+    """A :class:`MappedEvent`: messages and problems as fields, the record as JSON text."""
 
     def encode(self, value: MappedEvent) -> bytes:
         record = (
@@ -95,16 +96,22 @@ class MappedEventCoder(coders.Coder):
             value.source,
             value.time,
             [_message_fields(m) for m in value.messages],
-            value.problem,
+            [(_DESTINATION_INDEX[p.destination], p.kind, p.reason) for p in value.problems],
             record,
         )
         encoded: bytes = _EVENT_IMPL.encode(fields)
         return encoded
 
     def decode(self, encoded: bytes) -> MappedEvent:
-        source, time, messages, problem, record = _EVENT_IMPL.decode(encoded)
+        source, time, messages, problems, record = _EVENT_IMPL.decode(encoded)
         restored: Any = None if record is None else json.loads(record)
-        return MappedEvent(source, time, tuple(_message(m) for m in messages), problem, restored)
+        return MappedEvent(
+            source,
+            time,
+            tuple(_message(m) for m in messages),
+            tuple(Problem(DESTINATIONS[d], kind, reason) for d, kind, reason in problems),
+            restored,
+        )
 
     def is_deterministic(self) -> bool:
         return True

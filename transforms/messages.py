@@ -3,9 +3,10 @@
 :class:`SplitMessages` takes the events the event dedup kept and the window let through, and
 releases what the parse step built: messages leave as ``(ledger key, Message)`` for the
 message dedup, or, for the ``direct`` destinations, as messages through the ``direct`` output.
-An event whose messages could not be built leaves whole through ``invalid`` as a
-:class:`~beaconflow.report.deadletter.DeadLetterEntry` of the ``map`` stage. Counting here,
-not in the parse step, makes each count one of a kept event.
+Each destination stands on its own: a destination whose message could not be built gets a
+:class:`~beaconflow.report.deadletter.DeadLetterEntry` of the ``map`` stage naming it (and
+counts as ``messages_invalid``), while the event's other messages go on. Counting here, not
+in the parse step, makes each count one of a kept event.
 """
 
 from __future__ import annotations
@@ -39,14 +40,23 @@ class SplitMessages(CountsTallies, beam.DoFn):
 
     def process(self, element: KeyedEvent) -> Iterator[KeyedMessage | TaggedOutput[str, Any]]:
         event = element[1]
-        if event.problem is not None:
-            self.count("events_invalid", stage="map")
-            entry = DeadLetterEntry("map", event.problem, event.source, record=event.record)
-            yield TaggedOutput(INVALID, entry)
-            return
         self.count("events_mapped")
+        for problem in event.problems:
+            # this destination's message only: the others go on
+            self.count("messages_invalid", problem.destination, problem.kind)
+            yield TaggedOutput(
+                INVALID,
+                DeadLetterEntry(
+                    "map",
+                    problem.reason,
+                    event.source,
+                    record=event.record,
+                    destination=problem.destination,
+                ),
+            )
         if not event.messages:
-            self.count("events_unrouted")
+            if not event.problems:
+                self.count("events_unrouted")
             return
         day = event.day
         for message in event.messages:

@@ -7,8 +7,9 @@ mapping, validates the result and builds the event's messages
 carries why, so that it is counted and dead-lettered only if it is kept (not a duplicate, in
 the window). Records that are not valid events leave through the ``invalid`` output as
 :class:`~beaconflow.report.deadletter.DeadLetterEntry` values. A dead-letter file given as
-input is replayed: its records are parsed again, and its messages leave through ``replayed``
-as ``(ledger key, Message)``.
+input is replayed: its records are parsed again (for the one destination a ``map`` entry
+names, when it names one), and its messages leave through ``replayed`` as
+``(ledger key, Message)``.
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ class ParseEvents(CountsTallies, beam.DoFn):
             yield self._invalid("read", raw.problem, raw)
             return
         source: dict[str, Any] | None = raw.row
+        only: object = None  # a replayed map entry's one destination
         try:
             if source is None:
                 source = parse_line(raw.text or "")
@@ -67,6 +69,7 @@ class ParseEvents(CountsTallies, beam.DoFn):
                 if "message" in source:
                     yield from self._replay_message(source, raw)
                     return
+                only = source.get("destination")
                 replayed = source.get("record")
                 source = replayed if isinstance(replayed, dict) else parse_line(str(source["line"]))
             event = validate(self._mapping.apply(source), now=self._now, source=raw.source)
@@ -74,6 +77,9 @@ class ParseEvents(CountsTallies, beam.DoFn):
             yield self._invalid("parse", str(error), raw, source)
             return
         destinations = self._mapping.destinations(event.name, self._destinations)
+        if only is not None:
+            # the entry was this destination's only: the event's others were sent already
+            destinations = tuple(d for d in destinations if d == only)
         yield (event.key, map_event(event, destinations, source))
 
     def _replay_message(

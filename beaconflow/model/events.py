@@ -17,7 +17,9 @@ Kontagent messages carry the event's identity as their occurrence: Kontagent cou
 request and has no timestamps, so two purchases of 120 cents by one user are two messages.
 
 :func:`map_event` is the whole of it for one event: a :class:`MappedEvent` holding its
-messages, or why they cannot be built and the record to replay.
+messages, and for each destination whose message cannot be built, why (a :class:`Problem`)
+and the record to replay. Destinations stand on their own: a Kontagent-only problem (a
+non-numeric user id, a name Kontagent refuses) does not keep the KISSmetrics message back.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from beaconflow.model import kissmetrics, kontagent
 from beaconflow.model.message import Destination, Message, MessageError
@@ -145,35 +147,49 @@ def kissmetrics_message(event: Event) -> Message:
     )
 
 
+def message_for(event: Event, destination: Destination) -> Message | None:
+    """The event's message for one destination (None: it has none); MessageError if invalid."""
+    if destination == "kontagent":
+        return kontagent_message(event)
+    return kissmetrics_message(event)
+
+
 def messages_for(event: Event, destinations: Iterable[Destination]) -> list[Message]:
     """Every message of ``event`` for the given destinations; MessageError if any is invalid.
 
-    An event is mapped whole or not at all: when one destination's message is invalid, the
-    event is invalid and nothing of it is sent.
+    All or nothing, for a caller that wants the event whole; the pipeline builds each
+    destination's message on its own (:func:`map_event`).
     """
     messages = []
     for destination in destinations:
-        message = (
-            kontagent_message(event) if destination == "kontagent" else kissmetrics_message(event)
-        )
+        message = message_for(event, destination)
         if message is not None:
             messages.append(message)
     return messages
+
+
+class Problem(NamedTuple):
+    """Why one destination's message of an event could not be built."""
+
+    destination: Destination
+    kind: str  # the message kind the rule belongs to (a Kontagent type, a KISSmetrics call)
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)
 class MappedEvent:
     """A validated event as it travels on: where it came from, its time and its messages.
 
-    ``problem`` says why its messages could not be built (then ``messages`` is empty and
-    ``record`` holds the source record, for the dead letter and a replay); an event whose
-    destinations take none of it has no messages and no problem.
+    Each destination's message is built on its own: ``problems`` says, per destination, why
+    its message could not be built, while the others' messages go on; ``record`` holds the
+    source record when there is a problem (for the dead letter and a replay). An event whose
+    destinations take none of it has no messages and no problems.
     """
 
     source: str
     time: int
     messages: tuple[Message, ...]
-    problem: str | None = None
+    problems: tuple[Problem, ...] = ()
     record: object = None
 
     @property
@@ -183,9 +199,21 @@ class MappedEvent:
 
 
 def map_event(event: Event, destinations: Iterable[Destination], record: object) -> MappedEvent:
-    """The event's messages for ``destinations``; ``record`` is kept only when they fail."""
-    try:
-        messages = tuple(messages_for(event, destinations))
-    except MessageError as error:
-        return MappedEvent(event.source, event.time, (), str(error), record)
-    return MappedEvent(event.source, event.time, messages)
+    """The event's messages for ``destinations``, each built on its own.
+
+    A destination whose message cannot be built gets a :class:`Problem`; ``record`` is kept
+    only then.
+    """
+    messages: list[Message] = []
+    problems: list[Problem] = []
+    for destination in destinations:
+        try:
+            message = message_for(event, destination)
+        except MessageError as error:
+            problems.append(Problem(destination, error.kind, str(error)))
+            continue
+        if message is not None:
+            messages.append(message)
+    if problems:
+        return MappedEvent(event.source, event.time, tuple(messages), tuple(problems), record)
+    return MappedEvent(event.source, event.time, tuple(messages))

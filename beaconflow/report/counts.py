@@ -69,7 +69,9 @@ TIMELINE_POINTS = 600
 _BUCKETS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600)
 
 #: The counters a report has a field for.
-_COUNTS = frozenset({*EVENT_COUNTERS, *MESSAGE_COUNTERS, "events_unrouted", NOT_ATTEMPTED})
+_COUNTS = frozenset(
+    {*EVENT_COUNTERS, *MESSAGE_COUNTERS, "events_unrouted", NOT_ATTEMPTED, "messages_invalid"}
+)
 #: The send outcome of each per-second series.
 _OUTCOME_AT = {DELIVERED_AT: "delivered", FAILED_AT: "failed"}
 

@@ -85,6 +85,8 @@ class DeadLetterEntry:
     ``file:position`` (absent for send failures, whose message says what it was). Exactly one
     of ``record`` (the record as read), ``line`` (its raw text, when it was not JSON) and
     ``message`` (the message it became, with ``status`` and ``attempts``) is the evidence.
+    ``destination``: for a ``map`` entry, the one destination whose message could not be built
+    (the event's other messages went on; a replay sends this destination's only).
     """
 
     stage: str
@@ -95,6 +97,7 @@ class DeadLetterEntry:
     message: Message | None = None
     status: int | None = None
     attempts: int | None = None
+    destination: str | None = None
 
     @classmethod
     def of_record(
@@ -125,6 +128,8 @@ class DeadLetterEntry:
         entry: dict[str, Any] = {"stage": self.stage, "reason": self.reason}
         if self.source is not None:
             entry["source"] = location(self.source)
+        if self.destination is not None:
+            entry["destination"] = self.destination
         if self.record is not _NO_RECORD:
             entry["record"] = self.record
         if self.line is not None:

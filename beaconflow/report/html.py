@@ -325,8 +325,9 @@ _MESSAGE_STATS = (
     ("messages_duplicate", "duplicate"),
     ("messages_skipped", "already delivered (skipped)"),
     ("messages_dry_run", "dry run"),
+    ("messages_invalid", "invalid (not built)"),
 )
-_ALERTS = {"events_invalid": "warn", "messages_failed": "bad"}
+_ALERTS = {"events_invalid": "warn", "messages_invalid": "warn", "messages_failed": "bad"}
 
 
 def _stat(label: str, value: str, tone: str = "") -> str:

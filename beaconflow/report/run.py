@@ -60,6 +60,9 @@ class RunReport:
     messages_dry_run: int = 0
     #: Failed messages that a stop kept from being sent at all (part of messages_failed).
     messages_not_attempted: int = 0
+    #: Messages that could not be built for one destination (not part of messages_built);
+    #: the event's other messages went on.
+    messages_invalid: int = 0
     invalid_by_stage: Mapping[str, int] = field(default_factory=dict)
     by_destination: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
     by_type: Mapping[str, Mapping[str, int]] | None = field(default_factory=dict)
@@ -88,8 +91,8 @@ class RunReport:
 
     @property
     def errors(self) -> int:
-        """What --max-errors is compared with: invalid events and failed messages."""
-        return self.events_invalid + self.messages_failed
+        """What --max-errors is compared with: invalid events, invalid and failed messages."""
+        return self.events_invalid + self.messages_invalid + self.messages_failed
 
     def to_json(self) -> dict[str, Any]:
         """report.json's object.
@@ -129,7 +132,14 @@ _ABSENT = object()
 _BREAKDOWNS = ("by_type", "messages_by_day", "dead_letter_reasons", "send_timeline")
 
 _INTS = frozenset(
-    {*EVENT_COUNTERS, *MESSAGE_COUNTERS, "events_unrouted", "messages_not_attempted", "files"}
+    {
+        *EVENT_COUNTERS,
+        *MESSAGE_COUNTERS,
+        "events_unrouted",
+        "messages_not_attempted",
+        "messages_invalid",
+        "files",
+    }
 )
 _FLOATS = frozenset({"elapsed_seconds", "messages_per_second"})
 _TEXTS = frozenset({"report", "dead_letter"})
@@ -203,6 +213,7 @@ def summary(report: RunReport) -> str:
         f"messages: {report.messages_built} built, {report.messages_delivered} delivered, "
         f"{report.messages_failed} failed, {report.messages_duplicate} duplicate, "
         f"{report.messages_skipped} already delivered"
+        + (f", {report.messages_invalid} invalid" if report.messages_invalid else "")
         + (f", {dry_run} written (dry run)" if dry_run else ""),
     ]
     for destination, counts in report.by_destination.items():

@@ -94,16 +94,26 @@ def _run(
     return status, report, read_dead_letter(tmp_path / "out")
 
 
-def _assert_delivered(collector: Collector, report: dict[str, Any], goods: Sequence[dict[str, Any]]) -> None:  # fmt: skip
-    """Exactly the good events' messages reached the collector, all of them valid."""
+def _assert_delivered(
+    collector: Collector,
+    report: dict[str, Any],
+    goods: Sequence[dict[str, Any]],
+    kissmetrics_only: Sequence[dict[str, Any]] = (),
+) -> None:
+    """Exactly the good events' messages reached the collector, all of them valid.
+
+    ``kissmetrics_only``: events whose KISSmetrics message alone could be built.
+    """
     assert collector.rejected() == [], "every request must be valid per the references"
     sent = {
         (r.destination, r.param_map().get("s") or r.param_map().get("_p"))
         for r in collector.accepted()
     }
     expected = {(d, str(g["user_id"])) for g in goods for d in ("kontagent", "kissmetrics")}
+    expected |= {("kissmetrics", str(e["user_id"])) for e in kissmetrics_only}
     assert sent == expected
-    assert report["messages_delivered"] == len(collector.accepted()) == 2 * len(goods)
+    delivered = 2 * len(goods) + len(kissmetrics_only)
+    assert report["messages_delivered"] == len(collector.accepted()) == delivered
     assert report["messages_failed"] == 0
 
 
@@ -128,21 +138,29 @@ Bad = tuple[bytes | str | dict[str, Any], tuple[str, ...], str]
 def _assert_bad_lines(
     collector: Collector, tmp_path: Path, bad: Sequence[Bad]
 ) -> list[dict[str, Any]]:
-    """Write a good event, the bad lines, another good event; run; check everything."""
+    """Write a good event, the bad lines, another good event; run; check everything.
+
+    A line bad at the ``map`` stage is a valid event whose Kontagent message cannot be built:
+    its KISSmetrics message still goes, and its entry names the destination.
+    """
     goods = [_good(1), _good(2)]
     source = _write(tmp_path / "events.jsonl", [goods[0], *(b[0] for b in bad), goods[1]])
     status, report, dead = _run(collector, tmp_path, source)
-    _assert_delivered(collector, report, goods)
+    mapped = [json.loads(_line(b[0])) for b in bad if b[2] == "map"]
+    _assert_delivered(collector, report, goods, kissmetrics_only=mapped)
     assert report["invariant_errors"] == []
     assert report["events_read"] == len(bad) + 2
-    assert report["events_invalid"] == len(bad) == len(dead)
-    assert report["events_mapped"] == 2
-    assert status == 3  # invalid events > --max-errors 0
+    assert report["events_invalid"] == len(bad) - len(mapped)
+    assert report["messages_invalid"] == len(mapped)
+    assert len(dead) == len(bad)
+    assert report["events_mapped"] == 2 + len(mapped)
+    assert status == 3  # invalid events or messages > --max-errors 0
     entries = []
     for number, (record, fragments, stage) in enumerate(bad, start=2):
         entry = _entry(dead, source, number)
         _assert_reason(entry, *fragments)
         assert entry["stage"] == stage, entry
+        assert entry.get("destination") == ("kontagent" if stage == "map" else None), entry
         text = _line(record).decode("utf-8", "replace")
         if "line" in entry:  # not a JSON object: the raw line is kept
             assert entry["line"] == text

@@ -21,6 +21,7 @@ from beaconflow.model.events import (
     derived_tag,
     kissmetrics_message,
     kontagent_message,
+    map_event,
     messages_for,
 )
 from beaconflow.model.message import Destination, Message, MessageError
@@ -814,3 +815,23 @@ def test_an_absurdly_long_numeric_user_id_is_a_message_error(
     event = _event("ins" if fields else "apr", user_id=user_id, **fields)
     with pytest.raises(MessageError):
         messages_for(event, ("kontagent",))
+
+
+def test_map_event_builds_each_destination_on_its_own() -> None:
+    record = {"time": 1_750_000_000, "user_id": "alice", "event": "level_up"}
+    event = validate(record, now=NOW, source="f.jsonl:4")
+    mapped = map_event(event, ("kontagent", "kissmetrics"), record)
+    # Kontagent needs a numeric user id; KISSmetrics takes alice as she is
+    assert [m.destination for m in mapped.messages] == ["kissmetrics"]
+    assert [(p.destination, p.kind) for p in mapped.problems] == [("kontagent", "evt")]
+    assert "numeric user id" in mapped.problems[0].reason and mapped.record is record
+    # both destinations can fail, each with its own reason
+    nameless = {"time": 1_750_000_000, "user_id": "alice", "event": "custom_event"}
+    both = map_event(validate(nameless, now=NOW), ("kontagent", "kissmetrics"), nameless)
+    assert both.messages == () and [p.destination for p in both.problems] == [
+        "kontagent",
+        "kissmetrics",
+    ]
+    # without a problem, the record is not carried along
+    fine = {"time": 1_750_000_000, "user_id": 7, "event": "level_up"}
+    assert map_event(validate(fine, now=NOW), ("kontagent",), fine).record is None

@@ -28,7 +28,7 @@ def _sums(*tallies: Tally) -> dict[TallyKey, int]:
 #: report.json's keys: a public contract (docs/outputs.md); a change here is a change to it.
 REPORT_KEYS = {
     "events_read", "events_invalid", "events_duplicate", "events_out_of_range", "events_mapped",
-    "events_unrouted", "messages_built", "messages_duplicate", "messages_skipped",
+    "events_unrouted", "messages_built", "messages_duplicate", "messages_skipped", "messages_invalid",
     "messages_delivered", "messages_failed", "messages_dry_run", "messages_not_attempted",
     "invalid_by_stage", "by_destination", "by_type", "messages_by_day", "dead_letter_reasons",
     "send_timeline", "stopped", "elapsed_seconds", "messages_per_second", "invariant_errors",

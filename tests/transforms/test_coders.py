@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from beaconflow.model import kissmetrics, kontagent
-from beaconflow.model.events import MappedEvent
+from beaconflow.model.events import MappedEvent, Problem
 from beaconflow.model.message import Message
 from beaconflow.transforms.coders import MappedEventCoder, MessageCoder, register
 
@@ -42,7 +42,13 @@ def test_a_mapped_event_round_trips_with_its_messages_problem_and_record() -> No
     coder = MappedEventCoder()
     for event in (
         MappedEvent("a.jsonl:7", T0, (ins, km)),
-        MappedEvent("b.parquet:1", T0, (), "kontagent: s must be numeric", {"user_id": "x"}),
+        MappedEvent(
+            "b.parquet:1",
+            T0,
+            (km,),
+            (Problem("kontagent", "apr", "apr: parameter 's': must be numeric"),),
+            {"user_id": "x"},
+        ),
         MappedEvent("c.jsonl:2", T0, ()),
     ):
         restored = coder.decode(coder.encode(event))

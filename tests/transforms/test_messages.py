@@ -40,7 +40,7 @@ def _mapped(record: dict[str, Any], source: str) -> tuple[str, MappedEvent]:
     return (event.key, map_event(event, ("kontagent", "kissmetrics"), record))
 
 
-def test_window_and_messages_steps_emit_messages_or_a_map_dead_letter() -> None:
+def test_window_and_messages_steps_emit_messages_and_a_dead_letter_per_destination() -> None:
     good = _mapped({"time": T0, "user_id": 7, "event": "level_up", "level": 3}, "f:1")
     bad = _mapped({"time": T0, "user_id": "alice", "event": "apr"}, "f:2")
     late = _mapped({"time": T0 + 10, "user_id": 8, "event": "apr"}, "f:3")
@@ -68,6 +68,8 @@ def test_window_and_messages_steps_emit_messages_or_a_map_dead_letter() -> None:
                 [
                     (True, "kontagent", "evt", "level_up", 32),
                     (True, "kissmetrics", "e", "level_up", 32),
+                    # alice's Kontagent message cannot be built; her KISSmetrics one goes
+                    (True, "kissmetrics", "e", "apr", 32),
                 ]
             ),
             label="messages",
@@ -77,12 +79,13 @@ def test_window_and_messages_steps_emit_messages_or_a_map_dead_letter() -> None:
             | beam.Map(
                 lambda d: (
                     d.stage,
+                    d.destination,
                     d.as_dict()["source"],
                     "numeric user id" in d.reason,
                     d.record["user_id"],
                 )
             ),
-            equal_to([("map", {"file": "f", "line": 2}, True, "alice")]),
+            equal_to([("map", "kontagent", {"file": "f", "line": 2}, True, "alice")]),
             label="invalid",
         )
         day = datetime.fromtimestamp(T0, UTC).date().isoformat()
@@ -95,12 +98,12 @@ def test_window_and_messages_steps_emit_messages_or_a_map_dead_letter() -> None:
             out[TALLY],
             equal_to(
                 [
-                    (TallyKey("events_invalid", stage="map"), 1),
-                    (TallyKey("events_mapped"), 1),
+                    (TallyKey("events_mapped"), 2),  # alice's event too: it is mapped
+                    (TallyKey("messages_invalid", "kontagent", "apr"), 1),
                     (TallyKey("messages_built", "kontagent", "evt"), 1),
-                    (TallyKey("messages_built", "kissmetrics", "e"), 1),
+                    (TallyKey("messages_built", "kissmetrics", "e"), 2),
                     (TallyKey(BY_DAY, "kontagent", "evt", detail=day), 1),
-                    (TallyKey(BY_DAY, "kissmetrics", "e", detail=day), 1),
+                    (TallyKey(BY_DAY, "kissmetrics", "e", detail=day), 2),
                 ]
             ),
             label="tallies",
