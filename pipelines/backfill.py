@@ -21,7 +21,7 @@ import os
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -105,6 +105,16 @@ def _skipped_tallies(kept_copies: tuple[Message, int]) -> Iterator[Tally]:
 def _failure_entry(delivery: Delivery) -> DeadLetterEntry:
     reason = delivery.error or f"HTTP {delivery.status}"
     return DeadLetterEntry.of_message(delivery.message, reason, delivery.status, delivery.attempts)
+
+
+def _reason_tallies(redact: Redactor) -> Callable[[DeadLetterEntry], list[Tally]]:
+    """A dead-letter entry -> its tally of reasons (redacted, grouped)."""
+
+    def tallies(entry: DeadLetterEntry) -> list[Tally]:
+        detail = reason_group(redact(entry.reason))
+        return [tally(DEAD_LETTER_REASON, stage=entry.stage, detail=detail)]
+
+    return tallies
 
 
 class _DryRunLine:
@@ -242,30 +252,18 @@ class Backfill(beam.PTransform[PBegin, None]):
                     _failure_entry
                 )
         for name, entries in dead_letters.items():
-            # each step writes its own shards where it runs, as its entries come: a Flatten
-            # would hold them until every step before it is done, after the sending
+            # each step writes and counts its own entries where it runs, as they come: a
+            # Flatten would hold them until every step before it is done, after the sending,
+            # and make them cross a stage boundary (a DeadLetterEntry has no coder of its own)
             tallies.append(
                 entries
                 | f"DeadLetterLines{name}" >> beam.Map(lambda entry: entry.to_json(redact))
                 | f"WriteDeadLetter{name}"
                 >> WriteLines(config.dead_letter, part=name, what="dead letter", run_id=run_id)
             )
-        all_dead_letters = tuple(dead_letters.values()) | "AllDeadLetters" >> beam.Flatten()
-        tallies.append(
-            all_dead_letters
-            | "CountReasons"
-            >> beam.ParDo(
-                TallyEach(
-                    lambda entry: [
-                        tally(
-                            DEAD_LETTER_REASON,
-                            stage=entry.stage,
-                            detail=reason_group(redact(entry.reason)),
-                        )
-                    ]
-                )
+            tallies.append(
+                entries | f"CountReasons{name}" >> beam.ParDo(TallyEach(_reason_tallies(redact)))
             )
-        )
         _ = (
             tuple(tallies)
             | "AllTallies" >> beam.Flatten()

@@ -2,10 +2,11 @@
 
 A :class:`~beaconflow.model.message.Message` and a
 :class:`~beaconflow.model.events.MappedEvent` are encoded field by field with Beam's compiled
-coders (strings, varints, iterables), never pickled and never re-encoded as JSON. Both coders
-are deterministic: the same value always has the same bytes, which the dedup relies on to
-choose the copy it keeps (:mod:`beaconflow.transforms.dedup`). Importing this module
-registers them, so any ``PCollection`` typed as either uses them. Check them with::
+coders (strings, varints, lists), never pickled and never re-encoded as JSON. Both coders are
+deterministic: the same value always has the same bytes, which the dedup relies on to choose
+the copy it keeps (:mod:`beaconflow.transforms.dedup`). :func:`register` adds them to Beam's
+coder registry (the pipeline's wiring calls it; importing this module registers nothing), so
+that any ``PCollection`` typed as either uses them. Check them with::
 
     python -m pytest tests/transforms/test_coders.py
 """

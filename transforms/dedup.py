@@ -103,13 +103,15 @@ class DedupByKey(beam.PTransform[PCollection[Any], DoOutputsTuple]):
             ).with_output_types(tuple[str, bytes])
             encoded = (encoded, marks) | "WithLedger" >> beam.Flatten()
         # the kept values are typed again: Beam encodes them with their coder, not pickle
-        unique_type: Any = tuple.__class_getitem__((str, self._coder.to_type_hint()))
+        value_type = self._coder.to_type_hint()
+        unique_type: Any = tuple.__class_getitem__((str, value_type))
+        copies_type: Any = tuple.__class_getitem__((value_type, int))
         outputs: DoOutputsTuple = (
             encoded
             | "Group" >> beam.GroupByKey()
             | "KeepFirst"
             >> beam.FlatMap(_KeepFirst(self._coder, self._order))
-            .with_output_types(unique_type, duplicates=Any, skipped=Any)
+            .with_output_types(unique_type, duplicates=copies_type, skipped=copies_type)
             .with_outputs(DUPLICATES, SKIPPED, main="unique")
         )
         return outputs

@@ -75,6 +75,8 @@ def read_sums(line: str) -> Counter[TallyKey]:
     """The sums of one :meth:`SumTallies.extract_output` line (ValueError if it is not one)."""
     sums: Counter[TallyKey] = Counter()
     for row in json.loads(line):
+        if not isinstance(row, list) or len(row) != len(TallyKey._fields) + 1:
+            raise ValueError(f"not a tally row: {row!r}")
         *key, n = row
         sums[TallyKey(*key)] += int(n)
     return sums

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import aiohttp
 
+from beaconflow.model.errors import BeaconflowError
 
-class UnsupportedAiohttpError(RuntimeError):
+
+class UnsupportedAiohttpError(BeaconflowError, RuntimeError):
     """The installed aiohttp has no switch for its silent resend: a send could count twice."""
 
 

@@ -54,10 +54,10 @@ STRING_FIELDS = frozenset(
     }
 )  # fmt: skip
 INT_FIELDS = frozenset({"value", "level", "birth_year", "friend_count"})
-# every field has one rule: a string, an integer, or one of its own
-assert STRING_FIELDS | INT_FIELDS | {
-    "event_id", "time", "user_id", "event", "installed", *OBJECT_FIELDS, *LIST_FIELDS
-} == FIELDS  # fmt: skip
+#: The fields every event has: its identity (optional), time, user and name.
+CORE_FIELDS = ("event_id", "time", "user_id", "event")
+#: The fields an Event keeps in ``fields``: all but its core fields.
+OPTIONAL_FIELDS = tuple(sorted(FIELDS - set(CORE_FIELDS)))
 
 
 class RecordError(BeaconflowError, ValueError):
@@ -206,15 +206,11 @@ def identity(record: Mapping[str, Any]) -> str:
     return hashlib.sha256(seed.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
-#: The fields an Event keeps in ``fields``: all but its identity, time, user and name.
-_OPTIONAL = tuple(sorted(FIELDS - {"event_id", "time", "user_id", "event"}))
-
-
-_OPTIONAL_SET = frozenset(_OPTIONAL)
+_OPTIONAL_SET = frozenset(OPTIONAL_FIELDS)
 
 
 def _optional_names(record: Mapping[str, Any]) -> list[str]:
-    """The optional fields ``record`` has (maybe null), in :data:`_OPTIONAL`'s order.
+    """The optional fields ``record`` has (maybe null), in :data:`OPTIONAL_FIELDS`' order.
 
     A record holds a few of the 20-odd optional fields: intersecting its keys is cheaper
     than asking it for each one.
@@ -290,14 +286,3 @@ def validate(
         raise RecordError("event", "must be a non-empty string")
     fields = _check_optional(record)
     return Event(identity(record), seconds, user_id, name, fields, source)
-
-
-def validated_before(record: Mapping[str, Any], *, key: str, source: str = "") -> Event:
-    """The :class:`Event` of a canonical record that :func:`validate` has accepted already.
-
-    The build step gets each event from the parse step, which validated it: the checks and
-    the identity hash are not made twice. ``key`` is the identity :func:`validate` gave.
-    """
-    fields = {name: record[name] for name in _optional_names(record) if record[name] is not None}
-    time = parse_time(record["time"])
-    return Event(key, time, record["user_id"], record["event"], fields, source)

@@ -116,6 +116,7 @@ def build_report(
     What the run is (inputs, outputs, status) the driver adds with ``dataclasses.replace``.
     """
     counts: Counter[str] = Counter()
+    unknown: Counter[str] = Counter()
     invalid_by_stage: dict[str, int] = {}
     by_destination: dict[str, dict[str, int]] = {}
     by_type: dict[str, dict[str, int]] = {}
@@ -140,7 +141,9 @@ def build_report(
             reasons[(key.stage, key.detail)] += n
             continue
         if counter not in _COUNTS:
-            raise ValueError(f"a tally of an unknown counter: {counter!r}")
+            # a bug, found after the run has sent: said in the report, which is still written
+            unknown[counter] += n
+            continue
         counts[counter] += n
         if counter == "events_invalid":
             invalid_by_stage[key.stage] = invalid_by_stage.get(key.stage, 0) + n
@@ -168,7 +171,10 @@ def build_report(
             round(counts["messages_delivered"] / elapsed, 1) if elapsed > 0 else 0.0
         ),
     )
-    return replace(report, invariant_errors=invariant_errors(report))
+    errors = invariant_errors(report) + tuple(
+        f"a tally of an unknown counter: {name!r} ({n})" for name, n in sorted(unknown.items())
+    )
+    return replace(report, invariant_errors=errors)
 
 
 def send_timeline(sent_at: Mapping[tuple[str, str], Mapping[int, int]]) -> dict[str, Any]:

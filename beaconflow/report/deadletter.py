@@ -24,6 +24,7 @@ from urllib.parse import quote
 from beaconflow.delivery.redact import Redactor
 from beaconflow.model import kissmetrics, kontagent
 from beaconflow.model.message import Message, MessageError
+from beaconflow.model.records import plain
 from beaconflow.model.source import RawRecord, location
 
 
@@ -156,10 +157,10 @@ class DeadLetterEntry:
             }
         try:
             return json.dumps(
-                entry, ensure_ascii=False, sort_keys=True, default=str, allow_nan=False
+                entry, ensure_ascii=False, sort_keys=True, default=plain, allow_nan=False
             )
         except ValueError:
-            return json.dumps(_finite(entry), ensure_ascii=False, sort_keys=True, default=str)
+            return json.dumps(_finite(entry), ensure_ascii=False, sort_keys=True, default=plain)
 
 
 def _strict_json(value: object) -> bool:

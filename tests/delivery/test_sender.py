@@ -14,7 +14,6 @@ import asyncio
 import logging
 import random
 import re
-import socket
 import threading
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -40,7 +39,7 @@ from beaconflow.delivery.sender import (
 )
 from beaconflow.delivery.stop import RunStop
 from beaconflow.model.message import Message
-from beaconflow.sandbox.collector import Collector
+from beaconflow.sandbox.collector import Collector, unused_port
 from tests.conftest import KEY, kissmetrics_url, kontagent_url
 
 NO_WAIT = RetryPolicy(max_attempts=4, base_delay=0.0, max_delay=0.0, retry_after_cap=60.0)
@@ -49,10 +48,7 @@ NO_WAIT = RetryPolicy(max_attempts=4, base_delay=0.0, max_delay=0.0, retry_after
 @pytest.fixture
 def refused_url() -> str:
     """A URL on a port nothing listens on (bound, then released)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    return f"http://127.0.0.1:{port}/api/v1/{KEY}/ok/?_k={KEY}"
+    return f"http://127.0.0.1:{unused_port()}/api/v1/{KEY}/ok/?_k={KEY}"
 
 
 class RecordingSleep:

@@ -22,7 +22,14 @@ from hypothesis import strategies as st
 from beaconflow.model import kontagent
 from beaconflow.model.events import messages_for
 from beaconflow.model.message import DESTINATIONS, Destination, MessageError
-from beaconflow.model.records import EARLIEST, FIELDS, RecordError, parse_line, validate
+from beaconflow.model.records import (
+    EARLIEST,
+    FIELDS,
+    OPTIONAL_FIELDS,
+    RecordError,
+    parse_line,
+    validate,
+)
 from tests.model.test_records_fuzz import FUZZ, json_values
 
 NOW = 1_800_000_000
@@ -69,7 +76,7 @@ EVENT_NAMES = sorted(
     {*kontagent.MESSAGE_TYPES, *kontagent.EVENT_NAMES, *kontagent.DEPRECATED_TYPES}
     | {"alias", "level_up", "Signed Up", "x" * 33}
 )
-OPTIONAL = sorted(FIELDS - {"event_id", "time", "user_id", "event"})
+OPTIONAL = list(OPTIONAL_FIELDS)
 digits = st.from_regex(r"[0-9]{1,20}", fullmatch=True)
 small_ints = st.integers(min_value=-20_000, max_value=2_000_000)
 

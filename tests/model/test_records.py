@@ -350,7 +350,8 @@ def test_validate_keeps_every_canonical_field() -> None:
         "goal_counts": {"gc1": 1},
         "properties": {"a": 1},
     }
-    assert set(optional) | {"event_id", "time", "user_id", "event"} == FIELDS
+    assert set(optional) | set(records.CORE_FIELDS) == FIELDS
+    assert sorted(optional) == list(records.OPTIONAL_FIELDS)
     event = validate(_record(**optional), now=NOW)
     assert dict(event.fields) == optional
 
@@ -714,3 +715,16 @@ def test_deep_nesting_is_refused_however_the_brackets_are_spread() -> None:
         parse_line('{"a": ' + "[" * 32 + "]" * 32 + "}")
     # brackets inside strings only make the walk run; they nest nothing
     assert parse_line(json.dumps({"a": "[" * 40, "b": {"c": [1]}}))["b"] == {"c": [1]}
+
+
+def test_every_field_has_one_rule() -> None:
+    kinds = (
+        records.STRING_FIELDS,
+        records.INT_FIELDS,
+        {"installed"},
+        set(records.OBJECT_FIELDS),
+        set(records.LIST_FIELDS),
+        set(records.CORE_FIELDS),
+    )
+    assert set().union(*kinds) == records.FIELDS
+    assert sum(len(kind) for kind in kinds) == len(records.FIELDS), "a field with two rules"
