@@ -1,7 +1,8 @@
 """The --mapping TOML: how another log schema maps onto the canonical record, and routing.
 
-A mapping renames fields (dotted paths reach into nested objects), adds constant fields,
-renames event names, and says which canonical events go to which destination. Without a
+A mapping reads canonical fields from other paths (dotted paths reach into nested objects and
+lists, with fallbacks and conversions: :mod:`beaconflow.model.field_rules`), adds constant
+fields, renames event names, and says which canonical events go to which destination. Without a
 mapping the input is the canonical record and every event goes to every configured
 destination. The format is documented in docs/input.md ("The mapping file") and an example is
 ``sample_data/legacy_mapping.toml``.
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from beaconflow.model.errors import BeaconflowError
+from beaconflow.model.field_rules import FieldRule, RuleError, compile_rule
 from beaconflow.model.message import DESTINATIONS, Destination
 from beaconflow.model.records import FIELDS
 
@@ -46,23 +48,34 @@ _EVERY_EVENT = Route()
 class RecordMapping:
     """A parsed mapping; :meth:`apply` turns a source record into a canonical one."""
 
-    fields: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    fields: tuple[FieldRule, ...] = ()
     constants: tuple[tuple[str, Any], ...] = ()
     events: Mapping[str, str] = field(default_factory=dict)
     routes: Mapping[Destination, Route] = field(default_factory=dict)
+    #: Source fields that never pass through: those a rule reads from (renamed away) and the
+    #: canonical fields a rule sets or drops (a same-named source field never stands in).
+    hidden: frozenset[str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        hidden = {rule.canonical for rule in self.fields}
+        hidden |= {str(path[0]) for rule in self.fields for path in rule.sources if path}
+        object.__setattr__(self, "hidden", frozenset(hidden))
 
     def apply(self, record: Mapping[str, Any]) -> dict[str, Any]:
-        """The canonical record for ``record``: renamed, completed with constants."""
+        """The canonical record for ``record``: fields read, constants added, names renamed.
+
+        RecordError when a field's conversion refuses its value (a time not in its format).
+        """
         if not self.fields and not self.constants and not self.events:
             return dict(record)
-        renamed_sources = {path[0] for _, path in self.fields}
-        out = {key: value for key, value in record.items() if key not in renamed_sources}
-        for canonical, path in self.fields:
-            value: Any = record
-            for part in path:
-                value = value.get(part) if isinstance(value, dict) else None
+        hidden = self.hidden
+        out = {key: value for key, value in record.items() if key not in hidden}
+        for rule in self.fields:
+            if rule.drop:
+                continue
+            value = rule.read(record)
             if value is not None:
-                out[canonical] = value
+                out[rule.canonical] = value
         for name, value in self.constants:
             if out.get(name) is None:
                 out[name] = value
@@ -107,9 +120,10 @@ def parse_mapping(text: str, where: str = "mapping") -> RecordMapping:
                 f"{where}: [fields] {canonical!r} is not a canonical field; "
                 f"expected one of {sorted(FIELDS)}"
             )
-        if not isinstance(source, str) or not source or "" in source.split("."):
-            raise MappingError(f"{where}: [fields] {canonical} must be a field name or dotted path")
-        fields.append((canonical, tuple(source.split("."))))
+        try:
+            fields.append(compile_rule(canonical, source))
+        except RuleError as error:
+            raise MappingError(f"{where}: [fields] {canonical} {error}") from None
     constants = []
     for name, value in _table(doc, "constants", where).items():
         if name not in FIELDS:

@@ -156,6 +156,18 @@ def parse_line(line: str) -> dict[str, Any]:
     return value
 
 
+#: RFC 3339 allows a lower-case ``t`` and ``z``; Python's parser takes upper case only.
+_RFC3339 = re.compile(r"(\d{4}-\d\d-\d\d)[tT](.*?)([zZ]?)")
+
+
+def _upper_rfc3339(text: str) -> str:
+    match = _RFC3339.fullmatch(text)
+    if match is None:
+        return text
+    date, time, zulu = match.groups()
+    return f"{date}T{time}{'Z' if zulu else ''}"
+
+
 def parse_time(value: object) -> int:
     """Whole seconds since the epoch, UTC, from ISO-8601 with an offset or Z, or epoch seconds."""
     if isinstance(value, bool):
@@ -172,7 +184,7 @@ def parse_time(value: object) -> int:
         return math.trunc(value)
     if isinstance(value, str):
         try:
-            parsed = datetime.fromisoformat(value)
+            parsed = datetime.fromisoformat(_upper_rfc3339(value))
         except ValueError:
             raise RecordError(
                 "time", f"must be ISO-8601 with an offset or Z, or epoch seconds, got {value!r}"
@@ -254,6 +266,17 @@ def _check_optional(record: Mapping[str, Any]) -> dict[str, Any]:
     return fields
 
 
+def _unit_hint(seconds: int, now: float) -> str:
+    """A hint for an epoch that reads as milliseconds, microseconds or nanoseconds."""
+    for unit, factor in (("ms", 1_000), ("us", 1_000_000), ("ns", 1_000_000_000)):
+        if EARLIEST <= seconds // factor <= now:
+            return (
+                f"; as {unit} it would be {seconds // factor}: give time's unit in the mapping "
+                f'([fields.time] unit = "{unit}")'
+            )
+    return ""
+
+
 def validate(
     record: Mapping[str, Any],
     *,
@@ -277,7 +300,9 @@ def validate(
             "time", f"is before 2009-01-01, which the services do not take: {seconds}"
         )
     if seconds > now:
-        raise RecordError("time", f"is in the future: {seconds} > now ({int(now)})")
+        raise RecordError(
+            "time", f"is in the future: {seconds} > now ({int(now)}){_unit_hint(seconds, now)}"
+        )
     user_id = record["user_id"]
     if isinstance(user_id, bool) or not isinstance(user_id, str | int) or user_id == "":
         raise RecordError("user_id", "must be a non-empty string or an integer")

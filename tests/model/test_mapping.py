@@ -6,6 +6,7 @@ valid events and messages. Run with ``.venv/bin/python -m pytest tests/model/tes
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ import pytest
 from beaconflow.model.events import messages_for
 from beaconflow.model.mapping import MappingError, RecordMapping, Route, parse_mapping
 from beaconflow.model.message import DESTINATIONS, Destination
-from beaconflow.model.records import parse_line, validate
+from beaconflow.model.records import RecordError, parse_line, validate
 
 NOW = 1_800_000_000
 SAMPLES = Path(__file__).resolve().parents[2] / "sample_data"
@@ -133,7 +134,7 @@ event = "action"
         ({"player": {"uid": 7}, "action": "x"}, {"user_id": 7, "event": "x"}),
         ({"player": {"stats": {"level": 3}}}, {"level": 3}),
         ({"player": {"uid": 7, "stats": 3}}, {"user_id": 7}),  # a scalar on the path
-        ({"player": {"uid": 7, "stats": [{"level": 3}]}}, {"user_id": 7}),  # a list on the path
+        ({"player": {"uid": 7, "stats": [{"level": 3}]}}, {"user_id": 7}),  # a list, no index
         ({"player": "7"}, {}),
         ({"player": None}, {}),
         ({"player": {"uid": None}}, {}),  # None is absent
@@ -176,8 +177,10 @@ def test_a_mapped_field_wins_over_a_source_field_of_the_same_name() -> None:
     assert DOTTED.apply({"action": "mapped", "event": "original"})["event"] == "mapped"
 
 
-def test_a_source_field_of_a_canonical_name_stays_when_its_mapped_path_is_absent() -> None:
-    assert DOTTED.apply({"event": "original"})["event"] == "original"
+def test_a_source_field_of_a_canonical_name_never_stands_in_for_its_mapped_path() -> None:
+    # the mapping says where event comes from: a source field that only happens to be
+    # called "event" is not used when that path is absent
+    assert "event" not in DOTTED.apply({"event": "original"})
 
 
 def test_one_source_field_may_feed_two_canonical_fields() -> None:
@@ -431,9 +434,17 @@ WHERE = "conf/orchard.toml"
         ('[constants]\nsource = "legacy"\n', ("[constants] 'source' is not a canonical field",)),
         ("[constants]\nUser_Id = 1\n", ("[constants] 'User_Id' is not a canonical field",)),
         ("[fields]\ntime = 1\n", ("[fields] time must be a field name or dotted path",)),
-        ("[fields]\ntime = true\n", ("[fields] time must be a field name or dotted path",)),
-        ('[fields]\ntime = ["ts"]\n', ("[fields] time must be a field name or dotted path",)),
-        ("[fields.time]\npath = 'ts'\n", ("[fields] time must be a field name or dotted path",)),
+        ("[fields]\ntime = []\n", ("[fields] time needs at least one path",)),
+        ("[fields.time]\npaths = 'ts'\n", ("[fields] time has unknown key(s) ['paths']",)),
+        ("[fields.time]\nunit = 'ms'\n", ("[fields] time needs a path or a join",)),
+        ("[fields.value]\npath = 'v'\nunit = 'ms'\n", ("['unit'] apply to time only",)),
+        ("[fields.time]\npath = 't'\nunit = 'days'\n", ("unit must be one of",)),
+        ("[fields.time]\npath = 't'\nformat = 'Y-m-d'\n", ("format must be a strptime",)),
+        ("[fields.time]\npath = 't'\nzone = 'Mars/Olympus'\n", ("neither an IANA time zone name",)),
+        ("[fields.time]\npath = 't'\nzone = '+25:00'\n", ("less than 24 hours",)),
+        ("[fields.value]\npath = 'v'\nscale = 'x'\n", ("scale must be a number",)),
+        ("[fields.gender]\npath = 'g'\nmap = 'f'\n", ("map must be a table",)),
+        ("[fields]\ntime = true\n", ("[fields] time must be a field name",)),
         ('[fields]\ntime = ""\n', ("[fields] time must be a field name or dotted path",)),
         (
             '[fields]\nuser_id = "player..uid"\n',
@@ -533,7 +544,7 @@ def test_valid_mappings_parse(toml: str) -> None:
 
 
 def test_the_sample_mapping_parses_to_what_it_says(legacy: RecordMapping) -> None:
-    assert dict(legacy.fields) == {
+    assert {rule.canonical: rule.paths[0] for rule in legacy.fields} == {
         "event_id": ("id",),
         "time": ("ts",),
         "user_id": ("player", "uid"),
@@ -554,3 +565,102 @@ def test_the_sample_mapping_parses_to_what_it_says(legacy: RecordMapping) -> Non
 def test_exclude_star_excludes_every_event() -> None:
     mapping = parse_mapping('[destinations.kontagent]\ninclude = ["*"]\nexclude = ["*"]\n')
     assert mapping.destinations("level_up", ("kontagent", "kissmetrics")) == ("kissmetrics",)
+
+
+# The mapping language (beaconflow.model.field_rules) --------------------------------------
+
+NOW_UTC = 1_800_000_000
+
+
+def _time(toml: str, record: dict[str, Any]) -> int:
+    """The event time the mapping gives ``record``, through validation."""
+    mapped = parse_mapping(toml).apply({"user_id": 1, "event": "x", **record})
+    return validate(mapped, now=NOW_UTC).time
+
+
+@pytest.mark.parametrize(
+    ("unit", "value", "expected"),
+    [
+        ("s", 1_710_144_020, 1_710_144_020),
+        ("ms", 1_710_144_020_123, 1_710_144_020),
+        ("ms", "1710144020123", 1_710_144_020),  # an epoch written as a string
+        ("us", 1_710_144_020_123_456, 1_710_144_020),
+        ("ns", 1_710_144_020_123_456_789, 1_710_144_020),
+        ("ms", 1_710_144_020_999.9, 1_710_144_020),
+    ],
+)
+def test_an_epoch_in_any_unit(unit: str, value: object, expected: int) -> None:
+    toml = f'[fields.time]\npath = "ts"\nunit = "{unit}"\n'
+    assert _time(toml, {"ts": value}) == expected
+
+
+def test_a_strptime_format_with_the_zone_of_its_naive_times() -> None:
+    amplitude = (
+        '[fields.time]\npath = "event_time"\nformat = "%Y-%m-%d %H:%M:%S.%f"\nzone = "UTC"\n'
+    )
+    assert _time(amplitude, {"event_time": "2024-03-11 20:24:00.460000"}) == 1_710_188_640
+    # a legacy project's local times, seven hours behind UTC in March (PDT)
+    pacific = '[fields.time]\npath = "t"\nzone = "America/Los_Angeles"\n'
+    assert _time(pacific, {"t": "2024-03-11T13:24:00"}) == 1_710_188_640
+    assert _time('[fields.time]\npath = "t"\nzone = "-07:00"\n', {"t": "2024-03-11T13:24:00"}) == (
+        1_710_188_640
+    )
+    # a time that already has an offset keeps it
+    assert _time(pacific, {"t": "2024-03-11T20:24:00Z"}) == 1_710_188_640
+    with pytest.raises(RecordError, match="does not match the format"):
+        _time(amplitude, {"event_time": "11/03/2024"})
+
+
+def test_rfc3339_lower_case_t_and_z() -> None:
+    assert _time("", {"time": "2024-03-11t20:24:00z"}) == 1_710_188_640
+
+
+def test_fallbacks_take_the_first_path_with_a_value() -> None:
+    mapping = parse_mapping('[fields]\nuser_id = ["userId", "anonymousId"]\n')
+    assert mapping.apply({"userId": None, "anonymousId": "anon-1"})["user_id"] == "anon-1"
+    assert mapping.apply({"userId": "u-9", "anonymousId": "anon-1"})["user_id"] == "u-9"
+    assert "user_id" not in mapping.apply({"userId": None})
+
+
+def test_paths_index_lists() -> None:
+    mapping = parse_mapping('[fields]\nname = "items.1.sku"\n')
+    assert mapping.apply({"items": [{"sku": "a"}, {"sku": "b"}]})["name"] == "b"
+    assert "name" not in mapping.apply({"items": [{"sku": "a"}]})
+    assert "name" not in mapping.apply({"items": {"1": {"sku": "b"}}})
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [(19.99, 1999), ("19.99", 1999), (0.125, 12), (0.135, 14), (3, 300), ("x", "x"), (True, True)],
+)
+def test_scaling_rounds_half_to_even_to_a_whole_number(value: object, expected: object) -> None:
+    mapping = parse_mapping('[fields.value]\npath = "revenue"\nscale = 100\n')
+    assert mapping.apply({"revenue": value})["value"] == expected
+
+
+def test_value_maps() -> None:
+    mapping = parse_mapping(
+        '[fields.gender]\npath = "traits.gender"\nmap = { female = "f", male = "m" }\n'
+    )
+    assert mapping.apply({"traits": {"gender": "female"}})["gender"] == "f"
+    assert mapping.apply({"traits": {"gender": "u"}})["gender"] == "u"  # not in the map: as is
+
+
+def test_a_composite_event_id() -> None:
+    mapping = parse_mapping('[fields.event_id]\njoin = ["source", "id"]\n')
+    assert mapping.apply({"source": "/shop", "id": "42"})["event_id"] == "/shop/42"
+    # one part missing: no id (content identifies the event), never half of one
+    assert "event_id" not in mapping.apply({"id": "42"})
+
+
+def test_a_canonical_named_source_field_can_be_dropped() -> None:
+    mapping = parse_mapping("[fields]\ncity = false\nvalue = false\n")
+    assert mapping.apply({"city": "Oslo", "value": 3, "event": "x"}) == {"event": "x"}
+
+
+def test_every_mapping_in_the_documentation_parses() -> None:
+    text = (Path(__file__).resolve().parents[2] / "docs" / "input.md").read_text()
+    blocks = re.findall(r"```toml\n(.*?)```", text, re.S)
+    assert len(blocks) >= 3
+    for block in blocks:
+        assert isinstance(parse_mapping(block, "docs/input.md"), RecordMapping)

@@ -728,3 +728,18 @@ def test_every_field_has_one_rule() -> None:
     )
     assert set().union(*kinds) == records.FIELDS
     assert sum(len(kind) for kind in kinds) == len(records.FIELDS), "a field with two rules"
+
+
+@pytest.mark.parametrize(
+    ("time", "unit"),
+    [(1_710_144_020_123, "ms"), (1_710_144_020_123_456, "us"), (1_710_144_020_123_456_789, "ns")],
+)
+def test_an_epoch_in_a_smaller_unit_gets_a_hint(time: int, unit: str) -> None:
+    with pytest.raises(RecordError, match=f'is in the future.*as {unit}.*unit = "{unit}"'):
+        validate(_record(time=time), now=NOW)
+
+
+def test_a_time_merely_in_the_future_gets_no_hint() -> None:
+    with pytest.raises(RecordError) as error:
+        validate(_record(time=NOW + 60), now=NOW)
+    assert "unit" not in str(error.value)

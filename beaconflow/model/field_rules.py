@@ -1,0 +1,261 @@
+"""How a mapping reads one canonical field from a source record: paths, fallbacks, conversions.
+
+A :class:`FieldRule` is one entry of a mapping's ``[fields]`` table, compiled once:
+
+- ``"path"``: a dotted path; a part that is a whole number indexes a list (``items.0.sku``);
+- ``["path", "other.path"]``: fallbacks, the first path whose value is not null wins;
+- ``false``: the canonical field is never taken from the source record (a source field that
+  only happens to carry a canonical name);
+- a table: ``path`` (one or a list), or ``join`` (paths whose values make one text, joined by
+  ``separator``, default ``"/"``: CloudEvents' ``source`` + ``id``), and conversions applied in
+  this order: ``map`` (a value map: ``{ female = "f" }``), ``scale`` (a number to multiply by,
+  rounded half to even to a whole number: dollars to cents), and for ``time`` only, ``unit``
+  (an epoch's unit: ``s``, ``ms``, ``us``, ``ns``; a number or a text of digits), ``format`` (a
+  ``strptime`` format) and ``zone`` (the zone of a naive time: an IANA name or an offset such
+  as ``+02:00``).
+
+A value a conversion cannot take is left as it is, and the record's validation then names the
+field; a time that does not match the rule's ``format`` is a :class:`RecordError` naming it.
+Pure Python, no Beam. Documented in docs/input.md ("The mapping file").
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
+from decimal import Decimal, InvalidOperation
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from beaconflow.model.errors import BeaconflowError
+from beaconflow.model.records import RecordError
+
+#: Epoch units and how many of them make a second.
+UNITS = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
+#: The keys a field's table may have.
+RULE_KEYS = frozenset({"path", "join", "separator", "map", "scale", "unit", "format", "zone"})
+_TIME_KEYS = frozenset({"unit", "format", "zone"})
+_OFFSET = re.compile(r"([+-])(\d\d):?(\d\d)")
+_DIGITS = re.compile(r"-?\d+")
+
+Path = tuple[str | int, ...]
+
+
+class RuleError(BeaconflowError, ValueError):
+    """A ``[fields]`` entry that cannot be a rule; the mapping adds its file and key."""
+
+
+@dataclass(frozen=True)
+class FieldRule:
+    """How one canonical field is read: where from, and how its value is converted."""
+
+    canonical: str
+    paths: tuple[Path, ...] = ()
+    join: tuple[Path, ...] = ()
+    separator: str = "/"
+    drop: bool = False
+    value_map: Mapping[str, Any] | None = None
+    scale: Decimal | None = None
+    unit: int | None = None
+    time_format: str | None = None
+    zone: tzinfo | None = None
+
+    @property
+    def sources(self) -> tuple[Path, ...]:
+        """Every path the rule reads."""
+        return self.paths + self.join
+
+    @property
+    def converts(self) -> bool:
+        """Whether the rule does more than read a path."""
+        return bool(
+            self.join
+            or self.value_map is not None
+            or self.scale is not None
+            or self.unit is not None
+            or self.time_format is not None
+            or self.zone is not None
+        )
+
+    def read(self, record: Mapping[str, Any]) -> Any:
+        """The field's value in ``record`` (None: absent), converted."""
+        if self.join:
+            parts = [resolve(record, path) for path in self.join]
+            if any(part is None for part in parts):
+                return None
+            value: Any = self.separator.join(str(part) for part in parts)
+        else:
+            value = None
+            for path in self.paths:
+                value = resolve(record, path)
+                if value is not None:
+                    break
+            if value is None:
+                return None
+        if (
+            self.value_map is not None
+            and isinstance(value, str | int)
+            and not isinstance(value, bool)
+        ):
+            value = self.value_map.get(str(value), value)
+        if self.scale is not None:
+            value = _scaled(value, self.scale)
+        if self.unit is not None:
+            value = _from_epoch(value, self.unit)
+        if self.time_format is not None:
+            value = _from_format(value, self.time_format)
+        if self.zone is not None:
+            value = _in_zone(value, self.zone)
+        return value
+
+
+def resolve(record: Mapping[str, Any], path: Path) -> Any:
+    """The value at ``path`` (None when any step of it is missing)."""
+    value: Any = record
+    for part in path:
+        if isinstance(part, int):
+            if not isinstance(value, list) or part >= len(value):
+                return None
+            value = value[part]
+        elif isinstance(value, dict):
+            value = value.get(part)
+        else:
+            return None
+    return value
+
+
+def _scaled(value: Any, scale: Decimal) -> Any:
+    if isinstance(value, bool):
+        return value
+    try:
+        number = Decimal(str(value)) if isinstance(value, int | float | str) else None
+    except InvalidOperation:
+        return value
+    if number is None or not number.is_finite():
+        return value
+    # round half to even, as the cents of a currency conversion are usually rounded
+    return int((number * scale).to_integral_value())
+
+
+def _from_epoch(value: Any, unit: int) -> Any:
+    if isinstance(value, str) and _DIGITS.fullmatch(value.strip()):
+        value = int(value.strip())
+    elif isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            return value
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return value
+        return math.floor(value / unit)
+    return value // unit
+
+
+def _from_format(value: Any, time_format: str) -> Any:
+    if not isinstance(value, str):
+        return value
+    try:
+        return datetime.strptime(value, time_format)
+    except ValueError:
+        raise RecordError("time", f"{value!r} does not match the format {time_format!r}") from None
+
+
+def _in_zone(value: Any, zone: tzinfo) -> Any:
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            return value  # validation names the field and the formats it takes
+    if isinstance(value, datetime) and value.tzinfo is None:
+        return value.replace(tzinfo=zone)
+    return value
+
+
+def parse_zone(text: str) -> tzinfo:
+    """A zone from an IANA name (``Europe/Paris``), ``UTC``, or an offset (``+02:00``)."""
+    match = _OFFSET.fullmatch(text)
+    if match:
+        sign, hours, minutes = match.groups()
+        delta = timedelta(hours=int(hours), minutes=int(minutes))
+        if delta >= timedelta(hours=24):
+            raise RuleError(f"zone {text!r} is not an offset of less than 24 hours")
+        return timezone(-delta if sign == "-" else delta)
+    if text.upper() in ("UTC", "Z"):
+        return UTC
+    try:
+        return ZoneInfo(text)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise RuleError(
+            f"zone {text!r} is neither an IANA time zone name nor an offset like +02:00"
+        ) from None
+
+
+def parse_path(text: object) -> Path:
+    """A dotted path; whole-number parts index lists."""
+    if not isinstance(text, str) or not text or "" in text.split("."):
+        raise RuleError("must be a field name or dotted path")
+    return tuple(int(part) if part.isdigit() else part for part in text.split("."))
+
+
+def _paths(value: object) -> tuple[Path, ...]:
+    if isinstance(value, list):
+        if not value:
+            raise RuleError("needs at least one path")
+        return tuple(parse_path(item) for item in value)
+    return (parse_path(value),)
+
+
+def compile_rule(canonical: str, spec: object) -> FieldRule:
+    """The rule of one ``[fields]`` entry; RuleError saying what is wrong with it."""
+    if spec is False:
+        return FieldRule(canonical, drop=True)
+    if isinstance(spec, str | list):
+        return FieldRule(canonical, paths=_paths(spec))
+    if not isinstance(spec, dict):
+        raise RuleError("must be a field name or dotted path, a list of them, false, or a table")
+    unknown = set(spec) - RULE_KEYS
+    if unknown:
+        raise RuleError(
+            f"has unknown key(s) {sorted(unknown)}; expected some of {sorted(RULE_KEYS)}"
+        )
+    if ("path" in spec) == ("join" in spec):
+        raise RuleError("needs a path or a join (one of them)")
+    if canonical != "time" and _TIME_KEYS & set(spec):
+        raise RuleError(f"{sorted(_TIME_KEYS & set(spec))} apply to time only")
+    separator = spec.get("separator", "/")
+    if not isinstance(separator, str):
+        raise RuleError("separator must be a text")
+    value_map = spec.get("map")
+    if value_map is not None and not isinstance(value_map, dict):
+        raise RuleError("map must be a table of source value = canonical value")
+    scale = spec.get("scale")
+    if scale is not None and (isinstance(scale, bool) or not isinstance(scale, int | float)):
+        raise RuleError("scale must be a number")
+    unit = spec.get("unit")
+    if unit is not None and unit not in UNITS:
+        raise RuleError(f"unit must be one of {sorted(UNITS)}")
+    time_format = spec.get("format")
+    if time_format is not None and (not isinstance(time_format, str) or "%" not in time_format):
+        raise RuleError("format must be a strptime format such as '%Y-%m-%d %H:%M:%S.%f'")
+    if unit is not None and time_format is not None:
+        raise RuleError("takes a unit (an epoch) or a format (a text), not both")
+    zone = spec.get("zone")
+    if zone is not None and not isinstance(zone, str):
+        raise RuleError("zone must be a text")
+    return FieldRule(
+        canonical,
+        paths=_paths(spec["path"]) if "path" in spec else (),
+        join=_paths(spec["join"]) if "join" in spec else (),
+        separator=separator,
+        value_map=None if value_map is None else dict(value_map),
+        scale=None if scale is None else Decimal(str(scale)),
+        unit=None if unit is None else UNITS[unit],
+        time_format=time_format,
+        zone=None if zone is None else parse_zone(zone),
+    )

@@ -1,0 +1,109 @@
+"""CPU per event of the parse step's work under a mapping: plain renames against the features.
+
+The parse step does, per record: decode the line, apply the mapping, validate, build the
+messages. This benchmark times exactly that (the model's functions, no Beam), in this process,
+on the same N Segment-like track records under two mappings that give the same canonical
+events:
+
+- ``renames``: today's plain renames (one path per field, epoch seconds);
+- ``features``: the mapping language's features (fallback lists, an epoch in milliseconds
+  written as a string, a list index, a value map, scaling, a composite identity).
+
+Each runs ``--repeat`` times, alternating; the medians and their ratio are printed (issue 14:
+the features may cost at most 15% more CPU per event). Run::
+
+    .venv/bin/python -m benchmarks.mapping_cpu --events 50000 --repeat 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+
+from beaconflow.model.events import map_event
+from beaconflow.model.mapping import RecordMapping, parse_mapping
+from beaconflow.model.records import parse_line, validate
+
+RENAMES = """
+[fields]
+event_id = "messageId"
+time = "ts"
+user_id = "uid"
+event = "event"
+value = "cents"
+gender = "g"
+"""
+
+FEATURES = """
+[fields]
+user_id = ["userId", "anonymousId"]
+event = "event"
+gender = { path = "traits.gender", map = { female = "f", male = "m" } }
+value = { path = "properties.revenue", scale = 100 }
+name = "products.0.sku"
+time = { path = "timestamp_ms", unit = "ms" }
+event_id = { join = ["source", "messageId"] }
+"""
+
+NOW = 1_800_000_000
+
+
+def _lines(n: int) -> list[str]:
+    """Segment-like records that hold what both mappings read (so only the mapping differs)."""
+    lines = []
+    for i in range(n):
+        seconds = 1_750_000_000 + i
+        lines.append(
+            json.dumps(
+                {
+                    "event": "level_up",
+                    "messageId": f"m-{i}",
+                    "ts": seconds,
+                    "timestamp_ms": str(seconds * 1000 + 123),
+                    "userId": None if i % 3 == 0 else 10_000 + i,
+                    "anonymousId": 10_000 + i,
+                    "uid": 10_000 + i,
+                    "cents": 1999,
+                    "g": "f",
+                    "source": "/game",
+                    "traits": {"gender": "female"},
+                    "properties": {"revenue": 19.99},
+                    "products": [{"sku": "seeds"}],
+                }
+            )
+        )
+    return lines
+
+
+def _run(lines: list[str], mapping: RecordMapping) -> float:
+    """CPU seconds to parse, map, validate and build every line."""
+    started = time.process_time()
+    for line in lines:
+        event = validate(mapping.apply(parse_line(line)), now=NOW)
+        map_event(event, ("kontagent", "kissmetrics"), None)
+    return time.process_time() - started
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=50_000)
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args(argv)
+    lines = _lines(args.events)
+    renames, features = parse_mapping(RENAMES), parse_mapping(FEATURES)
+    times: dict[str, list[float]] = {"renames": [], "features": []}
+    for _ in range(args.repeat):
+        times["renames"].append(_run(lines, renames))
+        times["features"].append(_run(lines, features))
+    medians = {name: statistics.median(runs) for name, runs in times.items()}
+    for name, cpu in medians.items():
+        print(f"{name:>9}: {1e6 * cpu / args.events:.1f} us/event (median of {args.repeat})")
+    print(f"features / renames: {medians['features'] / medians['renames']:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
