@@ -529,6 +529,14 @@ def run(argv: Sequence[str], *, now: float | None = None) -> tuple[int, RunRepor
         date=config.day.isoformat() if config.day else None,
         destinations=tuple(config.destinations),
         sandbox_collector=sandbox_counts,
+        # only a run whose counts are known can say a rule never matched
+        mapping_rules_unmatched=()
+        if partial
+        else tuple(
+            label
+            for label in config.mapping.labels()
+            if not counted.mapping_rules_matched.get(label)
+        ),
         # the counts come from the pipeline's outputs, which a failed run did not finish
         partial=partial,
     )

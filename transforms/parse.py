@@ -14,6 +14,7 @@ names, when it names one), and its messages leave through ``replayed`` as
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -26,6 +27,7 @@ from beaconflow.model.mapping import RecordMapping
 from beaconflow.model.message import Destination, Message, MessageError
 from beaconflow.model.records import RecordError, parse_line, validate
 from beaconflow.model.source import RawRecord
+from beaconflow.report.counts import MAPPING_RULE
 from beaconflow.report.deadletter import DeadLetterEntry, is_entry, replayed_message
 from beaconflow.transforms.tallies import CountsTallies
 
@@ -55,6 +57,17 @@ class ParseEvents(CountsTallies, beam.DoFn):
         self._fingerprints = dict(fingerprints)
         self._destinations = destinations
 
+    def start_bundle(self) -> None:
+        super().start_bundle()
+        # which mapping rules found a value, summed per bundle (the report names the others)
+        self._matched: Counter[str] = Counter()
+
+    def finish_bundle(self) -> Iterator[Any]:
+        for label, n in self._matched.items():
+            self.count(MAPPING_RULE, n=n, detail=label)
+        self._matched.clear()
+        yield from super().finish_bundle()
+
     def process(self, raw: RawRecord) -> Iterator[KeyedEvent | TaggedOutput[str, Any]]:
         self.count("events_read")
         if raw.problem is not None:
@@ -72,7 +85,8 @@ class ParseEvents(CountsTallies, beam.DoFn):
                 only = source.get("destination")
                 replayed = source.get("record")
                 source = replayed if isinstance(replayed, dict) else parse_line(str(source["line"]))
-            event = validate(self._mapping.apply(source), now=self._now, source=raw.source)
+            canonical = self._mapping.apply(source, self._matched)
+            event = validate(canonical, now=self._now, source=raw.source)
         except RecordError as error:
             yield self._invalid("parse", str(error), raw, source)
             return

@@ -64,6 +64,15 @@ class FieldRule:
     zone: tzinfo | None = None
 
     @property
+    def label(self) -> str:
+        """How the report names the rule: ``user_id = userId or anonymousId``."""
+        if self.join:
+            paths = " + ".join(_dotted(path) for path in self.join)
+        else:
+            paths = " or ".join(_dotted(path) for path in self.paths)
+        return f"{self.canonical} = {paths}"
+
+    @property
     def sources(self) -> tuple[Path, ...]:
         """Every path the rule reads."""
         return self.paths + self.join
@@ -110,6 +119,10 @@ class FieldRule:
         if self.zone is not None:
             value = _in_zone(value, self.zone)
         return value
+
+
+def _dotted(path: Path) -> str:
+    return ".".join(str(part) for part in path)
 
 
 def resolve(record: Mapping[str, Any], path: Path) -> Any:

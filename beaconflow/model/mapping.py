@@ -11,6 +11,7 @@ destination. The format is documented in docs/input.md ("The mapping file") and 
 from __future__ import annotations
 
 import tomllib
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -61,10 +62,14 @@ class RecordMapping:
         hidden |= {str(path[0]) for rule in self.fields for path in rule.sources if path}
         object.__setattr__(self, "hidden", frozenset(hidden))
 
-    def apply(self, record: Mapping[str, Any]) -> dict[str, Any]:
+    def apply(
+        self, record: Mapping[str, Any], matched: Counter[str] | None = None
+    ) -> dict[str, Any]:
         """The canonical record for ``record``: fields read, constants added, names renamed.
 
-        RecordError when a field's conversion refuses its value (a time not in its format).
+        ``matched`` counts, by :attr:`FieldRule.label`, the rules that found a value (the
+        report names those that never did). RecordError when a field's conversion refuses
+        its value (a time not in its format).
         """
         if not self.fields and not self.constants and not self.events:
             return dict(record)
@@ -76,6 +81,8 @@ class RecordMapping:
             value = rule.read(record)
             if value is not None:
                 out[rule.canonical] = value
+                if matched is not None:
+                    matched[rule.label] += 1
         for name, value in self.constants:
             if out.get(name) is None:
                 out[name] = value
@@ -83,6 +90,10 @@ class RecordMapping:
         if isinstance(event, str) and event in self.events:
             out["event"] = self.events[event]
         return out
+
+    def labels(self) -> tuple[str, ...]:
+        """The label of every rule that reads the source record (not the dropped fields)."""
+        return tuple(rule.label for rule in self.fields if not rule.drop)
 
     def destinations(self, event: str, enabled: tuple[Destination, ...]) -> tuple[Destination, ...]:
         """The enabled destinations that this canonical event goes to."""

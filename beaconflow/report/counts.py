@@ -58,6 +58,8 @@ DELIVERED_AT = "series_delivered_at"
 FAILED_AT = "series_failed_at"
 #: Dead letters: stage, and detail = the reason's group (:func:`reason_group`).
 DEAD_LETTER_REASON = "series_dead_letter"
+#: Records a mapping rule found a value in: detail = the rule's label.
+MAPPING_RULE = "mapping_rule_matched"
 #: Why the run stopped early (a step says so once or more): detail = the reason.
 STOPPED = "run_stopped"
 #: Failed messages that a stop kept from being sent at all (part of messages_failed).
@@ -117,6 +119,7 @@ def build_report(
     """
     counts: Counter[str] = Counter()
     unknown: Counter[str] = Counter()
+    rules: Counter[str] = Counter()
     invalid_by_stage: dict[str, int] = {}
     by_destination: dict[str, dict[str, int]] = {}
     by_type: dict[str, dict[str, int]] = {}
@@ -139,6 +142,9 @@ def build_report(
             continue
         if counter == DEAD_LETTER_REASON:
             reasons[(key.stage, key.detail)] += n
+            continue
+        if counter == MAPPING_RULE:
+            rules[key.detail] += n
             continue
         if counter not in _COUNTS:
             # a bug, found after the run has sent: said in the report, which is still written
@@ -165,6 +171,7 @@ def build_report(
             {"stage": stage, "reason": reason, "count": n} for (stage, reason), n in top
         ),
         send_timeline=send_timeline(sent_at),
+        mapping_rules_matched=dict(sorted(rules.items())),
         stopped="; ".join(sorted(stopped)) or None,
         elapsed_seconds=round(elapsed, 3),
         messages_per_second=(

@@ -386,6 +386,14 @@ def _header(report: RunReport) -> str:
             f"add up ({len(errors):,} invariant error{'s' if len(errors) != 1 else ''}):"
             f"</strong><ul>{items}</ul></div>"
         )
+    unmatched = report.mapping_rules_unmatched
+    if unmatched:
+        items = "".join(f"<li><code>{_esc(rule, _LONG_TEXT)}</code></li>" for rule in unmatched)
+        parts.append(
+            '<div class="warning" role="alert"><strong>The mapping has rules that found a '
+            f"value in no record of this run:</strong><ul>{items}</ul>A typo in a path, or "
+            "logs of another export than the mapping was written for?</div>"
+        )
     for title, stats in (("Events", _EVENT_STATS), ("Messages", _MESSAGE_STATS)):
         cards = []
         for key, label in stats:

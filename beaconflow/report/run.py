@@ -69,6 +69,10 @@ class RunReport:
     messages_by_day: Mapping[str, Mapping[str, int]] | None = field(default_factory=dict)
     dead_letter_reasons: Sequence[Mapping[str, Any]] | None = ()
     send_timeline: Mapping[str, Any] | None = None
+    #: Per rule of the --mapping (``user_id = userId or anonymousId``), the records it found
+    #: a value in; and the rules that found none in the whole run (a typo, or another export).
+    mapping_rules_matched: Mapping[str, int] = field(default_factory=dict)
+    mapping_rules_unmatched: tuple[str, ...] = ()
     stopped: str | None = None
     elapsed_seconds: float = 0.0
     messages_per_second: float = 0.0
@@ -105,6 +109,7 @@ class RunReport:
         data["invariant_errors"] = list(self.invariant_errors)
         data["inputs"] = list(self.inputs)
         data["destinations"] = list(self.destinations)
+        data["mapping_rules_unmatched"] = list(self.mapping_rules_unmatched)
         reasons = self.dead_letter_reasons
         data["dead_letter_reasons"] = None if reasons is None else [dict(r) for r in reasons]
         if not self.partial:
@@ -144,9 +149,16 @@ _INTS = frozenset(
 _FLOATS = frozenset({"elapsed_seconds", "messages_per_second"})
 _TEXTS = frozenset({"report", "dead_letter"})
 _OPTIONAL_TEXTS = frozenset({"stopped", "dry_run", "ledger", "date"})
-_TEXT_LISTS = frozenset({"invariant_errors", "inputs", "destinations"})
+_TEXT_LISTS = frozenset({"invariant_errors", "inputs", "destinations", "mapping_rules_unmatched"})
 _MAPPINGS = frozenset(
-    {"invalid_by_stage", "by_destination", "by_type", "messages_by_day", "send_timeline"}
+    {
+        "invalid_by_stage",
+        "by_destination",
+        "by_type",
+        "messages_by_day",
+        "send_timeline",
+        "mapping_rules_matched",
+    }
 )
 
 
@@ -177,7 +189,9 @@ def _coerce(name: str, value: object) -> Any:
             return tuple(str(item) for item in value)
         return ()
     if name in _MAPPINGS:
-        return value if isinstance(value, Mapping) else None
+        if isinstance(value, Mapping):
+            return value
+        return None if name in _BREAKDOWNS else _ABSENT
     if name == "dead_letter_reasons":
         if not isinstance(value, list | tuple):
             return None
@@ -234,6 +248,8 @@ def summary(report: RunReport) -> str:
             f"STOPPED EARLY: {report.stopped} "
             f"({report.messages_not_attempted} messages not attempted)"
         )
+    for rule in report.mapping_rules_unmatched:
+        lines.append(f"WARNING: the mapping's rule '{rule}' found a value in no record")
     for error in report.invariant_errors:
         lines.append(f"WARNING: the report does not add up: {error}")
     return "\n".join(lines)

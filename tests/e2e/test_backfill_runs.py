@@ -210,3 +210,36 @@ def test_report_html_is_written_beside_the_json(collector: Collector, tmp_path: 
         assert f'<svg class="chart" data-chart="{chart}"' in page
     assert "malformed JSON" in page and "2025-06-15" in page
     assert KONTAGENT_KEY not in page and KISSMETRICS_KEY not in page
+
+
+def test_the_report_names_mapping_rules_that_matched_no_record(tmp_path: Path) -> None:
+    source = _write_jsonl(
+        tmp_path / "segment.jsonl",
+        [
+            {"messageId": "m1", "ts": T0, "userId": None, "anonymousId": "7", "event": "level_up"},
+            {"messageId": "m2", "ts": T0 + 1, "userId": "8", "event": "level_up"},
+        ],
+    )
+    mapping = tmp_path / "mapping.toml"
+    mapping.write_text(
+        '[fields]\nevent_id = "messageId"\ntime = "ts"\nuser_id = ["userId", "anonymousId"]\n'
+        'level = "properties.lvl"\ncity = false\n'  # a typo'd or absent path: lvl
+    )
+    out = tmp_path / "out"
+    flags = backfill_flags(
+        "http://127.0.0.1:9", out, source, extra=(f"--mapping={mapping}", f"--dry-run={out / 'd'}")
+    )
+    status, report = run_json(flags, now=NOW)
+    assert status == 0 and report["events_mapped"] == 2
+    assert report["mapping_rules_matched"] == {
+        "event_id = messageId": 2,
+        "time = ts": 2,
+        "user_id = userId or anonymousId": 2,  # a fallback list counts as one rule
+    }
+    assert report["mapping_rules_unmatched"] == ["level = properties.lvl"]
+    lines = summary(RunReport.from_json(report)).splitlines()
+    assert (
+        "WARNING: the mapping's rule 'level = properties.lvl' found a value in no record" in lines
+    )
+    page = (out / "report.html").read_text()
+    assert "found a value in no record" in page and "level = properties.lvl" in page

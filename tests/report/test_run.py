@@ -33,7 +33,7 @@ REPORT_KEYS = {
     "invalid_by_stage", "by_destination", "by_type", "messages_by_day", "dead_letter_reasons",
     "send_timeline", "stopped", "elapsed_seconds", "messages_per_second", "invariant_errors",
     "inputs", "files", "report", "dead_letter", "dry_run", "sandbox", "ledger", "date",
-    "destinations", "exit_status",
+    "destinations", "exit_status", "mapping_rules_matched", "mapping_rules_unmatched",
 }  # fmt: skip
 
 
