@@ -171,7 +171,7 @@ class Backfill(beam.PTransform[PBegin, None]):
         # already: without a ledger to join, Kontagent messages skip the message dedup and
         # are sent as they leave the messages step.
         direct: tuple[Destination, ...] = () if config.ledger else ("kontagent",)
-        raw = pipeline | "Read" >> ReadEvents(self._files)
+        raw = pipeline | "Read" >> ReadEvents(self._files, config.file_format)
         # typed outputs: Beam encodes them with their registered coders, never by pickling
         parsed = raw | "Parse" >> beam.ParDo(
             ParseEvents(config.mapping, self._now, fingerprints, config.destinations)
@@ -418,7 +418,7 @@ def run(argv: Sequence[str], *, now: float | None = None) -> tuple[int, RunRepor
     config = configure(argv, now)
     started = time.monotonic()
     try:
-        files = expand_inputs(config.inputs)
+        files = expand_inputs(config.inputs, config.file_format)
     except InputError as error:
         raise UsageError(str(error)) from None
     redact_library_logs(config.secrets())

@@ -27,6 +27,7 @@ from beaconflow.model import kissmetrics, kontagent
 from beaconflow.model.errors import BeaconflowError
 from beaconflow.model.mapping import MappingError, RecordMapping, parse_mapping
 from beaconflow.model.message import Destination, Endpoint
+from beaconflow.model.source import FORMATS
 
 #: Keys the sandbox uses; they mean nothing anywhere else.
 SANDBOX_KONTAGENT_KEY = "5a4db0c5a4db0c5a4db0c5a4db0c5a4d"
@@ -69,6 +70,8 @@ class BackfillConfig:
     send_processes: int | None = None
     #: the --date day (UTC) of a nightly run, None for an ordinary run
     day: date | None = None
+    #: --format: how to read every input; None: by each file name's ending
+    file_format: str | None = None
 
     @property
     def destinations(self) -> tuple[Destination, ...]:
@@ -153,7 +156,14 @@ def parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="PATTERN",
-        help="a path or glob of .jsonl, .ndjson (either also .gz) or .parquet files; repeatable",
+        help="a path or glob of .jsonl, .ndjson, .json (JSON lines; each also .gz) or .parquet "
+        "files; repeatable",
+    )
+    read.add_argument(
+        "--format",
+        choices=FORMATS,
+        help="read every input as JSON lines or as Parquet, whatever its name says "
+        "(default: by the file name's ending)",
     )
     read.add_argument(
         "--mapping",
@@ -550,6 +560,7 @@ def configure(argv: Sequence[str], now: float | None = None) -> BackfillConfig:
     if since is not None and until is not None and since >= until:
         raise UsageError(f"--since {args.since} is not before --until {args.until}")
     return BackfillConfig(
+        file_format=args.format,
         inputs=tuple(inputs),
         mapping=_read_mapping(args.mapping),
         endpoints=endpoints,

@@ -24,7 +24,7 @@ from apache_beam.pvalue import PBegin, PCollection
 
 from beaconflow.model.errors import BeaconflowError
 from beaconflow.model.records import JSON_TEXT_FIELDS, RecordError, parse_json
-from beaconflow.model.source import JSONL_SUFFIXES, PARQUET_SUFFIXES, RawRecord
+from beaconflow.model.source import RawRecord, format_of
 
 #: A line longer than this is refused whole: no log record is that large.
 MAX_LINE_BYTES = 1 << 20
@@ -36,7 +36,7 @@ class InputError(BeaconflowError, ValueError):
     """An --input pattern matched nothing or a file of a kind that cannot be read."""
 
 
-def expand_inputs(patterns: Sequence[str]) -> list[str]:
+def expand_inputs(patterns: Sequence[str], file_format: str | None = None) -> list[str]:
     """Every file the patterns match, sorted; InputError when one matches nothing."""
     files: set[str] = set()
     for pattern in patterns:
@@ -48,9 +48,10 @@ def expand_inputs(patterns: Sequence[str]) -> list[str]:
         if not paths:
             raise InputError(f"--input {pattern}: no file matches")
         for path in paths:
-            if not path.endswith(JSONL_SUFFIXES + PARQUET_SUFFIXES):
+            if format_of(path, file_format) is None:
                 raise InputError(
-                    f"--input {pattern}: {path} is neither .jsonl[.gz], .ndjson[.gz] nor .parquet"
+                    f"--input {pattern}: {path} is neither .jsonl, .ndjson, .json (either also "
+                    ".gz) nor .parquet; give --format jsonl or --format parquet to read it anyway"
                 )
         files.update(paths)
     return sorted(files)
@@ -85,6 +86,7 @@ def _skip_line(handle: IO[bytes] | gzip.GzipFile, start: bytes) -> int:
 
 def _read_jsonl(path: str) -> Iterator[RawRecord]:
     number = 0
+    seen_record = False
     try:
         with _open_lines(path) as handle:
             while True:
@@ -113,8 +115,19 @@ def _read_jsonl(path: str) -> Iterator[RawRecord]:
                         problem=f"line is not valid UTF-8 (byte {error.start})",
                     )  # fmt: skip
                     continue
-                if text.strip():
-                    yield RawRecord(path, number, text=text)
+                if not text.strip():
+                    continue
+                if not seen_record and text.lstrip().startswith("["):
+                    # a JSON document (an array of records), not one record per line: one
+                    # problem for the file instead of one for each of its lines
+                    yield RawRecord(
+                        path, number, text=text[:EXCERPT_CHARS],
+                        problem="the file holds a JSON array, not JSON lines (one object per "
+                        "line); convert it first, e.g. with jq -c '.[]'",
+                    )  # fmt: skip
+                    return
+                seen_record = True
+                yield RawRecord(path, number, text=text)
     except (OSError, EOFError, ValueError, zlib.error) as error:
         yield RawRecord(
             path, number + 1, problem=f"file is truncated or corrupt after line {number}: {error}"
@@ -147,9 +160,9 @@ def _read_parquet(path: str, batch_rows: int = 8192) -> Iterator[RawRecord]:
         )
 
 
-def read_file(path: str) -> Iterator[RawRecord]:
-    """Every non-blank line or row of one file, in order."""
-    if path.endswith(PARQUET_SUFFIXES):
+def read_file(path: str, file_format: str | None = None) -> Iterator[RawRecord]:
+    """Every non-blank line or row of one file, in order (``file_format``: --format)."""
+    if format_of(path, file_format) == "parquet":
         return _read_parquet(path)
     return _read_jsonl(path)
 
@@ -157,15 +170,16 @@ def read_file(path: str) -> Iterator[RawRecord]:
 class ReadEvents(beam.PTransform[PBegin, PCollection[RawRecord]]):
     """Files -> RawRecords, the files spread over workers (one file per element)."""
 
-    def __init__(self, files: Sequence[str]) -> None:
+    def __init__(self, files: Sequence[str], file_format: str | None = None) -> None:
         super().__init__()
         self._files = list(files)
+        self._format = file_format
 
     def expand(self, pbegin: PBegin) -> PCollection[RawRecord]:
         records: PCollection[RawRecord] = (
             pbegin
             | "ListFiles" >> beam.Create(self._files)
             | "SpreadFiles" >> beam.Reshuffle()
-            | "ReadFiles" >> beam.FlatMap(read_file)
+            | "ReadFiles" >> beam.FlatMap(read_file, self._format)
         )
         return records

@@ -9,9 +9,23 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-#: File name endings read as JSON lines, and as Parquet.
-JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".ndjson", ".ndjson.gz")
+#: File name endings read as JSON lines (Amplitude's exports are ``.json.gz`` JSON lines),
+#: and as Parquet.
+JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".ndjson", ".ndjson.gz", ".json", ".json.gz")
 PARQUET_SUFFIXES = (".parquet",)
+#: The formats --format names, for files whose names say nothing.
+FORMATS = ("jsonl", "parquet")
+
+
+def format_of(path: str, given: str | None = None) -> str | None:
+    """``jsonl`` or ``parquet`` for a file: ``given`` (--format) first, else its name's ending."""
+    if given is not None:
+        return given
+    if path.endswith(PARQUET_SUFFIXES):
+        return "parquet"
+    if path.endswith(JSONL_SUFFIXES):
+        return "jsonl"
+    return None
 
 
 @dataclass(frozen=True)

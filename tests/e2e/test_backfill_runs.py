@@ -10,6 +10,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from beaconflow.pipelines.options import UsageError
 from beaconflow.report.run import RunReport, summary
 from beaconflow.sandbox.collector import Collector
 from tests.conftest import (
@@ -243,3 +246,16 @@ def test_the_report_names_mapping_rules_that_matched_no_record(tmp_path: Path) -
     )
     page = (out / "report.html").read_text()
     assert "found a value in no record" in page and "level = properties.lvl" in page
+
+
+def test_format_jsonl_reads_a_file_whose_name_says_nothing(tmp_path: Path) -> None:
+    source = tmp_path / "events.log"
+    source.write_text(
+        json.dumps({"event_id": "f1", "time": T0, "user_id": 5, "event": "apa"}) + "\n"
+    )
+    out = tmp_path / "out"
+    flags = backfill_flags("http://127.0.0.1:9", out, source, extra=(f"--dry-run={out / 'd'}",))
+    with pytest.raises(UsageError, match="--format jsonl"):
+        run_json(flags, now=NOW)
+    status, report = run_json([*flags, "--format=jsonl"], now=NOW)
+    assert status == 0 and report["events_mapped"] == 1 and report["messages_dry_run"] == 2

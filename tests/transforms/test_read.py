@@ -36,3 +36,36 @@ def test_lines_are_numbered_blank_ones_skipped_and_a_cut_gzip_says_where(tmp_pat
     last = records[-1]
     assert last.problem is not None and "truncated or corrupt after line" in last.problem
     assert all(r.problem is None for r in records[:-1])
+
+
+def test_json_and_json_gz_files_are_json_lines(tmp_path: Path) -> None:
+    # Amplitude's exports are JSON lines named *.json.gz
+    (tmp_path / "a.json").write_text('{"a": 1}\n{"a": 2}\n')
+    (tmp_path / "b.json.gz").write_bytes(gzip.compress(b'{"b": 1}\n'))
+    files = expand_inputs([str(tmp_path / "*")])
+    assert [Path(f).name for f in files] == ["a.json", "b.json.gz"]
+    assert [r.text for f in files for r in read_file(f)] == [
+        '{"a": 1}\n',
+        '{"a": 2}\n',
+        '{"b": 1}\n',
+    ]
+
+
+def test_a_json_array_is_one_problem_for_its_file_not_one_per_line(tmp_path: Path) -> None:
+    path = tmp_path / "export.json"
+    path.write_text('\n[\n  {"a": 1},\n  {"a": 2}\n]\n')
+    records = list(read_file(str(path)))
+    assert len(records) == 1 and records[0].position == 2
+    assert records[0].problem is not None and "JSON array, not JSON lines" in records[0].problem
+
+
+def test_format_reads_files_whose_names_say_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "part-00000"
+    path.write_text('{"a": 1}\n')
+    with pytest.raises(InputError, match="give --format jsonl or --format parquet"):
+        expand_inputs([str(path)])
+    assert expand_inputs([str(path)], "jsonl") == [str(path)]
+    assert [r.text for r in read_file(str(path), "jsonl")] == ['{"a": 1}\n']
+    # --format parquet on JSON text: the file is unreadable as Parquet, one problem, no crash
+    (problem,) = list(read_file(str(path), "parquet"))
+    assert problem.problem is not None and "Parquet file is unreadable" in problem.problem
