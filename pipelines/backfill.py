@@ -273,14 +273,6 @@ class Backfill(beam.PTransform[PBegin, None]):
         )
 
 
-def build(pipeline: beam.Pipeline, config: BackfillConfig, files: Sequence[str], tallies_path: str,
-          *, now: float, workers: int, processes: int = 0, run_id: str = "") -> None:  # fmt: skip
-    """Apply :class:`Backfill` to ``pipeline``."""
-    _ = pipeline | "Backfill" >> Backfill(
-        config, files, tallies_path, now=now, workers=workers, processes=processes, run_id=run_id
-    )
-
-
 def _read_tallies(path: str) -> Counter[TallyKey]:
     """The run's summed tallies; ValueError when they were not written whole.
 
@@ -474,10 +466,15 @@ def run(argv: Sequence[str], *, now: float | None = None) -> tuple[int, RunRepor
             warning = rate_split_warning(options) if config.max_rps else None
             if warning:
                 log.warning("--max-rps may be exceeded: %s", warning)
-            build(pipeline, config, files, tallies_path, now=now,
-                  workers=worker_processes(options),
-                  processes=send_processes(options, config.send_processes),
-                  run_id=run_id)  # fmt: skip
+            _ = pipeline | "Backfill" >> Backfill(
+                config,
+                files,
+                tallies_path,
+                now=now,
+                workers=worker_processes(options),
+                processes=send_processes(options, config.send_processes),
+                run_id=run_id,
+            )
             try:
                 result = pipeline.run()
                 result.wait_until_finish()

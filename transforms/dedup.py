@@ -20,7 +20,7 @@ same shuffle as the dedup.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 import apache_beam as beam
 from apache_beam.pvalue import DoOutputsTuple, PCollection, TaggedOutput
@@ -32,17 +32,15 @@ SKIPPED = "skipped"
 #: Among a key's values, stands for "the ledger has this key" (no value encodes to nothing).
 DELIVERED_BEFORE = b""
 
-T = TypeVar("T")
-
 
 def _encode(item: tuple[str, Any], coder: beam.coders.Coder) -> tuple[str, bytes]:
     return item[0], coder.encode(item[1])
 
 
-class _KeepFirst(Generic[T]):
+class _KeepFirst:
     """One key's encoded values -> the kept value, decoded, or a duplicates/skipped record."""
 
-    def __init__(self, coder: beam.coders.Coder, order: Callable[[T], Any] | None) -> None:
+    def __init__(self, coder: beam.coders.Coder, order: Callable[[Any], Any] | None) -> None:
         self._decode = coder.decode
         self._order = order
 

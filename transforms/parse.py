@@ -24,7 +24,7 @@ from apache_beam.pvalue import TaggedOutput
 from beaconflow.delivery.ledger import ledger_key
 from beaconflow.model.events import MappedEvent, map_event
 from beaconflow.model.mapping import RecordMapping
-from beaconflow.model.message import Destination, Message, MessageError
+from beaconflow.model.message import DESTINATIONS, Destination, Message, MessageError
 from beaconflow.model.records import RecordError, parse_line, validate
 from beaconflow.model.source import RawRecord
 from beaconflow.report.counts import MAPPING_RULE
@@ -49,7 +49,7 @@ class ParseEvents(CountsTallies, beam.DoFn):
         mapping: RecordMapping,
         now: float,
         fingerprints: Mapping[str, str],
-        destinations: tuple[Destination, ...] = ("kontagent", "kissmetrics"),
+        destinations: tuple[Destination, ...] = DESTINATIONS,
     ) -> None:
         super().__init__()
         self._mapping = mapping

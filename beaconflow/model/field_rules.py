@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -63,31 +63,27 @@ class FieldRule:
     time_format: str | None = None
     zone: tzinfo | None = None
 
-    @property
-    def label(self) -> str:
-        """How the report names the rule: ``user_id = userId or anonymousId``."""
+    #: How the report names the rule: ``user_id = userId or anonymousId``.
+    label: str = field(init=False, compare=False)
+    #: Whether the rule does more than read a path (computed once: read is per record).
+    converts: bool = field(init=False, compare=False)
+
+    def __post_init__(self) -> None:
         if self.join:
             paths = " + ".join(_dotted(path) for path in self.join)
         else:
             paths = " or ".join(_dotted(path) for path in self.paths)
-        return f"{self.canonical} = {paths}"
+        object.__setattr__(self, "label", f"{self.canonical} = {paths}")
+        converts = bool(self.join) or any(
+            setting is not None
+            for setting in (self.value_map, self.scale, self.unit, self.time_format, self.zone)
+        )
+        object.__setattr__(self, "converts", converts)
 
     @property
     def sources(self) -> tuple[Path, ...]:
         """Every path the rule reads."""
         return self.paths + self.join
-
-    @property
-    def converts(self) -> bool:
-        """Whether the rule does more than read a path."""
-        return bool(
-            self.join
-            or self.value_map is not None
-            or self.scale is not None
-            or self.unit is not None
-            or self.time_format is not None
-            or self.zone is not None
-        )
 
     def read(self, record: Mapping[str, Any]) -> Any:
         """The field's value in ``record`` (None: absent), converted."""
@@ -102,8 +98,8 @@ class FieldRule:
                 value = resolve(record, path)
                 if value is not None:
                     break
-            if value is None:
-                return None
+            if value is None or not self.converts:
+                return value
         if (
             self.value_map is not None
             and isinstance(value, str | int)

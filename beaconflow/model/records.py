@@ -160,12 +160,16 @@ def parse_line(line: str) -> dict[str, Any]:
 _RFC3339 = re.compile(r"(\d{4}-\d\d-\d\d)[tT](.*?)([zZ]?)")
 
 
-def _upper_rfc3339(text: str) -> str:
-    match = _RFC3339.fullmatch(text)
-    if match is None:
-        return text
+def _fromisoformat(text: str) -> datetime:
+    """``datetime.fromisoformat``, and RFC 3339's lower-case letters when that refuses them."""
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        match = _RFC3339.fullmatch(text)
+        if match is None:
+            raise
     date, time, zulu = match.groups()
-    return f"{date}T{time}{'Z' if zulu else ''}"
+    return datetime.fromisoformat(f"{date}T{time}{'Z' if zulu else ''}")
 
 
 def parse_time(value: object) -> int:
@@ -184,7 +188,7 @@ def parse_time(value: object) -> int:
         return math.trunc(value)
     if isinstance(value, str):
         try:
-            parsed = datetime.fromisoformat(_upper_rfc3339(value))
+            parsed = _fromisoformat(value)
         except ValueError:
             raise RecordError(
                 "time", f"must be ISO-8601 with an offset or Z, or epoch seconds, got {value!r}"

@@ -25,12 +25,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from typing import Any, NamedTuple
 
-from beaconflow.report.run import (
-    EVENT_COUNTERS,
-    MESSAGE_COUNTERS,
-    RunReport,
-    invariant_errors,
-)
+from beaconflow.report.run import COUNTERS, RunReport, invariant_errors
 
 
 class TallyKey(NamedTuple):
@@ -71,9 +66,7 @@ TIMELINE_POINTS = 600
 _BUCKETS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600)
 
 #: The counters a report has a field for.
-_COUNTS = frozenset(
-    {*EVENT_COUNTERS, *MESSAGE_COUNTERS, "events_unrouted", NOT_ATTEMPTED, "messages_invalid"}
-)
+_COUNTS = frozenset(COUNTERS)
 #: The send outcome of each per-second series.
 _OUTCOME_AT = {DELIVERED_AT: "delivered", FAILED_AT: "failed"}
 

@@ -158,14 +158,6 @@ def _mapping(value: object) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
 
 
-def _strings(value: object) -> list[str]:
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, Sequence):
-        return [str(item) for item in value]
-    return []
-
-
 def _fmt(value: float) -> str:
     """A number for people: thousands separated, few decimals."""
     if value == int(value) and abs(value) < 1e15:

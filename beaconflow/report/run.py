@@ -34,6 +34,15 @@ MESSAGE_COUNTERS = (
     "messages_dry_run",
 )
 
+#: Every counter a report has a field for: the outcomes above, and three more.
+COUNTERS = (
+    *EVENT_COUNTERS,
+    *MESSAGE_COUNTERS,
+    "events_unrouted",
+    "messages_not_attempted",
+    "messages_invalid",
+)
+
 
 @dataclass(frozen=True)
 class RunReport:
@@ -136,16 +145,7 @@ _ABSENT = object()
 
 _BREAKDOWNS = ("by_type", "messages_by_day", "dead_letter_reasons", "send_timeline")
 
-_INTS = frozenset(
-    {
-        *EVENT_COUNTERS,
-        *MESSAGE_COUNTERS,
-        "events_unrouted",
-        "messages_not_attempted",
-        "messages_invalid",
-        "files",
-    }
-)
+_INTS = frozenset({*COUNTERS, "files"})
 _FLOATS = frozenset({"elapsed_seconds", "messages_per_second"})
 _TEXTS = frozenset({"report", "dead_letter"})
 _OPTIONAL_TEXTS = frozenset({"stopped", "dry_run", "ledger", "date"})

@@ -19,7 +19,7 @@ from beaconflow.report.counts import (
 from beaconflow.transforms.tallies import SumTallies, read_sums
 
 
-def _sums(*tallies: Tally) -> dict[TallyKey, int]:
+def sums_of(*tallies: Tally) -> dict[TallyKey, int]:
     """The tallies summed as a run sums them, through the line the report is read from."""
     combine = SumTallies()
     accumulator = combine.create_accumulator()
@@ -44,7 +44,7 @@ def test_reason_groups_drop_the_values_that_vary() -> None:
 
 
 def test_series_are_kept_out_of_the_counters() -> None:
-    sums = _sums(
+    sums = sums_of(
         tally("messages_built", 3, "kontagent", "ins"),
         tally("messages_delivered", 3, "kontagent", "ins"),
         tally(BY_DAY, 2, "kontagent", "ins", detail="2025-06-01"),
@@ -94,7 +94,7 @@ def test_timeline_of_a_dry_run_is_empty() -> None:
 
 
 def test_only_the_top_reasons_are_listed() -> None:
-    sums = _sums(
+    sums = sums_of(
         *(tally(DEAD_LETTER_REASON, n, stage="parse", detail=f"reason {n}") for n in range(1, 30))
     )
     reasons = build_report(sums, 1.0).to_json()["dead_letter_reasons"]
@@ -103,7 +103,7 @@ def test_only_the_top_reasons_are_listed() -> None:
 
 def test_a_tally_of_an_unknown_counter_is_reported_not_lost_nor_fatal() -> None:
     # found after a run has sent: the report is still written, and says it
-    report = build_report(_sums(tally("messages_mislaid", 3)), 1.0)
+    report = build_report(sums_of(tally("messages_mislaid", 3)), 1.0)
     assert report.invariant_errors == ("a tally of an unknown counter: 'messages_mislaid' (3)",)
 
 

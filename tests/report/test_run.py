@@ -7,23 +7,11 @@ from dataclasses import replace
 
 from beaconflow.report.counts import (
     DELIVERED_AT,
-    Tally,
-    TallyKey,
     build_report,
     tally,
 )
 from beaconflow.report.run import RunReport
-from beaconflow.transforms.tallies import SumTallies, read_sums
-
-
-def _sums(*tallies: Tally) -> dict[TallyKey, int]:
-    """The tallies summed as a run sums them, through the line the report is read from."""
-    combine = SumTallies()
-    accumulator = combine.create_accumulator()
-    for each in tallies:
-        accumulator = combine.add_input(accumulator, each)
-    return dict(read_sums(combine.extract_output(accumulator)))
-
+from tests.report.test_counts import sums_of
 
 #: report.json's keys: a public contract (docs/outputs.md); a change here is a change to it.
 REPORT_KEYS = {
@@ -38,7 +26,7 @@ REPORT_KEYS = {
 
 
 def test_report_json_has_its_documented_keys_and_reads_back_the_same() -> None:
-    sums = _sums(
+    sums = sums_of(
         tally("events_read", 2),
         tally("events_mapped", 2),
         tally("events_unrouted", 1),
