@@ -53,13 +53,20 @@ class RecordMapping:
     constants: tuple[tuple[str, Any], ...] = ()
     events: Mapping[str, str] = field(default_factory=dict)
     routes: Mapping[Destination, Route] = field(default_factory=dict)
-    #: Source fields that never pass through: those a rule reads from (renamed away) and the
-    #: canonical fields a rule sets or drops (a same-named source field never stands in).
+    #: Source fields that never pass through: those a rule reads whole or reaches into
+    #: (renamed away; a canonical container such as ``properties`` stays), and the canonical
+    #: fields a rule sets or drops (a same-named source field never stands in).
     hidden: frozenset[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         hidden = {rule.canonical for rule in self.fields}
-        hidden |= {str(path[0]) for rule in self.fields for path in rule.sources if path}
+        for rule in self.fields:
+            for path in rule.sources:
+                # a field read whole is renamed away; so is a container a path reaches into,
+                # unless it is itself a canonical field (a rule reading properties.revenue
+                # must not take the event's other properties away)
+                if len(path) == 1 or str(path[0]) not in FIELDS:
+                    hidden.add(str(path[0]))
         object.__setattr__(self, "hidden", frozenset(hidden))
 
     def apply(

@@ -234,6 +234,25 @@ def _optional_names(record: Mapping[str, Any]) -> list[str]:
     return sorted(_OPTIONAL_SET.intersection(record))
 
 
+_PROPERTIES_RULE = "must be an object of name -> string, number or bool"
+
+
+def _check_properties(value: object) -> None:
+    """RecordError unless ``value`` is an object of scalars; it names the first bad key."""
+    if not isinstance(value, dict):
+        raise RecordError("properties", _PROPERTIES_RULE)
+    for key, item in value.items():
+        if (
+            isinstance(item, dict | list)
+            or item is None
+            or (isinstance(item, float) and not math.isfinite(item))
+        ):
+            shown = "null" if item is None else type(item).__name__
+            if isinstance(item, float):
+                shown = str(item)
+            raise RecordError("properties", f"{_PROPERTIES_RULE}; {key!r} is {shown}")
+
+
 def _check_optional(record: Mapping[str, Any]) -> dict[str, Any]:
     fields: dict[str, Any] = {}
     for name in _optional_names(record):
@@ -256,16 +275,8 @@ def _check_optional(record: Mapping[str, Any]) -> dict[str, Any]:
             or any(isinstance(v, bool) or not isinstance(v, int) for v in value.values())
         ):
             raise RecordError(name, "must be an object of goal name -> integer count")
-        if name == "properties" and (
-            not isinstance(value, dict)
-            or any(
-                isinstance(v, dict | list)
-                or v is None
-                or (isinstance(v, float) and not math.isfinite(v))
-                for v in value.values()
-            )
-        ):
-            raise RecordError(name, "must be an object of name -> string, number or bool")
+        if name == "properties":
+            _check_properties(value)
         fields[name] = value
     return fields
 

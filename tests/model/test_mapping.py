@@ -664,3 +664,17 @@ def test_every_mapping_in_the_documentation_parses() -> None:
     assert len(blocks) >= 3
     for block in blocks:
         assert isinstance(parse_mapping(block, "docs/input.md"), RecordMapping)
+
+
+def test_a_rule_reading_into_properties_leaves_the_other_properties() -> None:
+    # Segment: value from properties.revenue; the event's other properties still go to
+    # KISSmetrics (a non-canonical container a path reaches into is renamed away, as before)
+    mapping = parse_mapping(
+        '[fields]\nvalue = { path = "properties.revenue", scale = 100 }\nuser_id = "player.uid"\n'
+    )
+    record = {"properties": {"revenue": 12.51, "currency": "USD"}, "player": {"uid": 7}}
+    assert mapping.apply(record) == {
+        "value": 1251,
+        "properties": {"revenue": 12.51, "currency": "USD"},
+        "user_id": 7,
+    }

@@ -743,3 +743,10 @@ def test_a_time_merely_in_the_future_gets_no_hint() -> None:
     with pytest.raises(RecordError) as error:
         validate(_record(time=NOW + 60), now=NOW)
     assert "unit" not in str(error.value)
+
+
+def test_a_bad_property_names_its_key() -> None:
+    with pytest.raises(RecordError, match="'product' is dict"):
+        validate(_record(properties={"sku": "a", "product": {"id": 1}}), now=NOW)
+    with pytest.raises(RecordError, match="'coupon' is null"):
+        validate(_record(properties={"coupon": None}), now=NOW)
