@@ -531,7 +531,7 @@ def run(argv: Sequence[str], *, now: float | None = None) -> tuple[int, RunRepor
         if partial
         else tuple(
             label
-            for label in config.mapping.labels()
+            for label in config.mapping.required_labels()
             if not counted.mapping_rules_matched.get(label)
         ),
         # the counts come from the pipeline's outputs, which a failed run did not finish

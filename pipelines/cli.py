@@ -1,5 +1,7 @@
 """The ``beaconflow`` command: logging, garbage-collector tuning, the run, its exit status.
 
+``beaconflow mapping show|explain`` is :mod:`beaconflow.pipelines.mapping_cli`.
+
 ``main`` sets up logging before Beam is imported (Beam logs "apitools not found" through
 the root logger at import), runs :func:`beaconflow.pipelines.backfill.run`, prints the
 summary and turns every expected problem into one line on stderr and an exit status:
@@ -56,6 +58,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         # also log it with a traceback
         logging.getLogger("apache_beam").setLevel(logging.CRITICAL)
     args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["mapping"]:
+        from beaconflow.pipelines import mapping_cli
+
+        return mapping_cli.main(args[1:])
     _tune_gc()
     try:
         status, report = run(args)

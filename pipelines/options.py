@@ -24,7 +24,9 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from beaconflow.delivery.retry import RetryPolicy
 from beaconflow.model import kissmetrics, kontagent
+from beaconflow.model.builtin import BUILTINS, builtin_mapping, is_builtin_name
 from beaconflow.model.errors import BeaconflowError
+from beaconflow.model.field_rules import RuleError, parse_zone
 from beaconflow.model.mapping import MappingError, RecordMapping, parse_mapping
 from beaconflow.model.message import Destination, Endpoint
 from beaconflow.model.source import FORMATS
@@ -167,9 +169,17 @@ def parser() -> argparse.ArgumentParser:
     )
     read.add_argument(
         "--mapping",
-        metavar="FILE",
+        metavar="FILE|NAME",
         help="TOML describing how another log schema maps onto the canonical "
-        "record, and which events go where (see docs/input.md)",
+        "record, and which events go where (see docs/input.md); or a built-in mapping's "
+        f"name: {', '.join(BUILTINS)} (beaconflow mapping show NAME prints it)",
+    )
+    read.add_argument(
+        "--source-timezone",
+        metavar="ZONE",
+        help="the time zone of input times that have no offset (an IANA name such as "
+        "America/Los_Angeles, or an offset such as -07:00); a mapping rule's zone wins "
+        "(default: such times are refused)",
     )
     read.add_argument(
         "--since", metavar="WHEN", help="keep events at or after this ISO-8601 date or time (UTC)"
@@ -443,9 +453,25 @@ def _check_beam_args(rest: Sequence[str], argv: Sequence[str] = ()) -> None:
         previous = arg
 
 
+def read_mapping(path: str | None, source_timezone: str | None = None) -> RecordMapping:
+    """The --mapping (a file or a built-in's name) with --source-timezone; UsageError if bad."""
+    zone = None
+    if source_timezone is not None:
+        try:
+            zone = parse_zone(source_timezone)
+        except RuleError as error:
+            raise UsageError(f"--source-timezone: {error}") from None
+    return _read_mapping(path).with_source_zone(zone)
+
+
 def _read_mapping(path: str | None) -> RecordMapping:
     if path is None:
         return RecordMapping()
+    if is_builtin_name(path):
+        try:
+            return builtin_mapping(path)
+        except MappingError as error:
+            raise UsageError(f"--mapping {error}") from None
     try:
         if "://" in path:  # gs://, s3://, ...: through Beam's FileSystems
             with FileSystems.open(path) as handle:
@@ -562,7 +588,7 @@ def configure(argv: Sequence[str], now: float | None = None) -> BackfillConfig:
     return BackfillConfig(
         file_format=args.format,
         inputs=tuple(inputs),
-        mapping=_read_mapping(args.mapping),
+        mapping=read_mapping(args.mapping, args.source_timezone),
         endpoints=endpoints,
         since=since,
         until=until,

@@ -22,12 +22,13 @@ import apache_beam as beam
 from apache_beam.pvalue import TaggedOutput
 
 from beaconflow.delivery.ledger import ledger_key
-from beaconflow.model.events import MappedEvent, map_event
+from beaconflow.model.convert import convert_record
+from beaconflow.model.events import MappedEvent
 from beaconflow.model.mapping import RecordMapping
 from beaconflow.model.message import DESTINATIONS, Destination, Message, MessageError
-from beaconflow.model.records import RecordError, parse_line, validate
+from beaconflow.model.records import RecordError, parse_line
 from beaconflow.model.source import RawRecord
-from beaconflow.report.counts import MAPPING_RULE
+from beaconflow.report.counts import MAPPING_RULE, PROPERTY_LEFT_OUT
 from beaconflow.report.deadletter import DeadLetterEntry, is_entry, replayed_message
 from beaconflow.transforms.tallies import CountsTallies
 
@@ -59,13 +60,18 @@ class ParseEvents(CountsTallies, beam.DoFn):
 
     def start_bundle(self) -> None:
         super().start_bundle()
-        # which mapping rules found a value, summed per bundle (the report names the others)
+        # which mapping rules found a value, summed per bundle (the report names the others),
+        # and the properties left out
         self._matched: Counter[str] = Counter()
+        self._left_out: Counter[str] = Counter()
 
     def finish_bundle(self) -> Iterator[Any]:
         for label, n in self._matched.items():
             self.count(MAPPING_RULE, n=n, detail=label)
+        for name, n in self._left_out.items():
+            self.count(PROPERTY_LEFT_OUT, n=n, detail=name)
         self._matched.clear()
+        self._left_out.clear()
         yield from super().finish_bundle()
 
     def process(self, raw: RawRecord) -> Iterator[KeyedEvent | TaggedOutput[str, Any]]:
@@ -85,16 +91,20 @@ class ParseEvents(CountsTallies, beam.DoFn):
                 only = source.get("destination")
                 replayed = source.get("record")
                 source = replayed if isinstance(replayed, dict) else parse_line(str(source["line"]))
-            canonical = self._mapping.apply(source, self._matched)
-            event = validate(canonical, now=self._now, source=raw.source)
+            converted = convert_record(
+                source,
+                self._mapping,
+                now=self._now,
+                source_name=raw.source,
+                destinations=self._destinations,
+                only=only,
+                matched=self._matched,
+                left_out=self._left_out,
+            )
         except RecordError as error:
             yield self._invalid("parse", str(error), raw, source)
             return
-        destinations = self._mapping.destinations(event.name, self._destinations)
-        if only is not None:
-            # the entry was this destination's only: the event's others were sent already
-            destinations = tuple(d for d in destinations if d == only)
-        yield (event.key, map_event(event, destinations, source))
+        yield (converted.event.key, converted.mapped)
 
     def _replay_message(
         self, entry: dict[str, Any], raw: RawRecord

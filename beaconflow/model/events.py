@@ -25,12 +25,13 @@ non-numeric user id, a name Kontagent refuses) does not keep the KISSmetrics mes
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 from beaconflow.model import kissmetrics, kontagent
+from beaconflow.model.mapping import Options
 from beaconflow.model.message import Destination, Message, MessageError
 from beaconflow.model.records import Event
 
@@ -96,8 +97,16 @@ def _event_label(event: Event) -> str:
     return event.name
 
 
-def kontagent_message(event: Event) -> Message | None:
-    """The Kontagent message of an event, or None for KISSmetrics-only events."""
+#: The options of a run without a mapping.
+_DEFAULT = Options()
+
+
+def kontagent_message(event: Event, options: Options = _DEFAULT) -> Message | None:
+    """The Kontagent message of an event, or None for KISSmetrics-only events.
+
+    ``options`` (the mapping's) may make product event names safe and hash user ids that
+    are not numbers (:func:`kontagent.safe_name`, :func:`kontagent.hashed_user_id`).
+    """
     code = _kontagent_type(event.name)
     if code is None:
         return None
@@ -121,9 +130,15 @@ def kontagent_message(event: Event) -> Message | None:
             given[name] = goal
             params[name] = count
     if code == "evt":
-        params["n"] = _event_label(event)
+        label = _event_label(event)
+        params["n"] = kontagent.safe_name(label) if options.kontagent_names == "safe" else label
     user_param = "r" if code in RESPONSE_TYPES else "s"
-    params[user_param] = [event.user_id] if code in LIST_SENDER_TYPES else event.user_id
+    user: str | int = event.user_id
+    if options.kontagent_user_ids == "hash":
+        user = kontagent.hashed_user_id(user)
+        if isinstance(params.get("r"), list):
+            params["r"] = [kontagent.hashed_user_id(r) for r in params["r"]]
+    params[user_param] = [user] if code in LIST_SENDER_TYPES else user
     if accepted.get("u") is not None and accepted["u"].required and params.get("u") is None:
         params["u"] = derived_tag(event.key)
     return kontagent.build(code, params, occurrence=event.key)
@@ -147,10 +162,12 @@ def kissmetrics_message(event: Event) -> Message:
     )
 
 
-def message_for(event: Event, destination: Destination) -> Message | None:
+def message_for(
+    event: Event, destination: Destination, options: Options = _DEFAULT
+) -> Message | None:
     """The event's message for one destination (None: it has none); MessageError if invalid."""
     if destination == "kontagent":
-        return kontagent_message(event)
+        return kontagent_message(event, options)
     return kissmetrics_message(event)
 
 
@@ -166,6 +183,24 @@ def messages_for(event: Event, destinations: Iterable[Destination]) -> list[Mess
         if message is not None:
             messages.append(message)
     return messages
+
+
+#: Message parameter -> the canonical field it comes from, where it is not KONTAGENT_PARAMS'.
+_PARAM_FIELDS = {
+    "s": "user_id",
+    "_p": "user_id",
+    "n": "event",
+    "_n": "event",
+    "ts": "time",
+    "_t": "time",
+    **{param: field for field, param in KONTAGENT_PARAMS.items()},
+}
+
+
+def _canonical_field(error: MessageError) -> str | None:
+    if error.param == "r" and error.kind in RESPONSE_TYPES:
+        return "user_id"
+    return _PARAM_FIELDS.get(error.param or "")
 
 
 class Problem(NamedTuple):
@@ -198,19 +233,32 @@ class MappedEvent:
         return datetime.fromtimestamp(self.time, UTC).date().isoformat()
 
 
-def map_event(event: Event, destinations: Iterable[Destination], record: object) -> MappedEvent:
+def map_event(
+    event: Event,
+    destinations: Iterable[Destination],
+    record: object,
+    options: Options = _DEFAULT,
+    origin: Callable[[str], str | None] | None = None,
+) -> MappedEvent:
     """The event's messages for ``destinations``, each built on its own.
 
     A destination whose message cannot be built gets a :class:`Problem`; ``record`` is kept
-    only then.
+    only then. ``origin`` says where the mapping read a canonical field from; a problem's
+    reason names it (``parameter 's' (user_id, read from anonymousId)``).
     """
     messages: list[Message] = []
     problems: list[Problem] = []
     for destination in destinations:
         try:
-            message = message_for(event, destination)
+            message = message_for(event, destination, options)
         except MessageError as error:
-            problems.append(Problem(destination, error.kind, str(error)))
+            reason = str(error)
+            field = _canonical_field(error)
+            read_from = origin(field) if origin is not None and field is not None else None
+            if read_from is not None:
+                where = f"parameter {error.param!r}" if error.param else error.kind
+                reason = reason.replace(where, f"{where} ({field}, read from {read_from})", 1)
+            problems.append(Problem(destination, error.kind, reason))
             continue
         if message is not None:
             messages.append(message)

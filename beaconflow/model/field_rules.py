@@ -6,13 +6,19 @@ A :class:`FieldRule` is one entry of a mapping's ``[fields]`` table, compiled on
 - ``["path", "other.path"]``: fallbacks, the first path whose value is not null wins;
 - ``false``: the canonical field is never taken from the source record (a source field that
   only happens to carry a canonical name);
-- a table: ``path`` (one or a list), or ``join`` (paths whose values make one text, joined by
-  ``separator``, default ``"/"``: CloudEvents' ``source`` + ``id``), and conversions applied in
-  this order: ``map`` (a value map: ``{ female = "f" }``), ``scale`` (a number to multiply by,
+- a table: ``path`` (one or a list), ``join`` (paths whose values make one text, joined by
+  ``separator``, default ``"/"``: CloudEvents' ``source`` + ``id``) or ``template`` (a text
+  with ``{path}`` placeholders: ``"Viewed {name} Page"``), and conversions applied in this
+  order: ``map`` (a value map: ``{ female = "f", "*" = "u" }``, ``"*"`` for every other
+  value), ``scale`` (a number to multiply by,
   rounded half to even to a whole number: dollars to cents), and for ``time`` only, ``unit``
-  (an epoch's unit: ``s``, ``ms``, ``us``, ``ns``; a number or a text of digits), ``format`` (a
-  ``strptime`` format) and ``zone`` (the zone of a naive time: an IANA name or an offset such
-  as ``+02:00``).
+  (an epoch's unit: ``s``, ``ms``, ``us``, ``ns``, or ``auto`` by magnitude: below 1e11
+  seconds, below 1e14 milliseconds, below 1e17 microseconds, else nanoseconds; a number or a
+  text of digits), ``format`` (a
+  ``strptime`` format), ``zone`` (the zone of a naive time: an IANA name or an offset such
+  as ``+02:00``; without it, ``--source-timezone``'s) and ``wall_clock`` (the epoch counts the
+  zone's wall-clock seconds, not UTC's: legacy Mixpanel projects). ``optional = true`` marks
+  a path that may match no record of a run (the report does not warn about it).
 
 A value a conversion cannot take is left as it is, and the record's validation then names the
 field; a time that does not match the rule's ``format`` is a :class:`RecordError` naming it.
@@ -33,11 +39,20 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from beaconflow.model.errors import BeaconflowError
 from beaconflow.model.records import RecordError
 
-#: Epoch units and how many of them make a second.
-UNITS = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
+#: Epoch units and how many of them make a second; ``auto`` (0) chooses by magnitude.
+UNITS = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000, "auto": 0}
+#: ``unit = "auto"``: the largest epoch read as each unit (seconds until the year 5138,
+#: milliseconds from 1973, ...): an event time of the services' range is never ambiguous.
+_AUTO_LIMITS = ((10**11, 1), (10**14, 1_000), (10**17, 1_000_000))
 #: The keys a field's table may have.
-RULE_KEYS = frozenset({"path", "join", "separator", "map", "scale", "unit", "format", "zone"})
-_TIME_KEYS = frozenset({"unit", "format", "zone"})
+RULE_KEYS = frozenset(
+    {
+        "path", "join", "separator", "template", "map", "scale", "unit", "format", "zone",
+        "wall_clock", "optional",
+    }
+)  # fmt: skip
+_TIME_KEYS = frozenset({"unit", "format", "zone", "wall_clock"})
+_PLACEHOLDER = re.compile(r"\{([^{}]+)\}")
 _OFFSET = re.compile(r"([+-])(\d\d):?(\d\d)")
 _DIGITS = re.compile(r"-?\d+")
 
@@ -62,6 +77,11 @@ class FieldRule:
     unit: int | None = None
     time_format: str | None = None
     zone: tzinfo | None = None
+    wall_clock: bool = False
+    #: A template's literal pieces, around the placeholders whose paths are ``join``.
+    template: tuple[str, ...] | None = None
+    #: The rule may find no value in a whole run: the report does not warn about it.
+    optional: bool = False
 
     #: How the report names the rule: ``user_id = userId or anonymousId``.
     label: str = field(init=False, compare=False)
@@ -69,7 +89,9 @@ class FieldRule:
     converts: bool = field(init=False, compare=False)
 
     def __post_init__(self) -> None:
-        if self.join:
+        if self.template is not None:
+            paths = repr(_fill(self.template, ["{" + _dotted(path) + "}" for path in self.join]))
+        elif self.join:
             paths = " + ".join(_dotted(path) for path in self.join)
         else:
             paths = " or ".join(_dotted(path) for path in self.paths)
@@ -78,6 +100,7 @@ class FieldRule:
             setting is not None
             for setting in (self.value_map, self.scale, self.unit, self.time_format, self.zone)
         )
+        converts = converts or self.canonical == "time"  # --source-timezone may apply
         object.__setattr__(self, "converts", converts)
 
     @property
@@ -85,13 +108,20 @@ class FieldRule:
         """Every path the rule reads."""
         return self.paths + self.join
 
-    def read(self, record: Mapping[str, Any]) -> Any:
-        """The field's value in ``record`` (None: absent), converted."""
+    def read(self, record: Mapping[str, Any], zone: tzinfo | None = None) -> Any:
+        """The field's value in ``record`` (None: absent), converted.
+
+        ``zone`` is the zone of naive times when the rule names none (``--source-timezone``).
+        """
         if self.join:
             parts = [resolve(record, path) for path in self.join]
             if any(part is None for part in parts):
                 return None
-            value: Any = self.separator.join(str(part) for part in parts)
+            texts = [_text(part) for part in parts]
+            if self.template is not None:
+                value: Any = _fill(self.template, texts)
+            else:
+                value = self.separator.join(texts)
         else:
             value = None
             for path in self.paths:
@@ -105,16 +135,36 @@ class FieldRule:
             and isinstance(value, str | int)
             and not isinstance(value, bool)
         ):
-            value = self.value_map.get(str(value), value)
+            value = self.value_map.get(str(value), self.value_map.get("*", value))
         if self.scale is not None:
             value = _scaled(value, self.scale)
+        zone = self.zone or zone
         if self.unit is not None:
             value = _from_epoch(value, self.unit)
+            if self.wall_clock and zone is not None and isinstance(value, int):
+                # the epoch counts the zone's wall clock: read it as a naive time there
+                naive = datetime(1970, 1, 1) + timedelta(seconds=value)
+                return naive.replace(tzinfo=zone)
         if self.time_format is not None:
             value = _from_format(value, self.time_format)
-        if self.zone is not None:
-            value = _in_zone(value, self.zone)
+        if zone is not None:
+            value = in_zone(value, zone)
         return value
+
+
+def _fill(pieces: tuple[str, ...], texts: list[str]) -> str:
+    """A template's literal pieces with ``texts`` between them."""
+    out = [pieces[0]]
+    for text, piece in zip(texts, pieces[1:], strict=True):
+        out += (text, piece)
+    return "".join(out)
+
+
+def _text(value: Any) -> str:
+    """A joined part as text: a whole float (a Parquet double) without its ``.0``."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
 
 
 def _dotted(path: Path) -> str:
@@ -159,6 +209,8 @@ def _from_epoch(value: Any, unit: int) -> Any:
             return value
     if isinstance(value, bool) or not isinstance(value, int | float):
         return value
+    if unit == 0 and not (isinstance(value, float) and not math.isfinite(value)):
+        unit = next((u for limit, u in _AUTO_LIMITS if abs(value) < limit), 1_000_000_000)
     if isinstance(value, float):
         if not math.isfinite(value):
             return value
@@ -175,12 +227,16 @@ def _from_format(value: Any, time_format: str) -> Any:
         raise RecordError("time", f"{value!r} does not match the format {time_format!r}") from None
 
 
-def _in_zone(value: Any, zone: tzinfo) -> Any:
+def in_zone(value: Any, zone: tzinfo) -> Any:
+    """A naive time (a datetime, or ISO text without an offset) placed in ``zone``."""
     if isinstance(value, str):
+        if not value[:1].isdigit() or value.isdigit():
+            return value  # not ISO text: an epoch as text, or what validation refuses
         try:
-            value = datetime.fromisoformat(value)
+            parsed = datetime.fromisoformat(value)
         except ValueError:
             return value  # validation names the field and the formats it takes
+        return parsed.replace(tzinfo=zone) if parsed.tzinfo is None else value
     if isinstance(value, datetime) and value.tzinfo is None:
         return value.replace(tzinfo=zone)
     return value
@@ -233,8 +289,8 @@ def compile_rule(canonical: str, spec: object) -> FieldRule:
         raise RuleError(
             f"has unknown key(s) {sorted(unknown)}; expected some of {sorted(RULE_KEYS)}"
         )
-    if ("path" in spec) == ("join" in spec):
-        raise RuleError("needs a path or a join (one of them)")
+    if len({"path", "join", "template"} & set(spec)) != 1:
+        raise RuleError("needs a path, a join or a template (one of them)")
     if canonical != "time" and _TIME_KEYS & set(spec):
         raise RuleError(f"{sorted(_TIME_KEYS & set(spec))} apply to time only")
     separator = spec.get("separator", "/")
@@ -257,14 +313,33 @@ def compile_rule(canonical: str, spec: object) -> FieldRule:
     zone = spec.get("zone")
     if zone is not None and not isinstance(zone, str):
         raise RuleError("zone must be a text")
+    wall_clock = spec.get("wall_clock", False)
+    if not isinstance(wall_clock, bool):
+        raise RuleError("wall_clock must be true or false")
+    if wall_clock and unit is None:
+        raise RuleError("wall_clock applies to an epoch: give its unit")
+    optional = spec.get("optional", False)
+    if not isinstance(optional, bool):
+        raise RuleError("optional must be true or false")
+    template = spec.get("template")
+    join = _paths(spec["join"]) if "join" in spec else ()
+    if template is not None:
+        if not isinstance(template, str) or not _PLACEHOLDER.search(template):
+            raise RuleError("template must be a text with {path} placeholders: 'Viewed {name}'")
+        parts = _PLACEHOLDER.split(template)  # literal, path, literal, ..., literal
+        join = tuple(parse_path(name) for name in parts[1::2])
+        template = tuple(parts[0::2])
     return FieldRule(
         canonical,
         paths=_paths(spec["path"]) if "path" in spec else (),
-        join=_paths(spec["join"]) if "join" in spec else (),
+        join=join,
         separator=separator,
         value_map=None if value_map is None else dict(value_map),
         scale=None if scale is None else Decimal(str(scale)),
         unit=None if unit is None else UNITS[unit],
         time_format=time_format,
         zone=None if zone is None else parse_zone(zone),
+        wall_clock=wall_clock,
+        template=template,
+        optional=optional,
     )

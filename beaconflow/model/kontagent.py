@@ -215,6 +215,44 @@ def _event_name(kind: str, name: str, value: object) -> str:
     return text
 
 
+_UNSAFE = re.compile(r"[^A-Za-z0-9_]")
+#: The longest event name Kontagent takes.
+MAX_EVENT_NAME = 32
+#: Kontagent user ids are 64-bit signed integers; a hashed id is a positive one of 63 bits.
+_HASH_MASK = (1 << 63) - 1
+
+
+def safe_name(name: str) -> str:
+    """An event name Kontagent takes, for any product's name (``[options] kontagent_names``).
+
+    Every character outside ``[A-Za-z0-9_]`` becomes ``_``. A name still longer than 32
+    characters keeps its first 23 and ends with ``_`` and the first 8 hex digits of the
+    SHA-256 of the whole original name (UTF-8), so two long names that share a beginning
+    stay two names. Names in other scripts lose their letters (``"購入"`` is ``"__"``): give
+    them a Kontagent name in ``[events]``.
+    """
+    safe = _UNSAFE.sub("_", name)
+    if len(safe) <= MAX_EVENT_NAME:
+        return safe
+    digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    return f"{safe[: MAX_EVENT_NAME - 9]}_{digest}"
+
+
+def hashed_user_id(user_id: str | int) -> str:
+    """A Kontagent user id for an id that is not a positive number (``kontagent_user_ids``).
+
+    A positive decimal id is returned as it is. Any other id is the first 8 bytes of the
+    SHA-256 of its UTF-8 text, read big-endian, with the top bit cleared (0 becomes 1): a
+    stable id from 1 to 2**63 - 1, the same in every run, release and machine. Two ids share
+    a hash with a probability of about n**2 / 2**64 for n users.
+    """
+    text = str(user_id)
+    if _DIGITS.fullmatch(text) and text.strip("0"):
+        return text
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
+    return str(int.from_bytes(digest[:8], "big") & _HASH_MASK or 1)
+
+
 def _pgr_timestamp(kind: str, name: str, value: object) -> str:
     if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
         return str(value)

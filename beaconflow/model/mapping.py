@@ -1,27 +1,55 @@
 """The --mapping TOML: how another log schema maps onto the canonical record, and routing.
 
 A mapping reads canonical fields from other paths (dotted paths reach into nested objects and
-lists, with fallbacks and conversions: :mod:`beaconflow.model.field_rules`), adds constant
-fields, renames event names, and says which canonical events go to which destination. Without a
-mapping the input is the canonical record and every event goes to every configured
-destination. The format is documented in docs/input.md ("The mapping file") and an example is
-``sample_data/legacy_mapping.toml``.
+lists, with fallbacks and conversions: :mod:`beaconflow.model.field_rules`), turns key/value
+lists into objects (``[lists]``: GA4's ``event_params``), gathers the event's properties from
+several objects (``[properties]``), adds constant fields, renames event names, applies other
+rules to records of another type (``[[when]]``: Segment's ``type``), says how product event
+names and ids become Kontagent's (``[options]``) and which canonical events go to which
+destination. Without a mapping the input is the canonical record and every event goes to every
+configured destination. The format is documented in docs/input.md ("The mapping file"); the
+built-in mappings (``beaconflow mapping show NAME``) and ``sample_data/legacy_mapping.toml``
+are examples.
 """
 
 from __future__ import annotations
 
+import math
+import re
 import tomllib
 from collections import Counter
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime, tzinfo
 from typing import Any
 
 from beaconflow.model.errors import BeaconflowError
-from beaconflow.model.field_rules import FieldRule, RuleError, compile_rule
+from beaconflow.model.field_rules import (
+    FieldRule,
+    Path,
+    RuleError,
+    compile_rule,
+    in_zone,
+    parse_path,
+    resolve,
+)
 from beaconflow.model.message import DESTINATIONS, Destination
 from beaconflow.model.records import FIELDS
 
-_TABLES = frozenset({"fields", "constants", "events", "destinations"})
+_TABLES = frozenset(
+    {"fields", "constants", "events", "destinations", "lists", "properties", "when", "options"}
+)
+#: What a ``[[when]]`` entry may hold.
+_CASE_KEYS = frozenset(
+    {"field", "is", "matches", "fields", "constants", "properties", "destinations"}
+)
+#: ``[options]``: each option's values, the default first.
+OPTIONS: Mapping[str, tuple[object, ...]] = {
+    "event_names": ("types", "custom"),
+    "kontagent_names": ("strict", "safe"),
+    "kontagent_user_ids": ("numeric", "hash"),
+    "pass_through": (True, False),
+}
 
 
 class MappingError(BeaconflowError, ValueError):
@@ -46,17 +74,157 @@ _EVERY_EVENT = Route()
 
 
 @dataclass(frozen=True)
+class KeyValueList:
+    """A list of ``{key, value}`` objects read as one object (GA4's ``event_params``).
+
+    The value is the first of ``values`` that is not null (GA4 sets one of ``string_value``,
+    ``int_value``, ``float_value``, ``double_value``).
+    """
+
+    path: Path
+    key: Path
+    values: tuple[Path, ...]
+
+    def objectify(self, record: Mapping[str, Any]) -> Mapping[str, Any]:
+        """``record`` with the list at :attr:`path` replaced by its object (a copy)."""
+        items = resolve(record, self.path)
+        if not isinstance(items, list):
+            return record
+        obj: dict[str, Any] = {}
+        for item in items:
+            if not isinstance(item, dict):
+                continue
+            key = resolve(item, self.key)
+            if key is None:
+                continue
+            value = None
+            for path in self.values:
+                value = resolve(item, path)
+                if value is not None:
+                    break
+            obj.setdefault(str(key), value)
+        return _replaced(record, self.path, obj)
+
+
+def _replaced(record: Mapping[str, Any], path: Path, value: Any) -> dict[str, Any]:
+    """A copy of ``record`` with ``value`` at ``path``; the containers on the way are copied."""
+    out = dict(record)
+    head = path[0]
+    if len(path) == 1:
+        out[str(head)] = value
+    else:
+        inner = out.get(str(head))
+        if isinstance(inner, dict):
+            out[str(head)] = _replaced(inner, path[1:], value)
+    return out
+
+
+def _scalars(obj: Mapping[str, Any], prefix: str, flatten: bool) -> Iterator[tuple[str, Any]]:
+    """``(name, value)`` of an object; a nested object's as dotted names when flattening."""
+    for key, value in obj.items():
+        name = f"{prefix}{key}"
+        if flatten and isinstance(value, dict) and value:
+            yield from _scalars(value, f"{name}.", flatten)
+        else:
+            yield name, value
+
+
+@dataclass(frozen=True)
+class PropertySources:
+    """``[properties]``: the event's properties, gathered from one or several objects.
+
+    The first source that has a name wins; ``include`` (when given) and ``exclude`` filter
+    names (a name excludes its dotted children too). A value that is not a scalar (an
+    object, a list, null, a non-finite number) is left out and counted, never a reason to
+    refuse the event; ``flatten`` turns nested objects into dotted names first.
+    """
+
+    sources: tuple[Path, ...]
+    include: frozenset[str] | None = None
+    exclude: frozenset[str] = frozenset()
+    flatten: bool = False
+    optional: bool = False
+    label: str = field(init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        paths = ", ".join(".".join(map(str, path)) for path in self.sources)
+        object.__setattr__(self, "label", f"properties from {paths}")
+
+    def _excluded(self, name: str) -> bool:
+        if name in self.exclude:
+            return True
+        if self.include is not None and name not in self.include:
+            return not any(name.startswith(f"{kept}.") for kept in self.include)
+        return "." in name and any(name.startswith(f"{gone}.") for gone in self.exclude)
+
+    def collect(
+        self, record: Mapping[str, Any], left_out: Counter[str] | None = None
+    ) -> dict[str, Any] | None:
+        """The properties (None: no source is an object in this record)."""
+        found = False
+        properties: dict[str, Any] = {}
+        for path in self.sources:
+            obj = resolve(record, path)
+            if not isinstance(obj, dict):
+                continue
+            found = True
+            for name, value in _scalars(obj, "", self.flatten):
+                if name in properties or self._excluded(name):
+                    continue
+                if isinstance(value, datetime):
+                    value = value.isoformat()
+                if (
+                    value is None
+                    or isinstance(value, dict | list | bytes)
+                    or (isinstance(value, float) and not math.isfinite(value))
+                ):
+                    if left_out is not None:
+                        left_out[name] += 1
+                    continue
+                properties[name] = value
+        return properties if found else None
+
+
+@dataclass(frozen=True)
+class Options:
+    """``[options]``: how a product's event names and user ids become Kontagent's."""
+
+    #: ``custom``: an event name read from the record is the product's own (a Kontagent
+    #: ``evt`` and a KISSmetrics event of that name), never one of the Ruby library's types
+    #: (``invite_sent`` stays ``invite_sent``); ``[events]`` and constants still select types.
+    event_names: str = "types"
+    #: ``safe``: a Kontagent event name has every character outside [A-Za-z0-9_] replaced
+    #: by ``_``; one past 32 characters is shortened (``kontagent.safe_name``).
+    kontagent_names: str = "strict"
+    #: ``hash``: a user id that is not a positive number is sent to Kontagent as a stable
+    #: 63-bit hash of it (:func:`beaconflow.model.kontagent.hashed_user_id`).
+    kontagent_user_ids: str = "numeric"
+    #: False: a source field named like a canonical field is never read as one unless a rule
+    #: reads it (Segment's ``channel``, a property bag's ``value``).
+    pass_through: bool = True
+
+
+@dataclass(frozen=True)
 class RecordMapping:
-    """A parsed mapping; :meth:`apply` turns a source record into a canonical one."""
+    """A parsed mapping; :meth:`convert` turns a source record into a canonical one."""
 
     fields: tuple[FieldRule, ...] = ()
     constants: tuple[tuple[str, Any], ...] = ()
     events: Mapping[str, str] = field(default_factory=dict)
     routes: Mapping[Destination, Route] = field(default_factory=dict)
+    lists: tuple[KeyValueList, ...] = ()
+    properties: PropertySources | None = None
+    cases: tuple[Case, ...] = ()
+    options: Options = Options()
+    #: A ``[[when]]`` case's destinations (None: every destination its routes take).
+    only: tuple[Destination, ...] | None = None
+    #: The zone of naive times no rule gives a zone to (``--source-timezone``).
+    source_zone: tzinfo | None = None
     #: Source fields that never pass through: those a rule reads whole or reaches into
     #: (renamed away; a canonical container such as ``properties`` stays), and the canonical
     #: fields a rule sets or drops (a same-named source field never stands in).
     hidden: frozenset[str] = field(init=False, repr=False, compare=False)
+    plain: bool = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         hidden = {rule.canonical for rule in self.fields}
@@ -67,47 +235,182 @@ class RecordMapping:
                 # must not take the event's other properties away)
                 if len(path) == 1 or str(path[0]) not in FIELDS:
                     hidden.add(str(path[0]))
+        if self.properties is not None:
+            hidden.add("properties")
+        if not self.options.pass_through:
+            hidden |= FIELDS
         object.__setattr__(self, "hidden", frozenset(hidden))
+        plain = not (
+            self.fields
+            or self.constants
+            or self.events
+            or self.lists
+            or self.properties
+            or self.cases
+            or self.source_zone
+            or self.options != Options()
+        )
+        object.__setattr__(self, "plain", plain)
+
+    def select(self, record: Mapping[str, Any]) -> tuple[Mapping[str, Any], RecordMapping]:
+        """``record`` with its key/value lists as objects, and the mapping that converts it.
+
+        That is the first ``[[when]]`` case whose condition the record meets, or this one.
+        """
+        if self.plain:
+            return record, self
+        for keyvalue in self.lists:
+            record = keyvalue.objectify(record)
+        for case in self.cases:
+            if case.matches(record):
+                return record, case.mapping
+        return record, self
+
+    def convert(
+        self,
+        record: Mapping[str, Any],
+        matched: Counter[str] | None = None,
+        left_out: Counter[str] | None = None,
+    ) -> tuple[dict[str, Any], RecordMapping]:
+        """The canonical record for ``record``, and the mapping that made it (:meth:`select`).
+
+        ``matched`` counts, by label, the rules that found a value (the report names those
+        that never did); ``left_out`` counts the properties left out, by name. RecordError
+        when a field's conversion refuses its value (a time not in its format).
+        """
+        prepared, chosen = self.select(record)
+        return chosen.canonical(prepared, matched, left_out), chosen
 
     def apply(
         self, record: Mapping[str, Any], matched: Counter[str] | None = None
     ) -> dict[str, Any]:
-        """The canonical record for ``record``: fields read, constants added, names renamed.
+        """The canonical record for ``record`` (:meth:`convert` without the mapping)."""
+        return self.convert(record, matched)[0]
 
-        ``matched`` counts, by :attr:`FieldRule.label`, the rules that found a value (the
-        report names those that never did). RecordError when a field's conversion refuses
-        its value (a time not in its format).
-        """
-        if not self.fields and not self.constants and not self.events:
+    def canonical(
+        self,
+        record: Mapping[str, Any],
+        matched: Counter[str] | None = None,
+        left_out: Counter[str] | None = None,
+    ) -> dict[str, Any]:
+        """The canonical record by this mapping's own rules (its cases not consulted)."""
+        if self.plain:
             return dict(record)
         hidden = self.hidden
         out = {key: value for key, value in record.items() if key not in hidden}
+        zone = self.source_zone
         for rule in self.fields:
             if rule.drop:
                 continue
-            value = rule.read(record)
+            value = rule.read(record, zone)
             if value is not None:
                 out[rule.canonical] = value
                 if matched is not None:
                     matched[rule.label] += 1
+        if self.properties is not None:
+            properties = self.properties.collect(record, left_out)
+            if properties is not None:
+                out["properties"] = properties
+                if matched is not None:
+                    matched[self.properties.label] += 1
+        read = out.get("event")
         for name, value in self.constants:
             if out.get(name) is None:
                 out[name] = value
         event = out.get("event")
-        if isinstance(event, str) and event in self.events:
-            out["event"] = self.events[event]
+        if isinstance(event, str):
+            if event in self.events:
+                out["event"] = self.events[event]
+            elif read is not None and self.options.event_names == "custom":
+                out["event"] = "custom_event"
+                out["name"] = event
+        if (
+            zone is not None
+            and "time" in out
+            and not any(rule.canonical == "time" for rule in self.fields)
+        ):
+            out["time"] = in_zone(out["time"], zone)
         return out
+
+    def rules(self) -> Iterator[FieldRule | PropertySources]:
+        """Every rule that reads the source record, this mapping's and its cases', once each."""
+        seen: set[str] = set()
+        for mapping in (self, *(case.mapping for case in self.cases)):
+            found: list[FieldRule | PropertySources] = [
+                rule for rule in mapping.fields if not rule.drop
+            ]
+            if mapping.properties is not None:
+                found.append(mapping.properties)
+            for rule in found:
+                if rule.label not in seen:
+                    seen.add(rule.label)
+                    yield rule
 
     def labels(self) -> tuple[str, ...]:
         """The label of every rule that reads the source record (not the dropped fields)."""
-        return tuple(rule.label for rule in self.fields if not rule.drop)
+        return tuple(rule.label for rule in self.rules())
+
+    def required_labels(self) -> tuple[str, ...]:
+        """The labels of the rules not marked optional: the report warns if one never matched."""
+        return tuple(rule.label for rule in self.rules() if not rule.optional)
+
+    def origin(self, canonical: str) -> str | None:
+        """Where this mapping reads a canonical field from (``userId or anonymousId``)."""
+        if canonical == "properties" and self.properties is not None:
+            return self.properties.label.removeprefix("properties from ")
+        for rule in self.fields:
+            if rule.canonical == canonical and not rule.drop:
+                return rule.label.split(" = ", 1)[1]
+        return None
 
     def destinations(self, event: str, enabled: tuple[Destination, ...]) -> tuple[Destination, ...]:
         """The enabled destinations that this canonical event goes to."""
+        if self.only is not None:
+            enabled = tuple(d for d in enabled if d in self.only)
         return tuple(d for d in enabled if self.routes.get(d, _EVERY_EVENT).accepts(event))
 
+    def with_source_zone(self, zone: tzinfo | None) -> RecordMapping:
+        """The mapping with ``zone`` for naive times (``--source-timezone``), cases too."""
+        if zone is None:
+            return self
+        cases = tuple(
+            replace(case, mapping=replace(case.mapping, source_zone=zone)) for case in self.cases
+        )
+        return replace(self, cases=cases, source_zone=zone)
 
-def _table(doc: dict[str, Any], name: str, where: str) -> dict[str, Any]:
+
+@dataclass(frozen=True)
+class Case:
+    """A ``[[when]]`` entry: the rules of records whose ``field`` has one of some values.
+
+    A record whose ``field`` is one of ``values`` (or matches ``pattern``) is converted by
+    ``mapping``: the top-level tables with the entry's own on top.
+    """
+
+    path: Path
+    values: frozenset[str] | None
+    pattern: re.Pattern[str] | None
+    mapping: RecordMapping
+
+    @property
+    def label(self) -> str:
+        """How ``mapping explain`` names the case: ``type is identify``."""
+        field_name = ".".join(map(str, self.path))
+        if self.values is not None:
+            return f"{field_name} is {' or '.join(sorted(self.values))}"
+        return f"{field_name} matches {self.pattern.pattern if self.pattern else ''!r}"
+
+    def matches(self, record: Mapping[str, Any]) -> bool:
+        value = resolve(record, self.path)
+        if value is None or isinstance(value, dict | list):
+            return False
+        text = str(value).lower() if isinstance(value, bool) else str(value)
+        if self.values is not None:
+            return text in self.values
+        return self.pattern is not None and self.pattern.fullmatch(text) is not None
+
+
+def _table(doc: Mapping[str, Any], name: str, where: str) -> dict[str, Any]:
     table = doc.get(name, {})
     if not isinstance(table, dict):
         raise MappingError(f"{where}: [{name}] must be a table")
@@ -118,6 +421,169 @@ def _names(value: object, where: str) -> frozenset[str]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise MappingError(f"{where} must be a list of event names")
     return frozenset(value)
+
+
+def _fields(doc: Mapping[str, Any], where: str, table: str) -> list[FieldRule]:
+    fields = []
+    for canonical, source in _table(doc, "fields", where).items():
+        if canonical not in FIELDS:
+            raise MappingError(
+                f"{where}: [{table}] {canonical!r} is not a canonical field; "
+                f"expected one of {sorted(FIELDS)}"
+            )
+        try:
+            fields.append(compile_rule(canonical, source))
+        except RuleError as error:
+            raise MappingError(f"{where}: [{table}] {canonical} {error}") from None
+    return fields
+
+
+def _constants(doc: Mapping[str, Any], where: str, table: str) -> list[tuple[str, Any]]:
+    constants = []
+    for name, value in _table(doc, "constants", where).items():
+        if name not in FIELDS:
+            raise MappingError(f"{where}: [{table}] {name!r} is not a canonical field")
+        constants.append((name, value))
+    return constants
+
+
+def _path(value: object, where: str) -> Path:
+    try:
+        return parse_path(value)
+    except RuleError as error:
+        raise MappingError(f"{where} {error}") from None
+
+
+def _paths(value: object, where: str) -> tuple[Path, ...]:
+    items = value if isinstance(value, list) else [value]
+    if not items:
+        raise MappingError(f"{where} needs at least one path")
+    return tuple(_path(item, where) for item in items)
+
+
+def _text_set(value: object, where: str) -> frozenset[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise MappingError(f"{where} must be a list of names")
+    return frozenset(value)
+
+
+def _flag(spec: Mapping[str, Any], key: str, where: str) -> bool:
+    value = spec.get(key, False)
+    if not isinstance(value, bool):
+        raise MappingError(f"{where}.{key} must be true or false")
+    return value
+
+
+_PROPERTY_KEYS = frozenset({"from", "include", "exclude", "flatten", "optional"})
+
+
+def _properties(spec: object, where: str) -> PropertySources:
+    if not isinstance(spec, dict):
+        raise MappingError(f"{where} must be a table")
+    unknown = set(spec) - _PROPERTY_KEYS
+    if unknown:
+        raise MappingError(
+            f"{where} has unknown key(s) {sorted(unknown)}; expected some of "
+            f"{sorted(_PROPERTY_KEYS)}"
+        )
+    if "from" not in spec:
+        raise MappingError(f"{where} needs from: the path(s) of the objects holding properties")
+    include = spec.get("include")
+    return PropertySources(
+        _paths(spec["from"], f"{where}.from"),
+        include=None if include is None else _text_set(include, f"{where}.include"),
+        exclude=_text_set(spec.get("exclude", []), f"{where}.exclude"),
+        flatten=_flag(spec, "flatten", where),
+        optional=_flag(spec, "optional", where),
+    )
+
+
+def _lists(doc: Mapping[str, Any], where: str) -> list[KeyValueList]:
+    lists = []
+    for name, spec in _table(doc, "lists", where).items():
+        here = f"{where}: [lists.{name}]"
+        if not isinstance(spec, dict) or set(spec) != {"key", "value"}:
+            raise MappingError(
+                f"{here} takes key (the path of each item's name) and value (the path or "
+                "paths of its value, the first not null wins)"
+            )
+        lists.append(
+            KeyValueList(
+                _path(name, here),
+                _path(spec["key"], f"{here} key"),
+                _paths(spec["value"], f"{here} value"),
+            )
+        )
+    return lists
+
+
+def _options(doc: Mapping[str, Any], where: str) -> Options:
+    table = _table(doc, "options", where)
+    for key, value in table.items():
+        if key not in OPTIONS:
+            raise MappingError(
+                f"{where}: [options] has no {key!r}; expected some of {list(OPTIONS)}"
+            )
+        if value not in OPTIONS[key] or type(value) is not type(OPTIONS[key][0]):
+            raise MappingError(
+                f"{where}: [options] {key} must be one of {list(OPTIONS[key])}, got {value!r}"
+            )
+    return Options(**table)
+
+
+def _destination_names(value: object, where: str) -> tuple[Destination, ...]:
+    if not isinstance(value, list) or any(v not in DESTINATIONS for v in value):
+        raise MappingError(f"{where} must be a list of destinations from {list(DESTINATIONS)}")
+    return tuple(d for d in DESTINATIONS if d in value)
+
+
+def _case(spec: object, n: int, top: RecordMapping, where: str) -> Case:
+    here = f"{where}: [[when]] #{n}"
+    if not isinstance(spec, dict):
+        raise MappingError(f"{here} must be a table")
+    unknown = set(spec) - _CASE_KEYS
+    if unknown:
+        raise MappingError(
+            f"{here} has unknown key(s) {sorted(unknown)}; expected some of {sorted(_CASE_KEYS)}"
+        )
+    if "field" not in spec or ("is" in spec) == ("matches" in spec):
+        raise MappingError(
+            f"{here} needs field (a path) and either is (a value or a list) or matches "
+            "(a regular expression the whole value must match)"
+        )
+    values = pattern = None
+    if "is" in spec:
+        given = spec["is"] if isinstance(spec["is"], list) else [spec["is"]]
+        if not given or any(isinstance(v, dict | list | float) for v in given):
+            raise MappingError(f"{here} is must be a text, a whole number or a list of them")
+        values = frozenset(str(v).lower() if isinstance(v, bool) else str(v) for v in given)
+    else:
+        if not isinstance(spec["matches"], str):
+            raise MappingError(f"{here} matches must be a regular expression (a text)")
+        try:
+            pattern = re.compile(spec["matches"])
+        except re.error as error:
+            raise MappingError(f"{here} matches is not a regular expression: {error}") from None
+    rules = {rule.canonical: rule for rule in top.fields}
+    rules.update((rule.canonical, rule) for rule in _fields(spec, here, "when.fields"))
+    constants = dict(top.constants)
+    constants.update(_constants(spec, here, "when.constants"))
+    properties = top.properties
+    if "properties" in spec:
+        properties = _properties(spec["properties"], f"{here} properties")
+    only = None
+    if "destinations" in spec:
+        only = _destination_names(spec["destinations"], f"{here} destinations")
+    mapping = replace(
+        top,
+        fields=tuple(rules.values()),
+        constants=tuple(constants.items()),
+        properties=properties,
+        lists=(),
+        cases=(),
+        only=only,
+    )
+    return Case(_path(spec["field"], f"{here} field"), values, pattern, mapping)
 
 
 def parse_mapping(text: str, where: str = "mapping") -> RecordMapping:
@@ -131,22 +597,6 @@ def parse_mapping(text: str, where: str = "mapping") -> RecordMapping:
         raise MappingError(
             f"{where}: unknown table(s) {sorted(unknown)}; expected {sorted(_TABLES)}"
         )
-    fields = []
-    for canonical, source in _table(doc, "fields", where).items():
-        if canonical not in FIELDS:
-            raise MappingError(
-                f"{where}: [fields] {canonical!r} is not a canonical field; "
-                f"expected one of {sorted(FIELDS)}"
-            )
-        try:
-            fields.append(compile_rule(canonical, source))
-        except RuleError as error:
-            raise MappingError(f"{where}: [fields] {canonical} {error}") from None
-    constants = []
-    for name, value in _table(doc, "constants", where).items():
-        if name not in FIELDS:
-            raise MappingError(f"{where}: [constants] {name!r} is not a canonical field")
-        constants.append((name, value))
     events = {}
     for source_name, canonical_name in _table(doc, "events", where).items():
         if not isinstance(canonical_name, str) or not canonical_name:
@@ -164,4 +614,19 @@ def parse_mapping(text: str, where: str = "mapping") -> RecordMapping:
         include = _names(spec.get("include", ["*"]), f"{where}: destinations.{name}.include")
         exclude = _names(spec.get("exclude", []), f"{where}: destinations.{name}.exclude")
         routes[name] = Route(include, exclude)
-    return RecordMapping(tuple(fields), tuple(constants), events, routes)
+    properties = None
+    if "properties" in doc:
+        properties = _properties(doc["properties"], f"{where}: [properties]")
+    top = RecordMapping(
+        tuple(_fields(doc, where, "fields")),
+        tuple(_constants(doc, where, "constants")),
+        events,
+        routes,
+        lists=tuple(_lists(doc, where)),
+        properties=properties,
+        options=_options(doc, where),
+    )
+    cases = doc.get("when", [])
+    if not isinstance(cases, list):
+        raise MappingError(f"{where}: when must be an array of tables ([[when]])")
+    return replace(top, cases=tuple(_case(spec, n, top, where) for n, spec in enumerate(cases, 1)))

@@ -68,6 +68,12 @@ class RecordError(BeaconflowError, ValueError):
         self.rule = rule
         super().__init__(f"field {field!r}: {rule}" if field else rule)
 
+    def read_from(self, origin: str | None) -> RecordError:
+        """The error naming where a mapping read its field from (``userId or anonymousId``)."""
+        if origin is None or self.field is None:
+            return self
+        return RecordError(f"{self.field}", f"{self.rule} (read from {origin})")
+
 
 @dataclass(frozen=True)
 class Event:

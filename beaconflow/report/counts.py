@@ -55,6 +55,8 @@ FAILED_AT = "series_failed_at"
 DEAD_LETTER_REASON = "series_dead_letter"
 #: Records a mapping rule found a value in: detail = the rule's label.
 MAPPING_RULE = "mapping_rule_matched"
+#: Properties a mapping's [properties] left out (not scalars): detail = the property's name.
+PROPERTY_LEFT_OUT = "property_left_out"
 #: Why the run stopped early (a step says so once or more): detail = the reason.
 STOPPED = "run_stopped"
 #: Failed messages that a stop kept from being sent at all (part of messages_failed).
@@ -113,6 +115,7 @@ def build_report(
     counts: Counter[str] = Counter()
     unknown: Counter[str] = Counter()
     rules: Counter[str] = Counter()
+    left_out: Counter[str] = Counter()
     invalid_by_stage: dict[str, int] = {}
     by_destination: dict[str, dict[str, int]] = {}
     by_type: dict[str, dict[str, int]] = {}
@@ -138,6 +141,9 @@ def build_report(
             continue
         if counter == MAPPING_RULE:
             rules[key.detail] += n
+            continue
+        if counter == PROPERTY_LEFT_OUT:
+            left_out[key.detail] += n
             continue
         if counter not in _COUNTS:
             # a bug, found after the run has sent: said in the report, which is still written
@@ -165,6 +171,7 @@ def build_report(
         ),
         send_timeline=send_timeline(sent_at),
         mapping_rules_matched=dict(sorted(rules.items())),
+        properties_left_out=dict(sorted(left_out.items(), key=lambda item: (-item[1], item[0]))),
         stopped="; ".join(sorted(stopped)) or None,
         elapsed_seconds=round(elapsed, 3),
         messages_per_second=(

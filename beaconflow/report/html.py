@@ -386,6 +386,19 @@ def _header(report: RunReport) -> str:
             f"value in no record of this run:</strong><ul>{items}</ul>A typo in a path, or "
             "logs of another export than the mapping was written for?</div>"
         )
+    left_out = report.properties_left_out
+    if left_out:
+        shown = list(left_out.items())[:_MAX_LIST]
+        items = "".join(
+            f"<li><code>{_esc(name, _LONG_TEXT)}</code>: {_fmt(_count(n))}</li>"
+            for name, n in shown
+        )
+        if len(left_out) > len(shown):
+            items += f"<li>and {len(left_out) - len(shown):,} more</li>"
+        parts.append(
+            "<div><strong>Properties left out</strong> (objects, lists or nulls; the events "
+            f"went on without them):<ul>{items}</ul></div>"
+        )
     for title, stats in (("Events", _EVENT_STATS), ("Messages", _MESSAGE_STATS)):
         cards = []
         for key, label in stats:

@@ -82,6 +82,9 @@ class RunReport:
     #: a value in; and the rules that found none in the whole run (a typo, or another export).
     mapping_rules_matched: Mapping[str, int] = field(default_factory=dict)
     mapping_rules_unmatched: tuple[str, ...] = ()
+    #: Per property name, how many events' [properties] left it out (an object, a list, a
+    #: null): the events went on without it. Most frequent first.
+    properties_left_out: Mapping[str, int] = field(default_factory=dict)
     stopped: str | None = None
     elapsed_seconds: float = 0.0
     messages_per_second: float = 0.0
@@ -158,6 +161,7 @@ _MAPPINGS = frozenset(
         "messages_by_day",
         "send_timeline",
         "mapping_rules_matched",
+        "properties_left_out",
     }
 )
 
@@ -250,6 +254,13 @@ def summary(report: RunReport) -> str:
         )
     for rule in report.mapping_rules_unmatched:
         lines.append(f"WARNING: the mapping's rule '{rule}' found a value in no record")
+    left_out = report.properties_left_out
+    if left_out:
+        names = ", ".join(f"{name} ({n:,})" for name, n in list(left_out.items())[:5])
+        more = f" and {len(left_out) - 5:,} more" if len(left_out) > 5 else ""
+        lines.append(
+            f"properties left out (objects, lists or nulls; the events went on): {names}{more}"
+        )
     for error in report.invariant_errors:
         lines.append(f"WARNING: the report does not add up: {error}")
     return "\n".join(lines)

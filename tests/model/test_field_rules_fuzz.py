@@ -15,13 +15,26 @@ MICROS = st.integers(min_value=EARLIEST * 1_000_000, max_value=1_893_456_000 * 1
 OFFSETS = st.integers(min_value=-14 * 60, max_value=14 * 60).map(lambda m: timedelta(minutes=m))
 
 
-@given(micros=MICROS, unit=st.sampled_from(sorted(UNITS)), as_text=st.booleans())
+#: The units a rule may name; ``auto`` is tested below.
+FIXED_UNITS = sorted(unit for unit, factor in UNITS.items() if factor)
+
+
+@given(micros=MICROS, unit=st.sampled_from(FIXED_UNITS), as_text=st.booleans())
 def test_an_epoch_in_any_unit_is_its_whole_second(micros: int, unit: str, as_text: bool) -> None:
     factor = UNITS[unit]
     epoch = micros * factor // 1_000_000  # the instant in the unit, truncated
     rule = compile_rule("time", {"path": "t", "unit": unit})
     value = rule.read({"t": str(epoch) if as_text else epoch})
     assert parse_time(value) == epoch // factor == micros // 1_000_000
+
+
+@given(micros=MICROS, unit=st.sampled_from(FIXED_UNITS), as_text=st.booleans())
+def test_auto_reads_an_epoch_of_the_services_range_in_any_unit(
+    micros: int, unit: str, as_text: bool
+) -> None:
+    epoch = micros * UNITS[unit] // 1_000_000
+    rule = compile_rule("time", {"path": "t", "unit": "auto"})
+    assert parse_time(rule.read({"t": str(epoch) if as_text else epoch})) == micros // 1_000_000
 
 
 @given(micros=MICROS, offset=OFFSETS)

@@ -436,7 +436,7 @@ WHERE = "conf/orchard.toml"
         ("[fields]\ntime = 1\n", ("[fields] time must be a field name or dotted path",)),
         ("[fields]\ntime = []\n", ("[fields] time needs at least one path",)),
         ("[fields.time]\npaths = 'ts'\n", ("[fields] time has unknown key(s) ['paths']",)),
-        ("[fields.time]\nunit = 'ms'\n", ("[fields] time needs a path or a join",)),
+        ("[fields.time]\nunit = 'ms'\n", ("[fields] time needs a path, a join or a template",)),
         ("[fields.value]\npath = 'v'\nunit = 'ms'\n", ("['unit'] apply to time only",)),
         ("[fields.time]\npath = 't'\nunit = 'days'\n", ("unit must be one of",)),
         ("[fields.time]\npath = 't'\nformat = 'Y-m-d'\n", ("format must be a strptime",)),

@@ -1,0 +1,59 @@
+"""One source record to its mapped event: the mapping, the validation and the messages.
+
+:func:`convert_record` is what the parse step does to each record, and what
+``beaconflow mapping explain`` shows: the mapping (its ``[[when]]`` case), the canonical
+record, the validated event and, per destination, its message or why it has none. Errors
+name the source path a mapping read the field from. Pure Python, no Beam.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from beaconflow.model.events import MappedEvent, map_event
+from beaconflow.model.mapping import RecordMapping
+from beaconflow.model.message import Destination
+from beaconflow.model.records import Event, RecordError, validate
+
+
+@dataclass(frozen=True)
+class Converted:
+    """A source record converted: its canonical record, its event and its messages."""
+
+    canonical: Mapping[str, Any]
+    event: Event
+    mapped: MappedEvent
+
+
+def convert_record(
+    source: Mapping[str, Any],
+    mapping: RecordMapping,
+    *,
+    now: float,
+    source_name: str,
+    destinations: tuple[Destination, ...],
+    only: object = None,
+    matched: Counter[str] | None = None,
+    left_out: Counter[str] | None = None,
+) -> Converted:
+    """The record's event and messages, or RecordError naming the field and its source path.
+
+    ``only`` restricts the event to one destination (a replayed dead-letter entry's);
+    ``matched`` and ``left_out`` count the rules that found a value and the properties left
+    out (see :meth:`RecordMapping.convert`).
+    """
+    prepared, chosen = mapping.select(source)
+    try:
+        canonical = chosen.canonical(prepared, matched, left_out)
+        event = validate(canonical, now=now, source=source_name)
+    except RecordError as error:
+        raise error.read_from(chosen.origin(error.field or "")) from None
+    targets = chosen.destinations(event.name, destinations)
+    if only is not None:
+        # the entry was this destination's only: the event's others were sent already
+        targets = tuple(d for d in targets if d == only)
+    mapped = map_event(event, targets, source, chosen.options, chosen.origin)
+    return Converted(canonical, event, mapped)
