@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from decimal import Decimal, InvalidOperation
@@ -54,7 +54,6 @@ RULE_KEYS = frozenset(
 _TIME_KEYS = frozenset({"unit", "format", "zone", "wall_clock"})
 _PLACEHOLDER = re.compile(r"\{([^{}]+)\}")
 _OFFSET = re.compile(r"([+-])(\d\d):?(\d\d)")
-_DIGITS = re.compile(r"-?\d+")
 
 Path = tuple[str | int, ...]
 
@@ -87,6 +86,17 @@ class FieldRule:
     label: str = field(init=False, compare=False)
     #: Whether the rule does more than read a path (computed once: read is per record).
     converts: bool = field(init=False, compare=False)
+    #: Compiled once: a reader per path, and the conversions in order.
+    _getters: tuple[Callable[[Mapping[str, Any]], Any], ...] = field(
+        init=False, compare=False, repr=False
+    )
+    _steps: tuple[Callable[[Any, tzinfo | None], Any], ...] = field(
+        init=False, compare=False, repr=False
+    )
+    #: :meth:`read`, compiled for the rule's shape: what a mapping calls per record.
+    reader: Callable[[Mapping[str, Any], tzinfo | None], Any] = field(
+        init=False, compare=False, repr=False
+    )
 
     def __post_init__(self) -> None:
         if self.template is not None:
@@ -96,12 +106,31 @@ class FieldRule:
         else:
             paths = " or ".join(_dotted(path) for path in self.paths)
         object.__setattr__(self, "label", f"{self.canonical} = {paths}")
-        converts = bool(self.join) or any(
-            setting is not None
-            for setting in (self.value_map, self.scale, self.unit, self.time_format, self.zone)
-        )
-        converts = converts or self.canonical == "time"  # --source-timezone may apply
-        object.__setattr__(self, "converts", converts)
+        steps = _steps(self)
+        object.__setattr__(self, "converts", bool(self.join or steps))
+        object.__setattr__(self, "_steps", steps)
+        getters = tuple(getter(path) for path in (self.join or self.paths))
+        object.__setattr__(self, "_getters", getters)
+        object.__setattr__(self, "reader", self._reader())
+
+    def _reader(self) -> Callable[[Mapping[str, Any], tzinfo | None], Any]:
+        """:meth:`read` as one closure for the common shapes (one path, at most one step)."""
+        if self.join or len(self.paths) != 1 or len(self._steps) > 1:
+            return self.read
+        path = self.paths[0]
+        if not self._steps:
+            if len(path) == 1 and isinstance(path[0], str):
+                key = path[0]
+                return lambda record, zone: record.get(key)
+            get = self._getters[0]
+            return lambda record, zone: get(record)
+        get, step = self._getters[0], self._steps[0]
+
+        def read_one(record: Mapping[str, Any], zone: tzinfo | None) -> Any:
+            value = get(record)
+            return None if value is None else step(value, zone)
+
+        return read_one
 
     @property
     def sources(self) -> tuple[Path, ...]:
@@ -111,45 +140,107 @@ class FieldRule:
     def read(self, record: Mapping[str, Any], zone: tzinfo | None = None) -> Any:
         """The field's value in ``record`` (None: absent), converted.
 
-        ``zone`` is the zone of naive times when the rule names none (``--source-timezone``).
+        ``zone`` is the zone of naive times when the rule names none (``--source-timezone``);
+        a time rule without a zone leaves a naive time naive and the mapping places it.
         """
         if self.join:
-            parts = [resolve(record, path) for path in self.join]
-            if any(part is None for part in parts):
+            parts = [get(record) for get in self._getters]
+            if None in parts:
                 return None
-            texts = [_text(part) for part in parts]
+            texts = [part if type(part) is str else _text(part) for part in parts]
             if self.template is not None:
                 value: Any = _fill(self.template, texts)
             else:
                 value = self.separator.join(texts)
         else:
-            value = None
-            for path in self.paths:
-                value = resolve(record, path)
+            for get in self._getters:
+                value = get(record)
                 if value is not None:
                     break
-            if value is None or not self.converts:
+            else:
+                return None
+            if not self.converts:
                 return value
-        if (
-            self.value_map is not None
-            and isinstance(value, str | int)
-            and not isinstance(value, bool)
-        ):
-            value = self.value_map.get(str(value), self.value_map.get("*", value))
-        if self.scale is not None:
-            value = _scaled(value, self.scale)
-        zone = self.zone or zone
-        if self.unit is not None:
-            value = _from_epoch(value, self.unit)
-            if self.wall_clock and zone is not None and isinstance(value, int):
-                # the epoch counts the zone's wall clock: read it as a naive time there
-                naive = datetime(1970, 1, 1) + timedelta(seconds=value)
-                return naive.replace(tzinfo=zone)
-        if self.time_format is not None:
-            value = _from_format(value, self.time_format)
-        if zone is not None:
-            value = in_zone(value, zone)
+        for step in self._steps:
+            value = step(value, zone)
         return value
+
+
+def getter(path: Path) -> Callable[[Mapping[str, Any]], Any]:
+    """A reader of one path: the common short paths without resolve()'s loop."""
+    if len(path) == 1 and isinstance(path[0], str):
+        key: str = path[0]
+        return lambda record: record.get(key)
+    if len(path) == 2 and isinstance(path[0], str) and isinstance(path[1], str):
+        outer, inner = str(path[0]), str(path[1])
+
+        def get(record: Mapping[str, Any]) -> Any:
+            value = record.get(outer)
+            return value.get(inner) if isinstance(value, dict) else None
+
+        return get
+
+    def get_any(record: Mapping[str, Any]) -> Any:
+        value: Any = record
+        for part in path:
+            if type(value) is dict and type(part) is str:
+                value = value.get(part)
+            elif isinstance(part, int) and type(value) is list and part < len(value):
+                value = value[part]
+            else:
+                return resolve(value, (part,)) if isinstance(value, Mapping) else None
+            if value is None:
+                return None
+        return value
+
+    return get_any
+
+
+def _steps(rule: FieldRule) -> tuple[Callable[[Any, tzinfo | None], Any], ...]:
+    """The rule's conversions, in order: map, scale, epoch unit, format, zone."""
+    steps: list[Callable[[Any, tzinfo | None], Any]] = []
+    value_map = rule.value_map
+    if value_map is not None:
+        others = value_map.get("*")
+
+        def mapped(value: Any, zone: tzinfo | None) -> Any:
+            if type(value) is str:
+                return value_map.get(value, value if others is None else others)
+            if isinstance(value, int) and not isinstance(value, bool):
+                return value_map.get(str(value), value if others is None else others)
+            return value
+
+        steps.append(mapped)
+    scale = rule.scale
+    if scale is not None:
+        whole = int(scale) if scale == scale.to_integral_value() else None
+        steps.append(lambda value, zone: _scaled(value, scale, whole))
+    unit, wall_clock, own_zone = rule.unit, rule.wall_clock, rule.zone
+    if unit is not None:
+
+        def epoch(value: Any, zone: tzinfo | None) -> Any:
+            if not wall_clock and unit:  # the common cases first: digits, or an int
+                if type(value) is str and value.isdigit():
+                    return int(value) // unit
+                if type(value) is int:
+                    return value // unit
+            value = _from_epoch(value, unit)
+            zone = own_zone or zone
+            if wall_clock and zone is not None and isinstance(value, int):
+                # the epoch counts the zone's wall clock: read it as a naive time there
+                return (_EPOCH + timedelta(seconds=value)).replace(tzinfo=zone)
+            return value
+
+        steps.append(epoch)
+    time_format = rule.time_format
+    if time_format is not None:
+        steps.append(lambda value, zone: _from_format(value, time_format))
+    if own_zone is not None:
+        steps.append(lambda value, zone: in_zone(value, own_zone))
+    return tuple(steps)
+
+
+_EPOCH = datetime(1970, 1, 1)
 
 
 def _fill(pieces: tuple[str, ...], texts: list[str]) -> str:
@@ -186,7 +277,21 @@ def resolve(record: Mapping[str, Any], path: Path) -> Any:
     return value
 
 
-def _scaled(value: Any, scale: Decimal) -> Any:
+def _scaled(value: Any, scale: Decimal, whole: int | None = None) -> Any:
+    """``value`` x ``scale`` rounded half to even; ``whole``: the scale if it is whole."""
+    if whole is not None:
+        if type(value) is int:
+            return value * whole
+        if type(value) is float:
+            product = value * whole
+            nearest = round(product)
+            # far from a tie, the float product rounds as the decimal one does: the two
+            # differ by a few units in the last place (|product| < 1e9: under 1e-6)
+            if abs(product) < 1e9 and abs(abs(product - nearest) - 0.5) > 1e-3:
+                return int(nearest)
+            text = repr(value)  # the shortest text that reads back as it: what JSON wrote
+            if "e" not in text and "n" not in text:
+                return _scaled_decimal_text(text, whole)
     if isinstance(value, bool):
         return value
     try:
@@ -199,12 +304,24 @@ def _scaled(value: Any, scale: Decimal) -> Any:
     return int((number * scale).to_integral_value())
 
 
+def _scaled_decimal_text(text: str, scale: int) -> int:
+    """``text`` (digits with one point) x ``scale``, rounded half to even, in integers."""
+    whole, _, fraction = text.partition(".")
+    numerator = int(whole + fraction) * scale
+    denominator: int = 10 ** len(fraction)
+    quotient: int
+    remainder: int
+    quotient, remainder = divmod(numerator, denominator)  # floor, remainder >= 0
+    twice = 2 * remainder
+    if twice > denominator or (twice == denominator and quotient % 2):
+        quotient += 1
+    return quotient
+
+
 def _from_epoch(value: Any, unit: int) -> Any:
-    if isinstance(value, str) and _DIGITS.fullmatch(value.strip()):
-        value = int(value.strip())
-    elif isinstance(value, str):
+    if isinstance(value, str):
         try:
-            value = float(value)
+            value = int(value) if value.isdigit() else float(value)
         except ValueError:
             return value
     if isinstance(value, bool) or not isinstance(value, int | float):

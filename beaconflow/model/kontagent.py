@@ -18,6 +18,7 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -222,6 +223,7 @@ MAX_EVENT_NAME = 32
 _HASH_MASK = (1 << 63) - 1
 
 
+@functools.lru_cache(maxsize=4096)  # a log has few event names, each seen many times
 def safe_name(name: str) -> str:
     """An event name Kontagent takes, for any product's name (``[options] kontagent_names``).
 
@@ -246,6 +248,8 @@ def hashed_user_id(user_id: str | int) -> str:
     stable id from 1 to 2**63 - 1, the same in every run, release and machine. Two ids share
     a hash with a probability of about n**2 / 2**64 for n users.
     """
+    if type(user_id) is int and user_id > 0:
+        return str(user_id)
     text = str(user_id)
     if _DIGITS.fullmatch(text) and text.strip("0"):
         return text

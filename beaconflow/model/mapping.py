@@ -18,7 +18,7 @@ import math
 import re
 import tomllib
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, tzinfo
 from typing import Any
@@ -29,6 +29,7 @@ from beaconflow.model.field_rules import (
     Path,
     RuleError,
     compile_rule,
+    getter,
     in_zone,
     parse_path,
     resolve,
@@ -145,10 +146,14 @@ class PropertySources:
     flatten: bool = False
     optional: bool = False
     label: str = field(init=False, compare=False)
+    _getters: tuple[Callable[[Mapping[str, Any]], Any], ...] = field(
+        init=False, compare=False, repr=False
+    )
 
     def __post_init__(self) -> None:
         paths = ", ".join(".".join(map(str, path)) for path in self.sources)
         object.__setattr__(self, "label", f"properties from {paths}")
+        object.__setattr__(self, "_getters", tuple(getter(path) for path in self.sources))
 
     def _excluded(self, name: str) -> bool:
         if name in self.exclude:
@@ -163,13 +168,20 @@ class PropertySources:
         """The properties (None: no source is an object in this record)."""
         found = False
         properties: dict[str, Any] = {}
-        for path in self.sources:
-            obj = resolve(record, path)
+        exclude, filtered = self.exclude, self.include is not None or self.flatten
+        for get in self._getters:
+            obj = get(record)
             if not isinstance(obj, dict):
                 continue
             found = True
-            for name, value in _scalars(obj, "", self.flatten):
-                if name in properties or self._excluded(name):
+            items = _scalars(obj, "", True) if self.flatten else obj.items()
+            for name, value in items:
+                if name in properties or name in exclude:
+                    continue
+                if filtered and self._excluded(name):
+                    continue
+                if type(value) is str or type(value) is int:  # the common case
+                    properties[name] = value
                     continue
                 if isinstance(value, datetime):
                     value = value.isoformat()
@@ -225,8 +237,14 @@ class RecordMapping:
     #: fields a rule sets or drops (a same-named source field never stands in).
     hidden: frozenset[str] = field(init=False, repr=False, compare=False)
     plain: bool = field(init=False, repr=False, compare=False)
+    #: (canonical field, its rule's read, its label) of the rules that read: per record.
+    _readers: tuple[tuple[str, Callable[..., Any], str], ...] = field(
+        init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
+        readers = tuple((r.canonical, r.reader, r.label) for r in self.fields if not r.drop)
+        object.__setattr__(self, "_readers", readers)
         hidden = {rule.canonical for rule in self.fields}
         for rule in self.fields:
             for path in rule.sources:
@@ -299,21 +317,19 @@ class RecordMapping:
         hidden = self.hidden
         out = {key: value for key, value in record.items() if key not in hidden}
         zone = self.source_zone
-        for rule in self.fields:
-            if rule.drop:
-                continue
-            value = rule.read(record, zone)
+        for canonical, read, label in self._readers:
+            value = read(record, zone)
             if value is not None:
-                out[rule.canonical] = value
+                out[canonical] = value
                 if matched is not None:
-                    matched[rule.label] += 1
+                    matched[label] += 1
         if self.properties is not None:
             properties = self.properties.collect(record, left_out)
             if properties is not None:
                 out["properties"] = properties
                 if matched is not None:
                     matched[self.properties.label] += 1
-        read = out.get("event")
+        event_read = out.get("event")
         for name, value in self.constants:
             if out.get(name) is None:
                 out[name] = value
@@ -321,14 +337,11 @@ class RecordMapping:
         if isinstance(event, str):
             if event in self.events:
                 out["event"] = self.events[event]
-            elif read is not None and self.options.event_names == "custom":
+            elif event_read is not None and self.options.event_names == "custom":
                 out["event"] = "custom_event"
                 out["name"] = event
-        if (
-            zone is not None
-            and "time" in out
-            and not any(rule.canonical == "time" for rule in self.fields)
-        ):
+        if zone is not None and "time" in out:
+            # a naive time, read by a rule without a zone of its own or passed through
             out["time"] = in_zone(out["time"], zone)
         return out
 
@@ -391,6 +404,10 @@ class Case:
     values: frozenset[str] | None
     pattern: re.Pattern[str] | None
     mapping: RecordMapping
+    _get: Callable[[Mapping[str, Any]], Any] = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_get", getter(self.path))
 
     @property
     def label(self) -> str:
@@ -401,7 +418,7 @@ class Case:
         return f"{field_name} matches {self.pattern.pattern if self.pattern else ''!r}"
 
     def matches(self, record: Mapping[str, Any]) -> bool:
-        value = resolve(record, self.path)
+        value = self._get(record)
         if value is None or isinstance(value, dict | list):
             return False
         text = str(value).lower() if isinstance(value, bool) else str(value)
