@@ -158,8 +158,13 @@ class PropertySources:
     def _excluded(self, name: str) -> bool:
         if name in self.exclude:
             return True
-        if self.include is not None and name not in self.include:
-            return not any(name.startswith(f"{kept}.") for kept in self.include)
+        if (
+            self.include is not None
+            and name not in self.include
+            and not any(name.startswith(f"{kept}.") for kept in self.include)
+        ):
+            return True
+        # an included name's dotted children may still be excluded by an excluded parent
         return "." in name and any(name.startswith(f"{gone}.") for gone in self.exclude)
 
     def collect(

@@ -248,6 +248,44 @@ def test_the_report_names_mapping_rules_that_matched_no_record(tmp_path: Path) -
     assert "found a value in no record" in page and "level = properties.lvl" in page
 
 
+def test_the_report_counts_the_properties_left_out(tmp_path: Path) -> None:
+    source = _write_jsonl(
+        tmp_path / "segment.jsonl",
+        [
+            {"messageId": "m1", "ts": T0, "userId": "7", "event": "level_up",
+             "properties": {"plan": "pro", "cart": {"n": 2}, "tags": ["a"]}},
+            {"messageId": "m2", "ts": T0 + 1, "userId": "8", "event": "level_up",
+             "properties": {"cart": None}, "traits": {"plan": "free"}},
+            {"messageId": "m3", "ts": T0 + 2, "event": "level_up", "properties": {"x": []}},
+        ],
+    )  # fmt: skip
+    mapping = tmp_path / "mapping.toml"
+    mapping.write_text(
+        '[fields]\nevent_id = "messageId"\ntime = "ts"\nuser_id = "userId"\n'
+        '[properties]\nfrom = ["properties", "traits"]\n'
+        "[destinations.kontagent]\ninclude = []\n"
+    )
+    out = tmp_path / "out"
+    flags = backfill_flags(
+        "http://127.0.0.1:9", out, source, extra=(f"--mapping={mapping}", f"--dry-run={out / 'd'}")
+    )
+    status, report = run_json(flags, now=NOW)
+    # the third record has no user: invalid, but what its properties left out is counted
+    assert status == 3 and report["events_mapped"] == 2 and report["events_invalid"] == 1
+    assert report["properties_left_out"] == {"cart": 2, "tags": 1, "x": 1}
+    assert report["mapping_rules_matched"]["properties from properties, traits"] == 3
+    assert report["mapping_rules_unmatched"] == []
+    saved = json.loads((out / "report.json").read_text())
+    assert saved["properties_left_out"] == {"cart": 2, "tags": 1, "x": 1}
+    lines = summary(RunReport.from_json(saved)).splitlines()
+    assert (
+        "properties left out (objects, lists or nulls; the events went on): "
+        "cart (2), tags (1), x (1)"
+    ) in lines
+    written = [json.loads(line) for line in (out / "d").read_text().splitlines()]
+    assert len(written) == 2
+
+
 def test_format_jsonl_reads_a_file_whose_name_says_nothing(tmp_path: Path) -> None:
     source = tmp_path / "events.log"
     source.write_text(

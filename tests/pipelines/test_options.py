@@ -7,7 +7,7 @@ error is one line on stderr and exit 2).
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -197,3 +197,82 @@ def test_unreadable_mapping_is_a_usage_error(
         path.write_bytes(content)
     with pytest.raises(UsageError, match=error):
         configure(["--dry-run=d", "--input=x/*.jsonl", f"--mapping={path}"])
+
+
+# --mapping NAME and --source-timezone -------------------------------------------------------
+
+BUILTIN_LIST = "built-ins: segment, mixpanel, amplitude, ga4"
+
+
+def test_a_builtin_mapping_by_name() -> None:
+    from beaconflow.model.builtin import builtin_mapping
+
+    config = configure(["--dry-run=d", "--input=x/*.jsonl", "--mapping=segment"])
+    assert config.mapping == builtin_mapping("segment")
+
+
+def test_an_unknown_builtin_name_lists_the_builtins() -> None:
+    with pytest.raises(UsageError) as error:
+        configure(["--dry-run=d", "--input=x/*.jsonl", "--mapping=nosuch"])
+    assert str(error.value) == (
+        f"--mapping 'nosuch' is not a built-in mapping; {BUILTIN_LIST} "
+        "(a mapping file's name has a / or ends in .toml: ./nosuch.toml)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("zone", "offset"),
+    [("America/Los_Angeles", -7 * 3600), ("-07:00", -7 * 3600), ("UTC", 0), ("+05:30", 19800)],
+)
+def test_the_source_timezone_is_the_mappings(zone: str, offset: int) -> None:
+    config = configure(["--dry-run=d", "--input=x/*.jsonl", f"--source-timezone={zone}"])
+    naive = config.mapping.apply({"time": "2024-07-04T12:00:00"})["time"]
+    assert isinstance(naive, datetime)
+    assert naive.utcoffset() == timedelta(seconds=offset)
+    # a built-in's cases get it too
+    segment = configure(
+        ["--dry-run=d", "--input=x/*.jsonl", "--mapping=segment", f"--source-timezone={zone}"]
+    ).mapping
+    assert {case.mapping.source_zone for case in segment.cases} == {segment.source_zone}
+
+
+def test_without_a_source_timezone_a_naive_time_is_left_for_validation_to_refuse() -> None:
+    config = configure(["--dry-run=d", "--input=x/*.jsonl"])
+    assert config.mapping.plain
+    assert config.mapping.apply({"time": "2024-07-04T12:00:00"}) == {"time": "2024-07-04T12:00:00"}
+
+
+@pytest.mark.parametrize(
+    ("zone", "error"),
+    [
+        (
+            "Mars/Olympus",
+            "--source-timezone: zone 'Mars/Olympus' is neither an IANA time zone name nor an "
+            "offset like +02:00",
+        ),
+        ("+25:00", "--source-timezone: zone '+25:00' is not an offset of less than 24 hours"),
+    ],
+)
+def test_an_unknown_source_timezone_is_a_usage_error(zone: str, error: str) -> None:
+    with pytest.raises(UsageError) as raised:
+        configure(["--dry-run=d", "--input=x/*.jsonl", f"--source-timezone={zone}"])
+    assert str(raised.value) == error
+
+
+@pytest.mark.parametrize(
+    ("flag", "says"),
+    [
+        ("--mapping=nosuch", f"--mapping 'nosuch' is not a built-in mapping; {BUILTIN_LIST}"),
+        ("--source-timezone=Mars/Olympus", "--source-timezone: zone 'Mars/Olympus' is neither"),
+    ],
+)
+def test_the_command_refuses_them_in_one_line_with_exit_2(
+    tmp_path: Path, flag: str, says: str
+) -> None:
+    events = tmp_path / "e.jsonl"
+    events.write_text('{"time": 1750000000, "user_id": 1, "event": "apa"}\n')
+    done = run_cli(f"--input={events}", f"--dry-run={tmp_path / 'd.jsonl'}", flag)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith(f"beaconflow: error: {says}")
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in done.stderr

@@ -8,6 +8,8 @@ from beaconflow.report.counts import (
     BY_DAY,
     DEAD_LETTER_REASON,
     DELIVERED_AT,
+    MAPPING_RULE,
+    PROPERTY_LEFT_OUT,
     TIMELINE_POINTS,
     Tally,
     TallyKey,
@@ -111,3 +113,39 @@ def test_a_sums_line_that_is_not_one_is_a_value_error() -> None:
     for line in ('[["events_read", 1]]', '{"a": 1}', "[5]"):
         with pytest.raises(ValueError):
             read_sums(line)
+
+
+def test_mapping_rules_and_properties_left_out_are_kept_out_of_the_counters() -> None:
+    sums = sums_of(
+        tally("events_read", 3),
+        tally("events_mapped", 3),
+        tally(MAPPING_RULE, 2, detail="user_id = userId or anonymousId"),
+        tally(MAPPING_RULE, 1, detail="user_id = userId or anonymousId"),
+        tally(MAPPING_RULE, 1, detail="properties from properties, traits"),
+        tally(PROPERTY_LEFT_OUT, 1, detail="tags"),
+        tally(PROPERTY_LEFT_OUT, 2, detail="cart"),
+        tally(PROPERTY_LEFT_OUT, 1, detail="cart"),
+        tally(PROPERTY_LEFT_OUT, 3, detail="a.b"),
+        tally(PROPERTY_LEFT_OUT, 1, detail="gone"),
+    )
+    report = build_report(sums, 1.0).to_json()
+    assert report["invariant_errors"] == []
+    assert report["events_read"] == report["events_mapped"] == 3
+    assert report["mapping_rules_matched"] == {
+        "properties from properties, traits": 1,
+        "user_id = userId or anonymousId": 3,
+    }
+    # most frequent first, then by name
+    assert list(report["properties_left_out"].items()) == [
+        ("a.b", 3),
+        ("cart", 3),
+        ("gone", 1),
+        ("tags", 1),
+    ]
+    # the driver fills mapping_rules_unmatched in from the mapping's required labels
+    assert report["mapping_rules_unmatched"] == []
+
+
+def test_no_properties_left_out_is_an_empty_object() -> None:
+    report = build_report(sums_of(tally("events_read", 1), tally("events_mapped", 1)), 1.0)
+    assert report.to_json()["properties_left_out"] == {}

@@ -7,10 +7,12 @@ from dataclasses import replace
 
 from beaconflow.report.counts import (
     DELIVERED_AT,
+    MAPPING_RULE,
+    PROPERTY_LEFT_OUT,
     build_report,
     tally,
 )
-from beaconflow.report.run import RunReport
+from beaconflow.report.run import RunReport, summary
 from tests.report.test_counts import sums_of
 
 #: report.json's keys: a public contract (docs/outputs.md); a change here is a change to it.
@@ -61,3 +63,23 @@ def test_a_report_read_back_takes_wrong_types_as_absent() -> None:
     )
     # an older report without the breakdowns has none, which is not "empty"
     assert RunReport.from_json({}).messages_by_day is None
+
+
+def test_properties_left_out_reads_back_and_is_summarised() -> None:
+    sums = sums_of(
+        tally("events_read", 1),
+        tally("events_mapped", 1),
+        tally(MAPPING_RULE, 1, detail="properties from p"),
+        *(tally(PROPERTY_LEFT_OUT, n, detail=f"p{n}") for n in range(1, 8)),
+    )
+    report = build_report(sums, 1.0)
+    data = json.loads(json.dumps(report.to_json()))
+    assert data["properties_left_out"] == {f"p{n}": n for n in range(7, 0, -1)}
+    assert list(data["properties_left_out"]) == ["p7", "p6", "p5", "p4", "p3", "p2", "p1"]
+    assert RunReport.from_json(data) == report
+    assert (
+        "properties left out (objects, lists or nulls; the events went on): "
+        "p7 (7), p6 (6), p5 (5), p4 (4), p3 (3) and 2 more"
+    ) in summary(report).splitlines()
+    # a hand-edited report.json with the wrong type: taken as absent
+    assert RunReport.from_json({**data, "properties_left_out": ["p1"]}).properties_left_out == {}

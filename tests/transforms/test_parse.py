@@ -9,10 +9,10 @@ from apache_beam.runners.portability.fn_api_runner.fn_runner import FnApiRunner
 from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from beaconflow.model.mapping import RecordMapping
+from beaconflow.model.mapping import RecordMapping, parse_mapping
 from beaconflow.model.source import RawRecord
 from beaconflow.pipelines.backfill import TALLY
-from beaconflow.report.counts import TallyKey
+from beaconflow.report.counts import MAPPING_RULE, PROPERTY_LEFT_OUT, TallyKey
 from beaconflow.transforms.parse import INVALID, REPLAYED, ParseEvents
 
 NOW = 1_800_000_000
@@ -99,4 +99,45 @@ def test_parse_events_splits_good_and_bad_records() -> None:
                 ]
             ),
             label="tallies",
+        )
+
+
+def test_parse_events_tallies_the_rules_matched_and_the_properties_left_out() -> None:
+    mapping = parse_mapping(
+        '[fields]\nuser_id = ["userId", "anonymousId"]\ntime = "ts"\n'
+        'level = { path = "stats.level", optional = true }\n'
+        '[properties]\nfrom = ["properties", "traits"]\n'
+    )
+    records = [
+        {"ts": T0, "userId": 1, "event": "apa", "properties": {"a": 1, "cart": {"n": 2}}},
+        {"ts": T0, "anonymousId": 2, "event": "apr", "traits": {"tags": [1], "cart": None}},
+        {"ts": T0, "userId": 3, "event": "apr"},
+        {"ts": T0, "event": "apr", "properties": {"gone": None}},  # invalid: still counted
+    ]
+    raws = [RawRecord("a.jsonl", n, text=json.dumps(r)) for n, r in enumerate(records, 1)]
+    with _pipeline() as p:
+        out = (
+            p
+            | beam.Create(raws)
+            | beam.ParDo(ParseEvents(mapping, NOW, FINGERPRINTS)).with_outputs(
+                INVALID, TALLY, REPLAYED, main="events"
+            )
+        )
+        rules = (
+            out[TALLY]
+            | beam.Filter(lambda t: t[0].counter in (MAPPING_RULE, PROPERTY_LEFT_OUT))
+            | beam.CombinePerKey(sum)
+        )
+        assert_that(
+            rules,
+            equal_to(
+                [
+                    (TallyKey(MAPPING_RULE, detail="user_id = userId or anonymousId"), 3),
+                    (TallyKey(MAPPING_RULE, detail="time = ts"), 4),
+                    (TallyKey(MAPPING_RULE, detail="properties from properties, traits"), 3),
+                    (TallyKey(PROPERTY_LEFT_OUT, detail="cart"), 2),
+                    (TallyKey(PROPERTY_LEFT_OUT, detail="tags"), 1),
+                    (TallyKey(PROPERTY_LEFT_OUT, detail="gone"), 1),
+                ]
+            ),
         )
