@@ -37,7 +37,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from beaconflow.model.errors import BeaconflowError
-from beaconflow.model.records import RecordError
+from beaconflow.model.records import RecordError, fromisoformat
 
 #: Epoch units and how many of them make a second; ``auto`` (0) chooses by magnitude.
 UNITS = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000, "auto": 0}
@@ -350,7 +350,7 @@ def in_zone(value: Any, zone: tzinfo) -> Any:
         if not value[:1].isdigit() or value.isdigit():
             return value  # not ISO text: an epoch as text, or what validation refuses
         try:
-            parsed = datetime.fromisoformat(value)
+            parsed = fromisoformat(value)  # RFC 3339's lower-case t too
         except ValueError:
             return value  # validation names the field and the formats it takes
         return parsed.replace(tzinfo=zone) if parsed.tzinfo is None else value

@@ -173,6 +173,7 @@ class PropertySources:
         """The properties (None: no source is an object in this record)."""
         found = False
         properties: dict[str, Any] = {}
+        dropped: list[str] = []
         exclude, filtered = self.exclude, self.include is not None or self.flatten
         for get in self._getters:
             obj = get(record)
@@ -195,10 +196,12 @@ class PropertySources:
                     or isinstance(value, dict | list | bytes)
                     or (isinstance(value, float) and not math.isfinite(value))
                 ):
-                    if left_out is not None:
-                        left_out[name] += 1
+                    dropped.append(name)
                     continue
                 properties[name] = value
+        if dropped and left_out is not None:
+            # a later source may have given the name a value: then it was not left out
+            left_out.update({name for name in dropped if name not in properties})
         return properties if found else None
 
 
@@ -237,6 +240,9 @@ class RecordMapping:
     only: tuple[Destination, ...] | None = None
     #: The zone of naive times no rule gives a zone to (``--source-timezone``).
     source_zone: tzinfo | None = None
+    #: A ``[[when]]`` case's: the source fields the top-level rules keep from passing through
+    #: (a field the top level renames away stays hidden when the case drops that rule).
+    inherited_hidden: frozenset[str] = frozenset()
     #: Source fields that never pass through: those a rule reads whole or reaches into
     #: (renamed away; a canonical container such as ``properties`` stays), and the canonical
     #: fields a rule sets or drops (a same-named source field never stands in).
@@ -250,7 +256,7 @@ class RecordMapping:
     def __post_init__(self) -> None:
         readers = tuple((r.canonical, r.reader, r.label) for r in self.fields if not r.drop)
         object.__setattr__(self, "_readers", readers)
-        hidden = {rule.canonical for rule in self.fields}
+        hidden = {rule.canonical for rule in self.fields} | self.inherited_hidden
         for rule in self.fields:
             for path in rule.sources:
                 # a field read whole is renamed away; so is a container a path reaches into,
@@ -529,9 +535,12 @@ def _lists(doc: Mapping[str, Any], where: str) -> list[KeyValueList]:
                 f"{here} takes key (the path of each item's name) and value (the path or "
                 "paths of its value, the first not null wins)"
             )
+        path = _path(name, here)
+        if any(isinstance(part, int) for part in path):
+            raise MappingError(f"{here}: a key/value list's path cannot go through a list index")
         lists.append(
             KeyValueList(
-                _path(name, here),
+                path,
                 _path(spec["key"], f"{here} key"),
                 _paths(spec["value"], f"{here} value"),
             )
@@ -604,6 +613,7 @@ def _case(spec: object, n: int, top: RecordMapping, where: str) -> Case:
         lists=(),
         cases=(),
         only=only,
+        inherited_hidden=top.hidden,
     )
     return Case(_path(spec["field"], f"{here} field"), values, pattern, mapping)
 

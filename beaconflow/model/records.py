@@ -166,7 +166,7 @@ def parse_line(line: str) -> dict[str, Any]:
 _RFC3339 = re.compile(r"(\d{4}-\d\d-\d\d)[tT](.*?)([zZ]?)")
 
 
-def _fromisoformat(text: str) -> datetime:
+def fromisoformat(text: str) -> datetime:
     """``datetime.fromisoformat``, and RFC 3339's lower-case letters when that refuses them."""
     try:
         return datetime.fromisoformat(text)
@@ -194,7 +194,7 @@ def parse_time(value: object) -> int:
         return math.trunc(value)
     if isinstance(value, str):
         try:
-            parsed = _fromisoformat(value)
+            parsed = fromisoformat(value)
         except ValueError:
             raise RecordError(
                 "time", f"must be ISO-8601 with an offset or Z, or epoch seconds, got {value!r}"
