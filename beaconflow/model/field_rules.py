@@ -81,6 +81,8 @@ class FieldRule:
     template: tuple[str, ...] | None = None
     #: The rule may find no value in a whole run: the report does not warn about it.
     optional: bool = False
+    #: A list of templates: the rules of the others, tried in order after this one.
+    alternatives: tuple[FieldRule, ...] = ()
 
     #: How the report names the rule: ``user_id = userId or anonymousId``.
     label: str = field(init=False, compare=False)
@@ -100,7 +102,10 @@ class FieldRule:
 
     def __post_init__(self) -> None:
         if self.template is not None:
-            paths = repr(_fill(self.template, ["{" + _dotted(path) + "}" for path in self.join]))
+            paths = " or ".join(
+                repr(_fill(rule.template or (), ["{" + _dotted(p) + "}" for p in rule.join]))
+                for rule in (self, *self.alternatives)
+            )
         elif self.join:
             paths = " + ".join(_dotted(path) for path in self.join)
         else:
@@ -115,6 +120,18 @@ class FieldRule:
 
     def _reader(self) -> Callable[[Mapping[str, Any], tzinfo | None], Any]:
         """:meth:`read` as one closure for the common shapes (one path, at most one step)."""
+        if self.alternatives:
+            first, others = self.read, tuple(rule.read for rule in self.alternatives)
+
+            def read_first(record: Mapping[str, Any], zone: tzinfo | None) -> Any:
+                value = first(record, zone)
+                for read in others:
+                    if value is not None:
+                        break
+                    value = read(record, zone)
+                return value
+
+            return read_first
         if self.join or len(self.paths) != 1 or len(self._steps) > 1:
             return self.read
         path = self.paths[0]
@@ -135,7 +152,7 @@ class FieldRule:
     @property
     def sources(self) -> tuple[Path, ...]:
         """Every path the rule reads."""
-        return self.paths + self.join
+        return self.paths + self.join + tuple(p for r in self.alternatives for p in r.join)
 
     def read(self, record: Mapping[str, Any], zone: tzinfo | None = None) -> Any:
         """The field's value in ``record`` (None: absent), converted.
@@ -440,12 +457,22 @@ def compile_rule(canonical: str, spec: object) -> FieldRule:
         raise RuleError("optional must be true or false")
     template = spec.get("template")
     join = _paths(spec["join"]) if "join" in spec else ()
+    alternatives: tuple[FieldRule, ...] = ()
     if template is not None:
-        if not isinstance(template, str) or not _PLACEHOLDER.search(template):
-            raise RuleError("template must be a text with {path} placeholders: 'Viewed {name}'")
-        parts = _PLACEHOLDER.split(template)  # literal, path, literal, ..., literal
+        templates = template if isinstance(template, list) else [template]
+        if not templates or not all(
+            isinstance(t, str) and _PLACEHOLDER.search(t) for t in templates
+        ):
+            raise RuleError(
+                "template must be a text with {path} placeholders, or a list of them (the "
+                "first whose paths all have a value wins): 'Viewed {name} Page'"
+            )
+        parts = _PLACEHOLDER.split(templates[0])  # literal, path, literal, ..., literal
         join = tuple(parse_path(name) for name in parts[1::2])
         template = tuple(parts[0::2])
+        alternatives = tuple(
+            compile_rule(canonical, {**spec, "template": other}) for other in templates[1:]
+        )
     return FieldRule(
         canonical,
         paths=_paths(spec["path"]) if "path" in spec else (),
@@ -459,4 +486,5 @@ def compile_rule(canonical: str, spec: object) -> FieldRule:
         wall_clock=wall_clock,
         template=template,
         optional=optional,
+        alternatives=alternatives,
     )
