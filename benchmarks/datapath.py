@@ -44,8 +44,8 @@ def write_events(path: Path, n: int) -> None:
                 handle.write(line)
 
 
-def run_once(code: Path, events: Path, out: Path) -> dict[str, Any]:
-    """One dry run of the code at ``code`` on ``events``; its costs and counts."""
+def run_once(code: Path, events: Path, out: Path, extra: tuple[str, ...] = ()) -> dict[str, Any]:
+    """One dry run of the code at ``code`` on ``events`` (``extra``: more flags)."""
     out.mkdir(parents=True, exist_ok=True)
     argv = [
         sys.executable, "-m", "beaconflow",
@@ -58,6 +58,7 @@ def run_once(code: Path, events: Path, out: Path) -> dict[str, Any]:
         "--kissmetrics-api-key", "bench-kissmetrics",
         "--max-errors", "1000000000",
         "--direct_running_mode=in_memory",
+        *extra,
     ]  # fmt: skip
     # the worktree's package first: its own beaconflow, not the editable install's
     env = {**os.environ, "PYTHONPATH": str(code)}

@@ -12,9 +12,12 @@ events:
   built-ins' options: product event names, Kontagent-safe names, hashed user ids).
 
 Each runs ``--repeat`` times, alternating; the medians and their ratio are printed (issue 14:
-the features may cost at most 15% more CPU per event). Run::
+the features may cost at most 15% more CPU per event). ``--pipeline`` measures the same two
+mappings in whole dry runs of the command instead (every step a backfill runs, but sending):
+CPU per event of the process tree, as ``benchmarks.datapath`` measures it. Run::
 
     .venv/bin/python -m benchmarks.mapping_cpu --events 50000 --repeat 5
+    .venv/bin/python -m benchmarks.mapping_cpu --pipeline --events 100000 --repeat 3
 """
 
 from __future__ import annotations
@@ -23,12 +26,15 @@ import argparse
 import json
 import statistics
 import sys
+import tempfile
 import time
 from collections import Counter
+from pathlib import Path
 
 from beaconflow.model.convert import convert_record
 from beaconflow.model.mapping import RecordMapping, parse_mapping
 from beaconflow.model.records import parse_line
+from benchmarks import datapath
 
 RENAMES = """
 [fields]
@@ -115,12 +121,36 @@ def _run(lines: list[str], mapping: RecordMapping) -> float:
     return time.process_time() - started
 
 
+def _pipeline(lines: list[str], repeat: int) -> dict[str, float]:
+    """Median CPU seconds of whole dry runs under each mapping."""
+    times: dict[str, list[float]] = {"renames": [], "features": []}
+    with tempfile.TemporaryDirectory() as scratch:
+        root = Path(scratch)
+        events = root / "events.jsonl"
+        events.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        for name, text in (("renames", RENAMES), ("features", FEATURES)):
+            (root / f"{name}.toml").write_text(text, encoding="utf-8")
+        for n in range(repeat):
+            for name in times:
+                flags = ("--mapping", str(root / f"{name}.toml"))
+                run = datapath.run_once(datapath.ROOT, events, root / f"{name}-{n}", flags)
+                times[name].append(run["cpu_s"])
+    return {name: statistics.median(runs) for name, runs in times.items()}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=50_000)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--pipeline", action="store_true", help="whole dry runs instead")
     args = parser.parse_args(argv)
     lines = _lines(args.events)
+    if args.pipeline:
+        medians = _pipeline(lines, args.repeat)
+        for name, cpu in medians.items():
+            print(f"{name:>9}: {1e6 * cpu / args.events:.1f} us/event of a whole dry run")
+        print(f"features / renames: {medians['features'] / medians['renames']:.3f}")
+        return 0
     renames, features = parse_mapping(RENAMES), parse_mapping(FEATURES)
     times: dict[str, list[float]] = {"renames": [], "features": []}
     for _ in range(args.repeat):
