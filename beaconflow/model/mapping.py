@@ -426,7 +426,7 @@ class Case:
         field_name = ".".join(map(str, self.path))
         if self.values is not None:
             return f"{field_name} is {' or '.join(sorted(self.values))}"
-        return f"{field_name} matches {self.pattern.pattern if self.pattern else ''!r}"
+        return f"{field_name} matches {self.pattern.pattern if self.pattern else ''}"
 
     def matches(self, record: Mapping[str, Any]) -> bool:
         value = self._get(record)

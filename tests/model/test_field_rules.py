@@ -269,8 +269,8 @@ def test_a_rule_that_cannot_be_says_why(canonical: str, spec: object, message: s
     [
         (
             "[fields.event]\ntemplate = 3\n",
-            "m.toml: [fields] event template must be a text with {path} placeholders: "
-            "'Viewed {name}'",
+            "m.toml: [fields] event template must be a text with {path} placeholders, or a "
+            "list of them (the first whose paths all have a value wins): 'Viewed {name} Page'",
         ),
         (
             '[fields.time]\npath = "t"\nwall_clock = true\n',
@@ -286,3 +286,14 @@ def test_a_mappings_rule_error_names_the_file_table_and_key(toml: str, expected:
     with pytest.raises(MappingError) as error:
         parse_mapping(toml, "m.toml")
     assert str(error.value) == expected
+
+
+def test_a_list_of_templates_takes_the_first_whose_paths_all_have_a_value() -> None:
+    rule = compile_rule(
+        "event", {"template": ["Viewed {category} {name} Page", "Viewed {name} Page"]}
+    )
+    assert rule.label == "event = 'Viewed {category} {name} Page' or 'Viewed {name} Page'"
+    assert rule.reader({"category": "Docs", "name": "Intro"}, None) == "Viewed Docs Intro Page"
+    assert rule.reader({"name": "Intro"}, None) == "Viewed Intro Page"
+    assert rule.reader({"category": "Docs"}, None) is None
+    assert {".".join(map(str, p)) for p in rule.sources} == {"category", "name"}

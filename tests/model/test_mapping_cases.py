@@ -277,7 +277,7 @@ def test_case_labels() -> None:
     assert [case.label for case in CASES.cases] == [
         "type is identify",
         "type is page or screen",
-        "meta.kind matches 'ord(er)?_[0-9]+'",
+        "meta.kind matches ord(er)?_[0-9]+",
         "flag is true",
         "type is identify",
     ]
