@@ -505,15 +505,20 @@ def _flag(spec: Mapping[str, Any], key: str, where: str) -> bool:
 _PROPERTY_KEYS = frozenset({"from", "include", "exclude", "flatten", "optional"})
 
 
-def _properties(spec: object, where: str) -> PropertySources:
+def _table_of(spec: object, keys: frozenset[str], where: str) -> dict[str, Any]:
+    """``spec`` if it is a table of some of ``keys``; MappingError naming what is not."""
     if not isinstance(spec, dict):
         raise MappingError(f"{where} must be a table")
-    unknown = set(spec) - _PROPERTY_KEYS
+    unknown = set(spec) - keys
     if unknown:
         raise MappingError(
-            f"{where} has unknown key(s) {sorted(unknown)}; expected some of "
-            f"{sorted(_PROPERTY_KEYS)}"
+            f"{where} has unknown key(s) {sorted(unknown)}; expected some of {sorted(keys)}"
         )
+    return spec
+
+
+def _properties(spec: object, where: str) -> PropertySources:
+    spec = _table_of(spec, _PROPERTY_KEYS, where)
     if "from" not in spec:
         raise MappingError(f"{where} needs from: the path(s) of the objects holding properties")
     include = spec.get("include")
@@ -570,13 +575,7 @@ def _destination_names(value: object, where: str) -> tuple[Destination, ...]:
 
 def _case(spec: object, n: int, top: RecordMapping, where: str) -> Case:
     here = f"{where}: [[when]] #{n}"
-    if not isinstance(spec, dict):
-        raise MappingError(f"{here} must be a table")
-    unknown = set(spec) - _CASE_KEYS
-    if unknown:
-        raise MappingError(
-            f"{here} has unknown key(s) {sorted(unknown)}; expected some of {sorted(_CASE_KEYS)}"
-        )
+    spec = _table_of(spec, _CASE_KEYS, here)
     if "field" not in spec or ("is" in spec) == ("matches" in spec):
         raise MappingError(
             f"{here} needs field (a path) and either is (a value or a list) or matches "
