@@ -20,12 +20,14 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from beaconflow.delivery.redact import Redactor
 from beaconflow.model import kissmetrics, kontagent
 from beaconflow.model.builtin import BUILTINS, builtin_text
 from beaconflow.model.convert import convert_record
+from beaconflow.model.field_rules import FieldRule, resolve
 from beaconflow.model.mapping import MappingError, RecordMapping
 from beaconflow.model.message import DESTINATIONS, Endpoint
 from beaconflow.model.records import RecordError, parse_line, plain
@@ -87,6 +89,10 @@ def main(argv: Sequence[str]) -> int:
     return 0
 
 
+def _dotted(path: tuple[str | int, ...]) -> str:
+    return ".".join(map(str, path))
+
+
 def _json(value: object) -> str:
     return json.dumps(value, ensure_ascii=False, sort_keys=True, default=plain)
 
@@ -102,6 +108,9 @@ def explain(
     """The lines ``mapping explain`` prints for the first ``limit`` records of ``files``."""
     lines: list[str] = []
     matched: Counter[str] = Counter()
+    # each path of a fallback list on its own: a typo in the first path is otherwise hidden
+    fallbacks = [r for r in mapping.rules() if isinstance(r, FieldRule) and len(r.paths) > 1]
+    per_path: Counter[tuple[str, str]] = Counter()
     left_out: Counter[str] = Counter()
     records = itertools.chain.from_iterable(read_file(path, file_format) for path in files)
     explained = 0
@@ -113,7 +122,11 @@ def explain(
             continue
         try:
             source: dict[str, Any] = raw.row if raw.row is not None else parse_line(raw.text or "")
-            _, chosen = mapping.select(source)
+            prepared, chosen = mapping.select(source)
+            for rule in fallbacks:
+                for path in rule.paths:
+                    if resolve(prepared, path) not in (None, ""):
+                        per_path[(rule.label, _dotted(path))] += 1
             case = next((c for c in mapping.cases if c.mapping is chosen), None)
             if case is not None:
                 lines.append(f"  rules: [[when]] {case.label}")
@@ -130,6 +143,8 @@ def explain(
             lines.append(f"  invalid: {error}")
             continue
         lines.append(f"  canonical: {_json(converted.canonical)}")
+        moment = datetime.fromtimestamp(converted.event.time, UTC).isoformat()
+        lines.append(f"  time: {moment.replace('+00:00', 'Z')} ({converted.event.time})")
         mapped = converted.mapped
         for message in mapped.messages:
             url = _REDACT(render_url(message, _ENDPOINTS[message.destination], now))
@@ -144,6 +159,11 @@ def explain(
     for label in mapping.labels():
         note = " (optional)" if label in optional else ""
         lines.append(f"  {matched.get(label, 0):>6}  {label}{note}")
+        for rule in fallbacks:
+            if rule.label == label:
+                for path in rule.paths:
+                    shown = _dotted(path)
+                    lines.append(f"  {per_path[(label, shown)]:>10}  with a value at {shown}")
     if left_out:
         lines.append("properties left out (objects, lists, nulls):")
         for name, n in left_out.most_common():

@@ -421,6 +421,15 @@ def _check_url(flag: str, url: str) -> None:
         valid = False
     if not valid:
         raise UsageError(f"{flag} {url!r}: not an http:// or https:// URL with a host")
+    if parts.username is not None or parts.password is not None:
+        # shown without them: a password must not reach the terminal or a log
+        shown = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
+        raise UsageError(
+            f"{flag} {shown}: a user name or password in the URL is not supported (it would "
+            "be written into the dry-run file and every URL shown)"
+        )
+    if parts.query or parts.fragment:
+        raise UsageError(f"{flag} {url!r}: a base URL takes no ?query or #fragment")
 
 
 def _check_beam_args(rest: Sequence[str], argv: Sequence[str] = ()) -> None:

@@ -51,7 +51,7 @@ def convert_record(
         event = validate(canonical, now=now, source=source_name)
     except RecordError as error:
         raise error.read_from(chosen.origin(error.field or "")) from None
-    targets = chosen.destinations(event.name, destinations)
+    targets = chosen.destinations(event.name, destinations, event.get("name"))
     if only is not None:
         # the entry was this destination's only: the event's others were sent already
         targets = tuple(d for d in targets if d == only)

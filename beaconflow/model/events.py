@@ -10,7 +10,9 @@ The rules (also in docs/input.md, "The record"):
   record lacks is derived from the event's identity (16 hex), so the same input always
   builds the same messages.
 - KISSmetrics: ``alias`` -> /a; ``user_information`` (or ``cpu``) -> /s with the user fields and
-  properties; every other event -> /e, ``_n`` = the event name (the ``name`` field for
+  properties (none when it has nothing to set, and no Kontagent cpu without a user field:
+  an identify call without traits sends nothing and is counted as unrouted); every other
+  event -> /e, ``_n`` = the event name (the ``name`` field for
   custom events). /e and /s are backdated with ``_t`` = the event time and ``_d=1``.
 
 Kontagent messages carry the event's identity as their occurrence: Kontagent counts every
@@ -33,7 +35,7 @@ from typing import Any, NamedTuple
 from beaconflow.model import kissmetrics, kontagent
 from beaconflow.model.mapping import Options
 from beaconflow.model.message import Destination, Message, MessageError
-from beaconflow.model.records import Event
+from beaconflow.model.records import FIELDS, Event
 
 #: Kontagent types whose user is the responder ``r`` rather than the sender ``s``.
 RESPONSE_TYPES = frozenset({"inr", "ntr", "nei", "mer", "psr"})
@@ -129,6 +131,8 @@ def kontagent_message(event: Event, options: Options = _DEFAULT) -> Message | No
                 raise MessageError(code, name, twice)
             given[name] = goal
             params[name] = count
+    if code == "cpu" and not params:
+        return None  # nothing to tell Kontagent about the user (an identify without traits)
     if code == "evt":
         label = _event_label(event)
         params["n"] = kontagent.safe_name(label) if options.kontagent_names == "safe" else label
@@ -144,8 +148,8 @@ def kontagent_message(event: Event, options: Options = _DEFAULT) -> Message | No
     return kontagent.build(code, params, occurrence=event.key)
 
 
-def kissmetrics_message(event: Event) -> Message:
-    """The KISSmetrics message of an event (record, set or alias)."""
+def kissmetrics_message(event: Event) -> Message | None:
+    """The KISSmetrics message of an event (record, set or alias); None: nothing to set."""
     properties = dict(event.get("properties") or {})
     if event.name == "alias":
         identity = event.get("alias")
@@ -156,6 +160,8 @@ def kissmetrics_message(event: Event) -> Message:
         for field in USER_FIELDS:
             if event.get(field) is not None:
                 properties.setdefault(field, event.get(field))
+        if not properties:
+            return None  # nothing to set (an identify call without traits)
         return kissmetrics.set_properties(event.user_id, properties, time=event.time)
     return kissmetrics.record(
         event.user_id, _event_label(event), time=event.time, properties=properties
@@ -200,7 +206,8 @@ _PARAM_FIELDS = {
 def _canonical_field(error: MessageError) -> str | None:
     if error.param == "r" and error.kind in RESPONSE_TYPES:
         return "user_id"
-    return _PARAM_FIELDS.get(error.param or "")
+    param = error.param or ""
+    return _PARAM_FIELDS.get(param) or (param if param in FIELDS else None)
 
 
 class Problem(NamedTuple):

@@ -3,7 +3,8 @@
 A :class:`FieldRule` is one entry of a mapping's ``[fields]`` table, compiled once:
 
 - ``"path"``: a dotted path; a part that is a whole number indexes a list (``items.0.sku``);
-- ``["path", "other.path"]``: fallbacks, the first path whose value is not null wins;
+- ``["path", "other.path"]``: fallbacks, the first path whose value is neither null nor an
+  empty text wins (a user id of ``""`` falls back to the anonymous id);
 - ``false``: the canonical field is never taken from the source record (a source field that
   only happens to carry a canonical name);
 - a table: ``path`` (one or a list), ``join`` (paths whose values make one text, joined by
@@ -172,11 +173,9 @@ class FieldRule:
         else:
             for get in self._getters:
                 value = get(record)
-                if value is not None:
+                if value is not None and value != "":
                     break
-            else:
-                return None
-            if not self.converts:
+            if value is None or not self.converts:  # else the last path's (maybe "")
                 return value
         for step in self._steps:
             value = step(value, zone)
@@ -301,11 +300,13 @@ def _scaled(value: Any, scale: Decimal, whole: int | None = None) -> Any:
             return value * whole
         if type(value) is float:
             product = value * whole
-            nearest = round(product)
             # far from a tie, the float product rounds as the decimal one does: the two
-            # differ by a few units in the last place (|product| < 1e9: under 1e-6)
-            if abs(product) < 1e9 and abs(abs(product - nearest) - 0.5) > 1e-3:
-                return int(nearest)
+            # differ by a few units in the last place (|product| < 1e9: under 1e-6); NaN
+            # and infinities fail the first test and are left as they are below
+            if abs(product) < 1e9:
+                nearest = round(product)
+                if abs(abs(product - nearest) - 0.5) > 1e-3:
+                    return int(nearest)
             text = repr(value)  # the shortest text that reads back as it: what JSON wrote
             if "e" not in text and "n" not in text:
                 return _scaled_decimal_text(text, whole)
@@ -434,14 +435,22 @@ def compile_rule(canonical: str, spec: object) -> FieldRule:
     if value_map is not None and not isinstance(value_map, dict):
         raise RuleError("map must be a table of source value = canonical value")
     scale = spec.get("scale")
-    if scale is not None and (isinstance(scale, bool) or not isinstance(scale, int | float)):
-        raise RuleError("scale must be a number")
+    if scale is not None and (
+        isinstance(scale, bool) or not isinstance(scale, int | float) or not math.isfinite(scale)
+    ):
+        raise RuleError("scale must be a finite number")
     unit = spec.get("unit")
     if unit is not None and unit not in UNITS:
         raise RuleError(f"unit must be one of {sorted(UNITS)}")
     time_format = spec.get("format")
     if time_format is not None and (not isinstance(time_format, str) or "%" not in time_format):
         raise RuleError("format must be a strptime format such as '%Y-%m-%d %H:%M:%S.%f'")
+    if time_format is not None:
+        try:
+            datetime.strptime("", time_format)
+        except ValueError as error:
+            if "bad directive" in str(error):
+                raise RuleError(f"format {time_format!r}: {error}") from None
     if unit is not None and time_format is not None:
         raise RuleError("takes a unit (an epoch) or a format (a text), not both")
     zone = spec.get("zone")

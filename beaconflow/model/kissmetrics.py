@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from urllib.parse import parse_qsl, urlsplit
 
-from beaconflow.model.message import Message, MessageError, encode_query
+from beaconflow.model.message import Message, MessageError, check_size, encode_query
 
 #: KISSmetrics' tracking host since 2020 (trk.kissmetrics.com before).
 DEFAULT_URL = "https://trk.kissmetrics.io"
@@ -131,6 +131,7 @@ def record(
     """Record that ``person`` did ``event`` (/e); ``time`` backdates it (``_t``, ``_d=1``)."""
     params = [("_p", _identity("e", "_p", person)), ("_n", _name("e", "_n", event))]
     params += _timed("e", time) + _properties("e", properties)
+    check_size("e", params)
     return Message("kissmetrics", "e", tuple(params))
 
 
@@ -145,6 +146,7 @@ def set_properties(
     if not rendered:
         raise MessageError("s", None, "set needs at least one property")
     params = [("_p", _identity("s", "_p", person)), *_timed("s", time), *rendered]
+    check_size("s", params)
     return Message("kissmetrics", "s", tuple(params))
 
 

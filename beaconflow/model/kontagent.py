@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
-from beaconflow.model.message import Message, MessageError, encode_query
+from beaconflow.model.message import Message, MessageError, check_size, encode_query
 
 #: Kontagent's production API (the pipeline's default).
 PRODUCTION_URL = "http://api.geo.kontagent.net"
@@ -92,6 +92,7 @@ Check = Callable[[str, str, object], str]
 _DIGITS = re.compile(r"[0-9]+")
 # No id or count of either service comes near this; Python refuses int() past 4300 digits.
 _MAX_DIGITS = 64
+_TOO_BIG = 10**_MAX_DIGITS
 _INTEGER = re.compile(r"-?[0-9]+")
 _EVENT_NAME = re.compile(r"[A-Za-z0-9_]{1,32}")
 _PGR_TS = re.compile(r"[0-9]+|[0-9]{4}-[0-9]{1,2}-[0-9]{1,2}T[0-9]{1,2}:[0-9]{2}:[0-9]{2}")
@@ -116,6 +117,8 @@ def _integer(kind: str, name: str, value: object) -> int:
         if len(value) > _MAX_DIGITS:
             raise MessageError(kind, name, f"has {len(value)} digits; at most {_MAX_DIGITS}")
         return int(value)
+    if abs(value) >= _TOO_BIG:
+        raise MessageError(kind, name, f"has {len(str(abs(value)))} digits; at most {_MAX_DIGITS}")
     return value
 
 
@@ -243,15 +246,21 @@ def safe_name(name: str) -> str:
 def hashed_user_id(user_id: str | int) -> str:
     """A Kontagent user id for an id that is not a positive number (``kontagent_user_ids``).
 
-    A positive decimal id is returned as it is. Any other id is the first 8 bytes of the
+    A positive decimal id below 2**63 is returned as it is. Any other id (a text, 0, a
+    negative or larger number) is the first 8 bytes of the
     SHA-256 of its UTF-8 text, read big-endian, with the top bit cleared (0 becomes 1): a
     stable id from 1 to 2**63 - 1, the same in every run, release and machine. Two ids share
     a hash with a probability of about n**2 / 2**64 for n users.
     """
-    if type(user_id) is int and user_id > 0:
+    if type(user_id) is int and 0 < user_id <= _HASH_MASK:
         return str(user_id)
     text = str(user_id)
-    if _DIGITS.fullmatch(text) and text.strip("0"):
+    if (
+        _DIGITS.fullmatch(text)
+        and text.strip("0")
+        and len(text) <= 19
+        and 0 < int(text) <= _HASH_MASK
+    ):
         return text
     digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
     return str(int.from_bytes(digest[:8], "big") & _HASH_MASK or 1)
@@ -499,6 +508,7 @@ def build(kind: str, params: Mapping[str, object], *, occurrence: str = "") -> M
             raise MessageError(code, name, "is required")
     if spec.one_of and not present.intersection(spec.one_of):
         raise MessageError(code, None, f"needs at least one of {', '.join(spec.one_of)}")
+    check_size(code, rendered)
     return Message("kontagent", code, tuple(rendered), occurrence)
 
 

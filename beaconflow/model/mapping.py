@@ -64,12 +64,15 @@ class Route:
     include: frozenset[str] = frozenset({"*"})
     exclude: frozenset[str] = frozenset()
 
-    def accepts(self, event: str) -> bool:
-        included = "*" in self.include or event in self.include
-        excluded = "*" in self.exclude or event in self.exclude
+    def accepts(self, *names: str) -> bool:
+        """Whether the event goes here: one of its names included, none excluded."""
+        included = "*" in self.include or any(name in self.include for name in names)
+        excluded = "*" in self.exclude or any(name in self.exclude for name in names)
         return included and not excluded
 
 
+#: The canonical events whose own name is their ``name`` field.
+CUSTOM_NAMES = frozenset({"custom_event", "custom_action", "evt"})
 #: The route of a destination the mapping does not name.
 _EVERY_EVENT = Route()
 
@@ -136,8 +139,10 @@ class PropertySources:
 
     The first source that has a name wins; ``include`` (when given) and ``exclude`` filter
     names (a name excludes its dotted children too). A value that is not a scalar (an
-    object, a list, null, a non-finite number) is left out and counted, never a reason to
-    refuse the event; ``flatten`` turns nested objects into dotted names first.
+    object, a list, null, a non-finite number), a name KISSmetrics reserves (starting with
+    ``_``) and a source that is not an object (counted under its path) are left out and
+    counted, never a reason to refuse the event; ``flatten`` turns nested objects into
+    dotted names first.
     """
 
     sources: tuple[Path, ...]
@@ -149,11 +154,14 @@ class PropertySources:
     _getters: tuple[Callable[[Mapping[str, Any]], Any], ...] = field(
         init=False, compare=False, repr=False
     )
+    _source_names: tuple[str, ...] = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         paths = ", ".join(".".join(map(str, path)) for path in self.sources)
         object.__setattr__(self, "label", f"properties from {paths}")
         object.__setattr__(self, "_getters", tuple(getter(path) for path in self.sources))
+        names = tuple(".".join(map(str, path)) for path in self.sources)
+        object.__setattr__(self, "_source_names", names)
 
     def _excluded(self, name: str) -> bool:
         if name in self.exclude:
@@ -175,9 +183,11 @@ class PropertySources:
         properties: dict[str, Any] = {}
         dropped: list[str] = []
         exclude, filtered = self.exclude, self.include is not None or self.flatten
-        for get in self._getters:
+        for get, source in zip(self._getters, self._source_names, strict=True):
             obj = get(record)
             if not isinstance(obj, dict):
+                if obj is not None:  # a text or a list where an object was expected
+                    dropped.append(source)
                 continue
             found = True
             items = _scalars(obj, "", True) if self.flatten else obj.items()
@@ -185,6 +195,9 @@ class PropertySources:
                 if name in properties or name in exclude:
                     continue
                 if filtered and self._excluded(name):
+                    continue
+                if name[:1] == "_" or not name:
+                    dropped.append(name or '""')  # KISSmetrics reserves names with a _
                     continue
                 if type(value) is str or type(value) is int:  # the common case
                     properties[name] = value
@@ -348,7 +361,7 @@ class RecordMapping:
         if isinstance(event, str):
             if event in self.events:
                 out["event"] = self.events[event]
-            elif event_read is not None and self.options.event_names == "custom":
+            elif event_read and self.options.event_names == "custom":
                 out["event"] = "custom_event"
                 out["name"] = event
         if zone is not None and "time" in out:
@@ -387,11 +400,22 @@ class RecordMapping:
                 return rule.label.split(" = ", 1)[1]
         return None
 
-    def destinations(self, event: str, enabled: tuple[Destination, ...]) -> tuple[Destination, ...]:
-        """The enabled destinations that this canonical event goes to."""
+    def destinations(
+        self, event: str, enabled: tuple[Destination, ...], name: object = None
+    ) -> tuple[Destination, ...]:
+        """The enabled destinations that this canonical event goes to.
+
+        ``name`` is a custom event's own name (``event_names = "custom"``): a route names
+        the product's event names as well as the canonical ones.
+        """
         if self.only is not None:
             enabled = tuple(d for d in enabled if d in self.only)
-        return tuple(d for d in enabled if self.routes.get(d, _EVERY_EVENT).accepts(event))
+        if not self.routes:
+            return enabled
+        names = (
+            (event,) if event not in CUSTOM_NAMES or not isinstance(name, str) else (event, name)
+        )
+        return tuple(d for d in enabled if self.routes.get(d, _EVERY_EVENT).accepts(*names))
 
     def with_source_zone(self, zone: tzinfo | None) -> RecordMapping:
         """The mapping with ``zone`` for naive times (``--source-timezone``), cases too."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 from urllib.parse import quote
@@ -115,6 +115,29 @@ class Message:
 
 #: What percent-encoding leaves as it is (urllib's always-safe characters, no others).
 _UNRESERVED = re.compile(r"[A-Za-z0-9_.~-]*")
+
+
+#: The longest query a message may have, percent-encoded: the request line of a GET must fit
+#: the 8 KiB that common servers take (aiohttp's and nginx's default), with room left for
+#: the base URL, the key and Kontagent's signature.
+MAX_QUERY_BYTES = 7_168
+
+
+def check_size(kind: str, params: Sequence[tuple[str, str]]) -> None:
+    """MessageError when a message's query is longer than :data:`MAX_QUERY_BYTES`."""
+    # a character is at most 12 bytes encoded (4 UTF-8 bytes, each %XX): most messages are
+    # far below the limit, and only the long ones are encoded to be measured
+    if 12 * sum(len(name) + len(value) + 2 for name, value in params) <= MAX_QUERY_BYTES:
+        return
+    size = len(encode_query(params))
+    if size > MAX_QUERY_BYTES:
+        longest = max(params, key=lambda param: len(param[1]))[0]
+        raise MessageError(
+            kind,
+            None,
+            f"is {size:,} bytes as a URL query; at most {MAX_QUERY_BYTES:,} fit in a request "
+            f"(the longest parameter is {longest!r})",
+        )
 
 
 def encode_query(params: Iterable[tuple[str, str]]) -> str:

@@ -186,7 +186,11 @@ def parse_time(value: object) -> int:
         return value
     if isinstance(value, datetime):
         if value.tzinfo is None:
-            raise RecordError("time", "a timestamp column needs a time zone (UTC)")
+            raise RecordError(
+                "time",
+                "a timestamp column needs a time zone (UTC); give the mapping's time rule a "
+                "zone, or --source-timezone",
+            )
         return math.trunc(value.timestamp())
     if isinstance(value, float):
         if not math.isfinite(value):
@@ -200,7 +204,11 @@ def parse_time(value: object) -> int:
                 "time", f"must be ISO-8601 with an offset or Z, or epoch seconds, got {value!r}"
             ) from None
         if parsed.tzinfo is None:
-            raise RecordError("time", f"needs an offset or Z (UTC), got {value!r}")
+            raise RecordError(
+                "time",
+                f"needs an offset or Z (UTC), got {value!r}; give the mapping's time rule a "
+                "zone, or --source-timezone",
+            )
         return math.trunc(parsed.timestamp())
     raise RecordError("time", f"must be ISO-8601 or epoch seconds, not {type(value).__name__}")
 

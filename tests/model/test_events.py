@@ -65,6 +65,13 @@ EVERYTHING: dict[str, Any] = {
 }
 
 
+def _kissmetrics(event: Event) -> Message:
+    """The event's KISSmetrics message, which these events all have."""
+    message = kissmetrics_message(event)
+    assert message is not None
+    return message
+
+
 def _event(
     name: str,
     /,
@@ -594,7 +601,7 @@ def test_the_same_event_read_twice_is_the_same_message() -> None:
 
 @pytest.mark.parametrize(("user_id", "alias"), [(USER, "bob@example.com"), ("bob", "7"), (1, "x")])
 def test_alias_is_an_a_message(user_id: str | int, alias: str) -> None:
-    message = kissmetrics_message(
+    message = _kissmetrics(
         _event("alias", user_id=user_id, alias=alias, properties={"ignored": 1}, value=3)
     )
     assert message == Message("kissmetrics", "a", (("_p", str(user_id)), ("_n", alias)))
@@ -603,14 +610,14 @@ def test_alias_is_an_a_message(user_id: str | int, alias: str) -> None:
 
 def test_alias_needs_an_alias_field() -> None:
     with pytest.raises(MessageError) as error:
-        kissmetrics_message(_event("alias", name="bob@example.com"))
+        _kissmetrics(_event("alias", name="bob@example.com"))
     assert (error.value.kind, error.value.param) == ("a", "alias")
     assert "an alias event needs an alias field" in error.value.rule
 
 
 def test_an_empty_alias_is_refused() -> None:
     with pytest.raises(MessageError) as error:
-        kissmetrics_message(_event("alias", alias=""))
+        _kissmetrics(_event("alias", alias=""))
     assert (error.value.kind, error.value.param) == ("a", "_n")
 
 
@@ -628,7 +635,7 @@ def test_user_information_sets_user_fields_and_properties() -> None:
         tracking_tag=TAG,
         properties={"vip": True, "plan": "gold"},
     )
-    message = kissmetrics_message(event)
+    message = _kissmetrics(event)
     assert message.kind == "s"
     assert message.param_map() == {
         "_p": "123",
@@ -648,21 +655,21 @@ def test_user_information_sets_user_fields_and_properties() -> None:
 
 
 def test_the_cpu_code_sets_user_properties_in_kissmetrics_like_user_information() -> None:
-    message = kissmetrics_message(_event("cpu", country="FR"))
+    message = _kissmetrics(_event("cpu", country="FR"))
     assert message.kind == "s"
     assert message.param_map() == {"_p": "123", "_t": str(TIME), "_d": "1", "country": "FR"}
 
 
 def test_user_information_with_only_properties() -> None:
-    message = kissmetrics_message(_event("user_information", properties={"plan": "gold"}))
+    message = _kissmetrics(_event("user_information", properties={"plan": "gold"}))
     assert message.param_map() == {"_p": "123", "_t": str(TIME), "_d": "1", "plan": "gold"}
 
 
-def test_user_information_with_nothing_to_set_is_refused() -> None:
-    with pytest.raises(MessageError) as error:
-        kissmetrics_message(_event("user_information", value=3))
-    assert error.value.kind == "s"
-    assert "at least one property" in error.value.rule
+def test_user_information_with_nothing_to_set_sends_nothing() -> None:
+    # an identify call without traits: no /s, no cpu carrying only the user (issue 14)
+    assert kissmetrics_message(_event("user_information", value=3)) is None
+    assert kontagent_message(_event("user_information", value=3)) is None
+    assert kontagent_message(_event("user_information", gender="f")) is not None
 
 
 @pytest.mark.parametrize(
@@ -684,7 +691,7 @@ def test_other_events_are_recorded_with_their_name(
     name: str, fields: dict[str, Any], expected_name: str
 ) -> None:
     properties = {"crop": "pear", "plot": 3, "ratio": 0.5, "first": False, "note": "a&b=c"}
-    message = kissmetrics_message(_event(name, properties=properties, **fields))
+    message = _kissmetrics(_event(name, properties=properties, **fields))
     assert message.kind == "e"
     assert message.param_map() == {
         "_p": "123",
@@ -701,7 +708,7 @@ def test_other_events_are_recorded_with_their_name(
 
 
 def test_recorded_events_send_only_properties() -> None:
-    message = kissmetrics_message(_event("level_up", **EVERYTHING))
+    message = _kissmetrics(_event("level_up", **EVERYTHING))
     assert message.param_map() == {
         "_p": "123",
         "_n": "level_up",
@@ -716,7 +723,7 @@ def test_recorded_events_send_only_properties() -> None:
     [(TIME + 0.9, TIME), ("2025-06-01T14:00:00.5+02:00", TIME), (1_230_768_000, 1_230_768_000)],
 )
 def test_t_is_the_event_time_in_whole_seconds(time: object, expected: int) -> None:
-    assert kissmetrics_message(_event("level_up", time=time)).param("_t") == str(expected)
+    assert _kissmetrics(_event("level_up", time=time)).param("_t") == str(expected)
 
 
 @pytest.mark.parametrize(
@@ -726,14 +733,14 @@ def test_reserved_or_empty_property_names_are_refused(
     properties: dict[str, Any], param: str
 ) -> None:
     with pytest.raises(MessageError) as error:
-        kissmetrics_message(_event("level_up", properties=properties))
+        _kissmetrics(_event("level_up", properties=properties))
     assert error.value.param == param
 
 
 def test_kissmetrics_messages_of_the_same_content_and_time_are_one() -> None:
     # KISSmetrics treats the same _p, _n, _t and properties as a duplicate: no occurrence.
-    first = kissmetrics_message(_event("revenue_tracking", event_id="buy-1", value=120))
-    second = kissmetrics_message(_event("revenue_tracking", event_id="buy-2", value=120))
+    first = _kissmetrics(_event("revenue_tracking", event_id="buy-1", value=120))
+    second = _kissmetrics(_event("revenue_tracking", event_id="buy-2", value=120))
     assert first == second
     assert first.key == second.key
 
@@ -759,7 +766,7 @@ def test_messages_for_each_destination(
     assert [(m.destination, m.kind) for m in messages] == kinds
     for message in messages:
         expected = kontagent_message(event) if message.destination == "kontagent" else None
-        assert message == (expected or kissmetrics_message(event))
+        assert message == (expected or _kissmetrics(event))
         assert message.occurrence == (event.key if message.destination == "kontagent" else "")
 
 
@@ -786,7 +793,7 @@ def test_messages_for_alias(
         ("custom_event", {"name": "Signed Up"}, True),
         ("Signed Up", {}, True),
         ("alias", {}, False),
-        ("user_information", {}, False),
+        ("user_information", {"properties": {"_reserved": 1}}, False),
     ],
 )
 def test_messages_for_maps_an_event_whole_or_not_at_all(

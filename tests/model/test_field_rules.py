@@ -7,6 +7,7 @@ test_field_rules_fuzz.py; their use through a whole mapping in test_mapping.py.
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -297,3 +298,14 @@ def test_a_list_of_templates_takes_the_first_whose_paths_all_have_a_value() -> N
     assert rule.reader({"name": "Intro"}, None) == "Viewed Intro Page"
     assert rule.reader({"category": "Docs"}, None) is None
     assert {".".join(map(str, p)) for p in rule.sources} == {"category", "name"}
+
+
+def test_a_format_with_a_bad_directive_is_refused_when_the_mapping_is_read() -> None:
+    with pytest.raises(RuleError, match="'Q' is a bad directive"):
+        compile_rule("time", {"path": "t", "format": "%Q-%m"})
+
+
+@pytest.mark.parametrize("scale", [math.nan, math.inf])
+def test_a_scale_that_is_not_finite_is_refused(scale: float) -> None:
+    with pytest.raises(RuleError, match="scale must be a finite number"):
+        compile_rule("value", {"path": "v", "scale": scale})

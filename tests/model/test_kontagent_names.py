@@ -10,6 +10,7 @@ import hashlib
 import pytest
 
 from beaconflow.model import kontagent
+from beaconflow.model.message import MessageError
 
 
 @pytest.mark.parametrize(
@@ -102,3 +103,16 @@ def test_hashed_ids_are_stable() -> None:
 def test_a_hashed_id_is_a_user_id_kontagent_takes() -> None:
     message = kontagent.build("apa", {"s": kontagent.hashed_user_id("anon-1")})
     assert dict(message.params)["s"] == str(_hashed("anon-1"))
+
+
+@pytest.mark.parametrize(
+    "user_id", [2**63, "9223372036854775808", "123456789012345678901234567890"]
+)
+def test_a_numeric_id_past_63_bits_is_hashed_too(user_id: str | int) -> None:
+    hashed = kontagent.hashed_user_id(user_id)
+    assert hashed != str(user_id) and 0 < int(hashed) < 2**63
+
+
+def test_a_number_of_more_than_64_digits_is_refused_before_sending() -> None:
+    with pytest.raises(MessageError, match="has 65 digits; at most 64"):
+        kontagent.build("evt", {"s": 1, "n": "x", "v": 10**64})

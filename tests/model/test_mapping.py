@@ -442,7 +442,7 @@ WHERE = "conf/orchard.toml"
         ("[fields.time]\npath = 't'\nformat = 'Y-m-d'\n", ("format must be a strptime",)),
         ("[fields.time]\npath = 't'\nzone = 'Mars/Olympus'\n", ("neither an IANA time zone name",)),
         ("[fields.time]\npath = 't'\nzone = '+25:00'\n", ("less than 24 hours",)),
-        ("[fields.value]\npath = 'v'\nscale = 'x'\n", ("scale must be a number",)),
+        ("[fields.value]\npath = 'v'\nscale = 'x'\n", ("scale must be a finite number",)),
         ("[fields.gender]\npath = 'g'\nmap = 'f'\n", ("map must be a table",)),
         ("[fields]\ntime = true\n", ("[fields] time must be a field name",)),
         ('[fields]\ntime = ""\n', ("[fields] time must be a field name or dotted path",)),

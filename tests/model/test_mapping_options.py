@@ -16,7 +16,8 @@ import pytest
 
 from beaconflow.model.events import kissmetrics_message, kontagent_message
 from beaconflow.model.mapping import OPTIONS, MappingError, Options, RecordMapping, parse_mapping
-from beaconflow.model.records import validate
+from beaconflow.model.message import Message
+from beaconflow.model.records import Event, validate
 
 NOW = 1_800_000_000
 T0 = 1_750_000_000
@@ -33,6 +34,13 @@ sent = "invite_sent"
 join = "application_installed"
 """
 )
+
+
+def _kissmetrics(event: Event) -> Message:
+    """The event's KISSmetrics message, which these events all have."""
+    message = kissmetrics_message(event)
+    assert message is not None
+    return message
 
 
 def _kinds(mapping: RecordMapping, record: dict[str, Any]) -> tuple[str, dict[str, str]]:
@@ -52,7 +60,7 @@ def test_a_name_read_from_the_record_is_a_custom_event() -> None:
     # invite_sent is the product's name, not Kontagent's ins
     assert _kinds(CUSTOM, {"action": "invite_sent"}) == ("evt", {"n": "invite_sent", "s": "5"})
     event = validate({"time": T0, "user_id": 5, **canonical}, now=NOW)
-    assert dict(kissmetrics_message(event).params)["_n"] == "invite_sent"
+    assert dict(_kissmetrics(event).params)["_n"] == "invite_sent"
 
 
 def test_a_name_renamed_through_events_keeps_selecting_the_type() -> None:
@@ -99,7 +107,7 @@ def test_safe_kontagent_names() -> None:
     # KISSmetrics keeps the name as it is
     canonical = mapping.apply({"time": T0, "user_id": 5, "event": "Product Added to Cart!"})
     event = validate(canonical, now=NOW)
-    assert dict(kissmetrics_message(event).params)["_n"] == "Product Added to Cart!"
+    assert dict(_kissmetrics(event).params)["_n"] == "Product Added to Cart!"
 
 
 # kontagent_user_ids = "hash" ----------------------------------------------------------------

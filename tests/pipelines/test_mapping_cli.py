@@ -84,6 +84,7 @@ def test_explain_prints_cases_records_urls_problems_and_counts(
         f"{source}:1:",
         '  canonical: {"event": "level_up", "properties": {"plan": "pro"}, "time": 1750000000, '
         '"type": "track", "user_id": "anon-1"}',
+        "  time: 2025-06-15T15:06:40Z (1750000000)",
         "  kissmetrics/e: https://trk.kissmetrics.io/e?_k=***&_d=1&_n=level_up&_p=anon-1"
         "&_t=1750000000&plan=pro",
         "  kontagent: not built: evt: parameter 's' (user_id, read from userId or anonymousId): "
@@ -92,11 +93,13 @@ def test_explain_prints_cases_records_urls_problems_and_counts(
         "  rules: [[when]] type is identify",
         '  canonical: {"event": "user_information", "properties": {"age": 30}, '
         '"time": 1750000001, "type": "identify", "user_id": 42}',
-        "  kontagent/cpu: http://api.geo.kontagent.net/api/v1/***/cpu/?s=42",
+        "  time: 2025-06-15T15:06:41Z (1750000001)",
         "  kissmetrics/s: https://trk.kissmetrics.io/s?_k=***&_d=1&_p=42&_t=1750000001&age=30",
         "",
         "rules: records with a value, of the 2 explained",
         "       2  user_id = userId or anonymousId",
+        "           1  with a value at userId",
+        "           1  with a value at anonymousId",
         "       2  time = ts",
         "       1  event = event",
         "       0  city = loc.city (optional)",
@@ -128,7 +131,7 @@ def test_explain_says_what_is_not_an_event_and_what_goes_nowhere(
         handle.write(json.dumps({"ts": T0, "userId": 1, "event": "apa"}) + "\n")
     assert mapping_cli.main(["explain", "--mapping", str(mapping), "--input", str(source)]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[:8] == [
+    assert lines[:9] == [
         f"{source}:1:",
         "  invalid: malformed JSON: Expecting property name enclosed in double quotes: "
         "line 1 column 2 (char 1)",
@@ -138,9 +141,10 @@ def test_explain_says_what_is_not_an_event_and_what_goes_nowhere(
         "  invalid: a record must be a JSON object, got list",
         f"{source}:4:",
         '  canonical: {"event": "apa", "time": 1750000000, "user_id": 1}',
+        "  time: 2025-06-15T15:06:40Z (1750000000)",
     ]
-    assert lines[8] == "  no destination takes this event (counted as unrouted)"
-    assert lines[10] == "rules: records with a value, of the 4 explained"
+    assert lines[9] == "  no destination takes this event (counted as unrouted)"
+    assert lines[11] == "rules: records with a value, of the 4 explained"
     assert "properties left out (objects, lists, nulls):" not in lines
 
 

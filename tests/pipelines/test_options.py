@@ -276,3 +276,23 @@ def test_the_command_refuses_them_in_one_line_with_exit_2(
     assert done.stderr.startswith(f"beaconflow: error: {says}")
     assert len(done.stderr.strip().splitlines()) == 1
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("http://admin:PASSW0RDXYZ@host/", "--kontagent-url http://host/: a user name or password"),
+        ("http://admin@host/", "--kontagent-url http://host/: a user name or password"),
+        ("http://host/?a=1", "--kontagent-url 'http://host/?a=1': a base URL takes no ?query"),
+        ("http://host/#x", "--kontagent-url 'http://host/#x': a base URL takes no ?query"),
+    ],
+)
+def test_a_destination_url_with_credentials_or_a_query_is_a_usage_error(
+    tmp_path: Path, url: str, says: str
+) -> None:
+    events = tmp_path / "e.jsonl"
+    events.write_text('{"time": 1750000000, "user_id": 1, "event": "apa"}\n')
+    done = run_cli(f"--input={events}", f"--dry-run={tmp_path / 'd'}", f"--kontagent-url={url}")
+    assert done.returncode == 2
+    assert done.stderr.startswith(f"beaconflow: error: {says}")
+    assert "PASSW0RDXYZ" not in done.stderr and not (tmp_path / "d").exists()
