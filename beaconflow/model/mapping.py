@@ -196,11 +196,11 @@ class PropertySources:
                     continue
                 if filtered and self._excluded(name):
                     continue
-                if name[:1] == "_" or not name:
-                    dropped.append(name or '""')  # KISSmetrics reserves names with a _
+                if (type(value) is str or type(value) is int) and name and name[0] != "_":
+                    properties[name] = value  # the common case
                     continue
-                if type(value) is str or type(value) is int:  # the common case
-                    properties[name] = value
+                if not name or name[0] == "_":
+                    dropped.append(name or '""')  # KISSmetrics reserves names with a _
                     continue
                 if isinstance(value, datetime):
                     value = value.isoformat()
