@@ -223,6 +223,11 @@ SDIST_HOLDS = (
     "beaconflow/transforms/send.py",
     "beaconflow/delivery/ratelimit.py",
     "beaconflow/sandbox/collector.py",
+    # the built-in mappings (--mapping segment, ...): package data, not modules
+    "beaconflow/model/mappings/segment.toml",
+    "beaconflow/model/mappings/mixpanel.toml",
+    "beaconflow/model/mappings/amplitude.toml",
+    "beaconflow/model/mappings/ga4.toml",
 )
 
 
@@ -256,6 +261,8 @@ def test_setup_file_pyproject_stages_an_installable_sdist(staged: Staged) -> Non
     # the sdist holds real files, not the checkout's symlinks, and no top-level names
     assert not (staged.site / "beaconflow" / "transforms").is_symlink()
     assert not (staged.site / "transforms").exists() and not (staged.site / "pipelines").exists()
+    # and its installed package carries the built-in mappings
+    assert (staged.site / "beaconflow" / "model" / "mappings" / "ga4.toml").is_file()
 
 
 def test_portable_runner_delivers_what_the_in_memory_run_does(
