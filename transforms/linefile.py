@@ -8,6 +8,9 @@ runs, renamed to ``PATH.parts<part>-<id>`` when it ends. :func:`merge_parts` str
 shards into ``PATH`` once the pipeline is done, then deletes them. Both go through Beam's
 FileSystems.
 
+The files hold users' records: on a local filesystem every shard and the merged file are
+created readable and writable by their owner only (mode 0600, whatever the umask).
+
 A shard that cannot be written (a full disk, a read-only mount) does not fail the pipeline: the
 run's :class:`~beaconflow.delivery.stop.RunStop` trips with the reason, so no new request
 starts, and the step's output says why (a ``run_stopped`` tally), so the report does too. On a
@@ -18,6 +21,7 @@ that failed before its end stays a ``.tmp`` file and is never merged.
 from __future__ import annotations
 
 import contextlib
+import os
 import uuid
 from collections.abc import Iterator
 from typing import IO
@@ -38,6 +42,16 @@ _CHUNK = 1 << 20
 def parts_prefix(path: str, part: str = "") -> str:
     """Where the finished shards of ``path`` are written (``part`` names one of several writers)."""
     return f"{path}.parts{part}"
+
+
+def create_private(path: str) -> IO[bytes]:
+    """A new file at ``path`` for writing; local files readable by their owner only."""
+    if "://" in path:  # gs://, s3://: the store's own access control applies
+        handle: IO[bytes] = FileSystems.create(path)
+        return handle
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(descriptor, 0o600)  # an earlier file at the path keeps its mode otherwise
+    return os.fdopen(descriptor, "wb")
 
 
 def _describe(what: str, path: str, error: BaseException) -> str:
@@ -67,7 +81,7 @@ class _WriteShard(beam.DoFn):
         try:
             if self._handle is None:
                 self._name = f"{self._part}-{uuid.uuid4().hex[:16]}"
-                self._handle = FileSystems.create(f"{self._path}.tmp{self._name}")
+                self._handle = create_private(f"{self._path}.tmp{self._name}")
             self._handle.write(line.encode("utf-8") + b"\n")
         except Exception as error:  # OSError locally, the filesystem's own error elsewhere
             self._fail(error)
@@ -138,7 +152,7 @@ def merge_parts(path: str) -> int:
     shards = _matching(parts_prefix(path) + "*")
     merged = f"{path}.tmp-merge"
     try:
-        with FileSystems.create(merged) as target:
+        with create_private(merged) as target:
             for shard in shards:
                 with FileSystems.open(shard) as source:
                     while chunk := source.read(_CHUNK):

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -297,3 +299,27 @@ def test_format_jsonl_reads_a_file_whose_name_says_nothing(tmp_path: Path) -> No
         run_json(flags, now=NOW)
     status, report = run_json([*flags, "--format=jsonl"], now=NOW)
     assert status == 0 and report["events_mapped"] == 1 and report["messages_dry_run"] == 2
+
+
+def test_the_dead_letter_and_the_dry_run_are_readable_by_their_owner_only(
+    tmp_path: Path,
+) -> None:
+    # they hold users' records: whatever the umask, and over an earlier world-readable file
+    source = tmp_path / "x.jsonl"
+    source.write_text('{"time": 1750000000, "user_id": 1, "event": "apa"}\n{oops\n')
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "dead.jsonl").write_text("earlier\n")
+    (out / "dead.jsonl").chmod(0o644)
+    previous = os.umask(0)
+    try:
+        flags = backfill_flags(
+            "http://127.0.0.1:9", out, source, extra=(f"--dry-run={out / 'dry.jsonl'}",)
+        )
+        status, _ = run_json(flags, now=NOW)
+    finally:
+        os.umask(previous)
+    assert status == 3
+    for name in ("dead.jsonl", "dry.jsonl"):
+        assert stat.S_IMODE((out / name).stat().st_mode) == 0o600, name
+    assert "earlier" not in (out / "dead.jsonl").read_text()
