@@ -41,7 +41,7 @@ from beaconflow.delivery.ledger import (
 )
 from beaconflow.delivery.redact import Redactor, redact_library_logs
 from beaconflow.delivery.sender import Delivery
-from beaconflow.delivery.stop import RunStop, forget_run, run_stop
+from beaconflow.delivery.stop import RunStop, forget_run, interrupted_by, run_stop
 from beaconflow.model.events import MappedEvent
 from beaconflow.model.message import Destination, Endpoint, Message
 from beaconflow.model.render import render_url
@@ -537,7 +537,12 @@ def run(argv: Sequence[str], *, now: float | None = None) -> tuple[int, RunRepor
         # the counts come from the pipeline's outputs, which a failed run did not finish
         partial=partial,
     )
-    if report.stopped:
+    signum = interrupted_by()
+    if signum is not None and report.stopped:
+        # Ctrl-C or SIGTERM: the shell's convention, 128 + the signal's number
+        status = 128 + signum
+        report = replace(report, interrupted=True)
+    elif report.stopped:
         status = 2 if config.dry_run else 4
     else:
         status = 0 if report.errors <= config.max_errors else 3
@@ -550,7 +555,7 @@ def run(argv: Sequence[str], *, now: float | None = None) -> tuple[int, RunRepor
         report = replace(
             report,
             stopped="; ".join(filter(None, (report.stopped, reason))),
-            exit_status=2 if config.dry_run else 4,
+            exit_status=report.exit_status if report.interrupted else 2 if config.dry_run else 4,
         )
         # report.json alone is small: say at least that much on disk, if it fits now
         report = replace(report, report_written=_write_json(config.report, report))

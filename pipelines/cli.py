@@ -10,7 +10,9 @@ summary and turns every expected problem into one line on stderr and an exit sta
 - 2 nothing was sent: a usage or whole-run error
 - 3 done, but invalid events + invalid messages + failed messages > --max-errors
 - 4 stopped early after sending began (the report says why in ``stopped``)
-- 130 interrupted
+- 130, 143 interrupted by Ctrl-C (SIGINT) or SIGTERM: the first signal stops the sending
+  gracefully and the run writes its report (``"interrupted": true``) and dead letter; a
+  second one stops at once, without a report
 
 Importing this module configures nothing: an application that calls ``run`` keeps its own
 logging.
@@ -21,10 +23,13 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import signal
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from beaconflow.delivery.redact import Redactor
+from beaconflow.delivery.stop import clear_interrupt, interrupt, interrupted_by
 from beaconflow.report.html import html_path
 from beaconflow.report.run import RunReport, summary
 
@@ -63,18 +68,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return mapping_cli.main(args[1:])
     _tune_gc()
+    previous = _handle_signals()
     try:
         status, report = run(args)
     except UsageError as error:
         _say(f"beaconflow: error: {error}", error=True)
         return 2
     except KeyboardInterrupt:
-        _say("beaconflow: interrupted", error=True)
-        return 130
+        return _hard_interrupt()
     except Exception as error:
         if interrupted(error):
-            _say("beaconflow: interrupted", error=True)
-            return 130
+            return _hard_interrupt()
         if os.environ.get("BEACONFLOW_DEBUG"):
             raise
         secrets = _secrets_in(args)
@@ -82,8 +86,48 @@ def main(argv: Sequence[str] | None = None) -> int:
         _say(f"beaconflow: error: the run failed: {reason} (BEACONFLOW_DEBUG=1 shows more)",
              error=True)  # fmt: skip
         return 2
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     _tell(report, status)
     return status
+
+
+def _handle_signals() -> dict[int, Any]:
+    """Ctrl-C and SIGTERM stop the run gracefully; a second one stops it at once.
+
+    The first stops the sending as a failed ledger write does (no new request starts, what
+    is in flight finishes, the rest goes to the dead letter as "not attempted") and the run
+    ends with its report, exit 130 or 143. The second raises KeyboardInterrupt: the run
+    ends where it is, without a report. Returns the handlers it replaced.
+    """
+    clear_interrupt()
+
+    def handle(signum: int, frame: object) -> None:
+        if interrupted_by() is not None:
+            raise KeyboardInterrupt
+        _say(
+            f"beaconflow: {signal.Signals(signum).name}: stopping; no new request starts, what "
+            "is in flight finishes (send the signal again to stop at once)",
+            error=True,
+        )
+        interrupt(signum)
+
+    previous: dict[int, Any] = {}
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        previous[signum] = signal.signal(signum, handle)
+    return previous
+
+
+def _hard_interrupt() -> int:
+    """A second signal (or one before the run could stop gracefully): no report."""
+    signum = interrupted_by() or signal.SIGINT
+    _say(
+        f"beaconflow: interrupted by {signal.Signals(signum).name} before the run could write "
+        "its report; the same command with the same --ledger sends what was not delivered",
+        error=True,
+    )
+    return 128 + signum
 
 
 def _tell(report: RunReport, status: int) -> None:
@@ -119,15 +163,22 @@ def _advice(report: RunReport) -> str:
             "Its counts are unknown, and without --ledger nothing records what was sent: "
             "running it again sends everything again"
         )
+    first = (
+        f"{report.messages_delivered} messages were delivered. To finish the job,"
+        if report.interrupted
+        else "Mend that, then"
+    )
     if not report.messages_not_attempted:
+        if report.interrupted:
+            return "Everything was sent or is in the dead letter"
         return "Everything was sent or is in the dead letter; mend that before the next run"
     if report.ledger:
         return (
-            "Mend that, then run the same command with the same --ledger: it sends only what "
-            "the ledger does not hold"
+            f"{first} run the same command with the same --ledger: it sends only what the "
+            "ledger does not hold"
         )
     return (
-        f"Mend that, then replay the dead letter ({report.dead_letter}) as --input: its "
+        f"{first} replay the dead letter ({report.dead_letter}) as --input: its "
         "'not attempted' entries are what this run did not send"
     )
 

@@ -132,7 +132,10 @@ EXIT_STATUSES = """exit status:
        be written, a destination answers only with redirects, the run failed):
        a report with "stopped" is written; the same command with the same
        --ledger finishes the job
-  130  interrupted (Ctrl-C)
+  130  interrupted by Ctrl-C (SIGINT), 143 by SIGTERM: what was in flight finished, the
+       report says "interrupted": true, the rest is in the dead letter as not attempted;
+       the same command with the same --ledger finishes the job (a second signal stops at
+       once, without a report)
 """
 
 

@@ -175,11 +175,15 @@ class SenderStats:
     failed: int
     outcomes: Mapping[str, int]
 
-    def log_done(self, detail: str = "") -> None:
-        """The totals line a sender logs when it closes (nothing when nothing was sent)."""
+    def log_done(self, detail: str = "", stopped: str | None = None) -> None:
+        """The totals line a sender logs when it closes (nothing when nothing was sent).
+
+        A run that was stopped (``stopped``: why) says so instead of "done".
+        """
         if self.sent:
             logger.info(
-                "done: sent %d, delivered %d, retries %d, failed %d%s",
+                "%s: sent %d, delivered %d, retries %d, failed %d%s",
+                "done" if stopped is None else "stopped",
                 self.sent,
                 self.delivered,
                 self.retries,
@@ -490,7 +494,7 @@ class BulkSender:
                 self._loop.call_soon_threadsafe(self._loop.stop)
                 self._thread.join()
         self._loop.close()
-        self.stats().log_done()
+        self.stats().log_done(stopped=None if self._stop is None else self._stop.reason)
 
     def concurrency_limits(self) -> dict[str, int]:
         """The adaptive concurrency each destination has reached (empty when not adaptive)."""

@@ -324,7 +324,8 @@ class SenderPool:
             for child in self._children:
                 child.close()
         count = len(self._children)
-        self.stats().log_done(f" ({count} sender process{'es' if count != 1 else ''})")
+        stopped = self._stop.reason if hasattr(self, "_stop") else None
+        self.stats().log_done(f" ({count} sender process{'es' if count != 1 else ''})", stopped)
 
     def _submit(self, client: PoolClient, requests: Sequence[Request]) -> None:
         """Hand requests to the child with the fewest outstanding; blocks while all are full."""
@@ -548,7 +549,11 @@ def raise_malloc_thresholds() -> bool:
 
 def child_main() -> None:
     """A sender process: its setup and requests come on stdin, the outcomes go to stdout."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
+    # the parent handles Ctrl-C and SIGTERM (sent to the whole process group by systemd,
+    # Kubernetes and Airflow): it stops the sending and tells this process, which finishes
+    # what is in flight; a child that died on the signal would lose its in-flight requests
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise_malloc_thresholds()
     results_fd = os.dup(1)
     os.dup2(2, 1)  # a stray print goes to stderr, never into the results pipe

@@ -2,7 +2,8 @@
 
 Some failures make going on worse than stopping: a ledger that cannot be written (every
 further delivery would be sent again by the next run) or a dead letter that cannot be
-written (every further failure would be lost). Whoever meets such a failure calls
+written (every further failure would be lost), or a signal (Ctrl-C, SIGTERM:
+:func:`interrupt`). Whoever meets such a failure calls
 :meth:`RunStop.trip` with a reason; from then on no new request starts, what is in flight
 finishes, and every message not yet sent ends in the dead letter as "not attempted" (so a
 replay, or the same command with the same ``--ledger``, finishes the job). The run then
@@ -24,6 +25,7 @@ No Beam, no HTTP::
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 from collections.abc import Callable
 
@@ -86,15 +88,61 @@ class RunStop:
 
 _runs: dict[str, RunStop] = {}
 _runs_lock = threading.Lock()
+#: The signal that interrupted the runs of this process (SIGINT, SIGTERM), or None.
+_interrupted: int | None = None
+
+
+def _interrupt_reason(signum: int) -> str:
+    return f"interrupted by {signal.Signals(signum).name}"
 
 
 def run_stop(run_id: str) -> RunStop:
-    """The stop flag of the run ``run_id`` in this process (made on first use)."""
+    """The stop flag of the run ``run_id`` in this process (made on first use).
+
+    A run whose flag is made after an interrupt is stopped already.
+    """
     with _runs_lock:
         stop = _runs.get(run_id)
         if stop is None:
             stop = _runs[run_id] = RunStop()
+            if _interrupted is not None:
+                stop.trip(_interrupt_reason(_interrupted))
         return stop
+
+
+def interrupt(signum: int) -> None:
+    """Stop every run of this process because of a signal (Ctrl-C, SIGTERM).
+
+    Each run's stop is tripped with a reason naming the signal; :func:`interrupted_by`
+    names it too.
+
+    Safe from a signal handler: the stops are tripped on a thread of their own (a handler
+    runs between two bytecodes of the main thread, which may hold a lock a listener needs).
+    """
+    global _interrupted
+    if _interrupted is not None:
+        return
+    _interrupted = signum
+    with _runs_lock:
+        stops = list(_runs.values())
+    reason = _interrupt_reason(signum)
+
+    def trip() -> None:
+        for stop in stops:
+            stop.trip(reason)
+
+    threading.Thread(target=trip, name="beaconflow-interrupt", daemon=True).start()
+
+
+def interrupted_by() -> int | None:
+    """The signal that interrupted this process's runs, or None."""
+    return _interrupted
+
+
+def clear_interrupt() -> None:
+    """Forget an earlier interrupt (a new run of the command in the same process)."""
+    global _interrupted
+    _interrupted = None
 
 
 def forget_run(run_id: str) -> None:

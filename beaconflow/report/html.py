@@ -361,9 +361,10 @@ def _header(report: RunReport) -> str:
             if report.partial
             else ""
         )
+        mend = "Run" if report.interrupted else "Mend that, then run"
         parts.append(
             '<div class="warning" role="alert"><strong>Stopped early:</strong> '
-            f"{_esc(stopped, _LONG_TEXT)}. Mend that, then run the same command with the same "
+            f"{_esc(stopped, _LONG_TEXT)}. {mend} the same command with the same "
             "<code>--ledger</code> to finish; what was not sent is in the dead letter as "
             "\u201cnot attempted\u201d."
             f"{partial}</div>"

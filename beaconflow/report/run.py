@@ -102,6 +102,8 @@ class RunReport:
     sandbox_collector: Mapping[str, int] | None = None
     #: The run failed before its counts were added up: the counts are not to be trusted.
     partial: bool = False
+    #: A signal (Ctrl-C, SIGTERM) stopped the run: ``stopped`` names it (exit 130 or 143).
+    interrupted: bool = False
     exit_status: int | None = None
     report_written: bool | None = field(default=None, compare=False)
 
@@ -113,7 +115,8 @@ class RunReport:
     def to_json(self) -> dict[str, Any]:
         """report.json's object.
 
-        Every field but ``report_written``; ``partial`` and ``sandbox_collector`` only when
+        Every field but ``report_written``; ``partial``, ``interrupted`` and
+        ``sandbox_collector`` only when
         they apply.
         """
         data = asdict(self)
@@ -126,6 +129,8 @@ class RunReport:
         data["dead_letter_reasons"] = None if reasons is None else [dict(r) for r in reasons]
         if not self.partial:
             del data["partial"]
+        if not self.interrupted:
+            del data["interrupted"]
         if self.sandbox_collector is None:
             del data["sandbox_collector"]
         return data
@@ -202,7 +207,7 @@ def _coerce(name: str, value: object) -> Any:
         return tuple(item for item in value if isinstance(item, Mapping))
     if name == "sandbox_collector":
         return value if isinstance(value, Mapping) else None
-    if name in ("sandbox", "partial"):
+    if name in ("sandbox", "partial", "interrupted"):
         return value is True
     return _ABSENT
 

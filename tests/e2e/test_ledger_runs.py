@@ -262,11 +262,21 @@ def test_sigkill_mid_run_then_resume(
 
 
 @pytest.mark.parametrize("processes", [0, 2])
-def test_ctrl_c_mid_run_says_interrupted_and_leaves_no_process(
-    events_file: Path, tmp_path: Path, processes: int
+@pytest.mark.parametrize(
+    ("signum", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"]
+)
+def test_a_signal_mid_run_stops_it_gracefully_and_the_next_run_finishes(
+    events_file: Path, tmp_path: Path, processes: int, signum: int, status: int
 ) -> None:
-    """Ctrl-C in a terminal signals the whole process group: the run and its senders."""
-    extra = (f"--send-processes={processes}", "--concurrency=4")
+    """A signal to the whole process group stops the run gracefully; the next run finishes.
+
+    Ctrl-C in a terminal, or SIGTERM from systemd, Kubernetes or Airflow, reaches the run and
+    its sender processes. The senders finish what is in flight, the run writes its report
+    and dead letter, and the same command finishes the job.
+    """
+    concurrency = 4
+    ledger = tmp_path / "ledger"
+    extra = (f"--send-processes={processes}", f"--concurrency={concurrency}", f"--ledger={ledger}")
     with Collector(faults=Faults(latency=0.02)) as collector:
         flags = backfill_flags(collector.base_url, tmp_path, events_file, extra=extra)
         process = subprocess.Popen([sys.executable, "-m", "beaconflow", *flags],
@@ -277,12 +287,34 @@ def test_ctrl_c_mid_run_says_interrupted_and_leaves_no_process(
             assert process.poll() is None, "the run ended before it could be interrupted"
             assert time.monotonic() < deadline, "the run did not get going"
             time.sleep(0.05)
-        os.killpg(process.pid, signal.SIGINT)
-        _, err = process.communicate(timeout=60)
-    assert process.returncode == 130, err
-    assert err.rstrip().endswith("beaconflow: interrupted")
-    assert "Traceback" not in err and "KeyboardInterrupt" not in err
-    # no process of the group is left (a sender process exits when its pipe closes)
+        os.killpg(process.pid, signum)
+        out, err = process.communicate(timeout=120)
+        assert f"STOPPED EARLY: interrupted by {signal.Signals(signum).name}" in out
+        assert process.returncode == status, err
+        assert "Traceback" not in err and "KeyboardInterrupt" not in err
+        assert "done:" not in err  # the senders' totals say "stopped", never "done"
+        name = signal.Signals(signum).name
+        assert f"stopped early: interrupted by {name}" in err
+        report = json.loads((tmp_path / "report.json").read_text())
+        assert report["interrupted"] is True and report["exit_status"] == status
+        assert report["stopped"] == f"interrupted by {name}"
+        assert report["invariant_errors"] == []
+        # what was not sent is in the dead letter as not attempted: nothing lost
+        delivered = report["messages_delivered"]
+        assert 100 <= delivered < report["messages_built"]
+        assert report["messages_failed"] == report["messages_not_attempted"] > 0
+        assert len(read_dead_letter(tmp_path)) >= report["messages_not_attempted"]
+        first = _keys(collector)
+        # the same command with the same ledger sends the rest, and nothing twice but what
+        # was in flight
+        status_again, again = run_json(flags, now=NOW)
+        assert status_again == 0 and again["invariant_errors"] == []
+        keys = _keys(collector)
+        expected = _expected(events_file, tmp_path)
+        assert set(keys) == set(expected), "a message was lost"
+        assert (keys - expected).total() <= concurrency * max(processes, 1)
+        assert again["messages_skipped"] >= first.total() - concurrency * max(processes, 1)
+    # no process of the group is left
     deadline = time.monotonic() + 10
     while _group_alive(process.pid):
         assert time.monotonic() < deadline, "a process of the run is still alive"
