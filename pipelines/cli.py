@@ -10,6 +10,8 @@ summary and turns every expected problem into one line on stderr and an exit sta
 - 2 nothing was sent: a usage or whole-run error
 - 3 done, but invalid events + invalid messages + failed messages > --max-errors
 - 4 stopped early after sending began (the report says why in ``stopped``)
+- 75 nothing done, try again later: another run holds the ledger for an endpoint of this
+  run, or the --date day's input has not landed (no report is written)
 - 130 interrupted
 
 Importing this module configures nothing: an application that calls ``run`` keeps its own
@@ -27,6 +29,9 @@ from collections.abc import Sequence
 from beaconflow.delivery.redact import Redactor
 from beaconflow.report.html import html_path
 from beaconflow.report.run import RunReport, summary
+
+#: sysexits' EX_TEMPFAIL: nothing was done, the same command later may succeed.
+EX_TEMPFAIL = 75
 
 
 class _HideOverwriteWarning(logging.Filter):
@@ -47,6 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     root = logging.getLogger()
     root.setLevel(logging.ERROR)  # Beam's import says "apitools not found" at WARNING
     try:
+        from beaconflow.model.errors import TryLaterError
         from beaconflow.pipelines.backfill import interrupted, run
         from beaconflow.pipelines.options import UsageError
     finally:
@@ -68,6 +74,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as error:
         _say(f"beaconflow: error: {error}", error=True)
         return 2
+    except TryLaterError as error:
+        _say(f"beaconflow: {error}", error=True)
+        return EX_TEMPFAIL
     except KeyboardInterrupt:
         _say("beaconflow: interrupted", error=True)
         return 130
