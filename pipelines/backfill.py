@@ -39,13 +39,14 @@ from beaconflow.delivery.ledger import (
     ledger_files,
     read_ledger_file,
 )
+from beaconflow.delivery.ledger_lock import LedgerLocks, is_lockable
 from beaconflow.delivery.redact import Redactor, redact_library_logs
 from beaconflow.delivery.sender import Delivery
 from beaconflow.delivery.stop import RunStop, forget_run, interrupted_by, run_stop
 from beaconflow.model.events import MappedEvent
 from beaconflow.model.message import Destination, Endpoint, Message
 from beaconflow.model.render import render_url
-from beaconflow.pipelines.options import BackfillConfig, UsageError, configure
+from beaconflow.pipelines.options import BackfillConfig, InputNotLanded, UsageError, configure
 from beaconflow.pipelines.runners import (
     local_runner,
     quiet_workers,
@@ -71,7 +72,7 @@ from beaconflow.transforms.dedup import DUPLICATES, SKIPPED, DedupByKey
 from beaconflow.transforms.linefile import WriteLines, merge_parts, parts_prefix, remove_leftovers
 from beaconflow.transforms.messages import DIRECT, SplitMessages
 from beaconflow.transforms.parse import INVALID, REPLAYED, KeyedEvent, KeyedMessage, ParseEvents
-from beaconflow.transforms.read import InputError, ReadEvents, expand_inputs
+from beaconflow.transforms.read import InputError, ReadEvents, expand_inputs, matches_nothing
 from beaconflow.transforms.send import FAILED, SendConfig, SendMessages
 from beaconflow.transforms.send import TALLY as SEND_TALLY
 from beaconflow.transforms.tallies import SumTallies, TallyEach, read_sums
@@ -400,21 +401,67 @@ def _may_have_sent(stop: RunStop, options: PipelineOptions, config: BackfillConf
     return not runs_in_process(options)
 
 
+def _landed_inputs(config: BackfillConfig) -> tuple[list[str], tuple[str, ...]]:
+    """The --input patterns to read, and the --lookback days that have no input (skipped).
+
+    InputNotLanded (exit 75) when a pattern of the --date day itself matches nothing: its
+    logs have not landed yet. Patterns without {date} are left to expand_inputs (exit 2).
+    """
+    patterns: list[str] = []
+    missing: set[str] = set()
+    for pattern in config.inputs:
+        day = config.input_days.get(pattern)
+        if day is not None and matches_nothing(pattern):
+            if day == config.day:
+                raise InputNotLanded(
+                    f"the input of {day.isoformat()} has not landed: --input {pattern} matches "
+                    "nothing; nothing was done, try again later"
+                )
+            missing.add(day.isoformat())
+            continue
+        patterns.append(pattern)
+    return patterns, tuple(sorted(missing))
+
+
+def _ledger_locks(config: BackfillConfig, stop: RunStop) -> contextlib.AbstractContextManager[Any]:
+    """The locks of the endpoints this run sends to, or nothing to hold.
+
+    A dry run sends nothing and takes none; a gs:// or s3:// ledger has no OS lock, and the
+    run says so (docs/ledger.md).
+    """
+    if not config.ledger or config.dry_run:
+        return contextlib.nullcontext()
+    if not is_lockable(config.ledger):
+        log.warning(
+            "the ledger %s is not locked (no lock on gs:// or s3:// yet): two runs at once for "
+            "the same endpoint may both send; see docs/ledger.md",
+            config.ledger,
+        )
+        return contextlib.nullcontext()
+    return LedgerLocks(
+        config.ledger,
+        (endpoint_fingerprint(e) for e in config.endpoints.values()),
+        on_lost=stop.trip,
+    )
+
+
 def run(argv: Sequence[str], *, now: float | None = None) -> tuple[int, RunReport]:
     """Run the backfill; return the exit status and the report. UsageError for bad input.
 
     A run that stops early on purpose (see :mod:`beaconflow.delivery.stop`), or fails after it may
-    have sent something, returns 4 with a report whose ``stopped`` says why.
+    have sent something, returns 4 with a report whose ``stopped`` says why. Raises
+    :class:`~beaconflow.model.errors.TryLaterError` (exit 75) when nothing was done because
+    another run holds the ledger, or the --date day's input has not landed; no report then.
     """
     now = time.time() if now is None else now
     config = configure(argv, now)
     started = time.monotonic()
+    patterns, lookback_missing = _landed_inputs(config)
     try:
-        files = expand_inputs(config.inputs, config.file_format)
+        files = expand_inputs(patterns, config.file_format)
     except InputError as error:
         raise UsageError(str(error)) from None
     redact_library_logs(config.secrets())
-    redact = Redactor.of(config.secrets())
     options = PipelineOptions(quiet_workers(config.beam_args))
     outputs = (
         (config.dead_letter, "dead letter"),
@@ -422,97 +469,115 @@ def run(argv: Sequence[str], *, now: float | None = None) -> tuple[int, RunRepor
         (config.dry_run or "", "dry-run file"),
     )
     _distinct_outputs((*outputs, (html_path(config.report), "report.html")))
-    for path, what in outputs:
-        if path:
-            _prepare_output(path, what)
     if config.ledger and not config.dry_run:
         try:
             check_writable(config.ledger)
         except LedgerError as error:
             raise UsageError(str(error)) from None
-    tallies_path = f"{config.report}.tallies-{uuid.uuid4().hex[:8]}.json"
     run_id = uuid.uuid4().hex
     stop = run_stop(run_id)
+    try:
+        # before the outputs are prepared (which removes an earlier run's leftovers) and the
+        # ledger is read, held until the report is written
+        with _ledger_locks(config, stop):
+            for path, what in outputs:
+                if path:
+                    _prepare_output(path, what)
+            return _run_pipeline(
+                config, files, options, stop, run_id, now, started, lookback_missing
+            )
+    finally:
+        forget_run(run_id)
+
+
+def _run_pipeline(
+    config: BackfillConfig,
+    files: Sequence[str],
+    options: PipelineOptions,
+    stop: RunStop,
+    run_id: str,
+    now: float,
+    started: float,
+    lookback_missing: tuple[str, ...],
+) -> tuple[int, RunReport]:
+    """The run itself, once its inputs, outputs and ledger are ready: status and report."""
+    redact = Redactor.of(config.secrets())
+    tallies_path = f"{config.report}.tallies-{uuid.uuid4().hex[:8]}.json"
     collector = None
     sandbox_counts: dict[str, int] | None = None
     stopped: list[str] = []
     partial = False
     sums: Counter[TallyKey] = Counter()
-    try:
-        with contextlib.ExitStack() as stack:
-            if config.sandbox:
-                from beaconflow.pipelines.options import (
-                    SANDBOX_KISSMETRICS_KEY,
-                    SANDBOX_KONTAGENT_KEY,
-                )
-                from beaconflow.sandbox.collector import Collector
-
-                collector = stack.enter_context(
-                    Collector(
-                        kontagent_key=SANDBOX_KONTAGENT_KEY,
-                        kissmetrics_key=SANDBOX_KISSMETRICS_KEY,
-                        kontagent_secret=config.endpoints["kontagent"].secret,
-                    )
-                )
-                base = collector.base_url
-                endpoints = {d: replace(e, base_url=base) for d, e in config.endpoints.items()}
-                config = replace(config, endpoints=endpoints)
-                log.warning(
-                    "SANDBOX MODE: sending to the local collector at %s; "
-                    "nothing reaches Kontagent or KISSmetrics.",
-                    base,
-                )
-            pipeline = beam.Pipeline(runner=local_runner(options), options=options)
-            warning = rate_split_warning(options) if config.max_rps else None
-            if warning:
-                log.warning("--max-rps may be exceeded: %s", warning)
-            _ = pipeline | "Backfill" >> Backfill(
-                config,
-                files,
-                tallies_path,
-                now=now,
-                workers=worker_processes(options),
-                processes=send_processes(options, config.send_processes),
-                run_id=run_id,
+    with contextlib.ExitStack() as stack:
+        if config.sandbox:
+            from beaconflow.pipelines.options import (
+                SANDBOX_KISSMETRICS_KEY,
+                SANDBOX_KONTAGENT_KEY,
             )
-            try:
-                result = pipeline.run()
-                result.wait_until_finish()
-            except Exception as error:
-                if interrupted(error) or not _may_have_sent(stop, options, config):
-                    raise
-                first_line = f"{type(error).__name__}: {error}".splitlines()[0]
-                stopped.append(f"the run failed: {redact(first_line)}")
-                partial = True
-            for wanted, what in ((config.dead_letter, "dead letter"),
-                                 (config.dry_run, "dry-run file")):  # fmt: skip
-                if wanted:
-                    try:
-                        merge_parts(wanted)
-                    except Exception as error:
-                        kept = (
-                            f"what was written is kept in {parts_prefix(wanted)}* and {wanted}.tmp*"
-                        )
-                        stopped.append(f"{_not_writable(what, wanted, error)} ({kept})")
-            if not partial:
+            from beaconflow.sandbox.collector import Collector
+
+            collector = stack.enter_context(
+                Collector(
+                    kontagent_key=SANDBOX_KONTAGENT_KEY,
+                    kissmetrics_key=SANDBOX_KISSMETRICS_KEY,
+                    kontagent_secret=config.endpoints["kontagent"].secret,
+                )
+            )
+            base = collector.base_url
+            endpoints = {d: replace(e, base_url=base) for d, e in config.endpoints.items()}
+            config = replace(config, endpoints=endpoints)
+            log.warning(
+                "SANDBOX MODE: sending to the local collector at %s; "
+                "nothing reaches Kontagent or KISSmetrics.",
+                base,
+            )
+        pipeline = beam.Pipeline(runner=local_runner(options), options=options)
+        warning = rate_split_warning(options) if config.max_rps else None
+        if warning:
+            log.warning("--max-rps may be exceeded: %s", warning)
+        _ = pipeline | "Backfill" >> Backfill(
+            config,
+            files,
+            tallies_path,
+            now=now,
+            workers=worker_processes(options),
+            processes=send_processes(options, config.send_processes),
+            run_id=run_id,
+        )
+        try:
+            result = pipeline.run()
+            result.wait_until_finish()
+        except Exception as error:
+            if interrupted(error) or not _may_have_sent(stop, options, config):
+                raise
+            first_line = f"{type(error).__name__}: {error}".splitlines()[0]
+            stopped.append(f"the run failed: {redact(first_line)}")
+            partial = True
+        for wanted, what in ((config.dead_letter, "dead letter"),
+                             (config.dry_run, "dry-run file")):  # fmt: skip
+            if wanted:
                 try:
-                    sums = _read_tallies(tallies_path)
+                    merge_parts(wanted)
                 except Exception as error:
-                    stopped.append(_not_writable("report", config.report, error))
-                    partial = True
-            else:
-                _discard_tallies(tallies_path)
-            if collector is not None:
-                counts = collector.counts()
-                sandbox_counts = {
-                    "accepted": counts.get("accepted", 0),
-                    "rejected": counts.get("rejected", 0),
-                    "faulted": counts.get("faulted", 0),
-                }
-        if stop.reason is not None:
-            stopped.append(stop.reason)
-    finally:
-        forget_run(run_id)
+                    kept = f"what was written is kept in {parts_prefix(wanted)}* and {wanted}.tmp*"
+                    stopped.append(f"{_not_writable(what, wanted, error)} ({kept})")
+        if not partial:
+            try:
+                sums = _read_tallies(tallies_path)
+            except Exception as error:
+                stopped.append(_not_writable("report", config.report, error))
+                partial = True
+        else:
+            _discard_tallies(tallies_path)
+        if collector is not None:
+            counts = collector.counts()
+            sandbox_counts = {
+                "accepted": counts.get("accepted", 0),
+                "rejected": counts.get("rejected", 0),
+                "faulted": counts.get("faulted", 0),
+            }
+    if stop.reason is not None:
+        stopped.append(stop.reason)
     counted = build_report(sums, time.monotonic() - started, _one_per_output(stopped))
     report = replace(
         counted,
@@ -524,6 +589,7 @@ def run(argv: Sequence[str], *, now: float | None = None) -> tuple[int, RunRepor
         sandbox=config.sandbox,
         ledger=config.ledger,
         date=config.day.isoformat() if config.day else None,
+        lookback_days_missing=lookback_missing,
         destinations=tuple(config.destinations),
         sandbox_collector=sandbox_counts,
         # only a run whose counts are known can say a rule never matched

@@ -10,6 +10,8 @@ summary and turns every expected problem into one line on stderr and an exit sta
 - 2 nothing was sent: a usage or whole-run error
 - 3 done, but invalid events + invalid messages + failed messages > --max-errors
 - 4 stopped early after sending began (the report says why in ``stopped``)
+- 75 nothing done, try again later: another run holds the ledger for an endpoint of this
+  run, or the --date day's input has not landed (no report is written)
 - 130, 143 interrupted by Ctrl-C (SIGINT) or SIGTERM: the first signal stops the sending
   gracefully and the run writes its report (``"interrupted": true``) and dead letter; a
   second one stops at once, without a report
@@ -33,6 +35,9 @@ from beaconflow.delivery.stop import clear_interrupt, interrupt, interrupted_by
 from beaconflow.report.html import html_path
 from beaconflow.report.run import RunReport, summary
 
+#: sysexits' EX_TEMPFAIL: nothing was done, the same command later may succeed.
+EX_TEMPFAIL = 75
+
 
 class _HideOverwriteWarning(logging.Filter):
     """Hides Beam's "Deleting 1 existing files in target path matching: " (an empty glob).
@@ -52,6 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     root = logging.getLogger()
     root.setLevel(logging.ERROR)  # Beam's import says "apitools not found" at WARNING
     try:
+        from beaconflow.model.errors import TryLaterError
         from beaconflow.pipelines.backfill import interrupted, run
         from beaconflow.pipelines.options import UsageError
     finally:
@@ -74,6 +80,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as error:
         _say(f"beaconflow: error: {error}", error=True)
         return 2
+    except TryLaterError as error:
+        _say(f"beaconflow: {error}", error=True)
+        return EX_TEMPFAIL
     except KeyboardInterrupt:
         return _hard_interrupt()
     except Exception as error:

@@ -25,7 +25,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from beaconflow.delivery.retry import RetryPolicy
 from beaconflow.model import kissmetrics, kontagent
 from beaconflow.model.builtin import BUILTINS, builtin_mapping, is_builtin_name
-from beaconflow.model.errors import BeaconflowError
+from beaconflow.model.errors import BeaconflowError, TryLaterError
 from beaconflow.model.field_rules import RuleError, parse_zone
 from beaconflow.model.mapping import MappingError, RecordMapping, parse_mapping
 from beaconflow.model.message import Destination, Endpoint
@@ -44,6 +44,10 @@ _DATE_PLACEHOLDER = re.compile(r"\{date(?::([^{}]*))?\}")
 
 class UsageError(BeaconflowError, ValueError):
     """A flag, a file or a pattern is unusable: one clear line, exit status 2."""
+
+
+class InputNotLanded(TryLaterError):
+    """With --date, the day's own --input matches nothing yet: exit 75, try again later."""
 
 
 @dataclass(frozen=True)
@@ -74,6 +78,9 @@ class BackfillConfig:
     day: date | None = None
     #: --format: how to read every input; None: by each file name's ending
     file_format: str | None = None
+    #: With --date, the day each --input pattern written with {date} was expanded for (the
+    #: target day or a --lookback day); patterns without {date} are not in it.
+    input_days: dict[str, date] = field(default_factory=dict)
 
     @property
     def destinations(self) -> tuple[Destination, ...]:
@@ -132,6 +139,9 @@ EXIT_STATUSES = """exit status:
        be written, a destination answers only with redirects, the run failed):
        a report with "stopped" is written; the same command with the same
        --ledger finishes the job
+  75   nothing done, try again later: another run holds the --ledger for an
+       endpoint of this run, or with --date the day's --input matches nothing
+       yet (it has not landed); one line on stderr, no report
   130  interrupted by Ctrl-C (SIGINT), 143 by SIGTERM: what was in flight finished, the
        report says "interrupted": true, the rest is in the dead letter as not attempted;
        the same command with the same --ledger finishes the job (a second signal stops at
@@ -203,8 +213,9 @@ def parser() -> argparse.ArgumentParser:
         default=0,
         metavar="DAYS",
         help="with --date: also read the DAYS days before it and keep their events, for "
-        "events that reach a later day's logs; needs --ledger, which skips what earlier "
-        "nights delivered (default: 0)",
+        "events that reach a later day's logs; a day before whose {date} input matches "
+        "nothing is skipped and named in the report; needs --ledger, which skips what "
+        "earlier nights delivered (default: 0)",
     )
     dest = p.add_argument_group(
         "destinations (a destination is used if and only if its key is given)"
@@ -510,8 +521,13 @@ def _flag(dest: str) -> str:
     return "--" + dest.replace("_", "-")
 
 
-def _nightly(args: argparse.Namespace, now: float) -> tuple[date | None, list[str]]:
-    """Apply --date and --lookback to ``args`` in place; the day and the expanded inputs."""
+def _nightly(
+    args: argparse.Namespace, now: float
+) -> tuple[date | None, list[str], dict[str, date]]:
+    """Apply --date and --lookback to ``args`` in place.
+
+    The day, the expanded inputs, and the day each input written with {date} stands for.
+    """
     if args.date is None:
         if args.lookback:
             raise UsageError("--lookback needs --date")
@@ -520,7 +536,7 @@ def _nightly(args: argparse.Namespace, now: float) -> tuple[date | None, list[st
             for value in values if isinstance(values, list) else [values]:
                 if value and _DATE_PLACEHOLDER.search(value):
                     raise UsageError(f"{_flag(flag)} {value!r} has {{date}} but no --date is given")
-        return None, list(args.input)
+        return None, list(args.input), {}
     if args.since is not None or args.until is not None:
         raise UsageError("--date sets the time window itself: drop --since/--until")
     if args.lookback and not args.ledger:
@@ -532,18 +548,22 @@ def _nightly(args: argparse.Namespace, now: float) -> tuple[date | None, list[st
     day = parse_day(args.date, now)
     days = [day - timedelta(days=back) for back in range(args.lookback, -1, -1)]
     inputs: list[str] = []
+    input_days: dict[str, date] = {}
     for pattern in args.input:
-        for each in days if _DATE_PLACEHOLDER.search(pattern) else [day]:
+        dated = bool(_DATE_PLACEHOLDER.search(pattern))
+        for each in days if dated else [day]:
             expanded = expand_date(pattern, each, "--input")
             if expanded not in inputs:
                 inputs.append(expanded)
+            if dated:  # the days run up to the target day: a pattern of several is its
+                input_days[expanded] = each
     for flag in ("report", "dead_letter", "dry_run"):
         value = getattr(args, flag)
         if value:
             setattr(args, flag, expand_date(value, day, _flag(flag)))
     args.since = days[0].isoformat()
     args.until = (day + timedelta(days=1)).isoformat()
-    return day, inputs
+    return day, inputs, input_days
 
 
 def configure(argv: Sequence[str], now: float | None = None) -> BackfillConfig:
@@ -555,9 +575,10 @@ def configure(argv: Sequence[str], now: float | None = None) -> BackfillConfig:
     _check_beam_args(rest, argv)
     if not args.input:
         raise UsageError("--input is required (a path or glob of event logs)")
-    day, inputs = _nightly(args, time.time() if now is None else now)
+    day, inputs, input_days = _nightly(args, time.time() if now is None else now)
     # Workers of a portable or remote runner do not share the driver's working directory.
     inputs = [_absolute(pattern) for pattern in inputs]
+    input_days = {_absolute(pattern): each for pattern, each in input_days.items()}
     for flag in ("dead_letter", "report", "dry_run", "ledger"):
         if getattr(args, flag):
             setattr(args, flag, _absolute(getattr(args, flag)))
@@ -618,5 +639,6 @@ def configure(argv: Sequence[str], now: float | None = None) -> BackfillConfig:
         adaptive=not args.fixed_concurrency,
         beam_args=tuple(rest),
         day=day,
+        input_days=input_days,
         send_processes=args.send_processes,
     )

@@ -36,6 +36,15 @@ class InputError(BeaconflowError, ValueError):
     """An --input pattern matched nothing or a file of a kind that cannot be read."""
 
 
+def matches_nothing(pattern: str) -> bool:
+    """Whether ``pattern`` matches no file (False when it cannot be listed: see expand_inputs)."""
+    try:
+        matched = FileSystems.match([pattern])[0].metadata_list
+    except Exception:  # expand_inputs says why
+        return False
+    return not any(not m.path.endswith("/") for m in matched)
+
+
 def expand_inputs(patterns: Sequence[str], file_format: str | None = None) -> list[str]:
     """Every file the patterns match, sorted; InputError when one matches nothing."""
     files: set[str] = set()

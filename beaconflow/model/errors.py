@@ -17,7 +17,13 @@ error                      raised when                              where
 ``MappingError``           a mapping file is wrong                  model.mapping
 ``LedgerError``            the ledger cannot be written             delivery.ledger
 ``TrackingError``          the client could not deliver             client
+``TryLaterError``          nothing was done, try again later        (below)
+``LedgerBusy``             another run holds the ledger's lock      delivery.ledger_lock
+``InputNotLanded``         --date's day has no input yet            pipelines.options
 =========================  =======================================  =====================
+
+A :class:`TryLaterError` is not a failure of the run's configuration: nothing was done, and
+the same command later may succeed (the command exits 75, sysexits' EX_TEMPFAIL).
 """
 
 from __future__ import annotations
@@ -25,3 +31,7 @@ from __future__ import annotations
 
 class BeaconflowError(Exception):
     """Something beaconflow found wrong and says so in words; never a bug."""
+
+
+class TryLaterError(BeaconflowError):
+    """Nothing was done, and the same command may succeed later (exit status 75)."""

@@ -97,6 +97,9 @@ class RunReport:
     sandbox: bool = False
     ledger: str | None = None
     date: str | None = None
+    #: With --date and --lookback: the days before it whose input matched nothing, skipped
+    #: (ISO dates, oldest first).
+    lookback_days_missing: tuple[str, ...] = ()
     destinations: tuple[str, ...] = ()
     #: What the sandbox collector counted (sandbox runs only).
     sandbox_collector: Mapping[str, int] | None = None
@@ -125,6 +128,7 @@ class RunReport:
         data["inputs"] = list(self.inputs)
         data["destinations"] = list(self.destinations)
         data["mapping_rules_unmatched"] = list(self.mapping_rules_unmatched)
+        data["lookback_days_missing"] = list(self.lookback_days_missing)
         reasons = self.dead_letter_reasons
         data["dead_letter_reasons"] = None if reasons is None else [dict(r) for r in reasons]
         if not self.partial:
@@ -157,7 +161,15 @@ _INTS = frozenset({*COUNTERS, "files"})
 _FLOATS = frozenset({"elapsed_seconds", "messages_per_second"})
 _TEXTS = frozenset({"report", "dead_letter"})
 _OPTIONAL_TEXTS = frozenset({"stopped", "dry_run", "ledger", "date"})
-_TEXT_LISTS = frozenset({"invariant_errors", "inputs", "destinations", "mapping_rules_unmatched"})
+_TEXT_LISTS = frozenset(
+    {
+        "invariant_errors",
+        "inputs",
+        "destinations",
+        "mapping_rules_unmatched",
+        "lookback_days_missing",
+    }
+)
 _MAPPINGS = frozenset(
     {
         "invalid_by_stage",
@@ -257,6 +269,9 @@ def summary(report: RunReport) -> str:
             f"STOPPED EARLY: {report.stopped} "
             f"({report.messages_not_attempted} messages not attempted)"
         )
+    if report.lookback_days_missing:
+        days = ", ".join(report.lookback_days_missing)
+        lines.append(f"lookback: no input for {days} (skipped)")
     for rule in report.mapping_rules_unmatched:
         lines.append(f"WARNING: the mapping's rule '{rule}' found a value in no record")
     left_out = report.properties_left_out

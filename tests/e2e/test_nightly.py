@@ -7,6 +7,7 @@ sets the day's window is tested in tests/pipelines/test_options.py.
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,11 +27,28 @@ NOW = int(datetime(2025, 6, 5, 12, tzinfo=UTC).timestamp())
 # ----- flags -----
 
 
-def test_cli_missing_partition_exits_2_naming_the_day(tmp_path: Path) -> None:
+def test_cli_the_days_missing_partition_has_not_landed_exit_75(tmp_path: Path) -> None:
+    """The night's logs are late: nothing done, the scheduler tries again later."""
     pattern = str(tmp_path / "dt={date}" / "*.jsonl")
-    done = run_cli(f"--input={pattern}", "--date=2025-06-04", f"--dry-run={tmp_path / 'd'}")
+    (tmp_path / "dt=2025-06-03").mkdir()
+    (tmp_path / "dt=2025-06-03" / "a.jsonl").write_text("")  # the day before has landed
+    report = tmp_path / "out" / "report.json"
+    done = run_cli(f"--input={pattern}", "--date=2025-06-04", "--lookback=1",
+                   f"--ledger={tmp_path / 'ledger'}", f"--report={report}", "--sandbox")  # fmt: skip
+    assert done.returncode == 75, done.stderr
+    assert done.stderr == (
+        f"beaconflow: the input of 2025-06-04 has not landed: --input "
+        f"{tmp_path}/dt=2025-06-04/*.jsonl matches nothing; nothing was done, try again later\n"
+    )
+    assert done.stdout == "" and not report.parent.exists()
+
+
+def test_cli_a_missing_plain_input_stays_exit_2_with_date(tmp_path: Path) -> None:
+    """A pattern without {date} does not depend on the day: matching nothing is a mistake."""
+    done = run_cli(f"--input={tmp_path / 'nowhere' / '*.jsonl'}", "--date=2025-06-04",
+                   f"--dry-run={tmp_path / 'd'}")  # fmt: skip
     assert done.returncode == 2
-    assert f"--input {tmp_path}/dt=2025-06-04/*.jsonl: no file matches" in done.stderr
+    assert f"--input {tmp_path}/nowhere/*.jsonl: no file matches" in done.stderr
     assert "Traceback" not in done.stderr
 
 
@@ -146,3 +164,29 @@ def test_overlapping_windows_and_lookback_send_each_message_once(
         now=NOW,
     )[1]
     assert dry["messages_dry_run"] == delivered
+
+
+def test_a_missing_lookback_day_is_skipped_and_reported(
+    collector: Collector, partitions: tuple[Path, dict[str, Counter[str]]], tmp_path: Path
+) -> None:
+    """The first night after deployment, or a quiet day: no partition for a day before."""
+    root, contents = partitions
+    # 2025-06-01 is the first partition: its lookback days 2025-05-30 and -31 have none
+    report = _night(collector, root, tmp_path, "--date=2025-06-01", "--lookback=2")
+    assert report["lookback_days_missing"] == ["2025-05-30", "2025-05-31"]
+    assert report["files"] == 1
+    assert report["events_mapped"] == contents["2025-06-01"]["2025-06-01"]
+    assert report["messages_delivered"] == len(collector.accepted()) > 0
+    flags = backfill_flags(
+        collector.base_url,
+        tmp_path,
+        extra=(f"--input={root}/dt={{date}}/*.jsonl", f"--ledger={tmp_path / 'ledger'}",
+               "--date=2025-06-02", "--lookback=1"),
+    )  # fmt: skip
+    done = run_cli(*flags)
+    assert done.returncode == 0, done.stderr
+    assert "lookback: no input" not in done.stdout
+    assert json.loads((tmp_path / "report.json").read_text())["lookback_days_missing"] == []
+    done = run_cli(*[f.replace("2025-06-02", "2025-06-01") for f in flags])
+    assert done.returncode == 0, done.stderr
+    assert "lookback: no input for 2025-05-31 (skipped)" in done.stdout.splitlines()

@@ -50,3 +50,28 @@ def test_each_report_file_is_replaced_whole_or_not_at_all(
     assert path.read_text() == "earlier json"
     assert (tmp_path / "report.html").read_text() == "earlier html", "not a torn page"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report.html", "report.json"]
+
+
+@pytest.mark.parametrize(
+    ("ledger", "locked"),
+    [("gs://bucket/ledger", False), ("s3://bucket/ledger", False), ("{tmp}/ledger", True)],
+)
+def test_a_remote_ledger_is_not_locked_and_the_run_says_so(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, ledger: str, locked: bool
+) -> None:
+    from beaconflow.delivery.ledger_lock import LedgerLocks
+    from beaconflow.delivery.stop import RunStop
+    from beaconflow.pipelines.backfill import _ledger_locks
+    from beaconflow.pipelines.options import configure
+
+    ledger = ledger.format(tmp=tmp_path)
+    config = configure(["--input=x.jsonl", "--kontagent-api-key=k", f"--ledger={ledger}"])
+    holder = _ledger_locks(config, RunStop())
+    assert isinstance(holder, LedgerLocks) is locked
+    warned = [r.getMessage() for r in caplog.records if "is not locked" in r.getMessage()]
+    assert warned == ([] if locked else [
+        f"the ledger {ledger} is not locked (no lock on gs:// or s3:// yet): two runs at once "
+        "for the same endpoint may both send; see docs/ledger.md"
+    ])  # fmt: skip
+    dry = configure(["--input=x.jsonl", f"--ledger={ledger}", f"--dry-run={tmp_path / 'd'}"])
+    assert not isinstance(_ledger_locks(dry, RunStop()), LedgerLocks)  # a dry run sends nothing

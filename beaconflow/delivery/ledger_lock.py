@@ -1,0 +1,445 @@
+"""One run at a time per ledger and endpoint: the ledger's lock files.
+
+Two runs that send to the same endpoint (destination and API key, as
+:func:`beaconflow.delivery.ledger.endpoint_fingerprint` names it) with the same ledger would
+both read the ledger before either records anything, and send everything twice. So a run
+takes the lock of each endpoint it sends to before it reads the ledger, and holds it to its
+end; runs for other endpoints (another app's key) sharing the ledger are not blocked.
+
+A lock is the file ``lock-<fingerprint>.json`` in the ledger directory, held with an OS lock
+(``flock``, exclusive, never waiting) and holding its holder as JSON::
+
+    {"host": "etl-1", "pid": 4242, "since": "2025-06-14T02:00:03Z",
+     "heartbeat": "2025-06-14T02:10:13Z"}
+
+The holder rewrites ``heartbeat`` every :data:`HEARTBEAT_SECONDS` from a thread and removes
+the file when the run ends. A run that finds the lock held raises :class:`LedgerBusy`
+(exit 75) naming the holder. A lock whose holder is gone is taken over, with a warning
+saying whose and why (:func:`judge` decides):
+
+- the OS lock is free (the kernel lets go of it when its process dies, even by SIGKILL), and
+  the holder was on this host, or its heartbeat is old;
+- its process no longer exists on this host;
+- its heartbeat is older than :data:`STALE_SECONDS` (a frozen process, or a host that is
+  gone while its NFS lock lingers). The OS lock is then still held: the file is replaced by a
+  new one under ``lock-<fingerprint>.json.break`` (held while replacing, so that two runs
+  cannot both take it over), and the old holder's heartbeat thread, which checks that the
+  file is still its own, stops its run as soon as it wakes (exit 4).
+
+The OS lock's file is opened close-on-exec and closed in forked children, so sender
+processes never hold it: a run killed with SIGKILL releases it at once.
+
+Only local and mounted paths are locked; a ``gs://`` or ``s3://`` ledger is not (see
+:func:`is_lockable` and docs/ledger.md). No Beam, no HTTP::
+
+    python -m pytest tests/delivery/test_ledger_lock.py
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+import weakref
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import Enum
+
+from beaconflow.model.errors import TryLaterError
+
+log = logging.getLogger("beaconflow")
+
+#: Seconds between two heartbeats of a holder.
+HEARTBEAT_SECONDS = 10.0
+#: A holder whose heartbeat is older than this (seconds) is taken to be gone.
+STALE_SECONDS = 300.0
+
+LOCK_PREFIX = "lock-"
+LOCK_SUFFIX = ".json"
+BREAK_SUFFIX = ".break"
+
+
+class LedgerBusy(TryLaterError):
+    """Another run holds the ledger's lock of an endpoint this run sends to (exit 75)."""
+
+
+def is_lockable(directory: str) -> bool:
+    """Whether the ledger is a local or mounted path, which has OS locks (gs:// has none)."""
+    return "://" not in directory or directory.startswith("file://")
+
+
+def lock_path(directory: str, fingerprint: str) -> str:
+    """The lock file of the endpoint with this fingerprint in the ledger ``directory``."""
+    return os.path.join(directory.removeprefix("file://"), LOCK_PREFIX + fingerprint + LOCK_SUFFIX)
+
+
+def iso(moment: float) -> str:
+    """An instant as ISO-8601 UTC to the second: ``2025-06-14T02:00:03Z``."""
+    return datetime.fromtimestamp(moment, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _instant(text: str) -> float:
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
+
+
+@dataclass(frozen=True)
+class Holder:
+    """Who holds a lock: host, process id, since when and its last heartbeat (epoch seconds)."""
+
+    host: str
+    pid: int
+    since: float
+    heartbeat: float
+
+    def describe(self) -> str:
+        return f"host {self.host} pid {self.pid} since {iso(self.since)}"
+
+    def to_bytes(self) -> bytes:
+        data = {
+            "host": self.host,
+            "pid": self.pid,
+            "since": iso(self.since),
+            "heartbeat": iso(self.heartbeat),
+        }
+        return json.dumps(data).encode() + b"\n"
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Holder | None:
+        """The holder a lock file names; None when it is empty or not readable as one."""
+        try:
+            raw = json.loads(data)
+            return cls(
+                str(raw["host"]),
+                int(raw["pid"]),
+                _instant(raw["since"]),
+                _instant(raw["heartbeat"]),
+            )
+        except (ValueError, KeyError, TypeError):
+            return None
+
+    def same_run(self, other: Holder | None) -> bool:
+        """Whether ``other`` is the same holder, whatever its heartbeat says."""
+        return other is not None and (self.host, self.pid, int(self.since)) == (
+            other.host,
+            other.pid,
+            int(other.since),
+        )
+
+
+class Verdict(Enum):
+    """What a run does with a lock it finds: take it, take it over, or leave it (exit 75)."""
+
+    FREE = "free"
+    TAKE_OVER = "take over"
+    HELD = "held"
+
+
+def process_exists(pid: int) -> bool:
+    """Whether a process with this id exists on this host."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def judge(
+    holder: Holder | None,
+    *,
+    os_lock_free: bool,
+    now: float,
+    host: str,
+    exists: Callable[[int], bool] = process_exists,
+    stale_after: float = STALE_SECONDS,
+) -> tuple[Verdict, str]:
+    """What to do with a lock: the verdict and why (the why is shown on a takeover).
+
+    ``holder`` is what the lock file names (None: nothing readable); ``os_lock_free`` whether
+    this process got the OS lock. A holder on another host is not seen by this host's OS
+    lock on a filesystem that does not share locks between hosts, so there the heartbeat
+    decides alone.
+    """
+    if holder is None:
+        # held but not written yet: a run that is just taking it
+        return (Verdict.FREE, "") if os_lock_free else (Verdict.HELD, "")
+    age = now - holder.heartbeat
+    if age > stale_after:
+        return Verdict.TAKE_OVER, f"its heartbeat is {age:.0f} s old (limit {stale_after:.0f} s)"
+    if holder.host == host:
+        if not exists(holder.pid):
+            return Verdict.TAKE_OVER, "its process no longer exists"
+        if os_lock_free:
+            # the process id was reused by another process after the holder died
+            return Verdict.TAKE_OVER, "it no longer holds the lock"
+    return Verdict.HELD, ""
+
+
+def _same_file(fd: int, path: str) -> bool:
+    """Whether ``path`` still names the open file ``fd`` (not removed or replaced)."""
+    try:
+        here, there = os.fstat(fd), os.stat(path)
+    except FileNotFoundError:
+        return False
+    return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
+
+
+def _read(fd: int) -> bytes:
+    return os.pread(fd, 4096, 0)
+
+
+def _write(fd: int, data: bytes) -> None:
+    # same length every time but for the host: a reader sees the old or the new JSON
+    os.pwrite(fd, data, 0)
+    os.ftruncate(fd, len(data))
+    os.fsync(fd)
+
+
+def _try_flock(fd: int) -> bool:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as error:
+        if error.errno in (errno.EWOULDBLOCK, errno.EACCES):
+            return False
+        raise
+    return True
+
+
+def _sync_directory(directory: str) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+#: Lock files open in this process, closed in a forked child (which must not hold them).
+_open_fds: weakref.WeakSet[LedgerLocks] = weakref.WeakSet()
+
+
+def _close_in_child() -> None:
+    for locks in list(_open_fds):
+        locks.forget_in_child()
+
+
+os.register_at_fork(after_in_child=_close_in_child)
+
+
+class LedgerLocks:
+    """The locks of the endpoints a run sends to, held from :meth:`acquire` to :meth:`release`.
+
+    ``on_lost(reason)`` is called (from the heartbeat thread) when another run took a lock
+    over: the run must stop sending. ``clock`` (epoch seconds), ``host``, ``pid`` and
+    ``exists`` are injectable for tests; ``heartbeat_every`` 0 starts no heartbeat thread.
+    """
+
+    def __init__(
+        self,
+        directory: str,
+        fingerprints: Iterable[str],
+        *,
+        on_lost: Callable[[str], object] | None = None,
+        clock: Callable[[], float] = time.time,
+        host: str | None = None,
+        pid: int | None = None,
+        exists: Callable[[int], bool] = process_exists,
+        stale_after: float = STALE_SECONDS,
+        heartbeat_every: float = HEARTBEAT_SECONDS,
+    ) -> None:
+        self._directory = directory.removeprefix("file://")
+        self._fingerprints = sorted(set(fingerprints))
+        self._on_lost = on_lost
+        self._clock = clock
+        self._host = host or socket.gethostname()
+        self._pid = os.getpid() if pid is None else pid
+        self._exists = exists
+        self._stale_after = stale_after
+        self._heartbeat_every = heartbeat_every
+        self._held: dict[str, int] = {}  # fingerprint -> open lock file
+        self._holder: Holder | None = None
+        self._guard = threading.Lock()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def holder(self) -> Holder | None:
+        """The holder its lock files name, this run (None before :meth:`acquire`)."""
+        return self._holder
+
+    def acquire(self) -> list[str]:
+        """Take every endpoint's lock; the takeovers it made, as lines to show.
+
+        Raises :class:`LedgerBusy` (holding none of them) when one is held by another run.
+        """
+        now = self._clock()
+        self._holder = Holder(self._host, self._pid, now, now)
+        _open_fds.add(self)
+        notes: list[str] = []
+        try:
+            for fingerprint in self._fingerprints:
+                note = self._acquire_one(fingerprint)
+                if note:
+                    notes.append(note)
+        except BaseException:
+            self.release()
+            raise
+        if self._heartbeat_every > 0:
+            self._thread = threading.Thread(
+                target=self._beat, name="beaconflow-ledger-lock", daemon=True
+            )
+            self._thread.start()
+        return notes
+
+    def _acquire_one(self, fingerprint: str) -> str:
+        path = lock_path(self._directory, fingerprint)
+        assert self._holder is not None
+        for _ in range(10):  # a file replaced or removed between open and lock: again
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                got = _try_flock(fd)
+                if got and not _same_file(fd, path):
+                    continue
+                found = Holder.from_bytes(_read(fd))
+                verdict, why = judge(
+                    found,
+                    os_lock_free=got,
+                    now=self._clock(),
+                    host=self._host,
+                    exists=self._exists,
+                    stale_after=self._stale_after,
+                )
+                if verdict is Verdict.HELD:
+                    raise LedgerBusy(self._busy(fingerprint, found))
+                if got:
+                    _write(fd, self._holder.to_bytes())
+                    self._held[fingerprint], fd = fd, -1
+                elif not self._replace(path, found, fingerprint):
+                    continue
+                if verdict is Verdict.TAKE_OVER and found is not None:
+                    return (
+                        f"taking over the ledger's lock of endpoint {fingerprint} from "
+                        f"{found.describe()}: {why}"
+                    )
+                return ""
+            finally:
+                if fd >= 0:
+                    os.close(fd)
+        raise LedgerBusy(self._busy(fingerprint, None))
+
+    def _busy(self, fingerprint: str, holder: Holder | None) -> str:
+        who = holder.describe() if holder else "a run that is starting"
+        return (
+            f"the ledger {self._directory} is in use for endpoint {fingerprint} by {who}; "
+            "nothing was done, try again later"
+        )
+
+    def _replace(self, path: str, found: Holder | None, fingerprint: str) -> bool:
+        """Take over a lock whose OS lock is still held: put a new file of ours in its place.
+
+        False when the lock changed meanwhile (judge it again). Under the break lock, so
+        that of two runs taking it over, the second sees the first's fresh file.
+        """
+        assert self._holder is not None
+        breaker = os.open(path + BREAK_SUFFIX, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            if not _try_flock(breaker):
+                raise LedgerBusy(self._busy(fingerprint, found))
+            try:
+                with open(path, "rb") as current:
+                    now_found = Holder.from_bytes(current.read())
+            except FileNotFoundError:
+                return False
+            if found is None or not found.same_run(now_found):
+                return False
+            temporary = f"{path}.{uuid.uuid4().hex[:8]}.tmp"
+            fd = os.open(temporary, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            try:
+                _try_flock(fd)
+                _write(fd, self._holder.to_bytes())
+                os.replace(temporary, path)
+                _sync_directory(os.path.dirname(path))
+            except BaseException:
+                os.close(fd)
+                with contextlib.suppress(OSError):
+                    os.remove(temporary)
+                raise
+            self._held[fingerprint] = fd
+            return True
+        finally:
+            os.close(breaker)
+
+    def _beat(self) -> None:
+        while not self._stopping.wait(self._heartbeat_every):
+            lost = self.heartbeat()
+            if lost:
+                if self._on_lost is not None:
+                    self._on_lost(lost)
+                return
+
+    def heartbeat(self) -> str | None:
+        """Refresh every lock's heartbeat; the reason when one was taken over, else None."""
+        with self._guard:
+            if self._holder is None:
+                return None
+            self._holder = Holder(
+                self._holder.host, self._holder.pid, self._holder.since, self._clock()
+            )
+            for fingerprint, fd in self._held.items():
+                path = lock_path(self._directory, fingerprint)
+                try:
+                    with open(path, "rb") as current:
+                        found = Holder.from_bytes(current.read())
+                except FileNotFoundError:
+                    found = None
+                if not _same_file(fd, path) or not self._holder.same_run(found):
+                    who = found.describe() if found else "another run"
+                    return f"the ledger's lock of endpoint {fingerprint} was taken over by {who}"
+                try:
+                    _write(fd, self._holder.to_bytes())
+                except OSError as error:
+                    # a full disk: the lock stays ours while the OS lock holds
+                    log.warning("ledger lock heartbeat not written: %s", error.strerror)
+        return None
+
+    def release(self) -> None:
+        """Remove the lock files that are still ours, and let go of them."""
+        self._stopping.set()
+        thread, self._thread = self._thread, None
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+        with self._guard:
+            for fingerprint, fd in self._held.items():
+                path = lock_path(self._directory, fingerprint)
+                # removed while the OS lock holds: a run that opened it meanwhile sees that
+                # its file is gone once it has the OS lock, and opens the new one
+                if _same_file(fd, path):
+                    with contextlib.suppress(OSError):
+                        os.remove(path)
+                os.close(fd)
+            self._held.clear()
+        _open_fds.discard(self)
+
+    def forget_in_child(self) -> None:
+        """In a forked child: close the lock files without letting go of the OS locks."""
+        for fd in self._held.values():
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._held = {}
+        self._holder = None
+
+    def __enter__(self) -> LedgerLocks:
+        for note in self.acquire():
+            log.warning("%s", note)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()

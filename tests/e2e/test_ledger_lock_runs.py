@@ -1,0 +1,340 @@
+"""One run per ledger and endpoint, with real processes: a second run exits 75 and sends nothing.
+
+The first run is held mid-run by a collector whose answers wait at a gate the test opens,
+so that it surely holds its locks while the second starts; nothing depends on timing. The
+lock's rules themselves are tested in tests/delivery/test_ledger_lock.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from beaconflow.delivery.ledger import endpoint_fingerprint
+from beaconflow.delivery.ledger_lock import Holder, iso, lock_path
+from beaconflow.model.message import Endpoint
+from beaconflow.samples.gamelog import generate_events, write_jsonl
+from beaconflow.sandbox.collector import Collector, Faults
+from tests.conftest import (
+    KISSMETRICS_KEY,
+    KONTAGENT_KEY,
+    KONTAGENT_SECRET,
+    backfill_flags,
+    run_cli,
+)
+
+HOST = socket.gethostname()
+
+
+class Gate:
+    """The collector's "latency": every answer waits until the test opens the gate."""
+
+    def __init__(self) -> None:
+        self.opened = threading.Event()
+
+    async def sleep(self, seconds: float) -> None:
+        while not self.opened.is_set():
+            await asyncio.sleep(0.01)
+
+
+@pytest.fixture
+def gate() -> Iterator[Gate]:
+    gate = Gate()
+    yield gate
+    gate.opened.set()
+
+
+def _gated_collector(gate: Gate) -> Collector:
+    return Collector(
+        kontagent_key=KONTAGENT_KEY,
+        kissmetrics_key=KISSMETRICS_KEY,
+        kontagent_secret=KONTAGENT_SECRET,
+        faults=Faults(latency=0.001),
+        sleep=gate.sleep,
+    )
+
+
+@pytest.fixture(scope="module")
+def events_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from datetime import UTC, datetime
+
+    path = tmp_path_factory.mktemp("logs") / "events.jsonl"
+    start = datetime(2025, 6, 1, tzinfo=UTC)
+    write_jsonl(
+        generate_events(60, seed=3, start=start, end=datetime(2025, 6, 2, tzinfo=UTC)), path
+    )
+    return path
+
+
+def _flags(
+    url: str, out: Path, events: Path, ledger: Path, *extra: str, only: str = ""
+) -> list[str]:
+    """A run to ``url`` with its outputs under ``out``; ``only``: that destination alone."""
+    flags = backfill_flags(url, out, events, extra=(f"--ledger={ledger}", *extra))
+    if only == "kontagent":
+        flags = [f for f in flags if not f.startswith("--kissmetrics-api-key=")]
+    elif only == "kissmetrics":
+        flags = [
+            f for f in flags if not f.startswith(("--kontagent-api-key=", "--kontagent-secret="))
+        ]
+    return flags
+
+
+def _fingerprints(url: str) -> list[str]:
+    return sorted(
+        endpoint_fingerprint(e)
+        for e in (
+            Endpoint("kontagent", url, KONTAGENT_KEY, KONTAGENT_SECRET),
+            Endpoint("kissmetrics", url, KISSMETRICS_KEY),
+        )
+    )
+
+
+def _start(flags: list[str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "beaconflow", *flags],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def _wait_mid_run(process: subprocess.Popen[str], collector: Collector) -> None:
+    """Until the run's first request waits at the gate: it holds its locks then."""
+    deadline = time.monotonic() + 120
+    while not collector.counts().get("arrived"):
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "the run did not get going"
+        time.sleep(0.02)
+
+
+def _holders_of(path: str) -> set[int]:
+    """The processes that have ``path`` open (any of their file descriptors)."""
+    pids = set()
+    for fd_dir in Path("/proc").glob("[0-9]*/fd"):
+        try:
+            links = [os.readlink(fd) for fd in fd_dir.iterdir()]
+        except OSError:
+            continue
+        if path in links:
+            pids.add(int(fd_dir.parent.name))
+    return pids
+
+
+def _named(path: str) -> int | None:
+    """The process id the lock file at ``path`` names, None when there is none (yet)."""
+    try:
+        holder = Holder.from_bytes(Path(path).read_bytes())
+    except FileNotFoundError:
+        return None
+    return holder.pid if holder else None
+
+
+def _children_of(pid: int) -> set[int]:
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return {int(c) for c in children}
+
+
+@pytest.mark.parametrize("processes", [0, 2])
+def test_a_second_run_for_the_same_endpoint_exits_75_at_once_and_sends_nothing(
+    events_file: Path, tmp_path: Path, gate: Gate, processes: int
+) -> None:
+    ledger = tmp_path / "ledger"
+    second_events = tmp_path / "second.jsonl"
+    second_events.write_text(
+        "".join(
+            json.dumps({"time": 1_749_000_000 + i, "user_id": 777_000 + i, "event": "second"})
+            + "\n"
+            for i in range(5)
+        )
+    )
+    with _gated_collector(gate) as collector:
+        url = collector.base_url
+        first = _start(
+            _flags(url, tmp_path / "first", events_file, ledger,
+                   "--timeout=300", f"--send-processes={processes}")
+        )  # fmt: skip
+        try:
+            _wait_mid_run(first, collector)
+            fingerprints = _fingerprints(url)
+            lock = lock_path(str(ledger), fingerprints[0])
+            holder = Holder.from_bytes(Path(lock).read_bytes())
+            assert holder is not None and (holder.host, holder.pid) == (HOST, first.pid)
+            # the run's own process holds the lock file; its sender processes do not
+            assert _holders_of(lock) == {first.pid}
+            if processes:
+                assert len(_children_of(first.pid)) >= processes
+
+            second = run_cli(*_flags(url, tmp_path / "second", second_events, ledger))
+            assert second.returncode == 75, second.stderr
+            assert second.stderr == (
+                f"beaconflow: the ledger {ledger} is in use for endpoint {fingerprints[0]} by "
+                f"host {HOST} pid {first.pid} since {iso(holder.since)}; nothing was done, try "
+                "again later\n"
+            )
+            assert second.stdout == ""
+            assert not (tmp_path / "second").exists(), "no report, no dead letter"
+        finally:
+            gate.opened.set()
+            _, err = first.communicate(timeout=120)
+        assert first.returncode == 0, err
+        report = json.loads((tmp_path / "first" / "report.json").read_text())
+        # everything that reached the collector is the first run's
+        assert collector.counts()["arrived"] == len(collector.accepted())
+        assert len(collector.accepted()) == report["messages_delivered"] > 0
+        assert not any(r.param_map().get("_n") == "second" for r in collector.accepted())
+    # released at the end: no lock file is left, and the ledger is free again
+    assert not list(ledger.glob("lock-*"))
+
+
+def test_runs_for_two_endpoints_of_one_ledger_both_proceed(
+    events_file: Path, tmp_path: Path, gate: Gate
+) -> None:
+    ledger = tmp_path / "ledger"
+    with _gated_collector(gate) as held, Collector(kissmetrics_key=KISSMETRICS_KEY) as free:
+        first = _start(
+            _flags(held.base_url, tmp_path / "a", events_file, ledger, "--timeout=300",
+                   only="kontagent")
+        )  # fmt: skip
+        try:
+            _wait_mid_run(first, held)
+            second = run_cli(
+                *_flags(free.base_url, tmp_path / "b", events_file, ledger, only="kissmetrics")
+            )
+            assert second.returncode == 0, second.stderr
+            assert "in use" not in second.stderr and "taking over" not in second.stderr
+            report = json.loads((tmp_path / "b" / "report.json").read_text())
+            assert report["messages_delivered"] == len(free.accepted()) > 0
+            assert first.poll() is None, "the first run was still held at the gate"
+        finally:
+            gate.opened.set()
+            _, err = first.communicate(timeout=120)
+        assert first.returncode == 0, err
+        assert {r.destination for r in held.accepted()} == {"kontagent"}
+
+
+def _dead_pid() -> int:
+    process = subprocess.Popen(["true"])
+    process.wait()
+    return process.pid
+
+
+def test_a_lock_naming_a_dead_process_is_taken_over_saying_so(
+    collector: Collector, events_file: Path, tmp_path: Path
+) -> None:
+    ledger = tmp_path / "ledger"
+    ledger.mkdir()
+    pid = _dead_pid()
+    now = time.time()
+    for fingerprint in _fingerprints(collector.base_url):
+        Path(lock_path(str(ledger), fingerprint)).write_bytes(
+            Holder(HOST, pid, now - 60, now).to_bytes()
+        )
+    done = run_cli(*_flags(collector.base_url, tmp_path, events_file, ledger))
+    assert done.returncode == 0, done.stderr
+    notes = [line for line in done.stderr.splitlines() if "taking over" in line]
+    assert len(notes) == 2
+    for note in notes:
+        assert note.startswith("beaconflow: taking over the ledger's lock of endpoint ")
+        assert note.endswith(
+            f" from host {HOST} pid {pid} since {iso(now - 60)}: its process no longer exists"
+        )
+    assert len(collector.accepted()) > 0
+    assert not list(ledger.glob("lock-*"))
+
+
+_FROZEN_HOLDER = """
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)
+fcntl.flock(fd, fcntl.LOCK_EX)
+os.write(fd, sys.argv[2].encode())
+print("held", flush=True)
+time.sleep(300)
+"""
+
+
+def test_a_lock_with_an_old_heartbeat_is_taken_over_while_its_holder_still_holds_it(
+    collector: Collector, events_file: Path, tmp_path: Path
+) -> None:
+    """A frozen holder (or a host gone while its NFS lock lingers) keeps its OS lock."""
+    ledger = tmp_path / "ledger"
+    ledger.mkdir()
+    fingerprint = _fingerprints(collector.base_url)[0]
+    path = lock_path(str(ledger), fingerprint)
+    old = time.time() - 600
+    stale = Holder("elsewhere", 4242, old - 3600, old).to_bytes().decode()
+    frozen = subprocess.Popen(
+        [sys.executable, "-c", _FROZEN_HOLDER, path, stale], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert frozen.stdout is not None and frozen.stdout.readline() == "held\n"
+        # the OS lock is really held
+        with open(path, "rb") as handle, pytest.raises(BlockingIOError):
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        done = run_cli(*_flags(collector.base_url, tmp_path, events_file, ledger))
+    finally:
+        frozen.kill()
+        frozen.wait()
+    assert done.returncode == 0, done.stderr
+    notes = [line for line in done.stderr.splitlines() if "taking over" in line]
+    assert notes == [
+        f"beaconflow: taking over the ledger's lock of endpoint {fingerprint} from host "
+        f"elsewhere pid 4242 since {iso(old - 3600)}: its heartbeat is "
+        f"{notes[0].split('heartbeat is ')[1].split(' ')[0]} s old (limit 300 s)"
+    ]
+    assert 600 <= int(notes[0].split("heartbeat is ")[1].split(" ")[0]) < 900
+    assert len(collector.accepted()) > 0
+
+
+@pytest.mark.parametrize("processes", [0, 2])
+def test_a_run_killed_with_sigkill_leaves_a_lock_the_next_run_takes_over(
+    events_file: Path, tmp_path: Path, gate: Gate, processes: int
+) -> None:
+    ledger = tmp_path / "ledger"
+    with _gated_collector(gate) as collector:
+        flags = _flags(
+            collector.base_url, tmp_path, events_file, ledger, f"--send-processes={processes}"
+        )
+        first = _start([*flags, "--timeout=300"])
+        _wait_mid_run(first, collector)
+        senders = _children_of(first.pid)
+        assert len(senders) == processes
+        os.kill(first.pid, signal.SIGKILL)  # the run's process alone: its senders live on
+        first.communicate()
+        fingerprints = _fingerprints(collector.base_url)
+        locks = [lock_path(str(ledger), f) for f in fingerprints]
+        assert all(os.path.exists(path) for path in locks)
+        second = _start(flags)
+        try:
+            # the next run holds both locks while the killed run's senders still wait at the
+            # gate, their requests in flight
+            deadline = time.monotonic() + 120
+            while not all(_named(path) == second.pid for path in locks):
+                assert second.poll() is None, second.communicate()
+                assert time.monotonic() < deadline, "the next run did not take the locks"
+                time.sleep(0.02)
+            assert all(Path(f"/proc/{pid}").exists() for pid in senders)
+        finally:
+            gate.opened.set()
+            _, err = second.communicate(timeout=120)
+        assert second.returncode == 0, err
+        notes = [line for line in err.splitlines() if "taking over" in line]
+        assert len(notes) == 2
+        assert all(n.endswith(f"pid {first.pid} since {n.split(' since ')[1]}") for n in notes)
+        assert all(n.endswith(": its process no longer exists") for n in notes)
+        # taken with the OS lock, which the killed run's sender processes never held
+        assert not list(ledger.glob("*.break"))
+    assert not list(ledger.glob("lock-*"))
