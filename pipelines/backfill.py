@@ -32,13 +32,9 @@ from apache_beam.options.pipeline_options import (
 )
 from apache_beam.pvalue import PBegin
 
-from beaconflow.delivery.ledger import (
-    LedgerError,
-    check_writable,
-    endpoint_fingerprint,
-    ledger_files,
-    read_ledger_file,
-)
+from beaconflow.delivery.ledger import LedgerError, LedgerKeys, check_writable, ledger_files
+from beaconflow.delivery.ledger_check import LedgerDamaged, prepare
+from beaconflow.delivery.ledger_identity import LedgerIdentity
 from beaconflow.delivery.ledger_lock import LedgerLocks, is_lockable
 from beaconflow.delivery.redact import Redactor, redact_library_logs
 from beaconflow.delivery.sender import Delivery
@@ -167,7 +163,8 @@ class Backfill(beam.PTransform[PBegin, None]):
         config, run_id = self._config, self._run_id
         register_coders()
         redact = Redactor.of(config.secrets())
-        fingerprints = {str(d): endpoint_fingerprint(e) for d, e in config.endpoints.items()}
+        identity = _identity(config)
+        fingerprints = identity.fingerprints
         # A Kontagent message's identity includes its event's, and events are deduplicated
         # already: without a ledger to join, Kontagent messages skip the message dedup and
         # are sent as they leave the messages step.
@@ -196,7 +193,7 @@ class Backfill(beam.PTransform[PBegin, None]):
                 pipeline
                 | "ListLedger" >> beam.Create(ledger_files(config.ledger))
                 | "SpreadLedger" >> beam.Reshuffle()
-                | "ReadLedger" >> beam.FlatMap(read_ledger_file)
+                | "ReadLedger" >> beam.FlatMap(LedgerKeys(identity.legacy))
             )
         messages = (
             (built.messages, parsed[REPLAYED])
@@ -243,6 +240,7 @@ class Backfill(beam.PTransform[PBegin, None]):
                 emit_delivered=False,
                 processes=self._processes,
                 run_id=run_id,
+                fingerprints=fingerprints,
             )
             for name, stream in streams.items():
                 # grouped by key just before (dedup), or coming out of the messages step
@@ -272,6 +270,27 @@ class Backfill(beam.PTransform[PBegin, None]):
             | "WriteTallies"
             >> WriteLines(self._tallies_path, what="report", shown=config.report, run_id=run_id)
         )
+
+
+def _identity(config: BackfillConfig) -> LedgerIdentity:
+    """The ledger fingerprints of the run's endpoints (the sandbox's URL by one name)."""
+    return LedgerIdentity.of(config.endpoints, app=config.ledger_app, sandbox=config.sandbox)
+
+
+def _check_ledger(config: BackfillConfig) -> None:
+    """Check the ledger before anything is sent (UsageError naming its damage).
+
+    A ledger holding a destination's deliveries under other fingerprints only is a warning.
+    """
+    assert config.ledger is not None
+    try:
+        warnings = prepare(config.ledger, _identity(config), write=not config.dry_run)
+    except LedgerDamaged as error:
+        raise UsageError(str(error)) from None
+    except OSError as error:
+        raise UsageError(_not_writable("ledger", config.ledger, error)) from None
+    for warning in warnings:
+        log.warning("ledger %s: %s", config.ledger, warning)
 
 
 def _read_tallies(path: str) -> Counter[TallyKey]:
@@ -440,7 +459,7 @@ def _ledger_locks(config: BackfillConfig, stop: RunStop) -> contextlib.AbstractC
         return contextlib.nullcontext()
     return LedgerLocks(
         config.ledger,
-        (endpoint_fingerprint(e) for e in config.endpoints.values()),
+        _identity(config).fingerprints.values(),
         on_lost=stop.trip,
     )
 
@@ -480,6 +499,9 @@ def run(argv: Sequence[str], *, now: float | None = None) -> tuple[int, RunRepor
         # before the outputs are prepared (which removes an earlier run's leftovers) and the
         # ledger is read, held until the report is written
         with _ledger_locks(config, stop):
+            if config.ledger:
+                # before the outputs are touched: a damaged ledger leaves them as they were
+                _check_ledger(config)
             for path, what in outputs:
                 if path:
                     _prepare_output(path, what)

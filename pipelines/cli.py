@@ -1,6 +1,7 @@
 """The ``beaconflow`` command: logging, garbage-collector tuning, the run, its exit status.
 
-``beaconflow mapping show|explain`` is :mod:`beaconflow.pipelines.mapping_cli`.
+``beaconflow mapping show|explain`` is :mod:`beaconflow.pipelines.mapping_cli`;
+``beaconflow ledger verify|repair`` is :mod:`beaconflow.pipelines.ledger_cli`.
 
 ``main`` sets up logging before Beam is imported (Beam logs "apitools not found" through
 the root logger at import), runs :func:`beaconflow.pipelines.backfill.run`, prints the
@@ -73,6 +74,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from beaconflow.pipelines import mapping_cli
 
         return mapping_cli.main(args[1:])
+    if args[:1] == ["ledger"]:
+        from beaconflow.pipelines import ledger_cli
+
+        return ledger_cli.main(args[1:])
     _tune_gc()
     previous = _handle_signals()
     try:

@@ -81,6 +81,8 @@ class BackfillConfig:
     #: With --date, the day each --input pattern written with {date} was expanded for (the
     #: target day or a --lookback day); patterns without {date} are not in it.
     input_days: dict[str, date] = field(default_factory=dict)
+    #: --ledger-app: the name that stands for the API key in the ledger's fingerprints
+    ledger_app: str | None = None
 
     @property
     def destinations(self) -> tuple[Destination, ...]:
@@ -132,7 +134,8 @@ EXIT_STATUSES = """exit status:
   0    done; invalid events + invalid messages + failed messages
        <= --max-errors
   2    nothing was sent: a usage or whole-run error (bad flag, no file matching
-       an --input, an output or the ledger not writable); one line on stderr
+       an --input, an output or the ledger not writable, the ledger damaged: see
+       'beaconflow ledger verify|repair DIR'); one line on stderr
   3    done, but invalid events + invalid messages + failed messages
        > --max-errors; see the dead letter
   4    stopped early after sending began (the ledger or the dead letter could not
@@ -322,6 +325,13 @@ def parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="delivery ledger directory: messages it records are not sent again (counted as "
         "skipped) and every delivery is recorded in it; use the same DIR for every run",
+    )
+    out.add_argument(
+        "--ledger-app",
+        metavar="NAME",
+        help="identify this app in the ledger by NAME instead of its API keys, so that a "
+        "key rotation keeps the ledger's memory (the destination and its URL still count); "
+        "needs --ledger",
     )
     out.add_argument(
         "--dry-run",
@@ -614,6 +624,10 @@ def configure(argv: Sequence[str], now: float | None = None) -> BackfillConfig:
         if not endpoints:  # a dry run without keys shows what both destinations would get
             endpoints["kontagent"] = Endpoint("kontagent", args.kontagent_url, "dry-run")
             endpoints["kissmetrics"] = Endpoint("kissmetrics", args.kissmetrics_url, "dry-run")
+    if args.ledger_app is not None and not args.ledger:
+        raise UsageError("--ledger-app names this app in a ledger: it needs --ledger")
+    if args.ledger_app is not None and not args.ledger_app.strip():
+        raise UsageError("--ledger-app must not be empty")
     since = None if args.since is None else parse_instant(args.since, "--since")
     until = None if args.until is None else parse_instant(args.until, "--until")
     if since is not None and until is not None and since >= until:
@@ -636,6 +650,7 @@ def configure(argv: Sequence[str], now: float | None = None) -> BackfillConfig:
         max_errors=args.max_errors,
         progress_interval=args.progress_interval,
         ledger=args.ledger,
+        ledger_app=args.ledger_app,
         adaptive=not args.fixed_concurrency,
         beam_args=tuple(rest),
         day=day,

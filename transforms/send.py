@@ -31,7 +31,8 @@ from apache_beam.pvalue import DoOutputsTuple, PCollection, TaggedOutput
 from apache_beam.transforms.window import GlobalWindows
 from apache_beam.utils.windowed_value import WindowedValue
 
-from beaconflow.delivery.ledger import LedgerError, LedgerWriter, endpoint_fingerprint
+from beaconflow.delivery.ledger import LedgerError, LedgerWriter
+from beaconflow.delivery.ledger_identity import endpoint_fingerprint
 from beaconflow.delivery.redact import Redactor, redact_library_logs
 from beaconflow.delivery.retry import RetryPolicy
 from beaconflow.delivery.sender import BulkSender, Delivery, Request, Sender, SenderConfig
@@ -73,7 +74,10 @@ class SendConfig:
     from this many child processes per worker (:mod:`beaconflow.delivery.sendproc`), sharing its
     ``concurrency`` and rates; 0 sends from a thread of the worker itself. ``run_id``
     names the run's :func:`~beaconflow.delivery.stop.run_stop` flag, which every sender of a
-    worker obeys (a ledger that cannot be written trips it).
+    worker obeys (a ledger that cannot be written trips it). ``fingerprints``: destination ->
+    the ledger fingerprint its deliveries are recorded under (the pipeline's, see
+    :class:`~beaconflow.delivery.ledger_identity.LedgerIdentity`); empty: each endpoint's
+    own, by its URL and key.
     """
 
     endpoints: Mapping[Destination, Endpoint]
@@ -88,6 +92,7 @@ class SendConfig:
     emit_delivered: bool = True
     processes: int = 0
     run_id: str = ""
+    fingerprints: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.workers < 1:
@@ -146,7 +151,9 @@ class _SendDoFn(CountsTallies, beam.DoFn):
         # on a worker process of its own, the driver's filters are not installed
         config = self._config
         redact_library_logs(config.secrets())
-        fingerprints = {str(d): endpoint_fingerprint(e) for d, e in config.endpoints.items()}
+        fingerprints = dict(config.fingerprints) or {
+            str(d): endpoint_fingerprint(e) for d, e in config.endpoints.items()
+        }
         self._stop: RunStop = run_stop(config.run_id)
         if config.processes:
             # each sender process keeps a ledger journal of its own

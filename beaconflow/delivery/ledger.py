@@ -3,18 +3,26 @@
 A ledger is a directory of JSONL files, one object per delivered message::
 
     {"ledger": "<endpoint>:<message key>", "destination": "kontagent", "kind": "ins",
-     "at": 1750000000}
+     "at": 1750000000, "crc": "1c291ca3"}
 
-``<endpoint>`` is a fingerprint of the destination and its API key (never the key itself), so
-one ledger can serve several apps without one app's deliveries hiding another's.
+``<endpoint>`` is a fingerprint of the destination, its base URL and its API key or
+``--ledger-app`` name (never the key itself; :mod:`beaconflow.delivery.ledger_identity`), so
+one ledger can serve several apps without one app's deliveries hiding another's. ``crc`` is
+the CRC-32 of the line's bytes before ``,"crc":``, so that a damaged line is known as such.
 
-Each sender appends to its own journal (``journal-<id>.jsonl.open``), writing every delivery
-through to the operating system as soon as the pipeline sees it, so a process killed with
-SIGKILL loses at most the messages that were still in flight. A journal is sealed into a
-shard (``shard-<id>.jsonl``) by closing, syncing and renaming it, after ``max_entries``
-entries and at the end of every bundle. On filesystems without appends (``gs://``,
-``s3://``) entries are buffered and each shard is written whole to a temporary name, then
-renamed. Readers take both shards and journals, and ignore a torn last line.
+Each sender appends to its own journal (``journal-<id>-<n>.v2.jsonl.open``), writing every
+delivery through to the operating system as soon as the pipeline sees it, so a process
+killed with SIGKILL loses at most the messages that were still in flight; the journal is
+synced at least every :data:`SYNC_SECONDS` (a power loss loses at most that much more). A
+journal is sealed into a shard (``shard-<id>-<n>.v2.jsonl``) after ``max_entries`` entries
+and at the end of every bundle: a seal record (:mod:`beaconflow.delivery.ledger_check`)
+giving the entries' count, length and SHA-256 is appended, the file synced and renamed, the
+directory synced, and the writer's manifest (``manifest-<id>.json``, every shard it sealed)
+replaced the same way. On filesystems without appends (``gs://``, ``s3://``) entries are
+buffered and each shard is written whole to a temporary name, then renamed.
+
+Files whose names lack ``.v2`` were written by releases before ledger format 2 (no seal,
+no CRC, fingerprints of the destination and key only); they are read as they always were.
 
 A write that fails (a full disk, a read-only mount) raises :class:`LedgerError` naming the
 directory and the system's error, and the writer stays failed: every later record raises
@@ -33,19 +41,30 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+import zlib
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import IO, Any
 
 from beaconflow.model.errors import BeaconflowError
-from beaconflow.model.message import Endpoint, Message
+from beaconflow.model.message import Message
 
 log = logging.getLogger("beaconflow.ledger")
 
 SHARD_SUFFIX = ".jsonl"
+JOURNAL_SUFFIX = ".jsonl.open"
+#: What marks a file of ledger format 2 in its name (``shard-<id>-<n>.v2.jsonl``).
+FORMAT2_MARK = ".v2."
+#: The ledger format this release writes (``ledger.json``'s ``format``).
+FORMAT = 2
 #: Seconds between checks that a journal is still in the ledger (and synced): a deleted or
 #: unreachable ledger stops the run within about this long.
 CHECK_SECONDS = 1.0
-JOURNAL_SUFFIX = ".jsonl.open"
+#: The most seconds a recorded delivery stays unsynced in a journal (local ledgers): what a
+#: power loss can make the ledger forget, besides the requests in flight.
+SYNC_SECONDS = 1.0
+#: Starts every seal record: the last line of a sealed shard of format 2.
+SEAL_PREFIX = b'{"sealed":'
+_CRC_MARK = b',"crc":"'
 
 
 class LedgerError(BeaconflowError, OSError):
@@ -85,12 +104,6 @@ def check_writable(directory: str) -> None:
         raise LedgerError(_describe(directory, error)) from None
 
 
-def endpoint_fingerprint(endpoint: Endpoint) -> str:
-    """12 hex characters standing for a destination and its API key in the ledger."""
-    seed = f"{endpoint.destination}\x00{endpoint.api_key}".encode()
-    return hashlib.sha256(seed).hexdigest()[:12]
-
-
 def ledger_key(fingerprint: str, message: Message) -> str:
     """The ledger's key of a message sent to the endpoint with this fingerprint."""
     return f"{fingerprint}:{message.key}"
@@ -101,19 +114,55 @@ def message_key(key: str) -> str:
     return key.rpartition(":")[2]
 
 
-def _is_local(directory: str) -> bool:
+def is_local(directory: str) -> bool:
+    """Whether the ledger is on a local or mounted filesystem (appends, directory syncs)."""
     return "://" not in directory or directory.startswith("file://")
 
 
-def _local_path(directory: str) -> str:
+_is_local = is_local
+
+
+def local_path(directory: str) -> str:
+    """The operating system's path of a local ledger."""
     return directory.removeprefix("file://")
 
 
-def _filesystems() -> Any:
+_local_path = local_path
+
+
+def beam_filesystems() -> Any:
     """Beam's FileSystems, imported on first use (a sender process pays no Beam import)."""
     from apache_beam.io.filesystems import FileSystems
 
     return FileSystems
+
+
+_filesystems = beam_filesystems
+
+
+def sync_directory(directory: str) -> None:
+    """Make the renames in a local directory durable (a no-op for other filesystems).
+
+    A rename is a change to the directory: until the directory itself is synced, a power
+    loss can undo it, leaving the journal where the shard should be, or no manifest.
+    """
+    if not is_local(directory):
+        return
+    descriptor = os.open(local_path(directory), os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def is_format2(path: str) -> bool:
+    """Whether a shard or journal was written in ledger format 2 (seal record, CRCs)."""
+    return FORMAT2_MARK in path.rpartition("/")[2]
+
+
+def is_journal(path: str) -> bool:
+    """Whether a ledger file is an unsealed journal (of a running or a killed run)."""
+    return path.endswith(JOURNAL_SUFFIX)
 
 
 def ledger_files(directory: str) -> list[str]:
@@ -127,23 +176,141 @@ def ledger_files(directory: str) -> list[str]:
     return sorted(m.path for m in matched if m.path.endswith((SHARD_SUFFIX, JOURNAL_SUFFIX)))
 
 
-def read_ledger_file(path: str) -> Iterator[str]:
-    """The ledger keys in one shard or journal; a torn or garbled line is skipped."""
+def entry_line(key: str, destination: str, kind: str, at: int) -> bytes:
+    """One ledger line of format 2, its CRC included, newline-terminated."""
+    body = json.dumps(
+        {"ledger": key, "destination": destination, "kind": kind, "at": at},
+        separators=(",", ":"),
+    ).encode()[:-1]
+    return body + _CRC_MARK + b"%08x" % zlib.crc32(body) + b'"}\n'
+
+
+def checked_entry(line: bytes) -> dict[str, Any] | None:
+    """The entry of a format-2 line (without its newline) whose CRC holds, else None."""
+    body, mark, tail = line.rpartition(_CRC_MARK)
+    if not mark or len(tail) != 10 or not tail.endswith(b'"}'):
+        return None
+    try:
+        if int(tail[:8], 16) != zlib.crc32(body):
+            return None
+        entry = json.loads(body + b"}")
+    except ValueError:
+        return None
+    if not isinstance(entry, dict) or not isinstance(entry.get("ledger"), str):
+        return None
+    return entry
+
+
+def legacy_entry(line: bytes) -> dict[str, Any] | None:
+    """The entry of a line of format 1 (no CRC), or None when it does not parse."""
+    try:
+        entry = json.loads(line)
+    except ValueError:
+        return None
+    if not isinstance(entry, dict) or not isinstance(entry.get("ledger"), str):
+        return None
+    return entry
+
+
+def file_entries(path: str, data: bytes) -> tuple[list[dict[str, Any]], int]:
+    """The readable entries of one ledger file's bytes, and how many lines were not.
+
+    A seal record is neither. A format-2 line counts only when its CRC holds.
+    """
+    entries: list[dict[str, Any]] = []
+    unreadable = 0
+    read = checked_entry if is_format2(path) else legacy_entry
+    for line in data.split(b"\n"):
+        if not line.strip(b" \t\r\x00") or line.startswith(SEAL_PREFIX):
+            if line.strip(b" \t\r") and not line.startswith(SEAL_PREFIX):
+                unreadable += 1  # zeros where a power loss left the disk unwritten
+            continue
+        entry = read(line)
+        if entry is None:
+            unreadable += 1
+        else:
+            entries.append(entry)
+    return entries, unreadable
+
+
+def read_ledger_file(path: str, legacy: Mapping[str, str] | None = None) -> Iterator[str]:
+    """The ledger keys in one shard or journal; a torn or garbled line is skipped.
+
+    ``legacy`` maps fingerprints of ledger format 1 to this run's: an entry of a format-1
+    file made for one of this run's endpoints is given the endpoint's fingerprint of today.
+    """
     with _filesystems().open(path) as handle:
         data = handle.read()
-    skipped = 0
-    for line in data.split(b"\n"):
-        if not line.strip():
-            continue
+    entries, unreadable = file_entries(path, data)
+    renamed = legacy if legacy and not is_format2(path) else None
+    for entry in entries:
+        key: str = entry["ledger"]
+        if renamed:
+            fingerprint, colon, rest = key.partition(":")
+            if colon and fingerprint in renamed:
+                key = f"{renamed[fingerprint]}:{rest}"
+        yield key
+    if unreadable:
+        log.warning("ledger %s: %d unreadable line(s) skipped (a torn write)", path, unreadable)
+
+
+class LedgerKeys:
+    """``read_ledger_file`` with the run's format-1 fingerprints, for Beam (picklable)."""
+
+    def __init__(self, legacy: Mapping[str, str]) -> None:
+        self._legacy = dict(legacy)
+
+    def __call__(self, path: str) -> Iterator[str]:
+        return read_ledger_file(path, self._legacy)
+
+
+def seal_line(entries: int, length: int, sha256: str) -> bytes:
+    """The line that seals a shard of ``entries`` entry lines, ``length`` bytes in all."""
+    seal = {"entries": entries, "bytes": length, "sha256": sha256}
+    return SEAL_PREFIX + json.dumps(seal, separators=(",", ":")).encode() + b"}\n"
+
+
+def write_atomically(directory: str, name: str, data: bytes) -> None:
+    """Write a file of the ledger whole: a temporary name, synced, renamed, directory synced.
+
+    On ``gs://`` and ``s3://`` an object appears whole when it is closed; it is still
+    written under a temporary name first, so that a reader never sees a partial one.
+    """
+    if is_local(directory):
+        local = local_path(directory)
+        temporary = os.path.join(local, f".{name}.tmp-{uuid.uuid4().hex[:8]}")
         try:
-            key = json.loads(line)["ledger"]
-        except (ValueError, KeyError, TypeError):
-            skipped += 1
-            continue
-        if isinstance(key, str):
-            yield key
-    if skipped:
-        log.warning("ledger %s: %d unreadable line(s) skipped (a torn write)", path, skipped)
+            with open(temporary, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temporary, os.path.join(local, name))
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.remove(temporary)
+            raise
+        sync_directory(directory)
+        return
+    filesystems = _filesystems()
+    temporary = filesystems.join(directory, f".{name}.tmp-{uuid.uuid4().hex[:8]}")
+    target = filesystems.join(directory, name)
+    with filesystems.create(temporary) as handle:
+        handle.write(data)
+    if filesystems.exists(target):
+        filesystems.delete([target])
+    filesystems.rename([temporary], [target])
+
+
+def manifest_name(writer: str) -> str:
+    """The manifest of one writer: every shard it sealed."""
+    return f"manifest-{writer}.json"
+
+
+def manifest_bytes(writer: str, shards: Iterable[tuple[str, int]]) -> bytes:
+    """A manifest's content: the writer and its shards, with their entries' counts."""
+    listed = [{"name": name, "entries": entries} for name, entries in shards]
+    manifest = {"format": FORMAT, "writer": writer, "shards": listed}
+    return json.dumps(manifest, indent=1).encode() + b"\n"
 
 
 class LedgerWriter:
@@ -156,6 +323,7 @@ class LedgerWriter:
         *,
         max_entries: int = 100_000,
         clock: Callable[[], float] = time.monotonic,
+        sync_seconds: float | None = SYNC_SECONDS,
     ) -> None:
         self._directory = directory
         self._clock = clock
@@ -168,10 +336,18 @@ class LedgerWriter:
         self._count = 0
         self._journal: IO[bytes] | None = None
         self._journal_path = ""
+        # what the journal (or the buffer) holds since the last seal: its seal record's input
+        self._hash = hashlib.sha256()
+        self._length = 0
         self._buffer: list[bytes] = []
-        # record() runs on the sender's thread, seal() on the worker's
+        self._sealed: list[tuple[str, int]] = []
+        self._dirty = False
+        # record() runs on the sender's thread, seal() on the worker's, the syncer on its own
         self._lock = threading.Lock()
         self._failed: LedgerError | None = None
+        self._closing = threading.Event()
+        self._syncer: threading.Thread | None = None
+        self._sync_seconds = sync_seconds
         try:
             if self._local:
                 os.makedirs(_local_path(directory), exist_ok=True)
@@ -181,7 +357,7 @@ class LedgerWriter:
             raise LedgerError(_describe(directory, error)) from None
 
     def _name(self, suffix: str) -> str:
-        return f"{self._id}-{self._sequence:06d}{suffix}"
+        return f"{self._id}-{self._sequence:06d}.v2{suffix}"
 
     def record(self, messages: Iterable[Message]) -> None:
         """Add delivered messages; on a local disk they reach the OS before this returns."""
@@ -192,25 +368,21 @@ class LedgerWriter:
         """Add one delivered message (the sender calls this as each answer comes in)."""
         self.record((message,))
 
-    def record_keyed(self, key: str, destination: str, kind: str) -> None:
+    def record_keyed(self, key: str, destination: str, kind: str, at: int | None = None) -> None:
         """Add one delivery by its ledger key (a sender process gets keys, not messages)."""
+        when = int(time.time()) if at is None else at
         with self._lock:
-            self._write([self._line(key, destination, kind, int(time.time()))])
+            self._write([entry_line(key, destination, kind, when)])
 
     def _record(self, messages: Iterable[Message]) -> None:
         now = int(time.time())
         fingerprints = self._fingerprints
         self._write(
             [
-                self._line(ledger_key(fingerprints[m.destination], m), m.destination, m.kind, now)
+                entry_line(ledger_key(fingerprints[m.destination], m), m.destination, m.kind, now)
                 for m in messages
             ]
         )
-
-    @staticmethod
-    def _line(key: str, destination: str, kind: str, at: int) -> bytes:
-        entry = {"ledger": key, "destination": destination, "kind": kind, "at": at}
-        return json.dumps(entry, separators=(",", ":")).encode() + b"\n"
 
     def _fail(self, error: BaseException) -> LedgerError:
         """Remember the first failure; close the journal without writing to it again."""
@@ -236,20 +408,25 @@ class LedgerWriter:
             raise self._fail(error) from None
 
     def _write_lines(self, lines: list[bytes]) -> None:
+        data = b"".join(lines)
         if self._local:
             if self._journal is None:
                 self._journal_path = os.path.join(
                     _local_path(self._directory), "journal-" + self._name(JOURNAL_SUFFIX)
                 )
                 self._journal = open(self._journal_path, "ab")  # noqa: SIM115 - held open on purpose
-            self._journal.write(b"".join(lines))
+                self._start_syncer()
+            self._journal.write(data)
             self._journal.flush()
+            self._dirty = True
             now = self._clock()
             if now - self._checked_at >= CHECK_SECONDS:
                 self._checked_at = now
                 self._check_journal(self._journal)
         else:
-            self._buffer.extend(lines)
+            self._buffer.append(data)
+        self._hash.update(data)
+        self._length += len(data)
         self._count += len(lines)
         if self._count >= self._max_entries:
             self._seal()
@@ -262,10 +439,36 @@ class LedgerWriter:
         find out when it seals, at the end of a bundle, after sending everything.
         """
         os.fsync(journal.fileno())
+        self._dirty = False
         if os.fstat(journal.fileno()).st_nlink == 0 or not os.path.exists(self._journal_path):
             raise FileNotFoundError(
                 errno.ENOENT, f"the journal {os.path.basename(self._journal_path)} was removed"
             )
+
+    def _start_syncer(self) -> None:
+        """Sync the journal every ``sync_seconds`` while entries are waiting (local only).
+
+        Writes between checks reach the OS but not the disk; without this, deliveries
+        recorded just before the sender went quiet could wait for the seal, at the end of
+        the bundle, and a power loss in between would forget them.
+        """
+        if self._syncer is not None or self._sync_seconds is None:
+            return
+        self._syncer = threading.Thread(target=self._sync_loop, name="ledger-sync", daemon=True)
+        self._syncer.start()
+
+    def _sync_loop(self) -> None:
+        assert self._sync_seconds is not None
+        while not self._closing.wait(self._sync_seconds):
+            with self._lock:
+                journal = self._journal
+                if journal is None or not self._dirty or self._failed is not None:
+                    continue
+                try:
+                    os.fsync(journal.fileno())
+                    self._dirty = False
+                except OSError as error:
+                    self._fail(error)  # the next record raises it
 
     def seal(self) -> None:
         """Turn what was recorded so far into a durable shard (write, sync, rename).
@@ -291,24 +494,38 @@ class LedgerWriter:
         if self._count == 0:
             return
         shard = "shard-" + self._name(SHARD_SUFFIX)
+        seal = seal_line(self._count, self._length, self._hash.hexdigest())
         if self._local and self._journal is not None:
+            self._journal.write(seal)
             self._journal.flush()
             os.fsync(self._journal.fileno())
             self._journal.close()
             self._journal = None
+            self._dirty = False
             directory = _local_path(self._directory)
             os.replace(self._journal_path, os.path.join(directory, shard))
+            sync_directory(self._directory)
         elif self._buffer:
             filesystems = _filesystems()
             temporary = filesystems.join(self._directory, f".{shard}.tmp")
             with filesystems.create(temporary) as handle:
-                handle.write(b"".join(self._buffer))
+                handle.write(b"".join(self._buffer) + seal)
             filesystems.rename([temporary], [filesystems.join(self._directory, shard)])
             self._buffer = []
+        self._sealed.append((shard, self._count))
+        write_atomically(
+            self._directory, manifest_name(self._id), manifest_bytes(self._id, self._sealed)
+        )
         self._sequence += 1
         self._count = 0
+        self._length = 0
+        self._hash = hashlib.sha256()
 
     def close(self) -> None:
         """Seal what is left; a writer that failed only lets go of its journal."""
+        self._closing.set()
+        if self._syncer is not None:
+            self._syncer.join()
+            self._syncer = None
         if self._failed is None:
             self.seal()

@@ -1,8 +1,9 @@
 """One run at a time per ledger and endpoint: the ledger's lock files.
 
-Two runs that send to the same endpoint (destination and API key, as
-:func:`beaconflow.delivery.ledger.endpoint_fingerprint` names it) with the same ledger would
-both read the ledger before either records anything, and send everything twice. So a run
+Two runs that send to the same endpoint (destination, URL and API key or --ledger-app, as
+:func:`~beaconflow.delivery.ledger_identity.endpoint_fingerprint` names it) with the same
+ledger would both read the ledger before either records anything, and send everything
+twice. So a run
 takes the lock of each endpoint it sends to before it reads the ledger, and holds it to its
 end; runs for other endpoints (another app's key) sharing the ledger are not blocked.
 

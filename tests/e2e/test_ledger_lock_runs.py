@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from beaconflow.delivery.ledger import endpoint_fingerprint
+from beaconflow.delivery.ledger_identity import endpoint_fingerprint
 from beaconflow.delivery.ledger_lock import Holder, iso, lock_path
 from beaconflow.model.message import Endpoint
 from beaconflow.samples.gamelog import generate_events, write_jsonl

@@ -80,11 +80,16 @@ def test_rerun_with_ledger_sends_nothing_again(
     assert second["messages_skipped"] == second["messages_built"] == first["messages_built"]
     assert second["invariant_errors"] == []
     assert len(collector.accepted()) == accepted_after_first
-    shards = list((tmp_path / "ledger").iterdir())
-    assert shards and all(p.name.startswith("shard-") and p.suffix == ".jsonl" for p in shards)
+    files = list((tmp_path / "ledger").iterdir())
+    shards = [p for p in files if p.name.startswith("shard-")]
+    assert shards and all(p.name.endswith(".v2.jsonl") for p in shards)
+    others = {p.name.split("-")[0] for p in files if p not in shards}
+    assert others == {"ledger.json", "manifest", "endpoint"}
     lines = [json.loads(line) for p in shards for line in p.read_text().splitlines()]
-    assert len(lines) == first["messages_delivered"]
-    assert {"ledger", "destination", "kind", "at"} <= set(lines[0])
+    entries = [line for line in lines if "ledger" in line]
+    assert len(entries) == first["messages_delivered"]
+    assert len(lines) - len(entries) == len(shards), "one seal record per shard"
+    assert {"ledger", "destination", "kind", "at", "crc"} <= set(entries[0])
 
 
 def test_overlapping_nightly_windows_never_resend(

@@ -1,0 +1,371 @@
+"""A ledger's integrity: what a run checks before sending, ``ledger verify`` and ``repair``.
+
+Every sealed shard of ledger format 2 ends with a seal record, ``{"sealed": {"entries": N,
+"bytes": B, "sha256": H}}``, over the B bytes of entry lines before it, and every writer
+keeps a manifest (``manifest-<writer>.json``) listing the shards it sealed with their
+entries' counts. So a shard that was truncated, zero-filled or changed in any byte, and a
+shard its manifest lists that is no longer there (deleted, renamed by logrotate), is
+**damaged**: :func:`inspect` finds it and a run stops before sending (exit 2), naming it.
+
+Journals (``*.jsonl.open``, a run that is running or was killed) have no seal: their
+intact lines count, a torn or zeroed line is skipped (each line has its own CRC). Files of
+ledger format 1 (names without ``.v2``) were written without seals and are read as before.
+
+:func:`repair` copies every entry whose CRC holds out of the damaged shards into a new
+sealed shard, sets the damaged files aside (renamed ``<name>.damaged-<time>``, never
+deleted), takes the missing shards out of their manifests, and says how many entries were
+lost (their messages are what the next run sends again) or that it cannot be known::
+
+    beaconflow ledger verify /var/lib/beaconflow/ledger
+    beaconflow ledger repair /var/lib/beaconflow/ledger
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from beaconflow.delivery.ledger import (
+    FORMAT,
+    JOURNAL_SUFFIX,
+    SEAL_PREFIX,
+    SHARD_SUFFIX,
+    beam_filesystems,
+    checked_entry,
+    file_entries,
+    is_format2,
+    is_local,
+    local_path,
+    manifest_bytes,
+    manifest_name,
+    seal_line,
+    sync_directory,
+    write_atomically,
+)
+from beaconflow.delivery.ledger_identity import LedgerIdentity, descriptor_name, mismatches
+from beaconflow.model.errors import BeaconflowError
+
+#: The ledger's own description: ``{"format": 2}``. Without it a ledger is of format 1.
+LEDGER_JSON = "ledger.json"
+DAMAGED_MARK = ".damaged-"
+
+
+class LedgerDamaged(BeaconflowError, ValueError):
+    """The ledger cannot be trusted as it is: one line naming the damage and the way out."""
+
+
+@dataclass(frozen=True)
+class Damage:
+    """A damaged file of the ledger: its name, why, and what it should hold.
+
+    ``expected``: the entries it was sealed with (from its seal record or its manifest), or
+    None when nothing says; ``intact``: the entries in it whose CRC holds (0 when missing);
+    ``manifest``: the manifest that lists it, if any.
+    """
+
+    name: str
+    reason: str
+    expected: int | None = None
+    intact: int = 0
+    manifest: str | None = None
+    missing: bool = False
+
+    @property
+    def lost(self) -> int | None:
+        """Entries that cannot be salvaged; None when it cannot be known."""
+        return None if self.expected is None else max(0, self.expected - self.intact)
+
+
+@dataclass
+class LedgerState:
+    """What :func:`inspect` found in a ledger directory."""
+
+    directory: str
+    format: int = 1
+    shards: int = 0
+    journals: int = 0
+    legacy_files: int = 0
+    entries: int = 0
+    #: (fingerprint, destination, format of its file) -> entries
+    counts: Counter[tuple[str, str, int]] = field(default_factory=Counter)
+    damaged: list[Damage] = field(default_factory=list)
+    #: file name -> unreadable lines, in journals and format-1 files (tolerated)
+    torn: dict[str, int] = field(default_factory=dict)
+    descriptors: dict[str, dict[str, str]] = field(default_factory=dict)
+    #: manifest name -> its shards' (name, entries)
+    manifests: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
+
+
+def _names(directory: str) -> list[str]:
+    """The names of the files in the ledger directory (none when it does not exist)."""
+    if is_local(directory):
+        try:
+            return sorted(os.listdir(local_path(directory)))
+        except FileNotFoundError:
+            return []
+    filesystems = beam_filesystems()
+    try:
+        matched = filesystems.match([filesystems.join(directory, "*")])[0].metadata_list
+    except Exception:  # the directory does not exist
+        return []
+    return sorted(m.path.rstrip("/").rpartition("/")[2] for m in matched)
+
+
+def _path(directory: str, name: str) -> str:
+    if is_local(directory):
+        return os.path.join(local_path(directory), name)
+    return str(beam_filesystems().join(directory, name))
+
+
+def _read(directory: str, name: str) -> bytes:
+    with beam_filesystems().open(_path(directory, name)) as handle:
+        return bytes(handle.read())
+
+
+def shard_damage(data: bytes) -> tuple[str | None, int | None]:
+    """Why a sealed shard of format 2 is damaged (None when intact), and its entries.
+
+    The entries are what its seal record says it holds (None when that is unreadable).
+    """
+    if not data:
+        return "truncated to 0 bytes", None
+    zeros = data.count(0)
+    if zeros == len(data):
+        return f"zero-filled ({len(data)} bytes of zeros, what a power loss can leave)", None
+    note = f" ({zeros} zero bytes in it)" if zeros else ""
+    if not data.endswith(b"\n"):
+        return f"truncated: it does not end with its seal record{note}", None
+    cut = data.rfind(b"\n", 0, len(data) - 1) + 1
+    body, last = data[:cut], data[cut:-1]
+    if not last.startswith(SEAL_PREFIX):
+        where = "data after its seal record" if SEAL_PREFIX in body else "no seal record at its end"
+        return f"truncated or overwritten: {where}{note}", None
+    try:
+        seal = json.loads(last)["sealed"]
+        entries, length, digest = int(seal["entries"]), int(seal["bytes"]), str(seal["sha256"])
+    except (ValueError, KeyError, TypeError):
+        return f"its seal record is unreadable{note}", None
+    if length != len(body):
+        return f"{len(body)} bytes of entries where its seal record says {length}{note}", entries
+    if hashlib.sha256(body).hexdigest() != digest:
+        return f"its bytes are not what was written (SHA-256 mismatch){note}", entries
+    return None, entries
+
+
+def _read_json(directory: str, name: str) -> Any:
+    try:
+        return json.loads(_read(directory, name))
+    except (OSError, ValueError):
+        return None
+
+
+def inspect(directory: str) -> LedgerState:
+    """Read the whole ledger once: its format, damage, and entries per fingerprint.
+
+    Raises LedgerDamaged for a ledger of a newer format than this release reads.
+    """
+    state = LedgerState(directory)
+    names = _names(directory)
+    present = set(names)
+    if LEDGER_JSON in present:
+        description = _read_json(directory, LEDGER_JSON)
+        version = description.get("format") if isinstance(description, dict) else None
+        if not isinstance(version, int):
+            state.damaged.append(Damage(LEDGER_JSON, "unreadable (no format number in it)"))
+        elif version > FORMAT:
+            raise LedgerDamaged(
+                f"the ledger {directory} is of format {version}, written by a newer "
+                f"beaconflow; this one reads formats 1 to {FORMAT}: upgrade beaconflow"
+            )
+        else:
+            state.format = version
+    listed: dict[str, tuple[str, int]] = {}
+    for name in names:
+        if name.startswith("manifest-") and name.endswith(".json"):
+            manifest = _read_json(directory, name)
+            try:
+                shards = [(str(s["name"]), int(s["entries"])) for s in manifest["shards"]]
+            except (KeyError, TypeError, ValueError):
+                state.damaged.append(Damage(name, "unreadable manifest"))
+                continue
+            state.manifests[name] = shards
+            for shard, entries in shards:
+                listed[shard] = (name, entries)
+                if shard not in present:
+                    state.damaged.append(
+                        Damage(shard, f"missing (listed in {name})", entries, 0, name, True)
+                    )
+        elif name.startswith("endpoint-") and name.endswith(".json"):
+            descriptor = _read_json(directory, name)
+            if isinstance(descriptor, dict) and isinstance(descriptor.get("fingerprint"), str):
+                state.descriptors[descriptor["fingerprint"]] = descriptor
+    for name in names:
+        if not name.endswith((SHARD_SUFFIX, JOURNAL_SUFFIX)) or name.startswith("."):
+            continue
+        data = _read(directory, name)
+        version = 2 if is_format2(name) else 1
+        read, unreadable = file_entries(name, data)
+        if version == 2 and name.endswith(SHARD_SUFFIX):
+            state.shards += 1
+            reason, expected = shard_damage(data)
+            if reason is not None:
+                manifest, in_manifest = listed.get(name, (None, None))
+                expected = expected if expected is not None else in_manifest
+                state.damaged.append(Damage(name, reason, expected, len(read), manifest))
+                continue
+        elif version == 2:
+            state.journals += 1
+        else:
+            state.legacy_files += 1
+        if unreadable:
+            state.torn[name] = unreadable
+        state.entries += len(read)
+        for entry in read:
+            fingerprint = entry["ledger"].partition(":")[0]
+            state.counts[(fingerprint, str(entry.get("destination")), version)] += 1
+    return state
+
+
+def damage_line(state: LedgerState) -> str:
+    """The one line a run stops with when the ledger is damaged."""
+    first = state.damaged[0]
+    more = len(state.damaged) - 1
+    also = f" (and {more} more damaged file{'s' if more > 1 else ''})" if more else ""
+    return (
+        f"the ledger is damaged: {first.name}: {first.reason}{also}; nothing was sent. "
+        f"'beaconflow ledger verify {state.directory}' lists the damage, 'beaconflow ledger "
+        f"repair {state.directory}' salvages every intact entry and says how many were lost"
+    )
+
+
+def prepare(directory: str, identity: LedgerIdentity, *, write: bool) -> list[str]:
+    """Check the ledger before a run sends: LedgerDamaged when it is damaged.
+
+    With ``write`` (a run that sends), marks the ledger as of format 2 and writes the
+    descriptors of this run's fingerprints. Returns the warnings to give before sending
+    (:func:`beaconflow.delivery.ledger_identity.mismatches`).
+    """
+    state = inspect(directory)
+    if state.damaged:
+        raise LedgerDamaged(damage_line(state))
+    warnings = mismatches(identity, state.counts, state.descriptors)
+    if write:
+        present = set(_names(directory))
+        if LEDGER_JSON not in present or state.format < FORMAT:
+            write_atomically(directory, LEDGER_JSON, b'{"format": %d}\n' % FORMAT)
+        for fingerprint in identity.descriptors:
+            if descriptor_name(fingerprint) not in present:
+                data = identity.descriptor_bytes(fingerprint)
+                write_atomically(directory, descriptor_name(fingerprint), data)
+    return warnings
+
+
+def verify_lines(state: LedgerState) -> list[str]:
+    """What ``beaconflow ledger verify`` prints."""
+    lines = [f"{d.name}: damaged: {d.reason}" + _known(d) for d in state.damaged]
+    for name, unreadable in sorted(state.torn.items()):
+        lines.append(
+            f"{name}: {unreadable} unreadable line(s) skipped (a journal or a format-1 file: "
+            "a torn write, tolerated)"
+        )
+    verdict = "damaged" if state.damaged else "intact"
+    lines.append(
+        f"{state.directory}: {verdict}: format {state.format}, {state.shards} sealed shards, "
+        f"{state.journals} journals, {state.legacy_files} format-1 files, "
+        f"{state.entries} entries readable"
+    )
+    return lines
+
+
+def _known(damage: Damage) -> str:
+    if damage.missing:
+        return f"; {damage.expected} entries lost"
+    if damage.lost is None:
+        return f"; {damage.intact} intact entries, how many were lost cannot be known"
+    return f"; {damage.intact} intact entries, {damage.lost} lost"
+
+
+def _aside(directory: str, name: str, stamp: str) -> str:
+    """Rename a damaged file out of the ledger's way; its new name."""
+    target = f"{name}{DAMAGED_MARK}{stamp}"
+    if is_local(directory):
+        os.replace(_path(directory, name), _path(directory, target))
+        sync_directory(directory)
+    else:
+        beam_filesystems().rename([_path(directory, name)], [_path(directory, target)])
+    return target
+
+
+def repair(directory: str, *, now: float | None = None) -> tuple[list[str], bool]:
+    """Salvage a damaged ledger; the lines to print, and whether any loss is unknown."""
+    state = inspect(directory)
+    if not state.damaged:
+        return [f"{directory}: intact, nothing to repair"], False
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(time.time() if now is None else now))
+    salvaged: list[bytes] = []
+    for damage in state.damaged:
+        if damage.missing or not damage.name.endswith(SHARD_SUFFIX):
+            continue
+        for line in _read(directory, damage.name).split(b"\n"):
+            if checked_entry(line) is not None:
+                salvaged.append(line + b"\n")
+    lines: list[str] = []
+    if salvaged:
+        # written and synced before anything is set aside: a crash in between leaves
+        # duplicates, which are harmless, never a loss
+        writer = uuid.uuid4().hex[:12]
+        shard = f"shard-{writer}-000000.v2{SHARD_SUFFIX}"
+        body = b"".join(salvaged)
+        seal = seal_line(len(salvaged), len(body), hashlib.sha256(body).hexdigest())
+        write_atomically(directory, shard, body + seal)
+        write_atomically(
+            directory, manifest_name(writer), manifest_bytes(writer, [(shard, len(salvaged))])
+        )
+        lines.append(f"{shard}: {len(salvaged)} intact entries salvaged into it")
+    unlisted: dict[str, set[str]] = {}
+    unknown = False
+    lost = 0
+    for damage in state.damaged:
+        if damage.manifest is not None:
+            unlisted.setdefault(damage.manifest, set()).add(damage.name)
+        if damage.missing:
+            lines.append(
+                f"{damage.name}: missing: {damage.expected} entries lost "
+                f"(taken out of {damage.manifest})"
+            )
+            lost += damage.expected or 0
+            continue
+        aside = _aside(directory, damage.name, stamp)
+        if damage.lost is None:
+            unknown = True
+            count = "how many entries were lost cannot be known"
+        else:
+            lost += damage.lost
+            count = f"{damage.lost} entries lost"
+        if damage.name.endswith(SHARD_SUFFIX):
+            lines.append(
+                f"{damage.name}: {damage.reason}: {damage.intact} intact entries salvaged, "
+                f"{count}; set aside as {aside}"
+            )
+        else:
+            lines.append(f"{damage.name}: {damage.reason}: set aside as {aside}")
+            if damage.name.startswith("manifest-"):
+                unknown = True  # the shards it listed can no longer be missed
+    for manifest, names in unlisted.items():
+        if manifest not in state.manifests:
+            continue
+        kept = [(n, e) for n, e in state.manifests[manifest] if n not in names]
+        writer = manifest.removeprefix("manifest-").removesuffix(".json")
+        write_atomically(directory, manifest, manifest_bytes(writer, kept))
+    total = f"{lost} entries lost" + (" at least (some losses cannot be known)" if unknown else "")
+    lines.append(
+        f"{directory}: repaired: {total}; the next run with this ledger sends their messages "
+        "again (Kontagent counts them twice; KISSmetrics recognises its own by _t)"
+    )
+    return lines, unknown

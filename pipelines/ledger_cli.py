@@ -1,0 +1,75 @@
+"""``beaconflow ledger verify|repair DIR``: check a delivery ledger, or salvage a damaged one.
+
+``beaconflow ledger verify DIR`` reads every file of the ledger and prints one line per
+damaged file (a sealed shard truncated, zero-filled or changed; a shard its manifest lists
+that is missing; an unreadable manifest), one per journal with torn lines (tolerated), and
+a last line with the verdict. ``beaconflow ledger repair DIR`` copies every intact entry of
+the damaged shards into a new sealed shard, renames the damaged files aside
+(``<name>.damaged-<time>``, never deleted), takes missing shards out of their manifests and
+says how many entries were lost: the messages the next run sends again
+(:mod:`beaconflow.delivery.ledger_check`).
+
+Exit status: verify 0 intact, 1 damaged; repair 0 repaired (or nothing to repair), 1 still
+damaged afterwards; both 2 for a usage error (no such ledger, a newer ledger format, an
+I/O error naming its path).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from beaconflow.delivery.ledger import is_local, local_path
+from beaconflow.delivery.ledger_check import LedgerDamaged, inspect, repair, verify_lines
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="beaconflow ledger",
+        description="Check a delivery ledger, or salvage the intact entries of a damaged one.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="verify|repair")
+    verify = commands.add_parser(
+        "verify", help="check every shard and manifest (exit 0 intact, 1 damaged)"
+    )
+    verify.add_argument("directory", metavar="DIR", help="the --ledger directory")
+    mend = commands.add_parser(
+        "repair",
+        help="salvage every intact entry of the damaged shards, set the damaged files aside "
+        "and say how many entries were lost",
+    )
+    mend.add_argument("directory", metavar="DIR", help="the --ledger directory")
+    return parser
+
+
+def main(argv: Sequence[str]) -> int:
+    """``beaconflow ledger ...``; returns the exit status."""
+    args = _parser().parse_args(argv)
+    directory = args.directory
+    if is_local(directory) and not os.path.isdir(local_path(directory)):
+        print(f"beaconflow: error: no ledger directory at {directory}", file=sys.stderr)
+        return 2
+    try:
+        if args.command == "verify":
+            state = inspect(directory)
+            for line in verify_lines(state):
+                print(line)
+            return 1 if state.damaged else 0
+        lines, _ = repair(directory)
+        for line in lines:
+            print(line)
+        after = inspect(directory)
+    except LedgerDamaged as error:
+        print(f"beaconflow: error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:
+        where = error.filename or directory
+        print(f"beaconflow: error: {where}: {error.strerror or error}", file=sys.stderr)
+        return 2
+    if after.damaged:
+        for line in verify_lines(after):
+            print(line)
+        return 1
+    return 0
