@@ -65,7 +65,13 @@ from beaconflow.report.run import RunReport
 from beaconflow.transforms.coders import MappedEventCoder, MessageCoder
 from beaconflow.transforms.coders import register as register_coders
 from beaconflow.transforms.dedup import DUPLICATES, SKIPPED, DedupByKey
-from beaconflow.transforms.linefile import WriteLines, merge_parts, parts_prefix, remove_leftovers
+from beaconflow.transforms.linefile import (
+    WriteLines,
+    merge_parts,
+    parts_prefix,
+    remove_leftovers,
+    salvage_leftovers,
+)
 from beaconflow.transforms.messages import DIRECT, SplitMessages
 from beaconflow.transforms.parse import INVALID, REPLAYED, KeyedEvent, KeyedMessage, ParseEvents
 from beaconflow.transforms.read import InputError, ReadEvents, expand_inputs, matches_nothing
@@ -372,7 +378,7 @@ def _distinct_outputs(outputs: Sequence[tuple[str, str]]) -> None:
             raise UsageError(f"the {what} is a folder, not a file: {path}")
 
 
-def _prepare_output(path: str, what: str) -> None:
+def _prepare_output(path: str, what: str) -> int:
     """Make the output's folder and prove it writable before anything is sent (UsageError)."""
     directory = path.rpartition("/")[0]
     probe = f"{path}.probe-{uuid.uuid4().hex[:12]}"
@@ -388,9 +394,24 @@ def _prepare_output(path: str, what: str) -> None:
             FileSystems.delete([probe])
     if FileSystems.exists(path):
         log.info("replacing %s from an earlier run", path)
+    if what == "dead letter":
+        # a killed run's dead-letter entries are records nothing else holds: keep them
+        try:
+            salvaged = salvage_leftovers(path)
+        except Exception as error:
+            raise UsageError(_not_writable(what, path, error)) from None
+        if salvaged:
+            log.warning(
+                "kept %d dead-letter entries that an earlier run of %s left unfinished (it was "
+                "killed): they are in this run's dead letter",
+                salvaged,
+                path,
+            )
+        return salvaged
     leftovers = remove_leftovers(path)
     if leftovers:
         log.info("removed %d unfinished pieces of %s left by an earlier run", leftovers, path)
+    return 0
 
 
 def _one_per_output(reasons: Sequence[str]) -> list[str]:
@@ -502,11 +523,9 @@ def run(argv: Sequence[str], *, now: float | None = None) -> tuple[int, RunRepor
             if config.ledger:
                 # before the outputs are touched: a damaged ledger leaves them as they were
                 _check_ledger(config)
-            for path, what in outputs:
-                if path:
-                    _prepare_output(path, what)
+            salvaged = sum(_prepare_output(path, what) for path, what in outputs if path)
             return _run_pipeline(
-                config, files, options, stop, run_id, now, started, lookback_missing
+                config, files, options, stop, run_id, now, started, lookback_missing, salvaged
             )
     finally:
         forget_run(run_id)
@@ -521,8 +540,12 @@ def _run_pipeline(
     now: float,
     started: float,
     lookback_missing: tuple[str, ...],
+    salvaged: int = 0,
 ) -> tuple[int, RunReport]:
-    """The run itself, once its inputs, outputs and ledger are ready: status and report."""
+    """The run itself, once its inputs, outputs and ledger are ready: status and report.
+
+    ``salvaged``: the dead-letter entries of a killed earlier run kept in this run's.
+    """
     redact = Redactor.of(config.secrets())
     tallies_path = f"{config.report}.tallies-{uuid.uuid4().hex[:8]}.json"
     collector = None
@@ -612,6 +635,7 @@ def _run_pipeline(
         ledger=config.ledger,
         date=config.day.isoformat() if config.day else None,
         lookback_days_missing=lookback_missing,
+        dead_letter_salvaged=salvaged,
         destinations=tuple(config.destinations),
         sandbox_collector=sandbox_counts,
         # only a run whose counts are known can say a rule never matched

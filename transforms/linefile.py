@@ -167,6 +167,35 @@ def merge_parts(path: str) -> int:
     return len(shards)
 
 
+def salvage_leftovers(path: str) -> int:
+    """Keep what an earlier, killed run of ``path`` wrote: its pieces become one of this run's.
+
+    Every whole line of the earlier run's shards (finished or not; a torn last line is not a
+    whole line) is copied into one finished shard of ``path``, which :func:`merge_parts`
+    then merges with this run's lines; the pieces are deleted only once copied. Returns the
+    number of lines kept. For the dead letter: its entries are records nothing else holds.
+    """
+    leftovers = _matching(parts_prefix(path) + "*") + _matching(f"{path}.tmp*")
+    if not leftovers:
+        return 0
+    kept = 0
+    temporary = f"{path}.tmp-salvage-{uuid.uuid4().hex[:16]}"
+    with create_private(temporary) as target:
+        for leftover in leftovers:
+            with FileSystems.open(leftover) as source:
+                tail = b""
+                while chunk := source.read(_CHUNK):
+                    lines = (tail + chunk).split(b"\n")
+                    tail = lines.pop()  # not ended yet: the next chunk, or a torn line
+                    for line in lines:
+                        if line.strip():
+                            target.write(line + b"\n")
+                            kept += 1
+    FileSystems.rename([temporary], [parts_prefix(path) + f"-salvaged-{uuid.uuid4().hex[:16]}"])
+    FileSystems.delete(leftovers)
+    return kept
+
+
 def remove_leftovers(path: str) -> int:
     """Delete the shards an earlier run of ``path`` left behind (it was killed or stopped).
 

@@ -100,6 +100,9 @@ class RunReport:
     #: With --date and --lookback: the days before it whose input matched nothing, skipped
     #: (ISO dates, oldest first).
     lookback_days_missing: tuple[str, ...] = ()
+    #: Dead-letter entries an earlier, killed run left unfinished at the same path, kept in
+    #: this run's dead letter (not counted in this run's other counts).
+    dead_letter_salvaged: int = 0
     destinations: tuple[str, ...] = ()
     #: What the sandbox collector counted (sandbox runs only).
     sandbox_collector: Mapping[str, int] | None = None
@@ -157,7 +160,7 @@ _ABSENT = object()
 
 _BREAKDOWNS = ("by_type", "messages_by_day", "dead_letter_reasons", "send_timeline")
 
-_INTS = frozenset({*COUNTERS, "files"})
+_INTS = frozenset({*COUNTERS, "files", "dead_letter_salvaged"})
 _FLOATS = frozenset({"elapsed_seconds", "messages_per_second"})
 _TEXTS = frozenset({"report", "dead_letter"})
 _OPTIONAL_TEXTS = frozenset({"stopped", "dry_run", "ledger", "date"})
@@ -268,6 +271,11 @@ def summary(report: RunReport) -> str:
         lines.append(
             f"STOPPED EARLY: {report.stopped} "
             f"({report.messages_not_attempted} messages not attempted)"
+        )
+    if report.dead_letter_salvaged:
+        lines.append(
+            f"dead letter: {report.dead_letter_salvaged} entries kept from an earlier run "
+            "that was killed before it finished"
         )
     if report.lookback_days_missing:
         days = ", ".join(report.lookback_days_missing)

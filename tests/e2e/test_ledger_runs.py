@@ -336,3 +336,31 @@ def _group_alive(group: int) -> bool:
         if fields[0] != "Z" and int(fields[2]) == group:
             return True
     return False
+
+
+def test_a_killed_runs_dead_letter_entries_are_kept_by_the_next_run(
+    events_file: Path, tmp_path: Path
+) -> None:
+    # the invalid lines are dead-lettered by the parse step, long before the kill
+    source = tmp_path / "events.jsonl"
+    source.write_text(events_file.read_text() + "{oops\n[1]\n")
+    ledger = tmp_path / "ledger"
+    extra = (f"--ledger={ledger}", "--concurrency=4", "--max-errors=10")
+    with Collector(faults=Faults(latency=0.02)) as collector:
+        flags = backfill_flags(collector.base_url, tmp_path, source, extra=extra)
+        process = subprocess.Popen([sys.executable, "-m", "beaconflow", *flags],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                   start_new_session=True)  # fmt: skip
+        _kill_after(process, collector, accepted=100, group=True)
+        pieces = list(tmp_path.glob("dead.jsonl.parts*")) + list(tmp_path.glob("dead.jsonl.tmp*"))
+        assert pieces, "the killed run left no piece of its dead letter"
+        status, report = run_json(flags, now=NOW)
+    assert status == 0 and report["invariant_errors"] == []
+    # this run's own two entries, and the killed run's two, kept: never deleted
+    assert report["events_invalid"] == 2 and report["dead_letter_salvaged"] == 2
+    entries = read_dead_letter(tmp_path)
+    assert len(entries) == 4
+    assert sorted(e["reason"] for e in entries)[::2] == sorted(e["reason"] for e in entries)[1::2]
+    assert not list(tmp_path.glob("dead.jsonl.parts*")) and not list(
+        tmp_path.glob("dead.jsonl.tmp*")
+    )

@@ -24,7 +24,7 @@ REPORT_KEYS = {
     "send_timeline", "stopped", "elapsed_seconds", "messages_per_second", "invariant_errors",
     "inputs", "files", "report", "dead_letter", "dry_run", "sandbox", "ledger", "date",
     "destinations", "exit_status", "mapping_rules_matched", "mapping_rules_unmatched",
-    "properties_left_out", "lookback_days_missing",
+    "properties_left_out", "lookback_days_missing", "dead_letter_salvaged",
 }  # fmt: skip
 
 

@@ -11,7 +11,13 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from beaconflow.delivery.stop import forget_run, run_stop
 from beaconflow.report.counts import STOPPED, tally
-from beaconflow.transforms.linefile import WriteLines, merge_parts, parts_prefix, remove_leftovers
+from beaconflow.transforms.linefile import (
+    WriteLines,
+    merge_parts,
+    parts_prefix,
+    remove_leftovers,
+    salvage_leftovers,
+)
 from tests.fs_faults import SmallDisk
 
 
@@ -63,3 +69,17 @@ def test_leftovers_of_an_earlier_run_are_removed_before_a_run(tmp_path: Path) ->
     assert remove_leftovers(str(path)) == 2
     assert [p.name for p in tmp_path.iterdir()] == ["other.jsonl"]
     assert merge_parts(str(path)) == 0 and path.read_text() == ""
+
+
+def test_a_killed_runs_pieces_are_salvaged_whole_lines_only(tmp_path: Path) -> None:
+    path = tmp_path / "dead.jsonl"
+    (tmp_path / "dead.jsonl.parts-a").write_bytes(b'{"n": 1}\n{"n": 2}\n')
+    (tmp_path / "dead.jsonl.tmp-b").write_bytes(b'{"n": 3}\n{"n": 4, "torn')  # killed mid-line
+    assert salvage_leftovers(str(path)) == 3
+    (kept,) = tmp_path.glob("dead.jsonl.parts-salvaged-*")
+    assert kept.read_bytes() == b'{"n": 1}\n{"n": 2}\n{"n": 3}\n'
+    assert sorted(p.name for p in tmp_path.iterdir()) == [kept.name]
+    # the next merge makes them part of the dead letter
+    assert merge_parts(str(path)) == 1
+    assert path.read_bytes() == b'{"n": 1}\n{"n": 2}\n{"n": 3}\n'
+    assert salvage_leftovers(str(path)) == 0
