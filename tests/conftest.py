@@ -13,6 +13,7 @@ from urllib.parse import urlencode
 import pytest
 
 from beaconflow.pipelines.backfill import run
+from beaconflow.samples.gamelog import generate_events, write_jsonl
 from beaconflow.sandbox.collector import Collector
 from tests.fs_faults import read_only_dir, small_disk  # noqa: F401 - fixtures for every module
 
@@ -102,3 +103,15 @@ def run_json(argv: list[str], *, now: float) -> tuple[int, dict[str, Any]]:
     """
     status, report = run(argv, now=now)
     return status, report.to_json()
+
+
+def june_events(directory: Path, events: int, *, seed: int, days: int) -> Path:
+    """``events.jsonl`` in ``directory``: sample game events of the first ``days`` of June 2025."""
+    from datetime import UTC, datetime, timedelta
+
+    start = datetime(2025, 6, 1, tzinfo=UTC)
+    path = directory / "events.jsonl"
+    write_jsonl(
+        generate_events(events, seed=seed, start=start, end=start + timedelta(days=days)), path
+    )
+    return path

@@ -15,13 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from beaconflow.samples.gamelog import generate_events, write_jsonl
 from beaconflow.sandbox.collector import Collector
 from tests.conftest import (
     KISSMETRICS_KEY,
     KONTAGENT_KEY,
     KONTAGENT_SECRET,
     backfill_flags,
+    june_events,
     run_cli,
     run_json,
 )
@@ -32,19 +32,7 @@ FIXTURE = Path(__file__).parent.parent / "fixtures" / "ledger_v1"
 
 @pytest.fixture(scope="module")
 def events_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from datetime import UTC, datetime
-
-    path = tmp_path_factory.mktemp("logs") / "events.jsonl"
-    write_jsonl(
-        generate_events(
-            120,
-            seed=7,
-            start=datetime(2025, 6, 1, tzinfo=UTC),
-            end=datetime(2025, 6, 4, tzinfo=UTC),
-        ),
-        path,
-    )
-    return path
+    return june_events(tmp_path_factory.mktemp("logs"), 120, seed=7, days=3)
 
 
 def _shards(ledger: Path) -> list[Path]:

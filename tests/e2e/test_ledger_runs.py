@@ -18,9 +18,8 @@ from pathlib import Path
 import pytest
 
 from beaconflow.model.message import Message
-from beaconflow.samples.gamelog import generate_events, write_jsonl
 from beaconflow.sandbox.collector import Collector, Faults, down_url
-from tests.conftest import backfill_flags, read_dead_letter, run_json
+from tests.conftest import backfill_flags, june_events, read_dead_letter, run_json
 
 NOW = 1_800_000_000
 START = 1_749_000_000  # 2025-06-04T01:20:00Z
@@ -28,19 +27,7 @@ START = 1_749_000_000  # 2025-06-04T01:20:00Z
 
 @pytest.fixture(scope="module")
 def events_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from datetime import UTC, datetime
-
-    path = tmp_path_factory.mktemp("logs") / "events.jsonl"
-    write_jsonl(
-        generate_events(
-            400,
-            seed=11,
-            start=datetime(2025, 6, 1, tzinfo=UTC),
-            end=datetime(2025, 6, 8, tzinfo=UTC),
-        ),
-        path,
-    )
-    return path
+    return june_events(tmp_path_factory.mktemp("logs"), 400, seed=11, days=7)
 
 
 def _keys(collector: Collector) -> Counter[str]:
@@ -209,6 +196,13 @@ def test_server_down_everything_in_the_dead_letter(events_file: Path, tmp_path: 
     assert not list((tmp_path / "ledger").glob("*.jsonl*")), "nothing may be claimed delivered"
 
 
+def _start_quiet(flags: list[str]) -> subprocess.Popen[bytes]:
+    """The command in a process group of its own (as a scheduler starts it), output ignored."""
+    return subprocess.Popen([sys.executable, "-m", "beaconflow", *flags],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)  # fmt: skip
+
+
 def _kill_after(
     process: subprocess.Popen[bytes], collector: Collector, accepted: int, *, group: bool = False
 ) -> None:
@@ -238,9 +232,7 @@ def test_sigkill_mid_run_then_resume(
     extra = (f"--ledger={ledger}", f"--concurrency={concurrency}", f"--send-processes={processes}")
     with Collector(faults=Faults(latency=0.02)) as collector:
         flags = backfill_flags(collector.base_url, tmp_path, events_file, extra=extra)
-        process = subprocess.Popen([sys.executable, "-m", "beaconflow", *flags],
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                   start_new_session=True)  # fmt: skip
+        process = _start_quiet(flags)
         _kill_after(process, collector, accepted=150, group=group)
         if processes and not group:
             # the sender processes see their pipe close, stop, and seal their journals
@@ -348,9 +340,7 @@ def test_a_killed_runs_dead_letter_entries_are_kept_by_the_next_run(
     extra = (f"--ledger={ledger}", "--concurrency=4", "--max-errors=10")
     with Collector(faults=Faults(latency=0.02)) as collector:
         flags = backfill_flags(collector.base_url, tmp_path, source, extra=extra)
-        process = subprocess.Popen([sys.executable, "-m", "beaconflow", *flags],
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                   start_new_session=True)  # fmt: skip
+        process = _start_quiet(flags)
         _kill_after(process, collector, accepted=100, group=True)
         pieces = list(tmp_path.glob("dead.jsonl.parts*")) + list(tmp_path.glob("dead.jsonl.tmp*"))
         assert pieces, "the killed run left no piece of its dead letter"
