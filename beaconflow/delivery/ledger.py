@@ -76,6 +76,17 @@ def _describe(directory: str, error: BaseException) -> str:
     return f"ledger not writable: {directory}: {detail or type(error).__name__}"
 
 
+def open_private(path: str, *, append: bool) -> IO[bytes]:
+    """A local ledger file opened for writing, readable by its owner only (0600).
+
+    The ledger says which of a user's messages were delivered, and when: like the dead
+    letter, it is nobody else's to read, whatever the umask.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC)
+    descriptor = os.open(path, flags, 0o600)
+    return os.fdopen(descriptor, "ab" if append else "wb")
+
+
 def check_writable(directory: str) -> None:
     """Create the ledger directory if needed and write, sync and delete a probe file in it.
 
@@ -280,7 +291,7 @@ def write_atomically(directory: str, name: str, data: bytes) -> None:
         local = local_path(directory)
         temporary = os.path.join(local, f".{name}.tmp-{uuid.uuid4().hex[:8]}")
         try:
-            with open(temporary, "wb") as handle:
+            with open_private(temporary, append=False) as handle:
                 handle.write(data)
                 handle.flush()
                 os.fsync(handle.fileno())
@@ -414,7 +425,7 @@ class LedgerWriter:
                 self._journal_path = os.path.join(
                     _local_path(self._directory), "journal-" + self._name(JOURNAL_SUFFIX)
                 )
-                self._journal = open(self._journal_path, "ab")  # noqa: SIM115 - held open on purpose
+                self._journal = open_private(self._journal_path, append=True)
                 self._start_syncer()
             self._journal.write(data)
             self._journal.flush()

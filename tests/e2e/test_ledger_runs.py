@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -320,9 +321,9 @@ def test_a_signal_mid_run_stops_it_gracefully_and_the_next_run_finishes(
 
 def _group_alive(group: int) -> bool:
     """Whether any process of process group ``group`` still runs (zombies do not count)."""
-    for stat in Path("/proc").glob("[0-9]*/stat"):
+    for status in Path("/proc").glob("[0-9]*/stat"):
         try:
-            fields = stat.read_text().rpartition(")")[2].split()
+            fields = status.read_text().rpartition(")")[2].split()
         except OSError:
             continue  # it has just exited
         if fields[0] != "Z" and int(fields[2]) == group:
@@ -354,3 +355,21 @@ def test_a_killed_runs_dead_letter_entries_are_kept_by_the_next_run(
     assert not list(tmp_path.glob("dead.jsonl.parts*")) and not list(
         tmp_path.glob("dead.jsonl.tmp*")
     )
+
+
+def test_the_ledgers_files_are_readable_by_their_owner_only(
+    events_file: Path, tmp_path: Path, collector: Collector
+) -> None:
+    ledger = tmp_path / "ledger"
+    flags = backfill_flags(collector.base_url, tmp_path, events_file, extra=(f"--ledger={ledger}",))
+    previous = os.umask(0)
+    try:
+        status, _ = run_json(flags, now=NOW)
+    finally:
+        os.umask(previous)
+    assert status == 0
+    files = [path for path in ledger.iterdir() if path.is_file()]
+    assert any(path.name.startswith("shard-") for path in files)
+    assert {path.name: stat.S_IMODE(path.stat().st_mode) for path in files} == {
+        path.name: 0o600 for path in files
+    }
