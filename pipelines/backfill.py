@@ -15,6 +15,7 @@ the command); runner sizing is in :mod:`beaconflow.pipelines.runners`.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import logging
 import os
@@ -32,7 +33,13 @@ from apache_beam.options.pipeline_options import (
 )
 from apache_beam.pvalue import PBegin
 
-from beaconflow.delivery.ledger import LedgerError, LedgerKeys, check_writable, ledger_files
+from beaconflow.delivery.ledger import (
+    LedgerError,
+    LedgerKeys,
+    check_writable,
+    ledger_files,
+    write_atomically,
+)
 from beaconflow.delivery.ledger_check import LedgerDamaged, prepare
 from beaconflow.delivery.ledger_identity import LedgerIdentity
 from beaconflow.delivery.ledger_lock import LedgerLocks, is_lockable
@@ -59,7 +66,7 @@ from beaconflow.report.counts import (
     reason_group,
     tally,
 )
-from beaconflow.report.deadletter import DeadLetterEntry, message_view
+from beaconflow.report.deadletter import DeadLetterEntry, entry_identity, message_view
 from beaconflow.report.html import html_path, render_html
 from beaconflow.report.run import RunReport
 from beaconflow.transforms.coders import MappedEventCoder, MessageCoder
@@ -155,8 +162,10 @@ class Backfill(beam.PTransform[PBegin, None]):
         workers: int,
         processes: int = 0,
         run_id: str = "",
+        dead_lettered: frozenset[str] = frozenset(),
     ) -> None:
         super().__init__()
+        self._dead_lettered = dead_lettered
         self._config = config
         self._files = list(files)
         self._tallies_path = tallies_path
@@ -178,7 +187,13 @@ class Backfill(beam.PTransform[PBegin, None]):
         raw = pipeline | "Read" >> ReadEvents(self._files, config.file_format)
         # typed outputs: Beam encodes them with their registered coders, never by pickling
         parsed = raw | "Parse" >> beam.ParDo(
-            ParseEvents(config.mapping, self._now, fingerprints, config.destinations)
+            ParseEvents(
+                config.mapping,
+                self._now,
+                fingerprints,
+                config.destinations,
+                self._dead_lettered,
+            )
         ).with_output_types(
             KeyedEvent, invalid=DeadLetterEntry, replayed=KeyedMessage, tally=Any
         ).with_outputs(INVALID, TALLY, REPLAYED, main="events")
@@ -297,6 +312,66 @@ def _check_ledger(config: BackfillConfig) -> None:
         raise UsageError(_not_writable("ledger", config.ledger, error)) from None
     for warning in warnings:
         log.warning("ledger %s: %s", config.ledger, warning)
+
+
+#: The ledger's files of dead-lettered records: ``dead-lettered-<run id>.txt``, a first line
+#: naming the dead letter that holds them, then one identity per line.
+_DEAD_LETTERED = "dead-lettered-"
+
+
+def _remember_dead_lettered(ledger: str, dead_letter: str, run_id: str) -> None:
+    """Record in the ledger which input records the committed ``dead_letter`` holds.
+
+    A later run with the ledger (a ``--lookback`` night) then counts those records as
+    already dead-lettered instead of dead-lettering them again. A failure only loses that
+    memory: the records would be dead-lettered again, never lost; it is logged.
+    """
+    identities: set[str] = set()
+    try:
+        with FileSystems.open(dead_letter) as handle:
+            for line in io.TextIOWrapper(handle, encoding="utf-8"):
+                if line.strip():
+                    identity = entry_identity(DeadLetterEntry.read(json.loads(line)))
+                    if identity is not None:
+                        identities.add(identity)
+        if not identities:
+            return
+        header = json.dumps({"dead_letter": dead_letter}, ensure_ascii=False)
+        text = "\n".join((header, *sorted(identities))) + "\n"
+        write_atomically(ledger, f"{_DEAD_LETTERED}{run_id}.txt", text.encode("utf-8"))
+    except Exception as error:
+        log.warning(
+            "the ledger could not record what %s holds (%s): a later run reading the same "
+            "records dead-letters them again",
+            dead_letter,
+            error,
+        )
+
+
+def _dead_lettered(config: BackfillConfig) -> frozenset[str]:
+    """The records earlier runs with this ledger dead-lettered, in dead letters still there.
+
+    Those of a dead letter at this run's own path are not: this run replaces that file.
+    """
+    if not config.ledger or config.dry_run:
+        return frozenset()
+    ledger = config.ledger.rstrip("/")
+    found: set[str] = set()
+    try:
+        matched = FileSystems.match([f"{ledger}/{_DEAD_LETTERED}*.txt"])[0].metadata_list
+    except Exception:  # Beam raises when the directory does not exist yet
+        return frozenset()
+    for match in matched:
+        try:
+            with FileSystems.open(match.path) as handle:
+                lines = handle.read().decode("utf-8").splitlines()
+            held_by = json.loads(lines[0])["dead_letter"]
+        except Exception as error:  # a damaged memory only costs a repeat dead letter
+            log.warning("ignoring %s: %s", match.path, error)
+            continue
+        if held_by != config.dead_letter and FileSystems.exists(held_by):
+            found.update(line for line in lines[1:] if line)
+    return frozenset(found)
 
 
 def _read_tallies(path: str) -> Counter[TallyKey]:
@@ -588,6 +663,7 @@ def _run_pipeline(
             workers=worker_processes(options),
             processes=send_processes(options, config.send_processes),
             run_id=run_id,
+            dead_lettered=_dead_lettered(config),
         )
         try:
             result = pipeline.run()
@@ -606,6 +682,10 @@ def _run_pipeline(
                 except Exception as error:
                     kept = f"what was written is kept in {parts_prefix(wanted)}* and {wanted}.tmp*"
                     stopped.append(f"{_not_writable(what, wanted, error)} ({kept})")
+                else:
+                    if what == "dead letter" and config.ledger and not config.dry_run:
+                        # committed: a later run reading the same records counts them only
+                        _remember_dead_lettered(config.ledger, wanted, run_id)
         if not partial:
             try:
                 sums = _read_tallies(tallies_path)

@@ -29,7 +29,12 @@ from beaconflow.model.message import DESTINATIONS, Destination, Message, Message
 from beaconflow.model.records import RecordError, parse_line
 from beaconflow.model.source import RawRecord
 from beaconflow.report.counts import MAPPING_RULE, PROPERTY_LEFT_OUT
-from beaconflow.report.deadletter import DeadLetterEntry, is_entry, replayed_message
+from beaconflow.report.deadletter import (
+    DeadLetterEntry,
+    entry_identity,
+    is_entry,
+    replayed_message,
+)
 from beaconflow.transforms.tallies import CountsTallies
 
 #: Output tags of the parse step.
@@ -51,8 +56,13 @@ class ParseEvents(CountsTallies, beam.DoFn):
         now: float,
         fingerprints: Mapping[str, str],
         destinations: tuple[Destination, ...] = DESTINATIONS,
+        dead_lettered: frozenset[str] = frozenset(),
     ) -> None:
         super().__init__()
+        #: The identities of the records an earlier run with the same ledger dead-lettered
+        #: (:func:`~beaconflow.report.deadletter.entry_identity`): counted, not dead-lettered
+        #: again, unless a dead letter is replayed
+        self._dead_lettered = dead_lettered
         self._mapping = mapping
         self._now = now
         self._fingerprints = dict(fingerprints)
@@ -77,14 +87,16 @@ class ParseEvents(CountsTallies, beam.DoFn):
     def process(self, raw: RawRecord) -> Iterator[KeyedEvent | TaggedOutput[str, Any]]:
         self.count("events_read")
         if raw.problem is not None:
-            yield self._invalid("read", raw.problem, raw)
+            yield from self._invalid("read", raw.problem, raw)
             return
         source: dict[str, Any] | None = raw.row
         only: object = None  # a replayed map entry's one destination
+        replaying = False
         try:
             if source is None:
                 source = parse_line(raw.text or "")
             if is_entry(source):  # a dead-letter file given as input: replay it
+                replaying = True
                 if "message" in source:
                     yield from self._replay_message(source, raw)
                     return
@@ -102,7 +114,7 @@ class ParseEvents(CountsTallies, beam.DoFn):
                 left_out=self._left_out,
             )
         except RecordError as error:
-            yield self._invalid("parse", str(error), raw, source)
+            yield from self._invalid("parse", str(error), raw, source, replaying=replaying)
             return
         yield (converted.event.key, converted.mapped)
 
@@ -113,18 +125,33 @@ class ParseEvents(CountsTallies, beam.DoFn):
             message = replayed_message(entry["message"])
             fingerprint = self._fingerprints[message.destination]
         except (MessageError, AttributeError) as error:
-            yield self._invalid("parse", f"dead-letter message: {error}", raw, entry)
+            yield from self._invalid(
+                "parse", f"dead-letter message: {error}", raw, entry, replaying=True
+            )
             return
         except KeyError:
             reason = f"dead-letter message for {message.destination}, which has no key in this run"
-            yield self._invalid("parse", reason, raw, entry)
+            yield from self._invalid("parse", reason, raw, entry, replaying=True)
             return
         self.count("events_mapped")
         self.count("messages_built", message.destination, message.kind)
         yield TaggedOutput(REPLAYED, (ledger_key(fingerprint, message), message))
 
     def _invalid(
-        self, stage: str, reason: str, raw: RawRecord, record: object = None
-    ) -> TaggedOutput[str, DeadLetterEntry]:
+        self,
+        stage: str,
+        reason: str,
+        raw: RawRecord,
+        record: object = None,
+        *,
+        replaying: bool = False,
+    ) -> Iterator[TaggedOutput[str, DeadLetterEntry]]:
+        entry = DeadLetterEntry.of_record(stage, reason, raw, record)
+        if self._dead_lettered and not replaying:
+            identity = entry_identity(entry)
+            if identity is not None and identity in self._dead_lettered:
+                # an earlier night's dead letter holds it already: not news, not an error
+                self.count("events_already_dead_lettered")
+                return
         self.count("events_invalid", stage=stage)
-        return TaggedOutput(INVALID, DeadLetterEntry.of_record(stage, reason, raw, record))
+        yield TaggedOutput(INVALID, entry)

@@ -15,6 +15,7 @@ A :class:`DeadLetterEntry` is the one way an entry is made, and
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from dataclasses import dataclass
@@ -37,6 +38,26 @@ def message_view(message: Message) -> dict[str, Any]:
         "occurrence": message.occurrence,
         "key": message.key,
     }
+
+
+def entry_identity(entry: DeadLetterEntry) -> str | None:
+    """What makes an input record's dead-letter entry the same in another run, or None.
+
+    The stage and the record as read (or its line, when it could not be read as JSON): not
+    its place (a nightly ``--lookback`` reads the same record in another run) nor the reason
+    (the same record is not news when a later release words its problem otherwise). Only
+    read- and parse-stage entries have one; a message's failure is tried again.
+    """
+    if entry.stage not in ("read", "parse"):
+        return None
+    if entry.record is not _NO_RECORD:
+        what = json.dumps(entry.record, sort_keys=True, ensure_ascii=False, default=plain)
+    elif entry.line is not None:
+        what = "line\x00" + entry.line
+    else:
+        return None
+    seed = f"{entry.stage}\x00{what}".encode("utf-8", "surrogatepass")
+    return hashlib.sha256(seed).hexdigest()[:32]
 
 
 def is_entry(record: dict[str, Any]) -> bool:
@@ -99,6 +120,20 @@ class DeadLetterEntry:
     status: int | None = None
     attempts: int | None = None
     destination: str | None = None
+
+    @classmethod
+    def read(cls, data: dict[str, Any]) -> DeadLetterEntry:
+        """An entry read back from its JSON object: its stage, reason and record or line.
+
+        What :func:`entry_identity` needs; a message's evidence is not read back here.
+        """
+        line = data.get("line")
+        return cls(
+            str(data.get("stage", "")),
+            str(data.get("reason", "")),
+            record=data.get("record", _NO_RECORD),
+            line=line if isinstance(line, str) else None,
+        )
 
     @classmethod
     def of_record(

@@ -309,6 +309,7 @@ _EVENT_STATS = (
     ("events_invalid", "invalid"),
     ("events_duplicate", "duplicate"),
     ("events_out_of_range", "out of range"),
+    ("events_already_dead_lettered", "dead-lettered before"),
 )
 _MESSAGE_STATS = (
     ("messages_built", "built"),

@@ -22,6 +22,7 @@ EVENT_COUNTERS = (
     "events_invalid",
     "events_duplicate",
     "events_out_of_range",
+    "events_already_dead_lettered",
     "events_mapped",
 )
 #: The outcomes of a built message; they add up to built.
@@ -58,6 +59,9 @@ class RunReport:
     events_invalid: int = 0
     events_duplicate: int = 0
     events_out_of_range: int = 0
+    #: Records an earlier run with the same --ledger dead-lettered already (a --lookback
+    #: night reading the day before again): not invalid again, not in this dead letter.
+    events_already_dead_lettered: int = 0
     events_mapped: int = 0
     #: Mapped events that no configured destination takes (part of events_mapped).
     events_unrouted: int = 0
@@ -247,7 +251,12 @@ def summary(report: RunReport) -> str:
     lines = [
         f"events: {report.events_read} read, {report.events_mapped} mapped, "
         f"{report.events_invalid} invalid, {report.events_duplicate} duplicate, "
-        f"{report.events_out_of_range} out of range",
+        f"{report.events_out_of_range} out of range"
+        + (
+            f", {report.events_already_dead_lettered} dead-lettered by an earlier run"
+            if report.events_already_dead_lettered
+            else ""
+        ),
         f"messages: {report.messages_built} built, {report.messages_delivered} delivered, "
         f"{report.messages_failed} failed, {report.messages_duplicate} duplicate, "
         f"{report.messages_skipped} already delivered"

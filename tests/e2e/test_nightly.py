@@ -190,3 +190,54 @@ def test_a_missing_lookback_day_is_skipped_and_reported(
     done = run_cli(*[f.replace("2025-06-02", "2025-06-01") for f in flags])
     assert done.returncode == 0, done.stderr
     assert "lookback: no input for 2025-05-31 (skipped)" in done.stdout.splitlines()
+
+
+def test_a_bad_line_of_the_day_before_alerts_once_not_at_every_lookback(
+    collector: Collector, partitions: tuple[Path, dict[str, Counter[str]]], tmp_path: Path
+) -> None:
+    root = tmp_path / "logs"
+    for day in ("2025-06-03", "2025-06-04"):
+        (root / f"dt={day}").mkdir(parents=True)
+        source = partitions[0] / f"dt={day}" / "events.jsonl"
+        (root / f"dt={day}" / "events.jsonl").write_text(source.read_text())
+    with (root / "dt=2025-06-03" / "events.jsonl").open("a") as handle:
+        handle.write("{oops\n")
+    out = tmp_path / "out"
+
+    def night(*extra: str, dead_letter: str = f"{out}/{{date}}/dead.jsonl") -> dict[str, Any]:
+        flags = backfill_flags(
+            collector.base_url,
+            out,
+            extra=(f"--input={root}/dt={{date}}/*.jsonl", f"--ledger={out / 'ledger'}",
+                   f"--dead-letter={dead_letter}", *extra),
+        )  # fmt: skip
+        status, report = run_json(flags, now=NOW)
+        assert report["invariant_errors"] == []
+        report["status"] = status
+        return report
+
+    third = night("--date=2025-06-03", "--max-errors=1")
+    assert (third["status"], third["events_invalid"]) == (0, 1)
+    assert len((out / "2025-06-03" / "dead.jsonl").read_text().splitlines()) == 1
+    # the next night reads the 3rd again (--lookback): the line is in the 3rd's dead letter
+    fourth = night("--date=2025-06-04", "--lookback=1")
+    assert fourth["status"] == 0  # not an error again, not against --max-errors 0
+    assert (fourth["events_invalid"], fourth["events_already_dead_lettered"]) == (0, 1)
+    assert (out / "2025-06-04" / "dead.jsonl").read_text() == ""
+    # replaying the 3rd's dead letter still reports the line
+    flags = backfill_flags(
+        collector.base_url,
+        out / "replay",
+        out / "2025-06-03" / "dead.jsonl",
+        extra=(f"--ledger={out / 'ledger'}", "--max-errors=1"),
+    )
+    status, replayed = run_json(flags, now=NOW)
+    assert (status, replayed["events_invalid"], replayed["events_already_dead_lettered"]) == (
+        0,
+        1,
+        0,
+    )
+    # the same night again writes its dead letter at the same path, replacing the one that
+    # held the line: the line is dead-lettered again, never lost
+    again = night("--date=2025-06-03", "--max-errors=1")
+    assert (again["events_invalid"], again["events_already_dead_lettered"]) == (1, 0)
