@@ -301,15 +301,12 @@ def _scaled(value: Any, scale: Decimal, whole: int | None = None) -> Any:
         if type(value) is float:
             product = value * whole
             # far from a tie, the float product rounds as the decimal one does: the two
-            # differ by a few units in the last place (|product| < 1e9: under 1e-6); NaN
-            # and infinities fail the first test and are left as they are below
+            # differ by a few units in the last place (|product| < 1e9: under 1e-6). Ties,
+            # large values, NaN and infinities take the decimal way below
             if abs(product) < 1e9:
                 nearest = round(product)
                 if abs(abs(product - nearest) - 0.5) > 1e-3:
                     return int(nearest)
-            text = repr(value)  # the shortest text that reads back as it: what JSON wrote
-            if "e" not in text and "n" not in text:
-                return _scaled_decimal_text(text, whole)
     if isinstance(value, bool):
         return value
     try:
@@ -320,20 +317,6 @@ def _scaled(value: Any, scale: Decimal, whole: int | None = None) -> Any:
         return value
     # round half to even, as the cents of a currency conversion are usually rounded
     return int((number * scale).to_integral_value())
-
-
-def _scaled_decimal_text(text: str, scale: int) -> int:
-    """``text`` (digits with one point) x ``scale``, rounded half to even, in integers."""
-    whole, _, fraction = text.partition(".")
-    numerator = int(whole + fraction) * scale
-    denominator: int = 10 ** len(fraction)
-    quotient: int
-    remainder: int
-    quotient, remainder = divmod(numerator, denominator)  # floor, remainder >= 0
-    twice = 2 * remainder
-    if twice > denominator or (twice == denominator and quotient % 2):
-        quotient += 1
-    return quotient
 
 
 def _from_epoch(value: Any, unit: int) -> Any:
@@ -403,7 +386,8 @@ def parse_path(text: object) -> Path:
     return tuple(int(part) if part.isdigit() else part for part in text.split("."))
 
 
-def _paths(value: object) -> tuple[Path, ...]:
+def parse_paths(value: object) -> tuple[Path, ...]:
+    """One dotted path, or a non-empty list of them."""
     if isinstance(value, list):
         if not value:
             raise RuleError("needs at least one path")
@@ -416,7 +400,7 @@ def compile_rule(canonical: str, spec: object) -> FieldRule:
     if spec is False:
         return FieldRule(canonical, drop=True)
     if isinstance(spec, str | list):
-        return FieldRule(canonical, paths=_paths(spec))
+        return FieldRule(canonical, paths=parse_paths(spec))
     if not isinstance(spec, dict):
         raise RuleError("must be a field name or dotted path, a list of them, false, or a table")
     unknown = set(spec) - RULE_KEYS
@@ -465,7 +449,7 @@ def compile_rule(canonical: str, spec: object) -> FieldRule:
     if not isinstance(optional, bool):
         raise RuleError("optional must be true or false")
     template = spec.get("template")
-    join = _paths(spec["join"]) if "join" in spec else ()
+    join = parse_paths(spec["join"]) if "join" in spec else ()
     alternatives: tuple[FieldRule, ...] = ()
     if template is not None:
         templates = template if isinstance(template, list) else [template]
@@ -484,7 +468,7 @@ def compile_rule(canonical: str, spec: object) -> FieldRule:
         )
     return FieldRule(
         canonical,
-        paths=_paths(spec["path"]) if "path" in spec else (),
+        paths=parse_paths(spec["path"]) if "path" in spec else (),
         join=join,
         separator=separator,
         value_map=None if value_map is None else dict(value_map),

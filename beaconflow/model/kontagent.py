@@ -255,12 +255,8 @@ def hashed_user_id(user_id: str | int) -> str:
     if type(user_id) is int and 0 < user_id <= _HASH_MASK:
         return str(user_id)
     text = str(user_id)
-    if (
-        _DIGITS.fullmatch(text)
-        and text.strip("0")
-        and len(text) <= 19
-        and 0 < int(text) <= _HASH_MASK
-    ):
+    # at most 19 digits: int() of a longer text is never below 2**63, and costs
+    if _DIGITS.fullmatch(text) and len(text) <= 19 and 0 < int(text) <= _HASH_MASK:
         return text
     digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
     return str(int.from_bytes(digest[:8], "big") & _HASH_MASK or 1)

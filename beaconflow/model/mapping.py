@@ -32,6 +32,7 @@ from beaconflow.model.field_rules import (
     getter,
     in_zone,
     parse_path,
+    parse_paths,
     resolve,
 )
 from beaconflow.model.message import DESTINATIONS, Destination
@@ -123,12 +124,12 @@ def _replaced(record: Mapping[str, Any], path: Path, value: Any) -> dict[str, An
     return out
 
 
-def _scalars(obj: Mapping[str, Any], prefix: str, flatten: bool) -> Iterator[tuple[str, Any]]:
-    """``(name, value)`` of an object; a nested object's as dotted names when flattening."""
+def _flattened(obj: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """``(name, value)`` of an object, a nested object's under dotted names."""
     for key, value in obj.items():
         name = f"{prefix}{key}"
-        if flatten and isinstance(value, dict) and value:
-            yield from _scalars(value, f"{name}.", flatten)
+        if isinstance(value, dict) and value:
+            yield from _flattened(value, f"{name}.")
         else:
             yield name, value
 
@@ -190,7 +191,7 @@ class PropertySources:
                     dropped.append(source)
                 continue
             found = True
-            items = _scalars(obj, "", True) if self.flatten else obj.items()
+            items = _flattened(obj) if self.flatten else obj.items()
             for name, value in items:
                 if name in properties or name in exclude:
                     continue
@@ -507,10 +508,10 @@ def _path(value: object, where: str) -> Path:
 
 
 def _paths(value: object, where: str) -> tuple[Path, ...]:
-    items = value if isinstance(value, list) else [value]
-    if not items:
-        raise MappingError(f"{where} needs at least one path")
-    return tuple(_path(item, where) for item in items)
+    try:
+        return parse_paths(value)
+    except RuleError as error:
+        raise MappingError(f"{where} {error}") from None
 
 
 def _text_set(value: object, where: str) -> frozenset[str]:
