@@ -15,7 +15,6 @@ the command); runner sizing is in :mod:`beaconflow.pipelines.runners`.
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import logging
 import os
@@ -33,12 +32,12 @@ from apache_beam.options.pipeline_options import (
 )
 from apache_beam.pvalue import PBegin
 
+from beaconflow.delivery import dead_lettered
 from beaconflow.delivery.ledger import (
     LedgerError,
     LedgerKeys,
     check_writable,
     ledger_files,
-    write_atomically,
 )
 from beaconflow.delivery.ledger_check import LedgerDamaged, prepare
 from beaconflow.delivery.ledger_identity import LedgerIdentity
@@ -66,7 +65,7 @@ from beaconflow.report.counts import (
     reason_group,
     tally,
 )
-from beaconflow.report.deadletter import DeadLetterEntry, entry_identity, message_view
+from beaconflow.report.deadletter import DeadLetterEntry, message_view
 from beaconflow.report.html import html_path, render_html
 from beaconflow.report.run import RunReport
 from beaconflow.transforms.coders import MappedEventCoder, MessageCoder
@@ -314,64 +313,14 @@ def _check_ledger(config: BackfillConfig) -> None:
         log.warning("ledger %s: %s", config.ledger, warning)
 
 
-#: The ledger's files of dead-lettered records: ``dead-lettered-<run id>.txt``, a first line
-#: naming the dead letter that holds them, then one identity per line.
-_DEAD_LETTERED = "dead-lettered-"
-
-
-def _remember_dead_lettered(ledger: str, dead_letter: str, run_id: str) -> None:
-    """Record in the ledger which input records the committed ``dead_letter`` holds.
-
-    A later run with the ledger (a ``--lookback`` night) then counts those records as
-    already dead-lettered instead of dead-lettering them again. A failure only loses that
-    memory: the records would be dead-lettered again, never lost; it is logged.
-    """
-    identities: set[str] = set()
-    try:
-        with FileSystems.open(dead_letter) as handle:
-            for line in io.TextIOWrapper(handle, encoding="utf-8"):
-                if line.strip():
-                    identity = entry_identity(DeadLetterEntry.read(json.loads(line)))
-                    if identity is not None:
-                        identities.add(identity)
-        if not identities:
-            return
-        header = json.dumps({"dead_letter": dead_letter}, ensure_ascii=False)
-        text = "\n".join((header, *sorted(identities))) + "\n"
-        write_atomically(ledger, f"{_DEAD_LETTERED}{run_id}.txt", text.encode("utf-8"))
-    except Exception as error:
-        log.warning(
-            "the ledger could not record what %s holds (%s): a later run reading the same "
-            "records dead-letters them again",
-            dead_letter,
-            error,
-        )
-
-
 def _dead_lettered(config: BackfillConfig) -> frozenset[str]:
-    """The records earlier runs with this ledger dead-lettered, in dead letters still there.
-
-    Those of a dead letter at this run's own path are not: this run replaces that file.
-    """
+    """The records earlier runs with this ledger dead-lettered (none for a dry run)."""
     if not config.ledger or config.dry_run:
         return frozenset()
-    ledger = config.ledger.rstrip("/")
-    found: set[str] = set()
-    try:
-        matched = FileSystems.match([f"{ledger}/{_DEAD_LETTERED}*.txt"])[0].metadata_list
-    except Exception:  # Beam raises when the directory does not exist yet
-        return frozenset()
-    for match in matched:
-        try:
-            with FileSystems.open(match.path) as handle:
-                lines = handle.read().decode("utf-8").splitlines()
-            held_by = json.loads(lines[0])["dead_letter"]
-        except Exception as error:  # a damaged memory only costs a repeat dead letter
-            log.warning("ignoring %s: %s", match.path, error)
-            continue
-        if held_by != config.dead_letter and FileSystems.exists(held_by):
-            found.update(line for line in lines[1:] if line)
-    return frozenset(found)
+    days = config.input_days.values()
+    return dead_lettered.recall(
+        config.ledger, config.dead_letter, min(days) if config.day and days else None
+    )
 
 
 def _read_tallies(path: str) -> Counter[TallyKey]:
@@ -685,7 +634,8 @@ def _run_pipeline(
                 else:
                     if what == "dead letter" and config.ledger and not config.dry_run:
                         # committed: a later run reading the same records counts them only
-                        _remember_dead_lettered(config.ledger, wanted, run_id)
+                        days = config.input_days.values() if config.day else ()
+                        dead_lettered.remember(config.ledger, wanted, run_id, days)
         if not partial:
             try:
                 sums = _read_tallies(tallies_path)

@@ -97,7 +97,10 @@ class MappedEventCoder(coders.Coder):
             value.source,
             value.time,
             [_message_fields(m) for m in value.messages],
-            [(_DESTINATION_INDEX[p.destination], p.kind, p.reason) for p in value.problems],
+            [
+                (_DESTINATION_INDEX[p.destination], p.kind, p.reason, p.known)
+                for p in value.problems
+            ],
             record,
         )
         encoded: bytes = _EVENT_IMPL.encode(fields)
@@ -110,7 +113,9 @@ class MappedEventCoder(coders.Coder):
             source,
             time,
             tuple(_message(m) for m in messages),
-            tuple(Problem(DESTINATIONS[d], kind, reason) for d, kind, reason in problems),
+            tuple(
+                Problem(DESTINATIONS[d], kind, reason, known) for d, kind, reason, known in problems
+            ),
             restored,
         )
 

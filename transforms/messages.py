@@ -5,8 +5,10 @@ releases what the parse step built: messages leave as ``(ledger key, Message)`` 
 message dedup, or, for the ``direct`` destinations, as messages through the ``direct`` output.
 Each destination stands on its own: a destination whose message could not be built gets a
 :class:`~beaconflow.report.deadletter.DeadLetterEntry` of the ``map`` stage naming it (and
-counts as ``messages_invalid``), while the event's other messages go on. Counting here, not
-in the parse step, makes each count one of a kept event.
+counts as ``messages_invalid``), while the event's other messages go on; a problem an earlier
+run with the same ledger dead-lettered already (``Problem.known``, marked by the parse step)
+counts as ``messages_already_dead_lettered`` instead, with no new entry. Counting here, not in
+the parse step, makes each count one of a kept event.
 """
 
 from __future__ import annotations
@@ -43,6 +45,10 @@ class SplitMessages(CountsTallies, beam.DoFn):
         self.count("events_mapped")
         for problem in event.problems:
             # this destination's message only: the others go on
+            if problem.known:
+                # an earlier night's dead letter holds it already: not news, not an error
+                self.count("messages_already_dead_lettered", problem.destination, problem.kind)
+                continue
             self.count("messages_invalid", problem.destination, problem.kind)
             yield TaggedOutput(
                 INVALID,

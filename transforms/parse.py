@@ -14,6 +14,7 @@ names, when it names one), and its messages leave through ``replayed`` as
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -116,7 +117,26 @@ class ParseEvents(CountsTallies, beam.DoFn):
         except RecordError as error:
             yield from self._invalid("parse", str(error), raw, source, replaying=replaying)
             return
-        yield (converted.event.key, converted.mapped)
+        mapped = converted.mapped
+        if self._dead_lettered and mapped.problems and not replaying:
+            mapped = self._known_problems(mapped, raw)
+        yield (converted.event.key, mapped)
+
+    def _known_problems(self, mapped: MappedEvent, raw: RawRecord) -> MappedEvent:
+        """The event with the problems an earlier run's dead letter holds marked ``known``."""
+        problems = tuple(
+            problem._replace(known=True)
+            if entry_identity(
+                DeadLetterEntry(
+                    "map", problem.reason, raw.source, record=mapped.record,
+                    destination=problem.destination,
+                )
+            )
+            in self._dead_lettered
+            else problem
+            for problem in mapped.problems
+        )  # fmt: skip
+        return dataclasses.replace(mapped, problems=problems)
 
     def _replay_message(
         self, entry: dict[str, Any], raw: RawRecord

@@ -211,11 +211,16 @@ def _canonical_field(error: MessageError) -> str | None:
 
 
 class Problem(NamedTuple):
-    """Why one destination's message of an event could not be built."""
+    """Why one destination's message of an event could not be built.
+
+    ``known``: an earlier run with the same ledger dead-lettered this very problem already
+    (the parse step knows; the messages step counts it, without a new dead-letter entry).
+    """
 
     destination: Destination
     kind: str  # the message kind the rule belongs to (a Kontagent type, a KISSmetrics call)
     reason: str
+    known: bool = False
 
 
 @dataclass(frozen=True, slots=True)

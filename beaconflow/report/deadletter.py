@@ -45,10 +45,12 @@ def entry_identity(entry: DeadLetterEntry) -> str | None:
 
     The stage and the record as read (or its line, when it could not be read as JSON): not
     its place (a nightly ``--lookback`` reads the same record in another run) nor the reason
-    (the same record is not news when a later release words its problem otherwise). Only
-    read- and parse-stage entries have one; a message's failure is tried again.
+    (the same record is not news when a later release words its problem otherwise). A
+    ``map`` entry's identity also has its destination (the record's message for another
+    destination is another problem). Only read-, parse- and map-stage entries have one; a
+    message that failed to send is tried again.
     """
-    if entry.stage not in ("read", "parse"):
+    if entry.stage not in ("read", "parse", "map"):
         return None
     if entry.record is not _NO_RECORD:
         what = json.dumps(entry.record, sort_keys=True, ensure_ascii=False, default=plain)
@@ -56,7 +58,8 @@ def entry_identity(entry: DeadLetterEntry) -> str | None:
         what = "line\x00" + entry.line
     else:
         return None
-    seed = f"{entry.stage}\x00{what}".encode("utf-8", "surrogatepass")
+    stage = f"map\x00{entry.destination}" if entry.stage == "map" else entry.stage
+    seed = f"{stage}\x00{what}".encode("utf-8", "surrogatepass")
     return hashlib.sha256(seed).hexdigest()[:32]
 
 
@@ -127,12 +130,13 @@ class DeadLetterEntry:
 
         What :func:`entry_identity` needs; a message's evidence is not read back here.
         """
-        line = data.get("line")
+        line, destination = data.get("line"), data.get("destination")
         return cls(
             str(data.get("stage", "")),
             str(data.get("reason", "")),
             record=data.get("record", _NO_RECORD),
             line=line if isinstance(line, str) else None,
+            destination=destination if isinstance(destination, str) else None,
         )
 
     @classmethod

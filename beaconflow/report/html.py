@@ -319,6 +319,7 @@ _MESSAGE_STATS = (
     ("messages_skipped", "already delivered (skipped)"),
     ("messages_dry_run", "dry run"),
     ("messages_invalid", "invalid (not built)"),
+    ("messages_already_dead_lettered", "not built, dead-lettered before"),
 )
 _ALERTS = {"events_invalid": "warn", "messages_invalid": "warn", "messages_failed": "bad"}
 

@@ -35,13 +35,14 @@ MESSAGE_COUNTERS = (
     "messages_dry_run",
 )
 
-#: Every counter a report has a field for: the outcomes above, and three more.
+#: Every counter a report has a field for: the outcomes above, and four more.
 COUNTERS = (
     *EVENT_COUNTERS,
     *MESSAGE_COUNTERS,
     "events_unrouted",
     "messages_not_attempted",
     "messages_invalid",
+    "messages_already_dead_lettered",
 )
 
 
@@ -76,6 +77,9 @@ class RunReport:
     #: Messages that could not be built for one destination (not part of messages_built);
     #: the event's other messages went on.
     messages_invalid: int = 0
+    #: Messages that could not be built for one destination, whose map-stage entry an earlier
+    #: run with the same --ledger dead-lettered already (not part of messages_invalid).
+    messages_already_dead_lettered: int = 0
     invalid_by_stage: Mapping[str, int] = field(default_factory=dict)
     by_destination: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
     by_type: Mapping[str, Mapping[str, int]] | None = field(default_factory=dict)
@@ -261,6 +265,11 @@ def summary(report: RunReport) -> str:
         f"{report.messages_failed} failed, {report.messages_duplicate} duplicate, "
         f"{report.messages_skipped} already delivered"
         + (f", {report.messages_invalid} invalid" if report.messages_invalid else "")
+        + (
+            f", {report.messages_already_dead_lettered} not built, dead-lettered by an earlier run"
+            if report.messages_already_dead_lettered
+            else ""
+        )
         + (f", {dry_run} written (dry run)" if dry_run else ""),
     ]
     for destination, counts in report.by_destination.items():

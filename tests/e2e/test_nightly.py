@@ -200,8 +200,11 @@ def test_a_bad_line_of_the_day_before_alerts_once_not_at_every_lookback(
         (root / f"dt={day}").mkdir(parents=True)
         source = partitions[0] / f"dt={day}" / "events.jsonl"
         (root / f"dt={day}" / "events.jsonl").write_text(source.read_text())
+    noon = int(datetime(2025, 6, 3, 12, tzinfo=UTC).timestamp())
     with (root / "dt=2025-06-03" / "events.jsonl").open("a") as handle:
-        handle.write("{oops\n")
+        handle.write("{oops\n")  # unreadable: parse stage
+        # Kontagent cannot take the name (map stage, per destination); KISSmetrics can
+        handle.write(json.dumps({"time": noon, "user_id": 7, "event": "level up"}) + "\n")
     out = tmp_path / "out"
 
     def night(*extra: str, dead_letter: str = f"{out}/{{date}}/dead.jsonl") -> dict[str, Any]:
@@ -216,20 +219,23 @@ def test_a_bad_line_of_the_day_before_alerts_once_not_at_every_lookback(
         report["status"] = status
         return report
 
-    third = night("--date=2025-06-03", "--max-errors=1")
-    assert (third["status"], third["events_invalid"]) == (0, 1)
-    assert len((out / "2025-06-03" / "dead.jsonl").read_text().splitlines()) == 1
-    # the next night reads the 3rd again (--lookback): the line is in the 3rd's dead letter
+    third = night("--date=2025-06-03", "--max-errors=2")
+    assert (third["status"], third["events_invalid"], third["messages_invalid"]) == (0, 1, 1)
+    stages = [json.loads(line)["stage"] for line in (out / "2025-06-03" / "dead.jsonl").open()]
+    assert sorted(stages) == ["map", "parse"]
+    # the next night reads the 3rd again (--lookback): the lines are in the 3rd's dead letter
     fourth = night("--date=2025-06-04", "--lookback=1")
-    assert fourth["status"] == 0  # not an error again, not against --max-errors 0
+    assert fourth["status"] == 0  # not errors again, not against --max-errors 0
     assert (fourth["events_invalid"], fourth["events_already_dead_lettered"]) == (0, 1)
+    assert (fourth["messages_invalid"], fourth["messages_already_dead_lettered"]) == (0, 1)
+    assert fourth["by_destination"]["kontagent"]["already_dead_lettered"] == 1
     assert (out / "2025-06-04" / "dead.jsonl").read_text() == ""
     # replaying the 3rd's dead letter still reports the line
     flags = backfill_flags(
         collector.base_url,
         out / "replay",
         out / "2025-06-03" / "dead.jsonl",
-        extra=(f"--ledger={out / 'ledger'}", "--max-errors=1"),
+        extra=(f"--ledger={out / 'ledger'}", "--max-errors=2"),
     )
     status, replayed = run_json(flags, now=NOW)
     assert (status, replayed["events_invalid"], replayed["events_already_dead_lettered"]) == (
@@ -237,7 +243,15 @@ def test_a_bad_line_of_the_day_before_alerts_once_not_at_every_lookback(
         1,
         0,
     )
+    assert (replayed["messages_invalid"], replayed["messages_already_dead_lettered"]) == (1, 0)
     # the same night again writes its dead letter at the same path, replacing the one that
     # held the line: the line is dead-lettered again, never lost
-    again = night("--date=2025-06-03", "--max-errors=1")
+    again = night("--date=2025-06-03", "--max-errors=2")
     assert (again["events_invalid"], again["events_already_dead_lettered"]) == (1, 0)
+    # the map entry is in the replay's dead letter too (another path, still there)
+    assert (again["messages_invalid"], again["messages_already_dead_lettered"]) == (0, 1)
+    # once that one is gone, the night dead-letters it again
+    for replay_output in (out / "replay").glob("dead*"):
+        replay_output.unlink()
+    again = night("--date=2025-06-03", "--max-errors=2")
+    assert (again["messages_invalid"], again["messages_already_dead_lettered"]) == (1, 0)

@@ -25,7 +25,7 @@ REPORT_KEYS = {
     "inputs", "files", "report", "dead_letter", "dry_run", "sandbox", "ledger", "date",
     "destinations", "exit_status", "mapping_rules_matched", "mapping_rules_unmatched",
     "properties_left_out", "lookback_days_missing", "dead_letter_salvaged",
-    "events_already_dead_lettered",
+    "events_already_dead_lettered", "messages_already_dead_lettered",
 }  # fmt: skip
 
 
