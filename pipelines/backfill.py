@@ -32,7 +32,6 @@ from apache_beam.options.pipeline_options import (
 )
 from apache_beam.pvalue import PBegin
 
-from beaconflow.delivery import dead_lettered
 from beaconflow.delivery.ledger import (
     LedgerError,
     LedgerKeys,
@@ -57,6 +56,7 @@ from beaconflow.pipelines.runners import (
     send_processes,
     worker_processes,
 )
+from beaconflow.report import dead_lettered
 from beaconflow.report.counts import (
     DEAD_LETTER_REASON,
     Tally,

@@ -20,7 +20,7 @@ The memory stays small (:func:`remember` and :func:`recall` drop what cannot ser
 A failure here only loses memory (a record dead-lettered twice), never a record: it is
 logged, and the run goes on. No HTTP; Beam's FileSystems for ``gs://`` and ``s3://``::
 
-    python -m pytest tests/delivery/test_dead_lettered.py
+    python -m pytest tests/report/test_dead_lettered.py
 """
 
 from __future__ import annotations

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from beaconflow.delivery import dead_lettered
-from beaconflow.delivery.dead_lettered import Memory, recall, remember
+from beaconflow.report import dead_lettered
+from beaconflow.report.dead_lettered import Memory, recall, remember
 from beaconflow.report.deadletter import DeadLetterEntry, entry_identity
 
 BAD_LINE = {"stage": "parse", "reason": "not JSON", "source": "a.jsonl:3", "line": "{oops"}
