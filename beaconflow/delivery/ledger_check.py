@@ -36,6 +36,7 @@ from beaconflow.delivery.ledger import (
     JOURNAL_SUFFIX,
     SEAL_PREFIX,
     SHARD_SUFFIX,
+    LedgerWriter,
     beam_filesystems,
     checked_entry,
     file_entries,
@@ -263,7 +264,56 @@ def prepare(directory: str, identity: LedgerIdentity, *, write: bool) -> list[st
             if descriptor_name(fingerprint) not in present:
                 data = identity.descriptor_bytes(fingerprint)
                 write_atomically(directory, descriptor_name(fingerprint), data)
+        adopt_format1(directory, identity, state)
     return warnings
+
+
+def adoption_name(legacy: str, fingerprint: str) -> str:
+    """The file saying format-1 entries of ``legacy`` were copied under ``fingerprint``."""
+    return f"adopted-{legacy}-{fingerprint}.json"
+
+
+def adopt_format1(directory: str, identity: LedgerIdentity, state: LedgerState) -> int:
+    """Copy format-1 entries made with this run's key under its ``--ledger-app`` fingerprint.
+
+    A format-1 entry is recognised by its API key only. With ``--ledger-app``, the first run
+    that still has the key that made them copies them, once, into a sealed format-2 shard
+    under the app's fingerprint (``adopted-<old>-<new>.json`` records that it was done), so
+    that they count after a key rotation too. The format-1 files stay as they are. Returns
+    the entries copied.
+    """
+    todo = {
+        legacy: fingerprint
+        for legacy, fingerprint in identity.legacy.items()
+        if identity.descriptors.get(fingerprint, {}).get("identified_by") == "app"
+        and any(v == 1 and f == legacy for f, _, v in state.counts)
+    }
+    present = set(_names(directory))
+    todo = {old: new for old, new in todo.items() if adoption_name(old, new) not in present}
+    if not todo:
+        return 0
+    writer = LedgerWriter(directory, {}, sync_seconds=None)
+    copied: Counter[str] = Counter()
+    for name in sorted(present):
+        if not name.endswith((SHARD_SUFFIX, JOURNAL_SUFFIX)) or is_format2(name):
+            continue
+        entries, _ = file_entries(name, _read(directory, name))
+        for entry in entries:
+            old, colon, rest = entry["ledger"].partition(":")
+            if colon and old in todo:
+                at = entry.get("at")
+                writer.record_keyed(
+                    f"{todo[old]}:{rest}",
+                    str(entry.get("destination")),
+                    str(entry.get("kind")),
+                    at if isinstance(at, int) else None,
+                )
+                copied[old] += 1
+    writer.close()
+    for old, new in todo.items():
+        note = {"format1_fingerprint": old, "fingerprint": new, "entries": copied[old]}
+        write_atomically(directory, adoption_name(old, new), json.dumps(note).encode() + b"\n")
+    return sum(copied.values())
 
 
 def verify_lines(state: LedgerState) -> list[str]:

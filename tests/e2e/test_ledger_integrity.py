@@ -158,6 +158,35 @@ def test_a_ledger_written_by_the_release_before_is_honoured(
     assert "0 sealed shards, 0 journals, 1 format-1 files, 119 entries" in verify.stdout
 
 
+def test_ledger_app_adopts_format1_entries_so_a_key_rotation_keeps_them(tmp_path: Path) -> None:
+    """Format-1 entries are known by their key only: --ledger-app copies them, once."""
+    ledger = tmp_path / "ledger"
+    shutil.copytree(FIXTURE / "ledger", ledger)
+    extra = (f"--ledger={ledger}", "--ledger-app=space-game")
+    events = FIXTURE / "events.jsonl"
+    with Collector() as collector:  # takes any key
+        flags = backfill_flags(collector.base_url, tmp_path / "first", events, extra=extra)
+        first = run_cli(*flags)
+        assert first.returncode == 0, first.stderr
+        assert collector.accepted() == []
+        copied = sum(json.loads(p.read_text())["entries"] for p in ledger.glob("adopted-*"))
+        assert copied == 119  # every entry of the fixture, both destinations
+        rotated = [
+            flag.replace(KONTAGENT_KEY, "rotated-kt-key-0123456789").replace(
+                KISSMETRICS_KEY, "rotated-km-key-0123456789"
+            )
+            for flag in backfill_flags(collector.base_url, tmp_path / "next", events, extra=extra)
+        ]
+        second = run_cli(*rotated)
+        assert second.returncode == 0, second.stderr
+        assert collector.accepted() == [], "a rotated key resends nothing the old ledger holds"
+        assert "the ledger holds" not in second.stderr
+    # adopted once: the second run (another key) had nothing of format 1 to adopt
+    assert len(list(ledger.glob("adopted-*"))) == 2
+    for path in ledger.iterdir():
+        assert KONTAGENT_KEY.encode() not in path.read_bytes(), path.name
+
+
 def _flags(url: str, key: str, out: Path, events: Path, *extra: str) -> list[str]:
     """A run to both destinations at ``url`` with ``key`` as both API keys."""
     return [
