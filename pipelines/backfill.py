@@ -18,11 +18,13 @@ import contextlib
 import json
 import logging
 import os
+import threading
 import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any
 
 import apache_beam as beam
@@ -44,6 +46,7 @@ from beaconflow.delivery.ledger_lock import LedgerLocks, is_lockable
 from beaconflow.delivery.redact import Redactor, redact_library_logs
 from beaconflow.delivery.sender import Delivery
 from beaconflow.delivery.stop import RunStop, forget_run, interrupted_by, run_stop
+from beaconflow.model.duration import format_duration
 from beaconflow.model.events import MappedEvent
 from beaconflow.model.message import Destination, Endpoint, Message
 from beaconflow.model.render import render_url
@@ -148,7 +151,8 @@ class Backfill(beam.PTransform[PBegin, None]):
 
     ``tallies_path`` receives the summed tallies the report is made of; ``now`` is the time
     events may not be after; ``workers`` and ``processes`` size the sending; ``run_id`` names
-    the run's stop flag.
+    the run's stop flag; ``deadline`` is the wall-clock instant (epoch seconds) of the run's
+    --deadline, None without one.
     """
 
     def __init__(
@@ -162,9 +166,11 @@ class Backfill(beam.PTransform[PBegin, None]):
         processes: int = 0,
         run_id: str = "",
         dead_lettered: frozenset[str] = frozenset(),
+        deadline: float | None = None,
     ) -> None:
         super().__init__()
         self._dead_lettered = dead_lettered
+        self._deadline = deadline
         self._config = config
         self._files = list(files)
         self._tallies_path = tallies_path
@@ -261,6 +267,8 @@ class Backfill(beam.PTransform[PBegin, None]):
                 processes=self._processes,
                 run_id=run_id,
                 fingerprints=fingerprints,
+                deadline=self._deadline,
+                breaker_window=config.breaker_window,
             )
             for name, stream in streams.items():
                 # grouped by key just before (dedup), or coming out of the messages step
@@ -512,12 +520,15 @@ def _ledger_locks(config: BackfillConfig, stop: RunStop) -> contextlib.AbstractC
 def run(argv: Sequence[str], *, now: float | None = None) -> tuple[int, RunReport]:
     """Run the backfill; return the exit status and the report. UsageError for bad input.
 
-    A run that stops early on purpose (see :mod:`beaconflow.delivery.stop`), or fails after it may
-    have sent something, returns 4 with a report whose ``stopped`` says why. Raises
+    A run that stops early on purpose (see :mod:`beaconflow.delivery.stop`: its --deadline,
+    a destination down, a ledger that cannot be written), or fails after it may have sent
+    something, returns 4 with a report whose ``stopped`` says why. The --deadline counts
+    from the moment this function is called. Raises
     :class:`~beaconflow.model.errors.TryLaterError` (exit 75) when nothing was done because
     another run holds the ledger, or the --date day's input has not landed; no report then.
     """
-    now = time.time() if now is None else now
+    began = time.time()  # the --deadline counts from here, whatever ``now`` says
+    now = began if now is None else now
     config = configure(argv, now)
     started = time.monotonic()
     patterns, lookback_missing = _landed_inputs(config)
@@ -549,7 +560,16 @@ def run(argv: Sequence[str], *, now: float | None = None) -> tuple[int, RunRepor
                 _check_ledger(config)
             salvaged = sum(_prepare_output(path, what) for path, what in outputs if path)
             return _run_pipeline(
-                config, files, options, stop, run_id, now, started, lookback_missing, salvaged
+                config,
+                files,
+                options,
+                stop,
+                run_id,
+                now,
+                started,
+                lookback_missing,
+                salvaged,
+                deadline=None if config.deadline is None else began + config.deadline,
             )
     finally:
         forget_run(run_id)
@@ -565,10 +585,13 @@ def _run_pipeline(
     started: float,
     lookback_missing: tuple[str, ...],
     salvaged: int = 0,
+    *,
+    deadline: float | None = None,
 ) -> tuple[int, RunReport]:
     """The run itself, once its inputs, outputs and ledger are ready: status and report.
 
     ``salvaged``: the dead-letter entries of a killed earlier run kept in this run's.
+    ``deadline``: the --deadline's wall-clock instant (epoch seconds), or None.
     """
     redact = Redactor.of(config.secrets())
     tallies_path = f"{config.report}.tallies-{uuid.uuid4().hex[:8]}.json"
@@ -613,10 +636,13 @@ def _run_pipeline(
             processes=send_processes(options, config.send_processes),
             run_id=run_id,
             dead_lettered=_dead_lettered(config),
+            deadline=None if config.dry_run else deadline,
         )
+        said = _deadline_said(deadline, config)
         try:
-            result = pipeline.run()
-            result.wait_until_finish()
+            with said:
+                result = pipeline.run()
+                result.wait_until_finish()
         except Exception as error:
             if interrupted(error) or not _may_have_sent(stop, options, config):
                 raise
@@ -653,6 +679,8 @@ def _run_pipeline(
             }
     if stop.reason is not None:
         stopped.append(stop.reason)
+    # a destination down in this process (the tallies say so too, also from other processes)
+    stopped.extend(stop.down.values())
     counted = build_report(sums, time.monotonic() - started, _one_per_output(stopped))
     report = replace(
         counted,
@@ -664,6 +692,7 @@ def _run_pipeline(
         sandbox=config.sandbox,
         ledger=config.ledger,
         date=config.day.isoformat() if config.day else None,
+        deadline=None if deadline is None else _iso_instant(deadline),
         lookback_days_missing=lookback_missing,
         dead_letter_salvaged=salvaged,
         destinations=tuple(config.destinations),
@@ -704,6 +733,40 @@ def _run_pipeline(
     else:
         report = replace(report, report_written=True)
     return report.exit_status or 0, report
+
+
+@contextlib.contextmanager
+def _deadline_said(deadline: float | None, config: BackfillConfig) -> Iterator[None]:
+    """Say on stderr when the --deadline is reached while the pipeline runs (not a dry run).
+
+    The senders keep the deadline themselves, each on its own clock (a sender process, a
+    worker on another machine): this is only the one line that says it, from the driver.
+    """
+    if deadline is None or config.dry_run:
+        yield
+        return
+
+    def say() -> None:
+        assert config.deadline is not None
+        log.warning(
+            "the --deadline is reached (%s after the run's start): no new request starts, "
+            "what is in flight finishes, the rest goes to the dead letter as not attempted",
+            format_duration(config.deadline),
+        )
+
+    timer = threading.Timer(max(0.0, deadline - time.time()), say)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+
+
+def _iso_instant(epoch: float) -> str:
+    """An instant as ISO-8601 UTC to the millisecond: ``2025-06-01T06:00:00.250Z``."""
+    moment = datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds")
+    return moment.replace("+00:00", "Z")
 
 
 def interrupted(error: BaseException) -> bool:

@@ -10,7 +10,8 @@ summary and turns every expected problem into one line on stderr and an exit sta
 - 0 done; invalid events + invalid messages + failed messages <= --max-errors
 - 2 nothing was sent: a usage or whole-run error
 - 3 done, but invalid events + invalid messages + failed messages > --max-errors
-- 4 stopped early after sending began (the report says why in ``stopped``)
+- 4 stopped early after sending began (the report says why in ``stopped``: for instance
+  ``deadline`` after --deadline, ``destination down: NAME (...)`` after its circuit breaker)
 - 75 nothing done, try again later: another run holds the ledger for an endpoint of this
   run, or the --date day's input has not landed (no report is written)
 - 130, 143 interrupted by Ctrl-C (SIGINT) or SIGTERM: the first signal stops the sending
@@ -32,7 +33,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from beaconflow.delivery.redact import Redactor
-from beaconflow.delivery.stop import clear_interrupt, interrupt, interrupted_by
+from beaconflow.delivery.stop import DEADLINE, clear_interrupt, interrupt, interrupted_by
 from beaconflow.report.html import html_path
 from beaconflow.report.run import RunReport, summary
 
@@ -179,7 +180,7 @@ def _advice(report: RunReport) -> str:
         )
     first = (
         f"{report.messages_delivered} messages were delivered. To finish the job,"
-        if report.interrupted
+        if report.interrupted or report.stopped == DEADLINE
         else "Mend that, then"
     )
     if not report.messages_not_attempted:

@@ -22,9 +22,11 @@ from urllib.parse import urlsplit
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from beaconflow.delivery.breaker import DEFAULT_WINDOW
 from beaconflow.delivery.retry import RetryPolicy
 from beaconflow.model import kissmetrics, kontagent
 from beaconflow.model.builtin import BUILTINS, builtin_mapping, is_builtin_name
+from beaconflow.model.duration import parse_duration
 from beaconflow.model.errors import BeaconflowError, TryLaterError
 from beaconflow.model.field_rules import RuleError, parse_zone
 from beaconflow.model.mapping import MappingError, RecordMapping, parse_mapping
@@ -83,6 +85,11 @@ class BackfillConfig:
     input_days: dict[str, date] = field(default_factory=dict)
     #: --ledger-app: the name that stands for the API key in the ledger's fingerprints
     ledger_app: str | None = None
+    #: --deadline: seconds from the run's start after which no request starts; None: none
+    deadline: float | None = None
+    #: --breaker-window: seconds of nothing but failures that declare a destination down;
+    #: None: no circuit breaker (--breaker-window 0)
+    breaker_window: float | None = DEFAULT_WINDOW
 
     @property
     def destinations(self) -> tuple[Destination, ...]:
@@ -115,6 +122,25 @@ _positive_float = _number(float, positive=True)
 _non_negative_float = _number(float, positive=False)
 
 
+def _duration(*, positive: bool) -> Callable[[str], float]:
+    """An argparse type: a duration (90s, 45m, 6h, 1h30m, seconds), > 0 or >= 0, in seconds."""
+    bound = "above 0" if positive else "0 or more"
+
+    def convert(text: str) -> float:
+        try:
+            value = parse_duration(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"must be a duration {bound} such as 90s, 45m, 6h or 1h30m (a plain number is "
+                f"seconds), got {text!r}"
+            ) from None
+        if positive and not value > 0:
+            raise argparse.ArgumentTypeError(f"must be a duration {bound}, got {text!r}")
+        return value
+
+    return convert
+
+
 def parse_instant(text: str, flag: str) -> int:
     """Epoch seconds of an ISO-8601 date (midnight UTC) or time (UTC unless it has an offset)."""
     try:
@@ -139,9 +165,10 @@ EXIT_STATUSES = """exit status:
   3    done, but invalid events + invalid messages + failed messages
        > --max-errors; see the dead letter
   4    stopped early after sending began (the ledger or the dead letter could not
-       be written, a destination answers only with redirects, the run failed):
-       a report with "stopped" is written; the same command with the same
-       --ledger finishes the job
+       be written, a destination answers only with redirects, the --deadline was
+       reached, a destination is down: see --breaker-window, the run failed):
+       a report with "stopped" is written ("deadline", "destination down: NAME
+       (...)"); the same command with the same --ledger finishes the job
   75   nothing done, try again later: another run holds the --ledger for an
        endpoint of this run, or with --date the day's --input matches nothing
        yet (it has not landed); one line on stderr, no report
@@ -304,6 +331,26 @@ def parser() -> argparse.ArgumentParser:
         default=10.0,
         metavar="SECONDS",
         help="seconds per request (default: 10)",
+    )
+    send.add_argument(
+        "--deadline",
+        type=_duration(positive=True),
+        metavar="DURATION",
+        help="stop sending DURATION after the run's start (90s, 45m, 6h, 1h30m; a plain "
+        "number is seconds), reading included: no new request starts, what is in flight "
+        "finishes, the rest goes to the dead letter as 'not attempted: deadline', the report "
+        'says "stopped": "deadline" and the run exits 4 (default: no deadline)',
+    )
+    send.add_argument(
+        "--breaker-window",
+        type=_duration(positive=False),
+        default=DEFAULT_WINDOW,
+        metavar="DURATION",
+        help="declare a destination down when every answer it gave for DURATION was a "
+        "timeout, a connection error or a 5xx (any other answer, a 4xx too, starts the "
+        "window again): nothing more is sent to it, the rest of its messages go to the dead "
+        "letter as 'not attempted: destination down' (replayable), the other destination "
+        f"goes on, and the run exits 4; 0 turns the breaker off (default: {DEFAULT_WINDOW:g}s)",
     )
     out = p.add_argument_group("output")
     out.add_argument(
@@ -656,4 +703,6 @@ def configure(argv: Sequence[str], now: float | None = None) -> BackfillConfig:
         day=day,
         input_days=input_days,
         send_processes=args.send_processes,
+        deadline=args.deadline,
+        breaker_window=args.breaker_window or None,
     )

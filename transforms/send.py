@@ -31,6 +31,7 @@ from apache_beam.pvalue import DoOutputsTuple, PCollection, TaggedOutput
 from apache_beam.transforms.window import GlobalWindows
 from apache_beam.utils.windowed_value import WindowedValue
 
+from beaconflow.delivery.breaker import DEFAULT_WINDOW
 from beaconflow.delivery.ledger import LedgerError, LedgerWriter
 from beaconflow.delivery.ledger_identity import endpoint_fingerprint
 from beaconflow.delivery.redact import Redactor, redact_library_logs
@@ -77,7 +78,9 @@ class SendConfig:
     worker obeys (a ledger that cannot be written trips it). ``fingerprints``: destination ->
     the ledger fingerprint its deliveries are recorded under (the pipeline's, see
     :class:`~beaconflow.delivery.ledger_identity.LedgerIdentity`); empty: each endpoint's
-    own, by its URL and key.
+    own, by its URL and key. ``deadline``: the wall-clock instant (epoch seconds) from which
+    no request starts, None for none; ``breaker_window``: the circuit breaker's window in
+    seconds, None for no breaker (:class:`~beaconflow.delivery.sender.SenderConfig`).
     """
 
     endpoints: Mapping[Destination, Endpoint]
@@ -93,6 +96,8 @@ class SendConfig:
     processes: int = 0
     run_id: str = ""
     fingerprints: Mapping[str, str] = field(default_factory=dict)
+    deadline: float | None = None
+    breaker_window: float | None = DEFAULT_WINDOW
 
     def __post_init__(self) -> None:
         if self.workers < 1:
@@ -121,6 +126,8 @@ class SendConfig:
             rates=rates,
             progress_interval=self.progress_interval,
             adaptive=self.adaptive,
+            deadline=self.deadline,
+            breaker_window=self.breaker_window,
         )
 
     def secrets(self) -> tuple[str, ...]:
@@ -236,6 +243,9 @@ class _SendDoFn(CountsTallies, beam.DoFn):
         if self._stop.reason is not None:
             # said once per bundle, even when no outcome of this bundle was cut short
             self.count(STOPPED, detail=self._stop.reason)
+        for reason in self._stop.down.values():
+            # likewise a destination down, even when it had nothing left to cut short
+            self.count(STOPPED, detail=reason)
         yield from CountsTallies.finish_bundle(self)
 
     def _open_sender(self) -> Sender:

@@ -37,10 +37,13 @@ redirects: at least :data:`REDIRECT_WINDOW` in a row (5xx, 429 and transport err
 count nor break the run), and either it has delivered nothing yet or the redirects have gone on
 for :data:`REDIRECT_SECONDS` (a portal that appears mid-run). Its lane halts, and its messages
 not yet sent end as "not attempted" without a request. A whole sender halts when a delivery
-cannot be recorded in the ledger (the next run would send it again) or when the run's
-:class:`~beaconflow.delivery.stop.RunStop` trips: no new request starts, what is in flight
-finishes, and the rest end as "not attempted". Every such outcome carries the stop's reason
-(:attr:`Delivery.stop`), so the run can report why it stopped.
+cannot be recorded in the ledger (the next run would send it again), when the run's
+:class:`~beaconflow.delivery.stop.RunStop` trips, or at the run's deadline
+(:attr:`SenderConfig.deadline`): no new request starts, what is in flight finishes, and the
+rest end as "not attempted". A destination whose circuit breaker
+(:mod:`beaconflow.delivery.breaker`) declares it down halts alone, like a misconfigured
+one, and the run's stop tells the other senders of the process. Every such outcome carries
+the stop's reason (:attr:`Delivery.stop`), so the run can report why it stopped.
 
 URLs carry API keys, so they never reach a log line, an exception or a :class:`Delivery`:
 error texts go through a :class:`~beaconflow.delivery.redact.Redactor` built from the endpoint
@@ -67,6 +70,7 @@ import aiohttp
 from yarl import URL
 
 from beaconflow.delivery.aiohttp_internals import disable_silent_resend
+from beaconflow.delivery.breaker import DEFAULT_WINDOW, Breaker, down_reason
 from beaconflow.delivery.concurrency import AdaptiveLimit, AdaptiveRate, AimdPolicy
 from beaconflow.delivery.ratelimit import Clock, RateLimiter, Sleep, shared_limiter
 from beaconflow.delivery.redact import Redactor
@@ -79,7 +83,8 @@ from beaconflow.delivery.retry import (
     parse_retry_after,
     redirect_reason,
 )
-from beaconflow.delivery.stop import RunStop
+from beaconflow.delivery.stop import DEADLINE, RunStop
+from beaconflow.model.duration import format_duration
 from beaconflow.model.message import Message
 
 logger = logging.getLogger("beaconflow.send")
@@ -143,7 +148,11 @@ class SenderConfig:
     that is absent or maps to None is unlimited. ``progress_interval``: seconds between progress
     lines; 0 logs after every attempt. ``adaptive``: find the concurrency each destination
     takes, up to ``concurrency`` (see :mod:`beaconflow.delivery.concurrency`); False keeps
-    ``concurrency`` requests in flight whatever the service answers.
+    ``concurrency`` requests in flight whatever the service answers. ``deadline``: the
+    wall-clock instant (epoch seconds) from which no new request starts, every process
+    judging it on its own clock; None: no deadline. ``breaker_window``: seconds of nothing
+    but failure answers that declare a destination down
+    (:class:`~beaconflow.delivery.breaker.Breaker`, > 0); None: no breaker.
     """
 
     concurrency: int
@@ -152,6 +161,8 @@ class SenderConfig:
     rates: Mapping[str, float | None] = field(default_factory=dict)
     progress_interval: float = 10.0
     adaptive: bool = True
+    deadline: float | None = None
+    breaker_window: float | None = DEFAULT_WINDOW
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
@@ -163,6 +174,8 @@ class SenderConfig:
         for destination, rate in self.rates.items():
             if rate is not None and not rate > 0:
                 raise ValueError(f"rate for {destination} must be > 0 or None, got {rate}")
+        if self.breaker_window is not None and not self.breaker_window > 0:
+            raise ValueError(f"breaker_window must be > 0 or None, got {self.breaker_window}")
 
 
 @dataclass(frozen=True)
@@ -195,27 +208,48 @@ class SenderStats:
 class ProgressLog:
     """A progress line every ``interval`` seconds (BulkSender's, or a pool's for its children).
 
-    The line: sent so far, the rate since the last line, retries, failures. ``now`` is the
-    clock's reading at the start.
+    The line: sent so far, the rate since the last line, retries, failures; then the
+    destinations declared down, and the time left before the run's ``deadline`` (epoch
+    seconds, read on ``wall_clock``) when it has one. ``now`` is the clock's reading at the
+    start.
     """
 
-    __slots__ = ("_at", "_interval", "_sent")
+    __slots__ = ("_at", "_deadline", "_interval", "_sent", "_wall_clock")
 
-    def __init__(self, interval: float, now: float) -> None:
+    def __init__(
+        self,
+        interval: float,
+        now: float,
+        *,
+        deadline: float | None = None,
+        wall_clock: Clock = time.time,
+    ) -> None:
         self._interval = interval
         self._at = now
         self._sent = 0
+        self._deadline = deadline
+        self._wall_clock = wall_clock
 
     def due(self, now: float) -> bool:
         """Whether a line is due (cheap: called after every attempt)."""
         return now - self._at >= self._interval
 
-    def line(self, now: float, sent: int, retries: int, failed: int) -> None:
+    def line(
+        self, now: float, sent: int, retries: int, failed: int, down: Sequence[str] = ()
+    ) -> None:
         """Log the line for these counts and start the next interval."""
         elapsed = now - self._at
         rate = (sent - self._sent) / elapsed if elapsed > 0 else 0.0
         self._at, self._sent = now, sent
-        logger.info("sent %d (%.1f/s), retries %d, failed %d", sent, rate, retries, failed)
+        notes = f"; down: {', '.join(sorted(down))}" if down else ""
+        if self._deadline is not None:
+            left = self._deadline - self._wall_clock()
+            notes += (
+                f"; deadline in {format_duration(left)}"
+                if left > 0
+                else "; deadline passed: no new request starts"
+            )
+        logger.info("sent %d (%.1f/s), retries %d, failed %d%s", sent, rate, retries, failed, notes)
 
 
 def outcome_names(outcomes: Mapping[int | type, int]) -> dict[str, int]:
@@ -316,11 +350,11 @@ class _Lane:
 
     ``limit`` (adaptive concurrency) and ``pace`` (adaptive rate) are None when the sender
     is not adaptive; ``cap`` is the --max-rps limiter, None when uncapped. ``watch`` judges
-    its redirects (None when someone else does: a sender process's pool); ``halted`` is why
-    it sends no more.
+    its redirects (None when someone else does: a sender process's pool); ``breaker``
+    whether it is down (None: no breaker); ``halted`` is why it sends no more.
     """
 
-    __slots__ = ("cap", "destination", "halted", "limit", "pace", "queue", "watch")
+    __slots__ = ("breaker", "cap", "destination", "halted", "limit", "pace", "queue", "watch")
 
     def __init__(
         self,
@@ -335,6 +369,7 @@ class _Lane:
         self.pace = pace
         self.cap = cap
         self.watch: RedirectWatch | None = RedirectWatch()
+        self.breaker: Breaker | None = None
         self.halted: str | None = None
 
     def demand(self) -> int:
@@ -359,7 +394,9 @@ class BulkSender:
     message the moment its answer is in (the delivery ledger records it there, so a kill loses
     at most the requests in flight); when it raises, the delivery could not be recorded and the
     sender halts (the error's text is the reason). ``stop`` is the run's stop flag: the sender
-    halts when it trips, and trips it when the ledger fails.
+    halts when it trips, and trips it when the ledger fails; a destination this sender's
+    breaker declares down is declared down on it, and one declared down on it (by another
+    sender of the process) is halted here.
 
     Use as a context manager, or call :meth:`close`; :meth:`flush` first, as closing abandons
     unfinished requests.
@@ -403,6 +440,7 @@ class BulkSender:
             secrets,
             on_finished=self._publish,
             on_delivered=hook,
+            on_down=None if stop is None else stop.destination_down,
             stop=stop,
             clock=clock,
             wall_clock=wall_clock,
@@ -424,6 +462,7 @@ class BulkSender:
             raise
         if stop is not None:
             stop.subscribe(self.halt)
+            stop.subscribe_down(self._down)
 
     def __enter__(self) -> BulkSender:
         return self
@@ -487,6 +526,7 @@ class BulkSender:
         self._closed = True
         if self._stop is not None:
             self._stop.unsubscribe(self.halt)
+            self._stop.unsubscribe_down(self._down)
         if self._thread.is_alive():
             try:
                 asyncio.run_coroutine_threadsafe(self._engine.close(), self._loop).result()
@@ -494,7 +534,8 @@ class BulkSender:
                 self._loop.call_soon_threadsafe(self._loop.stop)
                 self._thread.join()
         self._loop.close()
-        self.stats().log_done(stopped=None if self._stop is None else self._stop.reason)
+        stopped = None if self._stop is None else self._stop.reason
+        self.stats().log_done(stopped=stopped or self._engine.halted)
 
     def concurrency_limits(self) -> dict[str, int]:
         """The adaptive concurrency each destination has reached (empty when not adaptive)."""
@@ -510,6 +551,12 @@ class BulkSender:
             # the loop may close meanwhile: then there is nothing left to halt
             with contextlib.suppress(RuntimeError):
                 self._loop.call_soon_threadsafe(self._engine.halt, reason)
+
+    def _down(self, destination: str, reason: str) -> None:
+        """A destination is down (any thread): send no more to it."""
+        if not self._loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(self._engine.destination_down, destination, reason)
 
     def _check_alive(self) -> None:
         if not self._thread.is_alive():
@@ -545,13 +592,19 @@ class SendEngine:
 
     - ``async with engine`` (or :meth:`open` / :meth:`close`): the HTTP session; closing
       abandons what is unfinished, with a warning naming how many;
-    - :meth:`submit` a batch of requests; :meth:`halt` (everything) or
-      :meth:`halt_destination` (one lane); :meth:`counts`;
+    - :meth:`submit` a batch of requests; :meth:`halt` (everything),
+      :meth:`halt_destination` (one lane) or :meth:`destination_down` (one lane, declared
+      down by a breaker); :meth:`counts`;
     - ``on_finished(deliveries, tokens)``, called once per turn of the loop in which
       something finished or was counted (:data:`OnFinished`);
     - ``on_delivered(request)``, called with each delivered request while it still holds
       its slot (the ledger records it there); when it raises, the delivery could not be
-      recorded, the engine halts and trips ``stop``.
+      recorded, the engine halts and trips ``stop``;
+    - ``on_down(destination, reason)``, called when its own breaker declares a destination
+      down (after halting it), for whoever tells the other senders.
+
+    With a ``deadline`` in its config it halts itself at that instant (at once when it opens
+    after it), with the reason :data:`~beaconflow.delivery.stop.DEADLINE`.
 
     ``judge_redirects`` False leaves judging redirects to someone who sees more answers (a
     sender pool over all its processes, which then calls :meth:`halt_destination`). The
@@ -565,6 +618,7 @@ class SendEngine:
         *,
         on_finished: OnFinished,
         on_delivered: Callable[[Request], None] | None = None,
+        on_down: Callable[[str, str], object] | None = None,
         stop: RunStop | None = None,
         judge_redirects: bool = True,
         clock: Clock = time.monotonic,
@@ -577,6 +631,7 @@ class SendEngine:
         self._concurrency = config.concurrency
         self._on_finished = on_finished
         self._on_delivered = on_delivered
+        self._on_down = on_down
         self._stop = stop
         self._judge_redirects = judge_redirects
         self._redact = Redactor.of(secrets)
@@ -602,6 +657,8 @@ class SendEngine:
         # requests out waiting to requeue, with their lane
         self._delayed: dict[asyncio.Task[None], tuple[_Lane, _Item]] = {}
         self._halted: str | None = None  # why the whole engine sends no more
+        self._down: dict[str, str] = {}  # destinations declared down, and why
+        self._deadline_timer: asyncio.TimerHandle | None = None
         self._outstanding = 0  # submitted, not finished
         # finished this turn of the loop, handed to on_finished at its end
         self._done: list[Delivery] = []
@@ -609,7 +666,9 @@ class SendEngine:
         self._publishing = False
         self._tally_sent = self._tally_delivered = self._tally_retries = self._tally_failed = 0
         self._tally_outcomes: dict[_OutcomeKey, int] = {}
-        self._progress = ProgressLog(config.progress_interval, clock())
+        self._progress = ProgressLog(
+            config.progress_interval, clock(), deadline=config.deadline, wall_clock=wall_clock
+        )
 
     async def __aenter__(self) -> SendEngine:
         await self.open()
@@ -619,9 +678,25 @@ class SendEngine:
         await self.close()
 
     async def open(self) -> None:
-        """Open the HTTP session on the running loop, the one every later call is made on."""
+        """Open the HTTP session on the running loop, the one every later call is made on.
+
+        With a deadline, arm it (a deadline already passed halts the engine now: nothing
+        submitted later is sent).
+        """
         self._loop = asyncio.get_running_loop()
         self._session = await self._open_session()
+        deadline = self._config.deadline
+        if deadline is not None:
+            left = deadline - self._wall_clock()
+            if left > 0:
+                self._deadline_timer = self._loop.call_later(left, self._deadline_reached)
+            else:
+                self._deadline_reached()
+
+    @property
+    def halted(self) -> str | None:
+        """Why the whole engine sends no more, or None while it sends."""
+        return self._halted
 
     def submit(self, requests: Sequence[Request]) -> None:
         """Queue a batch of requests (one call per batch: the loop wakes once for it)."""
@@ -680,6 +755,8 @@ class SendEngine:
 
     async def close(self) -> None:
         """Cancel what is in flight or waiting, hand back what finished, close the session."""
+        if self._deadline_timer is not None:
+            self._deadline_timer.cancel()
         tasks = [*self._workers, *self._delayed]
         for task in tasks:
             task.cancel()
@@ -719,7 +796,10 @@ class SendEngine:
         lane = _Lane(destination, limit, pace, self._limiters.get(destination))
         if not self._judge_redirects:
             lane.watch = None
-        lane.halted = self._halted
+        window = self._config.breaker_window
+        if window is not None:
+            lane.breaker = Breaker(window, self._clock)
+        lane.halted = self._halted or self._down.get(destination)
         self._lanes[destination] = lane
         self._lane_list.append(lane)
         return lane
@@ -740,6 +820,39 @@ class SendEngine:
         """Send no more to ``destination``: a pool judged it misconfigured."""
         lane = self._lanes.get(destination) or self._open_lane(destination)
         self._halt_lane(lane, reason)
+
+    def destination_down(self, destination: str, reason: str) -> None:
+        """Send no more to ``destination``: a breaker (this engine's or another's) says down."""
+        if destination in self._down:
+            return
+        self._down[destination] = reason
+        self.halt_destination(destination, reason)
+
+    def _deadline_reached(self) -> None:
+        self._deadline_timer = None
+        logger.debug("the deadline is reached: no new request starts")
+        self.halt(DEADLINE)
+
+    def _judge_down(self, lane: _Lane, status: int | None, answer: Classification) -> str | None:
+        """Feed one attempt to the lane's breaker; the stop reason if it declares it down."""
+        breaker = lane.breaker
+        if breaker is None or not breaker.answer(status, answer):
+            return None
+        destination = lane.destination
+        reason = down_reason(destination, breaker.window)
+        # whoever hears of it tells the run (which says so once, for every sender)
+        logger.log(
+            logging.DEBUG if self._on_down is not None else logging.WARNING,
+            "%s is down: nothing but timeouts, connection errors and 5xx for %s (%d answers); "
+            "no more requests go to it",
+            destination,
+            format_duration(breaker.window),
+            breaker.failures,
+        )
+        self.destination_down(destination, reason)
+        if self._on_down is not None:
+            self._on_down(destination, reason)
+        return reason
 
     def _halt_lane(self, lane: _Lane, reason: str) -> None:
         """Send no more to ``lane``: its queued and waiting requests end, cut short by reason."""
@@ -840,6 +953,9 @@ class SendEngine:
                 wait = cap.reserve()
                 if wait > 0:
                     await self._sleep(wait)
+                    if lane.halted is not None:  # halted meanwhile: this one never starts
+                        self._cut_short(item, lane.halted)
+                        return
             attempts += 1
             started = self._clock() if limit is not None else 0.0
             try:
@@ -890,6 +1006,7 @@ class SendEngine:
             if answer.redirect and now is None:
                 now = self._clock()
             misconfigured = watch.answer(answer, now or 0.0)
+        down = None if lane.breaker is None else self._judge_down(lane, status, answer)
         if delivered:
             self._finish(request, Delivery(message, True, status, None, attempts, stop=stopped))
             if stopped is not None:
@@ -923,7 +1040,7 @@ class SendEngine:
                 attempts,
                 reason,
             )
-            self._finish(request, Delivery(message, False, status, reason, attempts))
+            self._finish(request, Delivery(message, False, status, reason, attempts, stop=down))
             return
         wait = policy.delay(
             attempts - 1, self._rng, parse_retry_after(retry_after, self._wall_clock())
@@ -973,7 +1090,9 @@ class SendEngine:
         if now is None:
             now = self._clock()
         if self._progress.due(now):
-            self._progress.line(now, self._tally_sent, self._tally_retries, self._tally_failed)
+            self._progress.line(
+                now, self._tally_sent, self._tally_retries, self._tally_failed, tuple(self._down)
+            )
 
     def _finish(self, request: Request, delivery: Delivery) -> None:
         self._done.append(delivery)

@@ -32,6 +32,10 @@ inside a message.
   outcomes (never with a traceback); the pool then trips the run's
   :class:`~beaconflow.delivery.stop.RunStop`, which it passes on to every child: no child starts a
   new request, and the rest come back as "not attempted".
+- A child whose circuit breaker (:mod:`beaconflow.delivery.breaker`) declares a destination
+  down says so; the pool declares it down on the run's stop, which tells every child (and
+  every other sender of the process) to send no more to it. Each child also keeps the
+  run's deadline on its own clock.
 
 A child runs :func:`child_main` under the same interpreter and ``sys.path`` as its parent; it
 imports aiohttp and the sender, not Beam. Tested with::
@@ -72,7 +76,7 @@ from beaconflow.delivery.sender import (
     SenderConfig,
     SenderStats,
 )
-from beaconflow.delivery.stop import RunStop, run_stop
+from beaconflow.delivery.stop import DEADLINE, RunStop, run_stop
 from beaconflow.model.message import Destination, Message
 
 logger = logging.getLogger("beaconflow.send")
@@ -239,7 +243,8 @@ class SenderPool:
         self._messages: dict[int, tuple[PoolClient, Message]] = {}
         self._tag = 0
         self._closed = False
-        self._progress = ProgressLog(config.progress_interval, clock())
+        self._progress = ProgressLog(config.progress_interval, clock(), deadline=config.deadline)
+        self._deadline_met = False  # a child cut something short at the deadline
         self._children: list[_Child] = []
         env = dict(os.environ, PYTHONPATH=_child_path())
         level = logging.getLogger("beaconflow").getEffectiveLevel()
@@ -256,6 +261,7 @@ class SenderPool:
         self._watches: dict[str, RedirectWatch] = {}
         self._misconfigured: set[str] = set()
         self._stop.subscribe(self._halt_children)
+        self._stop.subscribe_down(self._down_children)
 
     def __enter__(self) -> SenderPool:
         return self
@@ -293,6 +299,15 @@ class SenderPool:
                 with contextlib.suppress(RuntimeError):
                     child.send(("stop", reason))
 
+    def _down_children(self, destination: str, reason: str) -> None:
+        """A destination is down: no child sends to it any more (told once, over each pipe)."""
+        with self._lock:
+            if self._closed:
+                return
+            for child in self._children:
+                with contextlib.suppress(RuntimeError):
+                    child.send(("down", (destination, reason)))
+
     def _misconfigure(self, destination: str, reason: str) -> str:
         """Every child sends no more to ``destination``; returns the reason."""
         self._misconfigured.add(destination)
@@ -321,10 +336,13 @@ class SenderPool:
             self._closed = True
             if hasattr(self, "_stop"):
                 self._stop.unsubscribe(self._halt_children)
+                self._stop.unsubscribe_down(self._down_children)
             for child in self._children:
                 child.close()
         count = len(self._children)
         stopped = self._stop.reason if hasattr(self, "_stop") else None
+        if stopped is None and self._deadline_met:
+            stopped = DEADLINE
         self.stats().log_done(f" ({count} sender process{'es' if count != 1 else ''})", stopped)
 
     def _submit(self, client: PoolClient, requests: Sequence[Request]) -> None:
@@ -378,6 +396,8 @@ class SenderPool:
                     sealed.append(child)
                     if payload is not None:  # the journal could not be sealed
                         self._stop.trip(payload)
+                elif kind == "down":  # the child's breaker: (destination, reason)
+                    self._stop.destination_down(*payload)
                 elif kind == "fatal":
                     raise RuntimeError(f"sender process {child.index}: {payload}")
                 child.stats = stats
@@ -386,7 +406,9 @@ class SenderPool:
         now = self._clock()
         if self._progress.due(now):
             stats = self.stats()
-            self._progress.line(now, stats.sent, stats.retries, stats.failed)
+            self._progress.line(
+                now, stats.sent, stats.retries, stats.failed, tuple(self._stop.down)
+            )
         return sealed
 
     def _take(self, child: _Child, outcomes: list[_Outcome]) -> None:
@@ -402,6 +424,8 @@ class SenderPool:
                 stop = self._misconfigure(destination, watch.reason(destination, error or ""))
             client.finished.append(Delivery(message, delivered, status, error, attempts, stop))
             client.outstanding -= 1
+            if stop == DEADLINE:
+                self._deadline_met = True
             if stop is not None and delivered:
                 # a delivery the child's ledger could not record: the whole run stops
                 stopped = stop
@@ -585,6 +609,8 @@ class _ChildSender:
             secrets,
             on_finished=self._finished,
             on_delivered=None if ledger is None else _recorder(ledger),
+            # the pool tells every sender of its process, this one included
+            on_down=lambda destination, reason: reply("down", (destination, reason), self.counts()),
             # the pool sees every child's answers: it judges redirects, and says "halt"
             judge_redirects=False,
         )
@@ -682,6 +708,8 @@ async def _child(results_fd: int) -> int:
                 sender.engine.halt(payload)
             elif kind == "halt":
                 sender.engine.halt_destination(*payload)
+            elif kind == "down":
+                sender.engine.destination_down(*payload)
             elif kind == "seal":
                 reply("sealed", _seal(ledger, sender), sender.counts())
     finally:

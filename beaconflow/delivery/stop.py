@@ -17,6 +17,12 @@ met by all of them). :meth:`RunStop.note_sending` records that a request was han
 sender in this process, so that the command never reports "nothing was sent" (exit 2)
 after a run that may have sent something.
 
+One destination can stop while the run goes on for the other: a sender whose circuit
+breaker (:mod:`beaconflow.delivery.breaker`) declares it down calls
+:meth:`RunStop.destination_down`, and every sender of the process that subscribed with
+:meth:`RunStop.subscribe_down` sends no more to it. The run then reports that reason in
+``stopped`` too and exits 4, once the other destination is done.
+
 No Beam, no HTTP::
 
     python -m pytest tests/delivery/test_stop.py
@@ -31,6 +37,11 @@ from collections.abc import Callable
 
 log = logging.getLogger("beaconflow")
 
+#: The stop reason of a run's ``--deadline``: what the report's ``stopped`` says, and the
+#: dead letter after "not attempted: ". Senders judge the deadline themselves
+#: (:attr:`beaconflow.delivery.sender.SenderConfig.deadline`), each on its own clock.
+DEADLINE = "deadline"
+
 
 class RunStop:
     """The stop flag of one run in this process; see the module docstring."""
@@ -39,12 +50,20 @@ class RunStop:
         self._lock = threading.Lock()
         self._reason: str | None = None
         self._listeners: list[Callable[[str], None]] = []
+        self._down: dict[str, str] = {}
+        self._down_listeners: list[Callable[[str, str], None]] = []
         self._sending = False
 
     @property
     def reason(self) -> str | None:
         """Why the run stopped, or None while it goes on."""
         return self._reason
+
+    @property
+    def down(self) -> dict[str, str]:
+        """The destinations declared down so far, each with its reason (a copy)."""
+        with self._lock:
+            return dict(self._down)
 
     @property
     def sending_began(self) -> bool:
@@ -84,6 +103,43 @@ class RunStop:
         with self._lock:
             if listener in self._listeners:
                 self._listeners.remove(listener)
+
+    def destination_down(self, destination: str, reason: str) -> bool:
+        """Send no more to ``destination`` for ``reason``; the run goes on for the others.
+
+        True when this call declared it (the first reason wins). Every down subscriber is
+        called with the destination and the reason, outside the lock.
+        """
+        with self._lock:
+            if destination in self._down:
+                return False
+            self._down[destination] = reason
+            listeners = list(self._down_listeners)
+        log.warning(
+            "%s: no more requests go to it, its messages not sent go to the dead letter as not "
+            "attempted, and the run goes on for the others",
+            reason,
+        )
+        for listener in listeners:
+            listener(destination, reason)
+        return True
+
+    def subscribe_down(self, listener: Callable[[str, str], None]) -> None:
+        """Call ``listener(destination, reason)`` for each destination declared down.
+
+        Those declared already are passed at once.
+        """
+        with self._lock:
+            self._down_listeners.append(listener)
+            down = list(self._down.items())
+        for destination, reason in down:
+            listener(destination, reason)
+
+    def unsubscribe_down(self, listener: Callable[[str, str], None]) -> None:
+        """Stop calling ``listener`` (a sender that closes)."""
+        with self._lock:
+            if listener in self._down_listeners:
+                self._down_listeners.remove(listener)
 
 
 _runs: dict[str, RunStop] = {}

@@ -105,6 +105,9 @@ class RunReport:
     sandbox: bool = False
     ledger: str | None = None
     date: str | None = None
+    #: With --deadline: the instant from which no request started (ISO-8601 UTC, to the
+    #: millisecond), whether or not the run reached it.
+    deadline: str | None = None
     #: With --date and --lookback: the days before it whose input matched nothing, skipped
     #: (ISO dates, oldest first).
     lookback_days_missing: tuple[str, ...] = ()
@@ -171,7 +174,7 @@ _BREAKDOWNS = ("by_type", "messages_by_day", "dead_letter_reasons", "send_timeli
 _INTS = frozenset({*COUNTERS, "files", "dead_letter_salvaged"})
 _FLOATS = frozenset({"elapsed_seconds", "messages_per_second"})
 _TEXTS = frozenset({"report", "dead_letter"})
-_OPTIONAL_TEXTS = frozenset({"stopped", "dry_run", "ledger", "date"})
+_OPTIONAL_TEXTS = frozenset({"stopped", "dry_run", "ledger", "date", "deadline"})
 _TEXT_LISTS = frozenset(
     {
         "invariant_errors",

@@ -15,6 +15,7 @@ import logging
 import random
 import re
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from email.utils import formatdate
@@ -31,6 +32,7 @@ from beaconflow.delivery.sender import (
     REDIRECT_WINDOW,
     BulkSender,
     Delivery,
+    ProgressLog,
     Request,
     SendEngine,
     Sender,
@@ -902,3 +904,197 @@ def test_no_log_line_per_unrecorded_delivery(
     with BulkSender(config(concurrency=4), (KEY,), on_delivered=record, stop=stop) as sender:
         _tokens(sender, requests_)
     assert caplog.text.count("ledger not writable") == 1, caplog.text
+
+
+# -- a destination down (the circuit breaker) and the run's deadline ----------------------
+
+
+class TickingClock:
+    """Monotonic seconds that move one second at every reading."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        self.now += 1.0
+        return self.now
+
+
+def breaker_config(window: float | None, **kwargs: Any) -> SenderConfig:
+    return SenderConfig(1, 5.0, NO_WAIT, {}, adaptive=False, breaker_window=window, **kwargs)
+
+
+def test_a_destination_that_only_fails_for_the_window_is_down_and_the_other_goes_on(
+    server: Collector,
+) -> None:
+    stop = RunStop()
+    failing = [
+        Request(message("flaky", f"d{n}"), kontagent_url(server, "flaky", f"d{n}", n=99))
+        for n in range(20)
+    ]
+    healthy = [
+        Request(message("ok", f"h{n}", "kissmetrics"), kissmetrics_url(server, "ok", f"h{n}"))
+        for n in range(20)
+    ]
+    with BulkSender(
+        breaker_config(10.0), (KEY,), sleep=RecordingSleep(), clock=TickingClock(), stop=stop
+    ) as sender:
+        results = _tokens(sender, failing + healthy)
+    reason = "destination down: kontagent (only timeouts, connection errors and 5xx for 10s)"
+    assert stop.down == {"kontagent": reason} and stop.reason is None
+    down = [results[f"d{n}"] for n in range(20)]
+    assert not any(d.delivered for d in down)  # type: ignore[attr-defined]
+    declared = [d for d in down if d.error.startswith("HTTP 503")]  # type: ignore[attr-defined]
+    assert [d.stop for d in declared] == [reason], "the answer that declared it says so"  # type: ignore[attr-defined]
+    assert declared[0].error in (f"HTTP 503; not retried: {reason}", "HTTP 503")  # type: ignore[attr-defined]
+    cut = [d for d in down if d.attempts == 0]  # type: ignore[attr-defined]
+    assert cut, "some were never sent"
+    assert all(d.error == f"not attempted: {reason}" and d.stop == reason for d in cut)  # type: ignore[attr-defined]
+    waiting = [d for d in down if d not in declared and d.attempts]  # type: ignore[attr-defined]
+    assert all(d.error == f"not retried: {reason}" for d in waiting)  # type: ignore[attr-defined]
+    assert sum(1 for n in range(20) if server.tries(f"d{n}") == 0) == len(cut)
+    assert all(results[f"h{n}"].delivered for n in range(20)), "the other destination goes on"  # type: ignore[attr-defined]
+
+
+def test_without_a_breaker_a_failing_destination_is_tried_to_the_end(server: Collector) -> None:
+    failing = [
+        Request(message("flaky", f"n{n}"), kontagent_url(server, "flaky", f"n{n}", n=99))
+        for n in range(5)
+    ]
+    with BulkSender(
+        breaker_config(None), (KEY,), sleep=RecordingSleep(), clock=TickingClock()
+    ) as sender:
+        results = _tokens(sender, failing)
+    assert all(d.stop is None and d.attempts == 4 for d in results.values())  # type: ignore[attr-defined]
+
+
+def test_a_destination_declared_down_by_another_sender_halts_here_too(server: Collector) -> None:
+    stop = RunStop()
+    server.close_gate()
+    requests_ = [
+        Request(message("gated", f"g{n}"), kontagent_url(server, "gated", f"g{n}"))
+        for n in range(4)
+    ]
+    try:
+        with BulkSender(
+            SenderConfig(2, 5.0, NO_WAIT, {}, adaptive=False), (KEY,), stop=stop
+        ) as sender:
+            sender.submit_many(requests_)
+            _wait_for(lambda: server.in_flight("gated") == 2, "two requests in flight")
+            stop.destination_down("kontagent", "destination down: kontagent (elsewhere)")
+            cut = _wait_for_finished(sender, 2)
+            server.open_gate()
+            rest = sender.flush()
+    finally:
+        server.open_gate()
+    assert all(d.error == "not attempted: destination down: kontagent (elsewhere)" for d in cut)
+    assert all(d.delivered for d in rest), "what was in flight finishes"
+    assert sum(server.tries(f"g{n}") for n in range(4)) == 2
+
+
+def test_a_deadline_already_passed_sends_nothing(server: Collector) -> None:
+    requests_ = [
+        Request(message("ok", f"p{n}"), kontagent_url(server, "ok", f"p{n}")) for n in range(6)
+    ]
+    cfg = breaker_config(60.0, deadline=1_000.0)
+    with BulkSender(cfg, (KEY,), wall_clock=lambda: 1_000.5) as sender:
+        results = _tokens(sender, requests_)
+    assert all(
+        d.error == "not attempted: deadline" and d.stop == "deadline" and d.attempts == 0  # type: ignore[attr-defined]
+        for d in results.values()
+    )
+    assert sum(server.tries(f"p{n}") for n in range(6)) == 0
+
+
+def test_at_the_deadline_no_new_request_starts_and_what_is_in_flight_finishes(
+    server: Collector,
+) -> None:
+    server.close_gate()
+    requests_ = [
+        Request(message("gated", f"t{n}"), kontagent_url(server, "gated", f"t{n}"))
+        for n in range(4)
+    ]
+    # the deadline is a little ahead on the injected wall clock; the engine's timer waits
+    # for it on the loop's own clock
+    cfg = SenderConfig(2, 5.0, NO_WAIT, {}, adaptive=False, deadline=1_000.05)
+    try:
+        with BulkSender(cfg, (KEY,), wall_clock=lambda: 1_000.0) as sender:
+            sender.submit_many(requests_)
+            cut = _wait_for_finished(sender, 2)  # the two queued, at the deadline
+            server.open_gate()
+            rest = sender.flush()
+    finally:
+        server.open_gate()
+    assert all(d.error == "not attempted: deadline" and d.attempts == 0 for d in cut)
+    assert all(d.delivered and d.stop is None for d in rest), "in flight: they finish"
+    assert sum(server.tries(f"t{n}") for n in range(4)) == 2
+
+
+def test_a_request_waiting_for_the_rate_cap_when_the_run_stops_never_starts(
+    server: Collector,
+) -> None:
+    stop = RunStop()
+
+    class StoppingSleep(RecordingSleep):
+        async def __call__(self, seconds: float) -> None:
+            await super().__call__(seconds)
+            stop.trip("deadline")
+            for _ in range(3):  # the halt reaches the loop through call_soon_threadsafe
+                await asyncio.sleep(0)
+
+    capped = RateLimiter(1.0, clock=lambda: 50.0)  # the second request waits a second
+    requests_ = [
+        Request(message("ok", f"c{n}"), kontagent_url(server, "ok", f"c{n}")) for n in range(2)
+    ]
+    with BulkSender(
+        config(concurrency=1),
+        (KEY,),
+        sleep=StoppingSleep(),
+        limiters={"kontagent": capped},
+        stop=stop,
+    ) as sender:
+        results = _tokens(sender, requests_)
+    assert results["c0"].delivered  # type: ignore[attr-defined]
+    assert results["c1"].error == "not attempted: deadline"  # type: ignore[attr-defined]
+    assert server.tries("c1") == 0
+
+
+def test_progress_lines_say_what_is_down_and_the_time_left(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="beaconflow.send")
+    wall = [10_000.0 - 5 * 3600 - 59 * 60]
+    progress = ProgressLog(1.0, 0.0, deadline=10_000.0, wall_clock=lambda: wall[0])
+    progress.line(2.0, 10, 1, 0)
+    progress.line(4.0, 20, 1, 3, ("kontagent",))
+    wall[0] = 10_000.0
+    progress.line(6.0, 20, 1, 3, ("kontagent", "kissmetrics"))
+    plain = ProgressLog(1.0, 0.0)
+    plain.line(2.0, 4, 0, 0)
+    assert [r.getMessage() for r in caplog.records] == [
+        "sent 10 (5.0/s), retries 1, failed 0; deadline in 5h59m",
+        "sent 20 (5.0/s), retries 1, failed 3; down: kontagent; deadline in 5h59m",
+        "sent 20 (0.0/s), retries 1, failed 3; down: kissmetrics, kontagent; "
+        "deadline passed: no new request starts",
+        "sent 4 (2.0/s), retries 0, failed 0",
+    ]
+
+
+def _wait_for(condition: Callable[[], bool], what: str, seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.01)
+
+
+def _wait_for_finished(sender: BulkSender, count: int) -> list[Delivery]:
+    """The first ``count`` deliveries to finish (polled: take_finished never blocks)."""
+    finished: list[Delivery] = []
+
+    def enough() -> bool:
+        finished.extend(sender.take_finished())
+        return len(finished) >= count
+
+    _wait_for(enough, f"{count} deliveries")
+    return finished

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -34,7 +35,7 @@ from beaconflow.delivery.sender import (
 from beaconflow.delivery.sendproc import SenderPool, shared_client, split_config
 from beaconflow.delivery.stop import RunStop
 from beaconflow.sandbox.collector import Collector
-from tests.conftest import KEY, kontagent_url
+from tests.conftest import KEY, kissmetrics_url, kontagent_url
 from tests.delivery.test_sender import NO_WAIT, ManualClock, message
 from tests.fs_faults import SmallDisk
 
@@ -362,3 +363,53 @@ def test_the_pool_judges_redirects_over_all_its_children(server: Collector) -> N
     assert len(stops) == 1 and next(iter(stops)).startswith("kontagent is misconfigured")
     # after the pool's decision, at most what the children had already been handed goes out
     assert sum(server.tries(f"pl{n}") for n in range(3 * REDIRECT_WINDOW)) <= 1 + 4 * 4
+
+
+def test_a_child_that_finds_a_destination_down_halts_it_in_every_child(
+    server: Collector, caplog: pytest.LogCaptureFixture
+) -> None:
+    stop = RunStop()
+    heard: list[str] = []
+    stop.subscribe_down(lambda destination, reason: heard.append(destination))
+    # retried until the breaker decides: every answer is a 503 for the whole (short) window
+    endless = RetryPolicy(max_attempts=10**6, base_delay=0.0, max_delay=0.0)
+    cfg = SenderConfig(4, 5.0, endless, {}, adaptive=False, breaker_window=0.2)
+    failing = [
+        Request(message("flaky", f"bd{n}"), kontagent_url(server, "flaky", f"bd{n}", n=10**9))
+        for n in range(30)
+    ]
+    healthy = [
+        Request(message("ok", f"bh{n}", "kissmetrics"), kissmetrics_url(server, "ok", f"bh{n}"))
+        for n in range(30)
+    ]
+    caplog.set_level(logging.INFO, logger="beaconflow.send")
+    with SenderPool(cfg, (KEY,), processes=2, stop=stop) as pool:
+        client = pool.client()
+        client.submit_many(failing + healthy)
+        deliveries = client.take_finished() + client.flush()
+        client.close()
+    reason = "destination down: kontagent (only timeouts, connection errors and 5xx for 0.2s)"
+    assert stop.down == {"kontagent": reason} and heard == ["kontagent"]
+    assert stop.reason is None, "the run goes on"
+    by_token = {d.message.param("token"): d for d in deliveries}
+    down = [by_token[f"bd{n}"] for n in range(30)]
+    assert all(not d.delivered and d.stop == reason for d in down)
+    assert any(d.error == f"not attempted: {reason}" for d in down)
+    assert all(by_token[f"bh{n}"].delivered for n in range(30)), "the other goes on"
+    # the parent's totals say done: one destination down does not stop the senders
+    assert re.search(r"done: sent \d+, delivered 30", caplog.text)
+
+
+def test_each_child_keeps_the_deadline_on_its_own_clock(server: Collector) -> None:
+    cfg = SenderConfig(4, 5.0, NO_WAIT, {}, adaptive=False, deadline=time.time() - 1.0)
+    requests = [
+        Request(message("ok", f"dl{n}"), kontagent_url(server, "ok", f"dl{n}")) for n in range(12)
+    ]
+    with SenderPool(cfg, (KEY,), processes=2) as pool:
+        client = pool.client()
+        client.submit_many(requests)
+        deliveries = client.take_finished() + client.flush()
+        client.close()
+    assert len(deliveries) == 12
+    assert all(d.error == "not attempted: deadline" and d.stop == "deadline" for d in deliveries)
+    assert sum(server.tries(f"dl{n}") for n in range(12)) == 0

@@ -40,3 +40,32 @@ def test_runs_have_their_own_flags() -> None:
     forget_run("run-b")
     assert run_stop("run-a").reason is None
     forget_run("run-a")
+
+
+def test_a_destination_down_is_told_once_to_every_listener_and_the_run_goes_on() -> None:
+    stop = RunStop()
+    heard: list[tuple[str, str]] = []
+    stop.subscribe_down(lambda d, r: heard.append((d, r)))
+    assert stop.destination_down("kontagent", "destination down: kontagent (...)")
+    assert not stop.destination_down("kontagent", "a later reason")
+    assert stop.reason is None, "the run itself is not stopped"
+    assert stop.down == {"kontagent": "destination down: kontagent (...)"}
+    late: list[tuple[str, str]] = []
+    stop.subscribe_down(lambda d, r: late.append((d, r)))  # a sender opened later hears it
+    assert heard == late == [("kontagent", "destination down: kontagent (...)")]
+    stop.destination_down("kissmetrics", "destination down: kissmetrics (...)")
+    assert [d for d, _ in heard] == ["kontagent", "kissmetrics"]
+
+
+def test_an_unsubscribed_down_listener_hears_nothing() -> None:
+    stop = RunStop()
+    heard: list[str] = []
+
+    def listener(destination: str, reason: str) -> None:
+        heard.append(destination)
+
+    stop.subscribe_down(listener)
+    stop.unsubscribe_down(listener)
+    stop.unsubscribe_down(listener)
+    stop.destination_down("kontagent", "x")
+    assert heard == []

@@ -296,3 +296,52 @@ def test_a_destination_url_with_credentials_or_a_query_is_a_usage_error(
     assert done.returncode == 2
     assert done.stderr.startswith(f"beaconflow: error: {says}")
     assert "PASSW0RDXYZ" not in done.stderr and not (tmp_path / "d").exists()
+
+
+@pytest.mark.parametrize(
+    ("flags", "deadline", "window"),
+    [
+        ([], None, 60.0),
+        (["--deadline=6h"], 21600.0, 60.0),
+        (["--deadline", "45m", "--breaker-window", "90s"], 2700.0, 90.0),
+        (["--deadline=1h30m", "--breaker-window=2.5"], 5400.0, 2.5),
+        (["--deadline=90"], 90.0, 60.0),
+        (["--breaker-window=0"], None, None),  # 0 turns the breaker off
+    ],
+)
+def test_deadline_and_breaker_window_take_durations(
+    flags: list[str], deadline: float | None, window: float | None
+) -> None:
+    config = configure(["--sandbox", "--input=x.jsonl", *flags], now=NOW)
+    assert (config.deadline, config.breaker_window) == (deadline, window)
+
+
+@pytest.mark.parametrize(
+    ("flag", "says"),
+    [
+        ("--deadline=6 hours", "argument --deadline: must be a duration above 0 such as 90s"),
+        ("--deadline=0", "argument --deadline: must be a duration above 0, got '0'"),
+        ("--deadline=-5m", "argument --deadline: must be a duration above 0 such as 90s"),
+        ("--breaker-window=soon", "argument --breaker-window: must be a duration 0 or more"),
+    ],
+)
+def test_a_bad_duration_is_a_usage_error_naming_its_flag(
+    tmp_path: Path, flag: str, says: str
+) -> None:
+    events = tmp_path / "e.jsonl"
+    events.write_text('{"time": 1750000000, "user_id": 1, "event": "apa"}\n')
+    done = run_cli(f"--input={events}", "--sandbox", f"--report={tmp_path / 'r.json'}", flag)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith(f"beaconflow: error: {says}")
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_help_lists_the_deadline_and_the_breaker() -> None:
+    done = run_cli("--help")
+    assert done.returncode == 0
+    text = " ".join(done.stdout.split())
+    assert "--deadline DURATION stop sending DURATION after the run's start" in text
+    assert "'not attempted: deadline'" in text and '"stopped": "deadline"' in text
+    assert "--breaker-window DURATION declare a destination down" in text
+    assert "'not attempted: destination down'" in text and "(default: 60s)" in text
+    assert "the --deadline was reached, a destination is down" in text

@@ -25,7 +25,7 @@ REPORT_KEYS = {
     "inputs", "files", "report", "dead_letter", "dry_run", "sandbox", "ledger", "date",
     "destinations", "exit_status", "mapping_rules_matched", "mapping_rules_unmatched",
     "properties_left_out", "lookback_days_missing", "dead_letter_salvaged",
-    "events_already_dead_lettered", "messages_already_dead_lettered",
+    "events_already_dead_lettered", "messages_already_dead_lettered", "deadline",
 }  # fmt: skip
 
 
@@ -45,6 +45,8 @@ def test_report_json_has_its_documented_keys_and_reads_back_the_same() -> None:
     assert set(data) == REPORT_KEYS  # report_written is the run's own, not the file's
     assert data["events_unrouted"] == 1 and data["inputs"] == ["a.jsonl"]
     assert RunReport.from_json(json.loads(json.dumps(data))) == report
+    timed = replace(report, stopped="deadline", deadline="2025-06-02T08:15:00.250Z")
+    assert RunReport.from_json(json.loads(json.dumps(timed.to_json()))) == timed
     # partial and sandbox_collector appear only when they apply
     extra = replace(report, partial=True, sandbox_collector={"accepted": 1}).to_json()
     assert set(extra) - REPORT_KEYS == {"partial", "sandbox_collector"}

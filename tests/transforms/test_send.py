@@ -19,7 +19,9 @@ from apache_beam.testing.util import assert_that, equal_to
 from beaconflow.delivery.sender import (
     Delivery,
 )
+from beaconflow.delivery.stop import forget_run, run_stop
 from beaconflow.model.message import Endpoint, Message
+from beaconflow.report.counts import STOPPED
 from beaconflow.sandbox.collector import Collector
 from beaconflow.transforms import send
 from beaconflow.transforms.send import SendConfig, SendMessages
@@ -109,3 +111,59 @@ def test_send_messages_pipeline(server: Collector, monkeypatch: pytest.MonkeyPat
     assert counters["delivered"] == 21
     assert counters["failed"] == 2
     assert counters["retries"] == 1
+
+
+def test_a_destination_down_on_the_run_is_not_sent_to_and_its_bundles_say_so(
+    server: Collector, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(send, "render_url", fake_render)
+    reason = "destination down: kontagent (only timeouts, connection errors and 5xx for 1m)"
+    stop = run_stop("send-down")
+    stop.destination_down("kontagent", reason)  # another sender of the process found it down
+    try:
+        cfg = SendConfig(
+            {
+                "kontagent": Endpoint("kontagent", server.base_url, KEY),
+                "kissmetrics": Endpoint("kissmetrics", server.base_url, KEY),
+            },
+            concurrency=4,
+            timeout=5.0,
+            retry=NO_WAIT,
+            run_id="send-down",
+        )
+        down = [message("ok", f"down-{n}") for n in range(5)]
+        # the fake URL is Kontagent-shaped for both: the scripted "ok" answers either
+        healthy = [message("ok", f"up-{n}", "kissmetrics") for n in range(5)]
+        with test_pipeline.TestPipeline(runner=FnApiRunner()) as pipeline:
+            outputs = (
+                pipeline
+                | beam.Create([(m.destination, m.kind, m.params) for m in [*down, *healthy]])
+                | "ToMessages" >> beam.MapTuple(Message)
+                | SendMessages(cfg)
+            )
+            assert_that(
+                outputs.delivered | "Delivered" >> beam.Map(lambda d: d.message.param("token")),
+                equal_to([f"up-{n}" for n in range(5)]),
+                label="CheckDelivered",
+            )
+            assert_that(
+                outputs.failed | "Failed" >> beam.Map(summary),
+                equal_to(
+                    [
+                        (f"down-{n}", "ok", False, None, f"not attempted: {reason}", 0)
+                        for n in range(5)
+                    ]
+                ),
+                label="CheckFailed",
+            )
+            assert_that(
+                outputs[send.TALLY]
+                | "Stopped" >> beam.Filter(lambda tally: tally[0].counter == STOPPED)
+                | "Reasons" >> beam.Map(lambda tally: tally[0].detail)
+                | "Distinct" >> beam.Distinct(),
+                equal_to([reason]),
+                label="CheckStopped",
+            )
+        assert sum(server.tries(f"down-{n}") for n in range(5)) == 0
+    finally:
+        forget_run("send-down")
