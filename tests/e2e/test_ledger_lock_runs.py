@@ -8,6 +8,7 @@ lock's rules themselves are tested in tests/delivery/test_ledger_lock.py.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import json
 import os
@@ -312,6 +313,10 @@ def test_a_run_killed_with_sigkill_leaves_a_lock_the_next_run_takes_over(
         _wait_mid_run(first, collector)
         senders = _children_of(first.pid)
         assert len(senders) == processes
+        # frozen, the senders cannot end when their pipe closes (they would, after a grace):
+        # whatever they inherited stays open while the next run takes the locks
+        for pid in senders:
+            os.kill(pid, signal.SIGSTOP)
         os.kill(first.pid, signal.SIGKILL)  # the run's process alone: its senders live on
         first.communicate()
         fingerprints = _fingerprints(collector.base_url)
@@ -328,6 +333,9 @@ def test_a_run_killed_with_sigkill_leaves_a_lock_the_next_run_takes_over(
                 time.sleep(0.02)
             assert all(Path(f"/proc/{pid}").exists() for pid in senders)
         finally:
+            for pid in senders:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
             gate.opened.set()
             _, err = second.communicate(timeout=120)
         assert second.returncode == 0, err
