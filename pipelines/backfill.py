@@ -607,13 +607,16 @@ def run(argv: Sequence[str], *, now: float | None = None) -> tuple[int, RunRepor
     now = time.time() if now is None else now
     config = configure(argv, now)
     started = time.monotonic()
+    options = PipelineOptions(quiet_workers(config.beam_args))
+    # Beam's filesystems see the run's options (--s3_endpoint_url, ...) from the first path
+    # they reach, not only once the pipeline is built
+    FileSystems.set_options(options)
     patterns, lookback_missing = _landed_inputs(config)
     try:
         files = expand_inputs(patterns, config.file_format)
     except InputError as error:
         raise UsageError(str(error)) from None
     redact_library_logs(config.secrets())
-    options = PipelineOptions(quiet_workers(config.beam_args))
     outputs = (
         (config.dead_letter, "dead letter"),
         (config.report, "report"),
