@@ -144,11 +144,12 @@ class RemoteLedgerLocks:
         assert self._holder is not None
         name = lease_name(fingerprint)
         data = self._holder.to_bytes()
+        note = ""  # the takeover last tried, said if a retry of it is what we then find
         for _ in range(_ATTEMPTS):
             version = self._store.create(name, data)
             if version is not None:
                 self._held[fingerprint] = version
-                self._check_store(name, data)
+                self._check_store(fingerprint, data)
                 return ""
             seen = self._store.read(name)
             if seen is None:  # released meanwhile: create it again
@@ -161,9 +162,9 @@ class RemoteLedgerLocks:
                     "holder; nothing was done: remove it if no run is using the ledger"
                 )
             if self._holder.same_run(found):
-                # our own create, sent again by the store's client after it had succeeded
+                # our own write, sent again by the store's client after it had succeeded
                 self._held[fingerprint] = seen[1]
-                return ""
+                return note
             verdict, why = judge(
                 found,
                 os_lock_free=False,  # a store has no OS lock: the holder and its age decide
@@ -174,14 +175,15 @@ class RemoteLedgerLocks:
             )
             if verdict is Verdict.HELD:
                 raise LedgerBusy(busy_message(self._directory, fingerprint, found))
+            note = takeover_note(fingerprint, found, why)
             version = self._store.replace(name, data, seen[1])
             if version is None:  # another run changed it first: judge what it wrote
                 continue
             self._held[fingerprint] = version
-            return takeover_note(fingerprint, found, why)
+            return note
         raise LedgerBusy(busy_message(self._directory, fingerprint, None))
 
-    def _check_store(self, name: str, data: bytes) -> None:
+    def _check_store(self, fingerprint: str, data: bytes) -> None:
         """Refuse a store that ignores the preconditions: it would let two runs hold a lease.
 
         Once per run, on the first lease created: creating it again and replacing it at a
@@ -191,6 +193,7 @@ class RemoteLedgerLocks:
         if self._store_checked:
             return
         self._store_checked = True
+        name = lease_name(fingerprint)
         if (
             self._store.create(name, data) is None
             and self._store.replace(name, data, NO_SUCH_VERSION) is None
@@ -198,9 +201,8 @@ class RemoteLedgerLocks:
             return
         # the probe may have written the object again: what release must delete is there now
         seen = self._store.read(name)
-        for fingerprint in self._held:
-            if lease_name(fingerprint) == name and seen is not None:
-                self._held[fingerprint] = seen[1]
+        if seen is not None:
+            self._held[fingerprint] = seen[1]
         raise LedgerError(
             f"the store of the ledger {self._directory} does not honour conditional writes "
             "(create only if absent, replace only if unchanged), so it cannot hold the "
@@ -269,8 +271,8 @@ class RemoteLedgerLocks:
                         self._store.delete(name, version)
                 except LeaseStoreError as error:
                     log.warning(
-                        "the ledger's lock %s was not removed (%s): the next run takes it over "
-                        "once its heartbeat is %.0f s old",
+                        "the ledger's lock %s was not removed (%s): the next run takes it over, "
+                        "at once on this host, else once its heartbeat is %.0f s old",
                         name,
                         error,
                         self._stale_after,

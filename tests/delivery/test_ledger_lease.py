@@ -306,6 +306,20 @@ def test_a_write_the_client_sent_again_after_it_succeeded_is_recognised_as_ours(
     assert store.objects == {}
 
 
+def test_a_takeover_the_client_sent_again_after_it_succeeded_is_still_said() -> None:
+    store = MemoryLeaseStore()
+    _put(store, A, Holder(HOST, 999_999, T0 - 60, T0 - 5))
+    store.retry_after_success = True
+    locks = _locks(store, A, exists=_gone)
+    assert locks.acquire() == [
+        f"taking over the ledger's lock of endpoint {A} from host {HOST} pid 999999 "
+        "since 2025-06-15T15:05:40Z: its process no longer exists"
+    ]
+    assert _holder(store, A) == locks.holder
+    locks.release()
+    assert store.objects == {}
+
+
 def test_a_store_that_ignores_the_preconditions_is_refused_and_left_clean() -> None:
     store = MemoryLeaseStore(ignores_preconditions=True)
     with pytest.raises(LedgerError) as raised:
