@@ -7,7 +7,7 @@ non-2xx answers) whose messages never contain the API key or the secret: URLs ar
 and the original exception, which would carry the URL, is not chained. Redirects are never
 followed: a 3xx raises HTTPStatusError naming the target's host. HTTPStatusError quotes the
 start of the answer's body (``.body``: the service's explanation, redacted, on one line), as
-the pipeline's dead letter does; at most a few KiB of any body are read
+the pipeline's dead letter does; at most 64 KiB of any body are read
 (:mod:`beaconflow.delivery.body`).
 
 Example::
@@ -144,7 +144,7 @@ class _Client:
         source = message.source or None
         try:
             # a redirect is never followed: it did not reach the service. stream: the body
-            # is read here, a few KiB at most
+            # is read here, 64 KiB at most
             response = self._session().get(
                 request_url, timeout=self._timeout, allow_redirects=False, stream=True
             )

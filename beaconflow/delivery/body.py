@@ -1,4 +1,4 @@
-"""What a sender keeps of an answer's body: a few KiB read at most, a failure's reason quoted.
+"""What a sender keeps of an answer's body: 64 KiB read at most, a failure's reason quoted.
 
 A tracking answer is a 43-byte GIF, and the body of a failure is the service's explanation
 (``{"error": "invalid parameter s"}``, an nginx error page). Neither the bulk sender nor the

@@ -864,7 +864,7 @@ class SendEngine:
                         retry_after = response.headers.get(
                             "Location" if answer.redirect else "Retry-After"
                         )
-                    # never more than a few KiB of a body in memory, whatever its size
+                    # never more than 64 KiB of a body in memory, whatever its size
                     body = await read_capped(response)
             except _TRANSPORT_ERRORS as caught:
                 error = caught
