@@ -16,10 +16,11 @@ killed with SIGKILL loses at most the messages that were still in flight; the jo
 synced at least every :data:`SYNC_SECONDS` (a power loss loses at most that much more). A
 journal is sealed into a shard (``shard-<id>-<n>.v2.jsonl``) after ``max_entries`` entries
 and at the end of every bundle: a seal record (:mod:`beaconflow.delivery.ledger_check`)
-giving the entries' count, length and SHA-256 is appended, the file synced and renamed, the
-directory synced, and the writer's manifest (``manifest-<id>.json``, every shard it sealed)
-replaced the same way. On filesystems without appends (``gs://``, ``s3://``) entries are
-buffered and each shard is written whole to a temporary name, then renamed.
+giving the entries' count, length and SHA-256, and their count per endpoint fingerprint and
+destination, is appended, the file synced and renamed, the directory synced, and the
+writer's manifest (``manifest-<id>.json``, every shard it sealed) replaced the same way. On
+filesystems without appends (``gs://``, ``s3://``) entries are buffered and each shard is
+written whole to a temporary name, then renamed.
 
 Files whose names lack ``.v2`` were written by releases before ledger format 2 (no seal,
 no CRC, fingerprints of the destination and key only); they are read as they always were.
@@ -42,6 +43,7 @@ import threading
 import time
 import uuid
 import zlib
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import IO, Any
 
@@ -275,10 +277,30 @@ class LedgerKeys:
         return read_ledger_file(path, self._legacy)
 
 
-def seal_line(entries: int, length: int, sha256: str) -> bytes:
-    """The line that seals a shard of ``entries`` entry lines, ``length`` bytes in all."""
-    seal = {"entries": entries, "bytes": length, "sha256": sha256}
+def seal_line(
+    entries: int,
+    length: int,
+    sha256: str,
+    endpoints: Mapping[tuple[str, str], int] | None = None,
+) -> bytes:
+    """The line that seals a shard of ``entries`` entry lines, ``length`` bytes in all.
+
+    ``endpoints``: its entries per (fingerprint, destination), written as ``"endpoints":
+    {fingerprint: {destination: n}}`` so that a run's check before sending learns whose
+    deliveries the shard holds without parsing its entries (None: not written).
+    """
+    seal: dict[str, Any] = {"entries": entries, "bytes": length, "sha256": sha256}
+    if endpoints is not None:
+        nested: dict[str, dict[str, int]] = {}
+        for (fingerprint, destination), count in sorted(endpoints.items()):
+            nested.setdefault(fingerprint, {})[destination] = count
+        seal["endpoints"] = nested
     return SEAL_PREFIX + json.dumps(seal, separators=(",", ":")).encode() + b"}\n"
+
+
+def entry_endpoint(key: str, destination: str) -> tuple[str, str]:
+    """An entry's endpoint as a seal record counts it: the key's fingerprint, the destination."""
+    return key.partition(":")[0], destination
 
 
 def write_atomically(directory: str, name: str, data: bytes) -> None:
@@ -350,6 +372,7 @@ class LedgerWriter:
         # what the journal (or the buffer) holds since the last seal: its seal record's input
         self._hash = hashlib.sha256()
         self._length = 0
+        self._endpoints: Counter[tuple[str, str]] = Counter()
         self._buffer: list[bytes] = []
         self._sealed: list[tuple[str, int]] = []
         self._dirty = False
@@ -383,16 +406,20 @@ class LedgerWriter:
         """Add one delivery by its ledger key (a sender process gets keys, not messages)."""
         when = int(time.time()) if at is None else at
         with self._lock:
-            self._write([entry_line(key, destination, kind, when)])
+            self._write(
+                [entry_line(key, destination, kind, when)], [entry_endpoint(key, destination)]
+            )
 
     def _record(self, messages: Iterable[Message]) -> None:
         now = int(time.time())
         fingerprints = self._fingerprints
+        messages = list(messages)
         self._write(
             [
                 entry_line(ledger_key(fingerprints[m.destination], m), m.destination, m.kind, now)
                 for m in messages
-            ]
+            ],
+            [(fingerprints[m.destination], m.destination) for m in messages],
         )
 
     def _fail(self, error: BaseException) -> LedgerError:
@@ -406,19 +433,20 @@ class LedgerWriter:
                     journal.close()
         return self._failed
 
-    def _write(self, lines: list[bytes]) -> None:
+    def _write(self, lines: list[bytes], endpoints: list[tuple[str, str]]) -> None:
+        """Write entry lines; ``endpoints``: each line's (fingerprint, destination)."""
         if not lines:
             return
         if self._failed is not None:
             raise self._failed
         try:
-            self._write_lines(lines)
+            self._write_lines(lines, endpoints)
         except LedgerError:
             raise
         except Exception as error:
             raise self._fail(error) from None
 
-    def _write_lines(self, lines: list[bytes]) -> None:
+    def _write_lines(self, lines: list[bytes], endpoints: list[tuple[str, str]]) -> None:
         data = b"".join(lines)
         if self._local:
             if self._journal is None:
@@ -439,6 +467,7 @@ class LedgerWriter:
         self._hash.update(data)
         self._length += len(data)
         self._count += len(lines)
+        self._endpoints.update(endpoints)
         if self._count >= self._max_entries:
             self._seal()
 
@@ -505,7 +534,7 @@ class LedgerWriter:
         if self._count == 0:
             return
         shard = "shard-" + self._name(SHARD_SUFFIX)
-        seal = seal_line(self._count, self._length, self._hash.hexdigest())
+        seal = seal_line(self._count, self._length, self._hash.hexdigest(), self._endpoints)
         if self._local and self._journal is not None:
             self._journal.write(seal)
             self._journal.flush()
@@ -530,6 +559,7 @@ class LedgerWriter:
         self._sequence += 1
         self._count = 0
         self._length = 0
+        self._endpoints = Counter()
         self._hash = hashlib.sha256()
 
     def close(self) -> None:

@@ -1,11 +1,20 @@
 """A ledger's integrity: what a run checks before sending, ``ledger verify`` and ``repair``.
 
 Every sealed shard of ledger format 2 ends with a seal record, ``{"sealed": {"entries": N,
-"bytes": B, "sha256": H}}``, over the B bytes of entry lines before it, and every writer
-keeps a manifest (``manifest-<writer>.json``) listing the shards it sealed with their
-entries' counts. So a shard that was truncated, zero-filled or changed in any byte, and a
-shard its manifest lists that is no longer there (deleted, renamed by logrotate), is
-**damaged**: :func:`inspect` finds it and a run stops before sending (exit 2), naming it.
+"bytes": B, "sha256": H, "endpoints": {fingerprint: {destination: n}}}}``, over the B bytes
+of entry lines before it, and every writer keeps a manifest (``manifest-<writer>.json``)
+listing the shards it sealed with their entries' counts. So a shard that was truncated,
+zero-filled or changed in any byte, and a shard its manifest lists that is no longer there
+(deleted, renamed by logrotate), is **damaged**: :func:`inspect` finds it and a run stops
+before sending (exit 2), naming it.
+
+A run's check (:func:`prepare`) reads every file but parses no entry of a sealed shard whose
+seal record gives its endpoints: the SHA-256 over its bytes says they are what was written,
+and the seal record says whose deliveries they are (what :func:`mismatches` warns from). The
+pipeline parses the entries once, when it reads the ledger's keys, each line checked by its
+CRC. Parsing them here too was 18-20 of the check's 21-22 CPU seconds on a ledger of 5
+million entries; without it the check takes about 1 s (``benchmarks/ledger_check.py``,
+docs/performance.md).
 
 Journals (``*.jsonl.open``, a run that is running or was killed) have no seal: their
 intact lines count, a torn or zeroed line is skipped (each line has its own CRC). Files of
@@ -39,6 +48,7 @@ from beaconflow.delivery.ledger import (
     LedgerWriter,
     beam_filesystems,
     checked_entry,
+    entry_endpoint,
     file_entries,
     is_format2,
     is_local,
@@ -159,6 +169,27 @@ def shard_damage(data: bytes) -> tuple[str | None, int | None]:
     return None, entries
 
 
+def seal_endpoints(data: bytes) -> Counter[tuple[str, str]] | None:
+    """An intact shard's entries per (fingerprint, destination), as its seal record says.
+
+    None when the seal record does not say (a shard sealed before seal records carried
+    them) or says something that does not add up to its entries: the caller parses them.
+    """
+    last = data[data.rfind(b"\n", 0, len(data) - 1) + 1 : -1]
+    try:
+        seal = json.loads(last)["sealed"]
+        counts: Counter[tuple[str, str]] = Counter()
+        for fingerprint, destinations in seal["endpoints"].items():
+            for destination, count in destinations.items():
+                if not isinstance(count, int) or count < 0:
+                    return None
+                counts[(str(fingerprint), str(destination))] += count
+        entries = int(seal["entries"])
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return counts if counts.total() == entries else None
+
+
 def _read_json(directory: str, name: str) -> Any:
     try:
         return json.loads(_read(directory, name))
@@ -166,10 +197,13 @@ def _read_json(directory: str, name: str) -> Any:
         return None
 
 
-def inspect(directory: str) -> LedgerState:
+def inspect(directory: str, *, parse_sealed: bool = True) -> LedgerState:
     """Read the whole ledger once: its format, damage, and entries per fingerprint.
 
-    Raises LedgerDamaged for a ledger of a newer format than this release reads.
+    ``parse_sealed=False`` (a run's check before sending): an intact sealed shard whose seal
+    record gives its endpoints is counted from it, its entries not parsed; ``torn`` then
+    covers the other files only. Raises LedgerDamaged for a ledger of a newer format than
+    this release reads.
     """
     state = LedgerState(directory)
     names = _names(directory)
@@ -211,25 +245,34 @@ def inspect(directory: str) -> LedgerState:
             continue
         data = _read(directory, name)
         version = 2 if is_format2(name) else 1
-        read, unreadable = file_entries(name, data)
         if version == 2 and name.endswith(SHARD_SUFFIX):
             state.shards += 1
             reason, expected = shard_damage(data)
             if reason is not None:
                 manifest, in_manifest = listed.get(name, (None, None))
                 expected = expected if expected is not None else in_manifest
-                state.damaged.append(Damage(name, reason, expected, len(read), manifest))
+                intact = len(file_entries(name, data)[0])
+                state.damaged.append(Damage(name, reason, expected, intact, manifest))
+                continue
+            sealed = None if parse_sealed else seal_endpoints(data)
+            if sealed is not None:
+                state.entries += sealed.total()
+                for (fingerprint, destination), count in sealed.items():
+                    state.counts[(fingerprint, destination, version)] += count
                 continue
         elif version == 2:
             state.journals += 1
         else:
             state.legacy_files += 1
+        read, unreadable = file_entries(name, data)
         if unreadable:
             state.torn[name] = unreadable
         state.entries += len(read)
         for entry in read:
-            fingerprint = entry["ledger"].partition(":")[0]
-            state.counts[(fingerprint, str(entry.get("destination")), version)] += 1
+            fingerprint, destination = entry_endpoint(
+                entry["ledger"], str(entry.get("destination"))
+            )
+            state.counts[(fingerprint, destination, version)] += 1
     return state
 
 
@@ -252,7 +295,7 @@ def prepare(directory: str, identity: LedgerIdentity, *, write: bool) -> list[st
     descriptors of this run's fingerprints. Returns the warnings to give before sending
     (:func:`beaconflow.delivery.ledger_identity.mismatches`).
     """
-    state = inspect(directory)
+    state = inspect(directory, parse_sealed=False)
     if state.damaged:
         raise LedgerDamaged(damage_line(state))
     warnings = mismatches(identity, state.counts, state.descriptors)
@@ -359,12 +402,15 @@ def repair(directory: str, *, now: float | None = None) -> tuple[list[str], bool
         return [f"{directory}: intact, nothing to repair"], False
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(time.time() if now is None else now))
     salvaged: list[bytes] = []
+    endpoints: Counter[tuple[str, str]] = Counter()
     for damage in state.damaged:
         if damage.missing or not damage.name.endswith(SHARD_SUFFIX):
             continue
         for line in _read(directory, damage.name).split(b"\n"):
-            if checked_entry(line) is not None:
+            entry = checked_entry(line)
+            if entry is not None:
                 salvaged.append(line + b"\n")
+                endpoints[entry_endpoint(entry["ledger"], str(entry.get("destination")))] += 1
     lines: list[str] = []
     if salvaged:
         # written and synced before anything is set aside: a crash in between leaves
@@ -372,7 +418,7 @@ def repair(directory: str, *, now: float | None = None) -> tuple[list[str], bool
         writer = uuid.uuid4().hex[:12]
         shard = f"shard-{writer}-000000.v2{SHARD_SUFFIX}"
         body = b"".join(salvaged)
-        seal = seal_line(len(salvaged), len(body), hashlib.sha256(body).hexdigest())
+        seal = seal_line(len(salvaged), len(body), hashlib.sha256(body).hexdigest(), endpoints)
         write_atomically(directory, shard, body + seal)
         write_atomically(
             directory, manifest_name(writer), manifest_bytes(writer, [(shard, len(salvaged))])

@@ -8,18 +8,21 @@ Whole runs and the ``beaconflow ledger`` command are in tests/e2e/test_ledger_in
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import time
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from beaconflow.delivery.ledger import (
     LedgerWriter,
     entry_line,
+    file_entries,
     ledger_files,
     read_ledger_file,
 )
@@ -28,6 +31,7 @@ from beaconflow.delivery.ledger_check import (
     inspect,
     prepare,
     repair,
+    seal_endpoints,
     shard_damage,
     verify_lines,
 )
@@ -75,8 +79,10 @@ def test_a_sealed_ledger_is_intact_and_lists_its_shards(tmp_path: Path) -> None:
 
 
 def _truncate(path: Path) -> None:
+    """Cut in the middle of the entries (before the seal record, whatever its length)."""
     data = path.read_bytes()
-    path.write_bytes(data[: len(data) // 2])
+    body = data[: data.rindex(b'{"sealed":')]
+    path.write_bytes(body[: len(body) // 2])
 
 
 def _zero_fill(path: Path) -> None:
@@ -228,6 +234,109 @@ def test_format1_files_are_read_and_mapped_to_todays_fingerprint(tmp_path: Path)
     prepare(str(tmp_path), identity, write=True)
     assert (tmp_path / "ledger.json").read_text() == '{"format": 2}\n'
     assert inspect(str(tmp_path)).format == 2
+
+
+OTHER = "0" * 12
+
+
+def _two_endpoints_ledger(directory: Path) -> None:
+    """Sealed shards holding deliveries of two fingerprints and both destinations."""
+    writer = LedgerWriter(
+        str(directory), {"kontagent": FINGERPRINT, "kissmetrics": FINGERPRINT}, sync_seconds=None
+    )
+    writer.record(_messages(3))
+    writer.record([Message("kissmetrics", "e", (("_n", "x"),))])
+    writer.record_keyed(f"{OTHER}:k1", "kontagent", "apa", 1)
+    writer.seal()
+    writer.record_keyed(f"{OTHER}:k2", "kontagent", "apa", 1)
+    writer.close()
+
+
+def test_a_seal_record_says_whose_deliveries_its_shard_holds(tmp_path: Path) -> None:
+    _two_endpoints_ledger(tmp_path)
+    first, second = (json.loads(p.read_bytes().splitlines()[-1]) for p in _shards(tmp_path))
+    assert first["sealed"]["endpoints"] == {
+        OTHER: {"kontagent": 1},
+        FINGERPRINT: {"kissmetrics": 1, "kontagent": 3},
+    }
+    assert first["sealed"]["entries"] == 5
+    assert second["sealed"]["endpoints"] == {OTHER: {"kontagent": 1}}
+
+
+def test_a_runs_check_counts_sealed_shards_from_their_seal_records(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the warnings are made of, without parsing the entries the pipeline parses."""
+    _two_endpoints_ledger(tmp_path)
+    _killed_journal(tmp_path, 2)  # a journal has no seal: its entries are parsed
+    parsed = inspect(str(tmp_path))
+    parsed_files: list[str] = []
+
+    def counting(path: str, data: bytes) -> tuple[list[dict[str, Any]], int]:
+        parsed_files.append(path)
+        return file_entries(path, data)
+
+    monkeypatch.setattr("beaconflow.delivery.ledger_check.file_entries", counting)
+    checked = inspect(str(tmp_path), parse_sealed=False)
+    assert [Path(p).name for p in parsed_files] == [
+        p.name for p in tmp_path.glob("journal-*.v2.jsonl.open")
+    ]
+    assert checked.counts == parsed.counts
+    assert checked.counts[(FINGERPRINT, "kontagent", 2)] == 5  # 3 sealed, 2 in the journal
+    assert checked.entries == parsed.entries == 8
+    ours = LedgerIdentity(
+        {"kontagent": "1" * 12}, {}, {"1" * 12: {"url": "u", "identified_by": "key"}}
+    )
+    [warning] = prepare(str(tmp_path), ours, write=False)
+    assert "the ledger holds 7 kontagent deliveries" in warning
+
+
+def _reseal(path: Path, seal: dict[str, Any]) -> None:
+    """Replace a shard's seal record (the bytes it seals are unchanged)."""
+    lines = path.read_bytes().splitlines(keepends=True)
+    path.write_bytes(b"".join(lines[:-1]) + json.dumps({"sealed": seal}).encode() + b"\n")
+
+
+@pytest.mark.parametrize(
+    "endpoints",
+    [None, {FINGERPRINT: {"kontagent": 4}}, {FINGERPRINT: ["kontagent"]}, "x"],
+    ids=["sealed before seal records had them", "not adding up", "garbled", "not an object"],
+)
+def test_a_seal_record_without_usable_endpoints_is_parsed_instead(
+    tmp_path: Path, endpoints: Any
+) -> None:
+    _sealed_ledger(tmp_path, shards=1)
+    [shard] = _shards(tmp_path)
+    seal = json.loads(shard.read_bytes().splitlines()[-1])["sealed"]
+    if endpoints is None:
+        del seal["endpoints"]
+    else:
+        seal["endpoints"] = endpoints
+    _reseal(shard, seal)
+    assert seal_endpoints(shard.read_bytes()) is None
+    state = inspect(str(tmp_path), parse_sealed=False)
+    assert state.damaged == [] and state.counts == {(FINGERPRINT, "kontagent", 2): 5}
+
+
+def test_a_changed_byte_is_found_by_a_runs_check_without_parsing(tmp_path: Path) -> None:
+    """The seal record's SHA-256 covers every entry byte: no entry need be parsed to see it."""
+    _sealed_ledger(tmp_path)
+    victim = _shards(tmp_path)[0]
+    _flip_byte(victim)
+    identity = LedgerIdentity({"kontagent": FINGERPRINT}, {})
+    with pytest.raises(LedgerDamaged, match=f"{victim.name}: its bytes are not what was written"):
+        prepare(str(tmp_path), identity, write=False)
+
+
+def test_a_repaired_shard_says_whose_deliveries_it_holds(tmp_path: Path) -> None:
+    _two_endpoints_ledger(tmp_path)
+    before = set(_shards(tmp_path))
+    _truncate(_shards(tmp_path)[0])
+    repair(str(tmp_path))
+    [salvaged] = set(_shards(tmp_path)) - before
+    assert seal_endpoints(salvaged.read_bytes()) == {(FINGERPRINT, "kontagent"): 2}
+    state = inspect(str(tmp_path), parse_sealed=False)
+    assert state.damaged == [] and state.counts == inspect(str(tmp_path)).counts
 
 
 def test_a_ledger_of_a_newer_format_is_refused(tmp_path: Path) -> None:
