@@ -39,14 +39,16 @@ from beaconflow.delivery.ledger import (
     LedgerKeys,
     check_writable,
     ledger_files,
+    make_directories,
 )
-from beaconflow.delivery.ledger_check import LedgerDamaged, prepare
+from beaconflow.delivery.ledger_check import LedgerDamaged, LedgerUnreadable, prepare
 from beaconflow.delivery.ledger_identity import LedgerIdentity
 from beaconflow.delivery.ledger_lock import LedgerLocks, is_lockable
 from beaconflow.delivery.redact import Redactor, redact_library_logs
 from beaconflow.delivery.sender import Delivery
 from beaconflow.delivery.stop import RunStop, forget_run, interrupted_by, run_stop
 from beaconflow.model.duration import format_duration
+from beaconflow.model.errors import io_problem
 from beaconflow.model.events import MappedEvent
 from beaconflow.model.message import Destination, Endpoint, Message
 from beaconflow.model.render import render_url
@@ -313,10 +315,10 @@ def _check_ledger(config: BackfillConfig) -> None:
     assert config.ledger is not None
     try:
         warnings = prepare(config.ledger, _identity(config), write=not config.dry_run)
-    except LedgerDamaged as error:
+    except (LedgerDamaged, LedgerUnreadable, LedgerError) as error:
         raise UsageError(str(error)) from None
     except OSError as error:
-        raise UsageError(_not_writable("ledger", config.ledger, error)) from None
+        raise UsageError(io_problem("ledger", config.ledger, error)) from None
     for warning in warnings:
         log.warning("ledger %s: %s", config.ledger, warning)
 
@@ -356,23 +358,29 @@ def _discard_tallies(path: str) -> None:
             FileSystems.delete([path])
 
 
-def _write_report(path: str, report: RunReport) -> None:
+def _write_report(path: str, report: RunReport) -> tuple[str | None, bool]:
     """report.html, then report.json, each written whole under a temporary name and renamed.
 
     A disk that fills leaves the earlier report as it was, never a torn one; report.json,
-    which tools read, is written last, so that it never says less than the page.
+    which tools read, is written last, so that it never says less than the page. Returns
+    None when both were written, else the problem naming the file that was not; and
+    whether report.html was written.
     """
     text = json.dumps(report.to_json(), indent=2, sort_keys=True) + "\n"
-    for target, data in ((html_path(path), render_html(report)), (path, text)):
+    pages = ((html_path(path), "report.html", render_html(report)), (path, "report", text))
+    for target, what, data in pages:
         temporary = f"{target}.tmp-write"
         try:
             with FileSystems.create(temporary) as handle:
                 handle.write(data.encode("utf-8"))
             FileSystems.rename([temporary], [target])
-        except BaseException:
+        except BaseException as error:
             with contextlib.suppress(Exception):
                 FileSystems.delete([temporary])
-            raise
+            if not isinstance(error, Exception):
+                raise
+            return io_problem(what, target, error), target != html_path(path)
+    return None, True
 
 
 def _write_json(path: str, report: RunReport) -> bool:
@@ -388,11 +396,6 @@ def _write_json(path: str, report: RunReport) -> bool:
             FileSystems.delete([temporary])
         return False
     return True
-
-
-def _not_writable(what: str, path: str, error: BaseException) -> str:
-    detail = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
-    return f"{what} not writable: {path}: {detail or type(error).__name__}"
 
 
 def _distinct_outputs(outputs: Sequence[tuple[str, str]]) -> None:
@@ -416,11 +419,11 @@ def _prepare_output(path: str, what: str) -> int:
     probe = f"{path}.probe-{uuid.uuid4().hex[:12]}"
     try:
         if directory and "://" not in path:
-            os.makedirs(directory, exist_ok=True)
+            make_directories(directory)
         with FileSystems.create(probe) as handle:
             handle.write(b"\n")
     except Exception as error:  # OSError locally, the filesystem's own error elsewhere
-        raise UsageError(_not_writable(what, path, error)) from None
+        raise UsageError(io_problem(what, path, error)) from None
     finally:
         with contextlib.suppress(Exception):
             FileSystems.delete([probe])
@@ -431,7 +434,7 @@ def _prepare_output(path: str, what: str) -> int:
         try:
             salvaged = salvage_leftovers(path)
         except Exception as error:
-            raise UsageError(_not_writable(what, path, error)) from None
+            raise UsageError(io_problem(what, path, error)) from None
         if salvaged:
             log.warning(
                 "kept %d dead-letter entries that an earlier run of %s left unfinished (it was "
@@ -440,7 +443,10 @@ def _prepare_output(path: str, what: str) -> int:
                 path,
             )
         return salvaged
-    leftovers = remove_leftovers(path)
+    try:
+        leftovers = remove_leftovers(path)
+    except Exception as error:
+        raise UsageError(io_problem(what, path, error)) from None
     if leftovers:
         log.info("removed %d unfinished pieces of %s left by an earlier run", leftovers, path)
     return 0
@@ -554,7 +560,11 @@ def run(argv: Sequence[str], *, now: float | None = None) -> tuple[int, RunRepor
     try:
         # before the outputs are prepared (which removes an earlier run's leftovers) and the
         # ledger is read, held until the report is written
-        with _ledger_locks(config, stop):
+        with contextlib.ExitStack() as held:
+            try:
+                held.enter_context(_ledger_locks(config, stop))
+            except LedgerError as error:  # a lock file that cannot be opened or written
+                raise UsageError(str(error)) from None
             if config.ledger:
                 # before the outputs are touched: a damaged ledger leaves them as they were
                 _check_ledger(config)
@@ -656,7 +666,7 @@ def _run_pipeline(
                     merge_parts(wanted)
                 except Exception as error:
                     kept = f"what was written is kept in {parts_prefix(wanted)}* and {wanted}.tmp*"
-                    stopped.append(f"{_not_writable(what, wanted, error)} ({kept})")
+                    stopped.append(f"{io_problem(what, wanted, error)} ({kept})")
                 else:
                     if what == "dead letter" and config.ledger and not config.dry_run:
                         # committed: a later run reading the same records counts them only
@@ -666,7 +676,11 @@ def _run_pipeline(
             try:
                 sums = _read_tallies(tallies_path)
             except Exception as error:
-                stopped.append(_not_writable("report", config.report, error))
+                # the counts' own write failing said why already (the system's reason):
+                # that is the one to keep; partial says the counts are unknown
+                named = f"report not writable: {config.report}: "
+                if not any(reason.startswith(named) for reason in stop.reasons):
+                    stopped.append(io_problem("report", config.report, error))
                 partial = True
         else:
             _discard_tallies(tallies_path)
@@ -677,8 +691,9 @@ def _run_pipeline(
                 "rejected": counts.get("rejected", 0),
                 "faulted": counts.get("faulted", 0),
             }
-    if stop.reason is not None:
-        stopped.append(stop.reason)
+    # every output that failed, not only the first: the tallies saying so may be lost with
+    # the counts, when they were the report's
+    stopped.extend(stop.reasons)
     # a destination down in this process (the tallies say so too, also from other processes)
     stopped.extend(stop.down.values())
     counted = build_report(sums, time.monotonic() - started, _one_per_output(stopped))
@@ -718,10 +733,8 @@ def _run_pipeline(
     else:
         status = 0 if report.errors <= config.max_errors else 3
     report = replace(report, exit_status=status)
-    try:
-        _write_report(config.report, report)
-    except Exception as error:
-        reason = _not_writable("report", config.report, error)
+    reason, html_written = _write_report(config.report, report)
+    if reason is not None:
         log.error("%s", reason)
         report = replace(
             report,
@@ -729,9 +742,10 @@ def _run_pipeline(
             exit_status=report.exit_status if report.interrupted else 2 if config.dry_run else 4,
         )
         # report.json alone is small: say at least that much on disk, if it fits now
-        report = replace(report, report_written=_write_json(config.report, report))
+        written = _write_json(config.report, report)
+        report = replace(report, report_written=written, report_html_written=html_written)
     else:
-        report = replace(report, report_written=True)
+        report = replace(report, report_written=True, report_html_written=True)
     return report.exit_status or 0, report
 
 

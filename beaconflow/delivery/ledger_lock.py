@@ -54,7 +54,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum
 
-from beaconflow.model.errors import TryLaterError
+from beaconflow.delivery.ledger import LedgerError
+from beaconflow.model.errors import TryLaterError, io_problem, os_reason
 
 log = logging.getLogger("beaconflow")
 
@@ -194,6 +195,15 @@ def _same_file(fd: int, path: str) -> bool:
     return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
 
 
+def _holder_at(path: str) -> Holder | None:
+    """The holder the lock file at ``path`` names; None when none can be read there."""
+    try:
+        with open(path, "rb") as current:
+            return Holder.from_bytes(current.read())
+    except OSError:
+        return None
+
+
 def _read(fd: int) -> bytes:
     return os.pread(fd, 4096, 0)
 
@@ -279,7 +289,9 @@ class LedgerLocks:
     def acquire(self) -> list[str]:
         """Take every endpoint's lock; the takeovers it made, as lines to show.
 
-        Raises :class:`LedgerBusy` (holding none of them) when one is held by another run.
+        Raises :class:`LedgerBusy` (holding none of them) when one is held by another run,
+        and :class:`~beaconflow.delivery.ledger.LedgerError` naming the lock file when it
+        cannot be opened or written (a directory in its place, a read-only ledger).
         """
         now = self._clock()
         self._holder = Holder(self._host, self._pid, now, now)
@@ -302,6 +314,13 @@ class LedgerLocks:
 
     def _acquire_one(self, fingerprint: str) -> str:
         path = lock_path(self._directory, fingerprint)
+        try:
+            return self._try_acquire(path, fingerprint)
+        except OSError as error:
+            where = error.filename if isinstance(error.filename, str) else path
+            raise LedgerError(io_problem("ledger lock", where, error)) from None
+
+    def _try_acquire(self, path: str, fingerprint: str) -> str:
         assert self._holder is not None
         for _ in range(10):  # a file replaced or removed between open and lock: again
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
@@ -397,19 +416,33 @@ class LedgerLocks:
             for fingerprint, fd in self._held.items():
                 path = lock_path(self._directory, fingerprint)
                 try:
-                    with open(path, "rb") as current:
-                        found = Holder.from_bytes(current.read())
-                except FileNotFoundError:
-                    found = None
-                if not _same_file(fd, path) or not self._holder.same_run(found):
-                    who = found.describe() if found else "another run"
-                    return f"the ledger's lock of endpoint {fingerprint} was taken over by {who}"
-                try:
-                    _write(fd, self._holder.to_bytes())
+                    lost = self._beat_one(fingerprint, fd, path)
                 except OSError as error:
-                    # a full disk: the lock stays ours while the OS lock holds
-                    log.warning("ledger lock heartbeat not written: %s", error.strerror)
+                    # a full disk, an I/O error: the lock stays ours while the OS lock holds,
+                    # and the next beat tries again (an exception here would end the thread
+                    # and let the lock go stale while this run sends)
+                    log.warning("ledger lock heartbeat not written: %s: %s", path, os_reason(error))
+                    continue
+                if lost is not None:
+                    return lost
         return None
+
+    def _beat_one(self, fingerprint: str, fd: int, path: str) -> str | None:
+        """One lock's heartbeat; the reason when it was taken over, else None.
+
+        Read and written through the open lock file: while ``path`` is still that file,
+        nothing else needs opening, so only a failing write or disk can fail it.
+        """
+        assert self._holder is not None
+        if _same_file(fd, path):
+            found = Holder.from_bytes(_read(fd))
+            if self._holder.same_run(found):
+                _write(fd, self._holder.to_bytes())
+                return None
+        else:
+            found = _holder_at(path)
+        who = found.describe() if found else "another run"
+        return f"the ledger's lock of endpoint {fingerprint} was taken over by {who}"
 
     def release(self) -> None:
         """Remove the lock files that are still ours, and let go of them."""
@@ -422,8 +455,8 @@ class LedgerLocks:
                 path = lock_path(self._directory, fingerprint)
                 # removed while the OS lock holds: a run that opened it meanwhile sees that
                 # its file is gone once it has the OS lock, and opens the new one
-                if _same_file(fd, path):
-                    with contextlib.suppress(OSError):
+                with contextlib.suppress(OSError):  # left behind, it is taken over: its
+                    if _same_file(fd, path):  # process is gone and its OS lock free
                         os.remove(path)
                 os.close(fd)
             self._held.clear()

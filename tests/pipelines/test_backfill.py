@@ -1,5 +1,7 @@
 """The wiring's own parts (``beaconflow.pipelines.backfill``): writing the report files.
 
+And preparing the outputs: one that cannot be made is named with the system's reason.
+
 Whole runs through ``run()`` are in tests/e2e/.
 """
 
@@ -11,6 +13,7 @@ import pytest
 from apache_beam.io.filesystems import FileSystems
 
 from beaconflow.report.run import RunReport
+from tests.fs_faults import unwritable
 
 
 def test_each_report_file_is_replaced_whole_or_not_at_all(
@@ -44,8 +47,10 @@ def test_each_report_file_is_replaced_whole_or_not_at_all(
         return HalfWritten(path) if path.endswith(".html.tmp-write") else create(path)
 
     monkeypatch.setattr(FileSystems, "create", filling)
-    with pytest.raises(OSError, match="No space left"):
-        backfill._write_report(str(path), RunReport(exit_status=0))
+    problem, html_written = backfill._write_report(str(path), RunReport(exit_status=0))
+    html = tmp_path / "report.html"
+    assert problem == f"report.html not writable: {html}: No space left on device"
+    assert html_written is False
     # the page goes first, the JSON tools read last: neither is torn, neither says less
     assert path.read_text() == "earlier json"
     assert (tmp_path / "report.html").read_text() == "earlier html", "not a torn page"
@@ -75,3 +80,22 @@ def test_a_remote_ledger_is_not_locked_and_the_run_says_so(
     ])  # fmt: skip
     dry = configure(["--input=x.jsonl", f"--ledger={ledger}", f"--dry-run={tmp_path / 'd'}"])
     assert not isinstance(_ledger_locks(dry, RunStop()), LedgerLocks)  # a dry run sends nothing
+
+
+@pytest.mark.parametrize("what", ["dead letter", "report", "dry-run file"])
+def test_an_output_that_cannot_be_made_is_named_with_the_systems_reason(
+    tmp_path: Path, what: str
+) -> None:
+    from beaconflow.pipelines.backfill import _prepare_output
+    from beaconflow.pipelines.options import UsageError
+
+    (tmp_path / "file").write_text("in the way")
+    under_a_file = tmp_path / "file" / "out.jsonl"
+    with pytest.raises(UsageError) as raised:
+        _prepare_output(str(under_a_file), what)
+    assert str(raised.value) == f"{what} not writable: {under_a_file}: Not a directory"
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    with unwritable(folder) as reason, pytest.raises(UsageError) as raised:
+        _prepare_output(str(folder / "out.jsonl"), what)
+    assert str(raised.value) == f"{what} not writable: {folder / 'out.jsonl'}: {reason}"
