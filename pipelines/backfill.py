@@ -43,7 +43,7 @@ from beaconflow.delivery.ledger import (
 )
 from beaconflow.delivery.ledger_check import LedgerDamaged, LedgerUnreadable, prepare
 from beaconflow.delivery.ledger_identity import LedgerIdentity
-from beaconflow.delivery.ledger_lock import LedgerLocks, is_lockable
+from beaconflow.delivery.ledger_lock import Lease, LedgerLocks, LockLimits, is_lockable
 from beaconflow.delivery.redact import Redactor, redact_library_logs
 from beaconflow.delivery.sender import Delivery
 from beaconflow.delivery.stop import RunStop, forget_run, interrupted_by, run_stop
@@ -54,9 +54,11 @@ from beaconflow.model.message import Destination, Endpoint, Message
 from beaconflow.model.render import render_url
 from beaconflow.pipelines.options import BackfillConfig, InputNotLanded, UsageError, configure
 from beaconflow.pipelines.runners import (
+    LOCAL_RUNNERS,
     local_runner,
     quiet_workers,
     rate_split_warning,
+    runner_name,
     runs_in_process,
     send_processes,
     worker_processes,
@@ -169,8 +171,10 @@ class Backfill(beam.PTransform[PBegin, None]):
         run_id: str = "",
         dead_lettered: frozenset[str] = frozenset(),
         deadline: float | None = None,
+        lease: Lease | None = None,
     ) -> None:
         super().__init__()
+        self._lease = lease
         self._dead_lettered = dead_lettered
         self._deadline = deadline
         self._config = config
@@ -271,6 +275,7 @@ class Backfill(beam.PTransform[PBegin, None]):
                 fingerprints=fingerprints,
                 deadline=self._deadline,
                 breaker_window=config.breaker_window,
+                lease=self._lease,
             )
             for name, stream in streams.items():
                 # grouped by key just before (dedup), or coming out of the messages step
@@ -505,8 +510,14 @@ def _ledger_locks(config: BackfillConfig, stop: RunStop) -> contextlib.AbstractC
     """The locks of the endpoints this run sends to, or nothing to hold.
 
     A dry run sends nothing and takes none; a gs:// or s3:// ledger has no OS lock, and the
-    run says so (docs/ledger.md).
+    run says so (docs/ledger.md). The locks' limits come from the environment
+    (``BEACONFLOW_LEDGER_LOCK_STALE_SECONDS``, ``..._HEARTBEAT_SECONDS``); a bad value is a
+    UsageError naming the variable, whatever the run.
     """
+    try:
+        limits = LockLimits.from_environment(os.environ)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
     if not config.ledger or config.dry_run:
         return contextlib.nullcontext()
     if not is_lockable(config.ledger):
@@ -520,7 +531,20 @@ def _ledger_locks(config: BackfillConfig, stop: RunStop) -> contextlib.AbstractC
         config.ledger,
         _identity(config).fingerprints.values(),
         on_lost=stop.trip,
+        stale_after=limits.stale_after,
+        heartbeat_every=limits.heartbeat_every,
     )
+
+
+def _lease(locks: object, options: PipelineOptions) -> Lease | None:
+    """What the run's senders check before each request: that its locks are still its own.
+
+    For DirectRunner's workers, in this process or in processes of this host, which see the
+    lock files; other runners' workers may be on hosts that do not (docs/ledger.md).
+    """
+    if not isinstance(locks, LedgerLocks) or runner_name(options) not in LOCAL_RUNNERS:
+        return None
+    return locks.lease()
 
 
 def run(argv: Sequence[str], *, now: float | None = None) -> tuple[int, RunReport]:
@@ -562,9 +586,10 @@ def run(argv: Sequence[str], *, now: float | None = None) -> tuple[int, RunRepor
         # ledger is read, held until the report is written
         with contextlib.ExitStack() as held:
             try:
-                held.enter_context(_ledger_locks(config, stop))
+                locks = held.enter_context(_ledger_locks(config, stop))
             except LedgerError as error:  # a lock file that cannot be opened or written
                 raise UsageError(str(error)) from None
+            lease = _lease(locks, options)
             if config.ledger:
                 # before the outputs are touched: a damaged ledger leaves them as they were
                 _check_ledger(config)
@@ -580,6 +605,7 @@ def run(argv: Sequence[str], *, now: float | None = None) -> tuple[int, RunRepor
                 lookback_missing,
                 salvaged,
                 deadline=None if config.deadline is None else began + config.deadline,
+                lease=lease,
             )
     finally:
         forget_run(run_id)
@@ -597,6 +623,7 @@ def _run_pipeline(
     salvaged: int = 0,
     *,
     deadline: float | None = None,
+    lease: Lease | None = None,
 ) -> tuple[int, RunReport]:
     """The run itself, once its inputs, outputs and ledger are ready: status and report.
 
@@ -647,6 +674,7 @@ def _run_pipeline(
             run_id=run_id,
             dead_lettered=_dead_lettered(config),
             deadline=None if config.dry_run else deadline,
+            lease=lease,
         )
         said = _deadline_said(deadline, config)
         try:

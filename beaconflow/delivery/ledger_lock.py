@@ -22,10 +22,19 @@ saying whose and why (:func:`judge` decides):
   the holder was on this host, or its heartbeat is old;
 - its process no longer exists on this host;
 - its heartbeat is older than :data:`STALE_SECONDS` (a frozen process, or a host that is
-  gone while its NFS lock lingers). The OS lock is then still held: the file is replaced by a
-  new one under ``lock-<fingerprint>.json.break`` (held while replacing, so that two runs
+  gone while its NFS lock lingers). The OS lock is then still held: the file is replaced by
+  a new one under ``lock-<fingerprint>.json.break`` (held while replacing, so that two runs
   cannot both take it over), and the old holder's heartbeat thread, which checks that the
   file is still its own, stops its run as soon as it wakes (exit 4).
+
+A frozen holder wakes all at once: its senders' answers are waiting in their sockets, and a
+sender would start its next request before the heartbeat thread had looked. So a run's
+senders, in its own process and in its sender processes, check its :class:`Lease` before
+every request (:class:`LeaseWatch`): at the cost of reading the clock while the last
+heartbeat they saw is fresh, and of reading the lock files when it is not, as after a
+freeze. A lock that is no longer the run's stops them before they send (exit 4).
+
+Both limits are settable from the environment (:class:`LockLimits`).
 
 The OS lock's file is opened close-on-exec and closed in forked children, so sender
 processes never hold it: a run killed with SIGKILL releases it at once.
@@ -43,13 +52,14 @@ import errno
 import fcntl
 import json
 import logging
+import math
 import os
 import socket
 import threading
 import time
 import uuid
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum
@@ -63,6 +73,9 @@ log = logging.getLogger("beaconflow")
 HEARTBEAT_SECONDS = 10.0
 #: A holder whose heartbeat is older than this (seconds) is taken to be gone.
 STALE_SECONDS = 300.0
+#: The environment settings of those two limits (:meth:`LockLimits.from_environment`).
+STALE_ENV = "BEACONFLOW_LEDGER_LOCK_STALE_SECONDS"
+HEARTBEAT_ENV = "BEACONFLOW_LEDGER_LOCK_HEARTBEAT_SECONDS"
 
 LOCK_PREFIX = "lock-"
 LOCK_SUFFIX = ".json"
@@ -136,6 +149,52 @@ class Holder:
         )
 
 
+@dataclass(frozen=True)
+class LockLimits:
+    """How often a holder beats, and how old a heartbeat may be before its lock is taken over.
+
+    Settable from the environment (:data:`STALE_ENV`, :data:`HEARTBEAT_ENV`, in seconds):
+    for tests that freeze a holder for seconds rather than minutes, and for hosts whose
+    freezes (a VM snapshot, a suspended laptop) outlast the default. A heartbeat must come
+    at least twice per limit, so that one late beat does not make a live holder look gone.
+    """
+
+    stale_after: float = STALE_SECONDS
+    heartbeat_every: float = HEARTBEAT_SECONDS
+
+    def __post_init__(self) -> None:
+        if not self.heartbeat_every * 2 <= self.stale_after:
+            raise ValueError(
+                f"{HEARTBEAT_ENV} ({self.heartbeat_every:g}) must be at most half of "
+                f"{STALE_ENV} ({self.stale_after:g}): a live holder would look gone between "
+                "two heartbeats"
+            )
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str]) -> LockLimits:
+        """The limits the environment sets, the defaults where it sets none.
+
+        ValueError, naming the variable, for a value that is not a number of seconds above 0.
+        """
+        return cls(
+            _seconds(environ, STALE_ENV, STALE_SECONDS),
+            _seconds(environ, HEARTBEAT_ENV, HEARTBEAT_SECONDS),
+        )
+
+
+def _seconds(environ: Mapping[str, str], name: str, default: float) -> float:
+    text = environ.get(name)
+    if text is None or not text.strip():
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a number of seconds above 0, got {text!r}")
+    return value
+
+
 class Verdict(Enum):
     """What a run does with a lock it finds: take it, take it over, or leave it (exit 75)."""
 
@@ -202,6 +261,105 @@ def _holder_at(path: str) -> Holder | None:
             return Holder.from_bytes(current.read())
     except OSError:
         return None
+
+
+def _taken_over(fingerprint: str, found: Holder | None) -> str:
+    """The reason a run stops for when its lock of ``fingerprint`` is another's now."""
+    who = found.describe() if found else "another run"
+    return f"the ledger's lock of endpoint {fingerprint} was taken over by {who}"
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A run's hold on its ledger locks, as its senders check it (:class:`LeaseWatch`).
+
+    ``holder``: the run, as its lock files name it; ``stale_after``: the limit other runs
+    judge its heartbeat by; ``heartbeat_every``: how often the run beats. A value: it goes
+    to the run's sender processes with their configuration.
+    """
+
+    directory: str
+    fingerprints: tuple[str, ...]
+    holder: Holder
+    stale_after: float = STALE_SECONDS
+    heartbeat_every: float = HEARTBEAT_SECONDS
+
+
+class Standing(Enum):
+    """Whether a run may send now: its lock held, its heartbeat behind, or the lock lost."""
+
+    HELD = "held"
+    BEHIND = "behind"
+    LOST = "lost"
+
+
+def _read_holder(path: str, tries: int = 3) -> Holder | None:
+    """The holder the lock file names; read again when torn by a heartbeat being written."""
+    for _ in range(tries):
+        with open(path, "rb") as current:
+            found = Holder.from_bytes(current.read())
+        if found is not None:
+            return found
+    return None
+
+
+class LeaseWatch:
+    """Whether the run's locks are still its own, known as cheaply as it can be known.
+
+    No other run may take a lock over while its heartbeat is younger than ``stale_after``:
+    while the youngest heartbeat seen in the lock files is younger than half of that (the
+    other half for the hosts' clocks), :meth:`check` reads the clock and nothing else. Then
+    it reads the lock files: another run's, or none, is LOST (:attr:`reason` says why); the
+    run's own with a fresh heartbeat is HELD again; the run's own with an old heartbeat is
+    BEHIND (the run was frozen, its heartbeat thread has not beaten yet): the sender waits
+    and checks again, and when the heartbeat is still behind after ``stale_after / 2`` of
+    waiting (it cannot be written), it is LOST too. Not thread-safe: one per sender loop.
+    """
+
+    def __init__(self, lease: Lease, clock: Callable[[], float] = time.time) -> None:
+        self._lease = lease
+        self._clock = clock
+        self._sure_until = -math.inf
+        self._behind_since: float | None = None
+        self.reason = ""
+
+    def check(self) -> Standing:
+        """HELD, BEHIND (wait, then check again) or LOST (:attr:`reason`)."""
+        now = self._clock()
+        if now < self._sure_until:
+            return Standing.HELD
+        lease = self._lease
+        youngest = math.inf
+        for fingerprint in lease.fingerprints:
+            path = lock_path(lease.directory, fingerprint)
+            try:
+                found = _read_holder(path)
+            except FileNotFoundError:
+                found = None
+            except OSError as error:
+                self.reason = io_problem(
+                    f"the ledger's lock of endpoint {fingerprint}", path, error, "cannot be read"
+                )
+                return Standing.LOST
+            if found is None or not lease.holder.same_run(found):
+                self.reason = _taken_over(fingerprint, found)
+                return Standing.LOST
+            youngest = min(youngest, found.heartbeat)
+        margin = lease.stale_after / 2
+        self._sure_until = youngest + margin
+        if now < self._sure_until:
+            self._behind_since = None
+            return Standing.HELD
+        if self._behind_since is None:
+            self._behind_since = now
+        elif now - self._behind_since > margin:
+            self.reason = (
+                f"the ledger's lock of {lease.directory}: this run's heartbeat is "
+                f"{now - youngest:.0f} s old and is not being written (limit "
+                f"{lease.stale_after:g} s): another run may take the lock over"
+            )
+            return Standing.LOST
+        return Standing.BEHIND
 
 
 def _read(fd: int) -> bytes:
@@ -285,6 +443,17 @@ class LedgerLocks:
     def holder(self) -> Holder | None:
         """The holder its lock files name, this run (None before :meth:`acquire`)."""
         return self._holder
+
+    def lease(self) -> Lease:
+        """What the run's senders check before each request (after :meth:`acquire`)."""
+        assert self._holder is not None, "acquire() first"
+        return Lease(
+            self._directory,
+            tuple(self._fingerprints),
+            self._holder,
+            self._stale_after,
+            self._heartbeat_every,
+        )
 
     def acquire(self) -> list[str]:
         """Take every endpoint's lock; the takeovers it made, as lines to show.
@@ -441,8 +610,7 @@ class LedgerLocks:
                 return None
         else:
             found = _holder_at(path)
-        who = found.describe() if found else "another run"
-        return f"the ledger's lock of endpoint {fingerprint} was taken over by {who}"
+        return _taken_over(fingerprint, found)
 
     def release(self) -> None:
         """Remove the lock files that are still ours, and let go of them."""

@@ -2,7 +2,9 @@
 
 Real files and real OS locks; clocks, host names and process checks injected. Whole runs
 that meet a held lock are in tests/e2e/test_ledger_lock_runs.py. A lock file that cannot be
-opened or written is named with the system's reason.
+opened or written is named with the system's reason. The limits from the environment, and the
+lease a run's senders check before each request (the engine's side: tests/delivery/
+test_sender.py).
 """
 
 from __future__ import annotations
@@ -17,10 +19,16 @@ import pytest
 
 from beaconflow.delivery.ledger import LedgerError
 from beaconflow.delivery.ledger_lock import (
+    HEARTBEAT_ENV,
+    HEARTBEAT_SECONDS,
+    STALE_ENV,
     STALE_SECONDS,
     Holder,
+    LeaseWatch,
     LedgerBusy,
     LedgerLocks,
+    LockLimits,
+    Standing,
     Verdict,
     iso,
     judge,
@@ -292,3 +300,114 @@ def test_a_lock_file_replaced_by_something_unreadable_is_lost(tmp_path: Path) ->
     )
     locks.release()
     assert path.is_dir(), "what is not its own is left alone"
+
+
+@pytest.mark.parametrize(
+    ("environ", "limits"),
+    [
+        ({}, (STALE_SECONDS, HEARTBEAT_SECONDS)),
+        ({STALE_ENV: "2", HEARTBEAT_ENV: "0.2"}, (2.0, 0.2)),
+        ({STALE_ENV: " 600 "}, (600.0, HEARTBEAT_SECONDS)),
+        ({STALE_ENV: "", HEARTBEAT_ENV: ""}, (STALE_SECONDS, HEARTBEAT_SECONDS)),
+    ],
+)
+def test_the_limits_come_from_the_environment(
+    environ: dict[str, str], limits: tuple[float, float]
+) -> None:
+    got = LockLimits.from_environment(environ)
+    assert (got.stale_after, got.heartbeat_every) == limits
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({STALE_ENV: "soon"}, f"{STALE_ENV} must be a number of seconds above 0, got 'soon'"),
+        ({STALE_ENV: "0"}, f"{STALE_ENV} must be a number of seconds above 0, got '0'"),
+        ({HEARTBEAT_ENV: "-1"}, f"{HEARTBEAT_ENV} must be a number of seconds above 0, got '-1'"),
+        ({HEARTBEAT_ENV: "nan"}, f"{HEARTBEAT_ENV} must be a number of seconds above 0, got 'nan'"),
+        ({STALE_ENV: "inf"}, f"{STALE_ENV} must be a number of seconds above 0, got 'inf'"),
+        (
+            {STALE_ENV: "30", HEARTBEAT_ENV: "20"},
+            f"{HEARTBEAT_ENV} (20) must be at most half of {STALE_ENV} (30): a live holder "
+            "would look gone between two heartbeats",
+        ),
+    ],
+)
+def test_a_bad_limit_names_its_variable(environ: dict[str, str], message: str) -> None:
+    with pytest.raises(ValueError) as raised:
+        LockLimits.from_environment(environ)
+    assert str(raised.value) == message
+
+
+def _lease(tmp_path: Path, clock: Clock, *fingerprints: str) -> tuple[LedgerLocks, LeaseWatch]:
+    locks = _locks(tmp_path, *fingerprints, clock=clock, pid=os.getpid(), stale_after=100)
+    locks.acquire()
+    return locks, LeaseWatch(locks.lease(), clock)
+
+
+def test_a_lease_is_known_held_from_the_clock_alone_while_the_heartbeat_seen_is_fresh(
+    tmp_path: Path,
+) -> None:
+    clock = Clock()
+    locks, watch = _lease(tmp_path, clock, "aaaaaaaaaaaa")
+    assert watch.check() is Standing.HELD  # read once
+    path = Path(lock_path(str(tmp_path), "aaaaaaaaaaaa"))
+    path.rename(tmp_path / "elsewhere")  # not looked at again ...
+    clock.now += 49
+    assert watch.check() is Standing.HELD
+    clock.now += 2  # ... until half the limit has passed since the heartbeat it saw
+    assert watch.check() is Standing.LOST
+    assert watch.reason == (
+        "the ledger's lock of endpoint aaaaaaaaaaaa was taken over by another run"
+    )
+    (tmp_path / "elsewhere").rename(path)
+    locks.release()
+
+
+def test_a_lease_taken_over_names_the_new_holder(tmp_path: Path) -> None:
+    clock = Clock()
+    frozen, watch = _lease(tmp_path, clock, "aaaaaaaaaaaa", "bbbbbbbbbbbb")
+    clock.now += 101
+    taker = _locks(tmp_path, "bbbbbbbbbbbb", clock=clock, pid=1, stale_after=100)
+    taker.acquire()
+    assert watch.check() is Standing.LOST
+    assert watch.reason == (
+        f"the ledger's lock of endpoint bbbbbbbbbbbb was taken over by host {HOST} pid 1 "
+        f"since {iso(clock.now)}"
+    )
+    taker.release()
+    frozen.release()
+
+
+def test_a_lease_whose_heartbeat_is_behind_waits_for_it_then_gives_up(tmp_path: Path) -> None:
+    """Woken from a freeze: its own heartbeat thread has not beaten yet."""
+    clock = Clock()
+    locks, watch = _lease(tmp_path, clock, "aaaaaaaaaaaa")
+    clock.now += 70  # frozen longer than half the limit: nobody may have taken it yet
+    assert watch.check() is Standing.BEHIND
+    assert locks.heartbeat() is None  # the heartbeat thread wakes and beats
+    assert watch.check() is Standing.HELD
+    clock.now += 60
+    assert watch.check() is Standing.BEHIND  # and now it does not beat (a disk that fails)
+    clock.now += 50
+    assert watch.check() is Standing.BEHIND
+    clock.now += 1
+    assert watch.check() is Standing.LOST
+    assert watch.reason == (
+        f"the ledger's lock of {tmp_path}: this run's heartbeat is 111 s old and is not being "
+        "written (limit 100 s): another run may take the lock over"
+    )
+    locks.release()
+
+
+def test_a_lease_whose_lock_file_cannot_be_read_is_lost_naming_it(tmp_path: Path) -> None:
+    clock = Clock()
+    locks, watch = _lease(tmp_path, clock, "aaaaaaaaaaaa")
+    path = Path(lock_path(str(tmp_path), "aaaaaaaaaaaa"))
+    path.unlink()
+    path.mkdir()
+    assert watch.check() is Standing.LOST
+    assert watch.reason == (
+        f"the ledger's lock of endpoint aaaaaaaaaaaa cannot be read: {path}: Is a directory"
+    )
+    locks.release()

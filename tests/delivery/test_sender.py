@@ -4,7 +4,8 @@ Backoff never really waits: a recording ``sleep`` is injected. The server is the
 collector playing scripted answers (the ``server`` fixture): the message kind in the URL path
 chooses the answer (``ok``, ``flaky``, ``throttle``, ``bad``, ...) and every URL carries the
 API key ``SECRETKEY123``, which must never come out of the sender. Redirects are judged per
-destination, and a stopped run halts the sender. The send step that holds it in a pipeline is
+destination, and a stopped run halts the sender, as does a ledger lock that is no longer the
+run's (its lease, checked before each request). The send step that holds it in a pipeline is
 tested in tests/transforms/test_send.py.
 """
 
@@ -18,13 +19,16 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from email.utils import formatdate
+from pathlib import Path
 from typing import Any, TypeVar
 
 import aiohttp
 import pytest
 
 from beaconflow.delivery.ledger import LedgerError
+from beaconflow.delivery.ledger_lock import Holder, Lease, lock_path
 from beaconflow.delivery.ratelimit import RateLimiter
 from beaconflow.delivery.retry import RetryPolicy
 from beaconflow.delivery.sender import (
@@ -1098,3 +1102,42 @@ def _wait_for_finished(sender: BulkSender, count: int) -> list[Delivery]:
 
     _wait_for(enough, f"{count} deliveries")
     return finished
+
+
+def _lease(directory: Path, heartbeat: float | None) -> Lease:
+    """A run's lease on one lock; its lock file written with ``heartbeat``, or none."""
+    holder = Holder("here", 4242, heartbeat or 0.0, heartbeat or 0.0)
+    if heartbeat is not None:
+        Path(lock_path(str(directory), "aaaaaaaaaaaa")).write_bytes(holder.to_bytes())
+    return Lease(str(directory), ("aaaaaaaaaaaa",), holder, stale_after=100)
+
+
+def test_a_sender_whose_lease_holds_sends(server: Collector, tmp_path: Path) -> None:
+    lease = _lease(tmp_path, time.time())
+    requests_ = [
+        Request(message("ok", f"h{n}"), kontagent_url(server, "ok", f"h{n}")) for n in range(5)
+    ]
+    with BulkSender(replace(config(), lease=lease), (KEY,), sleep=RecordingSleep()) as sender:
+        results = send_all(sender, requests_)
+    assert all(d.delivered for d in results.values())
+    assert [server.tries(f"h{n}") for n in range(5)] == [1] * 5
+
+
+def test_a_sender_whose_lock_was_taken_over_sends_nothing_and_stops_the_run(
+    server: Collector, tmp_path: Path
+) -> None:
+    """A run frozen while another took its lock over: its sender wakes before its heartbeat."""
+    stop = RunStop()
+    lease = _lease(tmp_path, None)  # the lock file is gone: the other run had it and let go
+    requests_ = [
+        Request(message("ok", f"t{n}"), kontagent_url(server, "ok", f"t{n}")) for n in range(9)
+    ]
+    with BulkSender(
+        replace(config(concurrency=3), lease=lease), (KEY,), sleep=RecordingSleep(), stop=stop
+    ) as sender:
+        results = send_all(sender, requests_)
+    reason = "the ledger's lock of endpoint aaaaaaaaaaaa was taken over by another run"
+    assert stop.reason == reason
+    assert all(d.error == f"not attempted: {reason}" and d.attempts == 0 for d in results.values())
+    assert all(d.stop == reason for d in results.values())
+    assert sum(server.tries(f"t{n}") for n in range(9)) == 0, "not one request went out"

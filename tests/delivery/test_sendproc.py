@@ -16,6 +16,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,7 @@ from beaconflow.delivery.ledger import (
     ledger_key,
     read_ledger_file,
 )
+from beaconflow.delivery.ledger_lock import Holder, Lease, iso, lock_path
 from beaconflow.delivery.retry import RetryPolicy
 from beaconflow.delivery.sender import (
     REDIRECT_SECONDS,
@@ -413,3 +415,32 @@ def test_each_child_keeps_the_deadline_on_its_own_clock(server: Collector) -> No
     assert len(deliveries) == 12
     assert all(d.error == "not attempted: deadline" and d.stop == "deadline" for d in deliveries)
     assert sum(server.tries(f"dl{n}") for n in range(12)) == 0
+
+
+def test_a_child_that_finds_the_runs_lock_taken_over_stops_the_run(
+    server: Collector, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """The children check the run's lease themselves: they woke from a freeze with it."""
+    stop = RunStop()
+    holder = Holder("here", 4242, 0.0, 0.0)
+    other = Holder("there", 4343, time.time(), time.time())
+    Path(lock_path(str(tmp_path), "a" * 12)).write_bytes(other.to_bytes())
+    lease = Lease(str(tmp_path), ("a" * 12,), holder, stale_after=100)
+    with SenderPool(
+        replace(config(concurrency=2), lease=lease), (KEY,), processes=2, stop=stop
+    ) as pool:
+        client = pool.client()
+        tokens = [f"lease-{n}" for n in range(20)]
+        client.submit_many(
+            [Request(message("ok", t), kontagent_url(server, "ok", t)) for t in tokens]
+        )
+        deliveries = client.flush()
+        client.close()
+    reason = (
+        f"the ledger's lock of endpoint {'a' * 12} was taken over by host there pid 4343 "
+        f"since {iso(other.since)}"
+    )
+    assert stop.reason == reason, "the parent was told"
+    assert sum(server.tries(t) for t in tokens) == 0
+    assert all(d.error == f"not attempted: {reason}" for d in deliveries)
+    assert "Traceback" not in capfd.readouterr().err

@@ -99,3 +99,30 @@ def test_an_output_that_cannot_be_made_is_named_with_the_systems_reason(
     with unwritable(folder) as reason, pytest.raises(UsageError) as raised:
         _prepare_output(str(folder / "out.jsonl"), what)
     assert str(raised.value) == f"{what} not writable: {folder / 'out.jsonl'}: {reason}"
+
+
+def test_the_locks_take_their_limits_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from beaconflow.delivery.ledger_lock import LedgerLocks
+    from beaconflow.delivery.stop import RunStop
+    from beaconflow.pipelines.backfill import _ledger_locks
+    from beaconflow.pipelines.options import UsageError, configure
+
+    config = configure(["--input=x.jsonl", "--kontagent-api-key=k", f"--ledger={tmp_path}"])
+    monkeypatch.setenv("BEACONFLOW_LEDGER_LOCK_STALE_SECONDS", "4")
+    monkeypatch.setenv("BEACONFLOW_LEDGER_LOCK_HEARTBEAT_SECONDS", "0.5")
+    locks = _ledger_locks(config, RunStop())
+    assert isinstance(locks, LedgerLocks)
+    with locks:
+        lease = locks.lease()
+    assert (lease.stale_after, lease.heartbeat_every) == (4.0, 0.5)
+    monkeypatch.setenv("BEACONFLOW_LEDGER_LOCK_STALE_SECONDS", "5 minutes")
+    dry = configure(["--input=x.jsonl", f"--ledger={tmp_path}", f"--dry-run={tmp_path / 'd'}"])
+    for each in (config, dry):  # a usage error whatever the run
+        with pytest.raises(UsageError) as raised:
+            _ledger_locks(each, RunStop())
+        assert str(raised.value) == (
+            "BEACONFLOW_LEDGER_LOCK_STALE_SECONDS must be a number of seconds above 0, "
+            "got '5 minutes'"
+        )
