@@ -5,7 +5,10 @@ One call sends one message, validated first by the same builders the pipeline us
 (:class:`TransportError` for connection problems and timeouts, :class:`HTTPStatusError` for
 non-2xx answers) whose messages never contain the API key or the secret: URLs are redacted
 and the original exception, which would carry the URL, is not chained. Redirects are never
-followed: a 3xx raises HTTPStatusError naming the target's host.
+followed: a 3xx raises HTTPStatusError naming the target's host. HTTPStatusError quotes the
+start of the answer's body (``.body``: the service's explanation, redacted, on one line), as
+the pipeline's dead letter does; at most 64 KiB of any body are read
+(:mod:`beaconflow.delivery.body`).
 
 Example::
 
@@ -31,6 +34,7 @@ from typing import Self
 
 import requests
 
+from beaconflow.delivery.body import READ_LIMIT, Body, charset_of, reason_text, with_body
 from beaconflow.delivery.redact import Redactor, redact_library_logs
 from beaconflow.delivery.retry import Verdict, classify, redirect_reason
 from beaconflow.model import kissmetrics, kontagent
@@ -42,10 +46,20 @@ log = logging.getLogger("beaconflow.client")
 
 #: Seconds a call may take, connecting and reading, unless the client is given another.
 DEFAULT_TIMEOUT = 10.0
+#: Bytes asked of the connection at a time while an answer's body is read.
+_CHUNK_BYTES = 8 * 1024
 
 
 class TrackingError(BeaconflowError):
-    """A message could not be delivered. The text is redacted: no key, no secret."""
+    """A message could not be delivered. The text is redacted: no key, no secret.
+
+    ``source``: the message's :attr:`~beaconflow.model.message.Message.source` (where it came
+    from, ``file:position``), or None when it has none; the text ends with it then.
+    """
+
+    def __init__(self, text: str, source: str | None = None) -> None:
+        super().__init__(f"{text} (from {source})" if source else text)
+        self.source = source
 
 
 class TransportError(TrackingError):
@@ -53,13 +67,40 @@ class TransportError(TrackingError):
 
 
 class HTTPStatusError(TrackingError):
-    """The service answered with a non-2xx status."""
+    """The service answered with a non-2xx status.
 
-    def __init__(self, text: str, status: int) -> None:
-        super().__init__(text)
+    ``body``: the start of the answer's body as the dead letter quotes it (one line,
+    redacted, at most :data:`~beaconflow.delivery.body.SHOWN_CHARS` characters; ``""`` when
+    empty or unreadable); the text ends with it too.
+    """
+
+    def __init__(self, text: str, status: int, body: str = "", source: str | None = None) -> None:
+        super().__init__(with_body(text, body), source)
         self.status = status
+        self.body = body
         #: True for 408, 429 and 5xx other than 501: the same call may succeed later.
         self.retriable = classify(status, None).verdict is Verdict.RETRIABLE
+
+
+def _read_capped(response: requests.Response) -> Body | None:
+    """The start of a streamed answer's body (see :mod:`beaconflow.delivery.body`).
+
+    At most :data:`~beaconflow.delivery.body.READ_LIMIT` bytes: closing the response then
+    drops a connection whose body was not read to its end. None when reading failed: the
+    status has come, and decides.
+    """
+    chunks: list[bytes] = []
+    size = 0
+    charset = charset_of(response.headers.get("Content-Type"))
+    try:
+        for chunk in response.iter_content(_CHUNK_BYTES):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > READ_LIMIT:
+                return Body(b"".join(chunks)[:READ_LIMIT], True, charset)
+    except requests.RequestException:
+        return None
+    return Body(b"".join(chunks), False, charset)
 
 
 class _Client:
@@ -100,24 +141,31 @@ class _Client:
         """Send one built message; return it on a 2xx answer, raise TrackingError otherwise."""
         request_url = render_url(message, self._endpoint, self._clock())
         shown = self._redact(request_url)
+        source = message.source or None
         try:
-            # a redirect is never followed: it did not reach the service
+            # a redirect is never followed: it did not reach the service. stream: the body
+            # is read here, 64 KiB at most
             response = self._session().get(
-                request_url, timeout=self._timeout, allow_redirects=False
+                request_url, timeout=self._timeout, allow_redirects=False, stream=True
             )
         except requests.Timeout:
-            raise TransportError(f"timed out after {self._timeout}s: GET {shown}") from None
+            raise TransportError(f"timed out after {self._timeout}s: GET {shown}", source) from None
         except requests.RequestException as error:
             reason = self._redact(f"{type(error).__name__}: {error}")
-            raise TransportError(f"could not reach the service: GET {shown}: {reason}") from None
-        status = response.status_code
-        answer = classify(status, None)
+            raise TransportError(
+                f"could not reach the service: GET {shown}: {reason}", source
+            ) from None
+        with response:
+            status = response.status_code
+            answer = classify(status, None)
+            body = _read_capped(response)
         if not answer.delivered:
             log.debug("HTTP %d for GET %s", status, shown)
             if answer.redirect:
                 reason = redirect_reason(status, request_url, response.headers.get("Location"))
-                raise HTTPStatusError(self._redact(f"{reason}: GET {shown}"), status)
-            raise HTTPStatusError(f"HTTP {status}: GET {shown}", status)
+                raise HTTPStatusError(self._redact(f"{reason}: GET {shown}"), status, "", source)
+            text = "" if body is None else reason_text(body, self._redact)
+            raise HTTPStatusError(f"HTTP {status}: GET {shown}", status, text, source)
         log.debug("sent GET %s", shown)
         return message
 

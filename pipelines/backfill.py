@@ -31,9 +31,11 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import (
     PipelineOptions,
+    S3Options,
 )
 from apache_beam.pvalue import PBegin
 
+from beaconflow.delivery.lease_store import LeaseStoreMissing, StoreOptions, has_store, open_store
 from beaconflow.delivery.ledger import (
     LedgerError,
     LedgerKeys,
@@ -43,6 +45,7 @@ from beaconflow.delivery.ledger import (
 )
 from beaconflow.delivery.ledger_check import LedgerDamaged, LedgerUnreadable, prepare
 from beaconflow.delivery.ledger_identity import LedgerIdentity
+from beaconflow.delivery.ledger_lease import RemoteLedgerLocks
 from beaconflow.delivery.ledger_lock import Lease, LedgerLocks, LockLimits, is_lockable
 from beaconflow.delivery.redact import Redactor, redact_library_logs
 from beaconflow.delivery.sender import Delivery
@@ -509,10 +512,12 @@ def _landed_inputs(config: BackfillConfig) -> tuple[list[str], tuple[str, ...]]:
 def _ledger_locks(config: BackfillConfig, stop: RunStop) -> contextlib.AbstractContextManager[Any]:
     """The locks of the endpoints this run sends to, or nothing to hold.
 
-    A dry run sends nothing and takes none; a gs:// or s3:// ledger has no OS lock, and the
-    run says so (docs/ledger.md). The locks' limits come from the environment
-    (``BEACONFLOW_LEDGER_LOCK_STALE_SECONDS``, ``..._HEARTBEAT_SECONDS``); a bad value is a
-    UsageError naming the variable, whatever the run.
+    A dry run sends nothing and takes none. A local or mounted ledger holds lock files; a
+    ``gs://`` or ``s3://`` one, lease objects on the store (reached as Beam's ``--s3_*``
+    options say, else as its client's own configuration does); another scheme has no lock,
+    and the run says so (docs/ledger.md). The locks' limits come from the environment
+    (``BEACONFLOW_LEDGER_LOCK_STALE_SECONDS``, ``..._HEARTBEAT_SECONDS``), for lock files and
+    lease objects alike; a bad value is a UsageError naming the variable, whatever the run.
     """
     try:
         limits = LockLimits.from_environment(os.environ)
@@ -520,20 +525,65 @@ def _ledger_locks(config: BackfillConfig, stop: RunStop) -> contextlib.AbstractC
         raise UsageError(str(error)) from None
     if not config.ledger or config.dry_run:
         return contextlib.nullcontext()
-    if not is_lockable(config.ledger):
-        log.warning(
-            "the ledger %s is not locked (no lock on gs:// or s3:// yet): two runs at once for "
-            "the same endpoint may both send; see docs/ledger.md",
+    fingerprints = _identity(config).fingerprints.values()
+    if is_lockable(config.ledger):
+        return LedgerLocks(
             config.ledger,
+            fingerprints,
+            on_lost=stop.trip,
+            stale_after=limits.stale_after,
+            heartbeat_every=limits.heartbeat_every,
         )
-        return contextlib.nullcontext()
-    return LedgerLocks(
+    if has_store(config.ledger):
+        try:
+            store = open_store(config.ledger, _store_options(config.beam_args))
+        except (LeaseStoreMissing, LedgerError) as error:
+            raise UsageError(str(error)) from None
+        return RemoteLedgerLocks(
+            config.ledger,
+            fingerprints,
+            store,
+            on_lost=stop.trip,
+            stale_after=limits.stale_after,
+            heartbeat_every=limits.heartbeat_every,
+        )
+    log.warning(
+        "the ledger %s is not locked (no lock on %s:// paths): two runs at once for the same "
+        "endpoint may both send; see docs/ledger.md",
         config.ledger,
-        _identity(config).fingerprints.values(),
-        on_lost=stop.trip,
-        stale_after=limits.stale_after,
-        heartbeat_every=limits.heartbeat_every,
+        config.ledger.partition("://")[0],
     )
+    return contextlib.nullcontext()
+
+
+def _store_options(beam_args: Sequence[str]) -> StoreOptions:
+    """How the lease reaches the ledger's store: Beam's own options for it, if given."""
+    s3 = PipelineOptions(list(beam_args)).view_as(S3Options)
+    return StoreOptions(
+        s3_endpoint_url=s3.s3_endpoint_url,
+        s3_region_name=s3.s3_region_name,
+        s3_access_key_id=s3.s3_access_key_id,
+        s3_secret_access_key=s3.s3_secret_access_key,
+        s3_session_token=s3.s3_session_token,
+        s3_verify=s3.s3_verify,
+        s3_disable_ssl=bool(s3.s3_disable_ssl),
+    )
+
+
+@contextlib.contextmanager
+def _holding(locks: contextlib.AbstractContextManager[Any]) -> Iterator[Any]:
+    """Hold ``locks``, and give them (exit 75 when another run holds one).
+
+    A store that fails them, or a lock file that cannot be opened or written, is exit 2.
+    """
+    try:
+        held = locks.__enter__()
+    except LedgerError as error:
+        raise UsageError(str(error)) from None
+    try:
+        yield held
+    finally:
+        locks.__exit__(None, None, None)
 
 
 def _lease(locks: object, options: PipelineOptions) -> Lease | None:
@@ -561,13 +611,16 @@ def run(argv: Sequence[str], *, now: float | None = None) -> tuple[int, RunRepor
     now = began if now is None else now
     config = configure(argv, now)
     started = time.monotonic()
+    options = PipelineOptions(quiet_workers(config.beam_args))
+    # Beam's filesystems see the run's options (--s3_endpoint_url, ...) from the first path
+    # they reach, not only once the pipeline is built
+    FileSystems.set_options(options)
     patterns, lookback_missing = _landed_inputs(config)
     try:
         files = expand_inputs(patterns, config.file_format)
     except InputError as error:
         raise UsageError(str(error)) from None
     redact_library_logs(config.secrets())
-    options = PipelineOptions(quiet_workers(config.beam_args))
     outputs = (
         (config.dead_letter, "dead letter"),
         (config.report, "report"),
@@ -584,11 +637,7 @@ def run(argv: Sequence[str], *, now: float | None = None) -> tuple[int, RunRepor
     try:
         # before the outputs are prepared (which removes an earlier run's leftovers) and the
         # ledger is read, held until the report is written
-        with contextlib.ExitStack() as held:
-            try:
-                locks = held.enter_context(_ledger_locks(config, stop))
-            except LedgerError as error:  # a lock file that cannot be opened or written
-                raise UsageError(str(error)) from None
+        with _holding(_ledger_locks(config, stop)) as locks:
             lease = _lease(locks, options)
             if config.ledger:
                 # before the outputs are touched: a damaged ledger leaves them as they were

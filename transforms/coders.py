@@ -26,9 +26,11 @@ from beaconflow.model.records import plain
 
 # Both values are written as tuples of strings, bytes, integers, lists and None, in a fixed
 # order:
-#   a message: (destination's index, kind, occurrence, [name, value, name, value, ...]);
-#   an event: (source, time, [message, ...], [(destination's index, kind, reason), ...],
-#              record as JSON or None).
+#   a message: (destination's index, kind, occurrence, [name, value, name, value, ...],
+#               source);
+#   an event: (source, time, [message without its source, ...],
+#              [(destination's index, kind, reason), ...], record as JSON or None).
+# An event's messages come from the event, so their source is the event's: written once.
 # Beam's compiled FastPrimitivesCoder has one encoding for each of these types (no dicts, no
 # sets, nothing pickled), so equal values have equal bytes. It is three times faster here
 # than a TupleCoder of StrUtf8Coders, whose strings go through a Python callback each.
@@ -37,7 +39,8 @@ from beaconflow.model.records import plain
 # of a value counts. A message's identity key is not written but computed again when it is
 # decoded (3 us, measured: less than the memory of 16 bytes per message is worth at 1M
 # events), and an occurrence that is an event's identity (32 hex digits) is written as its
-# 16 bytes.
+# 16 bytes. A message's source (its input's ``file:position``, a few dozen bytes) is the one
+# field sending does not need: it is carried so that a send failure names its input line.
 _MESSAGE_IMPL = _EVENT_IMPL = coders.FastPrimitivesCoder().get_impl()
 _HEX_IDENTITY = re.compile("[0-9a-f]{32}")
 
@@ -45,6 +48,7 @@ _MessageFields = tuple[int, str, str | bytes, list[str]]
 
 
 def _message_fields(message: Message) -> _MessageFields:
+    """A message's fields without its source (an event's messages share the event's)."""
     flat = [item for pair in message.params for item in pair]
     occurrence: str | bytes = message.occurrence
     if _HEX_IDENTITY.fullmatch(message.occurrence):
@@ -53,7 +57,7 @@ def _message_fields(message: Message) -> _MessageFields:
     return (destination, message.kind, occurrence, flat)
 
 
-def _message(fields: _MessageFields) -> Message:
+def _message(fields: _MessageFields, source: str) -> Message:
     destination, kind, occurrence, flat = fields
     params = tuple(zip(flat[0::2], flat[1::2], strict=True))
     return Message.from_parts(
@@ -61,6 +65,7 @@ def _message(fields: _MessageFields) -> Message:
         kind,
         params,
         occurrence.hex() if isinstance(occurrence, bytes) else occurrence,
+        source=source,
     )
 
 
@@ -68,14 +73,15 @@ _DESTINATION_INDEX = {destination: index for index, destination in enumerate(DES
 
 
 class MessageCoder(coders.Coder):
-    """A :class:`Message` as its fields: nothing sorted again when decoded."""
+    """A :class:`Message` as its fields and its source: nothing sorted again when decoded."""
 
     def encode(self, value: Message) -> bytes:
-        encoded: bytes = _MESSAGE_IMPL.encode(_message_fields(value))
+        encoded: bytes = _MESSAGE_IMPL.encode((*_message_fields(value), value.source))
         return encoded
 
     def decode(self, encoded: bytes) -> Message:
-        return _message(_MESSAGE_IMPL.decode(encoded))
+        destination, kind, occurrence, flat, source = _MESSAGE_IMPL.decode(encoded)
+        return _message((destination, kind, occurrence, flat), source)
 
     def is_deterministic(self) -> bool:
         return True
@@ -112,7 +118,7 @@ class MappedEventCoder(coders.Coder):
         return MappedEvent(
             source,
             time,
-            tuple(_message(m) for m in messages),
+            tuple(_message(m, source) for m in messages),
             tuple(
                 Problem(DESTINATIONS[d], kind, reason, known) for d, kind, reason, known in problems
             ),

@@ -28,7 +28,7 @@ from beaconflow.model.events import MappedEvent
 from beaconflow.model.mapping import RecordMapping
 from beaconflow.model.message import DESTINATIONS, Destination, Message, MessageError
 from beaconflow.model.records import RecordError, parse_line
-from beaconflow.model.source import RawRecord
+from beaconflow.model.source import RawRecord, source_of
 from beaconflow.report.counts import MAPPING_RULE, PROPERTY_LEFT_OUT
 from beaconflow.report.deadletter import (
     DeadLetterEntry,
@@ -142,7 +142,10 @@ class ParseEvents(CountsTallies, beam.DoFn):
         self, entry: dict[str, Any], raw: RawRecord
     ) -> Iterator[TaggedOutput[str, Any]]:
         try:
-            message = replayed_message(entry["message"])
+            # the source of the event it was built from, when the entry names it (an entry
+            # written before sources were kept: the entry's own line)
+            origin = source_of(entry.get("source")) or raw.source
+            message = replayed_message(entry["message"]).with_source(origin)
             fingerprint = self._fingerprints[message.destination]
         except (MessageError, AttributeError) as error:
             yield from self._invalid(

@@ -39,8 +39,9 @@ Both limits are settable from the environment (:class:`LockLimits`).
 The OS lock's file is opened close-on-exec and closed in forked children, so sender
 processes never hold it: a run killed with SIGKILL releases it at once.
 
-Only local and mounted paths are locked; a ``gs://`` or ``s3://`` ledger is not (see
-:func:`is_lockable` and docs/ledger.md). No Beam, no HTTP::
+Local and mounted paths are locked here (see :func:`is_lockable`); a ``gs://`` or ``s3://``
+ledger holds a lease object instead, with the same holder and the same rules
+(:mod:`beaconflow.delivery.ledger_lease`). No Beam, no HTTP::
 
     python -m pytest tests/delivery/test_ledger_lock.py
 """
@@ -107,23 +108,32 @@ def _instant(text: str) -> float:
 
 @dataclass(frozen=True)
 class Holder:
-    """Who holds a lock: host, process id, since when and its last heartbeat (epoch seconds)."""
+    """Who holds a lock: host, process id, since when and its last heartbeat (epoch seconds).
+
+    ``lease`` is a random id of the holding run, written in a lease object of a remote
+    ledger (:mod:`beaconflow.delivery.ledger_lease`): there no OS lock tells two runs
+    apart that share a host name and a process id (containers on the host's network,
+    each its own pid 1), or two holders in one process. Empty in lock files.
+    """
 
     host: str
     pid: int
     since: float
     heartbeat: float
+    lease: str = ""
 
     def describe(self) -> str:
         return f"host {self.host} pid {self.pid} since {iso(self.since)}"
 
     def to_bytes(self) -> bytes:
-        data = {
+        data: dict[str, object] = {
             "host": self.host,
             "pid": self.pid,
             "since": iso(self.since),
             "heartbeat": iso(self.heartbeat),
         }
+        if self.lease:
+            data["lease"] = self.lease
         return json.dumps(data).encode() + b"\n"
 
     @classmethod
@@ -136,16 +146,18 @@ class Holder:
                 int(raw["pid"]),
                 _instant(raw["since"]),
                 _instant(raw["heartbeat"]),
+                str(raw.get("lease", "")),
             )
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, AttributeError):
             return None
 
     def same_run(self, other: Holder | None) -> bool:
         """Whether ``other`` is the same holder, whatever its heartbeat says."""
-        return other is not None and (self.host, self.pid, int(self.since)) == (
+        return other is not None and (self.host, self.pid, int(self.since), self.lease) == (
             other.host,
             other.pid,
             int(other.since),
+            other.lease,
         )
 
 
@@ -193,6 +205,67 @@ def _seconds(environ: Mapping[str, str], name: str, default: float) -> float:
     if not (math.isfinite(value) and value > 0):
         raise ValueError(f"{name} must be a number of seconds above 0, got {text!r}")
     return value
+
+
+def busy_message(directory: str, fingerprint: str, holder: Holder | None) -> str:
+    """What a run that finds the lock of ``fingerprint`` held says (exit 75)."""
+    who = holder.describe() if holder else "a run that is starting"
+    return (
+        f"the ledger {directory} is in use for endpoint {fingerprint} by {who}; "
+        "nothing was done, try again later"
+    )
+
+
+def takeover_note(fingerprint: str, holder: Holder, why: str) -> str:
+    """What a run that takes the lock of ``fingerprint`` over from ``holder`` says."""
+    return (
+        f"taking over the ledger's lock of endpoint {fingerprint} from {holder.describe()}: {why}"
+    )
+
+
+def taken_over_message(fingerprint: str, holder: Holder | None) -> str:
+    """Why a run whose lock of ``fingerprint`` was taken over stops (exit 4)."""
+    who = holder.describe() if holder else "another run"
+    return f"the ledger's lock of endpoint {fingerprint} was taken over by {who}"
+
+
+class HeartbeatThread:
+    """Calls ``beat`` every ``every`` seconds until stopped, or until it names a loss.
+
+    ``beat`` returns None while every lock is still the run's, else why it lost one, which
+    goes to ``on_lost`` (the thread then ends: the run is stopping).
+    """
+
+    def __init__(
+        self,
+        beat: Callable[[], str | None],
+        every: float,
+        on_lost: Callable[[str], object] | None,
+    ) -> None:
+        self._beat = beat
+        self._every = every
+        self._on_lost = on_lost
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, name="beaconflow-ledger-lock", daemon=True
+        )
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop beating; wait for a beat in progress unless called from the thread itself."""
+        self._stopping.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stopping.wait(self._every):
+            lost = self._beat()
+            if lost:
+                if self._on_lost is not None:
+                    self._on_lost(lost)
+                return
 
 
 class Verdict(Enum):
@@ -261,12 +334,6 @@ def _holder_at(path: str) -> Holder | None:
             return Holder.from_bytes(current.read())
     except OSError:
         return None
-
-
-def _taken_over(fingerprint: str, found: Holder | None) -> str:
-    """The reason a run stops for when its lock of ``fingerprint`` is another's now."""
-    who = found.describe() if found else "another run"
-    return f"the ledger's lock of endpoint {fingerprint} was taken over by {who}"
 
 
 @dataclass(frozen=True)
@@ -342,7 +409,7 @@ class LeaseWatch:
                 )
                 return Standing.LOST
             if found is None or not lease.holder.same_run(found):
-                self.reason = _taken_over(fingerprint, found)
+                self.reason = taken_over_message(fingerprint, found)
                 return Standing.LOST
             youngest = min(youngest, found.heartbeat)
         margin = lease.stale_after / 2
@@ -436,8 +503,7 @@ class LedgerLocks:
         self._held: dict[str, int] = {}  # fingerprint -> open lock file
         self._holder: Holder | None = None
         self._guard = threading.Lock()
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._beater: HeartbeatThread | None = None
 
     @property
     def holder(self) -> Holder | None:
@@ -475,10 +541,8 @@ class LedgerLocks:
             self.release()
             raise
         if self._heartbeat_every > 0:
-            self._thread = threading.Thread(
-                target=self._beat, name="beaconflow-ledger-lock", daemon=True
-            )
-            self._thread.start()
+            self._beater = HeartbeatThread(self.heartbeat, self._heartbeat_every, self._on_lost)
+            self._beater.start()
         return notes
 
     def _acquire_one(self, fingerprint: str) -> str:
@@ -514,10 +578,7 @@ class LedgerLocks:
                 elif not self._replace(path, found, fingerprint):
                     continue
                 if verdict is Verdict.TAKE_OVER and found is not None:
-                    return (
-                        f"taking over the ledger's lock of endpoint {fingerprint} from "
-                        f"{found.describe()}: {why}"
-                    )
+                    return takeover_note(fingerprint, found, why)
                 return ""
             finally:
                 if fd >= 0:
@@ -525,11 +586,7 @@ class LedgerLocks:
         raise LedgerBusy(self._busy(fingerprint, None))
 
     def _busy(self, fingerprint: str, holder: Holder | None) -> str:
-        who = holder.describe() if holder else "a run that is starting"
-        return (
-            f"the ledger {self._directory} is in use for endpoint {fingerprint} by {who}; "
-            "nothing was done, try again later"
-        )
+        return busy_message(self._directory, fingerprint, holder)
 
     def _replace(self, path: str, found: Holder | None, fingerprint: str) -> bool:
         """Take over a lock whose OS lock is still held: put a new file of ours in its place.
@@ -565,14 +622,6 @@ class LedgerLocks:
             return True
         finally:
             os.close(breaker)
-
-    def _beat(self) -> None:
-        while not self._stopping.wait(self._heartbeat_every):
-            lost = self.heartbeat()
-            if lost:
-                if self._on_lost is not None:
-                    self._on_lost(lost)
-                return
 
     def heartbeat(self) -> str | None:
         """Refresh every lock's heartbeat; the reason when one was taken over, else None."""
@@ -610,14 +659,13 @@ class LedgerLocks:
                 return None
         else:
             found = _holder_at(path)
-        return _taken_over(fingerprint, found)
+        return taken_over_message(fingerprint, found)
 
     def release(self) -> None:
         """Remove the lock files that are still ours, and let go of them."""
-        self._stopping.set()
-        thread, self._thread = self._thread, None
-        if thread is not None and thread is not threading.current_thread():
-            thread.join()
+        beater, self._beater = self._beater, None
+        if beater is not None:
+            beater.stop()
         with self._guard:
             for fingerprint, fd in self._held.items():
                 path = lock_path(self._directory, fingerprint)

@@ -48,6 +48,12 @@ With a ledger's locks (:attr:`SenderConfig.lease`) each request first checks tha
 are still the run's (:class:`~beaconflow.delivery.ledger_lock.LeaseWatch`): a run that was
 frozen while another took them over halts when it wakes, before it sends anything more.
 
+Of an answer's body at most :data:`~beaconflow.delivery.body.READ_LIMIT` bytes are read
+(:mod:`beaconflow.delivery.body`): a longer body's connection is closed instead, and a 2xx is
+delivered whatever its size. A failure's reason quotes the start of its body, redacted and
+on one line (``HTTP 400: {"error":"invalid parameter s"}``); the status stays a field of its
+own.
+
 URLs carry API keys, so they never reach a log line, an exception or a :class:`Delivery`:
 error texts go through a :class:`~beaconflow.delivery.redact.Redactor` built from the endpoint
 secrets.
@@ -73,6 +79,7 @@ import aiohttp
 from yarl import URL
 
 from beaconflow.delivery.aiohttp_internals import disable_silent_resend
+from beaconflow.delivery.body import Body, read_capped, reason_text, with_body
 from beaconflow.delivery.breaker import DEFAULT_WINDOW, Breaker, down_reason
 from beaconflow.delivery.concurrency import AdaptiveLimit, AdaptiveRate, AimdPolicy
 from beaconflow.delivery.ledger_lock import Lease, LeaseWatch, Standing
@@ -135,6 +142,8 @@ class Delivery:
     the reason a stop gives when this outcome declared it (the delivery the ledger could not
     record, the last redirect of a misconfigured destination) or was cut short by it (not
     attempted, not retried); None otherwise.
+
+    The ``error`` of an answer quotes the start of its body (``HTTP 400: {...}``).
     """
 
     message: Message
@@ -970,6 +979,7 @@ class SendEngine:
         status: int | None = None
         error: BaseException | None = None
         retry_after: str | None = None  # or the Location of a redirect
+        body: Body | None = None
         now: float | None = None
         stopped: str | None = None
         lost: str | None = None
@@ -1005,7 +1015,8 @@ class SendEngine:
                         retry_after = response.headers.get(
                             "Location" if answer.redirect else "Retry-After"
                         )
-                    await response.read()
+                    # never more than 64 KiB of a body in memory, whatever its size
+                    body = await read_capped(response)
             except _TRANSPORT_ERRORS as caught:
                 error = caught
                 answer = classify(status, caught)
@@ -1063,7 +1074,7 @@ class SendEngine:
                 self._halt_lane(lane, stopped)
                 return
         else:
-            reason = self._describe(status, error)
+            reason = self._describe(status, error, body)
         halted = lane.halted
         if halted is not None and verdict is Verdict.RETRIABLE and policy.can_retry(attempts):
             text = f"{reason}; not retried: {halted}"
@@ -1157,11 +1168,14 @@ class SendEngine:
         self._outstanding -= len(done)
         self._on_finished(done, tokens)
 
-    def _describe(self, status: int | None, error: BaseException | None) -> str:
-        """A redacted reason for a non-delivered attempt."""
+    def _describe(
+        self, status: int | None, error: BaseException | None, body: Body | None = None
+    ) -> str:
+        """A redacted reason for a non-delivered attempt, quoting the start of its body."""
         parts = []
         if status is not None:
-            parts.append(f"HTTP {status}")
+            text = "" if body is None else reason_text(body, self._redact)
+            parts.append(with_body(f"HTTP {status}", text))
         if error is not None:
             detail = str(error)
             if not detail and isinstance(error, TimeoutError):

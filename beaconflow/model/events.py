@@ -254,9 +254,10 @@ def map_event(
 ) -> MappedEvent:
     """The event's messages for ``destinations``, each built on its own.
 
-    A destination whose message cannot be built gets a :class:`Problem`; ``record`` is kept
-    only then. ``origin`` says where the mapping read a canonical field from; a problem's
-    reason names it (``parameter 's' (user_id, read from anonymousId)``).
+    A destination whose message cannot be built gets a :class:`Problem`; ``record`` is kept only
+    then. Each message carries the event's source (:attr:`Message.source`). ``origin`` says
+    where the mapping read a canonical field from; a problem's reason names it (``parameter 's'
+    (user_id, read from anonymousId)``).
     """
     messages: list[Message] = []
     problems: list[Problem] = []
@@ -273,7 +274,7 @@ def map_event(
             problems.append(Problem(destination, error.kind, reason))
             continue
         if message is not None:
-            messages.append(message)
+            messages.append(message.with_source(event.source))
     if problems:
         return MappedEvent(event.source, event.time, tuple(messages), tuple(problems), record)
     return MappedEvent(event.source, event.time, tuple(messages))

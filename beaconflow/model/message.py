@@ -49,12 +49,17 @@ class Message:
     counts every request and has no timestamps, so two level-ups of one user are two messages
     with equal parameters; the pipeline sets ``occurrence`` to the source event's identity.
     Applications sending one message at a time leave it empty.
+    ``source`` is where the message came from, the input's ``file:position`` (of the event
+    the event dedup kept, when several were equal), so that a send failure can be traced
+    back to its line; empty when unknown. It is not part of the message's identity: it
+    takes no part in its key, its equality or its hash.
     """
 
     destination: Destination
     kind: str
     params: tuple[tuple[str, str], ...]
     occurrence: str = ""
+    source: str = field(default="", compare=False)
     key: str = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -69,16 +74,25 @@ class Message:
         params: tuple[tuple[str, str], ...],
         occurrence: str,
         key: str | None = None,
+        source: str = "",
     ) -> Message:
         """The message of parts taken from a message before: ``params`` sorted already.
 
         ``key`` is its identity key when known, or None to compute it (no sorting either
         way). Beam's coder (:mod:`beaconflow.transforms.coders`) restores messages with it.
         """
-        message = cls._assemble(destination, kind, params, occurrence, key or "")
+        message = cls._assemble(destination, kind, params, occurrence, key or "", source)
         if key is None:
             object.__setattr__(message, "key", identity_key(message))
         return message
+
+    def with_source(self, source: str) -> Message:
+        """The same message, coming from ``source`` (nothing sorted or hashed again)."""
+        if source == self.source:
+            return self
+        return self._assemble(
+            self.destination, self.kind, self.params, self.occurrence, self.key, source
+        )
 
     @classmethod
     def _assemble(
@@ -88,6 +102,7 @@ class Message:
         params: tuple[tuple[str, str], ...],
         occurrence: str,
         key: str,
+        source: str = "",
     ) -> Message:
         """A message from parts already checked, sorted and hashed (no __post_init__)."""
         message = cls.__new__(cls)
@@ -96,6 +111,7 @@ class Message:
             ("kind", kind),
             ("params", params),
             ("occurrence", occurrence),
+            ("source", source),
             ("key", key),
         ):
             object.__setattr__(message, name, value)

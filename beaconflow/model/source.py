@@ -52,3 +52,17 @@ def location(source: str) -> dict[str, Any]:
     file, _, position = source.rpartition(":")
     unit = "row" if file.endswith(PARQUET_SUFFIXES) else "line"
     return {"file": file, unit: int(position) if position.isdigit() else position}
+
+
+def source_of(where: object) -> str | None:
+    """The ``file:position`` source of a dead letter's ``source`` object, or None.
+
+    The inverse of :func:`location`, for an entry read back (a replayed send entry keeps its
+    original source); None when ``where`` is not such an object.
+    """
+    if not isinstance(where, dict) or not isinstance(where.get("file"), str):
+        return None
+    position = where.get("line", where.get("row"))
+    if isinstance(position, bool) or not isinstance(position, int | str):
+        return None
+    return f"{where['file']}:{position}"

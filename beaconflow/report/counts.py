@@ -79,14 +79,32 @@ _VARYING = (
 )
 
 
+#: A send failure's reason quoting the service's answer (``HTTP 400: {"error": ...}``),
+#: not a redirect's (``HTTP 302: redirected to ...``).
+_QUOTED_ANSWER = re.compile(r"(HTTP \d{3}): (?!redirected to )(.*)", re.S)
+#: Characters of a quoted answer its group keeps: its start says what the service objects to.
+GROUP_ANSWER_CHARS = 80
+#: Words holding a digit (ids, counts, times, a user's number): they vary per request.
+_WITH_DIGIT = re.compile(r"[\w.:-]*\d[\w.:-]*")
+
+
 def reason_group(reason: str) -> str:
     """A dead-letter reason without the values that vary from record to record.
 
     ``"field 'n': must be an integer, got 'x'"`` and ``... got 'y'`` are one group, so the
-    report can list the commonest problems; the dead letter keeps every value.
+    report can list the commonest problems; the dead letter keeps every value. A reason
+    quoting a service's answer keeps its status and the answer's first
+    :data:`GROUP_ANSWER_CHARS` characters, each word holding a digit as ``#``:
+    ``HTTP 400: user '#' is refused`` for every user.
     """
     for pattern, replacement in _VARYING:
         reason = pattern.sub(replacement, reason)
+    quoted = _QUOTED_ANSWER.fullmatch(reason)
+    if quoted is not None:
+        answer = _WITH_DIGIT.sub("#", quoted.group(2))
+        if len(answer) > GROUP_ANSWER_CHARS:
+            answer = answer[: GROUP_ANSWER_CHARS - 1] + "…"
+        reason = f"{quoted.group(1)}: {answer}"
     return reason[:200]
 
 

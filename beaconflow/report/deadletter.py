@@ -107,7 +107,8 @@ class DeadLetterEntry:
     """One record or message that could not go on: the stage, the reason and the evidence.
 
     ``stage``: ``read``, ``parse``, ``map`` or ``send``. ``source``: the input's
-    ``file:position`` (absent for send failures, whose message says what it was). Exactly one
+    ``file:position`` (for a send failure, its message's source: the line of the event it
+    was built from, or of the dead-letter entry it was replayed from). Exactly one
     of ``record`` (the record as read), ``line`` (its raw text, when it was not JSON) and
     ``message`` (the message it became, with ``status`` and ``attempts``) is the evidence.
     ``destination``: for a ``map`` entry, the one destination whose message could not be built
@@ -160,8 +161,15 @@ class DeadLetterEntry:
     def of_message(
         cls, message: Message, reason: str, status: int | None, attempts: int
     ) -> DeadLetterEntry:
-        """The entry of a message that was not delivered."""
-        return cls("send", reason, message=message, status=status, attempts=attempts)
+        """The entry of a message that was not delivered, with the message's source."""
+        return cls(
+            "send",
+            reason,
+            message.source or None,
+            message=message,
+            status=status,
+            attempts=attempts,
+        )
 
     def as_dict(self) -> dict[str, Any]:
         """The entry as the dead-letter file holds it (keys absent when they do not apply)."""

@@ -23,7 +23,13 @@ script, neither validated nor recorded as accepted (any other request is served 
 ``flaky``          503 to the first ``n`` tries (query parameter ``n``), then 200
 ``throttle``       429 with ``Retry-After: <after>`` (query ``after``: seconds or an HTTP
                    date; 1 when absent) to the first try, then 200
-``bad``            400
+``bad``            400 and a line of text saying so
+``explain``        400 and a JSON explanation that echoes the request's path, query and key
+                   (as some services do: a sender must mask the key before it quotes it)
+``error_page``     500 and a multi-line HTML error page of a few KiB, as a proxy answers
+``huge``           200 and a body of ``bytes`` bytes (query parameter; 300 MB when absent),
+                   generated as it is written, never held; :meth:`Collector.body_written`
+                   says how much of it the client took before it closed the connection
 ``unimplemented``  501
 ``slow``           200 after ``seconds`` (query parameter)
 ``gated``          200 once the gate is open (:meth:`Collector.close_gate`, ``open_gate``;
@@ -96,7 +102,34 @@ Sleep = Callable[[float], Awaitable[None]]
 
 #: The kinds that scripted answers play (see the module docstring), in its table's order.
 SCRIPTED_KINDS = frozenset(
-    {"ok", "flaky", "throttle", "bad", "unimplemented", "slow", "gated", "drop", "redirect", "loop"}
+    {
+        "ok",
+        "flaky",
+        "throttle",
+        "bad",
+        "explain",
+        "error_page",
+        "huge",
+        "unimplemented",
+        "slow",
+        "gated",
+        "drop",
+        "redirect",
+        "loop",
+    }
+)
+#: The body of a scripted ``huge`` answer when its query names no size: 300 MB.
+HUGE_BYTES = 300 * 1024 * 1024
+#: What a ``huge`` body is made of, written again and again.
+_HUGE_CHUNK = b"GIF89a" + b"\x00" * (64 * 1024 - 6)
+#: The page of a scripted ``error_page`` answer: lines, indentation, a long style block.
+ERROR_PAGE = (
+    "<!DOCTYPE html>\n<html>\n  <head>\n    <title>500 Internal Server Error</title>\n"
+    "    <style>\n"
+    + "".join(f"      .rule{n} {{ margin: {n}px; padding: {n}px; }}\n" for n in range(120))
+    + "    </style>\n  </head>\n  <body>\n    <h1>Internal Server Error</h1>\n"
+    "    <p>The server encountered an internal error and could not complete your request.</p>\n"
+    "  </body>\n</html>\n"
 )
 
 
@@ -337,6 +370,9 @@ class Scripts:
         self._tries: dict[str, int] = {}
         self._in_flight: dict[str, int] = {}
         self._max_in_flight: dict[str, int] = {}
+        # bytes of a huge body written per token, once its answer has ended
+        self._written: dict[str, int] = {}
+        self._ended = threading.Condition(self._lock)
         # created unbound: asyncio binds it to the loop of its first wait
         self.gate = asyncio.Event()
         self.gate.set()
@@ -365,6 +401,21 @@ class Scripts:
     def max_in_flight(self, kind: str) -> int:
         with self._lock:
             return self._max_in_flight.get(kind, 0)
+
+    def body_ended(self, token: str, written: int) -> None:
+        """A huge body's answer to ``token`` has ended, ``written`` bytes of it written."""
+        with self._lock:
+            self._written[token] = written
+            self._ended.notify_all()
+
+    def body_written(self, token: str, timeout: float) -> int | None:
+        """Bytes of the huge body written to ``token`` once its answer ended; None meanwhile.
+
+        Waits up to ``timeout`` seconds for the answer to end.
+        """
+        with self._lock:
+            self._ended.wait_for(lambda: token in self._written, timeout)
+            return self._written.get(token)
 
 
 class Collector:
@@ -461,6 +512,16 @@ class Collector:
         """How many tries of the scripted request named ``token`` arrived."""
         return self.scripts.tries(token)
 
+    def body_written(self, token: str, timeout: float = 30.0) -> int | None:
+        """Bytes of a scripted ``huge`` body written to the request ``token`` before its end.
+
+        The answer ends when the whole body is written or the client closes the connection;
+        this waits up to ``timeout`` seconds for that, and is None if it has not ended. What the
+        client took is at most this: the count includes what the connection's buffers held
+        when it closed.
+        """
+        return self.scripts.body_written(token, timeout)
+
     def in_flight(self, kind: str) -> int:
         """Scripted requests of ``kind`` being answered now."""
         return self.scripts.in_flight(kind)
@@ -553,6 +614,18 @@ class Collector:
             return web.Response(status=429, headers={"Retry-After": query.get("after", "1")})
         if kind == "bad":
             return web.Response(status=400, text="bad request (scripted)")
+        if kind == "explain":
+            destination: Destination = "kontagent" if "/api/v1/" in request.path else "kissmetrics"
+            explanation = {
+                "error": "invalid parameter s (scripted)",
+                "request": request.raw_path,
+                "key": self._request_key(request, destination),
+            }
+            return web.json_response(explanation, status=400)
+        if kind == "error_page":
+            return web.Response(status=500, text=ERROR_PAGE, content_type="text/html")
+        if kind == "huge":
+            return await self._huge(request, int(query.get("bytes", HUGE_BYTES)))
         if kind == "unimplemented":
             return web.Response(status=501)
         if kind == "slow":
@@ -569,6 +642,24 @@ class Collector:
         elif kind == "loop":
             raise web.HTTPFound(request.raw_path)
         return gif
+
+    async def _huge(self, request: web.Request, size: int) -> web.StreamResponse:
+        """200 and ``size`` bytes, written a chunk at a time until the client goes away."""
+        response = web.StreamResponse(headers={"Content-Type": "image/gif"})
+        response.content_length = size
+        written = 0
+        try:
+            await response.prepare(request)
+            while written < size:
+                chunk = _HUGE_CHUNK[: size - written]
+                await response.write(chunk)  # waits while the client is not reading
+                written += len(chunk)
+            await response.write_eof()
+        except (ConnectionError, RuntimeError):
+            pass  # the client closed the connection: what it took is counted
+        finally:
+            self.scripts.body_ended(request.query.get("token", ""), written)
+        return response
 
     async def _login(self, request: web.Request) -> web.StreamResponse:
         # what a captive portal answers: 200, and a page that is not the service's GIF

@@ -110,6 +110,10 @@ def test_a_holder_reads_back_and_unreadable_files_name_none() -> None:
         "heartbeat": "2025-06-15T15:06:50Z",
     }
     assert Holder.from_bytes(holder.to_bytes()) == holder
+    leased = Holder("etl-1", 4242, T0, T0 + 10, lease="0123456789abcdef")
+    assert json.loads(leased.to_bytes())["lease"] == "0123456789abcdef"
+    assert Holder.from_bytes(leased.to_bytes()) == leased
+    assert not holder.same_run(leased) and leased.same_run(Holder.from_bytes(leased.to_bytes()))
     for bad in (
         b"",
         b"{",

@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 import aiohttp
 import pytest
 
+from beaconflow.delivery.body import SHOWN_CHARS
 from beaconflow.delivery.ledger import LedgerError
 from beaconflow.delivery.ledger_lock import Holder, Lease, lock_path
 from beaconflow.delivery.ratelimit import RateLimiter
@@ -147,18 +148,79 @@ def test_backoff_follows_the_seeded_jitter(server: Collector) -> None:
     assert sleep.calls == [expected.uniform(0, min(1.0, 0.25 * 2**n)) for n in range(3)]
 
 
-@pytest.mark.parametrize(("kind", "status"), [("bad", 400), ("unimplemented", 501)])
-def test_permanent_statuses_are_not_retried(server: Collector, kind: str, status: int) -> None:
+@pytest.mark.parametrize(
+    ("kind", "status", "reason"),
+    [("bad", 400, "HTTP 400: bad request (scripted)"), ("unimplemented", 501, "HTTP 501")],
+)
+def test_permanent_statuses_are_not_retried(
+    server: Collector, kind: str, status: int, reason: str
+) -> None:
     sleep = RecordingSleep()
     token = f"perm-{kind}"
     request = Request(message(kind, token), kontagent_url(server, kind, token))
     with BulkSender(config(), (KEY,), sleep=sleep) as sender:
         delivery = send_all(sender, [request])[token]
         stats = sender.stats()
-    assert delivery == Delivery(request.message, False, status, f"HTTP {status}", 1)
+    # the service's explanation, when its answer has a body
+    assert delivery == Delivery(request.message, False, status, reason, 1)
     assert server.tries(token) == 1
     assert sleep.calls == []
     assert (stats.failed, stats.retries) == (1, 0)
+
+
+#: At most this much of a 300 MB body may leave the server before a sender closes the
+#: connection: the 64 KiB it reads, and what the connection's buffers hold on both sides (a
+#: few MiB on loopback). Reading the body whole would be 300 MB.
+BODY_WRITTEN_BOUND = 32 * 1024 * 1024
+
+
+def test_a_huge_2xx_body_is_delivered_and_not_read(server: Collector) -> None:
+    tokens = [f"huge-{n}" for n in range(4)]
+    requests = [Request(message("huge", t), kontagent_url(server, "huge", t)) for t in tokens]
+    after = Request(message("ok", "after-huge"), kontagent_url(server, "ok", "after-huge"))
+    with BulkSender(config(concurrency=4), (KEY,), sleep=RecordingSleep()) as sender:
+        results = send_all(sender, [*requests, after])
+        stats = sender.stats()
+    for request, token in zip(requests, tokens, strict=True):
+        assert results[token] == Delivery(request.message, True, 200, None, 1)
+        written = server.body_written(token)
+        assert written is not None, "the server is still writing: the sender kept reading"
+        assert written < BODY_WRITTEN_BOUND
+    # the sender goes on: the connections it closed are replaced
+    assert results["after-huge"].delivered
+    assert (stats.sent, stats.delivered, stats.retries) == (5, 5, 0)
+
+
+@pytest.mark.parametrize("destination", ["kontagent", "kissmetrics"])
+def test_a_4xx_keeps_the_services_explanation_redacted(server: Collector, destination: str) -> None:
+    token = f"explain-{destination}"
+    url = (kontagent_url if destination == "kontagent" else kissmetrics_url)(
+        server, "explain", token
+    )
+    request = Request(message("explain", token, destination), url)
+    with BulkSender(config(), (KEY,), sleep=RecordingSleep()) as sender:
+        delivery = send_all(sender, [request])[token]
+    assert (delivery.delivered, delivery.status, delivery.attempts) == (False, 400, 1)
+    assert delivery.error is not None
+    # the body echoes the URL and the key: both masked, the explanation kept
+    assert delivery.error.startswith('HTTP 400: {"error": "invalid parameter s (scripted)", ')
+    assert KEY not in delivery.error and '"key": "***"' in delivery.error
+    assert "\n" not in delivery.error and len(delivery.error) <= len("HTTP 400: ") + SHOWN_CHARS
+
+
+def test_a_5xx_error_page_is_quoted_on_one_line_and_cut(server: Collector) -> None:
+    retry = RetryPolicy(max_attempts=2, base_delay=0.0, max_delay=0.0, retry_after_cap=0.0)
+    request = Request(message("error_page", "page"), kontagent_url(server, "error_page", "page"))
+    with BulkSender(config(retry), (KEY,), sleep=RecordingSleep()) as sender:
+        delivery = send_all(sender, [request])["page"]
+    assert (delivery.delivered, delivery.status, delivery.attempts) == (False, 500, 2)
+    assert server.tries("page") == 2
+    error = delivery.error
+    assert error is not None and "\n" not in error
+    assert error.startswith(
+        "HTTP 500: <!DOCTYPE html> <html> <head> <title>500 Internal Server Error</title> <style>"
+    )
+    assert error.endswith("…") and len(error) == len("HTTP 500: ") + SHOWN_CHARS
 
 
 def test_retry_after_seconds_is_honoured(server: Collector) -> None:
@@ -450,13 +512,20 @@ class ManualClock:
         return self.now
 
 
+class EmptyBody:
+    async def read(self, n: int = -1) -> bytes:
+        return b""
+
+
 class FakeResponse:
     def __init__(self, status: int) -> None:
         self.status = status
         self.headers: dict[str, str] = {}
+        self.content = EmptyBody()
+        self.charset = None
 
-    async def read(self) -> bytes:
-        return b""
+    def close(self) -> None:
+        pass
 
 
 class FakeGet:

@@ -38,7 +38,7 @@ from beaconflow.delivery.sendproc import SenderPool, shared_client, split_config
 from beaconflow.delivery.stop import RunStop
 from beaconflow.sandbox.collector import Collector
 from tests.conftest import KEY, kissmetrics_url, kontagent_url
-from tests.delivery.test_sender import NO_WAIT, ManualClock, message
+from tests.delivery.test_sender import BODY_WRITTEN_BOUND, NO_WAIT, ManualClock, message
 from tests.fs_faults import SmallDisk
 
 
@@ -101,11 +101,42 @@ def test_each_message_gets_its_own_outcome(server: Collector) -> None:
     assert by_kind["ok"].delivered and by_kind["ok"].attempts == 1
     assert by_kind["flaky"].delivered and by_kind["flaky"].attempts == 2
     assert (by_kind["bad"].delivered, by_kind["bad"].status) == (False, 400)
-    assert by_kind["bad"].error == "HTTP 400" and by_kind["bad"].attempts == 1
+    assert by_kind["bad"].error == "HTTP 400: bad request (scripted)"
+    assert by_kind["bad"].attempts == 1
     assert by_kind["unimplemented"].status == 501
     stats = pool.stats()
     assert (stats.delivered, stats.failed, stats.retries) == (50, 50, 25)
     assert stats.sent == 125 and stats.outcomes == {"200": 50, "503": 25, "400": 25, "501": 25}
+
+
+def test_children_quote_bodies_leave_huge_ones_unread_and_keep_sources(
+    server: Collector,
+) -> None:
+    kinds = ["explain", "huge", "ok"]
+    requests = [
+        Request(
+            message(kind, f"body-{kind}").with_source(f"events.jsonl:{n}"),
+            kontagent_url(server, kind, f"body-{kind}"),
+        )
+        for n, kind in enumerate(kinds, 1)
+    ]
+    with SenderPool(config(concurrency=4), (KEY,), processes=2) as pool:
+        client = pool.client()
+        client.submit_many(requests)
+        deliveries = {d.message.kind: d for d in client.take_finished() + client.flush()}
+    explained = deliveries["explain"]
+    assert (explained.delivered, explained.status) == (False, 400)
+    assert explained.error is not None and KEY not in explained.error
+    assert explained.error.startswith('HTTP 400: {"error": "invalid parameter s (scripted)"')
+    assert deliveries["huge"].delivered and deliveries["ok"].delivered
+    written = server.body_written("body-huge")
+    assert written is not None and written < BODY_WRITTEN_BOUND
+    # the parent keeps each message, with where it came from
+    assert {kind: d.message.source for kind, d in deliveries.items()} == {
+        "explain": "events.jsonl:1",
+        "huge": "events.jsonl:2",
+        "ok": "events.jsonl:3",
+    }
 
 
 def test_children_share_the_concurrency(server: Collector) -> None:

@@ -2,7 +2,9 @@
 
 The first run is held mid-run by a collector whose answers wait at a gate the test opens,
 so that it surely holds its locks while the second starts; nothing depends on timing. The
-lock's rules themselves are tested in tests/delivery/test_ledger_lock.py.
+same on an ``s3://`` ledger, whose lock is a lease object, on moto's S3 server on loopback.
+The lock's rules themselves are tested in tests/delivery/test_ledger_lock.py and
+test_ledger_lease.py.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -26,6 +29,7 @@ import pytest
 from aiohttp import web
 
 from beaconflow.delivery.ledger_identity import endpoint_fingerprint
+from beaconflow.delivery.ledger_lease import lease_name
 from beaconflow.delivery.ledger_lock import Holder, iso, lock_path
 from beaconflow.model.message import Endpoint
 from beaconflow.samples.gamelog import generate_events, write_jsonl
@@ -82,7 +86,7 @@ def events_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _flags(
-    url: str, out: Path, events: Path, ledger: Path, *extra: str, only: str = ""
+    url: str, out: Path, events: Path, ledger: Path | str, *extra: str, only: str = ""
 ) -> list[str]:
     """A run to ``url`` with its outputs under ``out``; ``only``: that destination alone."""
     flags = backfill_flags(url, out, events, extra=(f"--ledger={ledger}", *extra))
@@ -315,6 +319,10 @@ def test_a_run_killed_with_sigkill_leaves_a_lock_the_next_run_takes_over(
         _wait_mid_run(first, collector)
         senders = _children_of(first.pid)
         assert len(senders) == processes
+        # frozen, the senders cannot end when their pipe closes (they would, after a grace):
+        # whatever they inherited stays open while the next run takes the locks
+        for pid in senders:
+            os.kill(pid, signal.SIGSTOP)
         os.kill(first.pid, signal.SIGKILL)  # the run's process alone: its senders live on
         first.communicate()
         fingerprints = _fingerprints(collector.base_url)
@@ -331,6 +339,9 @@ def test_a_run_killed_with_sigkill_leaves_a_lock_the_next_run_takes_over(
                 time.sleep(0.02)
             assert all(Path(f"/proc/{pid}").exists() for pid in senders)
         finally:
+            for pid in senders:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
             gate.opened.set()
             _, err = second.communicate(timeout=120)
         assert second.returncode == 0, err
@@ -498,3 +509,130 @@ def test_a_frozen_run_whose_lock_was_taken_over_stops_when_it_wakes_and_sends_no
         assert c_report["messages_delivered"] == 0
         assert c_report["messages_skipped"] == len(keys)
     assert not list(ledger.glob("lock-*.json")), "no lock is left held"
+
+
+# An s3:// ledger: moto's S3 server on loopback holds it. The runs reach the ledger through
+# Beam's S3 filesystem and its lease through boto3, both sent there by --s3_endpoint_url.
+# Sender processes are off: they open the ledger without the run's Beam options, which an
+# s3:// path needs (docs/ledger.md).
+
+
+@pytest.fixture
+def s3(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[tuple[str, str]]:
+    """Moto's S3 server on loopback and a new bucket in it: (endpoint, bucket)."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    # test credentials only, for this process and the runs it starts
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "AWS_CONFIG_FILE": str(tmp_path / "no-such-file"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-such-file"),
+    }.items():
+        monkeypatch.setenv(name, value)
+    for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        endpoint = f"http://{host}:{port}"
+        bucket = f"ledgers-{uuid.uuid4().hex[:8]}"
+        boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket=bucket)
+        yield endpoint, bucket
+    finally:
+        server.stop()
+
+
+def _objects(endpoint: str, bucket: str, prefix: str) -> dict[str, bytes]:
+    import boto3
+
+    client = boto3.client("s3", endpoint_url=endpoint)
+    listed = client.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])
+    return {
+        o["Key"].removeprefix(prefix): client.get_object(Bucket=bucket, Key=o["Key"])["Body"].read()
+        for o in listed
+    }
+
+
+def test_a_second_run_on_an_s3_ledger_exits_75_at_once_and_sends_nothing(
+    s3: tuple[str, str], events_file: Path, tmp_path: Path, gate: Gate
+) -> None:
+    endpoint, bucket = s3
+    ledger = f"s3://{bucket}/nightly/ledger"
+    beam = (f"--s3_endpoint_url={endpoint}", "--send-processes=0")
+    second_events = tmp_path / "second.jsonl"
+    second_events.write_text(
+        json.dumps({"time": 1_749_000_000, "user_id": 777_000, "event": "second"}) + "\n"
+    )
+    with _gated_collector(gate) as collector:
+        url = collector.base_url
+        fingerprints = _fingerprints(url)
+        first = _start(_flags(url, tmp_path / "first", events_file, ledger, "--timeout=300", *beam))
+        try:
+            _wait_mid_run(first, collector)
+            leases = _objects(endpoint, bucket, "nightly/ledger/")
+            holder = Holder.from_bytes(leases[lease_name(fingerprints[0])])
+            assert holder is not None and (holder.host, holder.pid) == (HOST, first.pid)
+            assert Holder.from_bytes(leases[lease_name(fingerprints[1])]) == holder
+
+            started = time.monotonic()
+            second = run_cli(*_flags(url, tmp_path / "second", second_events, ledger, *beam))
+            assert second.returncode == 75, second.stderr
+            assert second.stderr == (
+                f"beaconflow: the ledger {ledger} is in use for endpoint {fingerprints[0]} by "
+                f"host {HOST} pid {first.pid} since {iso(holder.since)}; nothing was done, try "
+                "again later\n"
+            )
+            assert time.monotonic() - started < 60, "at once, not after a wait"
+            assert not (tmp_path / "second").exists(), "no report, no dead letter"
+        finally:
+            gate.opened.set()
+            _, err = first.communicate(timeout=120)
+        assert first.returncode == 0, err
+        report = json.loads((tmp_path / "first" / "report.json").read_text())
+        assert len(collector.accepted()) == report["messages_delivered"] > 0
+        assert not any(r.param_map().get("_n") == "second" for r in collector.accepted())
+    # released at the end; the ledger itself is on S3 too
+    left = _objects(endpoint, bucket, "nightly/ledger/")
+    assert not [name for name in left if name.startswith("lock-")]
+    assert left, "the ledger's own files"
+
+
+def test_a_stale_lease_on_an_s3_ledger_is_taken_over_saying_so(
+    s3: tuple[str, str], events_file: Path, tmp_path: Path
+) -> None:
+    import boto3
+
+    endpoint, bucket = s3
+
+    ledger = f"s3://{bucket}/ledger"
+    with Collector(
+        kontagent_key=KONTAGENT_KEY,
+        kissmetrics_key=KISSMETRICS_KEY,
+        kontagent_secret=KONTAGENT_SECRET,
+    ) as collector:
+        fingerprint = _fingerprints(collector.base_url)[0]
+        old = time.time() - 600
+        boto3.client("s3", endpoint_url=endpoint).put_object(
+            Bucket=bucket,
+            Key=f"ledger/{lease_name(fingerprint)}",
+            Body=Holder("elsewhere", 4242, old - 3600, old).to_bytes(),
+        )
+        done = run_cli(
+            *_flags(collector.base_url, tmp_path, events_file, ledger,
+                    f"--s3_endpoint_url={endpoint}", "--send-processes=0")
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        notes = [line for line in done.stderr.splitlines() if "taking over" in line]
+        assert len(notes) == 1
+        assert notes[0].startswith(
+            f"beaconflow: taking over the ledger's lock of endpoint {fingerprint} from host "
+            f"elsewhere pid 4242 since {iso(old - 3600)}: its heartbeat is "
+        )
+        assert notes[0].endswith(" s old (limit 300 s)")
+        assert len(collector.accepted()) > 0
+    assert not [n for n in _objects(endpoint, bucket, "ledger/") if n.startswith("lock-")]

@@ -830,6 +830,7 @@ def test_map_event_builds_each_destination_on_its_own() -> None:
     mapped = map_event(event, ("kontagent", "kissmetrics"), record)
     # Kontagent needs a numeric user id; KISSmetrics takes alice as she is
     assert [m.destination for m in mapped.messages] == ["kissmetrics"]
+    assert mapped.messages[0].source == "f.jsonl:4"  # a send failure names the line
     assert [(p.destination, p.kind) for p in mapped.problems] == [("kontagent", "evt")]
     assert "numeric user id" in mapped.problems[0].reason and mapped.record is record
     # both destinations can fail, each with its own reason

@@ -66,6 +66,19 @@ def test_from_parts_restores_a_message_with_its_key() -> None:
     assert restored == message and restored.key == message.key
 
 
+def test_a_source_is_not_part_of_a_messages_identity() -> None:
+    message = kontagent.build("apr", {"s": 1}, occurrence="ev")
+    here, there = message.with_source("a.jsonl:1"), message.with_source("b.jsonl:9")
+    assert (here.source, there.source, message.source) == ("a.jsonl:1", "b.jsonl:9", "")
+    assert here == there == message and hash(here) == hash(there)
+    assert here.key == there.key == message.key
+    assert message.with_source("") is message
+    restored = Message.from_parts(
+        here.destination, here.kind, here.params, here.occurrence, here.key, source=here.source
+    )
+    assert restored.source == "a.jsonl:1" and restored.key == here.key
+
+
 def test_message_keys_never_change_between_versions() -> None:
     # Ledgers written by earlier versions hold these keys: a different key for the same
     # message would send it again.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from beaconflow.model.source import RawRecord, location
+from beaconflow.model.source import RawRecord, location, source_of
 
 
 @pytest.mark.parametrize(
@@ -20,6 +20,24 @@ from beaconflow.model.source import RawRecord, location
 )
 def test_a_source_is_a_file_and_a_line_or_a_row(source: str, expected: dict[str, object]) -> None:
     assert location(source) == expected
+    # and a dead letter's place read back is the source again
+    assert source_of(expected) == source
+
+
+@pytest.mark.parametrize(
+    "where",
+    [
+        None,
+        "a.jsonl:1",
+        {},
+        {"line": 3},
+        {"file": "a"},
+        {"file": 1, "line": 2},
+        {"file": "a", "line": True},
+    ],
+)
+def test_what_is_not_a_place_has_no_source(where: object) -> None:
+    assert source_of(where) is None
 
 
 def test_a_raw_record_names_its_own_place() -> None:

@@ -1,4 +1,4 @@
-"""The wiring's own parts (``beaconflow.pipelines.backfill``): writing the report files.
+"""The wiring's own parts (``beaconflow.pipelines.backfill``): the report files, the locks.
 
 And preparing the outputs: one that cannot be made is named with the system's reason.
 
@@ -7,12 +7,21 @@ Whole runs through ``run()`` are in tests/e2e/.
 
 from __future__ import annotations
 
+import contextlib
+import re
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from apache_beam.io.filesystems import FileSystems
 
+from beaconflow.delivery.lease_store import StoreOptions
+from beaconflow.delivery.ledger_lease import RemoteLedgerLocks
+from beaconflow.delivery.ledger_lock import Holder, LedgerBusy, LedgerLocks, iso
 from beaconflow.report.run import RunReport
+from beaconflow.sandbox.collector import Collector
+from tests.fakes.lease_store import MemoryLeaseStore
 from tests.fs_faults import unwritable
 
 
@@ -57,29 +66,55 @@ def test_each_report_file_is_replaced_whole_or_not_at_all(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report.html", "report.json"]
 
 
+@pytest.fixture
+def stores(monkeypatch: pytest.MonkeyPatch) -> dict[str, MemoryLeaseStore]:
+    """An in-memory store behind every gs:// and s3:// ledger, one per bucket."""
+    from beaconflow.delivery import lease_store
+
+    opened: dict[str, MemoryLeaseStore] = {}
+
+    def factory(scheme: str) -> Callable[[str, str, StoreOptions], MemoryLeaseStore]:
+        def open_memory(bucket: str, prefix: str, options: StoreOptions) -> MemoryLeaseStore:
+            return opened.setdefault(f"{scheme}://{bucket}/{prefix}", MemoryLeaseStore())
+
+        return open_memory
+
+    for scheme in ("gs", "s3"):
+        monkeypatch.setitem(lease_store.FACTORIES, scheme, factory(scheme))
+    return opened
+
+
 @pytest.mark.parametrize(
-    ("ledger", "locked"),
-    [("gs://bucket/ledger", False), ("s3://bucket/ledger", False), ("{tmp}/ledger", True)],
+    ("ledger", "kind"),
+    [
+        ("gs://bucket/ledger", RemoteLedgerLocks),
+        ("s3://bucket/ledger", RemoteLedgerLocks),
+        ("{tmp}/ledger", LedgerLocks),
+        ("hdfs://cluster/ledger", contextlib.nullcontext),
+    ],
 )
-def test_a_remote_ledger_is_not_locked_and_the_run_says_so(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture, ledger: str, locked: bool
+def test_each_ledger_gets_its_lock(
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    stores: dict[str, MemoryLeaseStore],
+    ledger: str,
+    kind: type,
 ) -> None:
-    from beaconflow.delivery.ledger_lock import LedgerLocks
     from beaconflow.delivery.stop import RunStop
     from beaconflow.pipelines.backfill import _ledger_locks
     from beaconflow.pipelines.options import configure
 
     ledger = ledger.format(tmp=tmp_path)
     config = configure(["--input=x.jsonl", "--kontagent-api-key=k", f"--ledger={ledger}"])
-    holder = _ledger_locks(config, RunStop())
-    assert isinstance(holder, LedgerLocks) is locked
+    assert isinstance(_ledger_locks(config, RunStop()), kind)
     warned = [r.getMessage() for r in caplog.records if "is not locked" in r.getMessage()]
-    assert warned == ([] if locked else [
-        f"the ledger {ledger} is not locked (no lock on gs:// or s3:// yet): two runs at once "
+    assert warned == ([
+        f"the ledger {ledger} is not locked (no lock on hdfs:// paths): two runs at once "
         "for the same endpoint may both send; see docs/ledger.md"
-    ])  # fmt: skip
+    ] if kind is contextlib.nullcontext else [])  # fmt: skip
     dry = configure(["--input=x.jsonl", f"--ledger={ledger}", f"--dry-run={tmp_path / 'd'}"])
-    assert not isinstance(_ledger_locks(dry, RunStop()), LedgerLocks)  # a dry run sends nothing
+    # a dry run sends nothing and takes no lock
+    assert isinstance(_ledger_locks(dry, RunStop()), contextlib.nullcontext)
 
 
 @pytest.mark.parametrize("what", ["dead letter", "report", "dry-run file"])
@@ -104,7 +139,6 @@ def test_an_output_that_cannot_be_made_is_named_with_the_systems_reason(
 def test_the_locks_take_their_limits_from_the_environment(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from beaconflow.delivery.ledger_lock import LedgerLocks
     from beaconflow.delivery.stop import RunStop
     from beaconflow.pipelines.backfill import _ledger_locks
     from beaconflow.pipelines.options import UsageError, configure
@@ -126,3 +160,120 @@ def test_the_locks_take_their_limits_from_the_environment(
             "BEACONFLOW_LEDGER_LOCK_STALE_SECONDS must be a number of seconds above 0, "
             "got '5 minutes'"
         )
+
+
+def test_a_second_run_on_a_remote_ledger_for_the_same_endpoint_is_refused(
+    stores: dict[str, MemoryLeaseStore],
+) -> None:
+    from beaconflow.delivery.stop import RunStop
+    from beaconflow.pipelines.backfill import _holding, _ledger_locks
+    from beaconflow.pipelines.options import configure
+
+    argv = ["--input=x.jsonl", "--kontagent-api-key=k", "--ledger=gs://bucket/ledger"]
+    first_stop, second_stop = RunStop(), RunStop()
+    with _holding(_ledger_locks(configure(argv), first_stop)):
+        (held,) = stores["gs://bucket/ledger"].objects
+        assert held.startswith("lock-") and held.endswith(".json")
+        refused = "the ledger gs://bucket/ledger is in use for endpoint "
+        with (
+            pytest.raises(LedgerBusy, match=f"^{re.escape(refused)}"),
+            _holding(_ledger_locks(configure(argv), second_stop)),
+        ):
+            pytest.fail("the second run went on")
+        other_app = [*argv[:1], "--kontagent-api-key=another", *argv[2:]]
+        with _holding(_ledger_locks(configure(other_app), RunStop())):
+            assert len(stores["gs://bucket/ledger"].objects) == 2  # not blocked
+    assert stores["gs://bucket/ledger"].objects == {}
+
+
+def test_beams_s3_options_reach_the_lease_store(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from beaconflow.delivery import lease_store
+    from beaconflow.delivery.stop import RunStop
+    from beaconflow.pipelines.backfill import _ledger_locks
+    from beaconflow.pipelines.options import configure
+
+    seen: list[tuple[str, str, StoreOptions]] = []
+
+    def open_memory(bucket: str, prefix: str, options: StoreOptions) -> MemoryLeaseStore:
+        seen.append((bucket, prefix, options))
+        return MemoryLeaseStore()
+
+    monkeypatch.setitem(lease_store.FACTORIES, "s3", open_memory)
+    config = configure([
+        "--input=x.jsonl", "--kontagent-api-key=k", "--ledger=s3://bucket/nightly/ledger",
+        "--s3_endpoint_url=http://127.0.0.1:9000", "--s3_region_name=eu-west-1",
+        "--s3_access_key_id=id", "--s3_secret_access_key=secret", "--s3_disable_ssl",
+    ])  # fmt: skip
+    _ledger_locks(config, RunStop())
+    assert seen == [("bucket", "nightly/ledger", StoreOptions(
+        s3_endpoint_url="http://127.0.0.1:9000", s3_region_name="eu-west-1",
+        s3_access_key_id="id", s3_secret_access_key="secret", s3_disable_ssl=True,
+    ))]  # fmt: skip
+
+
+def test_a_remote_ledger_without_its_client_is_a_usage_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import sys
+
+    from beaconflow.delivery.stop import RunStop
+    from beaconflow.pipelines.backfill import _ledger_locks
+    from beaconflow.pipelines.options import UsageError, configure
+
+    monkeypatch.setitem(sys.modules, "boto3", None)
+    config = configure(["--input=x.jsonl", "--kontagent-api-key=k", "--ledger=s3://b/ledger"])
+    with pytest.raises(UsageError, match=r"pip install 'beaconflow\[s3\]'"):
+        _ledger_locks(config, RunStop())
+
+
+def test_a_store_that_fails_the_lock_is_a_usage_error(stores: dict[str, MemoryLeaseStore]) -> None:
+    from beaconflow.delivery.stop import RunStop
+    from beaconflow.pipelines.backfill import _holding, _ledger_locks
+    from beaconflow.pipelines.options import UsageError, configure
+
+    config = configure(["--input=x.jsonl", "--kontagent-api-key=k", "--ledger=s3://b/ledger"])
+    locks = _ledger_locks(config, RunStop())
+    stores["s3://b/ledger"].failing = True
+    with (
+        pytest.raises(UsageError, match=r"^the lock of the ledger mem://test failed"),
+        _holding(locks),
+    ):
+        pytest.fail("the run went on")
+
+
+def test_a_held_remote_ledger_exits_75_and_sends_nothing(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    stores: dict[str, MemoryLeaseStore],
+    collector: Collector,
+) -> None:
+    """The whole command: another host holds the lease of one of the run's endpoints."""
+    from beaconflow.delivery.ledger_identity import endpoint_fingerprint
+    from beaconflow.delivery.ledger_lease import lease_name
+    from beaconflow.model.message import Endpoint
+    from beaconflow.pipelines import backfill, cli
+    from tests.conftest import KISSMETRICS_KEY, backfill_flags
+
+    events = tmp_path / "events.jsonl"
+    events.write_text('{"event": "install", "user_id": "u1", "ts": 1750000000}\n')
+    # the ledger's files are Beam's to reach; this test is about the lock
+    monkeypatch.setattr(backfill, "check_writable", lambda directory: None)
+    store = stores.setdefault("gs://bucket/ledger", MemoryLeaseStore())
+    fingerprint = endpoint_fingerprint(Endpoint("kissmetrics", collector.base_url, KISSMETRICS_KEY))
+    now = time.time()
+    store.create(lease_name(fingerprint), Holder("etl-2", 4242, now - 60, now).to_bytes())
+    flags = backfill_flags(
+        collector.base_url, tmp_path / "out", events, extra=("--ledger=gs://bucket/ledger",)
+    )
+    assert cli.main(flags) == 75
+    err = capsys.readouterr().err
+    assert err.splitlines() == [
+        f"beaconflow: the ledger gs://bucket/ledger is in use for endpoint {fingerprint} by "
+        f"host etl-2 pid 4242 since {iso(now - 60)}; nothing was done, try again later"
+    ]
+    assert collector.counts().get("arrived", 0) == 0
+    assert not (tmp_path / "out").exists()
+    assert list(store.objects) == [lease_name(fingerprint)]  # the other endpoint's let go

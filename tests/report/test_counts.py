@@ -42,6 +42,39 @@ def test_reason_groups_drop_the_values_that_vary() -> None:
         "field 'time': is in the future"
     )
     assert reason_group("HTTP 400") == "HTTP 400"
+
+
+@pytest.mark.parametrize(
+    ("reasons", "group"),
+    [
+        # the service's explanation, with the values that vary per request as #
+        (
+            ["HTTP 400: user '42' is refused", "HTTP 400: user 'a7f3' is refused"],
+            "HTTP 400: user '#' is refused",
+        ),
+        (
+            [
+                'HTTP 400: {"error":"bad s","request_id":"9f8e7d"}',
+                'HTTP 400: {"error":"bad s","request_id":"0a1b"}',
+            ],
+            'HTTP 400: {"error":"bad s","request_id":"#"}',
+        ),
+        # a long answer is grouped by its start
+        (
+            [f"HTTP 500: <html><title>Error</title>{'p' * 60} at {end}" for end in ("A", "B")],
+            f"HTTP 500: <html><title>Error</title>{'p' * 53}…",
+        ),
+        # a redirect's reason names a host, not an answer: kept as it is
+        (
+            ["HTTP 302: redirected to http://h:8080 (redirects are not followed)"],
+            "HTTP 302: redirected to http://h:8080 (redirects are not followed)",
+        ),
+    ],
+)
+def test_reasons_quoting_an_answer_group_by_its_status_and_start(
+    reasons: list[str], group: str
+) -> None:
+    assert {reason_group(reason) for reason in reasons} == {group}
     assert len(reason_group("x" * 5000)) == 200
 
 

@@ -39,6 +39,11 @@ def test_a_send_entry_holds_the_message_its_status_and_attempts() -> None:
     entry = json.loads(DeadLetterEntry.of_message(message, "HTTP 400", 400, 1).to_json())
     assert entry["stage"] == "send" and (entry["status"], entry["attempts"]) == (400, 1)
     assert entry["message"]["key"] == message.key and "source" not in entry
+    # a message that knows where it came from names it
+    traced = message.with_source("logs/a.jsonl:12")
+    entry = json.loads(DeadLetterEntry.of_message(traced, "HTTP 400", 400, 1).to_json())
+    assert entry["source"] == {"file": "logs/a.jsonl", "line": 12}
+    assert "source" not in entry["message"]
 
 
 def test_an_entry_with_values_json_cannot_hold_is_still_one_line_of_strict_json() -> None:

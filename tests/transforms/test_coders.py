@@ -57,6 +57,16 @@ def test_a_mapped_event_round_trips_with_its_messages_problem_and_record() -> No
         assert coder.encode(restored) == coder.encode(event)
 
 
+def test_a_message_keeps_its_source_and_an_events_messages_take_the_events() -> None:
+    message = kissmetrics.record("p", "n", time=T0).with_source("logs/a.jsonl:12")
+    restored = MessageCoder().decode(MessageCoder().encode(message))
+    assert restored.source == "logs/a.jsonl:12" and restored.key == message.key
+    # an event's messages come from it: their source is written once, as the event's
+    event = MappedEvent("logs/b.parquet:3", T0, (message,))
+    (inside,) = MappedEventCoder().decode(MappedEventCoder().encode(event)).messages
+    assert inside.source == "logs/b.parquet:3"
+
+
 def test_both_coders_are_registered_and_deterministic() -> None:
     register()
     assert isinstance(registry.get_coder(Message), MessageCoder)

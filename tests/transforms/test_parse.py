@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import apache_beam as beam
 from apache_beam.runners.portability.fn_api_runner.fn_runner import FnApiRunner
@@ -140,4 +141,30 @@ def test_parse_events_tallies_the_rules_matched_and_the_properties_left_out() ->
                     (TallyKey(PROPERTY_LEFT_OUT, detail="gone"), 1),
                 ]
             ),
+        )
+
+
+def test_a_replayed_send_entry_keeps_the_source_of_its_event() -> None:
+    message = {"destination": "kontagent", "kind": "apr", "params": {"s": "1"}, "occurrence": ""}
+    entries: list[dict[str, Any]] = [
+        {"stage": "send", "reason": "HTTP 400", "source": {"file": "logs/a.jsonl", "line": 7}},
+        {"stage": "send", "reason": "HTTP 400", "source": {"file": "logs/b.parquet", "row": 2}},
+        # written before send entries named their source: the entry's own line
+        {"stage": "send", "reason": "HTTP 400"},
+    ]
+    raws = [
+        RawRecord("dead.jsonl", n, text=json.dumps({**entry, "message": message}))
+        for n, entry in enumerate(entries, 1)
+    ]
+    with _pipeline() as p:
+        out = (
+            p
+            | beam.Create(raws)
+            | beam.ParDo(ParseEvents(RecordMapping(), NOW, FINGERPRINTS)).with_outputs(
+                INVALID, TALLY, REPLAYED, main="events"
+            )
+        )
+        assert_that(
+            out[REPLAYED] | beam.Map(lambda keyed: keyed[1].source),
+            equal_to(["logs/a.jsonl:7", "logs/b.parquet:2", "dead.jsonl:3"]),
         )

@@ -96,7 +96,7 @@ def test_send_messages_pipeline(server: Collector, monkeypatch: pytest.MonkeyPat
             outputs.failed | "SummariseFailed" >> beam.Map(summary),
             equal_to(
                 [
-                    ("pipe-bad", "bad", False, 400, "HTTP 400", 1),
+                    ("pipe-bad", "bad", False, 400, "HTTP 400: bad request (scripted)", 1),
                     ("pipe-km", "ok", False, None, "no endpoint configured for kissmetrics", 0),
                 ]
             ),
