@@ -324,7 +324,9 @@ def test_a_run_killed_with_sigkill_leaves_a_lock_the_next_run_takes_over(
         for pid in senders:
             os.kill(pid, signal.SIGSTOP)
         os.kill(first.pid, signal.SIGKILL)  # the run's process alone: its senders live on
-        first.communicate()
+        # waited for, not read: the frozen senders inherited its stdout and stderr, which
+        # would give no end of file while they live (communicate() waited forever)
+        first.wait()
         fingerprints = _fingerprints(collector.base_url)
         locks = [lock_path(str(ledger), f) for f in fingerprints]
         assert all(os.path.exists(path) for path in locks)
@@ -344,6 +346,9 @@ def test_a_run_killed_with_sigkill_leaves_a_lock_the_next_run_takes_over(
                     os.kill(pid, signal.SIGCONT)
             gate.opened.set()
             _, err = second.communicate(timeout=120)
+            for pipe in (first.stdout, first.stderr):
+                if pipe is not None:
+                    pipe.close()
         assert second.returncode == 0, err
         notes = [line for line in err.splitlines() if "taking over" in line]
         assert len(notes) == 2
