@@ -535,8 +535,9 @@ def _ledger_locks(config: BackfillConfig, stop: RunStop) -> contextlib.AbstractC
             heartbeat_every=limits.heartbeat_every,
         )
     if has_store(config.ledger):
+        options = _store_options(config.beam_args)
         try:
-            store = open_store(config.ledger, _store_options(config.beam_args))
+            store = open_store(config.ledger, options)
         except (LeaseStoreMissing, LedgerError) as error:
             raise UsageError(str(error)) from None
         return RemoteLedgerLocks(
@@ -546,6 +547,7 @@ def _ledger_locks(config: BackfillConfig, stop: RunStop) -> contextlib.AbstractC
             on_lost=stop.trip,
             stale_after=limits.stale_after,
             heartbeat_every=limits.heartbeat_every,
+            options=options,
         )
     log.warning(
         "the ledger %s is not locked (no lock on %s:// paths): two runs at once for the same "
@@ -589,10 +591,13 @@ def _holding(locks: contextlib.AbstractContextManager[Any]) -> Iterator[Any]:
 def _lease(locks: object, options: PipelineOptions) -> Lease | None:
     """What the run's senders check before each request: that its locks are still its own.
 
-    For DirectRunner's workers, in this process or in processes of this host, which see the
-    lock files; other runners' workers may be on hosts that do not (docs/ledger.md).
+    Lock files or lease objects, for DirectRunner's workers, in this process or in processes
+    of this host, which see the lock files and have the store's client and credentials;
+    other runners' workers may be on hosts that have neither (docs/ledger.md).
     """
-    if not isinstance(locks, LedgerLocks) or runner_name(options) not in LOCAL_RUNNERS:
+    if not isinstance(locks, (LedgerLocks, RemoteLedgerLocks)):
+        return None
+    if runner_name(options) not in LOCAL_RUNNERS:
         return None
     return locks.lease()
 

@@ -27,12 +27,9 @@ saying whose and why (:func:`judge` decides):
   cannot both take it over), and the old holder's heartbeat thread, which checks that the
   file is still its own, stops its run as soon as it wakes (exit 4).
 
-A frozen holder wakes all at once: its senders' answers are waiting in their sockets, and a
-sender would start its next request before the heartbeat thread had looked. So a run's
-senders, in its own process and in its sender processes, check its :class:`Lease` before
-every request (:class:`LeaseWatch`): at the cost of reading the clock while the last
-heartbeat they saw is fresh, and of reading the lock files when it is not, as after a
-freeze. A lock that is no longer the run's stops them before they send (exit 4).
+A frozen holder wakes all at once, and its senders would send before its heartbeat thread
+had looked: so they check the run's :class:`Lease` before every request
+(:mod:`beaconflow.delivery.lease_watch`).
 
 Both limits are settable from the environment (:class:`LockLimits`).
 
@@ -65,6 +62,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum
 
+from beaconflow.delivery.lease_store import StoreOptions
 from beaconflow.delivery.ledger import LedgerError
 from beaconflow.model.errors import TryLaterError, io_problem, os_reason
 
@@ -92,9 +90,14 @@ def is_lockable(directory: str) -> bool:
     return "://" not in directory or directory.startswith("file://")
 
 
+def lock_name(fingerprint: str) -> str:
+    """The name of the lock of the endpoint with this fingerprint: a file, or a lease object."""
+    return LOCK_PREFIX + fingerprint + LOCK_SUFFIX
+
+
 def lock_path(directory: str, fingerprint: str) -> str:
     """The lock file of the endpoint with this fingerprint in the ledger ``directory``."""
-    return os.path.join(directory.removeprefix("file://"), LOCK_PREFIX + fingerprint + LOCK_SUFFIX)
+    return os.path.join(directory.removeprefix("file://"), lock_name(fingerprint))
 
 
 def iso(moment: float) -> str:
@@ -338,11 +341,13 @@ def _holder_at(path: str) -> Holder | None:
 
 @dataclass(frozen=True)
 class Lease:
-    """A run's hold on its ledger locks, as its senders check it (:class:`LeaseWatch`).
+    """A run's hold on its ledger locks, as its senders check it.
 
-    ``holder``: the run, as its lock files name it; ``stale_after``: the limit other runs
-    judge its heartbeat by; ``heartbeat_every``: how often the run beats. A value: it goes
-    to the run's sender processes with their configuration.
+    (:class:`~beaconflow.delivery.lease_watch.LeaseWatch`.) ``holder``: the run, as its
+    locks name it; ``stale_after``: the limit other runs judge its heartbeat by;
+    ``heartbeat_every``: how often the run beats; ``store``: None for lock files, else how
+    to reach the store of a ``gs://`` or ``s3://`` ledger, whose locks are lease objects.
+    A value: it goes to the run's sender processes with their configuration.
     """
 
     directory: str
@@ -350,83 +355,7 @@ class Lease:
     holder: Holder
     stale_after: float = STALE_SECONDS
     heartbeat_every: float = HEARTBEAT_SECONDS
-
-
-class Standing(Enum):
-    """Whether a run may send now: its lock held, its heartbeat behind, or the lock lost."""
-
-    HELD = "held"
-    BEHIND = "behind"
-    LOST = "lost"
-
-
-def _read_holder(path: str, tries: int = 3) -> Holder | None:
-    """The holder the lock file names; read again when torn by a heartbeat being written."""
-    for _ in range(tries):
-        with open(path, "rb") as current:
-            found = Holder.from_bytes(current.read())
-        if found is not None:
-            return found
-    return None
-
-
-class LeaseWatch:
-    """Whether the run's locks are still its own, known as cheaply as it can be known.
-
-    No other run may take a lock over while its heartbeat is younger than ``stale_after``:
-    while the youngest heartbeat seen in the lock files is younger than half of that (the
-    other half for the hosts' clocks), :meth:`check` reads the clock and nothing else. Then
-    it reads the lock files: another run's, or none, is LOST (:attr:`reason` says why); the
-    run's own with a fresh heartbeat is HELD again; the run's own with an old heartbeat is
-    BEHIND (the run was frozen, its heartbeat thread has not beaten yet): the sender waits
-    and checks again, and when the heartbeat is still behind after ``stale_after / 2`` of
-    waiting (it cannot be written), it is LOST too. Not thread-safe: one per sender loop.
-    """
-
-    def __init__(self, lease: Lease, clock: Callable[[], float] = time.time) -> None:
-        self._lease = lease
-        self._clock = clock
-        self._sure_until = -math.inf
-        self._behind_since: float | None = None
-        self.reason = ""
-
-    def check(self) -> Standing:
-        """HELD, BEHIND (wait, then check again) or LOST (:attr:`reason`)."""
-        now = self._clock()
-        if now < self._sure_until:
-            return Standing.HELD
-        lease = self._lease
-        youngest = math.inf
-        for fingerprint in lease.fingerprints:
-            path = lock_path(lease.directory, fingerprint)
-            try:
-                found = _read_holder(path)
-            except FileNotFoundError:
-                found = None
-            except OSError as error:
-                self.reason = io_problem(
-                    f"the ledger's lock of endpoint {fingerprint}", path, error, "cannot be read"
-                )
-                return Standing.LOST
-            if found is None or not lease.holder.same_run(found):
-                self.reason = taken_over_message(fingerprint, found)
-                return Standing.LOST
-            youngest = min(youngest, found.heartbeat)
-        margin = lease.stale_after / 2
-        self._sure_until = youngest + margin
-        if now < self._sure_until:
-            self._behind_since = None
-            return Standing.HELD
-        if self._behind_since is None:
-            self._behind_since = now
-        elif now - self._behind_since > margin:
-            self.reason = (
-                f"the ledger's lock of {lease.directory}: this run's heartbeat is "
-                f"{now - youngest:.0f} s old and is not being written (limit "
-                f"{lease.stale_after:g} s): another run may take the lock over"
-            )
-            return Standing.LOST
-        return Standing.BEHIND
+    store: StoreOptions | None = None
 
 
 def _read(fd: int) -> bytes:

@@ -45,7 +45,7 @@ rest end as "not attempted". A destination whose circuit breaker
 one, and the run's stop tells the other senders of the process. Every such outcome carries
 the stop's reason (:attr:`Delivery.stop`), so the run can report why it stopped.
 With a ledger's locks (:attr:`SenderConfig.lease`) each request first checks that they
-are still the run's (:class:`~beaconflow.delivery.ledger_lock.LeaseWatch`): a run that was
+are still the run's (:class:`~beaconflow.delivery.lease_watch.LeaseWatch`): a run that was
 frozen while another took them over halts when it wakes, before it sends anything more.
 
 Of an answer's body at most :data:`~beaconflow.delivery.body.READ_LIMIT` bytes are read
@@ -82,7 +82,8 @@ from beaconflow.delivery.aiohttp_internals import disable_silent_resend
 from beaconflow.delivery.body import Body, read_capped, reason_text, with_body
 from beaconflow.delivery.breaker import DEFAULT_WINDOW, Breaker, down_reason
 from beaconflow.delivery.concurrency import AdaptiveLimit, AdaptiveRate, AimdPolicy
-from beaconflow.delivery.ledger_lock import Lease, LeaseWatch, Standing
+from beaconflow.delivery.lease_watch import LeaseWatch, Standing
+from beaconflow.delivery.ledger_lock import Lease
 from beaconflow.delivery.ratelimit import Clock, RateLimiter, Sleep, shared_limiter
 from beaconflow.delivery.redact import Redactor
 from beaconflow.delivery.retry import (

@@ -2,9 +2,8 @@
 
 Real files and real OS locks; clocks, host names and process checks injected. Whole runs
 that meet a held lock are in tests/e2e/test_ledger_lock_runs.py. A lock file that cannot be
-opened or written is named with the system's reason. The limits from the environment, and the
-lease a run's senders check before each request (the engine's side: tests/delivery/
-test_sender.py).
+opened or written is named with the system's reason. The limits from the environment; the
+lease a run's senders check before each request is in test_lease_watch.py.
 """
 
 from __future__ import annotations
@@ -24,11 +23,9 @@ from beaconflow.delivery.ledger_lock import (
     STALE_ENV,
     STALE_SECONDS,
     Holder,
-    LeaseWatch,
     LedgerBusy,
     LedgerLocks,
     LockLimits,
-    Standing,
     Verdict,
     iso,
     judge,
@@ -341,77 +338,3 @@ def test_a_bad_limit_names_its_variable(environ: dict[str, str], message: str) -
     with pytest.raises(ValueError) as raised:
         LockLimits.from_environment(environ)
     assert str(raised.value) == message
-
-
-def _lease(tmp_path: Path, clock: Clock, *fingerprints: str) -> tuple[LedgerLocks, LeaseWatch]:
-    locks = _locks(tmp_path, *fingerprints, clock=clock, pid=os.getpid(), stale_after=100)
-    locks.acquire()
-    return locks, LeaseWatch(locks.lease(), clock)
-
-
-def test_a_lease_is_known_held_from_the_clock_alone_while_the_heartbeat_seen_is_fresh(
-    tmp_path: Path,
-) -> None:
-    clock = Clock()
-    locks, watch = _lease(tmp_path, clock, "aaaaaaaaaaaa")
-    assert watch.check() is Standing.HELD  # read once
-    path = Path(lock_path(str(tmp_path), "aaaaaaaaaaaa"))
-    path.rename(tmp_path / "elsewhere")  # not looked at again ...
-    clock.now += 49
-    assert watch.check() is Standing.HELD
-    clock.now += 2  # ... until half the limit has passed since the heartbeat it saw
-    assert watch.check() is Standing.LOST
-    assert watch.reason == (
-        "the ledger's lock of endpoint aaaaaaaaaaaa was taken over by another run"
-    )
-    (tmp_path / "elsewhere").rename(path)
-    locks.release()
-
-
-def test_a_lease_taken_over_names_the_new_holder(tmp_path: Path) -> None:
-    clock = Clock()
-    frozen, watch = _lease(tmp_path, clock, "aaaaaaaaaaaa", "bbbbbbbbbbbb")
-    clock.now += 101
-    taker = _locks(tmp_path, "bbbbbbbbbbbb", clock=clock, pid=1, stale_after=100)
-    taker.acquire()
-    assert watch.check() is Standing.LOST
-    assert watch.reason == (
-        f"the ledger's lock of endpoint bbbbbbbbbbbb was taken over by host {HOST} pid 1 "
-        f"since {iso(clock.now)}"
-    )
-    taker.release()
-    frozen.release()
-
-
-def test_a_lease_whose_heartbeat_is_behind_waits_for_it_then_gives_up(tmp_path: Path) -> None:
-    """Woken from a freeze: its own heartbeat thread has not beaten yet."""
-    clock = Clock()
-    locks, watch = _lease(tmp_path, clock, "aaaaaaaaaaaa")
-    clock.now += 70  # frozen longer than half the limit: nobody may have taken it yet
-    assert watch.check() is Standing.BEHIND
-    assert locks.heartbeat() is None  # the heartbeat thread wakes and beats
-    assert watch.check() is Standing.HELD
-    clock.now += 60
-    assert watch.check() is Standing.BEHIND  # and now it does not beat (a disk that fails)
-    clock.now += 50
-    assert watch.check() is Standing.BEHIND
-    clock.now += 1
-    assert watch.check() is Standing.LOST
-    assert watch.reason == (
-        f"the ledger's lock of {tmp_path}: this run's heartbeat is 111 s old and is not being "
-        "written (limit 100 s): another run may take the lock over"
-    )
-    locks.release()
-
-
-def test_a_lease_whose_lock_file_cannot_be_read_is_lost_naming_it(tmp_path: Path) -> None:
-    clock = Clock()
-    locks, watch = _lease(tmp_path, clock, "aaaaaaaaaaaa")
-    path = Path(lock_path(str(tmp_path), "aaaaaaaaaaaa"))
-    path.unlink()
-    path.mkdir()
-    assert watch.check() is Standing.LOST
-    assert watch.reason == (
-        f"the ledger's lock of endpoint aaaaaaaaaaaa cannot be read: {path}: Is a directory"
-    )
-    locks.release()

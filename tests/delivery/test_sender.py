@@ -28,6 +28,7 @@ import aiohttp
 import pytest
 
 from beaconflow.delivery.body import SHOWN_CHARS
+from beaconflow.delivery.lease_store import StoreOptions
 from beaconflow.delivery.ledger import LedgerError
 from beaconflow.delivery.ledger_lock import Holder, Lease, lock_path
 from beaconflow.delivery.ratelimit import RateLimiter
@@ -1210,3 +1211,40 @@ def test_a_sender_whose_lock_was_taken_over_sends_nothing_and_stops_the_run(
     assert all(d.error == f"not attempted: {reason}" and d.attempts == 0 for d in results.values())
     assert all(d.stop == reason for d in results.values())
     assert sum(server.tries(f"t{n}") for n in range(9)) == 0, "not one request went out"
+
+
+@pytest.mark.parametrize("taken_over", [False, True])
+def test_a_sender_checks_a_remote_ledgers_lease_object_through_its_store(
+    server: Collector, monkeypatch: pytest.MonkeyPatch, taken_over: bool
+) -> None:
+    """A gs:// or s3:// ledger: the lease object, read through a store the sender opens."""
+    from beaconflow.delivery import lease_store
+    from beaconflow.delivery.ledger_lease import lease_name
+    from beaconflow.delivery.ledger_lock import iso
+    from tests.fakes.lease_store import MemoryLeaseStore
+
+    store = MemoryLeaseStore()
+    monkeypatch.setitem(lease_store.FACTORIES, "gs", lambda bucket, prefix, options: store)
+    now = time.time()
+    ours = Holder("here", 4242, now, now, "0123456789abcdef")
+    other = Holder("here", 4242, now, now, "fedcba9876543210")  # another run, same host and pid
+    store.create(lease_name("a" * 12), (other if taken_over else ours).to_bytes())
+    lease = Lease("gs://b/ledger", ("a" * 12,), ours, stale_after=100, store=StoreOptions())
+    stop = RunStop()
+    requests_ = [
+        Request(message("ok", f"r{n}"), kontagent_url(server, "ok", f"r{n}")) for n in range(9)
+    ]
+    with BulkSender(replace(config(concurrency=3), lease=lease), (KEY,), stop=stop) as sender:
+        results = send_all(sender, requests_)
+    assert "read" in store.calls
+    if not taken_over:
+        assert stop.reason is None
+        assert all(d.delivered for d in results.values())
+        return
+    reason = (
+        f"the ledger's lock of endpoint {'a' * 12} was taken over by host here pid 4242 "
+        f"since {iso(now)}"
+    )
+    assert stop.reason == reason
+    assert all(d.error == f"not attempted: {reason}" for d in results.values())
+    assert sum(server.tries(f"r{n}") for n in range(9)) == 0, "not one request went out"

@@ -641,3 +641,87 @@ def test_a_stale_lease_on_an_s3_ledger_is_taken_over_saying_so(
         assert notes[0].endswith(" s old (limit 300 s)")
         assert len(collector.accepted()) > 0
     assert not [n for n in _objects(endpoint, bucket, "ledger/") if n.startswith("lock-")]
+
+
+def test_a_frozen_run_whose_s3_lease_was_taken_over_stops_when_it_wakes_and_sends_nothing_twice(
+    s3: tuple[str, str], events_file: Path, tmp_path: Path
+) -> None:
+    """The frozen run above, on an ``s3://`` ledger: its senders read the lease object.
+
+    Through boto3 on moto's S3 server, as the run reached it (``--s3_endpoint_url``).
+    """
+    endpoint, bucket = s3
+    concurrency = 3
+    gate = HoldFirst(held=concurrency)
+    env = {**os.environ, **_LIMITS}
+    ledger = f"s3://{bucket}/ledger"
+    with Collector(
+        kontagent_key=KONTAGENT_KEY,
+        kissmetrics_key=KISSMETRICS_KEY,
+        kontagent_secret=KONTAGENT_SECRET,
+        faults=Faults(latency=0.001),
+        sleep=gate.sleep,
+    ) as collector:
+        url = collector.base_url
+        names = [lease_name(f) for f in _fingerprints(url)]
+
+        def leases() -> list[Holder | None]:
+            held = _objects(endpoint, bucket, "ledger/")
+            return [Holder.from_bytes(held[n]) if n in held else None for n in names]
+
+        def flags(out: str) -> list[str]:
+            return _flags(url, tmp_path / out, events_file, ledger, "--timeout=300",
+                          f"--concurrency={concurrency}", "--fixed-concurrency",
+                          "--send-processes=0", f"--s3_endpoint_url={endpoint}")  # fmt: skip
+
+        first = subprocess.Popen(
+            [sys.executable, "-m", "beaconflow", *flags("a")],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+            start_new_session=True,
+        )  # fmt: skip
+        try:
+            _until("A's requests wait at the gate", lambda: gate.arrived == gate.held, first)
+            assert all(h is not None and h.pid == first.pid for h in leases())
+            os.killpg(first.pid, signal.SIGSTOP)
+            _until(
+                "A's heartbeat is stale",
+                lambda: all(h and time.time() - h.heartbeat > STALE + 1 for h in leases()),
+            )
+            second = subprocess.run(
+                [sys.executable, "-m", "beaconflow", *flags("b")],
+                capture_output=True, text=True, env=env, timeout=300,
+            )  # fmt: skip
+            assert second.returncode == 0, second.stderr
+            notes = [line for line in second.stderr.splitlines() if "taking over" in line]
+            assert len(notes) == len(names)
+            assert all(f" from host {HOST} pid {first.pid} since " in note for note in notes)
+            b_report = json.loads((tmp_path / "b" / "report.json").read_text())
+            gate.release()
+            _until("A's requests are answered", lambda: gate.refused == gate.held)
+            arrived = collector.counts()["arrived"]
+            os.killpg(first.pid, signal.SIGCONT)
+            _, err = first.communicate(timeout=300)
+        finally:
+            gate.release()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(first.pid, signal.SIGCONT)
+            if first.poll() is None:
+                first.kill()
+                first.communicate()
+        assert first.returncode == 4, err
+        assert collector.counts()["arrived"] == arrived, "A sent after it lost the lease"
+        a_report = json.loads((tmp_path / "a" / "report.json").read_text())
+        assert a_report["exit_status"] == 4 and a_report["invariant_errors"] == []
+        # B has finished and deleted the leases: A's senders find none, its heartbeat none
+        lost = {
+            f"the ledger's lock of endpoint {f} was {how} by another run"
+            for f in _fingerprints(url)
+            for how in ("taken over", "removed")
+        }
+        assert set(a_report["stopped"].split("; ")) <= lost, a_report["stopped"]
+        assert "Traceback" not in err
+        assert a_report["messages_delivered"] == 0
+        keys = Counter(record.key for record in collector.accepted())
+        assert set(keys.values()) == {1}
+        assert len(keys) == b_report["messages_delivered"] == b_report["messages_built"]
+    assert not [n for n in _objects(endpoint, bucket, "ledger/") if n.startswith("lock-")]

@@ -137,7 +137,7 @@ def test_an_output_that_cannot_be_made_is_named_with_the_systems_reason(
 
 
 def test_the_locks_take_their_limits_from_the_environment(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stores: dict[str, MemoryLeaseStore]
 ) -> None:
     from beaconflow.delivery.stop import RunStop
     from beaconflow.pipelines.backfill import _ledger_locks
@@ -151,6 +151,18 @@ def test_the_locks_take_their_limits_from_the_environment(
     with locks:
         lease = locks.lease()
     assert (lease.stale_after, lease.heartbeat_every) == (4.0, 0.5)
+    assert lease.store is None, "lock files"
+    # a lease object too, and the run's senders reach its store as the run did
+    remote = configure([
+        "--input=x.jsonl", "--kontagent-api-key=k", "--ledger=s3://bucket/ledger",
+        "--s3_endpoint_url=http://127.0.0.1:9000",
+    ])  # fmt: skip
+    leases = _ledger_locks(remote, RunStop())
+    assert isinstance(leases, RemoteLedgerLocks)
+    with leases:
+        lease = leases.lease()
+    assert (lease.stale_after, lease.heartbeat_every) == (4.0, 0.5)
+    assert lease.store == StoreOptions(s3_endpoint_url="http://127.0.0.1:9000")
     monkeypatch.setenv("BEACONFLOW_LEDGER_LOCK_STALE_SECONDS", "5 minutes")
     dry = configure(["--input=x.jsonl", f"--ledger={tmp_path}", f"--dry-run={tmp_path / 'd'}"])
     for each in (config, dry):  # a usage error whatever the run
@@ -277,3 +289,25 @@ def test_a_held_remote_ledger_exits_75_and_sends_nothing(
     assert collector.counts().get("arrived", 0) == 0
     assert not (tmp_path / "out").exists()
     assert list(store.objects) == [lease_name(fingerprint)]  # the other endpoint's let go
+
+
+@pytest.mark.parametrize("ledger", ["{tmp}/ledger", "gs://bucket/ledger"])
+def test_the_senders_check_the_lease_on_this_hosts_runners_only(
+    tmp_path: Path, stores: dict[str, MemoryLeaseStore], ledger: str
+) -> None:
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from beaconflow.delivery.stop import RunStop
+    from beaconflow.pipelines.backfill import _holding, _lease, _ledger_locks
+    from beaconflow.pipelines.options import configure
+
+    ledger = ledger.format(tmp=tmp_path)
+    (tmp_path / "ledger").mkdir()
+    config = configure(["--input=x.jsonl", "--kontagent-api-key=k", f"--ledger={ledger}"])
+    with _holding(_ledger_locks(config, RunStop())) as locks:
+        lease = _lease(locks, PipelineOptions([]))
+        assert lease is not None and lease.holder == locks.holder
+        assert (lease.store is None) is ("://" not in ledger)
+        # another runner's workers may be on hosts without the lock files, or the client
+        assert _lease(locks, PipelineOptions(["--runner=DataflowRunner"])) is None
+    assert _lease(contextlib.nullcontext(), PipelineOptions([])) is None
