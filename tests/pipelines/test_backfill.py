@@ -8,9 +8,10 @@ Whole runs through ``run()`` are in tests/e2e/.
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -255,6 +256,29 @@ def test_a_store_that_fails_the_lock_is_a_usage_error(stores: dict[str, MemoryLe
         pytest.fail("the run went on")
 
 
+@pytest.fixture
+def own_logging() -> Iterator[None]:
+    """The root logger's handlers given back as they were after the test.
+
+    ``cli.main`` replaces them with one on the test's captured stderr, which is closed after
+    the test: later tests' log lines then failed with "--- Logging error ---" on it.
+    """
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        yield
+    finally:
+        for handler in root.handlers[:]:
+            if handler not in handlers:
+                root.removeHandler(handler)
+                handler.close()
+        for handler in handlers:
+            if handler not in root.handlers:
+                root.addHandler(handler)
+        root.setLevel(level)
+
+
+@pytest.mark.usefixtures("own_logging")
 def test_a_held_remote_ledger_exits_75_and_sends_nothing(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
