@@ -883,7 +883,11 @@ class SendEngine:
         while lane.queue:
             self._cut_short(lane.queue.popleft(), reason)
         for task, (waiting_lane, item) in list(self._delayed.items()):
-            if waiting_lane is lane:
+            # a task that is done has put its request back in the lane (or cut it short)
+            # already: it is in the queue, in flight or finished, and only its done-callback,
+            # a turn of the loop later, has not forgotten it yet; cut short again, it was
+            # finished twice (the sender pool's KeyError)
+            if waiting_lane is lane and not task.done():
                 del self._delayed[task]
                 task.cancel()
                 self._cut_short(item, reason)

@@ -753,6 +753,69 @@ def test_the_ledger_hook_runs_while_the_request_holds_its_slot(
     assert held == [1, 1]
 
 
+@pytest.mark.parametrize("where", ["queued", "in flight"])
+def test_a_halt_just_after_a_retry_went_back_to_its_lane_finishes_it_once(
+    fake_sessions: list[FakeSession], where: str
+) -> None:
+    """A halt in the turn of the loop in which a retry's wait ended finishes the retry once.
+
+    The retry is back in its lane (``queued``) or a worker has sent it again already (``in
+    flight``), but its task's done-callback runs a turn later. A destination declared down
+    right then (the pool telling a sender process that another one's breaker tripped)
+    finished it twice: cut short as still waiting, and again from the queue or by its
+    attempt; the sender pool met that as a KeyError, a sender as "closed with -1 unfinished
+    requests abandoned". Every step is the test's: the answers, the end of the wait, and
+    where the halt falls.
+    """
+    finished: list[Delivery] = []
+    reason = "destination down: kontagent (elsewhere)"
+
+    def on_finished(deliveries: Sequence[Delivery], tokens: Sequence[object]) -> None:
+        finished.extend(deliveries)
+
+    async def turns(count: int = 20) -> None:
+        for _ in range(count):
+            await asyncio.sleep(0)
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        waited = asyncio.Event()  # the retry's wait ends when the test sets it
+
+        async def sleep(seconds: float) -> None:
+            await waited.wait()
+
+        retry = RetryPolicy(max_attempts=5, base_delay=0.0, max_delay=0.0)
+        cfg = SenderConfig(2, 5.0, retry, {}, adaptive=False, breaker_window=None)
+        engine = SendEngine(cfg, (KEY,), on_finished=on_finished, sleep=sleep)
+        async with engine:
+            (session,) = fake_sessions
+            count = 2 if where == "in flight" else 1
+            engine.submit([fake_request("kontagent", n) for n in range(count)])
+            await turns()
+            (first, answer), *others = session.in_flight
+            answer.set_result(503)  # request 0 waits to be retried
+            await turns()
+            assert not finished and len(session.in_flight) == count - 1
+            # all in one turn of the loop: the wait ends (request 0 back in its lane), the
+            # other request's answer frees a worker that sends request 0 again, and then
+            # the destination is down
+            waited.set()
+            for _, other in others:
+                other.set_result(200)
+            loop.call_soon(engine.destination_down, "kontagent", reason)
+            await turns()
+            if where == "in flight":
+                assert [url for url, _ in session.in_flight] == [first]
+                session.in_flight[0][1].set_result(503)
+                await turns()
+        tokens = Counter(d.message.param("token") for d in finished)
+        assert tokens == Counter(f"kontagent-{n}" for n in range(count)), "each once"
+        (zero,) = [d for d in finished if d.message.param("token") == "kontagent-0"]
+        assert zero.stop == reason and not zero.delivered
+
+    asyncio.run(run())
+
+
 # -- the engine through its public interface, as a sender process holds it ----------------
 
 
