@@ -41,23 +41,27 @@ from beaconflow.delivery.ledger import (
     LedgerKeys,
     check_writable,
     ledger_files,
+    make_directories,
 )
-from beaconflow.delivery.ledger_check import LedgerDamaged, prepare
+from beaconflow.delivery.ledger_check import LedgerDamaged, LedgerUnreadable, prepare
 from beaconflow.delivery.ledger_identity import LedgerIdentity
 from beaconflow.delivery.ledger_lease import RemoteLedgerLocks
-from beaconflow.delivery.ledger_lock import LedgerLocks, is_lockable
+from beaconflow.delivery.ledger_lock import Lease, LedgerLocks, LockLimits, is_lockable
 from beaconflow.delivery.redact import Redactor, redact_library_logs
 from beaconflow.delivery.sender import Delivery
 from beaconflow.delivery.stop import RunStop, forget_run, interrupted_by, run_stop
 from beaconflow.model.duration import format_duration
+from beaconflow.model.errors import io_problem
 from beaconflow.model.events import MappedEvent
 from beaconflow.model.message import Destination, Endpoint, Message
 from beaconflow.model.render import render_url
 from beaconflow.pipelines.options import BackfillConfig, InputNotLanded, UsageError, configure
 from beaconflow.pipelines.runners import (
+    LOCAL_RUNNERS,
     local_runner,
     quiet_workers,
     rate_split_warning,
+    runner_name,
     runs_in_process,
     send_processes,
     worker_processes,
@@ -170,8 +174,10 @@ class Backfill(beam.PTransform[PBegin, None]):
         run_id: str = "",
         dead_lettered: frozenset[str] = frozenset(),
         deadline: float | None = None,
+        lease: Lease | None = None,
     ) -> None:
         super().__init__()
+        self._lease = lease
         self._dead_lettered = dead_lettered
         self._deadline = deadline
         self._config = config
@@ -272,6 +278,7 @@ class Backfill(beam.PTransform[PBegin, None]):
                 fingerprints=fingerprints,
                 deadline=self._deadline,
                 breaker_window=config.breaker_window,
+                lease=self._lease,
             )
             for name, stream in streams.items():
                 # grouped by key just before (dedup), or coming out of the messages step
@@ -316,10 +323,10 @@ def _check_ledger(config: BackfillConfig) -> None:
     assert config.ledger is not None
     try:
         warnings = prepare(config.ledger, _identity(config), write=not config.dry_run)
-    except LedgerDamaged as error:
+    except (LedgerDamaged, LedgerUnreadable, LedgerError) as error:
         raise UsageError(str(error)) from None
     except OSError as error:
-        raise UsageError(_not_writable("ledger", config.ledger, error)) from None
+        raise UsageError(io_problem("ledger", config.ledger, error)) from None
     for warning in warnings:
         log.warning("ledger %s: %s", config.ledger, warning)
 
@@ -359,23 +366,29 @@ def _discard_tallies(path: str) -> None:
             FileSystems.delete([path])
 
 
-def _write_report(path: str, report: RunReport) -> None:
+def _write_report(path: str, report: RunReport) -> tuple[str | None, bool]:
     """report.html, then report.json, each written whole under a temporary name and renamed.
 
     A disk that fills leaves the earlier report as it was, never a torn one; report.json,
-    which tools read, is written last, so that it never says less than the page.
+    which tools read, is written last, so that it never says less than the page. Returns
+    None when both were written, else the problem naming the file that was not; and
+    whether report.html was written.
     """
     text = json.dumps(report.to_json(), indent=2, sort_keys=True) + "\n"
-    for target, data in ((html_path(path), render_html(report)), (path, text)):
+    pages = ((html_path(path), "report.html", render_html(report)), (path, "report", text))
+    for target, what, data in pages:
         temporary = f"{target}.tmp-write"
         try:
             with FileSystems.create(temporary) as handle:
                 handle.write(data.encode("utf-8"))
             FileSystems.rename([temporary], [target])
-        except BaseException:
+        except BaseException as error:
             with contextlib.suppress(Exception):
                 FileSystems.delete([temporary])
-            raise
+            if not isinstance(error, Exception):
+                raise
+            return io_problem(what, target, error), target != html_path(path)
+    return None, True
 
 
 def _write_json(path: str, report: RunReport) -> bool:
@@ -391,11 +404,6 @@ def _write_json(path: str, report: RunReport) -> bool:
             FileSystems.delete([temporary])
         return False
     return True
-
-
-def _not_writable(what: str, path: str, error: BaseException) -> str:
-    detail = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
-    return f"{what} not writable: {path}: {detail or type(error).__name__}"
 
 
 def _distinct_outputs(outputs: Sequence[tuple[str, str]]) -> None:
@@ -419,11 +427,11 @@ def _prepare_output(path: str, what: str) -> int:
     probe = f"{path}.probe-{uuid.uuid4().hex[:12]}"
     try:
         if directory and "://" not in path:
-            os.makedirs(directory, exist_ok=True)
+            make_directories(directory)
         with FileSystems.create(probe) as handle:
             handle.write(b"\n")
     except Exception as error:  # OSError locally, the filesystem's own error elsewhere
-        raise UsageError(_not_writable(what, path, error)) from None
+        raise UsageError(io_problem(what, path, error)) from None
     finally:
         with contextlib.suppress(Exception):
             FileSystems.delete([probe])
@@ -434,7 +442,7 @@ def _prepare_output(path: str, what: str) -> int:
         try:
             salvaged = salvage_leftovers(path)
         except Exception as error:
-            raise UsageError(_not_writable(what, path, error)) from None
+            raise UsageError(io_problem(what, path, error)) from None
         if salvaged:
             log.warning(
                 "kept %d dead-letter entries that an earlier run of %s left unfinished (it was "
@@ -443,7 +451,10 @@ def _prepare_output(path: str, what: str) -> int:
                 path,
             )
         return salvaged
-    leftovers = remove_leftovers(path)
+    try:
+        leftovers = remove_leftovers(path)
+    except Exception as error:
+        raise UsageError(io_problem(what, path, error)) from None
     if leftovers:
         log.info("removed %d unfinished pieces of %s left by an earlier run", leftovers, path)
     return 0
@@ -504,19 +515,40 @@ def _ledger_locks(config: BackfillConfig, stop: RunStop) -> contextlib.AbstractC
     A dry run sends nothing and takes none. A local or mounted ledger holds lock files; a
     ``gs://`` or ``s3://`` one, lease objects on the store (reached as Beam's ``--s3_*``
     options say, else as its client's own configuration does); another scheme has no lock,
-    and the run says so (docs/ledger.md).
+    and the run says so (docs/ledger.md). The locks' limits come from the environment
+    (``BEACONFLOW_LEDGER_LOCK_STALE_SECONDS``, ``..._HEARTBEAT_SECONDS``), for lock files and
+    lease objects alike; a bad value is a UsageError naming the variable, whatever the run.
     """
+    try:
+        limits = LockLimits.from_environment(os.environ)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
     if not config.ledger or config.dry_run:
         return contextlib.nullcontext()
     fingerprints = _identity(config).fingerprints.values()
     if is_lockable(config.ledger):
-        return LedgerLocks(config.ledger, fingerprints, on_lost=stop.trip)
+        return LedgerLocks(
+            config.ledger,
+            fingerprints,
+            on_lost=stop.trip,
+            stale_after=limits.stale_after,
+            heartbeat_every=limits.heartbeat_every,
+        )
     if has_store(config.ledger):
+        options = _store_options(config.beam_args)
         try:
-            store = open_store(config.ledger, _store_options(config.beam_args))
+            store = open_store(config.ledger, options)
         except (LeaseStoreMissing, LedgerError) as error:
             raise UsageError(str(error)) from None
-        return RemoteLedgerLocks(config.ledger, fingerprints, store, on_lost=stop.trip)
+        return RemoteLedgerLocks(
+            config.ledger,
+            fingerprints,
+            store,
+            on_lost=stop.trip,
+            stale_after=limits.stale_after,
+            heartbeat_every=limits.heartbeat_every,
+            options=options,
+        )
     log.warning(
         "the ledger %s is not locked (no lock on %s:// paths): two runs at once for the same "
         "endpoint may both send; see docs/ledger.md",
@@ -541,16 +573,33 @@ def _store_options(beam_args: Sequence[str]) -> StoreOptions:
 
 
 @contextlib.contextmanager
-def _holding(locks: contextlib.AbstractContextManager[Any]) -> Iterator[None]:
-    """Hold ``locks`` (exit 75 when another run does); a store that fails them is exit 2."""
+def _holding(locks: contextlib.AbstractContextManager[Any]) -> Iterator[Any]:
+    """Hold ``locks``, and give them (exit 75 when another run holds one).
+
+    A store that fails them, or a lock file that cannot be opened or written, is exit 2.
+    """
     try:
-        locks.__enter__()
+        held = locks.__enter__()
     except LedgerError as error:
         raise UsageError(str(error)) from None
     try:
-        yield
+        yield held
     finally:
         locks.__exit__(None, None, None)
+
+
+def _lease(locks: object, options: PipelineOptions) -> Lease | None:
+    """What the run's senders check before each request: that its locks are still its own.
+
+    Lock files or lease objects, for DirectRunner's workers, in this process or in processes
+    of this host, which see the lock files and have the store's client and credentials;
+    other runners' workers may be on hosts that have neither (docs/ledger.md).
+    """
+    if not isinstance(locks, (LedgerLocks, RemoteLedgerLocks)):
+        return None
+    if runner_name(options) not in LOCAL_RUNNERS:
+        return None
+    return locks.lease()
 
 
 def run(argv: Sequence[str], *, now: float | None = None) -> tuple[int, RunReport]:
@@ -593,7 +642,8 @@ def run(argv: Sequence[str], *, now: float | None = None) -> tuple[int, RunRepor
     try:
         # before the outputs are prepared (which removes an earlier run's leftovers) and the
         # ledger is read, held until the report is written
-        with _holding(_ledger_locks(config, stop)):
+        with _holding(_ledger_locks(config, stop)) as locks:
+            lease = _lease(locks, options)
             if config.ledger:
                 # before the outputs are touched: a damaged ledger leaves them as they were
                 _check_ledger(config)
@@ -609,6 +659,7 @@ def run(argv: Sequence[str], *, now: float | None = None) -> tuple[int, RunRepor
                 lookback_missing,
                 salvaged,
                 deadline=None if config.deadline is None else began + config.deadline,
+                lease=lease,
             )
     finally:
         forget_run(run_id)
@@ -626,6 +677,7 @@ def _run_pipeline(
     salvaged: int = 0,
     *,
     deadline: float | None = None,
+    lease: Lease | None = None,
 ) -> tuple[int, RunReport]:
     """The run itself, once its inputs, outputs and ledger are ready: status and report.
 
@@ -676,6 +728,7 @@ def _run_pipeline(
             run_id=run_id,
             dead_lettered=_dead_lettered(config),
             deadline=None if config.dry_run else deadline,
+            lease=lease,
         )
         said = _deadline_said(deadline, config)
         try:
@@ -695,7 +748,7 @@ def _run_pipeline(
                     merge_parts(wanted)
                 except Exception as error:
                     kept = f"what was written is kept in {parts_prefix(wanted)}* and {wanted}.tmp*"
-                    stopped.append(f"{_not_writable(what, wanted, error)} ({kept})")
+                    stopped.append(f"{io_problem(what, wanted, error)} ({kept})")
                 else:
                     if what == "dead letter" and config.ledger and not config.dry_run:
                         # committed: a later run reading the same records counts them only
@@ -705,7 +758,11 @@ def _run_pipeline(
             try:
                 sums = _read_tallies(tallies_path)
             except Exception as error:
-                stopped.append(_not_writable("report", config.report, error))
+                # the counts' own write failing said why already (the system's reason):
+                # that is the one to keep; partial says the counts are unknown
+                named = f"report not writable: {config.report}: "
+                if not any(reason.startswith(named) for reason in stop.reasons):
+                    stopped.append(io_problem("report", config.report, error))
                 partial = True
         else:
             _discard_tallies(tallies_path)
@@ -716,8 +773,9 @@ def _run_pipeline(
                 "rejected": counts.get("rejected", 0),
                 "faulted": counts.get("faulted", 0),
             }
-    if stop.reason is not None:
-        stopped.append(stop.reason)
+    # every output that failed, not only the first: the tallies saying so may be lost with
+    # the counts, when they were the report's
+    stopped.extend(stop.reasons)
     # a destination down in this process (the tallies say so too, also from other processes)
     stopped.extend(stop.down.values())
     counted = build_report(sums, time.monotonic() - started, _one_per_output(stopped))
@@ -757,10 +815,8 @@ def _run_pipeline(
     else:
         status = 0 if report.errors <= config.max_errors else 3
     report = replace(report, exit_status=status)
-    try:
-        _write_report(config.report, report)
-    except Exception as error:
-        reason = _not_writable("report", config.report, error)
+    reason, html_written = _write_report(config.report, report)
+    if reason is not None:
         log.error("%s", reason)
         report = replace(
             report,
@@ -768,9 +824,10 @@ def _run_pipeline(
             exit_status=report.exit_status if report.interrupted else 2 if config.dry_run else 4,
         )
         # report.json alone is small: say at least that much on disk, if it fits now
-        report = replace(report, report_written=_write_json(config.report, report))
+        written = _write_json(config.report, report)
+        report = replace(report, report_written=written, report_html_written=html_written)
     else:
-        report = replace(report, report_written=True)
+        report = replace(report, report_written=True, report_html_written=True)
     return report.exit_status or 0, report
 
 

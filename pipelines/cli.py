@@ -34,6 +34,7 @@ from typing import Any
 
 from beaconflow.delivery.redact import Redactor
 from beaconflow.delivery.stop import DEADLINE, clear_interrupt, interrupt, interrupted_by
+from beaconflow.pipelines.console import say
 from beaconflow.report.html import html_path
 from beaconflow.report.run import RunReport, summary
 
@@ -150,7 +151,9 @@ def _tell(report: RunReport, status: int) -> None:
     _say(summary(report))
     written = report.report_written
     path = report.report
-    if written is True:
+    if written is True and report.report_html_written is False:
+        _say(f"report: {path} ({html_path(path)} could not be written)")
+    elif written is True:
         _say(f"report: {path} and {html_path(path)}")
     elif written is False:
         _say(f"report: not written ({path} could not be written)")
@@ -199,18 +202,11 @@ def _advice(report: RunReport) -> str:
 
 
 def _say(text: str, *, error: bool = False) -> None:
-    """Print a line; a stream that cannot be written (a full disk, /dev/full) is let go."""
-    stream = sys.stderr if error else sys.stdout
-    try:
-        print(text, file=stream)
-        stream.flush()
-    except OSError:
-        # the report on disk says everything; the run's status stands
-        devnull = open(os.devnull, "w")  # noqa: SIM115 - for the interpreter's exit flush
-        if error:
-            sys.stderr = devnull
-        else:
-            sys.stdout = devnull
+    """Print a line; a stream that cannot be written (a full disk, /dev/full) is let go.
+
+    The report on disk says everything; the run's status stands.
+    """
+    say(text, error=error)
 
 
 def _tune_gc() -> None:

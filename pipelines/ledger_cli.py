@@ -11,7 +11,9 @@ says how many entries were lost: the messages the next run sends again
 
 Exit status: verify 0 intact, 1 damaged; repair 0 repaired (or nothing to repair), 1 still
 damaged afterwards; both 2 for a usage error (no such ledger, a newer ledger format, an
-I/O error naming its path).
+I/O error naming its path: ``ledger file not readable: DIR/shard-...: Is a directory``,
+``ledger not writable: DIR: Read-only file system (setting shard-... aside)``) or a standard
+output that cannot be written.
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ import sys
 from collections.abc import Sequence
 
 from beaconflow.delivery.ledger import is_local, local_path
-from beaconflow.delivery.ledger_check import LedgerDamaged, inspect, repair, verify_lines
+from beaconflow.delivery.ledger_check import inspect, repair, verify_lines
+from beaconflow.model.errors import BeaconflowError, io_problem
+from beaconflow.pipelines.console import say_all
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -54,22 +58,19 @@ def main(argv: Sequence[str]) -> int:
     try:
         if args.command == "verify":
             state = inspect(directory)
-            for line in verify_lines(state):
-                print(line)
-            return 1 if state.damaged else 0
+            return say_all(verify_lines(state)) or (1 if state.damaged else 0)
         lines, _ = repair(directory)
-        for line in lines:
-            print(line)
+        printed = say_all(lines)
         after = inspect(directory)
-    except LedgerDamaged as error:
+    except BeaconflowError as error:  # damaged beyond reading, unreadable, not writable
         print(f"beaconflow: error: {error}", file=sys.stderr)
         return 2
-    except OSError as error:
-        where = error.filename or directory
-        print(f"beaconflow: error: {where}: {error.strerror or error}", file=sys.stderr)
+    except OSError as error:  # what the ledger's own errors do not cover: still named
+        problem = io_problem("ledger", error.filename or directory, error)
+        print(f"beaconflow: error: {problem}", file=sys.stderr)
         return 2
+    if printed:
+        return printed
     if after.damaged:
-        for line in verify_lines(after):
-            print(line)
-        return 1
+        return say_all(verify_lines(after)) or 1
     return 0

@@ -8,7 +8,7 @@ then how many of those records each rule of the mapping found a value in, and th
 properties it left out. Nothing is sent and nothing is written.
 
 Exit status: 0 explained (whatever the records were), 2 a usage error (an unreadable mapping
-or input).
+or input, naming it) or a standard output that cannot be written.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from beaconflow.model.message import DESTINATIONS, Endpoint
 from beaconflow.model.records import RecordError, parse_line, plain
 from beaconflow.model.render import render_url
 from beaconflow.model.source import FORMATS
+from beaconflow.pipelines.console import say_all
 from beaconflow.pipelines.options import UsageError, read_mapping
 from beaconflow.transforms.read import InputError, expand_inputs, read_file
 
@@ -74,8 +75,7 @@ def main(argv: Sequence[str]) -> int:
     """``beaconflow mapping ...``; returns the exit status."""
     args = _parser().parse_args(argv)
     if args.command == "show":
-        sys.stdout.write(builtin_text(args.name))
-        return 0
+        return say_all(builtin_text(args.name).splitlines())
     if args.limit < 1:
         _parser().error("--limit must be at least 1")
     try:
@@ -84,9 +84,7 @@ def main(argv: Sequence[str]) -> int:
     except (UsageError, MappingError, InputError) as error:
         print(f"beaconflow: error: {error}", file=sys.stderr)
         return 2
-    for line in explain(mapping, files, args.limit, file_format=args.format, now=time.time()):
-        print(line)
-    return 0
+    return say_all(explain(mapping, files, args.limit, file_format=args.format, now=time.time()))
 
 
 def _dotted(path: tuple[str | int, ...]) -> str:

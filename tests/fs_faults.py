@@ -4,11 +4,16 @@ Root ignores permission bits, so a ``chmod`` cannot make a directory unwritable 
 read-only bind mount and a tmpfs of a few pages can. Mounting needs root (or a mount
 namespace); where the test process cannot mount, the fixtures skip with the reason, and
 .ci/run, which runs as root, can. Every mount is undone when its test ends.
+:func:`unwritable` works for every user: permission bits for others, a mount for root;
+:func:`as_permission_bits_say` runs a command for which permission bits count, even as root.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
+import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,6 +36,45 @@ def can_mount() -> str | None:
     if os.geteuid() != 0:
         return "mounting a tmpfs or a read-only bind mount needs root"
     return None
+
+
+@contextlib.contextmanager
+def unwritable(path: Path) -> Iterator[str]:
+    """The directory ``path`` refuses writes until the block ends; yields the system's reason.
+
+    For a user other than root, its permission bits (0500: ``Permission denied``); root
+    ignores them, so for root a read-only bind mount of it on itself (``Read-only file
+    system``). What is in it stays readable.
+    """
+    if os.geteuid() != 0:
+        mode = path.stat().st_mode
+        path.chmod(0o500)
+        try:
+            yield os.strerror(errno.EACCES)
+        finally:
+            path.chmod(mode)
+        return
+    _mount("--bind", str(path), str(path))
+    try:
+        _mount("-o", "remount,bind,ro", str(path))
+        yield os.strerror(errno.EROFS)
+    finally:
+        _umount(path)
+
+
+def as_permission_bits_say() -> list[str]:
+    """What to put before a command so that permission bits apply to it (``chmod 0`` denies).
+
+    Nothing for a user other than root. Root's capabilities to read and write whatever the
+    bits say (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH) are dropped from the command's
+    bounding set with ``setpriv``: it is still root, the bits deny it as they deny anyone.
+    """
+    if os.geteuid() != 0:
+        return []
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("root ignores permission bits, and setpriv (util-linux) is not installed")
+    return [setpriv, "--bounding-set=-dac_override,-dac_read_search", "--"]
 
 
 @pytest.fixture

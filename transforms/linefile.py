@@ -33,6 +33,7 @@ from apache_beam.transforms.window import GlobalWindows
 from apache_beam.utils.windowed_value import WindowedValue
 
 from beaconflow.delivery.stop import run_stop
+from beaconflow.model.errors import io_problem
 from beaconflow.report.counts import STOPPED, Tally, tally
 
 #: Copy shards in pieces of this size: memory stays flat whatever their size.
@@ -52,11 +53,6 @@ def create_private(path: str) -> IO[bytes]:
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     os.fchmod(descriptor, 0o600)  # an earlier file at the path keeps its mode otherwise
     return os.fdopen(descriptor, "wb")
-
-
-def _describe(what: str, path: str, error: BaseException) -> str:
-    detail = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
-    return f"{what} not writable: {path}: {detail or type(error).__name__}"
 
 
 class _WriteShard(beam.DoFn):
@@ -101,7 +97,7 @@ class _WriteShard(beam.DoFn):
             yield GlobalWindows.windowed_value(tally(STOPPED, detail=self._failed))
 
     def _fail(self, error: BaseException) -> None:
-        self._failed = _describe(self._what, self._shown, error)
+        self._failed = io_problem(self._what, self._shown, error)
         run_stop(self._run_id).trip(self._failed)
         handle, self._handle = self._handle, None
         if handle is not None:

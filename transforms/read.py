@@ -11,7 +11,10 @@ read and lands in the dead letter instead of failing the run.
 from __future__ import annotations
 
 import contextlib
+import errno
 import gzip
+import os
+import stat
 import zlib
 from collections.abc import Iterator, Sequence
 from typing import IO, Any
@@ -22,7 +25,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.pvalue import PBegin, PCollection
 
-from beaconflow.model.errors import BeaconflowError
+from beaconflow.model.errors import BeaconflowError, os_reason
 from beaconflow.model.records import JSON_TEXT_FIELDS, RecordError, parse_json
 from beaconflow.model.source import RawRecord, format_of
 
@@ -46,13 +49,17 @@ def matches_nothing(pattern: str) -> bool:
 
 
 def expand_inputs(patterns: Sequence[str], file_format: str | None = None) -> list[str]:
-    """Every file the patterns match, sorted; InputError when one matches nothing."""
+    """Every file the patterns match, sorted.
+
+    InputError when one matches nothing, or a local file it matches cannot be read (before
+    anything is sent, rather than as a dead-letter entry once the run is under way).
+    """
     files: set[str] = set()
     for pattern in patterns:
         try:
             matched = FileSystems.match([pattern])[0].metadata_list
         except Exception as error:  # Beam raises BeamIOError and plain IOErrors here
-            raise InputError(f"--input {pattern}: cannot be listed: {error}") from None
+            raise InputError(f"--input {pattern}: cannot be listed: {os_reason(error)}") from None
         paths = [m.path for m in matched if not m.path.endswith("/")]
         if not paths:
             raise InputError(f"--input {pattern}: no file matches")
@@ -62,8 +69,29 @@ def expand_inputs(patterns: Sequence[str], file_format: str | None = None) -> li
                     f"--input {pattern}: {path} is neither .jsonl, .ndjson, .json (either also "
                     ".gz) nor .parquet; give --format jsonl or --format parquet to read it anyway"
                 )
+            problem = _unreadable(path)
+            if problem:
+                named = "" if path == pattern else f" {path}"
+                raise InputError(f"--input {pattern}:{named} cannot be read: {problem}")
         files.update(paths)
     return sorted(files)
+
+
+def _unreadable(path: str) -> str | None:
+    """Why a local file cannot be opened for reading, or None (gs://, s3://: not checked).
+
+    Opened without blocking and closed at once: a named pipe is neither waited for nor read.
+    """
+    if "://" in path and not path.startswith("file://"):
+        return None
+    local = path.removeprefix("file://")
+    try:
+        if stat.S_ISDIR(os.stat(local).st_mode):
+            return os.strerror(errno.EISDIR)
+        os.close(os.open(local, os.O_RDONLY | os.O_NONBLOCK))
+    except OSError as error:
+        return os_reason(error)
+    return None
 
 
 @contextlib.contextmanager
@@ -137,10 +165,17 @@ def _read_jsonl(path: str) -> Iterator[RawRecord]:
                     return
                 seen_record = True
                 yield RawRecord(path, number, text=text)
-    except (OSError, EOFError, ValueError, zlib.error) as error:
-        yield RawRecord(
-            path, number + 1, problem=f"file is truncated or corrupt after line {number}: {error}"
-        )
+    except OSError as error:
+        if number == 0 and error.strerror:  # not a torn file: the system would not read it
+            yield RawRecord(path, 1, problem=f"file cannot be read: {error.strerror}")
+        else:
+            yield RawRecord(path, number + 1, problem=_corrupt(number, error))
+    except (EOFError, ValueError, zlib.error) as error:
+        yield RawRecord(path, number + 1, problem=_corrupt(number, error))
+
+
+def _corrupt(number: int, error: BaseException) -> str:
+    return f"file is truncated or corrupt after line {number}: {error}"
 
 
 def _decode_json_columns(row: dict[str, Any]) -> dict[str, Any]:

@@ -34,6 +34,7 @@ from apache_beam.utils.windowed_value import WindowedValue
 from beaconflow.delivery.breaker import DEFAULT_WINDOW
 from beaconflow.delivery.ledger import LedgerError, LedgerWriter
 from beaconflow.delivery.ledger_identity import endpoint_fingerprint
+from beaconflow.delivery.ledger_lock import Lease
 from beaconflow.delivery.redact import Redactor, redact_library_logs
 from beaconflow.delivery.retry import RetryPolicy
 from beaconflow.delivery.sender import BulkSender, Delivery, Request, Sender, SenderConfig
@@ -73,7 +74,9 @@ class SendConfig:
     False leaves the main output empty (a backfill only counts deliveries, through the
     ``tally`` output: ``(counter, destination, kind, n)`` per bundle). ``processes``: send
     from this many child processes per worker (:mod:`beaconflow.delivery.sendproc`), sharing its
-    ``concurrency`` and rates; 0 sends from a thread of the worker itself. ``run_id``
+    ``concurrency`` and rates; 0 sends from a thread of the worker itself. ``lease``: the
+    run's hold on its ledger locks, which every sender checks before each request (None:
+    none to check). ``run_id``
     names the run's :func:`~beaconflow.delivery.stop.run_stop` flag, which every sender of a
     worker obeys (a ledger that cannot be written trips it). ``fingerprints``: destination ->
     the ledger fingerprint its deliveries are recorded under (the pipeline's, see
@@ -98,6 +101,7 @@ class SendConfig:
     fingerprints: Mapping[str, str] = field(default_factory=dict)
     deadline: float | None = None
     breaker_window: float | None = DEFAULT_WINDOW
+    lease: Lease | None = None
 
     def __post_init__(self) -> None:
         if self.workers < 1:
@@ -128,6 +132,7 @@ class SendConfig:
             adaptive=self.adaptive,
             deadline=self.deadline,
             breaker_window=self.breaker_window,
+            lease=self.lease,
         )
 
     def secrets(self) -> tuple[str, ...]:

@@ -38,7 +38,14 @@ NO_SUCH_VERSION = "0"
 
 
 class LeaseStoreError(LedgerError):
-    """The store could not be asked (unreachable, denied, ...); the text says which and why."""
+    """The store could not be asked (unreachable, denied, ...); the text says which and why.
+
+    ``reason``: why alone (the client's words), for a line that names the object itself.
+    """
+
+    def __init__(self, message: str, reason: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason or message
 
 
 class LeaseStoreMissing(BeaconflowError):
@@ -97,6 +104,11 @@ def split_url(directory: str) -> tuple[str, str, str]:
     return scheme, bucket, prefix.strip("/")
 
 
+def object_url(directory: str, name: str) -> str:
+    """The URL of file ``name`` in the remote ledger ``directory``, as messages name it."""
+    return f"{directory.rstrip('/')}/{name}"
+
+
 def object_name(prefix: str, name: str) -> str:
     """The object key of file ``name`` in the directory ``prefix`` of a bucket."""
     return f"{prefix}/{name}" if prefix else name
@@ -105,7 +117,7 @@ def object_name(prefix: str, name: str) -> str:
 def store_error(where: str, error: BaseException) -> LeaseStoreError:
     """A store's failure as one line naming the ledger (a client's error, first line)."""
     first_line = (str(error) or type(error).__name__).splitlines()[0]
-    return LeaseStoreError(f"the lock of the ledger {where} failed: {first_line}")
+    return LeaseStoreError(f"the lock of the ledger {where} failed: {first_line}", first_line)
 
 
 def import_client(module: str, extra: str) -> ModuleType:

@@ -47,7 +47,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import IO, Any
 
-from beaconflow.model.errors import BeaconflowError
+from beaconflow.model.errors import BeaconflowError, io_problem
 from beaconflow.model.message import Message
 
 log = logging.getLogger("beaconflow.ledger")
@@ -74,8 +74,19 @@ class LedgerError(BeaconflowError, OSError):
 
 
 def _describe(directory: str, error: BaseException) -> str:
-    detail = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
-    return f"ledger not writable: {directory}: {detail or type(error).__name__}"
+    return io_problem("ledger", directory, error)
+
+
+def make_directories(path: str) -> None:
+    """``os.makedirs(path, exist_ok=True)``, but a file in the way is ``Not a directory``.
+
+    ``os.makedirs`` says ``File exists`` when ``path`` itself is a file, which reads as if
+    the folder were there already: the folder cannot be made because a file has its name.
+    """
+    try:
+        os.makedirs(path, exist_ok=True)
+    except FileExistsError:
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), path) from None
 
 
 def open_private(path: str, *, append: bool) -> IO[bytes]:
@@ -98,7 +109,7 @@ def check_writable(directory: str) -> None:
     try:
         if _is_local(directory):
             local = _local_path(directory)
-            os.makedirs(local, exist_ok=True)
+            make_directories(local)
             path = os.path.join(local, probe)
             with open(path, "wb") as handle:
                 handle.write(b"{}\n")
@@ -384,7 +395,7 @@ class LedgerWriter:
         self._sync_seconds = sync_seconds
         try:
             if self._local:
-                os.makedirs(_local_path(directory), exist_ok=True)
+                make_directories(_local_path(directory))
             elif not _filesystems().exists(directory):
                 _filesystems().mkdirs(directory)
         except Exception as error:

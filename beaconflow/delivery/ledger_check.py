@@ -20,6 +20,12 @@ Journals (``*.jsonl.open``, a run that is running or was killed) have no seal: t
 intact lines count, a torn or zeroed line is skipped (each line has its own CRC). Files of
 ledger format 1 (names without ``.v2``) were written without seals and are read as before.
 
+A file the system will not let be read (its permissions, a directory in its place, an I/O
+error) is not damage, it may be whole: :class:`LedgerUnreadable` names it and the system's
+reason, and a run stops before sending (exit 2) as for damage. A write that fails (a
+read-only or full disk) is a :class:`~beaconflow.delivery.ledger.LedgerError` naming the
+ledger, the file and the reason.
+
 :func:`repair` copies every entry whose CRC holds out of the damaged shards into a new
 sealed shard, sets the damaged files aside (renamed ``<name>.damaged-<time>``, never
 deleted), takes the missing shards out of their manifests, and says how many entries were
@@ -45,6 +51,7 @@ from beaconflow.delivery.ledger import (
     JOURNAL_SUFFIX,
     SEAL_PREFIX,
     SHARD_SUFFIX,
+    LedgerError,
     LedgerWriter,
     beam_filesystems,
     checked_entry,
@@ -60,7 +67,7 @@ from beaconflow.delivery.ledger import (
     write_atomically,
 )
 from beaconflow.delivery.ledger_identity import LedgerIdentity, descriptor_name, mismatches
-from beaconflow.model.errors import BeaconflowError
+from beaconflow.model.errors import BeaconflowError, io_problem
 
 #: The ledger's own description: ``{"format": 2}``. Without it a ledger is of format 1.
 LEDGER_JSON = "ledger.json"
@@ -69,6 +76,14 @@ DAMAGED_MARK = ".damaged-"
 
 class LedgerDamaged(BeaconflowError, ValueError):
     """The ledger cannot be trusted as it is: one line naming the damage and the way out."""
+
+
+class LedgerUnreadable(BeaconflowError, OSError):
+    """A file of the ledger, or its directory, cannot be read; the text names it and why.
+
+    Not damage: the file may be whole, the system would not let it be read (permissions,
+    a directory where a file should be, an I/O error).
+    """
 
 
 @dataclass(frozen=True)
@@ -120,6 +135,8 @@ def _names(directory: str) -> list[str]:
             return sorted(os.listdir(local_path(directory)))
         except FileNotFoundError:
             return []
+        except OSError as error:
+            raise LedgerUnreadable(io_problem("ledger", directory, error, "not readable")) from None
     filesystems = beam_filesystems()
     try:
         matched = filesystems.match([filesystems.join(directory, "*")])[0].metadata_list
@@ -135,8 +152,13 @@ def _path(directory: str, name: str) -> str:
 
 
 def _read(directory: str, name: str) -> bytes:
-    with beam_filesystems().open(_path(directory, name)) as handle:
-        return bytes(handle.read())
+    """A file of the ledger, whole; LedgerUnreadable naming it when it cannot be read."""
+    path = _path(directory, name)
+    try:
+        with beam_filesystems().open(path) as handle:
+            return bytes(handle.read())
+    except OSError as error:
+        raise LedgerUnreadable(io_problem("ledger file", path, error, "not readable")) from None
 
 
 def shard_damage(data: bytes) -> tuple[str | None, int | None]:
@@ -191,9 +213,10 @@ def seal_endpoints(data: bytes) -> Counter[tuple[str, str]] | None:
 
 
 def _read_json(directory: str, name: str) -> Any:
+    """A JSON file of the ledger; None when it is not JSON (LedgerUnreadable: see _read)."""
     try:
         return json.loads(_read(directory, name))
-    except (OSError, ValueError):
+    except ValueError:
         return None
 
 
@@ -302,11 +325,11 @@ def prepare(directory: str, identity: LedgerIdentity, *, write: bool) -> list[st
     if write:
         present = set(_names(directory))
         if LEDGER_JSON not in present or state.format < FORMAT:
-            write_atomically(directory, LEDGER_JSON, b'{"format": %d}\n' % FORMAT)
+            _write_whole(directory, LEDGER_JSON, b'{"format": %d}\n' % FORMAT)
         for fingerprint in identity.descriptors:
             if descriptor_name(fingerprint) not in present:
                 data = identity.descriptor_bytes(fingerprint)
-                write_atomically(directory, descriptor_name(fingerprint), data)
+                _write_whole(directory, descriptor_name(fingerprint), data)
         adopt_format1(directory, identity, state)
     return warnings
 
@@ -355,8 +378,16 @@ def adopt_format1(directory: str, identity: LedgerIdentity, state: LedgerState) 
     writer.close()
     for old, new in todo.items():
         note = {"format1_fingerprint": old, "fingerprint": new, "entries": copied[old]}
-        write_atomically(directory, adoption_name(old, new), json.dumps(note).encode() + b"\n")
+        _write_whole(directory, adoption_name(old, new), json.dumps(note).encode() + b"\n")
     return sum(copied.values())
+
+
+def _write_whole(directory: str, name: str, data: bytes) -> None:
+    """:func:`write_atomically`, its failure a LedgerError naming the ledger and the file."""
+    try:
+        write_atomically(directory, name, data)
+    except Exception as error:  # OSError locally, the filesystem's own error elsewhere
+        raise LedgerError(f"{io_problem('ledger', directory, error)} (writing {name})") from None
 
 
 def verify_lines(state: LedgerState) -> list[str]:
@@ -387,11 +418,15 @@ def _known(damage: Damage) -> str:
 def _aside(directory: str, name: str, stamp: str) -> str:
     """Rename a damaged file out of the ledger's way; its new name."""
     target = f"{name}{DAMAGED_MARK}{stamp}"
-    if is_local(directory):
-        os.replace(_path(directory, name), _path(directory, target))
-        sync_directory(directory)
-    else:
-        beam_filesystems().rename([_path(directory, name)], [_path(directory, target)])
+    try:
+        if is_local(directory):
+            os.replace(_path(directory, name), _path(directory, target))
+            sync_directory(directory)
+        else:
+            beam_filesystems().rename([_path(directory, name)], [_path(directory, target)])
+    except Exception as error:  # OSError locally, the filesystem's own error elsewhere
+        problem = io_problem("ledger", directory, error)
+        raise LedgerError(f"{problem} (setting {name} aside)") from None
     return target
 
 
@@ -419,8 +454,8 @@ def repair(directory: str, *, now: float | None = None) -> tuple[list[str], bool
         shard = f"shard-{writer}-000000.v2{SHARD_SUFFIX}"
         body = b"".join(salvaged)
         seal = seal_line(len(salvaged), len(body), hashlib.sha256(body).hexdigest(), endpoints)
-        write_atomically(directory, shard, body + seal)
-        write_atomically(
+        _write_whole(directory, shard, body + seal)
+        _write_whole(
             directory, manifest_name(writer), manifest_bytes(writer, [(shard, len(salvaged))])
         )
         lines.append(f"{shard}: {len(salvaged)} intact entries salvaged into it")
@@ -458,7 +493,7 @@ def repair(directory: str, *, now: float | None = None) -> tuple[list[str], bool
             continue
         kept = [(n, e) for n, e in state.manifests[manifest] if n not in names]
         writer = manifest.removeprefix("manifest-").removesuffix(".json")
-        write_atomically(directory, manifest, manifest_bytes(writer, kept))
+        _write_whole(directory, manifest, manifest_bytes(writer, kept))
     total = f"{lost} entries lost" + (" at least (some losses cannot be known)" if unknown else "")
     lines.append(
         f"{directory}: repaired: {total}; the next run with this ledger sends their messages "

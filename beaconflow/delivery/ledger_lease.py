@@ -18,6 +18,11 @@ lock, with the store's own preconditions (:mod:`beaconflow.delivery.lease_store`
   may take it over.
 - **release**: delete the object only if it is still at our version.
 
+Both limits are the run's :class:`~beaconflow.delivery.ledger_lock.LockLimits` (settable
+from the environment), as for lock files. The run's senders check its lease before each
+request (:meth:`RemoteLedgerLocks.lease`, :mod:`beaconflow.delivery.lease_watch`): a run
+frozen while another took its lease over sends nothing more when it wakes.
+
 A lock is never taken from a live holder without saying so, nor lost without the run
 knowing: every write is conditioned on the version last seen, and a write that the
 store's client retried after it had in fact succeeded is recognised by its holder. No Beam,
@@ -41,19 +46,21 @@ from beaconflow.delivery.lease_store import (
     NO_SUCH_VERSION,
     LeaseStore,
     LeaseStoreError,
+    StoreOptions,
+    object_url,
 )
 from beaconflow.delivery.ledger import LedgerError
 from beaconflow.delivery.ledger_lock import (
     HEARTBEAT_SECONDS,
-    LOCK_PREFIX,
-    LOCK_SUFFIX,
     STALE_SECONDS,
     HeartbeatThread,
     Holder,
+    Lease,
     LedgerBusy,
     Verdict,
     busy_message,
     judge,
+    lock_name,
     process_exists,
     taken_over_message,
     takeover_note,
@@ -67,7 +74,7 @@ _ATTEMPTS = 10
 
 def lease_name(fingerprint: str) -> str:
     """The lease object of the endpoint with this fingerprint, in the ledger directory."""
-    return LOCK_PREFIX + fingerprint + LOCK_SUFFIX
+    return lock_name(fingerprint)
 
 
 class RemoteLedgerLocks:
@@ -76,8 +83,10 @@ class RemoteLedgerLocks:
     The same interface as :class:`~beaconflow.delivery.ledger_lock.LedgerLocks`, on
     ``store`` (the ledger ``directory``'s, which is only named in messages). ``on_lost``
     is called from the heartbeat thread when a lease was taken over, or could not be
-    renewed for half of ``stale_after``. ``clock`` (epoch seconds), ``host``, ``pid`` and
-    ``exists`` are injectable for tests; ``heartbeat_every`` 0 starts no heartbeat thread.
+    renewed for half of ``stale_after``. ``options``: how the store was reached, for the
+    run's senders, which read the lease objects through a store of their own
+    (:meth:`lease`). ``clock`` (epoch seconds), ``host``, ``pid`` and ``exists`` are
+    injectable for tests; ``heartbeat_every`` 0 starts no heartbeat thread.
     """
 
     def __init__(
@@ -93,10 +102,12 @@ class RemoteLedgerLocks:
         exists: Callable[[int], bool] = process_exists,
         stale_after: float = STALE_SECONDS,
         heartbeat_every: float = HEARTBEAT_SECONDS,
+        options: StoreOptions | None = None,
     ) -> None:
         self._directory = directory
         self._fingerprints = sorted(set(fingerprints))
         self._store = store
+        self._options = options or StoreOptions()
         self._on_lost = on_lost
         self._clock = clock
         self._host = host or socket.gethostname()
@@ -115,6 +126,18 @@ class RemoteLedgerLocks:
     def holder(self) -> Holder | None:
         """The holder its lease objects name, this run (None before :meth:`acquire`)."""
         return self._holder
+
+    def lease(self) -> Lease:
+        """What the run's senders check before each request (after :meth:`acquire`)."""
+        assert self._holder is not None, "acquire() first"
+        return Lease(
+            self._directory,
+            tuple(self._fingerprints),
+            self._holder,
+            self._stale_after,
+            self._heartbeat_every,
+            self._options,
+        )
 
     def acquire(self) -> list[str]:
         """Take every endpoint's lease; the takeovers it made, as lines to show.
@@ -222,7 +245,10 @@ class RemoteLedgerLocks:
                 try:
                     lost = self._renew(fingerprint, version, data)
                 except LeaseStoreError as error:
-                    log.warning("ledger lock heartbeat not written: %s", error)
+                    # the store unreachable: the next beat tries again, and the run stops
+                    # itself below before another run may take the lease over
+                    where = object_url(self._directory, lease_name(fingerprint))
+                    log.warning("ledger lock heartbeat not written: %s: %s", where, error.reason)
                     renewed = False
                     continue
                 if lost:

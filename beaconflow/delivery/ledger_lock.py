@@ -22,10 +22,16 @@ saying whose and why (:func:`judge` decides):
   the holder was on this host, or its heartbeat is old;
 - its process no longer exists on this host;
 - its heartbeat is older than :data:`STALE_SECONDS` (a frozen process, or a host that is
-  gone while its NFS lock lingers). The OS lock is then still held: the file is replaced by a
-  new one under ``lock-<fingerprint>.json.break`` (held while replacing, so that two runs
+  gone while its NFS lock lingers). The OS lock is then still held: the file is replaced by
+  a new one under ``lock-<fingerprint>.json.break`` (held while replacing, so that two runs
   cannot both take it over), and the old holder's heartbeat thread, which checks that the
   file is still its own, stops its run as soon as it wakes (exit 4).
+
+A frozen holder wakes all at once, and its senders would send before its heartbeat thread
+had looked: so they check the run's :class:`Lease` before every request
+(:mod:`beaconflow.delivery.lease_watch`).
+
+Both limits are settable from the environment (:class:`LockLimits`).
 
 The OS lock's file is opened close-on-exec and closed in forked children, so sender
 processes never hold it: a run killed with SIGKILL releases it at once.
@@ -44,18 +50,21 @@ import errno
 import fcntl
 import json
 import logging
+import math
 import os
 import socket
 import threading
 import time
 import uuid
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum
 
-from beaconflow.model.errors import TryLaterError
+from beaconflow.delivery.lease_store import StoreOptions
+from beaconflow.delivery.ledger import LedgerError
+from beaconflow.model.errors import TryLaterError, io_problem, os_reason
 
 log = logging.getLogger("beaconflow")
 
@@ -63,6 +72,9 @@ log = logging.getLogger("beaconflow")
 HEARTBEAT_SECONDS = 10.0
 #: A holder whose heartbeat is older than this (seconds) is taken to be gone.
 STALE_SECONDS = 300.0
+#: The environment settings of those two limits (:meth:`LockLimits.from_environment`).
+STALE_ENV = "BEACONFLOW_LEDGER_LOCK_STALE_SECONDS"
+HEARTBEAT_ENV = "BEACONFLOW_LEDGER_LOCK_HEARTBEAT_SECONDS"
 
 LOCK_PREFIX = "lock-"
 LOCK_SUFFIX = ".json"
@@ -78,9 +90,14 @@ def is_lockable(directory: str) -> bool:
     return "://" not in directory or directory.startswith("file://")
 
 
+def lock_name(fingerprint: str) -> str:
+    """The name of the lock of the endpoint with this fingerprint: a file, or a lease object."""
+    return LOCK_PREFIX + fingerprint + LOCK_SUFFIX
+
+
 def lock_path(directory: str, fingerprint: str) -> str:
     """The lock file of the endpoint with this fingerprint in the ledger ``directory``."""
-    return os.path.join(directory.removeprefix("file://"), LOCK_PREFIX + fingerprint + LOCK_SUFFIX)
+    return os.path.join(directory.removeprefix("file://"), lock_name(fingerprint))
 
 
 def iso(moment: float) -> str:
@@ -145,6 +162,52 @@ class Holder:
             int(other.since),
             other.lease,
         )
+
+
+@dataclass(frozen=True)
+class LockLimits:
+    """How often a holder beats, and how old a heartbeat may be before its lock is taken over.
+
+    Settable from the environment (:data:`STALE_ENV`, :data:`HEARTBEAT_ENV`, in seconds):
+    for tests that freeze a holder for seconds rather than minutes, and for hosts whose
+    freezes (a VM snapshot, a suspended laptop) outlast the default. A heartbeat must come
+    at least twice per limit, so that one late beat does not make a live holder look gone.
+    """
+
+    stale_after: float = STALE_SECONDS
+    heartbeat_every: float = HEARTBEAT_SECONDS
+
+    def __post_init__(self) -> None:
+        if not self.heartbeat_every * 2 <= self.stale_after:
+            raise ValueError(
+                f"{HEARTBEAT_ENV} ({self.heartbeat_every:g}) must be at most half of "
+                f"{STALE_ENV} ({self.stale_after:g}): a live holder would look gone between "
+                "two heartbeats"
+            )
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str]) -> LockLimits:
+        """The limits the environment sets, the defaults where it sets none.
+
+        ValueError, naming the variable, for a value that is not a number of seconds above 0.
+        """
+        return cls(
+            _seconds(environ, STALE_ENV, STALE_SECONDS),
+            _seconds(environ, HEARTBEAT_ENV, HEARTBEAT_SECONDS),
+        )
+
+
+def _seconds(environ: Mapping[str, str], name: str, default: float) -> float:
+    text = environ.get(name)
+    if text is None or not text.strip():
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a number of seconds above 0, got {text!r}")
+    return value
 
 
 def busy_message(directory: str, fingerprint: str, holder: Holder | None) -> str:
@@ -267,6 +330,34 @@ def _same_file(fd: int, path: str) -> bool:
     return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
 
 
+def _holder_at(path: str) -> Holder | None:
+    """The holder the lock file at ``path`` names; None when none can be read there."""
+    try:
+        with open(path, "rb") as current:
+            return Holder.from_bytes(current.read())
+    except OSError:
+        return None
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A run's hold on its ledger locks, as its senders check it.
+
+    (:class:`~beaconflow.delivery.lease_watch.LeaseWatch`.) ``holder``: the run, as its
+    locks name it; ``stale_after``: the limit other runs judge its heartbeat by;
+    ``heartbeat_every``: how often the run beats; ``store``: None for lock files, else how
+    to reach the store of a ``gs://`` or ``s3://`` ledger, whose locks are lease objects.
+    A value: it goes to the run's sender processes with their configuration.
+    """
+
+    directory: str
+    fingerprints: tuple[str, ...]
+    holder: Holder
+    stale_after: float = STALE_SECONDS
+    heartbeat_every: float = HEARTBEAT_SECONDS
+    store: StoreOptions | None = None
+
+
 def _read(fd: int) -> bytes:
     return os.pread(fd, 4096, 0)
 
@@ -348,10 +439,23 @@ class LedgerLocks:
         """The holder its lock files name, this run (None before :meth:`acquire`)."""
         return self._holder
 
+    def lease(self) -> Lease:
+        """What the run's senders check before each request (after :meth:`acquire`)."""
+        assert self._holder is not None, "acquire() first"
+        return Lease(
+            self._directory,
+            tuple(self._fingerprints),
+            self._holder,
+            self._stale_after,
+            self._heartbeat_every,
+        )
+
     def acquire(self) -> list[str]:
         """Take every endpoint's lock; the takeovers it made, as lines to show.
 
-        Raises :class:`LedgerBusy` (holding none of them) when one is held by another run.
+        Raises :class:`LedgerBusy` (holding none of them) when one is held by another run,
+        and :class:`~beaconflow.delivery.ledger.LedgerError` naming the lock file when it
+        cannot be opened or written (a directory in its place, a read-only ledger).
         """
         now = self._clock()
         self._holder = Holder(self._host, self._pid, now, now)
@@ -372,6 +476,13 @@ class LedgerLocks:
 
     def _acquire_one(self, fingerprint: str) -> str:
         path = lock_path(self._directory, fingerprint)
+        try:
+            return self._try_acquire(path, fingerprint)
+        except OSError as error:
+            where = error.filename if isinstance(error.filename, str) else path
+            raise LedgerError(io_problem("ledger lock", where, error)) from None
+
+    def _try_acquire(self, path: str, fingerprint: str) -> str:
         assert self._holder is not None
         for _ in range(10):  # a file replaced or removed between open and lock: again
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
@@ -452,18 +563,32 @@ class LedgerLocks:
             for fingerprint, fd in self._held.items():
                 path = lock_path(self._directory, fingerprint)
                 try:
-                    with open(path, "rb") as current:
-                        found = Holder.from_bytes(current.read())
-                except FileNotFoundError:
-                    found = None
-                if not _same_file(fd, path) or not self._holder.same_run(found):
-                    return taken_over_message(fingerprint, found)
-                try:
-                    _write(fd, self._holder.to_bytes())
+                    lost = self._beat_one(fingerprint, fd, path)
                 except OSError as error:
-                    # a full disk: the lock stays ours while the OS lock holds
-                    log.warning("ledger lock heartbeat not written: %s", error.strerror)
+                    # a full disk, an I/O error: the lock stays ours while the OS lock holds,
+                    # and the next beat tries again (an exception here would end the thread
+                    # and let the lock go stale while this run sends)
+                    log.warning("ledger lock heartbeat not written: %s: %s", path, os_reason(error))
+                    continue
+                if lost is not None:
+                    return lost
         return None
+
+    def _beat_one(self, fingerprint: str, fd: int, path: str) -> str | None:
+        """One lock's heartbeat; the reason when it was taken over, else None.
+
+        Read and written through the open lock file: while ``path`` is still that file,
+        nothing else needs opening, so only a failing write or disk can fail it.
+        """
+        assert self._holder is not None
+        if _same_file(fd, path):
+            found = Holder.from_bytes(_read(fd))
+            if self._holder.same_run(found):
+                _write(fd, self._holder.to_bytes())
+                return None
+        else:
+            found = _holder_at(path)
+        return taken_over_message(fingerprint, found)
 
     def release(self) -> None:
         """Remove the lock files that are still ours, and let go of them."""
@@ -475,8 +600,8 @@ class LedgerLocks:
                 path = lock_path(self._directory, fingerprint)
                 # removed while the OS lock holds: a run that opened it meanwhile sees that
                 # its file is gone once it has the OS lock, and opens the new one
-                if _same_file(fd, path):
-                    with contextlib.suppress(OSError):
+                with contextlib.suppress(OSError):  # left behind, it is taken over: its
+                    if _same_file(fd, path):  # process is gone and its OS lock free
                         os.remove(path)
                 os.close(fd)
             self._held.clear()

@@ -44,6 +44,9 @@ rest end as "not attempted". A destination whose circuit breaker
 (:mod:`beaconflow.delivery.breaker`) declares it down halts alone, like a misconfigured
 one, and the run's stop tells the other senders of the process. Every such outcome carries
 the stop's reason (:attr:`Delivery.stop`), so the run can report why it stopped.
+With a ledger's locks (:attr:`SenderConfig.lease`) each request first checks that they
+are still the run's (:class:`~beaconflow.delivery.lease_watch.LeaseWatch`): a run that was
+frozen while another took them over halts when it wakes, before it sends anything more.
 
 Of an answer's body at most :data:`~beaconflow.delivery.body.READ_LIMIT` bytes are read
 (:mod:`beaconflow.delivery.body`): a longer body's connection is closed instead, and a 2xx is
@@ -79,6 +82,8 @@ from beaconflow.delivery.aiohttp_internals import disable_silent_resend
 from beaconflow.delivery.body import Body, read_capped, reason_text, with_body
 from beaconflow.delivery.breaker import DEFAULT_WINDOW, Breaker, down_reason
 from beaconflow.delivery.concurrency import AdaptiveLimit, AdaptiveRate, AimdPolicy
+from beaconflow.delivery.lease_watch import LeaseWatch, Standing
+from beaconflow.delivery.ledger_lock import Lease
 from beaconflow.delivery.ratelimit import Clock, RateLimiter, Sleep, shared_limiter
 from beaconflow.delivery.redact import Redactor
 from beaconflow.delivery.retry import (
@@ -98,6 +103,9 @@ logger = logging.getLogger("beaconflow.send")
 
 #: Seconds a blocked caller waits between checks that the sender thread is still alive.
 _LIVENESS_POLL = 1.0
+#: Seconds a request waits between looks at the run's ledger locks while its heartbeat is
+#: behind (the run was frozen, and its heartbeat thread is about to beat or find it lost).
+_LEASE_POLL_SECONDS = 0.1
 #: Seconds a resolved host name is reused: a backfill talks to one or two hosts for hours.
 _DNS_CACHE_SECONDS = 300
 #: Exceptions that mean "this attempt got no usable answer", as opposed to a bug.
@@ -161,7 +169,9 @@ class SenderConfig:
     wall-clock instant (epoch seconds) from which no new request starts, every process
     judging it on its own clock; None: no deadline. ``breaker_window``: seconds of nothing
     but failure answers that declare a destination down
-    (:class:`~beaconflow.delivery.breaker.Breaker`, > 0); None: no breaker.
+    (:class:`~beaconflow.delivery.breaker.Breaker`, > 0); None: no breaker. ``lease``: the
+    run's hold on its ledger locks, checked before every request (a run frozen while another
+    took its locks over sends nothing more when it wakes); None: nothing to check.
     """
 
     concurrency: int
@@ -172,6 +182,7 @@ class SenderConfig:
     adaptive: bool = True
     deadline: float | None = None
     breaker_window: float | None = DEFAULT_WINDOW
+    lease: Lease | None = None
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
@@ -678,6 +689,8 @@ class SendEngine:
         self._progress = ProgressLog(
             config.progress_interval, clock(), deadline=config.deadline, wall_clock=wall_clock
         )
+        lease = config.lease
+        self._lease = None if lease is None else LeaseWatch(lease, wall_clock)
 
     async def __aenter__(self) -> SendEngine:
         await self.open()
@@ -870,7 +883,11 @@ class SendEngine:
         while lane.queue:
             self._cut_short(lane.queue.popleft(), reason)
         for task, (waiting_lane, item) in list(self._delayed.items()):
-            if waiting_lane is lane:
+            # a task that is done has put its request back in the lane (or cut it short)
+            # already: it is in the queue, in flight or finished, and only its done-callback,
+            # a turn of the loop later, has not forgotten it yet; cut short again, it was
+            # finished twice (the sender pool's KeyError)
+            if waiting_lane is lane and not task.done():
                 del self._delayed[task]
                 task.cancel()
                 self._cut_short(item, reason)
@@ -945,6 +962,21 @@ class SendEngine:
                 return lane, item
         return None
 
+    async def _lease_lost(self) -> str | None:
+        """Why the run's locks are no longer its own (send nothing), or None: go on.
+
+        Waits while its heartbeat is behind (the run was frozen), holding the request's slot
+        so that nothing else is sent meanwhile.
+        """
+        watch = self._lease
+        if watch is None:
+            return None
+        while (standing := watch.check()) is Standing.BEHIND:
+            await self._sleep(_LEASE_POLL_SECONDS)
+        if standing is Standing.LOST:
+            return watch.reason
+        return None
+
     async def _send(self, lane: _Lane, item: _Item) -> None:
         """One attempt of ``item`` (its slot taken by :meth:`_next`), then its outcome."""
         request, attempts, _ = item
@@ -955,6 +987,7 @@ class SendEngine:
         body: Body | None = None
         now: float | None = None
         stopped: str | None = None
+        lost: str | None = None
         try:
             cap = lane.cap
             if cap is not None:
@@ -966,6 +999,13 @@ class SendEngine:
                     if lane.halted is not None:  # halted meanwhile: this one never starts
                         self._cut_short(item, lane.halted)
                         return
+            # right before the request: a freeze may have ended a moment ago (a clock reading
+            # while the lease is surely held; no coroutine for that)
+            lease = self._lease
+            if lease is not None and lease.check() is not Standing.HELD:
+                lost = await self._lease_lost()
+                if lost is not None:
+                    return
             attempts += 1
             started = self._clock() if limit is not None else 0.0
             try:
@@ -1008,6 +1048,8 @@ class SendEngine:
         finally:
             if limit is not None:
                 limit.release()
+            if lost is not None:
+                self._lose_lease(item, lost)
         self._record(status, error, now)
         message = request.message
         watch = lane.watch
@@ -1066,6 +1108,13 @@ class SendEngine:
             reason,
         )
         self._later(lane, (request, attempts, False), wait)
+
+    def _lose_lease(self, item: _Item, reason: str) -> None:
+        """The run's lock is another's: ``item`` is not sent, and the whole run stops."""
+        self._cut_short(item, reason)
+        self.halt(reason)
+        if self._stop is not None:
+            self._stop.trip(reason)
 
     def _later(self, lane: _Lane, item: _Item, wait: float) -> None:
         """Put ``item`` back at the head of its lane after ``wait`` seconds (always slept)."""

@@ -36,6 +36,9 @@ inside a message.
   down says so; the pool declares it down on the run's stop, which tells every child (and
   every other sender of the process) to send no more to it. Each child also keeps the
   run's deadline on its own clock.
+- Each child checks the run's ledger lease before every request (its config's ``lease``): a
+  child that finds the run's lock taken over (it woke from a freeze) halts and tells the
+  parent (``("stopped", reason)``), which trips the run's stop and so halts the others.
 
 A child runs :func:`child_main` under the same interpreter and ``sys.path`` as its parent; it
 imports aiohttp and the sender, not Beam. Tested with::
@@ -398,6 +401,8 @@ class SenderPool:
                         self._stop.trip(payload)
                 elif kind == "down":  # the child's breaker: (destination, reason)
                     self._stop.destination_down(*payload)
+                elif kind == "stopped":  # the child found the run's ledger lock lost
+                    self._stop.trip(payload)
                 elif kind == "fatal":
                     raise RuntimeError(f"sender process {child.index}: {payload}")
                 child.stats = stats
@@ -584,6 +589,24 @@ def child_main() -> None:
     sys.exit(asyncio.run(_child(results_fd)))
 
 
+class _ChildStop(RunStop):
+    """A child's stop flag: its first reason goes to the parent, which stops the run.
+
+    Said by the parent (and logged there), not here: the parent's line is the run's.
+    """
+
+    def __init__(self, tell: Callable[[str], None]) -> None:
+        super().__init__()
+        self._tell = tell
+
+    def trip(self, reason: str) -> bool:
+        if self.reason is not None:
+            return False
+        self._reason = reason
+        self._tell(reason)
+        return True
+
+
 class _ChildSender:
     """The child's end of the pipe protocol, around a send engine on the child's own loop.
 
@@ -601,6 +624,9 @@ class _ChildSender:
         reply: Callable[[str, object, _Stats], None],
     ) -> None:
         self._reply = reply
+        # what stops this child of itself (its run's ledger lock found lost) stops the run:
+        # the parent is told, and tells every other child
+        stop = _ChildStop(lambda reason: reply("stopped", reason, self.counts()))
         # what the engine needs of a message, one per destination and kind: the child sees
         # URLs, never parameters
         self._messages: dict[tuple[str, str], Message] = {}
@@ -611,6 +637,7 @@ class _ChildSender:
             on_delivered=None if ledger is None else _recorder(ledger),
             # the pool tells every sender of its process, this one included
             on_down=lambda destination, reason: reply("down", (destination, reason), self.counts()),
+            stop=stop,
             # the pool sees every child's answers: it judges redirects, and says "halt"
             judge_redirects=False,
         )

@@ -49,6 +49,7 @@ class RunStop:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._reason: str | None = None
+        self._later: list[str] = []
         self._listeners: list[Callable[[str], None]] = []
         self._down: dict[str, str] = {}
         self._down_listeners: list[Callable[[str, str], None]] = []
@@ -66,6 +67,17 @@ class RunStop:
             return dict(self._down)
 
     @property
+    def reasons(self) -> tuple[str, ...]:
+        """Every distinct reason the run was stopped for, the first first (empty: going on).
+
+        A second output that fails after the first (the dead letter after the ledger, on
+        the same full disk) is a problem of its own the report must name.
+        """
+        with self._lock:
+            first = () if self._reason is None else (self._reason,)
+            return (*first, *self._later)
+
+    @property
     def sending_began(self) -> bool:
         """Whether a request was handed to a sender of this process during the run."""
         return self._sending
@@ -77,13 +89,21 @@ class RunStop:
     def trip(self, reason: str) -> bool:
         """Stop the run for ``reason``; True when this call stopped it (the first reason wins).
 
-        Every subscriber is called with the reason, outside the lock.
+        Every subscriber is called with the reason, outside the lock. A later, different
+        reason is kept in :attr:`reasons` and said once.
         """
         with self._lock:
             if self._reason is not None:
-                return False
-            self._reason = reason
-            listeners = list(self._listeners)
+                if reason == self._reason or reason in self._later:
+                    return False
+                self._later.append(reason)
+                listeners = None
+            else:
+                self._reason = reason
+                listeners = list(self._listeners)
+        if listeners is None:
+            log.error("%s", reason)
+            return False
         log.error("stopping: %s; no new request starts", reason)
         for listener in listeners:
             listener(reason)

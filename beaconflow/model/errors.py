@@ -16,6 +16,7 @@ error                      raised when                              where
 ``MessageError``           a message breaks its service's rules     model.message
 ``MappingError``           a mapping file is wrong                  model.mapping
 ``LedgerError``            the ledger cannot be written             delivery.ledger
+``LedgerUnreadable``       a file of the ledger cannot be read      delivery.ledger_check
 ``TrackingError``          the client could not deliver             client
 ``TryLaterError``          nothing was done, try again later        (below)
 ``LedgerBusy``             another run holds the ledger's lock      delivery.ledger_lock
@@ -24,6 +25,10 @@ error                      raised when                              where
 
 A :class:`TryLaterError` is not a failure of the run's configuration: nothing was done, and
 the same command later may succeed (the command exits 75, sysexits' EX_TEMPFAIL).
+
+Every error about a file names its path, what the file is and the system's reason, in the
+words of :func:`io_problem`: ``dead letter not writable: /out/dead.jsonl: No space left on
+device``.
 """
 
 from __future__ import annotations
@@ -35,3 +40,41 @@ class BeaconflowError(Exception):
 
 class TryLaterError(BeaconflowError):
     """Nothing was done, and the same command may succeed later (exit status 75)."""
+
+
+def os_reason(error: BaseException) -> str:
+    """The operating system's words for a failed file operation: ``No space left on device``.
+
+    Beam's FileSystems wrap the OS's error: ``BeamIOError`` holds one per path in
+    ``exception_details``, and its local filesystem raises ``IOError(err)`` around the
+    original; the reason is dug out of both. An error that is not the OS's gives its own
+    first line, or its type's name when it says nothing.
+    """
+    seen: set[int] = set()
+    current = error
+    while id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.strerror:
+            return str(current.strerror)
+        details = getattr(current, "exception_details", None)
+        if isinstance(details, dict) and details:
+            inner = next(iter(details.values()))
+            if isinstance(inner, BaseException):
+                current = inner
+                continue
+        if len(current.args) == 1 and isinstance(current.args[0], BaseException):
+            current = current.args[0]
+            continue
+        break
+    text = str(current).strip()
+    return text.splitlines()[0] if text else type(current).__name__
+
+
+def io_problem(what: str, path: str, error: BaseException, problem: str = "not writable") -> str:
+    """One line naming a file that failed, what it is and why.
+
+    ``dead letter not writable: /out/dead.jsonl: No space left on device``: ``what`` is the
+    file's role as the user knows it ("dead letter", "ledger", "report.html"), ``problem``
+    what went wrong ("not writable", "not readable").
+    """
+    return f"{what} {problem}: {path}: {os_reason(error)}"

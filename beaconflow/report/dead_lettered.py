@@ -34,6 +34,7 @@ from datetime import date
 from typing import Any
 
 from beaconflow.delivery.ledger import beam_filesystems, write_atomically
+from beaconflow.model.errors import io_problem, os_reason
 from beaconflow.report.deadletter import DeadLetterEntry, entry_identity
 
 log = logging.getLogger("beaconflow")
@@ -87,7 +88,9 @@ def _forget(paths: Iterable[str]) -> None:
     try:
         beam_filesystems().delete(paths)
     except Exception as error:  # the next run tries again
-        log.warning("the ledger's memory %s was not removed: %s", ", ".join(paths), error)
+        log.warning(
+            "the ledger's memory %s was not removed: %s", ", ".join(paths), os_reason(error)
+        )
 
 
 def identities_in(dead_letter: str) -> set[str]:
@@ -108,24 +111,23 @@ def remember(ledger: str, dead_letter: str, run_id: str, days: Iterable[date] = 
     ``days``: the days a ``--date`` run read. The memory of an earlier dead letter at the
     same path is removed: this run's replaced it.
     """
+    own = ""
     try:
         identities = identities_in(dead_letter)
-        own = ""
-        if identities:
-            header: dict[str, Any] = {"dead_letter": dead_letter}
-            if days:
-                header["days"] = sorted({day.isoformat() for day in days})
-            text = "\n".join((json.dumps(header, ensure_ascii=False), *sorted(identities)))
-            own = f"{PREFIX}{run_id}{SUFFIX}"
-            write_atomically(ledger, own, (text + "\n").encode("utf-8"))
     except Exception as error:
-        log.warning(
-            "the ledger could not record what %s holds (%s): a later run reading the same "
-            "records dead-letters them again",
-            dead_letter,
-            error,
-        )
+        _not_remembered(dead_letter, io_problem("dead letter", dead_letter, error, "not readable"))
         return
+    if identities:
+        header: dict[str, Any] = {"dead_letter": dead_letter}
+        if days:
+            header["days"] = sorted({day.isoformat() for day in days})
+        text = "\n".join((json.dumps(header, ensure_ascii=False), *sorted(identities)))
+        own = f"{PREFIX}{run_id}{SUFFIX}"
+        try:
+            write_atomically(ledger, own, (text + "\n").encode("utf-8"))
+        except Exception as error:
+            _not_remembered(dead_letter, f"{io_problem('ledger', ledger, error)} (writing {own})")
+            return
     replaced = []
     for path in _memories(ledger):
         if own and path.endswith("/" + own):
@@ -136,6 +138,15 @@ def remember(ledger: str, dead_letter: str, run_id: str, days: Iterable[date] = 
         except Exception:  # recall warns about it
             continue
     _forget(replaced)
+
+
+def _not_remembered(dead_letter: str, why: str) -> None:
+    log.warning(
+        "the ledger could not record what %s holds (%s): a later run reading the same "
+        "records dead-letters them again",
+        dead_letter,
+        why,
+    )
 
 
 def recall(ledger: str, own_dead_letter: str, first_day: date | None = None) -> frozenset[str]:
@@ -152,7 +163,7 @@ def recall(ledger: str, own_dead_letter: str, first_day: date | None = None) -> 
         try:
             memory = Memory.read(path)
         except Exception as error:  # a damaged memory only costs a repeat dead letter
-            log.warning("ignoring %s: %s", path, error)
+            log.warning("ignoring the ledger's memory %s: %s", path, os_reason(error))
             continue
         if first_day is not None and memory.days and max(memory.days) < first_day.isoformat():
             stale.append(path)
@@ -162,7 +173,7 @@ def recall(ledger: str, own_dead_letter: str, first_day: date | None = None) -> 
         try:
             there = filesystems.exists(memory.dead_letter)
         except Exception as error:  # unknown: keep the memory, do not use it this time
-            log.warning("ignoring %s: %s", path, error)
+            log.warning("ignoring the ledger's memory %s: %s", path, os_reason(error))
             continue
         if not there:
             stale.append(path)

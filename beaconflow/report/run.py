@@ -52,8 +52,9 @@ class RunReport:
 
     The per-destination, per-type, per-day, reason and timeline breakdowns are JSON-shaped
     mappings, as report.json holds them; None stands for "this report has none" (an older
-    report read back). ``report_written`` is the run's own knowledge of whether its report
-    reached the disk; it is not part of report.json.
+    report read back). ``report_written`` and ``report_html_written`` are the run's own
+    knowledge of whether report.json and report.html reached the disk; they are not part of
+    report.json.
     """
 
     events_read: int = 0
@@ -123,6 +124,7 @@ class RunReport:
     interrupted: bool = False
     exit_status: int | None = None
     report_written: bool | None = field(default=None, compare=False)
+    report_html_written: bool | None = field(default=None, compare=False)
 
     @property
     def errors(self) -> int:
@@ -132,12 +134,13 @@ class RunReport:
     def to_json(self) -> dict[str, Any]:
         """report.json's object.
 
-        Every field but ``report_written``; ``partial``, ``interrupted`` and
+        Every field but ``report_written`` and ``report_html_written``; ``partial``,
+        ``interrupted`` and
         ``sandbox_collector`` only when
         they apply.
         """
         data = asdict(self)
-        del data["report_written"]
+        del data["report_written"], data["report_html_written"]
         data["invariant_errors"] = list(self.invariant_errors)
         data["inputs"] = list(self.inputs)
         data["destinations"] = list(self.destinations)
@@ -159,7 +162,7 @@ class RunReport:
         # a breakdown an older report does not have is None ("none"), not empty
         values: dict[str, Any] = dict.fromkeys(_BREAKDOWNS)
         for each in fields(cls):
-            if each.name not in data or each.name == "report_written":
+            if each.name not in data or each.name in ("report_written", "report_html_written"):
                 continue
             value = _coerce(each.name, data[each.name])
             if value is not _ABSENT:

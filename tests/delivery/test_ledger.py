@@ -1,5 +1,7 @@
 """The ledger's writer (``beaconflow.delivery.ledger``) on a full disk, or its journal removed.
 
+An unwritable ledger, or a file where its folder should be, is named with the system's reason.
+
 The ledger's whole runs (rerun, replay, kill and resume) are in tests/e2e/test_ledger_runs.py.
 """
 
@@ -9,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from beaconflow.delivery.ledger import LedgerError, LedgerWriter
+from beaconflow.delivery.ledger import LedgerError, LedgerWriter, check_writable, make_directories
 from beaconflow.model.message import Message
 from tests.delivery.test_sender import ManualClock
-from tests.fs_faults import SmallDisk
+from tests.fs_faults import SmallDisk, unwritable
 
 
 def test_a_failed_ledger_writer_stays_failed(small_disk: SmallDisk) -> None:
@@ -44,3 +46,37 @@ def test_a_ledger_removed_under_a_running_writer_is_noticed_within_a_second(
     with pytest.raises(LedgerError, match=r"ledger not writable: .*: the journal .* was removed"):
         writer.record_one(one)
     writer.close()
+
+
+def test_make_directories_calls_a_file_in_the_way_not_a_directory(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    for path in (tmp_path / "file", tmp_path / "file" / "ledger"):
+        with pytest.raises(NotADirectoryError) as raised:
+            make_directories(str(path))
+        assert raised.value.strerror == "Not a directory"
+    make_directories(str(tmp_path / "new" / "ledger"))
+    make_directories(str(tmp_path / "new" / "ledger"))  # there already: nothing to do
+    assert (tmp_path / "new" / "ledger").is_dir()
+
+
+@pytest.mark.parametrize("where", ["file", "file/ledger"], ids=["is-a-file", "parent-is-a-file"])
+def test_check_writable_names_the_ledger_and_the_reason(tmp_path: Path, where: str) -> None:
+    (tmp_path / "file").write_text("x")
+    ledger = tmp_path / where
+    with pytest.raises(LedgerError) as raised:
+        check_writable(str(ledger))
+    assert str(raised.value) == f"ledger not writable: {ledger}: Not a directory"
+
+
+def test_an_unwritable_ledger_is_named_with_the_systems_reason(tmp_path: Path) -> None:
+    ledger = tmp_path / "ledger"
+    ledger.mkdir()
+    with unwritable(ledger) as reason:
+        with pytest.raises(LedgerError) as raised:
+            check_writable(str(ledger))
+        assert str(raised.value) == f"ledger not writable: {ledger}: {reason}"
+        writer = LedgerWriter(str(ledger), {"kontagent": "f" * 12}, sync_seconds=None)
+        with pytest.raises(LedgerError) as raised:
+            writer.record_one(Message("kontagent", "apa", (("s", "1"),)))
+        assert str(raised.value) == f"ledger not writable: {ledger}: {reason}"
+        writer.close()

@@ -2,7 +2,8 @@
 
 Sealed shards damaged every way the issue lists (truncated, zero-filled, a byte changed,
 listed but missing, renamed away), found and repaired; journals of killed runs truncated at
-every byte offset, which are never damage; the writer's syncs of journals and directory.
+every byte offset, which are never damage; the writer's syncs of journals and directory; a
+file that cannot be read, and a ledger that cannot be written, named with the system's reason.
 Whole runs and the ``beaconflow ledger`` command are in tests/e2e/test_ledger_integrity.py.
 """
 
@@ -20,6 +21,7 @@ from typing import Any
 import pytest
 
 from beaconflow.delivery.ledger import (
+    LedgerError,
     LedgerWriter,
     entry_line,
     file_entries,
@@ -28,6 +30,7 @@ from beaconflow.delivery.ledger import (
 )
 from beaconflow.delivery.ledger_check import (
     LedgerDamaged,
+    LedgerUnreadable,
     inspect,
     prepare,
     repair,
@@ -37,6 +40,7 @@ from beaconflow.delivery.ledger_check import (
 )
 from beaconflow.delivery.ledger_identity import LedgerIdentity
 from beaconflow.model.message import Endpoint, Message
+from tests.fs_faults import unwritable
 
 FINGERPRINT = "f" * 12
 
@@ -392,3 +396,53 @@ def test_a_quiet_journal_is_synced_within_the_sync_interval(
     time.sleep(0.2)
     assert fsyncs == ["file"], "nothing new: no sync"
     writer.close()
+
+
+def _directory_in_place_of(name: Callable[[Path], str]) -> Callable[[Path], Path]:
+    def make(ledger: Path) -> Path:
+        path = ledger / name(ledger)
+        if path.exists():
+            path.unlink()
+        path.mkdir()
+        return path
+
+    return make
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        lambda ledger: _shards(ledger)[0].name,
+        lambda ledger: "journal-abc-000000.v2.jsonl.open",
+        lambda ledger: next(ledger.glob("manifest-*.json")).name,
+        lambda ledger: "ledger.json",
+    ],
+    ids=["shard", "journal", "manifest", "ledger.json"],
+)
+def test_a_file_that_cannot_be_read_is_named_not_called_damage(
+    tmp_path: Path, name: Callable[[Path], str]
+) -> None:
+    _sealed_ledger(tmp_path)
+    path = _directory_in_place_of(name)(tmp_path)
+    expected = f"ledger file not readable: {path}: Is a directory"
+    with pytest.raises(LedgerUnreadable) as raised:
+        inspect(str(tmp_path))
+    assert str(raised.value) == expected
+    identity = LedgerIdentity({"kontagent": FINGERPRINT}, {})
+    with pytest.raises(LedgerUnreadable, match=f"^{expected}$"):
+        prepare(str(tmp_path), identity, write=True)
+
+
+def test_a_ledger_that_cannot_be_written_says_which_file_it_was_writing(tmp_path: Path) -> None:
+    ledger = tmp_path / "ledger"
+    _sealed_ledger(ledger)
+    identity = LedgerIdentity({"kontagent": FINGERPRINT}, {})
+    with unwritable(ledger) as reason, pytest.raises(LedgerError) as preparing:
+        prepare(str(ledger), identity, write=True)
+    not_writable = f"ledger not writable: {ledger}: {reason}"
+    assert str(preparing.value) == f"{not_writable} (writing ledger.json)"
+    _truncate(_shards(ledger)[1])
+    with unwritable(ledger), pytest.raises(LedgerError) as repairing:
+        repair(str(ledger))
+    assert str(repairing.value).startswith(f"{not_writable} (writing shard-")
+    assert inspect(str(ledger)).damaged, "nothing was set aside"

@@ -1,7 +1,9 @@
 """The ledger's lock files (``beaconflow.delivery.ledger_lock``): who holds, who takes over.
 
 Real files and real OS locks; clocks, host names and process checks injected. Whole runs
-that meet a held lock are in tests/e2e/test_ledger_lock_runs.py.
+that meet a held lock are in tests/e2e/test_ledger_lock_runs.py. A lock file that cannot be
+opened or written is named with the system's reason. The limits from the environment; the
+lease a run's senders check before each request is in test_lease_watch.py.
 """
 
 from __future__ import annotations
@@ -14,17 +16,23 @@ from pathlib import Path
 
 import pytest
 
+from beaconflow.delivery.ledger import LedgerError
 from beaconflow.delivery.ledger_lock import (
+    HEARTBEAT_ENV,
+    HEARTBEAT_SECONDS,
+    STALE_ENV,
     STALE_SECONDS,
     Holder,
     LedgerBusy,
     LedgerLocks,
+    LockLimits,
     Verdict,
     iso,
     judge,
     lock_path,
 )
 from beaconflow.model.errors import TryLaterError
+from tests.fs_faults import unwritable
 
 T0 = 1_750_000_000.0  # 2025-06-15T15:06:40Z
 HOST = "here"
@@ -242,3 +250,91 @@ def test_a_forked_child_does_not_keep_the_lock_of_its_dead_parent(tmp_path: Path
         locks.release()
     finally:
         os.kill(child, 9)
+
+
+def test_a_lock_file_that_cannot_be_opened_is_named_and_nothing_is_held(tmp_path: Path) -> None:
+    Path(lock_path(str(tmp_path), "bbbbbbbbbbbb")).mkdir()  # a directory in its place
+    locks = _locks(tmp_path, "aaaaaaaaaaaa", "bbbbbbbbbbbb", pid=os.getpid())
+    with pytest.raises(LedgerError) as raised:
+        locks.acquire()
+    path = lock_path(str(tmp_path), "bbbbbbbbbbbb")
+    assert str(raised.value) == f"ledger lock not writable: {path}: Is a directory"
+    assert not Path(lock_path(str(tmp_path), "aaaaaaaaaaaa")).exists(), "the first let go"
+
+
+def test_a_lock_in_an_unwritable_ledger_is_named(tmp_path: Path) -> None:
+    with unwritable(tmp_path) as reason, pytest.raises(LedgerError) as raised:
+        _locks(tmp_path, "aaaaaaaaaaaa").acquire()
+    path = lock_path(str(tmp_path), "aaaaaaaaaaaa")
+    assert str(raised.value) == f"ledger lock not writable: {path}: {reason}"
+
+
+def test_a_heartbeat_that_cannot_be_written_names_the_file_and_keeps_the_lock(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    locks = _locks(tmp_path, "aaaaaaaaaaaa", pid=os.getpid())
+    locks.acquire()
+    path = lock_path(str(tmp_path), "aaaaaaaaaaaa")
+    # the same file, opened for reading only: the heartbeat's write fails as on a bad disk
+    held = locks._held["aaaaaaaaaaaa"]
+    read_only = os.open(path, os.O_RDONLY)
+    locks._held["aaaaaaaaaaaa"] = read_only
+    try:
+        assert locks.heartbeat() is None, "not taken over: the OS lock still holds"
+    finally:
+        locks._held["aaaaaaaaaaaa"] = held
+        os.close(read_only)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"ledger lock heartbeat not written: {path}: Bad file descriptor"
+    ]
+    locks.release()
+
+
+def test_a_lock_file_replaced_by_something_unreadable_is_lost(tmp_path: Path) -> None:
+    locks = _locks(tmp_path, "aaaaaaaaaaaa", pid=os.getpid())
+    locks.acquire()
+    path = Path(lock_path(str(tmp_path), "aaaaaaaaaaaa"))
+    path.unlink()
+    path.mkdir()
+    assert locks.heartbeat() == (
+        "the ledger's lock of endpoint aaaaaaaaaaaa was taken over by another run"
+    )
+    locks.release()
+    assert path.is_dir(), "what is not its own is left alone"
+
+
+@pytest.mark.parametrize(
+    ("environ", "limits"),
+    [
+        ({}, (STALE_SECONDS, HEARTBEAT_SECONDS)),
+        ({STALE_ENV: "2", HEARTBEAT_ENV: "0.2"}, (2.0, 0.2)),
+        ({STALE_ENV: " 600 "}, (600.0, HEARTBEAT_SECONDS)),
+        ({STALE_ENV: "", HEARTBEAT_ENV: ""}, (STALE_SECONDS, HEARTBEAT_SECONDS)),
+    ],
+)
+def test_the_limits_come_from_the_environment(
+    environ: dict[str, str], limits: tuple[float, float]
+) -> None:
+    got = LockLimits.from_environment(environ)
+    assert (got.stale_after, got.heartbeat_every) == limits
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({STALE_ENV: "soon"}, f"{STALE_ENV} must be a number of seconds above 0, got 'soon'"),
+        ({STALE_ENV: "0"}, f"{STALE_ENV} must be a number of seconds above 0, got '0'"),
+        ({HEARTBEAT_ENV: "-1"}, f"{HEARTBEAT_ENV} must be a number of seconds above 0, got '-1'"),
+        ({HEARTBEAT_ENV: "nan"}, f"{HEARTBEAT_ENV} must be a number of seconds above 0, got 'nan'"),
+        ({STALE_ENV: "inf"}, f"{STALE_ENV} must be a number of seconds above 0, got 'inf'"),
+        (
+            {STALE_ENV: "30", HEARTBEAT_ENV: "20"},
+            f"{HEARTBEAT_ENV} (20) must be at most half of {STALE_ENV} (30): a live holder "
+            "would look gone between two heartbeats",
+        ),
+    ],
+)
+def test_a_bad_limit_names_its_variable(environ: dict[str, str], message: str) -> None:
+    with pytest.raises(ValueError) as raised:
+        LockLimits.from_environment(environ)
+    assert str(raised.value) == message

@@ -4,7 +4,8 @@ Backoff never really waits: a recording ``sleep`` is injected. The server is the
 collector playing scripted answers (the ``server`` fixture): the message kind in the URL path
 chooses the answer (``ok``, ``flaky``, ``throttle``, ``bad``, ...) and every URL carries the
 API key ``SECRETKEY123``, which must never come out of the sender. Redirects are judged per
-destination, and a stopped run halts the sender. The send step that holds it in a pipeline is
+destination, and a stopped run halts the sender, as does a ledger lock that is no longer the
+run's (its lease, checked before each request). The send step that holds it in a pipeline is
 tested in tests/transforms/test_send.py.
 """
 
@@ -18,14 +19,18 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from email.utils import formatdate
+from pathlib import Path
 from typing import Any, TypeVar
 
 import aiohttp
 import pytest
 
 from beaconflow.delivery.body import SHOWN_CHARS
+from beaconflow.delivery.lease_store import StoreOptions
 from beaconflow.delivery.ledger import LedgerError
+from beaconflow.delivery.ledger_lock import Holder, Lease, lock_path
 from beaconflow.delivery.ratelimit import RateLimiter
 from beaconflow.delivery.retry import RetryPolicy
 from beaconflow.delivery.sender import (
@@ -748,6 +753,69 @@ def test_the_ledger_hook_runs_while_the_request_holds_its_slot(
     assert held == [1, 1]
 
 
+@pytest.mark.parametrize("where", ["queued", "in flight"])
+def test_a_halt_just_after_a_retry_went_back_to_its_lane_finishes_it_once(
+    fake_sessions: list[FakeSession], where: str
+) -> None:
+    """A halt in the turn of the loop in which a retry's wait ended finishes the retry once.
+
+    The retry is back in its lane (``queued``) or a worker has sent it again already (``in
+    flight``), but its task's done-callback runs a turn later. A destination declared down
+    right then (the pool telling a sender process that another one's breaker tripped)
+    finished it twice: cut short as still waiting, and again from the queue or by its
+    attempt; the sender pool met that as a KeyError, a sender as "closed with -1 unfinished
+    requests abandoned". Every step is the test's: the answers, the end of the wait, and
+    where the halt falls.
+    """
+    finished: list[Delivery] = []
+    reason = "destination down: kontagent (elsewhere)"
+
+    def on_finished(deliveries: Sequence[Delivery], tokens: Sequence[object]) -> None:
+        finished.extend(deliveries)
+
+    async def turns(count: int = 20) -> None:
+        for _ in range(count):
+            await asyncio.sleep(0)
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        waited = asyncio.Event()  # the retry's wait ends when the test sets it
+
+        async def sleep(seconds: float) -> None:
+            await waited.wait()
+
+        retry = RetryPolicy(max_attempts=5, base_delay=0.0, max_delay=0.0)
+        cfg = SenderConfig(2, 5.0, retry, {}, adaptive=False, breaker_window=None)
+        engine = SendEngine(cfg, (KEY,), on_finished=on_finished, sleep=sleep)
+        async with engine:
+            (session,) = fake_sessions
+            count = 2 if where == "in flight" else 1
+            engine.submit([fake_request("kontagent", n) for n in range(count)])
+            await turns()
+            (first, answer), *others = session.in_flight
+            answer.set_result(503)  # request 0 waits to be retried
+            await turns()
+            assert not finished and len(session.in_flight) == count - 1
+            # all in one turn of the loop: the wait ends (request 0 back in its lane), the
+            # other request's answer frees a worker that sends request 0 again, and then
+            # the destination is down
+            waited.set()
+            for _, other in others:
+                other.set_result(200)
+            loop.call_soon(engine.destination_down, "kontagent", reason)
+            await turns()
+            if where == "in flight":
+                assert [url for url, _ in session.in_flight] == [first]
+                session.in_flight[0][1].set_result(503)
+                await turns()
+        tokens = Counter(d.message.param("token") for d in finished)
+        assert tokens == Counter(f"kontagent-{n}" for n in range(count)), "each once"
+        (zero,) = [d for d in finished if d.message.param("token") == "kontagent-0"]
+        assert zero.stop == reason and not zero.delivered
+
+    asyncio.run(run())
+
+
 # -- the engine through its public interface, as a sender process holds it ----------------
 
 
@@ -1167,3 +1235,79 @@ def _wait_for_finished(sender: BulkSender, count: int) -> list[Delivery]:
 
     _wait_for(enough, f"{count} deliveries")
     return finished
+
+
+def _lease(directory: Path, heartbeat: float | None) -> Lease:
+    """A run's lease on one lock; its lock file written with ``heartbeat``, or none."""
+    holder = Holder("here", 4242, heartbeat or 0.0, heartbeat or 0.0)
+    if heartbeat is not None:
+        Path(lock_path(str(directory), "aaaaaaaaaaaa")).write_bytes(holder.to_bytes())
+    return Lease(str(directory), ("aaaaaaaaaaaa",), holder, stale_after=100)
+
+
+def test_a_sender_whose_lease_holds_sends(server: Collector, tmp_path: Path) -> None:
+    lease = _lease(tmp_path, time.time())
+    requests_ = [
+        Request(message("ok", f"h{n}"), kontagent_url(server, "ok", f"h{n}")) for n in range(5)
+    ]
+    with BulkSender(replace(config(), lease=lease), (KEY,), sleep=RecordingSleep()) as sender:
+        results = send_all(sender, requests_)
+    assert all(d.delivered for d in results.values())
+    assert [server.tries(f"h{n}") for n in range(5)] == [1] * 5
+
+
+def test_a_sender_whose_lock_was_taken_over_sends_nothing_and_stops_the_run(
+    server: Collector, tmp_path: Path
+) -> None:
+    """A run frozen while another took its lock over: its sender wakes before its heartbeat."""
+    stop = RunStop()
+    lease = _lease(tmp_path, None)  # the lock file is gone: the other run had it and let go
+    requests_ = [
+        Request(message("ok", f"t{n}"), kontagent_url(server, "ok", f"t{n}")) for n in range(9)
+    ]
+    with BulkSender(
+        replace(config(concurrency=3), lease=lease), (KEY,), sleep=RecordingSleep(), stop=stop
+    ) as sender:
+        results = send_all(sender, requests_)
+    reason = "the ledger's lock of endpoint aaaaaaaaaaaa was taken over by another run"
+    assert stop.reason == reason
+    assert all(d.error == f"not attempted: {reason}" and d.attempts == 0 for d in results.values())
+    assert all(d.stop == reason for d in results.values())
+    assert sum(server.tries(f"t{n}") for n in range(9)) == 0, "not one request went out"
+
+
+@pytest.mark.parametrize("taken_over", [False, True])
+def test_a_sender_checks_a_remote_ledgers_lease_object_through_its_store(
+    server: Collector, monkeypatch: pytest.MonkeyPatch, taken_over: bool
+) -> None:
+    """A gs:// or s3:// ledger: the lease object, read through a store the sender opens."""
+    from beaconflow.delivery import lease_store
+    from beaconflow.delivery.ledger_lease import lease_name
+    from beaconflow.delivery.ledger_lock import iso
+    from tests.fakes.lease_store import MemoryLeaseStore
+
+    store = MemoryLeaseStore()
+    monkeypatch.setitem(lease_store.FACTORIES, "gs", lambda bucket, prefix, options: store)
+    now = time.time()
+    ours = Holder("here", 4242, now, now, "0123456789abcdef")
+    other = Holder("here", 4242, now, now, "fedcba9876543210")  # another run, same host and pid
+    store.create(lease_name("a" * 12), (other if taken_over else ours).to_bytes())
+    lease = Lease("gs://b/ledger", ("a" * 12,), ours, stale_after=100, store=StoreOptions())
+    stop = RunStop()
+    requests_ = [
+        Request(message("ok", f"r{n}"), kontagent_url(server, "ok", f"r{n}")) for n in range(9)
+    ]
+    with BulkSender(replace(config(concurrency=3), lease=lease), (KEY,), stop=stop) as sender:
+        results = send_all(sender, requests_)
+    assert "read" in store.calls
+    if not taken_over:
+        assert stop.reason is None
+        assert all(d.delivered for d in results.values())
+        return
+    reason = (
+        f"the ledger's lock of endpoint {'a' * 12} was taken over by host here pid 4242 "
+        f"since {iso(now)}"
+    )
+    assert stop.reason == reason
+    assert all(d.error == f"not attempted: {reason}" for d in results.values())
+    assert sum(server.tries(f"r{n}") for n in range(9)) == 0, "not one request went out"

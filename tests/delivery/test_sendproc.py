@@ -16,6 +16,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,7 @@ from beaconflow.delivery.ledger import (
     ledger_key,
     read_ledger_file,
 )
+from beaconflow.delivery.ledger_lock import Holder, Lease, iso, lock_path
 from beaconflow.delivery.retry import RetryPolicy
 from beaconflow.delivery.sender import (
     REDIRECT_SECONDS,
@@ -444,3 +446,100 @@ def test_each_child_keeps_the_deadline_on_its_own_clock(server: Collector) -> No
     assert len(deliveries) == 12
     assert all(d.error == "not attempted: deadline" and d.stop == "deadline" for d in deliveries)
     assert sum(server.tries(f"dl{n}") for n in range(12)) == 0
+
+
+def test_a_child_that_finds_the_runs_lock_taken_over_stops_the_run(
+    server: Collector, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """The children check the run's lease themselves: they woke from a freeze with it."""
+    stop = RunStop()
+    holder = Holder("here", 4242, 0.0, 0.0)
+    other = Holder("there", 4343, time.time(), time.time())
+    Path(lock_path(str(tmp_path), "a" * 12)).write_bytes(other.to_bytes())
+    lease = Lease(str(tmp_path), ("a" * 12,), holder, stale_after=100)
+    with SenderPool(
+        replace(config(concurrency=2), lease=lease), (KEY,), processes=2, stop=stop
+    ) as pool:
+        client = pool.client()
+        tokens = [f"lease-{n}" for n in range(20)]
+        client.submit_many(
+            [Request(message("ok", t), kontagent_url(server, "ok", t)) for t in tokens]
+        )
+        deliveries = client.flush()
+        client.close()
+    reason = (
+        f"the ledger's lock of endpoint {'a' * 12} was taken over by host there pid 4343 "
+        f"since {iso(other.since)}"
+    )
+    assert stop.reason == reason, "the parent was told"
+    assert sum(server.tries(t) for t in tokens) == 0
+    assert all(d.error == f"not attempted: {reason}" for d in deliveries)
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_a_child_that_finds_the_runs_lease_object_taken_over_stops_the_run(
+    server: Collector,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """The same on an s3:// ledger: each child reads the lease object through its own store.
+
+    Reached as the run reached it (the lease's store options), on moto's S3 server.
+    """
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    from beaconflow.delivery.lease_store import StoreOptions
+    from beaconflow.delivery.ledger_lease import lease_name
+
+    # test credentials only, inherited by the children
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "AWS_CONFIG_FILE": str(tmp_path / "no-such-file"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-such-file"),
+    }.items():
+        monkeypatch.setenv(name, value)
+    for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    s3 = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    s3.start()
+    try:
+        host, port = s3.get_host_and_port()
+        endpoint = f"http://{host}:{port}"
+        client = boto3.client("s3", endpoint_url=endpoint)
+        client.create_bucket(Bucket="ledgers")
+        now = time.time()
+        other = Holder("there", 4343, now, now, "fedcba9876543210")
+        client.put_object(
+            Bucket="ledgers", Key=f"nightly/{lease_name('a' * 12)}", Body=other.to_bytes()
+        )
+        holder = Holder("here", 4242, now, now, "0123456789abcdef")
+        lease = Lease(
+            "s3://ledgers/nightly", ("a" * 12,), holder, stale_after=100,
+            store=StoreOptions(s3_endpoint_url=endpoint),
+        )  # fmt: skip
+        stop = RunStop()
+        with SenderPool(
+            replace(config(concurrency=2), lease=lease), (KEY,), processes=2, stop=stop
+        ) as pool:
+            pool_client = pool.client()
+            tokens = [f"s3-lease-{n}" for n in range(20)]
+            pool_client.submit_many(
+                [Request(message("ok", t), kontagent_url(server, "ok", t)) for t in tokens]
+            )
+            deliveries = pool_client.flush()
+            pool_client.close()
+    finally:
+        s3.stop()
+    reason = (
+        f"the ledger's lock of endpoint {'a' * 12} was taken over by host there pid 4343 "
+        f"since {iso(now)}"
+    )
+    assert stop.reason == reason, "the parent was told"
+    assert sum(server.tries(t) for t in tokens) == 0
+    assert all(d.error == f"not attempted: {reason}" for d in deliveries)
+    assert "Traceback" not in capfd.readouterr().err

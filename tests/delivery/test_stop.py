@@ -5,6 +5,8 @@ Run with ``.venv/bin/python -m pytest tests/delivery/test_stop.py``.
 
 from __future__ import annotations
 
+import pytest
+
 from beaconflow.delivery.stop import RunStop, forget_run, run_stop
 
 
@@ -69,3 +71,25 @@ def test_an_unsubscribed_down_listener_hears_nothing() -> None:
     stop.unsubscribe_down(listener)
     stop.destination_down("kontagent", "x")
     assert heard == []
+
+
+def test_a_later_different_reason_is_kept_and_said_once(caplog: pytest.LogCaptureFixture) -> None:
+    """A dead letter that fails after the ledger on the same full disk is a problem of its own."""
+    stop = RunStop()
+    heard: list[str] = []
+    stop.subscribe(heard.append)
+    assert not stop.reasons
+    assert stop.trip("ledger not writable: /l: No space left on device")
+    for _ in range(3):  # every bundle of the dead letter fails
+        assert not stop.trip("dead letter not writable: /d: No space left on device")
+    assert not stop.trip("ledger not writable: /l: No space left on device")
+    assert stop.reasons == (
+        "ledger not writable: /l: No space left on device",
+        "dead letter not writable: /d: No space left on device",
+    )
+    assert heard == ["ledger not writable: /l: No space left on device"]  # listeners: once
+    said = [r.getMessage() for r in caplog.records]
+    assert said == [
+        "stopping: ledger not writable: /l: No space left on device; no new request starts",
+        "dead letter not writable: /d: No space left on device",
+    ]

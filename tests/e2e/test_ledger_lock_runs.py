@@ -21,10 +21,12 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 
 from beaconflow.delivery.ledger_identity import endpoint_fingerprint
 from beaconflow.delivery.ledger_lease import lease_name
@@ -322,7 +324,9 @@ def test_a_run_killed_with_sigkill_leaves_a_lock_the_next_run_takes_over(
         for pid in senders:
             os.kill(pid, signal.SIGSTOP)
         os.kill(first.pid, signal.SIGKILL)  # the run's process alone: its senders live on
-        first.communicate()
+        # waited for, not read: the frozen senders inherited its stdout and stderr, which
+        # would give no end of file while they live (communicate() waited forever)
+        first.wait()
         fingerprints = _fingerprints(collector.base_url)
         locks = [lock_path(str(ledger), f) for f in fingerprints]
         assert all(os.path.exists(path) for path in locks)
@@ -342,6 +346,9 @@ def test_a_run_killed_with_sigkill_leaves_a_lock_the_next_run_takes_over(
                     os.kill(pid, signal.SIGCONT)
             gate.opened.set()
             _, err = second.communicate(timeout=120)
+            for pipe in (first.stdout, first.stderr):
+                if pipe is not None:
+                    pipe.close()
         assert second.returncode == 0, err
         notes = [line for line in err.splitlines() if "taking over" in line]
         assert len(notes) == 2
@@ -350,6 +357,163 @@ def test_a_run_killed_with_sigkill_leaves_a_lock_the_next_run_takes_over(
         # taken with the OS lock, which the killed run's sender processes never held
         assert not list(ledger.glob("*.break"))
     assert not list(ledger.glob("lock-*"))
+
+
+class HoldFirst:
+    """The collector's "latency": the first ``held`` requests wait, then are refused (503).
+
+    They wait until :meth:`release`, and are never accepted; every later request is answered
+    at once. The held ones are a run's requests in flight when it is frozen; refused, they cannot be
+    delivered twice, and every message the collector accepts twice was sent twice.
+    """
+
+    def __init__(self, held: int) -> None:
+        self.held = held
+        self.arrived = 0
+        self.refused = 0
+        self.released = threading.Event()
+
+    async def sleep(self, seconds: float) -> None:
+        self.arrived += 1  # on the collector's loop: one request at a time
+        if self.arrived > self.held:
+            return
+        while not self.released.is_set():
+            await asyncio.sleep(0.01)
+        self.refused += 1
+        raise web.HTTPServiceUnavailable(text="held while the sender was frozen")
+
+    def release(self) -> None:
+        self.released.set()
+
+
+def _until(what: str, done: Callable[[], bool], *runs: subprocess.Popen[str]) -> None:
+    """Poll ``done`` (generously); fail naming ``what`` when it never is, or a run ended."""
+    deadline = time.monotonic() + 120
+    while not done():
+        for run in runs:
+            assert run.poll() is None, (what, run.communicate())
+        assert time.monotonic() < deadline, f"never: {what}"
+        time.sleep(0.02)
+
+
+def _holder(path: str) -> Holder | None:
+    try:
+        return Holder.from_bytes(Path(path).read_bytes())
+    except FileNotFoundError:
+        return None
+
+
+#: The locks' limits of the runs below: a heartbeat older than 2 s is stale (not 300 s).
+STALE = 2
+_LIMITS = {
+    "BEACONFLOW_LEDGER_LOCK_STALE_SECONDS": str(STALE),
+    "BEACONFLOW_LEDGER_LOCK_HEARTBEAT_SECONDS": "0.2",
+}
+
+
+@pytest.mark.parametrize("processes", [0, 2])
+def test_a_frozen_run_whose_lock_was_taken_over_stops_when_it_wakes_and_sends_nothing_twice(
+    events_file: Path, tmp_path: Path, processes: int
+) -> None:
+    """A frozen run that wakes to find its lock taken over stops, and sends nothing more.
+
+    Run A is frozen mid-send (SIGSTOP to its process group: a paused VM, a suspended
+    laptop) while its requests are in flight; its heartbeat goes stale; run B takes the lock
+    over and sends everything; the collector answers A's requests while A is still frozen,
+    so that A wakes to free sending slots and a queue of messages B has sent. A must send
+    none of them: it stops (exit 4, its report says the lock was taken over), and the ledger
+    holds every message once.
+    """
+    concurrency = 3
+    # --fixed-concurrency: A keeps exactly that many requests in flight (shared among its
+    # sender processes), so when they all wait at the gate none of A's is on its way
+    gate = HoldFirst(held=concurrency)
+    env = {**os.environ, **_LIMITS}
+    ledger = tmp_path / "ledger"
+    with Collector(
+        kontagent_key=KONTAGENT_KEY,
+        kissmetrics_key=KISSMETRICS_KEY,
+        kontagent_secret=KONTAGENT_SECRET,
+        faults=Faults(latency=0.001),
+        sleep=gate.sleep,
+    ) as collector:
+        url = collector.base_url
+        locks = [lock_path(str(ledger), f) for f in _fingerprints(url)]
+
+        def flags(out: str) -> list[str]:
+            return _flags(url, tmp_path / out, events_file, ledger, "--timeout=300",
+                          f"--concurrency={concurrency}", "--fixed-concurrency",
+                          f"--send-processes={processes}")  # fmt: skip
+
+        first = subprocess.Popen(
+            [sys.executable, "-m", "beaconflow", *flags("a")],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+            start_new_session=True,
+        )  # fmt: skip
+        try:
+            # every sending slot of A holds a request at the gate: A is mid-send
+            _until("A's requests wait at the gate", lambda: gate.arrived == gate.held, first)
+            assert all(_named(path) == first.pid for path in locks)
+            os.killpg(first.pid, signal.SIGSTOP)  # A and its sender processes freeze
+            held = [_holder(path) for path in locks]
+            assert all(h is not None for h in held)
+            _until(
+                "A's heartbeat is stale",
+                lambda: all(
+                    time.time() - h.heartbeat > STALE + 1 for h in map(_holder, locks) if h
+                ),
+            )
+            second = subprocess.run(
+                [sys.executable, "-m", "beaconflow", *flags("b")],
+                capture_output=True, text=True, env=env, timeout=300,
+            )  # fmt: skip
+            assert second.returncode == 0, second.stderr
+            notes = [line for line in second.stderr.splitlines() if "taking over" in line]
+            assert len(notes) == len(locks)
+            for note in notes:
+                assert f" from host {HOST} pid {first.pid} since " in note
+                assert f"(limit {STALE} s)" in note
+            b_report = json.loads((tmp_path / "b" / "report.json").read_text())
+            # the collector answers A's requests while A is frozen: 503, waiting in its
+            # sockets for when it wakes
+            gate.release()
+            _until("A's requests are answered", lambda: gate.refused == gate.held)
+            arrived = collector.counts()["arrived"]
+            os.killpg(first.pid, signal.SIGCONT)
+            _, err = first.communicate(timeout=300)
+        finally:
+            gate.release()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(first.pid, signal.SIGCONT)
+            if first.poll() is None:
+                first.kill()
+                first.communicate()
+        assert first.returncode == 4, err
+        assert collector.counts()["arrived"] == arrived, "A sent after it lost the lock"
+        a_report = json.loads((tmp_path / "a" / "report.json").read_text())
+        assert a_report["exit_status"] == 4 and a_report["invariant_errors"] == []
+        # B has finished and let go: A finds no lock file of its own, nobody's
+        lost = {
+            f"the ledger's lock of endpoint {f} was taken over by another run"
+            for f in _fingerprints(url)
+        }
+        assert set(a_report["stopped"].split("; ")) <= lost, a_report["stopped"]
+        assert any(f"beaconflow: stopping: {r}; no new request starts" in err for r in lost)
+        assert "Traceback" not in err
+        assert a_report["messages_delivered"] == 0
+        assert a_report["messages_not_attempted"] > 0
+        # nothing was accepted twice: B delivered every message, once
+        keys = Counter(record.key for record in collector.accepted())
+        assert set(keys.values()) == {1}
+        assert len(keys) == b_report["messages_delivered"] == b_report["messages_built"]
+
+        # the ledger holds them all: the same command again sends nothing
+        again = run_cli(*flags("c"), env=env)
+        assert again.returncode == 0, again.stderr
+        c_report = json.loads((tmp_path / "c" / "report.json").read_text())
+        assert c_report["messages_delivered"] == 0
+        assert c_report["messages_skipped"] == len(keys)
+    assert not list(ledger.glob("lock-*.json")), "no lock is left held"
 
 
 # An s3:// ledger: moto's S3 server on loopback holds it. The runs reach the ledger through
@@ -476,4 +640,88 @@ def test_a_stale_lease_on_an_s3_ledger_is_taken_over_saying_so(
         )
         assert notes[0].endswith(" s old (limit 300 s)")
         assert len(collector.accepted()) > 0
+    assert not [n for n in _objects(endpoint, bucket, "ledger/") if n.startswith("lock-")]
+
+
+def test_a_frozen_run_whose_s3_lease_was_taken_over_stops_when_it_wakes_and_sends_nothing_twice(
+    s3: tuple[str, str], events_file: Path, tmp_path: Path
+) -> None:
+    """The frozen run above, on an ``s3://`` ledger: its senders read the lease object.
+
+    Through boto3 on moto's S3 server, as the run reached it (``--s3_endpoint_url``).
+    """
+    endpoint, bucket = s3
+    concurrency = 3
+    gate = HoldFirst(held=concurrency)
+    env = {**os.environ, **_LIMITS}
+    ledger = f"s3://{bucket}/ledger"
+    with Collector(
+        kontagent_key=KONTAGENT_KEY,
+        kissmetrics_key=KISSMETRICS_KEY,
+        kontagent_secret=KONTAGENT_SECRET,
+        faults=Faults(latency=0.001),
+        sleep=gate.sleep,
+    ) as collector:
+        url = collector.base_url
+        names = [lease_name(f) for f in _fingerprints(url)]
+
+        def leases() -> list[Holder | None]:
+            held = _objects(endpoint, bucket, "ledger/")
+            return [Holder.from_bytes(held[n]) if n in held else None for n in names]
+
+        def flags(out: str) -> list[str]:
+            return _flags(url, tmp_path / out, events_file, ledger, "--timeout=300",
+                          f"--concurrency={concurrency}", "--fixed-concurrency",
+                          "--send-processes=0", f"--s3_endpoint_url={endpoint}")  # fmt: skip
+
+        first = subprocess.Popen(
+            [sys.executable, "-m", "beaconflow", *flags("a")],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+            start_new_session=True,
+        )  # fmt: skip
+        try:
+            _until("A's requests wait at the gate", lambda: gate.arrived == gate.held, first)
+            assert all(h is not None and h.pid == first.pid for h in leases())
+            os.killpg(first.pid, signal.SIGSTOP)
+            _until(
+                "A's heartbeat is stale",
+                lambda: all(h and time.time() - h.heartbeat > STALE + 1 for h in leases()),
+            )
+            second = subprocess.run(
+                [sys.executable, "-m", "beaconflow", *flags("b")],
+                capture_output=True, text=True, env=env, timeout=300,
+            )  # fmt: skip
+            assert second.returncode == 0, second.stderr
+            notes = [line for line in second.stderr.splitlines() if "taking over" in line]
+            assert len(notes) == len(names)
+            assert all(f" from host {HOST} pid {first.pid} since " in note for note in notes)
+            b_report = json.loads((tmp_path / "b" / "report.json").read_text())
+            gate.release()
+            _until("A's requests are answered", lambda: gate.refused == gate.held)
+            arrived = collector.counts()["arrived"]
+            os.killpg(first.pid, signal.SIGCONT)
+            _, err = first.communicate(timeout=300)
+        finally:
+            gate.release()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(first.pid, signal.SIGCONT)
+            if first.poll() is None:
+                first.kill()
+                first.communicate()
+        assert first.returncode == 4, err
+        assert collector.counts()["arrived"] == arrived, "A sent after it lost the lease"
+        a_report = json.loads((tmp_path / "a" / "report.json").read_text())
+        assert a_report["exit_status"] == 4 and a_report["invariant_errors"] == []
+        # B has finished and deleted the leases: A's senders find none, its heartbeat none
+        lost = {
+            f"the ledger's lock of endpoint {f} was {how} by another run"
+            for f in _fingerprints(url)
+            for how in ("taken over", "removed")
+        }
+        assert set(a_report["stopped"].split("; ")) <= lost, a_report["stopped"]
+        assert "Traceback" not in err
+        assert a_report["messages_delivered"] == 0
+        keys = Counter(record.key for record in collector.accepted())
+        assert set(keys.values()) == {1}
+        assert len(keys) == b_report["messages_delivered"] == b_report["messages_built"]
     assert not [n for n in _objects(endpoint, bucket, "ledger/") if n.startswith("lock-")]

@@ -31,7 +31,9 @@ class MemoryLeaseStore:
     def _check(self, call: str) -> None:
         self.calls.append(call)
         if self.failing:
-            raise LeaseStoreError("the lock of the ledger mem://test failed: unreachable")
+            raise LeaseStoreError(
+                "the lock of the ledger mem://test failed: unreachable", "unreachable"
+            )
 
     def _written(self, name: str, data: bytes) -> str | None:
         version = self._version()

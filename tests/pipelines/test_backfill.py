@@ -1,14 +1,17 @@
 """The wiring's own parts (``beaconflow.pipelines.backfill``): the report files, the locks.
 
+And preparing the outputs: one that cannot be made is named with the system's reason.
+
 Whole runs through ``run()`` are in tests/e2e/.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -20,6 +23,7 @@ from beaconflow.delivery.ledger_lock import Holder, LedgerBusy, LedgerLocks, iso
 from beaconflow.report.run import RunReport
 from beaconflow.sandbox.collector import Collector
 from tests.fakes.lease_store import MemoryLeaseStore
+from tests.fs_faults import unwritable
 
 
 def test_each_report_file_is_replaced_whole_or_not_at_all(
@@ -53,8 +57,10 @@ def test_each_report_file_is_replaced_whole_or_not_at_all(
         return HalfWritten(path) if path.endswith(".html.tmp-write") else create(path)
 
     monkeypatch.setattr(FileSystems, "create", filling)
-    with pytest.raises(OSError, match="No space left"):
-        backfill._write_report(str(path), RunReport(exit_status=0))
+    problem, html_written = backfill._write_report(str(path), RunReport(exit_status=0))
+    html = tmp_path / "report.html"
+    assert problem == f"report.html not writable: {html}: No space left on device"
+    assert html_written is False
     # the page goes first, the JSON tools read last: neither is torn, neither says less
     assert path.read_text() == "earlier json"
     assert (tmp_path / "report.html").read_text() == "earlier html", "not a torn page"
@@ -110,6 +116,63 @@ def test_each_ledger_gets_its_lock(
     dry = configure(["--input=x.jsonl", f"--ledger={ledger}", f"--dry-run={tmp_path / 'd'}"])
     # a dry run sends nothing and takes no lock
     assert isinstance(_ledger_locks(dry, RunStop()), contextlib.nullcontext)
+
+
+@pytest.mark.parametrize("what", ["dead letter", "report", "dry-run file"])
+def test_an_output_that_cannot_be_made_is_named_with_the_systems_reason(
+    tmp_path: Path, what: str
+) -> None:
+    from beaconflow.pipelines.backfill import _prepare_output
+    from beaconflow.pipelines.options import UsageError
+
+    (tmp_path / "file").write_text("in the way")
+    under_a_file = tmp_path / "file" / "out.jsonl"
+    with pytest.raises(UsageError) as raised:
+        _prepare_output(str(under_a_file), what)
+    assert str(raised.value) == f"{what} not writable: {under_a_file}: Not a directory"
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    with unwritable(folder) as reason, pytest.raises(UsageError) as raised:
+        _prepare_output(str(folder / "out.jsonl"), what)
+    assert str(raised.value) == f"{what} not writable: {folder / 'out.jsonl'}: {reason}"
+
+
+def test_the_locks_take_their_limits_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stores: dict[str, MemoryLeaseStore]
+) -> None:
+    from beaconflow.delivery.stop import RunStop
+    from beaconflow.pipelines.backfill import _ledger_locks
+    from beaconflow.pipelines.options import UsageError, configure
+
+    config = configure(["--input=x.jsonl", "--kontagent-api-key=k", f"--ledger={tmp_path}"])
+    monkeypatch.setenv("BEACONFLOW_LEDGER_LOCK_STALE_SECONDS", "4")
+    monkeypatch.setenv("BEACONFLOW_LEDGER_LOCK_HEARTBEAT_SECONDS", "0.5")
+    locks = _ledger_locks(config, RunStop())
+    assert isinstance(locks, LedgerLocks)
+    with locks:
+        lease = locks.lease()
+    assert (lease.stale_after, lease.heartbeat_every) == (4.0, 0.5)
+    assert lease.store is None, "lock files"
+    # a lease object too, and the run's senders reach its store as the run did
+    remote = configure([
+        "--input=x.jsonl", "--kontagent-api-key=k", "--ledger=s3://bucket/ledger",
+        "--s3_endpoint_url=http://127.0.0.1:9000",
+    ])  # fmt: skip
+    leases = _ledger_locks(remote, RunStop())
+    assert isinstance(leases, RemoteLedgerLocks)
+    with leases:
+        lease = leases.lease()
+    assert (lease.stale_after, lease.heartbeat_every) == (4.0, 0.5)
+    assert lease.store == StoreOptions(s3_endpoint_url="http://127.0.0.1:9000")
+    monkeypatch.setenv("BEACONFLOW_LEDGER_LOCK_STALE_SECONDS", "5 minutes")
+    dry = configure(["--input=x.jsonl", f"--ledger={tmp_path}", f"--dry-run={tmp_path / 'd'}"])
+    for each in (config, dry):  # a usage error whatever the run
+        with pytest.raises(UsageError) as raised:
+            _ledger_locks(each, RunStop())
+        assert str(raised.value) == (
+            "BEACONFLOW_LEDGER_LOCK_STALE_SECONDS must be a number of seconds above 0, "
+            "got '5 minutes'"
+        )
 
 
 def test_a_second_run_on_a_remote_ledger_for_the_same_endpoint_is_refused(
@@ -193,6 +256,29 @@ def test_a_store_that_fails_the_lock_is_a_usage_error(stores: dict[str, MemoryLe
         pytest.fail("the run went on")
 
 
+@pytest.fixture
+def own_logging() -> Iterator[None]:
+    """The root logger's handlers given back as they were after the test.
+
+    ``cli.main`` replaces them with one on the test's captured stderr, which is closed after
+    the test: later tests' log lines then failed with "--- Logging error ---" on it.
+    """
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        yield
+    finally:
+        for handler in root.handlers[:]:
+            if handler not in handlers:
+                root.removeHandler(handler)
+                handler.close()
+        for handler in handlers:
+            if handler not in root.handlers:
+                root.addHandler(handler)
+        root.setLevel(level)
+
+
+@pytest.mark.usefixtures("own_logging")
 def test_a_held_remote_ledger_exits_75_and_sends_nothing(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
@@ -227,3 +313,25 @@ def test_a_held_remote_ledger_exits_75_and_sends_nothing(
     assert collector.counts().get("arrived", 0) == 0
     assert not (tmp_path / "out").exists()
     assert list(store.objects) == [lease_name(fingerprint)]  # the other endpoint's let go
+
+
+@pytest.mark.parametrize("ledger", ["{tmp}/ledger", "gs://bucket/ledger"])
+def test_the_senders_check_the_lease_on_this_hosts_runners_only(
+    tmp_path: Path, stores: dict[str, MemoryLeaseStore], ledger: str
+) -> None:
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from beaconflow.delivery.stop import RunStop
+    from beaconflow.pipelines.backfill import _holding, _lease, _ledger_locks
+    from beaconflow.pipelines.options import configure
+
+    ledger = ledger.format(tmp=tmp_path)
+    (tmp_path / "ledger").mkdir()
+    config = configure(["--input=x.jsonl", "--kontagent-api-key=k", f"--ledger={ledger}"])
+    with _holding(_ledger_locks(config, RunStop())) as locks:
+        lease = _lease(locks, PipelineOptions([]))
+        assert lease is not None and lease.holder == locks.holder
+        assert (lease.store is None) is ("://" not in ledger)
+        # another runner's workers may be on hosts without the lock files, or the client
+        assert _lease(locks, PipelineOptions(["--runner=DataflowRunner"])) is None
+    assert _lease(contextlib.nullcontext(), PipelineOptions([])) is None

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -74,3 +76,21 @@ def test_usage_errors_are_one_line_and_exit_2(args: list[str], message: str) -> 
     assert message in done.stderr
     assert "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_a_bad_lock_limit_in_the_environment_is_one_line_naming_it(tmp_path: Path) -> None:
+    env = {**os.environ, "BEACONFLOW_LEDGER_LOCK_HEARTBEAT_SECONDS": "often"}
+    done = run_cli(
+        "--input=sample_data/game_events.jsonl",
+        "--sandbox",
+        f"--ledger={tmp_path / 'ledger'}",
+        f"--report={tmp_path / 'report.json'}",
+        f"--dead-letter={tmp_path / 'dead.jsonl'}",
+        env=env,
+    )
+    assert done.returncode == 2
+    assert done.stderr == (
+        "beaconflow: error: BEACONFLOW_LEDGER_LOCK_HEARTBEAT_SECONDS must be a number of "
+        "seconds above 0, got 'often'\n"
+    )
+    assert not (tmp_path / "report.json").exists()

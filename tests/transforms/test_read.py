@@ -1,13 +1,20 @@
-"""The read step's functions (``beaconflow.transforms.read``): files matched, lines and rows."""
+"""The read step's functions (``beaconflow.transforms.read``): files matched, lines and rows.
+
+An input that cannot be read is refused before the run, naming it and the system's reason.
+"""
 
 from __future__ import annotations
 
 import gzip
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from beaconflow.transforms.read import InputError, expand_inputs, read_file
+from tests.fs_faults import as_permission_bits_say
 
 
 def test_patterns_expand_to_each_file_once_sorted(tmp_path: Path) -> None:
@@ -69,3 +76,43 @@ def test_format_reads_files_whose_names_say_nothing(tmp_path: Path) -> None:
     # --format parquet on JSON text: the file is unreadable as Parquet, one problem, no crash
     (problem,) = list(read_file(str(path), "parquet"))
     assert problem.problem is not None and "Parquet file is unreadable" in problem.problem
+
+
+def test_an_input_that_is_a_directory_is_refused_before_the_run(tmp_path: Path) -> None:
+    folder = tmp_path / "day.jsonl"
+    folder.mkdir()
+    with pytest.raises(InputError) as raised:
+        expand_inputs([str(folder)])
+    assert str(raised.value) == f"--input {folder}: cannot be read: Is a directory"
+
+
+def test_a_matched_file_that_cannot_be_read_is_named_with_its_pattern(tmp_path: Path) -> None:
+    (tmp_path / "a.jsonl").write_text("{}\n")
+    secret = tmp_path / "b.jsonl"
+    secret.write_text("{}\n")
+    secret.chmod(0)
+    pattern = str(tmp_path / "*.jsonl")
+    check = "import sys\nfrom beaconflow.transforms.read import expand_inputs\n"
+    check += "try:\n    expand_inputs([sys.argv[1]])\nexcept Exception as e:\n    print(e)"
+    done = subprocess.run(
+        [*as_permission_bits_say(), sys.executable, "-c", check, pattern],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    assert done.stdout == f"--input {pattern}: {secret} cannot be read: Permission denied\n"
+
+
+def test_a_named_pipe_is_neither_waited_for_nor_read_when_inputs_are_checked(
+    tmp_path: Path,
+) -> None:
+    pipe = tmp_path / "stream.jsonl"
+    os.mkfifo(pipe)
+    assert expand_inputs([str(pipe)]) == [str(pipe)]  # no writer: a blocking open would hang
+
+
+def test_a_file_gone_before_it_is_read_says_so_not_corrupt(tmp_path: Path) -> None:
+    [record] = list(read_file(str(tmp_path / "gone.jsonl")))
+    assert record.problem == "file cannot be read: No such file or directory"
+    assert record.position == 1
