@@ -5,10 +5,13 @@ One call sends one message, validated first by the same builders the pipeline us
 (:class:`TransportError` for connection problems and timeouts, :class:`HTTPStatusError` for
 non-2xx answers) whose messages never contain the API key or the secret: URLs are redacted
 and the original exception, which would carry the URL, is not chained. Redirects are never
-followed: a 3xx raises HTTPStatusError naming the target's host. HTTPStatusError quotes the
-start of the answer's body (``.body``: the service's explanation, redacted, on one line), as
-the pipeline's dead letter does; at most 64 KiB of any body are read
-(:mod:`beaconflow.delivery.body`).
+followed: a 3xx raises HTTPStatusError naming the target's host. A TransportError says
+whether the request may have been received (``.ambiguous``: it went out and no answer came
+back, so calling again may count the message twice, as Kontagent counts every request it
+receives) or never left (a refused connection, a connect timeout: safe to call again).
+HTTPStatusError quotes the start of the answer's body (``.body``: the service's explanation,
+redacted, on one line), as the pipeline's dead letter does; at most 64 KiB of any body are
+read (:mod:`beaconflow.delivery.body`).
 
 Example::
 
@@ -33,6 +36,7 @@ from types import TracebackType
 from typing import Self
 
 import requests
+from urllib3.exceptions import ConnectTimeoutError
 
 from beaconflow.delivery.body import READ_LIMIT, Body, charset_of, reason_text, with_body
 from beaconflow.delivery.redact import Redactor, redact_library_logs
@@ -63,7 +67,36 @@ class TrackingError(BeaconflowError):
 
 
 class TransportError(TrackingError):
-    """The service could not be reached or did not answer in time; worth retrying later."""
+    """The service could not be reached or did not answer in time; worth retrying later.
+
+    ``ambiguous``: True when the request went out and no answer came back (a read timeout,
+    a reset or a connection closed before the answer): the service may have received it,
+    and sending it again may count it twice. False when it never left (no connection).
+    """
+
+    def __init__(self, text: str, source: str | None = None, *, ambiguous: bool = False) -> None:
+        super().__init__(text, source)
+        self.ambiguous = ambiguous
+
+
+def _never_left(error: requests.RequestException) -> bool:
+    """Whether a failed call's request never left: no connection was made for it.
+
+    A connect timeout, a refused or unresolvable connection, a TLS or proxy failure. Any
+    other failure without an answer (a read timeout, a connection reset or closed before
+    the answer) may have come after the request went out.
+    """
+    if isinstance(
+        error,
+        requests.ConnectTimeout | requests.exceptions.SSLError | requests.exceptions.ProxyError,
+    ):
+        return True
+    if isinstance(error, requests.ConnectionError):
+        # requests wraps urllib3's: MaxRetryError(reason=NewConnectionError(...)) when no
+        # connection was made (NewConnectionError is a ConnectTimeoutError)
+        cause = error.args[0] if error.args else None
+        return isinstance(getattr(cause, "reason", cause), ConnectTimeoutError)
+    return not isinstance(error, requests.Timeout)
 
 
 class HTTPStatusError(TrackingError):
@@ -148,13 +181,8 @@ class _Client:
             response = self._session().get(
                 request_url, timeout=self._timeout, allow_redirects=False, stream=True
             )
-        except requests.Timeout:
-            raise TransportError(f"timed out after {self._timeout}s: GET {shown}", source) from None
         except requests.RequestException as error:
-            reason = self._redact(f"{type(error).__name__}: {error}")
-            raise TransportError(
-                f"could not reach the service: GET {shown}: {reason}", source
-            ) from None
+            raise self._transport_error(error, shown, source) from None
         with response:
             status = response.status_code
             answer = classify(status, None)
@@ -168,6 +196,30 @@ class _Client:
             raise HTTPStatusError(f"HTTP {status}: GET {shown}", status, text, source)
         log.debug("sent GET %s", shown)
         return message
+
+    def _transport_error(
+        self, error: requests.RequestException, shown: str, source: str | None
+    ) -> TransportError:
+        """The TransportError of a call that got no answer, saying if it may have been received."""
+        if not _never_left(error):
+            what = (
+                f"timed out after {self._timeout}s waiting for the answer"
+                if isinstance(error, requests.Timeout)
+                else "the connection failed before the answer: "
+                + self._redact(f"{type(error).__name__}: {error}")
+            )
+            return TransportError(
+                f"no answer, the request was sent (the service may have received it: sending "
+                f"it again may count it twice): GET {shown}: {what}",
+                source,
+                ambiguous=True,
+            )
+        if isinstance(error, requests.Timeout):
+            return TransportError(
+                f"timed out after {self._timeout}s connecting: GET {shown}", source
+            )
+        reason = self._redact(f"{type(error).__name__}: {error}")
+        return TransportError(f"could not reach the service: GET {shown}: {reason}", source)
 
     def close(self) -> None:
         """Close every session this client opened, in any thread."""

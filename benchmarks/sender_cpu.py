@@ -56,7 +56,7 @@ def run_sender(requests: Sequence[Request], concurrency: int) -> tuple[int, floa
     """Send every request through a BulkSender; the delivered count and the CPU seconds."""
     delivered = 0
 
-    def on_delivered(_: Message) -> None:
+    def on_delivered(_: Message, ambiguous: int) -> None:
         nonlocal delivered
         delivered += 1
 

@@ -123,7 +123,9 @@ def _skipped_tallies(kept_copies: tuple[Message, int]) -> Iterator[Tally]:
 
 def _failure_entry(delivery: Delivery) -> DeadLetterEntry:
     reason = delivery.error or f"HTTP {delivery.status}"
-    return DeadLetterEntry.of_message(delivery.message, reason, delivery.status, delivery.attempts)
+    return DeadLetterEntry.of_message(
+        delivery.message, reason, delivery.status, delivery.attempts, delivery.ambiguous
+    )
 
 
 def _reason_tallies(redact: Redactor) -> Callable[[DeadLetterEntry], list[Tally]]:

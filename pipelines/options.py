@@ -318,6 +318,16 @@ def parser() -> argparse.ArgumentParser:
         help="tries per message, the first included (default: 5)",
     )
     send.add_argument(
+        "--no-retry-ambiguous",
+        action="store_true",
+        help="do not try again a request that went out and got no answer (a timeout or a "
+        "reset after it was sent: the service may have received it); the message goes to "
+        "the dead letter saying so. For services that count every request they receive "
+        "(Kontagent). By default such requests are retried (at least once: a message may "
+        "be counted twice) and counted in the report's messages_ambiguous. Connection "
+        "errors (the request never left) are retried either way",
+    )
+    send.add_argument(
         "--backoff",
         type=_non_negative_float,
         default=0.5,
@@ -688,7 +698,11 @@ def configure(argv: Sequence[str], now: float | None = None) -> BackfillConfig:
         until=until,
         max_rps=args.max_rps,
         concurrency=args.concurrency,
-        retry=RetryPolicy(max_attempts=args.max_attempts, base_delay=args.backoff),
+        retry=RetryPolicy(
+            max_attempts=args.max_attempts,
+            base_delay=args.backoff,
+            retry_ambiguous=not args.no_retry_ambiguous,
+        ),
         timeout=args.timeout,
         dead_letter=args.dead_letter,
         report=args.report,

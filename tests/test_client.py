@@ -14,6 +14,7 @@ import pytest
 from beaconflow.client import HTTPStatusError, KissmetricsClient, KontagentClient, TransportError
 from beaconflow.model.message import MessageError
 from beaconflow.sandbox.collector import PIXEL_GIF, unused_port
+from tests.hostile_servers import KeepAliveCloser, LogThenHang
 
 KEY = "c0ffee00c0ffee00c0ffee00c0ffee00"
 SECRET = "hunter2-the-kontagent-secret"
@@ -139,6 +140,35 @@ def test_connection_refused_raises_transport_error() -> None:
         client.alias("a", "b")
     assert KEY not in str(caught.value)
     assert caught.value.__cause__ is None and caught.value.__suppress_context__
+    # the request never left: safe to call again
+    assert not caught.value.ambiguous
+    assert str(caught.value).startswith("could not reach the service: GET ")
+
+
+def test_a_request_the_server_logged_without_answering_is_ambiguous() -> None:
+    with (
+        LogThenHang() as hung,
+        KontagentClient(KEY, SECRET, hung.base_url, timeout=0.2) as client,
+        pytest.raises(TransportError) as caught,
+    ):
+        client.notify_uninstall(7)
+    assert caught.value.ambiguous
+    text = str(caught.value)
+    assert text.startswith("no answer, the request was sent (the service may have received it")
+    assert "timed out after 0.2s waiting for the answer" in text
+    assert KEY not in text and SECRET not in text
+    assert len(hung.targets()) == 1, "the client never sends a request again by itself"
+
+
+def test_a_kept_alive_connection_closed_before_the_answer_is_ambiguous() -> None:
+    with KeepAliveCloser() as server, KontagentClient(KEY, SECRET, server.base_url) as client:
+        client.notify_uninstall(1)
+        with pytest.raises(TransportError) as caught:
+            client.notify_uninstall(2)  # read by the server on the same connection, unanswered
+        assert len(server.unanswered) == 1 and len(server.targets()) == 2
+    assert caught.value.ambiguous
+    assert "the connection failed before the answer" in str(caught.value)
+    assert KEY not in str(caught.value)
 
 
 def test_no_key_or_secret_reaches_the_logs(server: str, caplog: pytest.LogCaptureFixture) -> None:

@@ -7,7 +7,10 @@ in ``setup`` and closed in ``teardown``: a :class:`~beaconflow.delivery.sender.B
 send engine on a thread of the worker) or, with sender processes, the worker's
 :class:`~beaconflow.delivery.sendproc.PoolClient`. Its main output ``delivered`` holds the delivered
 :class:`~beaconflow.delivery.sender.Delivery` records, the tagged output ``failed`` the others,
-each with a redacted reason: nothing is dropped. Counters live in the ``beaconflow``
+each with a redacted reason: nothing is dropped. A message the service may have counted
+more than once (a request of it went out again after one that got no answer:
+:attr:`~beaconflow.delivery.sender.Delivery.ambiguous_resent`) is counted in
+``messages_ambiguous`` besides its outcome. Counters live in the ``beaconflow``
 namespace. Run its test with::
 
     python -m pytest tests/transforms/test_send.py
@@ -42,7 +45,13 @@ from beaconflow.delivery.sendproc import shared_client
 from beaconflow.delivery.stop import RunStop, run_stop
 from beaconflow.model.message import Destination, Endpoint, Message
 from beaconflow.model.render import render_url
-from beaconflow.report.counts import DELIVERED_AT, FAILED_AT, NOT_ATTEMPTED, STOPPED
+from beaconflow.report.counts import (
+    AMBIGUOUS,
+    DELIVERED_AT,
+    FAILED_AT,
+    NOT_ATTEMPTED,
+    STOPPED,
+)
 from beaconflow.transforms.tallies import CountsTallies
 
 #: The tag of the output holding messages that were not delivered.
@@ -158,6 +167,7 @@ class _SendDoFn(CountsTallies, beam.DoFn):
         self._attempts = Metrics.counter(NAMESPACE, "attempts")
         self._retries = Metrics.counter(NAMESPACE, "retries")
         self._unsendable = Metrics.counter(NAMESPACE, "unsendable")
+        self._ambiguous = Metrics.counter(NAMESPACE, "ambiguous")
 
     def setup(self) -> None:
         # on a worker process of its own, the driver's filters are not installed
@@ -259,13 +269,16 @@ class _SendDoFn(CountsTallies, beam.DoFn):
         return self._sender
 
     def _outputs(self, deliveries: Sequence[Delivery]) -> Iterator[Delivery | _Failed]:
-        attempts = delivered = failed = 0
+        attempts = delivered = failed = ambiguous = 0
         second = str(int(time.time()))
         for delivery in deliveries:
             attempts += delivery.attempts
             message = delivery.message
             if delivery.stop is not None:
                 self.count(STOPPED, detail=delivery.stop)
+            if delivery.ambiguous_resent:
+                ambiguous += 1
+                self.count(AMBIGUOUS, message.destination, message.kind)
             if delivery.delivered:
                 delivered += 1
                 self.count("messages_delivered", message.destination, message.kind)
@@ -287,6 +300,8 @@ class _SendDoFn(CountsTallies, beam.DoFn):
             self._delivered.inc(delivered)
         if failed:
             self._failed.inc(failed)
+        if ambiguous:
+            self._ambiguous.inc(ambiguous)
 
 
 class SendMessages(beam.PTransform[PCollection[Message], DoOutputsTuple]):

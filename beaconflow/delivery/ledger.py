@@ -5,6 +5,11 @@ A ledger is a directory of JSONL files, one object per delivered message::
     {"ledger": "<endpoint>:<message key>", "destination": "kontagent", "kind": "ins",
      "at": 1750000000, "crc": "1c291ca3"}
 
+An entry of a message delivered after ambiguous attempts (requests that went out and got
+no answer: the service may have counted it more than once) carries their count,
+``"ambiguous": 2``, before its ``crc``; other entries have no such key, so they are the
+bytes they always were, and a reader that does not know the key ignores it.
+
 ``<endpoint>`` is a fingerprint of the destination, its base URL and its API key or
 ``--ledger-app`` name (never the key itself; :mod:`beaconflow.delivery.ledger_identity`), so
 one ledger can serve several apps without one app's deliveries hiding another's. ``crc`` is
@@ -200,12 +205,16 @@ def ledger_files(directory: str) -> list[str]:
     return sorted(m.path for m in matched if m.path.endswith((SHARD_SUFFIX, JOURNAL_SUFFIX)))
 
 
-def entry_line(key: str, destination: str, kind: str, at: int) -> bytes:
-    """One ledger line of format 2, its CRC included, newline-terminated."""
-    body = json.dumps(
-        {"ledger": key, "destination": destination, "kind": kind, "at": at},
-        separators=(",", ":"),
-    ).encode()[:-1]
+def entry_line(key: str, destination: str, kind: str, at: int, ambiguous: int = 0) -> bytes:
+    """One ledger line of format 2, its CRC included, newline-terminated.
+
+    ``ambiguous``: the message's ambiguous attempts before it was delivered, written only
+    when there were some.
+    """
+    entry: dict[str, object] = {"ledger": key, "destination": destination, "kind": kind, "at": at}
+    if ambiguous:
+        entry["ambiguous"] = ambiguous
+    body = json.dumps(entry, separators=(",", ":")).encode()[:-1]
     return body + _CRC_MARK + b"%08x" % zlib.crc32(body) + b'"}\n'
 
 
@@ -409,16 +418,32 @@ class LedgerWriter:
         with self._lock:
             self._record(messages)
 
-    def record_one(self, message: Message) -> None:
-        """Add one delivered message (the sender calls this as each answer comes in)."""
-        self.record((message,))
+    def record_one(self, message: Message, ambiguous: int = 0) -> None:
+        """Add one delivered message (the sender calls this as each answer comes in).
 
-    def record_keyed(self, key: str, destination: str, kind: str, at: int | None = None) -> None:
+        ``ambiguous``: its ambiguous attempts before the delivery (marked in its entry).
+        """
+        if not ambiguous:
+            self.record((message,))
+            return
+        key = ledger_key(self._fingerprints[message.destination], message)
+        self.record_keyed(key, message.destination, message.kind, ambiguous=ambiguous)
+
+    def record_keyed(
+        self,
+        key: str,
+        destination: str,
+        kind: str,
+        at: int | None = None,
+        *,
+        ambiguous: int = 0,
+    ) -> None:
         """Add one delivery by its ledger key (a sender process gets keys, not messages)."""
         when = int(time.time()) if at is None else at
         with self._lock:
             self._write(
-                [entry_line(key, destination, kind, when)], [entry_endpoint(key, destination)]
+                [entry_line(key, destination, kind, when, ambiguous)],
+                [entry_endpoint(key, destination)],
             )
 
     def _record(self, messages: Iterable[Message]) -> None:

@@ -3,19 +3,23 @@
 One readable function, :func:`classify`, turns an HTTP outcome into a
 :class:`Classification`: its :class:`Verdict` (delivered, retriable, permanent), whether it
 is back-pressure (429, 503, timeouts: the adaptive limits slow down), whether it is a
-redirect (never followed) and whether it shows that the request reached the service. As
+redirect (never followed), whether it shows that the request reached the service, and
+whether it is **ambiguous**: the request went out and no answer came back, so the service
+may have received it (:mod:`beaconflow.delivery.ambiguity`). As
 Vector's ``RetryLogic`` feeds both its retries and its adaptive concurrency, this one function
 feeds the sender's retries, its adaptive limits and pacing, its redirect watch, and the
 small client; no other module keeps a status set of its own.
 :class:`RetryPolicy` is an immutable value (in the spirit of urllib3's ``Retry``) saying how
-many tries a message gets and how long to back off between them. Neither touches the network
-or sleeps, so both are tested as plain functions::
+many tries a message gets, whether an ambiguous attempt is tried again
+(:meth:`RetryPolicy.retries`, the one retry decision), and how long to back off between
+tries. Neither touches the network or sleeps, so both are tested as plain functions::
 
     python -m pytest tests/delivery/test_retry.py
 
 The anchors are those of Vector and Fluent Bit for classification (retry 408, 429, 5xx except
 501, connection errors and timeouts; other statuses are permanent) and AWS "full jitter" for
-backoff, with the server's ``Retry-After`` honoured up to a cap.
+backoff, with the server's ``Retry-After`` honoured up to a cap; the split of connection
+errors (the request never left) from read errors (it may have had effects) is urllib3's.
 """
 
 from __future__ import annotations
@@ -61,6 +65,12 @@ class Classification:
         The answer shows that the URL reaches the service: a status below 500 that is neither
         a redirect nor 429. It breaks a row of redirects; 5xx, 429 and transport errors
         neither count in such a row nor break it.
+    ``ambiguous``
+        No answer came back after the request went out (a timeout, a reset, a connection
+        closed before the answer): the service may have received it, and a retry may be
+        counted twice. Always retriable; :attr:`RetryPolicy.retry_ambiguous` says whether
+        it is retried. A connection error (the request never left) is not ambiguous, nor
+        is any attempt that got a status: the status says what the service made of it.
 
     The instances are shared (:func:`classify` allocates nothing per attempt), so compare
     them by their fields.
@@ -70,6 +80,7 @@ class Classification:
     push_back: bool = False
     redirect: bool = False
     reached: bool = False
+    ambiguous: bool = False
     #: ``verdict is Verdict.DELIVERED``, read once per attempt on the hot path.
     delivered: bool = field(init=False, repr=False, compare=False)
 
@@ -93,6 +104,13 @@ class RetryPolicy:
     ``retry_after_cap``
         Seconds; the longest ``Retry-After`` honoured (longer values are cut to it). None means
         honour any ``Retry-After``; 0 means ignore ``Retry-After`` and use the jitter alone.
+    ``retry_ambiguous``
+        Whether an ambiguous attempt (:attr:`Classification.ambiguous`: sent, no answer) is
+        tried again. True (at-least-once): it is, and a service that counts requests on
+        receipt may count the message more than once. False (``--no-retry-ambiguous``): the
+        message fails at once, its reason saying that it may have been received; connection
+        errors, timeouts before the request went out and retriable statuses are still
+        retried.
     """
 
     #: Statuses that mean "the request was accepted".
@@ -117,11 +135,18 @@ class RetryPolicy:
     PUSH_BACK_ERRORS: ClassVar[frozenset[type[BaseException]]] = frozenset(
         {asyncio.TimeoutError, aiohttp.ServerTimeoutError}
     )
+    #: Transport errors that mean the request never left, whatever else is known: no
+    #: connection (refused, unresolvable, TLS, proxy) or none within the connect timeout.
+    #: Never ambiguous.
+    CONNECTION_ERRORS: ClassVar[frozenset[type[BaseException]]] = frozenset(
+        {aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError, ConnectionRefusedError}
+    )
 
     max_attempts: int = 5
     base_delay: float = 0.5
     max_delay: float | None = 30.0
     retry_after_cap: float | None = 60.0
+    retry_ambiguous: bool = True
 
     def __post_init__(self) -> None:
         if not isinstance(self.max_attempts, int) or self.max_attempts < 1:
@@ -136,6 +161,17 @@ class RetryPolicy:
     def can_retry(self, attempts: int) -> bool:
         """True when a message already tried ``attempts`` times may be tried once more."""
         return attempts < self.max_attempts
+
+    def retries(self, answer: Classification, attempts: int) -> bool:
+        """Whether a message whose attempt number ``attempts`` ended in ``answer`` is tried again.
+
+        Retriable, tries left, and not an ambiguous attempt when those are not retried.
+        """
+        return (
+            answer.verdict is Verdict.RETRIABLE
+            and attempts < self.max_attempts
+            and (self.retry_ambiguous or not answer.ambiguous)
+        )
 
     def delay(self, attempt: int, rng: random.Random, retry_after: float | None) -> float:
         """Seconds to wait before retrying after the failed attempt numbered ``attempt``.
@@ -159,7 +195,9 @@ class RetryPolicy:
         return wait
 
 
-def classify(status: int | None, error: BaseException | None) -> Classification:
+def classify(
+    status: int | None, error: BaseException | None, *, sent: bool | None = None
+) -> Classification:
     """What one attempt means: its HTTP status, or the error when none came back.
 
     A status, when there is one, decides the verdict: the server has answered even if reading
@@ -169,6 +207,13 @@ def classify(status: int | None, error: BaseException | None) -> Classification:
     :attr:`RetryPolicy.PUSH_BACK_STATUSES` status, or a
     :attr:`RetryPolicy.PUSH_BACK_ERRORS` error, even one that cut short a body whose status
     had come.
+
+    A retriable transport error is ambiguous when the request went out: ``sent`` says
+    whether it did (:mod:`beaconflow.delivery.ambiguity`), and a
+    :attr:`RetryPolicy.CONNECTION_ERRORS` error never did. With ``sent`` None (not known)
+    the error's type decides: every other transport error (a timeout, a reset, a
+    disconnection, a cut body) is taken as ambiguous, since it may have come after the
+    request went out.
     """
     if status is not None:
         found = _BY_STATUS.get(status)
@@ -181,9 +226,10 @@ def classify(status: int | None, error: BaseException | None) -> Classification:
         raise ValueError("an attempt has either a status or an error")
     if isinstance(error, _PERMANENT_ERRORS):
         return _TRANSPORT_PERMANENT
-    if isinstance(error, _PUSH_BACK_ERRORS):
-        return _TRANSPORT_PUSH_BACK
-    return _TRANSPORT_RETRIABLE
+    push_back = isinstance(error, _PUSH_BACK_ERRORS)
+    if sent is False or isinstance(error, _CONNECTION_ERRORS):
+        return _TRANSPORT_PUSH_BACK if push_back else _TRANSPORT_RETRIABLE
+    return _AMBIGUOUS_PUSH_BACK if push_back else _AMBIGUOUS
 
 
 def _classify_status(status: int) -> Classification:
@@ -217,9 +263,12 @@ def _pushed_back(found: Classification) -> Classification:
 # The tuples isinstance wants, and the shared classifications of attempts without a status.
 _PERMANENT_ERRORS = tuple(RetryPolicy.PERMANENT_ERRORS)
 _PUSH_BACK_ERRORS = tuple(RetryPolicy.PUSH_BACK_ERRORS)
+_CONNECTION_ERRORS = tuple(RetryPolicy.CONNECTION_ERRORS)
 _TRANSPORT_PERMANENT = Classification(Verdict.PERMANENT)
 _TRANSPORT_RETRIABLE = Classification(Verdict.RETRIABLE)
 _TRANSPORT_PUSH_BACK = Classification(Verdict.RETRIABLE, push_back=True)
+_AMBIGUOUS = Classification(Verdict.RETRIABLE, ambiguous=True)
+_AMBIGUOUS_PUSH_BACK = Classification(Verdict.RETRIABLE, push_back=True, ambiguous=True)
 # Filled on first use: a handful of statuses in a run, each classified once.
 _BY_STATUS: dict[int, Classification] = {}
 _PUSHED_BACK: dict[tuple[Verdict, bool, bool], Classification] = {}

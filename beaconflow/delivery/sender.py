@@ -48,6 +48,17 @@ With a ledger's locks (:attr:`SenderConfig.lease`) each request first checks tha
 are still the run's (:class:`~beaconflow.delivery.lease_watch.LeaseWatch`): a run that was
 frozen while another took them over halts when it wakes, before it sends anything more.
 
+**Ambiguous outcomes** (:mod:`beaconflow.delivery.ambiguity`). An attempt that got no answer
+is a connection error when its request never left (always retried: nothing reached the
+service) and ambiguous when it went out (a timeout, a reset, a connection closed before the
+answer, a reused keep-alive connection the server had closed): the service may have
+received it. Ambiguous attempts are retried unless the policy says otherwise
+(:attr:`~beaconflow.delivery.retry.RetryPolicy.retry_ambiguous`, ``--no-retry-ambiguous``);
+then the message fails at once, its reason saying that it may have been received. Every
+:class:`Delivery` counts its ambiguous attempts, and says whether one of its requests went
+out again after one of them (the service may have counted it more than once); the ledger
+hook gets the count of a delivered message.
+
 Of an answer's body at most :data:`~beaconflow.delivery.body.READ_LIMIT` bytes are read
 (:mod:`beaconflow.delivery.body`): a longer body's connection is closed instead, and a 2xx is
 delivered whatever its size. A failure's reason quotes the start of its body, redacted and
@@ -79,6 +90,13 @@ import aiohttp
 from yarl import URL
 
 from beaconflow.delivery.aiohttp_internals import disable_silent_resend
+from beaconflow.delivery.ambiguity import (
+    MAY_HAVE_BEEN_RECEIVED,
+    NOT_RETRIED,
+    AttemptMark,
+    MarkingConnector,
+    mark_attempts,
+)
 from beaconflow.delivery.body import Body, read_capped, reason_text, with_body
 from beaconflow.delivery.breaker import DEFAULT_WINDOW, Breaker, down_reason
 from beaconflow.delivery.concurrency import AdaptiveLimit, AdaptiveRate, AimdPolicy
@@ -145,6 +163,11 @@ class Delivery:
     attempted, not retried); None otherwise.
 
     The ``error`` of an answer quotes the start of its body (``HTTP 400: {...}``).
+
+    ``ambiguous`` counts the attempts whose request went out and got no answer (the
+    service may have received each of them); ``ambiguous_resent`` is True when a request
+    of the message went out again after such an attempt (answered or ambiguous itself):
+    the service may have counted the message more than once.
     """
 
     message: Message
@@ -153,6 +176,8 @@ class Delivery:
     error: str | None
     attempts: int
     stop: str | None = None
+    ambiguous: int = 0
+    ambiguous_resent: bool = False
 
 
 @dataclass(frozen=True)
@@ -316,9 +341,10 @@ class Sender(Protocol):
         ...
 
 
-#: A queued request: the request, the attempts made so far, and whether its wait for the
-#: destination's adaptive rate is already over (it is then sent without a new reservation).
-_Item = tuple[Request, int, bool]
+#: A queued request: the request, the attempts made so far, whether its wait for the
+#: destination's adaptive rate is already over (it is then sent without a new reservation),
+#: its ambiguous attempts so far, and whether a request went out after one of them.
+_Item = tuple[Request, int, bool, int, bool]
 #: What :meth:`SendEngine.counts` counts attempts by: the status, or the error's class.
 _OutcomeKey = int | type
 
@@ -410,13 +436,14 @@ class BulkSender:
     ``Retry-After`` dates), ``sleep`` (backoff and rate-limit waits), ``rng`` (backoff jitter)
     and ``limiters`` (per destination; by default the process-wide
     :func:`~beaconflow.delivery.ratelimit.shared_limiter` for each rate in the config) are
-    injectable for tests. ``on_delivered`` is called on the sender's thread with each delivered
-    message the moment its answer is in (the delivery ledger records it there, so a kill loses
-    at most the requests in flight); when it raises, the delivery could not be recorded and the
-    sender halts (the error's text is the reason). ``stop`` is the run's stop flag: the sender
-    halts when it trips, and trips it when the ledger fails; a destination this sender's
-    breaker declares down is declared down on it, and one declared down on it (by another
-    sender of the process) is halted here.
+    injectable for tests. ``on_delivered`` is called on the sender's thread with each
+    delivered message the moment its answer is in (the delivery ledger records it there, so
+    a kill loses at most the requests in flight); when it raises, the delivery could not be
+    recorded and the sender halts (the error's text is the reason); its second argument is
+    the message's ambiguous attempts before it was delivered (the ledger marks the entry).
+    ``stop`` is the run's stop flag: the sender halts when it trips, and trips it when the
+    ledger fails; a destination this sender's breaker declares down is declared down on it,
+    and one declared down on it (by another sender of the process) is halted here.
 
     Use as a context manager, or call :meth:`close`; :meth:`flush` first, as closing abandons
     unfinished requests.
@@ -432,7 +459,7 @@ class BulkSender:
         sleep: Sleep = asyncio.sleep,
         rng: random.Random | None = None,
         limiters: Mapping[str, RateLimiter] | None = None,
-        on_delivered: Callable[[Message], None] | None = None,
+        on_delivered: Callable[[Message, int], None] | None = None,
         stop: RunStop | None = None,
     ) -> None:
         self._concurrency = config.concurrency
@@ -452,8 +479,8 @@ class BulkSender:
         if on_delivered is not None:
             record = on_delivered
 
-            def hook(request: Request) -> None:
-                record(request.message)
+            def hook(request: Request, ambiguous: int) -> None:
+                record(request.message, ambiguous)
 
         self._engine = SendEngine(
             config,
@@ -617,9 +644,9 @@ class SendEngine:
       down by a breaker); :meth:`counts`;
     - ``on_finished(deliveries, tokens)``, called once per turn of the loop in which
       something finished or was counted (:data:`OnFinished`);
-    - ``on_delivered(request)``, called with each delivered request while it still holds
-      its slot (the ledger records it there); when it raises, the delivery could not be
-      recorded, the engine halts and trips ``stop``;
+    - ``on_delivered(request, ambiguous)``, called with each delivered request and its
+      ambiguous attempts while it still holds its slot (the ledger records it there); when
+      it raises, the delivery could not be recorded, the engine halts and trips ``stop``;
     - ``on_down(destination, reason)``, called when its own breaker declares a destination
       down (after halting it), for whoever tells the other senders.
 
@@ -637,7 +664,7 @@ class SendEngine:
         secrets: tuple[str, ...] = (),
         *,
         on_finished: OnFinished,
-        on_delivered: Callable[[Request], None] | None = None,
+        on_delivered: Callable[[Request, int], None] | None = None,
         on_down: Callable[[str, str], object] | None = None,
         stop: RunStop | None = None,
         judge_redirects: bool = True,
@@ -758,7 +785,8 @@ class SendEngine:
         }
 
     async def _open_session(self) -> aiohttp.ClientSession:
-        connector = aiohttp.TCPConnector(
+        # marks each attempt whose request went out: what makes its failure ambiguous
+        connector = MarkingConnector(
             limit=self._config.concurrency, ttl_dns_cache=_DNS_CACHE_SECONDS
         )
         session = aiohttp.ClientSession(
@@ -798,9 +826,9 @@ class SendEngine:
             if lane is None:
                 lane = self._open_lane(destination)
             if lane.halted is not None:
-                self._cut_short((request, 0, False), lane.halted)
+                self._cut_short((request, 0, False, 0, False), lane.halted)
                 continue
-            lane.queue.append((request, 0, False))
+            lane.queue.append((request, 0, False, 0, False))
         self._kick()
 
     def _open_lane(self, destination: str) -> _Lane:
@@ -894,9 +922,10 @@ class SendEngine:
 
     def _cut_short(self, item: _Item, reason: str) -> None:
         """Finish a request that a stop kept from being sent (again)."""
-        request, attempts, _ = item
+        request, attempts, _, ambiguous, resent = item
         text = f"not attempted: {reason}" if attempts == 0 else f"not retried: {reason}"
-        self._finish(request, Delivery(request.message, False, None, text, attempts, stop=reason))
+        delivery = Delivery(request.message, False, None, text, attempts, reason, ambiguous, resent)
+        self._finish(request, delivery)
 
     def _kick(self) -> None:
         """Wake (or start) as many workers as there are requests that may be sent now."""
@@ -920,6 +949,7 @@ class SendEngine:
     async def _work(self) -> None:
         """One worker: send whatever may be sent, park when nothing may."""
         self._waking -= 1
+        mark = mark_attempts()  # this worker's: whether its attempt's request went out
         while True:
             picked = self._next()
             if picked is None:
@@ -930,7 +960,7 @@ class SendEngine:
                 continue
             lane, item = picked
             try:
-                await self._send(lane, item)
+                await self._send(lane, item, mark)
             except Exception as error:
                 # A bug, not a network outcome: still accounted for, never silently lost.
                 self._internal_error(item[0], error)
@@ -953,10 +983,10 @@ class SendEngine:
                     if wait > 0:
                         # waiting for the adaptive rate is not being in flight: outside the
                         # slot, and outside the worker
-                        self._later(lane, (item[0], item[1], True), wait)
+                        self._later(lane, _paced(item), wait)
                         continue
                 if limit is not None and not limit.try_acquire():
-                    queue.appendleft((item[0], item[1], True))
+                    queue.appendleft(_paced(item))
                     break
                 self._turn = index + 1
                 return lane, item
@@ -977,9 +1007,12 @@ class SendEngine:
             return watch.reason
         return None
 
-    async def _send(self, lane: _Lane, item: _Item) -> None:
-        """One attempt of ``item`` (its slot taken by :meth:`_next`), then its outcome."""
-        request, attempts, _ = item
+    async def _send(self, lane: _Lane, item: _Item, mark: AttemptMark) -> None:
+        """One attempt of ``item`` (its slot taken by :meth:`_next`), then its outcome.
+
+        ``mark`` is the worker's: it tells an ambiguous failure from a connection error.
+        """
+        request, attempts, _, ambiguous, resent = item
         limit = lane.limit
         status: int | None = None
         error: BaseException | None = None
@@ -1008,6 +1041,7 @@ class SendEngine:
                     return
             attempts += 1
             started = self._clock() if limit is not None else 0.0
+            mark.sent = False
             try:
                 # encoded=True: the URL is sent byte for byte as rendered (signatures cover it).
                 # A redirect is never followed: it did not reach the service.
@@ -1024,7 +1058,13 @@ class SendEngine:
                     body = await read_capped(response)
             except _TRANSPORT_ERRORS as caught:
                 error = caught
-                answer = classify(status, caught)
+                answer = classify(status, caught, sent=mark.sent)
+            # the service may have counted this message more than once: a request went out
+            # again after one that went out without an answer
+            if ambiguous and (status is not None or answer.ambiguous):
+                resent = True
+            if answer.ambiguous:
+                ambiguous += 1
             delivered = answer.delivered
             if limit is not None:
                 now = self._clock()
@@ -1041,7 +1081,7 @@ class SendEngine:
                 # counted it, so the ledger must know it too. Still holding the slot: a kill
                 # now loses at most the slots in flight
                 try:
-                    self._on_delivered(request)
+                    self._on_delivered(request, ambiguous)
                 except Exception as hook_error:
                     # delivered, but the next run would send it again: stop sending
                     stopped = self._redact(str(hook_error) or type(hook_error).__name__)
@@ -1061,7 +1101,8 @@ class SendEngine:
             misconfigured = watch.answer(answer, now or 0.0)
         down = None if lane.breaker is None else self._judge_down(lane, status, answer)
         if delivered:
-            self._finish(request, Delivery(message, True, status, None, attempts, stop=stopped))
+            delivery = Delivery(message, True, status, None, attempts, stopped, ambiguous, resent)
+            self._finish(request, delivery)
             if stopped is not None:
                 self.halt(stopped)
                 if self._stop is not None:
@@ -1074,18 +1115,25 @@ class SendEngine:
             if misconfigured and watch is not None and lane.halted is None:
                 stopped = watch.reason(message.destination, reason)
                 logger.warning("%s; no more requests go to it", stopped)
-                delivery = Delivery(message, False, status, reason, attempts, stop=stopped)
+                delivery = Delivery(
+                    message, False, status, reason, attempts, stopped, ambiguous, resent
+                )
                 self._finish(request, delivery)
                 self._halt_lane(lane, stopped)
                 return
         else:
-            reason = self._describe(status, error, body)
+            reason = self._describe(status, error, body, answer.ambiguous)
         halted = lane.halted
-        if halted is not None and verdict is Verdict.RETRIABLE and policy.can_retry(attempts):
+        again = policy.retries(answer, attempts)
+        if halted is not None and again:
             text = f"{reason}; not retried: {halted}"
-            self._finish(request, Delivery(message, False, status, text, attempts, stop=halted))
+            delivery = Delivery(message, False, status, text, attempts, halted, ambiguous, resent)
+            self._finish(request, delivery)
             return
-        if verdict is Verdict.PERMANENT or not policy.can_retry(attempts):
+        if not again:
+            if answer.ambiguous and verdict is Verdict.RETRIABLE and policy.can_retry(attempts):
+                # sent again, it could be counted twice: the user decides (a replay)
+                reason = f"{reason}; {NOT_RETRIED}"
             logger.debug(
                 "failed %s/%s after %d attempts: %s",
                 message.destination,
@@ -1093,7 +1141,8 @@ class SendEngine:
                 attempts,
                 reason,
             )
-            self._finish(request, Delivery(message, False, status, reason, attempts, stop=down))
+            delivery = Delivery(message, False, status, reason, attempts, down, ambiguous, resent)
+            self._finish(request, delivery)
             return
         wait = policy.delay(
             attempts - 1, self._rng, parse_retry_after(retry_after, self._wall_clock())
@@ -1107,7 +1156,7 @@ class SendEngine:
             attempts,
             reason,
         )
-        self._later(lane, (request, attempts, False), wait)
+        self._later(lane, (request, attempts, False, ambiguous, resent), wait)
 
     def _lose_lease(self, item: _Item, reason: str) -> None:
         """The run's lock is another's: ``item`` is not sent, and the whole run stops."""
@@ -1174,9 +1223,16 @@ class SendEngine:
         self._on_finished(done, tokens)
 
     def _describe(
-        self, status: int | None, error: BaseException | None, body: Body | None = None
+        self,
+        status: int | None,
+        error: BaseException | None,
+        body: Body | None = None,
+        ambiguous: bool = False,
     ) -> str:
-        """A redacted reason for a non-delivered attempt, quoting the start of its body."""
+        """A redacted reason for a non-delivered attempt, quoting the start of its body.
+
+        An ambiguous attempt's reason says that the service may have received it.
+        """
         parts = []
         if status is not None:
             text = "" if body is None else reason_text(body, self._redact)
@@ -1186,4 +1242,12 @@ class SendEngine:
             if not detail and isinstance(error, TimeoutError):
                 detail = f"no response within {self._config.timeout:g} s"
             parts.append(f"{type(error).__name__}: {detail}" if detail else type(error).__name__)
+        if ambiguous:
+            parts.append(MAY_HAVE_BEEN_RECEIVED)
         return self._redact("; ".join(parts))
+
+
+def _paced(item: _Item) -> _Item:
+    """``item`` with its wait for the adaptive rate over."""
+    request, attempts, _, ambiguous, resent = item
+    return request, attempts, True, ambiguous, resent

@@ -12,11 +12,11 @@ Callers send through a :class:`PoolClient`, which satisfies the send step's
 ``flush``, ``stats``, ``close``) as an in-process BulkSender does, plus ``seal`` for the
 ledger; :func:`shared_client` gives every send step of a process a client of one shared
 pool. Requests cross to a child in batches over a pipe as ``(tag, destination, kind, url,
-ledger key)``; outcomes come back in batches as ``(tag, delivered, status, error,
-attempts, stop)``. The parent keeps the messages; a child sees only URLs. In the child each
-wire tuple rides with its request as the request's own token, through the engine's public
-interface, so its outcome finds its tag again: nothing of the parent's bookkeeping travels
-inside a message.
+ledger key)``; outcomes come back in batches as ``(tag, delivered, status, error, attempts,
+stop, ambiguous, ambiguous_resent)``. The parent keeps the messages; a child sees only URLs.
+In the child each wire tuple rides with its request as the request's own token, through the
+engine's public interface, so its outcome finds its tag again: nothing of the parent's
+bookkeeping travels inside a message.
 
 - ``concurrency`` and the per-destination rates are divided among the children: together
   they never have more requests in flight, nor send faster, than one BulkSender would.
@@ -96,8 +96,9 @@ _CHILD = ("-P", "-c", "from beaconflow.delivery.sendproc import child_main; chil
 
 #: One request on the wire: tag, destination, kind, URL, ledger key ("" without a ledger).
 _Wire = tuple[int, str, str, str, str]
-#: One outcome on the wire: tag, delivered, status, error, attempts, stop reason.
-_Outcome = tuple[int, bool, int | None, str | None, int, str | None]
+#: One outcome on the wire: tag, delivered, status, error, attempts, stop reason, ambiguous
+#: attempts, and whether a request went out again after one of them.
+_Outcome = tuple[int, bool, int | None, str | None, int, str | None, int, bool]
 #: A child's counters on the wire: sent, delivered, retries, failed, outcomes.
 _Stats = tuple[int, int, int, int, Mapping[str, int]]
 
@@ -420,14 +421,16 @@ class SenderPool:
         messages = self._messages
         stopped: str | None = None
         watches, now = self._watches, self._clock()
-        for tag, delivered, status, error, attempts, stop in outcomes:
+        for tag, delivered, status, error, attempts, stop, ambiguous, resent in outcomes:
             client, message = messages.pop(tag)
             destination = message.destination
             watch = watches.get(destination) or watches.setdefault(destination, RedirectWatch())
             judged = status is not None and watch.answer(classify(status, None), now)
             if judged and destination not in self._misconfigured:
                 stop = self._misconfigure(destination, watch.reason(destination, error or ""))
-            client.finished.append(Delivery(message, delivered, status, error, attempts, stop))
+            client.finished.append(
+                Delivery(message, delivered, status, error, attempts, stop, ambiguous, resent)
+            )
             client.outstanding -= 1
             if stop == DEADLINE:
                 self._deadline_met = True
@@ -664,7 +667,16 @@ class _ChildSender:
         if done:
             wires = cast("Sequence[_Wire]", tokens)
             outcomes: list[_Outcome] = [
-                (wire[0], d.delivered, d.status, d.error, d.attempts, d.stop)
+                (
+                    wire[0],
+                    d.delivered,
+                    d.status,
+                    d.error,
+                    d.attempts,
+                    d.stop,
+                    d.ambiguous,
+                    d.ambiguous_resent,
+                )
                 for wire, d in zip(wires, done, strict=True)
             ]
             self._reply("done", outcomes, self.counts())
@@ -767,11 +779,14 @@ def _seal(ledger: LedgerWriter | None, sender: _ChildSender) -> str | None:
     return None
 
 
-def _recorder(ledger: LedgerWriter) -> Callable[[Request], None]:
-    """The engine's ``on_delivered``: records a request under the parent's ledger key."""
+def _recorder(ledger: LedgerWriter) -> Callable[[Request, int], None]:
+    """The engine's ``on_delivered``: records a request under the parent's ledger key.
 
-    def record(request: Request) -> None:
+    A message delivered after ambiguous attempts is marked with their count.
+    """
+
+    def record(request: Request, ambiguous: int) -> None:
         _, destination, kind, _, key = cast(_Wire, request.token)
-        ledger.record_keyed(key, destination, kind)
+        ledger.record_keyed(key, destination, kind, ambiguous=ambiguous)
 
     return record

@@ -9,6 +9,9 @@ metrics, which some runners do not provide. The two invariants are checked on ev
 - messages_built = messages_duplicate + messages_skipped + messages_delivered
   + messages_failed + messages_dry_run
 
+(``messages_ambiguous`` is in neither sum: it counts delivered and failed messages again,
+those the service may have received more than once.)
+
 Besides the counters, four series feed the charts of report.html: messages built per
 event day and type (:data:`BY_DAY`), deliveries and failures per wall-clock second
 (:data:`DELIVERED_AT`, :data:`FAILED_AT`) and dead letters per stage and reason group
@@ -61,6 +64,9 @@ PROPERTY_LEFT_OUT = "property_left_out"
 STOPPED = "run_stopped"
 #: Failed messages that a stop kept from being sent at all (part of messages_failed).
 NOT_ATTEMPTED = "messages_not_attempted"
+#: Messages a request of which went out again after one that got no answer: the service
+#: may have counted them more than once (delivered or failed: part of neither sum).
+AMBIGUOUS = "messages_ambiguous"
 #: How many dead-letter reason groups the report lists.
 TOP_REASONS = 10
 #: Most points in the report's send timeline; longer runs get wider buckets.

@@ -3,9 +3,11 @@
 Every entry has the ``stage`` it stopped at (``read``, ``parse``, ``map``, ``send``), the
 ``reason``, where it came from (``source``: file and line or row), and either the original
 ``record`` as read (the raw ``line`` when it was not JSON), or the ``message`` it became, with
-status and attempts for send failures. A dead-letter file given back as --input replays:
-records go through parsing and mapping again (what was invalid stays invalid, with the same
-reason), messages are validated and sent again with the same identity.
+status and attempts for send failures, and ``ambiguous_attempts`` when some of its requests
+went out and got no answer (the service may have received it: a replay may count it again).
+A dead-letter file given back as --input replays: records go through parsing and mapping
+again (what was invalid stays invalid, with the same reason), messages are validated and
+sent again with the same identity.
 Messages never carry credentials; each entry's values still pass through the run's
 redactor before the entry is encoded (never the encoded line: a mask must not cut JSON).
 
@@ -113,6 +115,8 @@ class DeadLetterEntry:
     ``message`` (the message it became, with ``status`` and ``attempts``) is the evidence.
     ``destination``: for a ``map`` entry, the one destination whose message could not be built
     (the event's other messages went on; a replay sends this destination's only).
+    ``ambiguous_attempts``: for a ``send`` entry, its attempts whose request went out and got
+    no answer (the service may have received the message that many times); None or 0: none.
     """
 
     stage: str
@@ -124,6 +128,7 @@ class DeadLetterEntry:
     status: int | None = None
     attempts: int | None = None
     destination: str | None = None
+    ambiguous_attempts: int | None = None
 
     @classmethod
     def read(cls, data: dict[str, Any]) -> DeadLetterEntry:
@@ -159,7 +164,12 @@ class DeadLetterEntry:
 
     @classmethod
     def of_message(
-        cls, message: Message, reason: str, status: int | None, attempts: int
+        cls,
+        message: Message,
+        reason: str,
+        status: int | None,
+        attempts: int,
+        ambiguous_attempts: int = 0,
     ) -> DeadLetterEntry:
         """The entry of a message that was not delivered, with the message's source."""
         return cls(
@@ -169,6 +179,7 @@ class DeadLetterEntry:
             message=message,
             status=status,
             attempts=attempts,
+            ambiguous_attempts=ambiguous_attempts or None,
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -185,6 +196,8 @@ class DeadLetterEntry:
         if self.message is not None:
             entry["status"] = self.status
             entry["attempts"] = self.attempts
+            if self.ambiguous_attempts:
+                entry["ambiguous_attempts"] = self.ambiguous_attempts
             entry["message"] = message_view(self.message)
         return entry
 

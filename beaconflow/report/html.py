@@ -320,8 +320,14 @@ _MESSAGE_STATS = (
     ("messages_dry_run", "dry run"),
     ("messages_invalid", "invalid (not built)"),
     ("messages_already_dead_lettered", "not built, dead-lettered before"),
+    ("messages_ambiguous", "ambiguous (may be counted twice)"),
 )
-_ALERTS = {"events_invalid": "warn", "messages_invalid": "warn", "messages_failed": "bad"}
+_ALERTS = {
+    "events_invalid": "warn",
+    "messages_invalid": "warn",
+    "messages_failed": "bad",
+    "messages_ambiguous": "warn",
+}
 
 
 def _stat(label: str, value: str, tone: str = "") -> str:

@@ -35,7 +35,7 @@ MESSAGE_COUNTERS = (
     "messages_dry_run",
 )
 
-#: Every counter a report has a field for: the outcomes above, and four more.
+#: Every counter a report has a field for: the outcomes above, and five more.
 COUNTERS = (
     *EVENT_COUNTERS,
     *MESSAGE_COUNTERS,
@@ -43,6 +43,7 @@ COUNTERS = (
     "messages_not_attempted",
     "messages_invalid",
     "messages_already_dead_lettered",
+    "messages_ambiguous",
 )
 
 
@@ -81,6 +82,10 @@ class RunReport:
     #: Messages that could not be built for one destination, whose map-stage entry an earlier
     #: run with the same --ledger dead-lettered already (not part of messages_invalid).
     messages_already_dead_lettered: int = 0
+    #: Messages the service may have counted more than once: a request of theirs went out
+    #: again after one that went out and got no answer (a timeout, a reset). Delivered or
+    #: failed, so part of neither sum: they are counted there too.
+    messages_ambiguous: int = 0
     invalid_by_stage: Mapping[str, int] = field(default_factory=dict)
     by_destination: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
     by_type: Mapping[str, Mapping[str, int]] | None = field(default_factory=dict)
@@ -295,6 +300,12 @@ def summary(report: RunReport) -> str:
         lines.append(
             f"STOPPED EARLY: {report.stopped} "
             f"({report.messages_not_attempted} messages not attempted)"
+        )
+    if report.messages_ambiguous:
+        lines.append(
+            f"ambiguous: {report.messages_ambiguous} messages were sent again after a request "
+            "that went out and got no answer (a timeout, a reset): the service may have counted "
+            "them more than once (--no-retry-ambiguous sends no such request again)"
         )
     if report.dead_letter_salvaged:
         lines.append(

@@ -23,9 +23,11 @@ import pytest
 from beaconflow.delivery.ledger import (
     LedgerError,
     LedgerWriter,
+    checked_entry,
     entry_line,
     file_entries,
     ledger_files,
+    legacy_entry,
     read_ledger_file,
 )
 from beaconflow.delivery.ledger_check import (
@@ -355,6 +357,40 @@ def test_entry_lines_carry_a_crc_of_their_bytes() -> None:
         b'{"ledger":"fp:key","destination":"kontagent","kind":"apa","at":5,"crc":"%08x"}\n'
         % zlib.crc32(b'{"ledger":"fp:key","destination":"kontagent","kind":"apa","at":5')
     )
+
+
+def test_an_entry_delivered_after_ambiguous_attempts_carries_their_count_under_its_crc() -> None:
+    line = entry_line("fp:key", "kontagent", "apa", 5, ambiguous=2)
+    body = b'{"ledger":"fp:key","destination":"kontagent","kind":"apa","at":5,"ambiguous":2'
+    assert line == body + b',"crc":"%08x"}\n' % zlib.crc32(body)
+    entry = checked_entry(line.rstrip(b"\n"))
+    assert entry is not None and entry["ambiguous"] == 2 and entry["ledger"] == "fp:key"
+    # the mark is covered by the CRC: a changed count is a damaged line
+    assert checked_entry(line.replace(b'"ambiguous":2', b'"ambiguous":1').rstrip(b"\n")) is None
+    # a reader of the key alone (a format-1 reader, read_ledger_file) is not disturbed
+    assert legacy_entry(line.rstrip(b"\n")) is not None
+
+
+def test_marked_entries_are_read_checked_and_salvaged_like_any_other(tmp_path: Path) -> None:
+    ambiguous, plain = _messages(2)
+    writer = LedgerWriter(str(tmp_path), {"kontagent": FINGERPRINT}, sync_seconds=None)
+    writer.record_one(ambiguous, ambiguous=1)
+    writer.record_one(plain)
+    writer.seal()
+    writer.close()
+    (shard,) = _shards(tmp_path)
+    lines = shard.read_bytes().splitlines()
+    assert b'"ambiguous":1,"crc":' in lines[0] and b'"ambiguous"' not in lines[1]
+    state = inspect(str(tmp_path))
+    assert state.damaged == [] and state.entries == 2
+    assert _keys(tmp_path) == {f"{FINGERPRINT}:{m.key}" for m in (ambiguous, plain)}
+    # damaged (its seal cut off) and repaired: the salvaged copy keeps the mark
+    shard.write_bytes(b"\n".join(lines[:2]) + b"\n")
+    assert [d.name for d in inspect(str(tmp_path)).damaged] == [shard.name]
+    repair(str(tmp_path))
+    (salvaged,) = _shards(tmp_path)
+    assert salvaged.read_bytes().splitlines()[:2] == lines[:2]
+    assert _keys(tmp_path) == {f"{FINGERPRINT}:{m.key}" for m in (ambiguous, plain)}
 
 
 @pytest.fixture

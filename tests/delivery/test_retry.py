@@ -21,6 +21,12 @@ from beaconflow.delivery.retry import (
 D, R, P = Verdict.DELIVERED, Verdict.RETRIABLE, Verdict.PERMANENT
 
 
+def _connector_error() -> aiohttp.ClientConnectorError:
+    """What aiohttp raises for a refused connection (the request never left)."""
+    key = aiohttp.client_reqrep.ConnectionKey("127.0.0.1", 1, False, True, None, None, None)
+    return aiohttp.ClientConnectorError(key, ConnectionRefusedError(111, "Connection refused"))
+
+
 @pytest.mark.parametrize(
     ("status", "verdict", "push_back", "redirect", "reached"),
     [
@@ -56,25 +62,90 @@ def test_classify_status(
 
 
 @pytest.mark.parametrize(
-    ("error", "verdict", "push_back"),
+    ("error", "verdict", "push_back", "ambiguous"),
     [
-        (ConnectionRefusedError(), R, False),
-        (ConnectionResetError(), R, False),
-        (TimeoutError(), R, True),
-        (aiohttp.ServerDisconnectedError(), R, False),
-        (aiohttp.ClientPayloadError("truncated"), R, False),
-        (aiohttp.ServerTimeoutError(), R, True),
-        (aiohttp.ConnectionTimeoutError(), R, True),
-        (aiohttp.InvalidURL("no host"), P, False),
-        (ValueError("bad port"), P, False),
-        (aiohttp.NonHttpUrlClientError("ftp://example"), P, False),
+        # without knowing whether the request went out, the error's type decides: a
+        # connection error never left, anything else may have come after it went out
+        (ConnectionRefusedError(), R, False, False),
+        (ConnectionResetError(), R, False, True),
+        (TimeoutError(), R, True, True),
+        (aiohttp.ServerDisconnectedError(), R, False, True),
+        (aiohttp.ClientPayloadError("truncated"), R, False, True),
+        (aiohttp.ServerTimeoutError(), R, True, True),
+        (aiohttp.SocketTimeoutError(), R, True, True),
+        (aiohttp.ClientOSError(104, "reset"), R, False, True),
+        (aiohttp.ConnectionTimeoutError(), R, True, False),
+        (_connector_error(), R, False, False),
+        (aiohttp.InvalidURL("no host"), P, False, False),
+        (ValueError("bad port"), P, False, False),
+        (aiohttp.NonHttpUrlClientError("ftp://example"), P, False, False),
     ],
 )
 def test_classify_error_without_status(
-    error: BaseException, verdict: Verdict, push_back: bool
+    error: BaseException, verdict: Verdict, push_back: bool, ambiguous: bool
 ) -> None:
     # no status: never a redirect, and no evidence that the URL reaches the service
-    assert classify(None, error) == Classification(verdict, push_back)
+    assert classify(None, error) == Classification(verdict, push_back, ambiguous=ambiguous)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        TimeoutError(),
+        aiohttp.ServerDisconnectedError(),
+        aiohttp.ClientOSError(104, "reset"),
+        aiohttp.ClientPayloadError("cut"),
+        ConnectionResetError(),
+    ],
+)
+def test_whether_the_request_went_out_decides_ambiguity(error: BaseException) -> None:
+    push_back = isinstance(error, TimeoutError)
+    sent = classify(None, error, sent=True)
+    assert sent == Classification(R, push_back, ambiguous=True)
+    # the same error before the request went out (a timeout while connecting): retried,
+    # and safe to retry
+    assert classify(None, error, sent=False) == Classification(R, push_back)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [ConnectionRefusedError(), aiohttp.ConnectionTimeoutError(), _connector_error()],
+)
+def test_a_connection_error_is_never_ambiguous(error: BaseException) -> None:
+    """A refused connection or a connect timeout never left, whatever the mark says."""
+    assert not classify(None, error, sent=True).ambiguous
+    assert classify(None, error, sent=True).verdict is R
+
+
+@pytest.mark.parametrize("sent", [True, False, None])
+def test_an_answer_is_never_ambiguous(sent: bool | None) -> None:
+    """A status says what the service made of the request, even when its body was cut."""
+    for status in (200, 503, 400):
+        assert not classify(status, TimeoutError(), sent=sent).ambiguous
+        assert not classify(status, None, sent=sent).ambiguous
+    # a permanent error did not reach the network
+    assert not classify(None, ValueError("bad port"), sent=sent).ambiguous
+
+
+@pytest.mark.parametrize(
+    ("retry_ambiguous", "answer", "attempts", "expected"),
+    [
+        (True, classify(None, TimeoutError(), sent=True), 1, True),
+        (True, classify(None, TimeoutError(), sent=True), 3, False),  # no tries left
+        (False, classify(None, TimeoutError(), sent=True), 1, False),
+        (False, classify(None, aiohttp.ServerDisconnectedError(), sent=True), 1, False),
+        (False, classify(None, TimeoutError(), sent=False), 1, True),  # never left
+        (False, classify(None, ConnectionRefusedError()), 1, True),
+        (False, classify(503, None), 1, True),
+        (False, classify(400, None), 1, False),
+        (False, classify(200, None), 1, False),
+    ],
+)
+def test_retries_is_the_one_retry_decision(
+    retry_ambiguous: bool, answer: Classification, attempts: int, expected: bool
+) -> None:
+    policy = RetryPolicy(max_attempts=3, retry_ambiguous=retry_ambiguous)
+    assert policy.retries(answer, attempts) is expected
 
 
 @pytest.mark.parametrize(
@@ -100,6 +171,7 @@ def test_status_decides_over_a_late_error(
 def test_classifications_are_shared_not_built_per_attempt() -> None:
     assert classify(200, None) is classify(200, None)
     assert classify(None, TimeoutError()) is classify(None, aiohttp.ServerTimeoutError())
+    assert classify(None, TimeoutError(), sent=False) is classify(None, TimeoutError(), sent=False)
     assert classify(200, TimeoutError()) is classify(204, TimeoutError())
 
 
@@ -114,6 +186,7 @@ def test_class_constants_are_frozensets() -> None:
     assert isinstance(RetryPolicy.PERMANENT_ERRORS, frozenset)
     assert isinstance(RetryPolicy.PUSH_BACK_STATUSES, frozenset)
     assert isinstance(RetryPolicy.PUSH_BACK_ERRORS, frozenset)
+    assert isinstance(RetryPolicy.CONNECTION_ERRORS, frozenset)
     assert 501 not in RetryPolicy.RETRIABLE_STATUSES
 
 

@@ -729,7 +729,7 @@ def test_the_ledger_hook_runs_while_the_request_holds_its_slot(
 ) -> None:
     held: list[int] = []
 
-    def record(message: Message) -> None:
+    def record(message: Message, ambiguous: int) -> None:
         # the lane's adaptive limit still counts the request as in flight
         held.append(sender._engine._lanes[message.destination].limit.in_flight)  # type: ignore[union-attr]
 
@@ -831,7 +831,7 @@ def test_the_engine_hands_back_each_requests_token_beside_its_delivery(server: C
             config(),
             (KEY,),
             on_finished=on_finished,
-            on_delivered=lambda request: recorded.append(request.token),
+            on_delivered=lambda request, ambiguous: recorded.append(request.token),
             sleep=RecordingSleep(),
         )
         async with engine:
@@ -982,7 +982,7 @@ def test_a_delivery_the_ledger_cannot_record_halts_the_sender(server: Collector)
     stop = RunStop()
     recorded: list[str] = []
 
-    def record(delivered: Message) -> None:
+    def record(delivered: Message, ambiguous: int) -> None:
         if recorded:
             raise LedgerError("ledger not writable: /var/lib/ledger: No space left on device")
         recorded.append(delivered.param("token") or "")
@@ -1031,7 +1031,7 @@ def test_no_log_line_per_unrecorded_delivery(
 ) -> None:
     caplog.set_level(logging.INFO)
 
-    def record(_: Message) -> None:
+    def record(_: Message, ambiguous: int) -> None:
         raise LedgerError("ledger not writable: /l: Read-only file system")
 
     requests_ = [

@@ -40,6 +40,7 @@ from beaconflow.sandbox.collector import Collector
 from tests.conftest import KEY, kissmetrics_url, kontagent_url
 from tests.delivery.test_sender import BODY_WRITTEN_BOUND, NO_WAIT, ManualClock, message
 from tests.fs_faults import SmallDisk
+from tests.hostile_servers import KeepAliveCloser
 
 
 def config(concurrency: int = 4, retry: RetryPolicy = NO_WAIT) -> SenderConfig:
@@ -209,6 +210,36 @@ def test_each_child_keeps_a_ledger_journal_and_seals_it(server: Collector, tmp_p
     lines = [json.loads(x) for p in ledger_files(ledger) for x in Path(p).read_text().split()]
     lines = [x for x in lines if "sealed" not in x]
     assert {(x["destination"], x["kind"]) for x in lines} == {("kontagent", "ok")}
+
+
+def test_a_child_reports_ambiguous_attempts_and_marks_its_ledger_entry(tmp_path: Path) -> None:
+    """A kept-alive connection closed on reading the second request: resent, then delivered."""
+    ledger = str(tmp_path / "ledger")
+    fingerprints = {"kontagent": "fp0000000001"}
+    with KeepAliveCloser() as closer:
+        requests = [
+            Request(message("evt", token), f"{closer.base_url}/api/v1/{KEY}/evt/?token={token}")
+            for token in ("first", "second")
+        ]
+        # one child, one request in flight: the second goes out on the first's connection
+        with SenderPool(
+            config(concurrency=1), (KEY,), processes=1, ledger=ledger, fingerprints=fingerprints
+        ) as pool:
+            client = pool.client()
+            client.submit_many(requests)
+            deliveries = {d.message.param("token"): d for d in client.flush()}
+            client.seal()
+        assert len(closer.unanswered) == 1
+    first, second = deliveries["first"], deliveries["second"]
+    assert (first.delivered, first.ambiguous, first.ambiguous_resent) == (True, 0, False)
+    assert (second.delivered, second.attempts) == (True, 2)
+    assert (second.ambiguous, second.ambiguous_resent) == (1, True)
+    lines = [json.loads(x) for p in ledger_files(ledger) for x in Path(p).read_text().split()]
+    marks = {x["ledger"]: x.get("ambiguous") for x in lines if "sealed" not in x}
+    assert marks == {
+        ledger_key("fp0000000001", requests[0].message): None,
+        ledger_key("fp0000000001", requests[1].message): 1,
+    }
 
 
 def test_a_ledger_needs_fingerprints() -> None:

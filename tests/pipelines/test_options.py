@@ -345,3 +345,22 @@ def test_help_lists_the_deadline_and_the_breaker() -> None:
     assert "--breaker-window DURATION declare a destination down" in text
     assert "'not attempted: destination down'" in text and "(default: 60s)" in text
     assert "the --deadline was reached, a destination is down" in text
+
+
+@pytest.mark.parametrize(
+    ("flags", "retry_ambiguous"), [([], True), (["--no-retry-ambiguous"], False)]
+)
+def test_no_retry_ambiguous_turns_off_retries_of_requests_that_went_out(
+    flags: list[str], retry_ambiguous: bool
+) -> None:
+    config = configure(["--sandbox", "--input=x.jsonl", "--max-attempts=7", *flags], now=NOW)
+    assert config.retry.retry_ambiguous is retry_ambiguous
+    assert config.retry.max_attempts == 7, "the other retries are kept"
+
+
+def test_help_explains_no_retry_ambiguous() -> None:
+    done = run_cli("--help")
+    assert done.returncode == 0
+    text = " ".join(done.stdout.split())
+    assert "--no-retry-ambiguous do not try again a request that went out and got no answer" in text
+    assert "messages_ambiguous" in text and "Connection errors (the request never left)" in text

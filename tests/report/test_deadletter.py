@@ -46,6 +46,16 @@ def test_a_send_entry_holds_the_message_its_status_and_attempts() -> None:
     assert "source" not in entry["message"]
 
 
+def test_a_send_entry_counts_its_ambiguous_attempts_when_there_were_some() -> None:
+    message = kissmetrics.record("p", "n", time=1_262_304_000)
+    reason = "TimeoutError: no response within 10 s; sent, no answer: the service may have..."
+    entry = json.loads(DeadLetterEntry.of_message(message, reason, None, 5, 4).to_json())
+    assert (entry["attempts"], entry["ambiguous_attempts"]) == (5, 4)
+    # none: no key, as before
+    plain = json.loads(DeadLetterEntry.of_message(message, "HTTP 400", 400, 1).to_json())
+    assert "ambiguous_attempts" not in plain
+
+
 def test_an_entry_with_values_json_cannot_hold_is_still_one_line_of_strict_json() -> None:
     entry = DeadLetterEntry("map", "x", record={"v": math.inf, "w": [math.nan], "o": object()})
     line = entry.to_json()

@@ -209,6 +209,15 @@ def test_header_shows_the_headline_numbers() -> None:
     assert 'class="warning"' not in page
 
 
+def test_ambiguous_messages_have_a_card_of_their_own() -> None:
+    page = page_of({**full_report(), "messages_ambiguous": 1234})
+    header = page[: page.index("</header>")]
+    assert (
+        '<div class="stat warn"><div class="value">1,234</div>'
+        '<div class="name">ambiguous (may be counted twice)</div></div>'
+    ) in header
+
+
 def test_invariant_errors_are_a_visible_warning() -> None:
     report = full_report()
     report["invariant_errors"] = ["events_read 20000 != the sum of its outcomes 19999", HOSTILE]

@@ -6,6 +6,7 @@ import json
 from dataclasses import replace
 
 from beaconflow.report.counts import (
+    AMBIGUOUS,
     DELIVERED_AT,
     MAPPING_RULE,
     PROPERTY_LEFT_OUT,
@@ -26,6 +27,7 @@ REPORT_KEYS = {
     "destinations", "exit_status", "mapping_rules_matched", "mapping_rules_unmatched",
     "properties_left_out", "lookback_days_missing", "dead_letter_salvaged",
     "events_already_dead_lettered", "messages_already_dead_lettered", "deadline",
+    "messages_ambiguous",
 }  # fmt: skip
 
 
@@ -86,3 +88,36 @@ def test_properties_left_out_reads_back_and_is_summarised() -> None:
     ) in summary(report).splitlines()
     # a hand-edited report.json with the wrong type: taken as absent
     assert RunReport.from_json({**data, "properties_left_out": ["p1"]}).properties_left_out == {}
+
+
+def test_ambiguous_messages_are_counted_apart_from_the_outcomes_and_summarised() -> None:
+    sums = sums_of(
+        tally("messages_built", 3, "kontagent", "evt"),
+        tally("messages_delivered", 2, "kontagent", "evt"),
+        tally("messages_failed", 1, "kontagent", "evt"),
+        # one delivered and the failed one went out again after a request got no answer
+        tally(AMBIGUOUS, 2, "kontagent", "evt"),
+    )
+    report = build_report(sums, 1.0)
+    assert report.messages_ambiguous == 2
+    assert report.invariant_errors == (), "part of neither sum: it overlaps delivered and failed"
+    assert report.by_destination["kontagent"] == {
+        "built": 3,
+        "delivered": 2,
+        "failed": 1,
+        "ambiguous": 2,
+    }
+    assert report.by_type is not None and report.by_type["kontagent/evt"]["ambiguous"] == 2
+    lines = summary(report).splitlines()
+    assert "  kontagent: 2 ambiguous, 3 built, 2 delivered, 1 failed" in lines
+    assert (
+        "ambiguous: 2 messages were sent again after a request that went out and got no "
+        "answer (a timeout, a reset): the service may have counted them more than once "
+        "(--no-retry-ambiguous sends no such request again)"
+    ) in lines
+    data = json.loads(json.dumps(report.to_json()))
+    assert data["messages_ambiguous"] == 2 and RunReport.from_json(data) == report
+    # a report of an older release has no such key: 0, and no line
+    del data["messages_ambiguous"]
+    older = RunReport.from_json(data)
+    assert older.messages_ambiguous == 0 and "ambiguous: " not in summary(older)
