@@ -20,6 +20,7 @@ of it. The API key the requests carry is never printed: tests compare the target
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import threading
@@ -31,7 +32,7 @@ from typing import Self
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\nok"
 
 
-class RawServer:
+class RawServer(abc.ABC):
     """A socket server on 127.0.0.1 whose connections are handled by :meth:`serve`."""
 
     def __init__(self) -> None:
@@ -56,8 +57,9 @@ class RawServer:
         """How many times each target was read."""
         return Counter(self.targets())
 
+    @abc.abstractmethod
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        raise NotImplementedError
+        """Handle one connection: each subclass's own way of misbehaving."""
 
     async def read_request(self, reader: asyncio.StreamReader) -> str | None:
         """Read one GET's head and record its target; None when the client closed."""

@@ -34,13 +34,10 @@ no HTTP of its own::
 from __future__ import annotations
 
 import logging
-import os
-import socket
-import threading
-import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import replace
+from typing import Any
 
 from beaconflow.delivery.lease_store import (
     NO_SUCH_VERSION,
@@ -51,17 +48,13 @@ from beaconflow.delivery.lease_store import (
 )
 from beaconflow.delivery.ledger import LedgerError
 from beaconflow.delivery.ledger_lock import (
-    HEARTBEAT_SECONDS,
-    STALE_SECONDS,
-    HeartbeatThread,
+    EndpointLocks,
     Holder,
-    Lease,
     LedgerBusy,
     Verdict,
     busy_message,
     judge,
     lock_name,
-    process_exists,
     taken_over_message,
     takeover_note,
 )
@@ -77,7 +70,7 @@ def lease_name(fingerprint: str) -> str:
     return lock_name(fingerprint)
 
 
-class RemoteLedgerLocks:
+class RemoteLedgerLocks(EndpointLocks):
     """The leases of the endpoints a run sends to, held from :meth:`acquire` to :meth:`release`.
 
     The same interface as :class:`~beaconflow.delivery.ledger_lock.LedgerLocks`, on
@@ -95,73 +88,23 @@ class RemoteLedgerLocks:
         fingerprints: Iterable[str],
         store: LeaseStore,
         *,
-        on_lost: Callable[[str], object] | None = None,
-        clock: Callable[[], float] = time.time,
-        host: str | None = None,
-        pid: int | None = None,
-        exists: Callable[[int], bool] = process_exists,
-        stale_after: float = STALE_SECONDS,
-        heartbeat_every: float = HEARTBEAT_SECONDS,
         options: StoreOptions | None = None,
+        **kwargs: Any,
     ) -> None:
-        self._directory = directory
-        self._fingerprints = sorted(set(fingerprints))
+        super().__init__(directory, fingerprints, **kwargs)
         self._store = store
         self._options = options or StoreOptions()
-        self._on_lost = on_lost
-        self._clock = clock
-        self._host = host or socket.gethostname()
-        self._pid = os.getpid() if pid is None else pid
-        self._exists = exists
-        self._stale_after = stale_after
-        self._heartbeat_every = heartbeat_every
         self._held: dict[str, str] = {}  # fingerprint -> the version of our lease object
-        self._holder: Holder | None = None
         self._renewed = 0.0  # when every lease was last written (clock)
         self._store_checked = False
-        self._guard = threading.Lock()
-        self._beater: HeartbeatThread | None = None
 
-    @property
-    def holder(self) -> Holder | None:
-        """The holder its lease objects name, this run (None before :meth:`acquire`)."""
-        return self._holder
+    def _store_options(self) -> StoreOptions | None:
+        return self._options
 
-    def lease(self) -> Lease:
-        """What the run's senders check before each request (after :meth:`acquire`)."""
-        assert self._holder is not None, "acquire() first"
-        return Lease(
-            self._directory,
-            tuple(self._fingerprints),
-            self._holder,
-            self._stale_after,
-            self._heartbeat_every,
-            self._options,
-        )
-
-    def acquire(self) -> list[str]:
-        """Take every endpoint's lease; the takeovers it made, as lines to show.
-
-        Raises :class:`~beaconflow.delivery.ledger_lock.LedgerBusy` (holding none of them)
-        when one is held by another run, :class:`~beaconflow.delivery.ledger.LedgerError`
-        when the store cannot be asked or cannot hold a lease.
-        """
-        now = self._clock()
-        self._holder = Holder(self._host, self._pid, now, now, uuid.uuid4().hex[:16])
+    def _new_holder(self, now: float) -> Holder:
+        # a run id too: two containers that are both pid 1 on one host are two holders
         self._renewed = now
-        notes: list[str] = []
-        try:
-            for fingerprint in self._fingerprints:
-                note = self._acquire_one(fingerprint)
-                if note:
-                    notes.append(note)
-        except BaseException:
-            self.release()
-            raise
-        if self._heartbeat_every > 0:
-            self._beater = HeartbeatThread(self.heartbeat, self._heartbeat_every, self._on_lost)
-            self._beater.start()
-        return notes
+        return Holder(self._host, self._pid, now, now, uuid.uuid4().hex[:16])
 
     def _acquire_one(self, fingerprint: str) -> str:
         assert self._holder is not None
@@ -304,11 +247,3 @@ class RemoteLedgerLocks:
                         self._stale_after,
                     )
             self._held.clear()
-
-    def __enter__(self) -> RemoteLedgerLocks:
-        for note in self.acquire():
-            log.warning("%s", note)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()

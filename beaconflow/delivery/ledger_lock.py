@@ -45,6 +45,7 @@ ledger holds a lease object instead, with the same holder and the same rules
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import errno
 import fcntl
@@ -61,6 +62,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum
+from typing import Any, Self
 
 from beaconflow.delivery.lease_store import StoreOptions
 from beaconflow.delivery.ledger import LedgerError
@@ -399,12 +401,14 @@ def _close_in_child() -> None:
 os.register_at_fork(after_in_child=_close_in_child)
 
 
-class LedgerLocks:
-    """The locks of the endpoints a run sends to, held from :meth:`acquire` to :meth:`release`.
+class EndpointLocks(abc.ABC):
+    """What both kinds of ledger locks share: the run's holder, taking, beating, releasing.
 
-    ``on_lost(reason)`` is called (from the heartbeat thread) when another run took a lock
-    over: the run must stop sending. ``clock`` (epoch seconds), ``host``, ``pid`` and
-    ``exists`` are injectable for tests; ``heartbeat_every`` 0 starts no heartbeat thread.
+    Held from :meth:`acquire` to :meth:`release`. ``on_lost(reason)`` is called (from the
+    heartbeat thread) when another run took a lock over: the run must stop sending.
+    ``clock`` (epoch seconds), ``host``, ``pid`` and ``exists`` are injectable for tests;
+    ``heartbeat_every`` 0 starts no heartbeat thread. A kind says how it takes one endpoint's
+    lock (:meth:`_acquire_one`), beats (:meth:`heartbeat`) and lets go (:meth:`release`).
     """
 
     def __init__(
@@ -420,7 +424,7 @@ class LedgerLocks:
         stale_after: float = STALE_SECONDS,
         heartbeat_every: float = HEARTBEAT_SECONDS,
     ) -> None:
-        self._directory = directory.removeprefix("file://")
+        self._directory = directory
         self._fingerprints = sorted(set(fingerprints))
         self._on_lost = on_lost
         self._clock = clock
@@ -429,15 +433,18 @@ class LedgerLocks:
         self._exists = exists
         self._stale_after = stale_after
         self._heartbeat_every = heartbeat_every
-        self._held: dict[str, int] = {}  # fingerprint -> open lock file
         self._holder: Holder | None = None
         self._guard = threading.Lock()
         self._beater: HeartbeatThread | None = None
 
     @property
     def holder(self) -> Holder | None:
-        """The holder its lock files name, this run (None before :meth:`acquire`)."""
+        """The holder its locks name, this run (None before :meth:`acquire`)."""
         return self._holder
+
+    def _store_options(self) -> StoreOptions | None:
+        """How the run's senders reach the locks: None for lock files."""
+        return None
 
     def lease(self) -> Lease:
         """What the run's senders check before each request (after :meth:`acquire`)."""
@@ -448,18 +455,22 @@ class LedgerLocks:
             self._holder,
             self._stale_after,
             self._heartbeat_every,
+            self._store_options(),
         )
+
+    def _new_holder(self, now: float) -> Holder:
+        """The run as its locks name it, from ``now`` on."""
+        return Holder(self._host, self._pid, now, now)
 
     def acquire(self) -> list[str]:
         """Take every endpoint's lock; the takeovers it made, as lines to show.
 
         Raises :class:`LedgerBusy` (holding none of them) when one is held by another run,
-        and :class:`~beaconflow.delivery.ledger.LedgerError` naming the lock file when it
-        cannot be opened or written (a directory in its place, a read-only ledger).
+        and :class:`~beaconflow.delivery.ledger.LedgerError` naming the lock when it cannot
+        be taken for another reason (a directory in its place, a read-only ledger, a store
+        that cannot hold a lease).
         """
-        now = self._clock()
-        self._holder = Holder(self._host, self._pid, now, now)
-        _open_fds.add(self)
+        self._holder = self._new_holder(self._clock())
         notes: list[str] = []
         try:
             for fingerprint in self._fingerprints:
@@ -473,6 +484,38 @@ class LedgerLocks:
             self._beater = HeartbeatThread(self.heartbeat, self._heartbeat_every, self._on_lost)
             self._beater.start()
         return notes
+
+    @abc.abstractmethod
+    def _acquire_one(self, fingerprint: str) -> str:
+        """Take one endpoint's lock; the takeover note, or ""."""
+
+    @abc.abstractmethod
+    def heartbeat(self) -> str | None:
+        """Refresh every lock's heartbeat; the reason when one was taken over, else None."""
+
+    @abc.abstractmethod
+    def release(self) -> None:
+        """Let go of the locks that are still ours."""
+
+    def __enter__(self) -> Self:
+        for note in self.acquire():
+            log.warning("%s", note)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+class LedgerLocks(EndpointLocks):
+    """The lock files of the endpoints a run sends to (see :class:`EndpointLocks`)."""
+
+    def __init__(self, directory: str, fingerprints: Iterable[str], **kwargs: Any) -> None:
+        super().__init__(directory.removeprefix("file://"), fingerprints, **kwargs)
+        self._held: dict[str, int] = {}  # fingerprint -> open lock file
+
+    def _new_holder(self, now: float) -> Holder:
+        _open_fds.add(self)
+        return super()._new_holder(now)
 
     def _acquire_one(self, fingerprint: str) -> str:
         path = lock_path(self._directory, fingerprint)
@@ -614,11 +657,3 @@ class LedgerLocks:
                 os.close(fd)
         self._held = {}
         self._holder = None
-
-    def __enter__(self) -> LedgerLocks:
-        for note in self.acquire():
-            log.warning("%s", note)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()

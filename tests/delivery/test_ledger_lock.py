@@ -50,7 +50,7 @@ def _locks(directory: Path, *fingerprints: str, **kwargs: object) -> LedgerLocks
     kwargs.setdefault("host", HOST)
     kwargs.setdefault("heartbeat_every", 0)
     kwargs.setdefault("clock", Clock())
-    return LedgerLocks(str(directory), fingerprints, **kwargs)  # type: ignore[arg-type]
+    return LedgerLocks(str(directory), fingerprints, **kwargs)
 
 
 def _write_holder(directory: Path, fingerprint: str, holder: Holder) -> Path:
