@@ -23,7 +23,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -89,7 +89,14 @@ from beaconflow.transforms.linefile import (
     salvage_leftovers,
 )
 from beaconflow.transforms.messages import DIRECT, SplitMessages
-from beaconflow.transforms.parse import INVALID, REPLAYED, KeyedEvent, KeyedMessage, ParseEvents
+from beaconflow.transforms.parse import (
+    INVALID,
+    REPLAYED,
+    KeyedEvent,
+    KeyedMessage,
+    ParseEvents,
+    PartitionOwner,
+)
 from beaconflow.transforms.read import InputError, ReadEvents, expand_inputs, matches_nothing
 from beaconflow.transforms.send import FAILED, SendConfig, SendMessages
 from beaconflow.transforms.send import TALLY as SEND_TALLY
@@ -177,8 +184,10 @@ class Backfill(beam.PTransform[PBegin, None]):
         dead_lettered: frozenset[str] = frozenset(),
         deadline: float | None = None,
         lease: Lease | None = None,
+        owner: PartitionOwner | None = None,
     ) -> None:
         super().__init__()
+        self._owner = owner
         self._lease = lease
         self._dead_lettered = dead_lettered
         self._deadline = deadline
@@ -209,6 +218,7 @@ class Backfill(beam.PTransform[PBegin, None]):
                 fingerprints,
                 config.destinations,
                 self._dead_lettered,
+                owner=self._owner,
             )
         ).with_output_types(
             KeyedEvent, invalid=DeadLetterEntry, replayed=KeyedMessage, tally=Any
@@ -650,6 +660,23 @@ def run(argv: Sequence[str], *, now: float | None = None) -> tuple[int, RunRepor
                 # before the outputs are touched: a damaged ledger leaves them as they were
                 _check_ledger(config)
             salvaged = sum(_prepare_output(path, what) for path, what in outputs if path)
+            # the chunk driver builds on this module's passes: imported where it is used
+            from beaconflow.pipelines import chunks
+
+            if chunks.chunked(config, files, options):
+                return chunks.run_chunked(
+                    config,
+                    files,
+                    options,
+                    stop,
+                    run_id,
+                    now,
+                    started,
+                    salvaged=salvaged,
+                    deadline=None if config.deadline is None else began + config.deadline,
+                    lease=lease,
+                    dead_lettered=_dead_lettered(config),
+                )
             return _run_pipeline(
                 config,
                 files,
@@ -665,6 +692,140 @@ def run(argv: Sequence[str], *, now: float | None = None) -> tuple[int, RunRepor
             )
     finally:
         forget_run(run_id)
+
+
+@dataclass
+class Pass:
+    """What one pipeline of a run leaves: its summed tallies, why it stopped, if it did.
+
+    ``partial``: the pipeline failed after it may have sent something, or its counts could
+    not be read: ``sums`` is then empty and the counts are unknown.
+    """
+
+    sums: Counter[TallyKey] = field(default_factory=Counter)
+    stopped: list[str] = field(default_factory=list)
+    partial: bool = False
+
+
+def run_pass(
+    config: BackfillConfig,
+    files: Sequence[str],
+    options: PipelineOptions,
+    stop: RunStop,
+    run_id: str,
+    now: float,
+    *,
+    deadline: float | None = None,
+    lease: Lease | None = None,
+    dead_lettered: frozenset[str] = frozenset(),
+    remember: bool = True,
+    tallies_path: str | None = None,
+    **backfill: Any,
+) -> Pass:
+    """Build and run one pipeline over ``files``; merge its dead letter and dry-run file.
+
+    ``remember``: record the merged dead letter in the ledger's memory (a chunked run does
+    it once, for the run's whole dead letter). ``backfill``: further arguments of
+    :class:`Backfill` (a chunk's ``elsewhere`` and ``owner``).
+    """
+    outcome = Pass()
+    redact = Redactor.of(config.secrets())
+    tallies_path = tallies_path or f"{config.report}.tallies-{uuid.uuid4().hex[:8]}.json"
+    pipeline = beam.Pipeline(runner=local_runner(options), options=options)
+    _ = pipeline | "Backfill" >> Backfill(
+        config,
+        files,
+        tallies_path,
+        now=now,
+        workers=worker_processes(options),
+        processes=send_processes(options, config.send_processes),
+        run_id=run_id,
+        dead_lettered=dead_lettered,
+        deadline=None if config.dry_run else deadline,
+        lease=lease,
+        **backfill,
+    )
+    try:
+        with _deadline_said(deadline, config):
+            result = pipeline.run()
+            result.wait_until_finish()
+    except Exception as error:
+        if interrupted(error) or not _may_have_sent(stop, options, config):
+            raise
+        first_line = f"{type(error).__name__}: {error}".splitlines()[0]
+        outcome.stopped.append(f"the run failed: {redact(first_line)}")
+        outcome.partial = True
+    for wanted, what in ((config.dead_letter, "dead letter"),
+                         (config.dry_run, "dry-run file")):  # fmt: skip
+        if wanted:
+            try:
+                merge_parts(wanted)
+            except Exception as error:
+                kept = f"what was written is kept in {parts_prefix(wanted)}* and {wanted}.tmp*"
+                outcome.stopped.append(f"{io_problem(what, wanted, error)} ({kept})")
+            else:
+                if what == "dead letter" and remember:
+                    remember_dead_letter(config, wanted, run_id)
+    if not outcome.partial:
+        try:
+            outcome.sums = _read_tallies(tallies_path)
+        except Exception as error:
+            # the counts' own write failing said why already (the system's reason):
+            # that is the one to keep; partial says the counts are unknown
+            named = f"report not writable: {config.report}: "
+            if not any(reason.startswith(named) for reason in stop.reasons):
+                outcome.stopped.append(io_problem("report", config.report, error))
+            outcome.partial = True
+    else:
+        _discard_tallies(tallies_path)
+    return outcome
+
+
+def remember_dead_letter(config: BackfillConfig, path: str, run_id: str) -> None:
+    """Record a committed dead letter in the ledger's memory (runs with a ledger that send)."""
+    if config.ledger and not config.dry_run:
+        # committed: a later run reading the same records counts them only
+        days = config.input_days.values() if config.day else ()
+        dead_lettered.remember(config.ledger, path, run_id, days)
+
+
+@contextlib.contextmanager
+def sandboxed(config: BackfillConfig) -> Iterator[tuple[BackfillConfig, Any]]:
+    """The run's configuration, and the sandbox collector it sends to (None: not a sandbox).
+
+    The collector runs until the block ends; the configuration's endpoints point at it.
+    """
+    if not config.sandbox:
+        yield config, None
+        return
+    from beaconflow.pipelines.options import SANDBOX_KISSMETRICS_KEY, SANDBOX_KONTAGENT_KEY
+    from beaconflow.sandbox.collector import Collector
+
+    with Collector(
+        kontagent_key=SANDBOX_KONTAGENT_KEY,
+        kissmetrics_key=SANDBOX_KISSMETRICS_KEY,
+        kontagent_secret=config.endpoints["kontagent"].secret,
+    ) as collector:
+        base = collector.base_url
+        endpoints = {d: replace(e, base_url=base) for d, e in config.endpoints.items()}
+        log.warning(
+            "SANDBOX MODE: sending to the local collector at %s; "
+            "nothing reaches Kontagent or KISSmetrics.",
+            base,
+        )
+        yield replace(config, endpoints=endpoints), collector
+
+
+def collector_counts(collector: Any) -> dict[str, int] | None:
+    """What the sandbox collector accepted, rejected and faulted (None: no sandbox)."""
+    if collector is None:
+        return None
+    counts = collector.counts()
+    return {
+        "accepted": counts.get("accepted", 0),
+        "rejected": counts.get("rejected", 0),
+        "faulted": counts.get("faulted", 0),
+    }
 
 
 def _run_pipeline(
@@ -686,105 +847,64 @@ def _run_pipeline(
     ``salvaged``: the dead-letter entries of a killed earlier run kept in this run's.
     ``deadline``: the --deadline's wall-clock instant (epoch seconds), or None.
     """
-    redact = Redactor.of(config.secrets())
-    tallies_path = f"{config.report}.tallies-{uuid.uuid4().hex[:8]}.json"
-    collector = None
-    sandbox_counts: dict[str, int] | None = None
-    stopped: list[str] = []
-    partial = False
-    sums: Counter[TallyKey] = Counter()
-    with contextlib.ExitStack() as stack:
-        if config.sandbox:
-            from beaconflow.pipelines.options import (
-                SANDBOX_KISSMETRICS_KEY,
-                SANDBOX_KONTAGENT_KEY,
-            )
-            from beaconflow.sandbox.collector import Collector
-
-            collector = stack.enter_context(
-                Collector(
-                    kontagent_key=SANDBOX_KONTAGENT_KEY,
-                    kissmetrics_key=SANDBOX_KISSMETRICS_KEY,
-                    kontagent_secret=config.endpoints["kontagent"].secret,
-                )
-            )
-            base = collector.base_url
-            endpoints = {d: replace(e, base_url=base) for d, e in config.endpoints.items()}
-            config = replace(config, endpoints=endpoints)
-            log.warning(
-                "SANDBOX MODE: sending to the local collector at %s; "
-                "nothing reaches Kontagent or KISSmetrics.",
-                base,
-            )
-        pipeline = beam.Pipeline(runner=local_runner(options), options=options)
+    with sandboxed(config) as (config, collector):
         warning = rate_split_warning(options) if config.max_rps else None
         if warning:
             log.warning("--max-rps may be exceeded: %s", warning)
-        _ = pipeline | "Backfill" >> Backfill(
+        outcome = run_pass(
             config,
             files,
-            tallies_path,
-            now=now,
-            workers=worker_processes(options),
-            processes=send_processes(options, config.send_processes),
-            run_id=run_id,
-            dead_lettered=_dead_lettered(config),
-            deadline=None if config.dry_run else deadline,
+            options,
+            stop,
+            run_id,
+            now,
+            deadline=deadline,
             lease=lease,
+            dead_lettered=_dead_lettered(config),
         )
-        said = _deadline_said(deadline, config)
-        try:
-            with said:
-                result = pipeline.run()
-                result.wait_until_finish()
-        except Exception as error:
-            if interrupted(error) or not _may_have_sent(stop, options, config):
-                raise
-            first_line = f"{type(error).__name__}: {error}".splitlines()[0]
-            stopped.append(f"the run failed: {redact(first_line)}")
-            partial = True
-        for wanted, what in ((config.dead_letter, "dead letter"),
-                             (config.dry_run, "dry-run file")):  # fmt: skip
-            if wanted:
-                try:
-                    merge_parts(wanted)
-                except Exception as error:
-                    kept = f"what was written is kept in {parts_prefix(wanted)}* and {wanted}.tmp*"
-                    stopped.append(f"{io_problem(what, wanted, error)} ({kept})")
-                else:
-                    if what == "dead letter" and config.ledger and not config.dry_run:
-                        # committed: a later run reading the same records counts them only
-                        days = config.input_days.values() if config.day else ()
-                        dead_lettered.remember(config.ledger, wanted, run_id, days)
-        if not partial:
-            try:
-                sums = _read_tallies(tallies_path)
-            except Exception as error:
-                # the counts' own write failing said why already (the system's reason):
-                # that is the one to keep; partial says the counts are unknown
-                named = f"report not writable: {config.report}: "
-                if not any(reason.startswith(named) for reason in stop.reasons):
-                    stopped.append(io_problem("report", config.report, error))
-                partial = True
-        else:
-            _discard_tallies(tallies_path)
-        if collector is not None:
-            counts = collector.counts()
-            sandbox_counts = {
-                "accepted": counts.get("accepted", 0),
-                "rejected": counts.get("rejected", 0),
-                "faulted": counts.get("faulted", 0),
-            }
+        sandbox_counts = collector_counts(collector)
+    return finish_run(
+        config,
+        outcome,
+        stop,
+        started,
+        files=len(files),
+        lookback_missing=lookback_missing,
+        salvaged=salvaged,
+        deadline=deadline,
+        sandbox_counts=sandbox_counts,
+    )
+
+
+def finish_run(
+    config: BackfillConfig,
+    outcome: Pass,
+    stop: RunStop,
+    started: float,
+    *,
+    files: int,
+    lookback_missing: tuple[str, ...] = (),
+    salvaged: int = 0,
+    deadline: float | None = None,
+    sandbox_counts: dict[str, int] | None = None,
+    **more: Any,
+) -> tuple[int, RunReport]:
+    """The run's report from its summed outcome, its exit status, and report.json/.html.
+
+    ``more``: further report fields (a chunked run's ``inputs`` and ``chunking``).
+    """
+    stopped = list(outcome.stopped)
+    partial = outcome.partial
     # every output that failed, not only the first: the tallies saying so may be lost with
     # the counts, when they were the report's
     stopped.extend(stop.reasons)
     # a destination down in this process (the tallies say so too, also from other processes)
     stopped.extend(stop.down.values())
-    counted = build_report(sums, time.monotonic() - started, _one_per_output(stopped))
+    counted = build_report(outcome.sums, time.monotonic() - started, _one_per_output(stopped))
     report = replace(
         counted,
         inputs=tuple(config.inputs),
-        files=len(files),
+        files=files,
         report=config.report,
         dead_letter=config.dead_letter,
         dry_run=config.dry_run,
@@ -806,6 +926,7 @@ def _run_pipeline(
         ),
         # the counts come from the pipeline's outputs, which a failed run did not finish
         partial=partial,
+        **more,
     )
     signum = interrupted_by()
     if signum is not None and report.stopped:

@@ -40,6 +40,8 @@ SANDBOX_KISSMETRICS_KEY = "sandbox-kissmetrics-key"
 
 DEFAULT_OUTPUT = "beaconflow-output"
 
+#: --chunk's choices.
+CHUNK_CHOICES = ("auto", "none", "day", "week", "month")
 #: ``{date}`` or ``{date:FORMAT}`` (strftime) in --input and output paths, with --date.
 _DATE_PLACEHOLDER = re.compile(r"\{date(?::([^{}]*))?\}")
 
@@ -87,6 +89,14 @@ class BackfillConfig:
     ledger_app: str | None = None
     #: --deadline: seconds from the run's start after which no request starts; None: none
     deadline: float | None = None
+    #: --chunk: none, day, week, month or auto
+    chunk: str = "auto"
+    #: --work-dir (absolute): where a chunked run keeps its plan and results
+    work_dir: str = ""
+    #: A dated backfill's --input patterns, {date} left in (``inputs`` is empty then)
+    dated_inputs: tuple[str, ...] = ()
+    #: --lookback
+    lookback: int = 0
     #: --breaker-window: seconds of nothing but failures that declare a destination down;
     #: None: no circuit breaker (--breaker-window 0)
     breaker_window: float | None = DEFAULT_WINDOW
@@ -245,7 +255,27 @@ def parser() -> argparse.ArgumentParser:
         help="with --date: also read the DAYS days before it and keep their events, for "
         "events that reach a later day's logs; a day before whose {date} input matches "
         "nothing is skipped and named in the report; needs --ledger, which skips what "
-        "earlier nights delivered (default: 0)",
+        "earlier nights delivered. In a dated backfill ({date} in --input with --since "
+        "and --until): events land in the partitions of up to DAYS days after their own, "
+        "and each chunk reads those too (default: 0)",
+    )
+    read.add_argument(
+        "--chunk",
+        choices=CHUNK_CHOICES,
+        default="auto",
+        help="run the window in chunks of event time, one after the other, each a pipeline "
+        "of its own events only, with one ledger, report and dead letter: memory stays "
+        "flat in the history's size and the first messages go out early; a stopped run "
+        "resumes at its unfinished chunk (see --work-dir). auto: one chunk when the input "
+        "is small, else chunks of consecutive days sized to the memory; none: one pipeline "
+        "for everything (default: auto; docs/backfill.md)",
+    )
+    read.add_argument(
+        "--work-dir",
+        metavar="DIR",
+        help="where a chunked run keeps its plan, its per-chunk results and the events of "
+        "undated input cut by day; the same command resumes from it (default: beside "
+        "--report, REPORT.work; removed when the run ends done)",
     )
     dest = p.add_argument_group(
         "destinations (a destination is used if and only if its key is given)"
@@ -596,8 +626,11 @@ def _nightly(
     The day, the expanded inputs, and the day each input written with {date} stands for.
     """
     if args.date is None:
+        if any(_DATE_PLACEHOLDER.search(pattern) for pattern in args.input):
+            _dated_backfill(args)
+            return None, list(args.input), {}
         if args.lookback:
-            raise UsageError("--lookback needs --date")
+            raise UsageError("--lookback needs --date, or {date} in --input (a dated backfill)")
         for flag in ("input", "report", "dead_letter", "dry_run"):
             values = getattr(args, flag)
             for value in values if isinstance(values, list) else [values]:
@@ -633,6 +666,34 @@ def _nightly(
     return day, inputs, input_days
 
 
+def _dated_backfill(args: argparse.Namespace) -> None:
+    """Check a dated backfill: {date} in every --input, with --since and --until.
+
+    Each chunk of the window reads its days' partitions (docs/backfill.md).
+    """
+    undated = [pattern for pattern in args.input if not _DATE_PLACEHOLDER.search(pattern)]
+    if undated:
+        raise UsageError(
+            f"--input {undated[0]!r} has no {{date}} while another --input has one: in a "
+            "dated backfill every --input is partitioned by day"
+        )
+    if args.since is None or args.until is None:
+        raise UsageError(
+            "--input has {date}: give --date for a nightly run, or --since and --until for a "
+            "backfill of those days' partitions"
+        )
+    for flag in ("report", "dead_letter", "dry_run", "ledger", "work_dir"):
+        value = getattr(args, flag)
+        if value and _DATE_PLACEHOLDER.search(value):
+            raise UsageError(f"{_flag(flag)} {value!r} has {{date}}, which only --date fills in")
+
+
+def default_work_dir(report: str) -> str:
+    """Where a chunked run keeps its work without --work-dir: beside the report."""
+    stem = report[: -len(".json")] if report.endswith(".json") else report
+    return f"{stem}.work"
+
+
 def configure(argv: Sequence[str], now: float | None = None) -> BackfillConfig:
     """The run's configuration from the command line, or UsageError naming what is wrong.
 
@@ -646,7 +707,7 @@ def configure(argv: Sequence[str], now: float | None = None) -> BackfillConfig:
     # Workers of a portable or remote runner do not share the driver's working directory.
     inputs = [_absolute(pattern) for pattern in inputs]
     input_days = {_absolute(pattern): each for pattern, each in input_days.items()}
-    for flag in ("dead_letter", "report", "dry_run", "ledger"):
+    for flag in ("dead_letter", "report", "dry_run", "ledger", "work_dir"):
         if getattr(args, flag):
             setattr(args, flag, _absolute(getattr(args, flag)))
     rest = _absolute_beam_files(rest)
@@ -689,9 +750,17 @@ def configure(argv: Sequence[str], now: float | None = None) -> BackfillConfig:
     until = None if args.until is None else parse_instant(args.until, "--until")
     if since is not None and until is not None and since >= until:
         raise UsageError(f"--since {args.since} is not before --until {args.until}")
+    dated = day is None and any(_DATE_PLACEHOLDER.search(p) for p in inputs)
+    work_dir = args.work_dir or default_work_dir(args.report)
+    if "://" in work_dir and not work_dir.startswith("file://"):
+        raise UsageError(f"--work-dir {work_dir}: must be a local folder")
     return BackfillConfig(
         file_format=args.format,
-        inputs=tuple(inputs),
+        inputs=() if dated else tuple(inputs),
+        dated_inputs=tuple(inputs) if dated else (),
+        lookback=args.lookback,
+        chunk=args.chunk,
+        work_dir=work_dir.removeprefix("file://"),
         mapping=read_mapping(args.mapping, args.source_timezone),
         endpoints=endpoints,
         since=since,

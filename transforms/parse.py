@@ -14,9 +14,11 @@ names, when it names one), and its messages leave through ``replayed`` as
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 from collections import Counter
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import apache_beam as beam
@@ -58,8 +60,12 @@ class ParseEvents(CountsTallies, beam.DoFn):
         fingerprints: Mapping[str, str],
         destinations: tuple[Destination, ...] = DESTINATIONS,
         dead_lettered: frozenset[str] = frozenset(),
+        owner: PartitionOwner | None = None,
     ) -> None:
         super().__init__()
+        #: In a chunk of a dated backfill: which records this chunk counts and sends (the
+        #: others, read again from a shared partition, belong to another chunk)
+        self._owner = owner
         #: The identities of the records an earlier run with the same ledger dead-lettered
         #: (:func:`~beaconflow.report.deadletter.entry_identity`): counted, not dead-lettered
         #: again, unless a dead letter is replayed
@@ -86,8 +92,39 @@ class ParseEvents(CountsTallies, beam.DoFn):
         yield from super().finish_bundle()
 
     def process(self, raw: RawRecord) -> Iterator[KeyedEvent | TaggedOutput[str, Any]]:
-        self.count("events_read")
+        owner = self._owner
+        if owner is None:
+            yield from self._parse(raw, self._matched, self._left_out)
+        elif raw.problem is not None:
+            if owner.owns_undated(raw.file):  # a read problem is its partition's home chunk's
+                yield from self._parse(raw, self._matched, self._left_out)
+        else:  # maybe another chunk's: known once its time is
+            yield from self._owned(raw, owner)
+
+    def _owned(
+        self, raw: RawRecord, owner: PartitionOwner
+    ) -> Iterator[KeyedEvent | TaggedOutput[str, Any]]:
+        """Parse a record another chunk may own; count and emit it only if this one does."""
+        matched: Counter[str] = Counter()
+        left_out: Counter[str] = Counter()
+        outputs = list(self._parse(raw, matched, left_out, owner=owner))
+        if outputs and outputs[0] is _NOT_OURS:
+            return
+        self._matched.update(matched)
+        self._left_out.update(left_out)
+        yield from outputs
+
+    def _parse(
+        self,
+        raw: RawRecord,
+        matched: Counter[str],
+        left_out: Counter[str],
+        *,
+        owner: PartitionOwner | None = None,
+    ) -> Iterator[Any]:
+        """The record's outputs; with ``owner``, first :data:`_NOT_OURS` alone if not ours."""
         if raw.problem is not None:
+            self.count("events_read")
             yield from self._invalid("read", raw.problem, raw)
             return
         source: dict[str, Any] | None = raw.row
@@ -99,6 +136,10 @@ class ParseEvents(CountsTallies, beam.DoFn):
             if is_entry(source):  # a dead-letter file given as input: replay it
                 replaying = True
                 if "message" in source:
+                    if owner is not None and not owner.owns_undated(raw.file):
+                        yield _NOT_OURS  # no time: its partition's home chunk's
+                        return
+                    self.count("events_read")
                     yield from self._replay_message(source, raw)
                     return
                 only = source.get("destination")
@@ -111,12 +152,20 @@ class ParseEvents(CountsTallies, beam.DoFn):
                 source_name=raw.source,
                 destinations=self._destinations,
                 only=only,
-                matched=self._matched,
-                left_out=self._left_out,
+                matched=matched,
+                left_out=left_out,
             )
         except RecordError as error:
+            if owner is not None and not owner.owns_undated(raw.file):
+                yield _NOT_OURS  # no valid time: its partition's home chunk's
+                return
+            self.count("events_read")
             yield from self._invalid("parse", str(error), raw, source, replaying=replaying)
             return
+        if owner is not None and not owner.owns(raw.file, converted.event.time):
+            yield _NOT_OURS
+            return
+        self.count("events_read")
         mapped = converted.mapped
         if self._dead_lettered and mapped.problems and not replaying:
             mapped = self._known_problems(mapped, raw)
@@ -178,3 +227,57 @@ class ParseEvents(CountsTallies, beam.DoFn):
                 return
         self.count("events_invalid", stage=stage)
         yield TaggedOutput(INVALID, entry)
+
+
+#: What :meth:`ParseEvents._parse` yields alone for a record another chunk owns.
+_NOT_OURS: Any = object()
+
+
+@dataclass(frozen=True)
+class PartitionOwner:
+    """Which chunk of a dated backfill counts and sends each record it reads.
+
+    A dated backfill (``{date}`` in ``--input``) runs its window in chunks of consecutive
+    days. Chunk ``i`` covers days ``starts[i]`` to ``starts[i+1] - 1`` (the last one to
+    ``last_day``; days count from 1970-01-01, UTC) and reads the partitions of its days and
+    of the ``lookback`` days after them, where its late events landed. A partition may be
+    read by two chunks, so a record is owned by exactly one: the chunk of its event's day
+    when that chunk reads its partition, else its partition's home chunk (the chunk of the
+    partition's day, the last one for partitions after the window), which also owns every
+    record without a valid time. ``file_days`` maps each input file to its partition's day.
+    """
+
+    chunk: int
+    starts: tuple[int, ...]
+    last_day: int
+    lookback: int
+    file_days: Mapping[str, int]
+
+    def _chunk_of(self, day: int) -> int | None:
+        if day < self.starts[0] or day > self.last_day:
+            return None
+        return bisect.bisect_right(self.starts, day) - 1
+
+    def _end(self, chunk: int) -> int:
+        return self.starts[chunk + 1] - 1 if chunk + 1 < len(self.starts) else self.last_day
+
+    def _home(self, partition: int) -> int:
+        found = self._chunk_of(partition)
+        if found is not None:
+            return found
+        return 0 if partition < self.starts[0] else len(self.starts) - 1
+
+    def owns_undated(self, path: str) -> bool:
+        """Whether this chunk owns a record of ``path`` whose time is not known."""
+        return self._home(self.file_days[path]) == self.chunk
+
+    def owns(self, path: str, time: float) -> bool:
+        """Whether this chunk owns a record of ``path`` whose event is at ``time``."""
+        partition = self.file_days[path]
+        chunk = self._chunk_of(int(time // 86400))
+        reads = chunk is not None and (
+            self.starts[chunk] <= partition <= self._end(chunk) + self.lookback
+        )
+        if reads:
+            return chunk == self.chunk
+        return self._home(partition) == self.chunk

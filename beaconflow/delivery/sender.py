@@ -250,6 +250,17 @@ class SenderStats:
             )
 
 
+#: What a run adds to every progress line, given the messages sent so far (a chunked run's
+#: chunk, events done and time left); None: nothing. See :func:`set_progress_note`.
+_progress_note: Callable[[int], str] | None = None
+
+
+def set_progress_note(note: Callable[[int], str] | None) -> None:
+    """Have every progress line of this process end with ``note(sent)`` (None: nothing)."""
+    global _progress_note
+    _progress_note = note
+
+
 class ProgressLog:
     """A progress line every ``interval`` seconds (BulkSender's, or a pool's for its children).
 
@@ -294,6 +305,9 @@ class ProgressLog:
                 if left > 0
                 else "; deadline passed: no new request starts"
             )
+        note = _progress_note
+        if note is not None:
+            notes += note(sent)
         logger.info("sent %d (%.1f/s), retries %d, failed %d%s", sent, rate, retries, failed, notes)
 
 

@@ -61,7 +61,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection, wait
 from typing import Any, cast
@@ -495,6 +495,30 @@ class PoolClient:
 #: The process's shared pools by configuration, each with its count of open clients.
 _pools: dict[bytes, tuple[SenderPool, int]] = {}
 _pools_lock = threading.Lock()
+#: While above 0 (:func:`pools_kept`), a shared pool whose last client leaves stays open.
+_keepers = 0
+
+
+@contextlib.contextmanager
+def pools_kept() -> Iterator[None]:
+    """Keep this process's shared pools open between pipelines, closing them at the end.
+
+    A chunked run (:mod:`beaconflow.pipelines.chunks`) runs one pipeline per chunk: its
+    senders' adaptive concurrency, rate limits and progress counts span the whole run
+    instead of starting again with each chunk.
+    """
+    global _keepers
+    with _pools_lock:
+        _keepers += 1
+    try:
+        yield
+    finally:
+        with _pools_lock:
+            _keepers -= 1
+            idle = [] if _keepers else [k for k, (_, users) in _pools.items() if users == 0]
+            closing = [_pools.pop(key)[0] for key in idle]
+        for pool in closing:
+            pool.close()
 
 
 def shared_client(
@@ -535,7 +559,7 @@ def _release(pool: SenderPool) -> None:
     with _pools_lock:
         for key, (shared, users) in list(_pools.items()):
             if shared is pool:
-                if users > 1:
+                if users > 1 or _keepers:
                     _pools[key] = (shared, users - 1)
                     return
                 del _pools[key]

@@ -123,6 +123,8 @@ class RunReport:
     destinations: tuple[str, ...] = ()
     #: What the sandbox collector counted (sandbox runs only).
     sandbox_collector: Mapping[str, int] | None = None
+    #: A chunked run's unit, work directory and one row per chunk (None: not chunked)
+    chunking: Mapping[str, Any] | None = None
     #: The run failed before its counts were added up: the counts are not to be trusted.
     partial: bool = False
     #: A signal (Ctrl-C, SIGTERM) stopped the run: ``stopped`` names it (exit 130 or 143).
@@ -141,7 +143,7 @@ class RunReport:
 
         Every field but ``report_written`` and ``report_html_written``; ``partial``,
         ``interrupted`` and
-        ``sandbox_collector`` only when
+        ``sandbox_collector`` and ``chunking`` only when
         they apply.
         """
         data = asdict(self)
@@ -159,6 +161,8 @@ class RunReport:
             del data["interrupted"]
         if self.sandbox_collector is None:
             del data["sandbox_collector"]
+        if self.chunking is None:
+            del data["chunking"]
         return data
 
     @classmethod
@@ -239,7 +243,7 @@ def _coerce(name: str, value: object) -> Any:
         if not isinstance(value, list | tuple):
             return None
         return tuple(item for item in value if isinstance(item, Mapping))
-    if name == "sandbox_collector":
+    if name in ("sandbox_collector", "chunking"):
         return value if isinstance(value, Mapping) else None
     if name in ("sandbox", "partial", "interrupted"):
         return value is True

@@ -165,7 +165,7 @@ def test_lookback_reads_the_days_before_and_widens_the_window() -> None:
         (["--date=2025-06-04", "--lookback=1"], "--lookback .* needs --ledger"),
         (["--lookback=1", "--ledger=l"], "--lookback needs --date"),
         (["--date=2025-06-04", "--ledger=l/{date}"], "--ledger must be the same directory"),
-        (["--input=logs/{date}/*"], r"--input 'logs/\{date\}/\*' has \{date\} but no --date"),
+        (["--input=logs/{date}/*"], r"--input 'x/\*.jsonl' has no \{date\} while another"),
         (["--report=r/{date}.json"], r"--report 'r/\{date\}.json' has \{date\} but no --date"),
         (["--date=2025-06-04", "--lookback=-1"], "must be a whole number 0 or more"),
     ],
@@ -173,6 +173,32 @@ def test_lookback_reads_the_days_before_and_widens_the_window() -> None:
 def test_date_flag_misuse_is_a_usage_error(flags: list[str], error: str) -> None:
     with pytest.raises(UsageError, match=error):
         configure(["--dry-run=d", "--input=x/*.jsonl", *flags], now=NOW)
+
+
+@pytest.mark.parametrize(
+    ("flags", "error"),
+    [
+        ([], r"give --date for a nightly run, or --since and --until"),
+        (["--since=2025-01-01"], r"give --date for a nightly run, or --since and --until"),
+        (["--since=2025-01-01", "--until=2025-02-01", "--report=r/{date}.json"],
+         r"--report 'r/\{date\}.json' has \{date\}, which only --date fills in"),
+        (["--since=2025-01-01", "--until=2025-02-01", "--work-dir=gs://b/w"],
+         "--work-dir gs://b/w: must be a local folder"),
+    ],
+)  # fmt: skip
+def test_a_dated_backfill_needs_its_window(flags: list[str], error: str) -> None:
+    with pytest.raises(UsageError, match=error):
+        configure(["--dry-run=d", "--input=logs/dt={date}/*", *flags], now=NOW)
+
+
+def test_a_dated_backfill_keeps_its_patterns_and_a_work_dir_beside_the_report() -> None:
+    config = configure(
+        ["--dry-run=d", "--input=/l/dt={date}/*", "--since=2025-01-01", "--until=2025-02-01",
+         "--lookback=2", "--report=/out/report.json", "--chunk=week"],
+        now=NOW,
+    )  # fmt: skip
+    assert config.inputs == () and config.dated_inputs == ("/l/dt={date}/*",)
+    assert (config.lookback, config.chunk, config.work_dir) == (2, "week", "/out/report.work")
 
 
 def test_the_flag_refuses_a_negative_count(tmp_path: Path) -> None:
