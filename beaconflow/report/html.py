@@ -765,6 +765,55 @@ def _reasons_chart(report: RunReport) -> str:
     return _section(name, heading, "".join(parts) + "".join(table), notes)
 
 
+# --- table: a chunked run's chunks ------------------------------------------------------
+
+_CHUNK_COLUMNS = (
+    ("events_read", "events"),
+    ("messages_built", "built"),
+    ("messages_delivered", "delivered"),
+    ("messages_skipped", "already delivered"),
+    ("messages_failed", "failed"),
+    ("messages_dry_run", "dry run"),
+)
+
+
+def _chunks_table(report: RunReport) -> str:
+    """One row per chunk of a chunked run, and their totals; nothing for another run."""
+    chunking = _mapping(report.chunking)
+    rows = [_mapping(row) for row in chunking.get("chunks", ()) if isinstance(row, Mapping)]
+    if not rows:
+        return ""
+    dry = any(_count(row.get("messages_dry_run")) for row in rows)
+    columns = [c for c in _CHUNK_COLUMNS if (c[0] == "messages_dry_run") == dry or
+               c[0] in ("events_read", "messages_built")]  # fmt: skip
+    head = "".join(f'<th class="num">{_esc(title)}</th>' for _, title in columns)
+    body = []
+    for row in rows:
+        days = f"{_esc(row.get('first_day'))} \u2013 {_esc(row.get('last_day'))}"
+        cells = "".join(f'<td class="num">{_count(row.get(key)):,}</td>' for key, _ in columns)
+        body.append(
+            f'<tr><td class="num">{_count(row.get("chunk"))}</td><td>{days}</td>'
+            f"<td>{_esc(row.get('status'), 20)}</td>{cells}"
+            f'<td class="num">{_fmt(_number(row.get("seconds")))} s</td></tr>'
+        )
+    totals = "".join(
+        f'<td class="num">{sum(_count(row.get(key)) for row in rows):,}</td>' for key, _ in columns
+    )
+    table = (
+        '<table class="reasons chunks"><thead><tr><th>#</th><th>days</th><th>status</th>'
+        f'{head}<th class="num">time</th></tr></thead><tbody>{"".join(body)}'
+        f'<tr class="total"><td></td><td>total</td><td></td>{totals}<td></td></tr>'
+        "</tbody></table>"
+    )
+    unit = _esc(chunking.get("unit"), 20)
+    notes = [
+        f"{len(rows):,} chunks of event time (--chunk {unit}), run one after the other; "
+        "\u201cresumed\u201d rows were finished by an earlier run of the same command.",
+        f"Work directory: <code>{_esc(chunking.get('work_dir'))}</code>",
+    ]
+    return _section("chunks", "Chunks", table, notes)
+
+
 # --- chart: send rate over the run ------------------------------------------------------
 
 
@@ -946,6 +995,7 @@ table.reasons th, table.reasons td { text-align: left; padding: 4px 8px;
   border-bottom: 1px solid #e6e8eb; vertical-align: top; overflow-wrap: break-word; }
 table.reasons .num { text-align: right; font-variant-numeric: tabular-nums;
   white-space: nowrap; }
+table.chunks { table-layout: auto; } table.chunks tr.total td { font-weight: 600; }
 footer { font-size: 12px; color: #7a828c; text-align: center; }
 """
 
@@ -966,6 +1016,7 @@ def render_html(report: RunReport) -> str:
         _outcomes_chart(report),
         _reasons_chart(report),
         _send_rate_chart(report),
+        _chunks_table(report),
     )
     return (
         "<!DOCTYPE html>\n"

@@ -720,3 +720,28 @@ def test_full_report_is_not_changed_by_rendering() -> None:
     before = copy.deepcopy(report)
     page_of(report)
     assert report == before
+
+
+def test_a_chunked_run_has_a_row_per_chunk_and_their_totals() -> None:
+    report = full_report()
+    rows = [
+        {"chunk": 1, "first_day": "2025-01-01", "last_day": "2025-01-31", "status": "resumed",
+         "seconds": 61.5, "events_read": 1000, "messages_built": 2000,
+         "messages_delivered": 1990, "messages_skipped": 0, "messages_failed": 10},
+        {"chunk": 2, "first_day": "2025-02-01", "last_day": "2025-02-28", "status": "done",
+         "seconds": 50.0, "events_read": 500, "messages_built": 1000,
+         "messages_delivered": 400, "messages_skipped": 600, "messages_failed": 0},
+        {"chunk": 3, "first_day": "2025-03-01", "last_day": SCRIPT, "status": "not run",
+         "seconds": 0, "events_read": 0, "messages_built": 0},
+    ]  # fmt: skip
+    report["chunking"] = {"unit": "month", "mode": "dated", "work_dir": "/w", "chunks": rows}
+    page = page_of(report)
+    assert 'id="chart-chunks"' in page
+    table = page[page.index('class="reasons chunks"') :].split("</table>")[0]
+    cells = re.findall(r"<tr[^>]*>(.*?)</tr>", table)
+    assert len(cells) == 1 + 3 + 1, "head, three chunks, totals"
+    assert ">resumed<" in cells[1] and ">not run<" in cells[3]
+    assert ">1,500<" in cells[4] and ">2,390<" in cells[4] and ">600<" in cells[4]
+    assert ">already delivered<" in cells[0] and ">dry run<" not in cells[0]
+    assert SCRIPT not in page
+    assert 'id="chart-chunks"' not in page_of(full_report()), "only a chunked run has one"
