@@ -11,10 +11,18 @@ reads its days' files (``transforms/read.py`` reads spill files as it reads the 
 The event dedup stays exact. Copies of one event share its key; a key made from the
 content covers the time, so its copies share a day and a chunk. A key given by an
 ``event_id`` may be shared by copies of different times: for those, the pass also appends
-``key day source`` to one of :data:`KEY_BUCKETS` key files, and :func:`resolve`, once the
-days are grouped into chunks, names in ``<work dir>/elsewhere-<chunk>.txt`` every copy
-whose kept copy (the first source, as the pipeline's dedup keeps) is in another chunk; the
-parse step counts those as duplicates (``ParseEvents(elsewhere=...)``).
+``key day input position`` to one of :data:`KEY_BUCKETS` key files, and :func:`resolve`,
+once the days are grouped into chunks, names in ``<work dir>/elsewhere-<chunk>.txt`` every
+copy whose kept copy (the first source, as the pipeline's dedup keeps) is in another chunk;
+the parse step counts those as duplicates (``ParseEvents(elsewhere=...)``). Each chunk's
+run must use the pass's ``now`` (:attr:`Spilled.now`): a record's validity, hence its day,
+depends on it.
+
+The message dedup is exact across chunks for messages that carry their event's time
+(KISSmetrics ``_t``) or identity (Kontagent's occurrence). Two kinds carry neither: a
+KISSmetrics alias (``/a``) and a send-stage dead-letter message replayed as input (undated).
+Equal ones in two chunks are both sent without a ledger, and the second is counted skipped
+with one, where a single run counts a duplicate.
 
 The pass is complete when ``spill/spill.json`` exists: it is written last, atomically, and
 :meth:`Spilled.load` reads it back (None for a pass that did not finish). Files are private
@@ -28,14 +36,14 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
-from beaconflow.model.errors import BeaconflowError, io_problem
+from beaconflow.model.errors import io_problem
 from beaconflow.model.mapping import RecordMapping
 from beaconflow.model.message import Destination
-from beaconflow.model.spillfile import SPILL_SUFFIX, encode
+from beaconflow.model.spillfile import SPILL_SUFFIX, SpillError, encode
 from beaconflow.pipelines.appendfiles import AppendFiles
 from beaconflow.pipelines.spill_shares import (
     Share,
@@ -62,10 +70,6 @@ FORMAT = 1
 
 _EPOCH = date(1970, 1, 1)
 _SECONDS_PER_DAY = 86_400
-
-
-class SpillError(BeaconflowError, OSError):
-    """The spill pass cannot read its input or write its files: names which and why."""
 
 
 def day_name(day: int) -> str:
@@ -102,7 +106,6 @@ class Spilled:
     file_format: str | None
     now: float
     destinations: tuple[str, ...]
-    folder: str = field(default="", compare=False)
 
     def files(self, days: Sequence[int | None]) -> list[str]:
         """The spill files of ``days`` (None: the undated file) that hold records."""
@@ -171,7 +174,6 @@ class Spilled:
             file_format=data["file_format"],
             now=float(data["now"]),
             destinations=tuple(data["destinations"]),
-            folder=folder,
         )
 
 
@@ -230,7 +232,6 @@ def spill(
         file_format=file_format,
         now=now,
         destinations=tuple(destinations),
-        folder=folder,
     )
     _write_manifest(folder, result)
     return result

@@ -25,6 +25,7 @@ from typing import Any
 
 from beaconflow.model.errors import BeaconflowError, io_problem
 from beaconflow.model.source import format_of
+from beaconflow.model.spillfile import SpillError
 from beaconflow.transforms.read import LineRange, line_ranges
 
 Share = tuple[tuple[int, LineRange | None], ...]
@@ -33,10 +34,6 @@ None for the whole file)."""
 
 #: How often a process of the pass says how far it got, in seconds.
 PROGRESS_INTERVAL = 0.5
-
-
-class ShareError(BeaconflowError, OSError):
-    """A process of the spill pass failed: its own words (a file it could not write)."""
 
 
 @dataclass
@@ -150,13 +147,13 @@ def run_shares(
             except queue.Empty:
                 for number, worker in enumerate(workers):
                     if number not in parts and not worker.is_alive():
-                        raise ShareError(
+                        raise SpillError(
                             f"spill process {number} ended with status {worker.exitcode} "
                             "and no result"
                         ) from None
                 continue
             if kind == "error":
-                raise ShareError(str(value))
+                raise SpillError(str(value))
             if kind == "progress":
                 read[number] = value
             else:
@@ -225,6 +222,6 @@ def _join(part_folder: str, folder: str, sizes: Mapping[str, int], *, first: boo
                 shutil.copyfileobj(reading, writing, 1 << 20)
             os.remove(source)
         except OSError as error:
-            raise ShareError(io_problem("spill file", target, error)) from None
+            raise SpillError(io_problem("spill file", target, error)) from None
     with contextlib.suppress(OSError):
         os.rmdir(part_folder)

@@ -51,7 +51,11 @@ _ALLOWED: dict[tuple[str, str], Any] = {
 }
 
 
-class SpillFileError(BeaconflowError, ValueError):
+class SpillError(BeaconflowError, OSError):
+    """The spill pass of a chunked backfill failed: names the file, or the process, and why."""
+
+
+class SpillFileError(SpillError, ValueError):
     """A spill file cannot be written or read back: names the file and the record."""
 
 

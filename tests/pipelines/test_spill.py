@@ -26,6 +26,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from beaconflow.model.mapping import RecordMapping
 from beaconflow.model.message import Destination
+from beaconflow.model.spillfile import SpillError
 from beaconflow.pipelines import backfill
 from beaconflow.pipelines.options import configure
 from beaconflow.pipelines.runners import local_runner
@@ -37,7 +38,7 @@ from beaconflow.pipelines.spill import (
     resolve,
     spill,
 )
-from beaconflow.pipelines.spill_shares import ShareError, plan_shares
+from beaconflow.pipelines.spill_shares import plan_shares
 from beaconflow.report.counts import TallyKey
 from beaconflow.samples.gamelog import generate_events, write_jsonl, write_parquet
 from beaconflow.transforms.linefile import merge_parts
@@ -220,7 +221,7 @@ def test_a_failed_share_process_fails_the_pass_with_its_words(tmp_path: Path) ->
     )
     work = tmp_path / "work"
     assert len(plan_shares([str(f) for f in files], None, 2)) == 2
-    with pytest.raises(ShareError, match=r"spill process 1: ZeroDivisionError: boom"):
+    with pytest.raises(SpillError, match=r"spill process 1: ZeroDivisionError: boom"):
         spill([str(f) for f in files], None, _Exploding(), now=NOW, destinations=DESTINATIONS,
               work_dir=str(work), processes=2)  # fmt: skip
     assert Spilled.load(str(work)) is None
@@ -390,8 +391,6 @@ def test_a_chunked_run_counts_and_sends_what_one_run_does(tmp_path: Path) -> Non
 
 
 def test_a_spill_file_is_refused_as_input(tmp_path: Path) -> None:
-    from beaconflow.pipelines.spill import SpillError
-
     (tmp_path / "x.spill").write_bytes(b"")
     with pytest.raises(SpillError, match="not spill files"):
         _spill([tmp_path / "x.spill"], tmp_path / "work")
