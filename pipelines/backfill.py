@@ -168,7 +168,8 @@ class Backfill(beam.PTransform[PBegin, None]):
     ``tallies_path`` receives the summed tallies the report is made of; ``now`` is the time
     events may not be after; ``workers`` and ``processes`` size the sending; ``run_id`` names
     the run's stop flag; ``deadline`` is the wall-clock instant (epoch seconds) of the run's
-    --deadline, None without one.
+    --deadline, None without one. ``elsewhere``: in one chunk of a chunked run, the sources
+    of events whose kept copy is in another chunk (:func:`beaconflow.pipelines.spill.resolve`).
     """
 
     def __init__(
@@ -185,10 +186,12 @@ class Backfill(beam.PTransform[PBegin, None]):
         deadline: float | None = None,
         lease: Lease | None = None,
         owner: PartitionOwner | None = None,
+        elsewhere: frozenset[str] = frozenset(),
     ) -> None:
         super().__init__()
         self._owner = owner
         self._lease = lease
+        self._elsewhere = elsewhere
         self._dead_lettered = dead_lettered
         self._deadline = deadline
         self._config = config
@@ -219,6 +222,7 @@ class Backfill(beam.PTransform[PBegin, None]):
                 config.destinations,
                 self._dead_lettered,
                 owner=self._owner,
+                elsewhere=self._elsewhere,
             )
         ).with_output_types(
             KeyedEvent, invalid=DeadLetterEntry, replayed=KeyedMessage, tally=Any

@@ -57,6 +57,8 @@ from beaconflow.delivery.stop import RunStop
 from beaconflow.model.duration import format_duration
 from beaconflow.model.errors import TryLaterError, io_problem, os_reason
 from beaconflow.model.source import format_of
+from beaconflow.model.spillfile import SpillError
+from beaconflow.pipelines.appendfiles import AppendError
 from beaconflow.pipelines.backfill import (
     Pass,
     collector_counts,
@@ -67,6 +69,7 @@ from beaconflow.pipelines.backfill import (
 )
 from beaconflow.pipelines.options import BackfillConfig, UsageError, expand_date
 from beaconflow.pipelines.runners import LOCAL_RUNNERS, rate_split_warning, runner_name
+from beaconflow.pipelines.spill import read_elsewhere, resolve, spill
 from beaconflow.report.counts import TallyKey, build_report
 from beaconflow.transforms.linefile import create_private, merge_parts, remove_leftovers
 from beaconflow.transforms.parse import PartitionOwner
@@ -568,8 +571,6 @@ def _dated_plan(config: BackfillConfig, wanted: str) -> Plan:
 
 def _spilled_plan(config: BackfillConfig, files: Sequence[str], work: WorkDir, wanted: str) -> Plan:
     """Spill the undated input by day, group the days into chunks, place the copies."""
-    from beaconflow.pipelines.spill import resolve, spill
-
     log.warning(
         "reading %d input file(s) once to cut them by day into %s (--chunk %s)",
         len(files),
@@ -577,14 +578,26 @@ def _spilled_plan(config: BackfillConfig, files: Sequence[str], work: WorkDir, w
         config.chunk,
     )
     began = time.monotonic()
-    spilled = spill(
-        files,
-        config.file_format,
-        config.mapping,
-        now=time.time(),
-        destinations=config.destinations,
-        work_dir=work.path,
-    )
+    said = [began]
+
+    def on_progress(records: int) -> None:
+        now = time.monotonic()
+        if now - said[0] >= config.progress_interval:
+            said[0] = now
+            log.info("read %d records so far (%.0f/s)", records, records / (now - began))
+
+    try:
+        spilled = spill(
+            files,
+            config.file_format,
+            config.mapping,
+            now=time.time(),
+            destinations=config.destinations,
+            work_dir=work.path,
+            on_progress=on_progress,
+        )
+    except (SpillError, AppendError) as error:  # nothing was sent: the run stops here
+        raise UsageError(f"the spill pass stopped: {error}") from None
     seconds = time.monotonic() - began
     log.warning(
         "read %d records in %s (%.0f/s)",
@@ -599,7 +612,7 @@ def _spilled_plan(config: BackfillConfig, files: Sequence[str], work: WorkDir, w
         days = [(today, 0)]
     unit = "auto" if config.chunk == "none" else config.chunk
     chunks = group_days(days, unit, chunk_budget() if config.chunk != "none" else 1 << 62)
-    undated = spilled.undated.records if spilled.undated is not None else 0
+    undated = spilled.undated.records
     if undated:
         first = chunks[0]
         chunks[0] = replace(first, events=first.events + undated)
@@ -611,11 +624,14 @@ def _spilled_plan(config: BackfillConfig, files: Sequence[str], work: WorkDir, w
         return max(0, bisect.bisect_right(starts, ordinal) - 1)
 
     spill_files: dict[str, list[str]] = {str(c.index): [] for c in chunks}
-    if spilled.undated is not None and spilled.undated.records:
+    if spilled.undated.records:
         spill_files["0"].append(spilled.undated.path)
     for ordinal, each in dated:
         spill_files[str(chunk_of_day(ordinal))].append(each.path)
-    elsewhere = resolve(spilled, chunk_of_day, work.path)
+    try:
+        elsewhere = resolve(spilled, chunk_of_day, work.path)
+    except (SpillError, AppendError) as error:
+        raise UsageError(f"the spill pass stopped: {error}") from None
     return Plan(
         wanted,
         "spilled",
@@ -635,8 +651,7 @@ def _chunk_inputs(
         extra: dict[str, Any] = {}
         listed = plan.elsewhere.get(str(chunk.index))
         if listed:
-            with open(listed, encoding="utf-8") as handle:
-                extra["elsewhere"] = frozenset(line.rstrip("\n") for line in handle if line.strip())
+            extra["elsewhere"] = read_elsewhere(listed)
         return files, extra
     starts = tuple(_ordinal(c.first) for c in plan.chunks)
     last = _ordinal(plan.chunks[-1].last)

@@ -10,6 +10,11 @@ the window). Records that are not valid events leave through the ``invalid`` out
 input is replayed: its records are parsed again (for the one destination a ``map`` entry
 names, when it names one), and its messages leave through ``replayed`` as
 ``(ledger key, Message)``.
+
+In a chunked backfill, a record whose kept copy (same event key, first source) is in another
+chunk is named in ``elsewhere``: it is parsed and counted as usual, then counted a duplicate,
+as the event dedup of one unchunked run would count it. :func:`event_place` is what the
+spill pass that makes the chunks needs of this step: a record's event time and identity.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import apache_beam as beam
 from apache_beam.pvalue import TaggedOutput
 
 from beaconflow.delivery.ledger import ledger_key
-from beaconflow.model.convert import convert_record
+from beaconflow.model.convert import convert_record, identify_record
 from beaconflow.model.events import MappedEvent
 from beaconflow.model.mapping import RecordMapping
 from beaconflow.model.message import DESTINATIONS, Destination, Message, MessageError
@@ -50,6 +55,43 @@ KeyedMessage = tuple[str, Message]
 """(ledger key, the message): what the message dedup groups."""
 
 
+def replayed_record(entry: dict[str, Any]) -> tuple[dict[str, Any], object]:
+    """The record a dead-letter entry given as input replays, and its one destination.
+
+    The destination is None when the entry names none; RecordError when the entry holds
+    neither its record nor its line.
+    """
+    replayed = entry.get("record")
+    if isinstance(replayed, dict):
+        return replayed, entry.get("destination")
+    if "line" not in entry:
+        raise RecordError("record", "a dead-letter entry needs its record (an object) or line")
+    return parse_line(str(entry["line"])), entry.get("destination")
+
+
+def event_place(
+    raw: RawRecord, mapping: RecordMapping, now: float
+) -> tuple[int, str | None] | None:
+    """Where :class:`ParseEvents` sends ``raw``, reduced to what places it in time.
+
+    ``(event time, event_id identity or None)`` when it leaves as an event (kept or a
+    duplicate; its messages are not built); None when it leaves as an invalid record or as
+    a replayed message. The spill pass of a chunked backfill files records by it, so it
+    follows ``process`` step for step (tests/transforms/test_parse.py holds them together).
+    """
+    if raw.problem is not None:
+        return None
+    try:
+        source = raw.row if raw.row is not None else parse_line(raw.text or "")
+        if is_entry(source):
+            if "message" in source:
+                return None
+            source, _ = replayed_record(source)
+        return identify_record(source, mapping, now=now)
+    except RecordError:
+        return None
+
+
 class ParseEvents(CountsTallies, beam.DoFn):
     """RawRecord -> KeyedEvent (main); ``invalid``, ``replayed`` and ``tally`` outputs."""
 
@@ -61,11 +103,15 @@ class ParseEvents(CountsTallies, beam.DoFn):
         destinations: tuple[Destination, ...] = DESTINATIONS,
         dead_lettered: frozenset[str] = frozenset(),
         owner: PartitionOwner | None = None,
+        elsewhere: frozenset[str] = frozenset(),
     ) -> None:
         super().__init__()
         #: In a chunk of a dated backfill: which records this chunk counts and sends (the
         #: others, read again from a shared partition, belong to another chunk)
         self._owner = owner
+        #: The sources (``file:position``) of events whose kept copy another chunk of a
+        #: chunked run holds: parsed and counted as usual, then counted duplicates
+        self._elsewhere = elsewhere
         #: The identities of the records an earlier run with the same ledger dead-lettered
         #: (:func:`~beaconflow.report.deadletter.entry_identity`): counted, not dead-lettered
         #: again, unless a dead letter is replayed
@@ -142,9 +188,7 @@ class ParseEvents(CountsTallies, beam.DoFn):
                     self.count("events_read")
                     yield from self._replay_message(source, raw)
                     return
-                only = source.get("destination")
-                replayed = source.get("record")
-                source = replayed if isinstance(replayed, dict) else parse_line(str(source["line"]))
+                source, only = replayed_record(source)
             converted = convert_record(
                 source,
                 self._mapping,
@@ -166,6 +210,10 @@ class ParseEvents(CountsTallies, beam.DoFn):
             yield _NOT_OURS
             return
         self.count("events_read")
+        if raw.source in self._elsewhere:
+            # its kept copy is in another chunk: what dedup would have done with it there
+            self.count("events_duplicate")
+            return
         mapped = converted.mapped
         if self._dead_lettered and mapped.problems and not replaying:
             mapped = self._known_problems(mapped, raw)

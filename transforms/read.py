@@ -5,7 +5,8 @@ Files are expanded from --input patterns through Beam's ``FileSystems`` (so ``gs
 line numbers exact. Every non-blank line or row becomes a :class:`RawRecord`; a line that
 cannot even be decoded, an over-long line, or a file that breaks off (a truncated .gz, a
 corrupt Parquet footer) becomes a RawRecord carrying the problem, so that it is counted as
-read and lands in the dead letter instead of failing the run.
+read and lands in the dead letter instead of failing the run. A chunk of a chunked backfill
+reads its spill files (:mod:`beaconflow.model.spillfile`) through the same steps.
 """
 
 from __future__ import annotations
@@ -13,10 +14,12 @@ from __future__ import annotations
 import contextlib
 import errno
 import gzip
+import itertools
 import os
 import stat
 import zlib
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import IO, Any
 
 import apache_beam as beam
@@ -28,6 +31,7 @@ from apache_beam.pvalue import PBegin, PCollection
 from beaconflow.model.errors import BeaconflowError, os_reason
 from beaconflow.model.records import JSON_TEXT_FIELDS, RecordError, parse_json
 from beaconflow.model.source import RawRecord, format_of
+from beaconflow.model.spillfile import SPILL_SUFFIX, read_spill
 
 #: A line longer than this is refused whole: no log record is that large.
 MAX_LINE_BYTES = 1 << 20
@@ -121,19 +125,117 @@ def _skip_line(handle: IO[bytes] | gzip.GzipFile, start: bytes) -> int:
     return skipped
 
 
-def _read_jsonl(path: str) -> Iterator[RawRecord]:
-    number = 0
+@dataclass(frozen=True)
+class LineRange:
+    """A part of a plain JSON-lines file that can be read on its own, as its whole would be.
+
+    The lines that begin at byte ``start`` (a line's first byte, after ``lines`` lines)
+    and before byte ``stop``; ``seen_record``: whether a line before ``start`` was a
+    record (the JSON-array check looks at the first record only).
+    """
+
+    start: int
+    stop: int
+    lines: int
+    seen_record: bool
+
+
+def line_ranges(path: str, cuts: Sequence[int]) -> list[LineRange] | None:
+    """A local plain JSON-lines file cut near the byte offsets ``cuts`` (ascending), or None.
+
+    Each cut moves to the start of the next line. Reading the ranges one after the other
+    with :func:`read_lines` gives exactly the records :func:`read_file` gives. None when the
+    file is not a local uncompressed file, or when its first record is not found in its
+    first 1,000 lines or holds a JSON array (the reader stops there: nothing to share).
+    """
+    if path.endswith(".gz") or ("://" in path and not path.startswith("file://")):
+        return None
+    local = path.removeprefix("file://")
     seen_record = False
     try:
+        handle = open(local, "rb")  # noqa: SIM115 - closed below
+    except OSError:
+        return None  # the reader names the problem
+    with handle:
+        size = os.fstat(handle.fileno()).st_size
+        for number in range(1, 1001):
+            raw = handle.readline(MAX_LINE_BYTES + 1)
+            if not raw:
+                return None
+            if len(raw) > MAX_LINE_BYTES:
+                _skip_line(handle, raw)
+                continue
+            if number == 1 and raw.startswith(_BOM):
+                raw = raw[len(_BOM) :]
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                continue
+            if text.strip():
+                if text.lstrip().startswith("["):
+                    return None
+                seen_record = True
+                break
+        if not seen_record:
+            return None
+        # the first record is no JSON array: for any range after byte 0, "a record was
+        # seen before" gives what reading the whole file gives
+        bounds: list[int] = [0]
+        for cut in cuts:
+            if cut <= bounds[-1] or cut >= size:
+                continue
+            handle.seek(cut - 1)
+            _skip_line(handle, b"")  # to the end of the line holding byte cut - 1
+            bound = handle.tell()
+            if bound < size:
+                bounds.append(bound)
+        bounds.append(size)
+        ranges: list[LineRange] = []
+        handle.seek(0)
+        lines = 0
+        for start, stop in itertools.pairwise(bounds):
+            ranges.append(LineRange(start, stop, lines, seen_record=start > 0))
+            lines += _count_lines(handle, stop - start)
+    return ranges
+
+
+def _count_lines(handle: IO[bytes], size: int, block: int = 1 << 23) -> int:
+    """The newlines in the next ``size`` bytes of ``handle``."""
+    count = 0
+    while size > 0:
+        data = handle.read(min(block, size))
+        if not data:
+            break
+        count += data.count(b"\n")
+        size -= len(data)
+    return count
+
+
+def read_lines(path: str, part: LineRange) -> Iterator[RawRecord]:
+    """The records of a part of a JSON-lines file (:func:`line_ranges`), as read_file gives."""
+    return _read_jsonl(path, part)
+
+
+def _read_jsonl(path: str, part: LineRange | None = None) -> Iterator[RawRecord]:
+    number = 0 if part is None else part.lines
+    seen_record = part is not None and part.seen_record
+    offset = 0 if part is None else part.start
+    stop = None if part is None else part.stop
+    try:
         with _open_lines(path) as handle:
-            while True:
+            if offset:
+                handle.seek(offset)
+            while stop is None or offset < stop:
                 # never more than the limit at once: a line of gigabytes is refused, not held
                 raw = handle.readline(MAX_LINE_BYTES + 1)
                 if not raw:
                     return
                 number += 1
+                offset += len(raw)
                 if len(raw) > MAX_LINE_BYTES:  # before the BOM is cut: the read was whole
-                    size = len(raw) + _skip_line(handle, raw)
+                    skipped = _skip_line(handle, raw)
+                    offset += skipped
+                    size = len(raw) + skipped
                     excerpt = raw[:EXCERPT_CHARS].decode("utf-8", "replace")
                     yield RawRecord(
                         path, number, text=excerpt,
@@ -205,7 +307,13 @@ def _read_parquet(path: str, batch_rows: int = 8192) -> Iterator[RawRecord]:
 
 
 def read_file(path: str, file_format: str | None = None) -> Iterator[RawRecord]:
-    """Every non-blank line or row of one file, in order (``file_format``: --format)."""
+    """Every non-blank line or row of one file, in order (``file_format``: --format).
+
+    A spill file (``.spill``, a chunk's share of the input) gives back the records the
+    original files gave, whatever ``file_format`` says.
+    """
+    if path.endswith(SPILL_SUFFIX):
+        return read_spill(path)
     if format_of(path, file_format) == "parquet":
         return _read_parquet(path)
     return _read_jsonl(path)

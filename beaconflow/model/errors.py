@@ -21,6 +21,9 @@ error                      raised when                              where
 ``TryLaterError``          nothing was done, try again later        (below)
 ``LedgerBusy``             another run holds the ledger's lock      delivery.ledger_lock
 ``InputNotLanded``         --date's day has no input yet            pipelines.options
+``SpillError``             the spill pass of a chunked run failed   model.spillfile
+``SpillFileError``         a spill file cannot be written or read   model.spillfile
+``AppendError``            a file cannot be appended to             pipelines.appendfiles
 =========================  =======================================  =====================
 
 A :class:`TryLaterError` is not a failure of the run's configuration: nothing was done, and

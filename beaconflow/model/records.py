@@ -224,15 +224,30 @@ def identity(record: Mapping[str, Any]) -> str:
     The content hash is over the record with keys sorted, so the same fields and values in
     any key order are the same event, wherever they were read.
     """
+    explicit = explicit_identity(record)
+    if explicit is not None:
+        return explicit
+    # null fields are absent fields; timestamps (Parquet) hash as their ISO text
+    present = {key: value for key, value in record.items() if value is not None}
+    seed = "content\x00" + json.dumps(
+        present, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=plain
+    )
+    return _digest(seed)
+
+
+def explicit_identity(record: Mapping[str, Any]) -> str | None:
+    """The identity of a record with an ``event_id`` (:func:`identity`), None without one.
+
+    Only such an identity can be shared by records whose times differ: a content hash
+    covers the time.
+    """
     event_id = record.get("event_id")
-    if event_id is not None and event_id != "":
-        seed = "id\x00" + str(event_id)
-    else:
-        # null fields are absent fields; timestamps (Parquet) hash as their ISO text
-        present = {key: value for key, value in record.items() if value is not None}
-        seed = "content\x00" + json.dumps(
-            present, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=plain
-        )
+    if event_id is None or event_id == "":
+        return None
+    return _digest("id\x00" + str(event_id))
+
+
+def _digest(seed: str) -> str:
     return hashlib.sha256(seed.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
@@ -317,6 +332,20 @@ def validate(
     ``now`` is the current time (seconds since the epoch): events after it are refused, as
     are events before 2009.
     """
+    seconds, user_id, name, fields = _checked(record, now)
+    return Event(identity(record), seconds, user_id, name, fields, source)
+
+
+def event_time(record: Mapping[str, Any], *, now: float) -> int:
+    """The time of the event :func:`validate` makes of ``record``, or the RecordError it raises.
+
+    Every check of validate, without hashing the record's identity or building the event.
+    """
+    return _checked(record, now)[0]
+
+
+def _checked(record: Mapping[str, Any], now: float) -> tuple[int, str | int, str, dict[str, Any]]:
+    """The checked time, user, name and optional fields of a canonical record."""
     for required in ("time", "user_id", "event"):
         if record.get(required) is None:
             raise RecordError(required, "is required")
@@ -338,5 +367,4 @@ def validate(
     name = record["event"]
     if not isinstance(name, str) or not name:
         raise RecordError("event", "must be a non-empty string")
-    fields = _check_optional(record)
-    return Event(identity(record), seconds, user_id, name, fields, source)
+    return seconds, user_id, name, _check_optional(record)

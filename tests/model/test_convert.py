@@ -219,3 +219,30 @@ def test_matched_and_left_out_are_counted() -> None:
         }
     )
     assert left_out == Counter({"b": 1})
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        {"ts": T0, "userId": 1, "event": "apr", "event_id": "e1"},
+        {"ts": T0 + 1, "anonymousId": "a", "event": "apr"},
+        {"ts": "noon", "userId": 1, "event": "apr"},
+        {"ts": T0, "event": "apr"},
+        {"ts": NOW + 1, "userId": 1, "event": "apr", "event_id": 3},
+        {"ts": T0, "userId": 1, "event": "apr", "level": "high"},
+    ],
+)
+def test_identify_record_gives_the_time_identity_and_errors_of_convert_record(
+    record: dict[str, Any],
+) -> None:
+    from beaconflow.model.convert import identify_record
+
+    try:
+        event = _convert(record).event
+    except RecordError as error:
+        with pytest.raises(RecordError) as identified:
+            identify_record(record, SEGMENT_LIKE, now=NOW)
+        assert str(identified.value) == str(error)
+        return
+    explicit = event.key if record.get("event_id") is not None else None
+    assert identify_record(record, SEGMENT_LIKE, now=NOW) == (event.time, explicit)

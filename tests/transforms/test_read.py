@@ -6,14 +6,23 @@ An input that cannot be read is refused before the run, naming it and the system
 from __future__ import annotations
 
 import gzip
+import itertools
 import os
+import random
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from beaconflow.transforms.read import InputError, expand_inputs, read_file
+from beaconflow.transforms.read import (
+    MAX_LINE_BYTES,
+    InputError,
+    expand_inputs,
+    line_ranges,
+    read_file,
+    read_lines,
+)
 from tests.fs_faults import as_permission_bits_say
 
 
@@ -116,3 +125,56 @@ def test_a_file_gone_before_it_is_read_says_so_not_corrupt(tmp_path: Path) -> No
     [record] = list(read_file(str(tmp_path / "gone.jsonl")))
     assert record.problem == "file cannot be read: No such file or directory"
     assert record.position == 1
+
+
+def _lines_file(tmp_path: Path, name: str, lines: list[bytes], end: bytes = b"\n") -> Path:
+    path = tmp_path / name
+    path.write_bytes(b"\n".join(lines) + end)
+    return path
+
+
+RECORD = b'{"time": 1750000000, "user_id": 1, "event": "apr"}'
+LONG = b'{"x": "' + b"y" * MAX_LINE_BYTES + b'"}'
+
+#: JSON-lines files at the reader's edges: each read in ranges must read as a whole
+SPLITTABLE = {
+    "plain": [RECORD] * 50,
+    "bom, blank lines, no last newline": [b"\xef\xbb\xbf" + RECORD, b"", b"  ", *[RECORD] * 30],
+    "over-long and bad UTF-8 lines among records": [
+        RECORD, LONG, b"\xff\xfe bad", RECORD, LONG, b"", RECORD, b"[1, 2]", *[RECORD] * 20,
+    ],
+    "first record after lines that are none": [b"", LONG, b"\xff", b"  ", RECORD, b"[3]", RECORD],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", sorted(SPLITTABLE))
+def test_a_json_lines_file_read_in_ranges_gives_what_it_gives_whole(
+    tmp_path: Path, case: str
+) -> None:
+    lines = SPLITTABLE[case]
+    path = _lines_file(tmp_path, "in.jsonl", lines, b"" if "no last" in case else b"\n")
+    whole = list(read_file(str(path)))
+    size = path.stat().st_size
+    rng = random.Random(17)
+    cut_sets = [[1], [size - 1], [size // 2], list(range(1, size, max(1, size // 40)))]
+    cut_sets += [sorted(rng.sample(range(1, size), 5)) for _ in range(20)]
+    for cuts in cut_sets:
+        ranges = line_ranges(str(path), cuts)
+        assert ranges is not None, cuts
+        assert ranges[0].start == 0 and ranges[-1].stop == size
+        assert all(a.stop == b.start for a, b in itertools.pairwise(ranges))
+        pieces = [raw for part in ranges for raw in read_lines(str(path), part)]
+        assert pieces == whole, cuts
+    assert len(line_ranges(str(path), cut_sets[3]) or []) >= 3, "cut into several ranges"
+
+
+def test_files_that_cannot_be_read_in_ranges_are_not_cut(tmp_path: Path) -> None:
+    array = _lines_file(tmp_path, "array.jsonl", [b"[", RECORD + b",", RECORD, b"]"])
+    late = _lines_file(tmp_path, "late.jsonl", [b""] * 1000 + [RECORD, RECORD])
+    empty = _lines_file(tmp_path, "empty.jsonl", [], b"")
+    zipped = tmp_path / "z.jsonl.gz"
+    zipped.write_bytes(gzip.compress(RECORD + b"\n" + RECORD + b"\n"))
+    for path in (array, late, empty, zipped):
+        assert line_ranges(str(path), [5]) is None, path.name
+    assert line_ranges(str(tmp_path / "gone.jsonl"), [5]) is None
+    assert line_ranges("gs://bucket/in.jsonl", [5]) is None
