@@ -180,3 +180,92 @@ def test_cli_dated_input_needs_its_window(logs: Path, tmp_path: Path) -> None:
                    f"--dry-run={tmp_path / 'd.jsonl'}")  # fmt: skip
     assert done.returncode == 2
     assert "every --input is partitioned by day" in done.stderr
+
+
+# ----- undated input: the spill pass -----
+
+
+@pytest.fixture(scope="module")
+def export(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One undated export of 10 days, in two files, with copies of events across days.
+
+    One event in twenty has a copy (its ``event_id``) three days later; for one in forty the
+    copy comes first in the files, so the copy, not the original, is the one kept.
+    """
+    root = tmp_path_factory.mktemp("export")
+    end = START + timedelta(days=10)
+    records = list(generate_events(1_000, seed=5, start=START, end=end))
+    early: list[dict[str, Any]] = []
+    late: list[dict[str, Any]] = []
+    for i, record in enumerate(records):
+        if i % 20 == 3:
+            copy = {**record, "time": parse_time(record["time"]) + 3 * 86_400}
+            (early if i % 40 == 3 else late).append(copy)
+    write_jsonl(early + records[:500], root / "a.jsonl")
+    write_jsonl(records[500:] + late, root / "b.jsonl")
+    return root / "*.jsonl"
+
+
+def test_an_undated_export_in_chunks_adds_up_to_one_run(export: Path, tmp_path: Path) -> None:
+    """Copies of one event_id at different times are decided together: one is sent."""
+    one = tmp_path / "one"
+    status, whole = run_json(
+        backfill_flags("http://unused.invalid", one, export,
+                       extra=("--chunk=none", f"--dry-run={one / 'dry.jsonl'}")),
+        now=NOW,
+    )  # fmt: skip
+    assert status == 0, whole["stopped"]
+    assert whole["events_duplicate"] == 50
+    out = tmp_path / "day"
+    status, chunked = run_json(
+        backfill_flags("http://unused.invalid", out, export,
+                       extra=("--chunk=day", f"--dry-run={out / 'dry.jsonl'}")),
+        now=NOW,
+    )  # fmt: skip
+    assert status == 0, chunked["stopped"]
+    assert chunked["invariant_errors"] == []
+    assert chunked["chunking"]["mode"] == "spilled"
+    assert len(chunked["chunking"]["chunks"]) == 13, "10 days, and copies 3 days later"
+    assert _counts(chunked) == _counts(whole)
+    lines = sorted((out / "dry.jsonl").read_text().splitlines())
+    assert lines == sorted((one / "dry.jsonl").read_text().splitlines())
+    assert sorted((out / "dead.jsonl").read_text().splitlines()) == sorted(
+        (one / "dead.jsonl").read_text().splitlines()
+    )
+    assert not (out / "report.work").exists()
+
+
+def test_a_stopped_spilled_run_resumes_without_reading_its_input_again(
+    export: Path, tmp_path: Path
+) -> None:
+    ledger = tmp_path / "ledger"
+    with Collector(faults=Faults(latency=0.01)) as collector:
+        flags = backfill_flags(collector.base_url, tmp_path, export,
+                               extra=("--chunk=day", f"--ledger={ledger}", "--concurrency=4",
+                                      "--max-rps=300"))  # fmt: skip
+        process = subprocess.Popen([sys.executable, "-m", "beaconflow", *flags],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   start_new_session=True)  # fmt: skip
+        work = tmp_path / "report.work"
+        deadline = time.monotonic() + 120
+        while not (work / "chunk-0002.done.json").exists():
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, "the run did not get going"
+            time.sleep(0.02)
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=120)
+        assert process.returncode == 143, stderr.decode()
+        spilled = sorted(p.name for p in (work / "spill").iterdir())
+        assert spilled, "the spill files are kept for the next run"
+        done = run_cli(*flags)
+        assert done.returncode == 0, done.stderr
+        assert "resuming from" in done.stderr
+        assert "reading 2 input file(s) once" not in done.stderr, "the spill is not done again"
+        report = json.loads((tmp_path / "report.json").read_text())
+        assert report["invariant_errors"] == []
+        assert [r["status"] for r in report["chunking"]["chunks"]][:2] == ["resumed", "resumed"]
+        keys = _keys(collector)
+    assert sum(keys.values()) - len(keys) <= 8, "at most what was in flight at the signal twice"
+    assert report["messages_delivered"] + report["messages_skipped"] == report["messages_built"] - (
+        report["messages_duplicate"] + report["messages_invalid"]
+    )
