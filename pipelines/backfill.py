@@ -84,7 +84,6 @@ from beaconflow.transforms.dedup import DUPLICATES, SKIPPED, DedupByKey
 from beaconflow.transforms.linefile import (
     WriteLines,
     merge_parts,
-    parts_prefix,
     remove_leftovers,
     salvage_leftovers,
 )
@@ -93,6 +92,13 @@ from beaconflow.transforms.parse import INVALID, REPLAYED, KeyedEvent, KeyedMess
 from beaconflow.transforms.read import InputError, ReadEvents, expand_inputs, matches_nothing
 from beaconflow.transforms.send import FAILED, SendConfig, SendMessages
 from beaconflow.transforms.send import TALLY as SEND_TALLY
+from beaconflow.transforms.staging import (
+    Listed,
+    make_staging,
+    remove_staging,
+    staging_dir,
+    temporary,
+)
 from beaconflow.transforms.tallies import SumTallies, TallyEach, read_sums
 from beaconflow.transforms.window import InWindow
 
@@ -377,34 +383,45 @@ def _write_report(path: str, report: RunReport) -> tuple[str | None, bool]:
     whether report.html was written.
     """
     text = json.dumps(report.to_json(), indent=2, sort_keys=True) + "\n"
-    pages = ((html_path(path), "report.html", render_html(report)), (path, "report", text))
-    for target, what, data in pages:
-        temporary = f"{target}.tmp-write"
-        try:
-            with FileSystems.create(temporary) as handle:
-                handle.write(data.encode("utf-8"))
-            FileSystems.rename([temporary], [target])
-        except BaseException as error:
-            with contextlib.suppress(Exception):
-                FileSystems.delete([temporary])
-            if not isinstance(error, Exception):
-                raise
-            return io_problem(what, target, error), target != html_path(path)
-    return None, True
+    pages = (
+        (html_path(path), "report.html", "html", render_html(report)),
+        (path, "report", "json", text),
+    )
+    try:
+        for target, what, label, data in pages:
+            # in the report's private folder (staging.py), renamed out of it once whole
+            written = temporary(path, label)
+            try:
+                make_staging(path)
+                with FileSystems.create(written) as handle:
+                    handle.write(data.encode("utf-8"))
+                FileSystems.rename([written], [target])
+            except BaseException as error:
+                with contextlib.suppress(Exception):
+                    FileSystems.delete([written])
+                if not isinstance(error, Exception):
+                    raise
+                return io_problem(what, target, error), target != html_path(path)
+        return None, True
+    finally:
+        remove_staging(path)
 
 
 def _write_json(path: str, report: RunReport) -> bool:
     """report.json alone, whole or not at all; whether it was written."""
-    temporary = f"{path}.tmp-write"
+    written = temporary(path, "json")
     try:
-        with FileSystems.create(temporary) as handle:
+        make_staging(path)
+        with FileSystems.create(written) as handle:
             text = json.dumps(report.to_json(), indent=2, sort_keys=True) + "\n"
             handle.write(text.encode("utf-8"))
-        FileSystems.rename([temporary], [path])
+        FileSystems.rename([written], [path])
     except Exception:
         with contextlib.suppress(Exception):
-            FileSystems.delete([temporary])
+            FileSystems.delete([written])
         return False
+    finally:
+        remove_staging(path)
     return True
 
 
@@ -423,15 +440,22 @@ def _distinct_outputs(outputs: Sequence[tuple[str, str]]) -> None:
             raise UsageError(f"the {what} is a folder, not a file: {path}")
 
 
-def _prepare_output(path: str, what: str) -> int:
-    """Make the output's folder and prove it writable before anything is sent (UsageError)."""
+def _prepare_output(path: str, what: str, listed: Listed | None = None) -> int:
+    """Make the output's folder and prove it writable before anything is sent (UsageError).
+
+    Its private folder too (staging.py), where its pieces go; ``listed``: the output
+    folders listed already for the pieces an earlier release left (each is listed once).
+    Returns the dead-letter entries salvaged from a killed run.
+    """
     directory = path.rpartition("/")[0]
+    # beside the output: the folder the finished file is renamed into is the one to prove
     probe = f"{path}.probe-{uuid.uuid4().hex[:12]}"
     try:
         if directory and "://" not in path:
             make_directories(directory)
         with FileSystems.create(probe) as handle:
             handle.write(b"\n")
+        make_staging(path)
     except Exception as error:  # OSError locally, the filesystem's own error elsewhere
         raise UsageError(io_problem(what, path, error)) from None
     finally:
@@ -442,7 +466,7 @@ def _prepare_output(path: str, what: str) -> int:
     if what == "dead letter":
         # a killed run's dead-letter entries are records nothing else holds: keep them
         try:
-            salvaged = salvage_leftovers(path)
+            salvaged = salvage_leftovers(path, listed)
         except Exception as error:
             raise UsageError(io_problem(what, path, error)) from None
         if salvaged:
@@ -454,7 +478,7 @@ def _prepare_output(path: str, what: str) -> int:
             )
         return salvaged
     try:
-        leftovers = remove_leftovers(path)
+        leftovers = remove_leftovers(path, listed)
     except Exception as error:
         raise UsageError(io_problem(what, path, error)) from None
     if leftovers:
@@ -649,20 +673,29 @@ def run(argv: Sequence[str], *, now: float | None = None) -> tuple[int, RunRepor
             if config.ledger:
                 # before the outputs are touched: a damaged ledger leaves them as they were
                 _check_ledger(config)
-            salvaged = sum(_prepare_output(path, what) for path, what in outputs if path)
-            return _run_pipeline(
-                config,
-                files,
-                options,
-                stop,
-                run_id,
-                now,
-                started,
-                lookback_missing,
-                salvaged,
-                deadline=None if config.deadline is None else began + config.deadline,
-                lease=lease,
-            )
+            listed: Listed = {}  # the outputs' folders are listed once, not once per output
+            try:
+                salvaged = sum(
+                    _prepare_output(path, what, listed) for path, what in outputs if path
+                )
+                return _run_pipeline(
+                    config,
+                    files,
+                    options,
+                    stop,
+                    run_id,
+                    now,
+                    started,
+                    lookback_missing,
+                    salvaged,
+                    deadline=None if config.deadline is None else began + config.deadline,
+                    lease=lease,
+                )
+            finally:
+                # emptied by the merges; what a failed merge kept stays, with its folder
+                for path, _ in outputs:
+                    if path:
+                        remove_staging(path)
     finally:
         forget_run(run_id)
 
@@ -687,7 +720,8 @@ def _run_pipeline(
     ``deadline``: the --deadline's wall-clock instant (epoch seconds), or None.
     """
     redact = Redactor.of(config.secrets())
-    tallies_path = f"{config.report}.tallies-{uuid.uuid4().hex[:8]}.json"
+    # in the report's private folder, named as one of its pieces: a killed run's are removed
+    tallies_path = temporary(config.report, f"tallies-{uuid.uuid4().hex[:8]}.json")
     collector = None
     sandbox_counts: dict[str, int] | None = None
     stopped: list[str] = []
@@ -749,7 +783,7 @@ def _run_pipeline(
                 try:
                     merge_parts(wanted)
                 except Exception as error:
-                    kept = f"what was written is kept in {parts_prefix(wanted)}* and {wanted}.tmp*"
+                    kept = f"what was written is kept in {staging_dir(wanted)}/"
                     stopped.append(f"{io_problem(what, wanted, error)} ({kept})")
                 else:
                     if what == "dead letter" and config.ledger and not config.dry_run:
