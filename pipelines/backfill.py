@@ -84,7 +84,6 @@ from beaconflow.transforms.dedup import DUPLICATES, SKIPPED, DedupByKey
 from beaconflow.transforms.linefile import (
     WriteLines,
     merge_parts,
-    parts_prefix,
     remove_leftovers,
     salvage_leftovers,
 )
@@ -100,6 +99,13 @@ from beaconflow.transforms.parse import (
 from beaconflow.transforms.read import InputError, ReadEvents, expand_inputs, matches_nothing
 from beaconflow.transforms.send import FAILED, SendConfig, SendMessages
 from beaconflow.transforms.send import TALLY as SEND_TALLY
+from beaconflow.transforms.staging import (
+    Listed,
+    make_staging,
+    remove_staging,
+    staging_dir,
+    temporary,
+)
 from beaconflow.transforms.tallies import SumTallies, TallyEach, read_sums
 from beaconflow.transforms.window import InWindow
 
@@ -391,34 +397,45 @@ def _write_report(path: str, report: RunReport) -> tuple[str | None, bool]:
     whether report.html was written.
     """
     text = json.dumps(report.to_json(), indent=2, sort_keys=True) + "\n"
-    pages = ((html_path(path), "report.html", render_html(report)), (path, "report", text))
-    for target, what, data in pages:
-        temporary = f"{target}.tmp-write"
-        try:
-            with FileSystems.create(temporary) as handle:
-                handle.write(data.encode("utf-8"))
-            FileSystems.rename([temporary], [target])
-        except BaseException as error:
-            with contextlib.suppress(Exception):
-                FileSystems.delete([temporary])
-            if not isinstance(error, Exception):
-                raise
-            return io_problem(what, target, error), target != html_path(path)
-    return None, True
+    pages = (
+        (html_path(path), "report.html", "html", render_html(report)),
+        (path, "report", "json", text),
+    )
+    try:
+        for target, what, label, data in pages:
+            # in the report's private folder (staging.py), renamed out of it once whole
+            written = temporary(path, label)
+            try:
+                make_staging(path)
+                with FileSystems.create(written) as handle:
+                    handle.write(data.encode("utf-8"))
+                FileSystems.rename([written], [target])
+            except BaseException as error:
+                with contextlib.suppress(Exception):
+                    FileSystems.delete([written])
+                if not isinstance(error, Exception):
+                    raise
+                return io_problem(what, target, error), target != html_path(path)
+        return None, True
+    finally:
+        remove_staging(path)
 
 
 def _write_json(path: str, report: RunReport) -> bool:
     """report.json alone, whole or not at all; whether it was written."""
-    temporary = f"{path}.tmp-write"
+    written = temporary(path, "json")
     try:
-        with FileSystems.create(temporary) as handle:
+        make_staging(path)
+        with FileSystems.create(written) as handle:
             text = json.dumps(report.to_json(), indent=2, sort_keys=True) + "\n"
             handle.write(text.encode("utf-8"))
-        FileSystems.rename([temporary], [path])
+        FileSystems.rename([written], [path])
     except Exception:
         with contextlib.suppress(Exception):
-            FileSystems.delete([temporary])
+            FileSystems.delete([written])
         return False
+    finally:
+        remove_staging(path)
     return True
 
 
@@ -437,15 +454,22 @@ def _distinct_outputs(outputs: Sequence[tuple[str, str]]) -> None:
             raise UsageError(f"the {what} is a folder, not a file: {path}")
 
 
-def _prepare_output(path: str, what: str) -> int:
-    """Make the output's folder and prove it writable before anything is sent (UsageError)."""
+def _prepare_output(path: str, what: str, listed: Listed | None = None) -> int:
+    """Make the output's folder and prove it writable before anything is sent (UsageError).
+
+    Its private folder too (staging.py), where its pieces go; ``listed``: the output
+    folders listed already for the pieces an earlier release left (each is listed once).
+    Returns the dead-letter entries salvaged from a killed run.
+    """
     directory = path.rpartition("/")[0]
+    # beside the output: the folder the finished file is renamed into is the one to prove
     probe = f"{path}.probe-{uuid.uuid4().hex[:12]}"
     try:
         if directory and "://" not in path:
             make_directories(directory)
         with FileSystems.create(probe) as handle:
             handle.write(b"\n")
+        make_staging(path)
     except Exception as error:  # OSError locally, the filesystem's own error elsewhere
         raise UsageError(io_problem(what, path, error)) from None
     finally:
@@ -456,7 +480,7 @@ def _prepare_output(path: str, what: str) -> int:
     if what == "dead letter":
         # a killed run's dead-letter entries are records nothing else holds: keep them
         try:
-            salvaged = salvage_leftovers(path)
+            salvaged = salvage_leftovers(path, listed)
         except Exception as error:
             raise UsageError(io_problem(what, path, error)) from None
         if salvaged:
@@ -468,7 +492,7 @@ def _prepare_output(path: str, what: str) -> int:
             )
         return salvaged
     try:
-        leftovers = remove_leftovers(path)
+        leftovers = remove_leftovers(path, listed)
     except Exception as error:
         raise UsageError(io_problem(what, path, error)) from None
     if leftovers:
@@ -663,12 +687,29 @@ def run(argv: Sequence[str], *, now: float | None = None) -> tuple[int, RunRepor
             if config.ledger:
                 # before the outputs are touched: a damaged ledger leaves them as they were
                 _check_ledger(config)
-            salvaged = sum(_prepare_output(path, what) for path, what in outputs if path)
-            # the chunk driver builds on this module's passes: imported where it is used
-            from beaconflow.pipelines import chunks
+            listed: Listed = {}  # the outputs' folders are listed once, not once per output
+            try:
+                salvaged = sum(
+                    _prepare_output(path, what, listed) for path, what in outputs if path
+                )
+                # the chunk driver builds on this module's passes: imported where it is used
+                from beaconflow.pipelines import chunks
 
-            if chunks.chunked(config, files, options):
-                return chunks.run_chunked(
+                if chunks.chunked(config, files, options):
+                    return chunks.run_chunked(
+                        config,
+                        files,
+                        options,
+                        stop,
+                        run_id,
+                        now,
+                        started,
+                        salvaged=salvaged,
+                        deadline=None if config.deadline is None else began + config.deadline,
+                        lease=lease,
+                        dead_lettered=_dead_lettered(config),
+                    )
+                return _run_pipeline(
                     config,
                     files,
                     options,
@@ -676,24 +717,16 @@ def run(argv: Sequence[str], *, now: float | None = None) -> tuple[int, RunRepor
                     run_id,
                     now,
                     started,
-                    salvaged=salvaged,
+                    lookback_missing,
+                    salvaged,
                     deadline=None if config.deadline is None else began + config.deadline,
                     lease=lease,
-                    dead_lettered=_dead_lettered(config),
                 )
-            return _run_pipeline(
-                config,
-                files,
-                options,
-                stop,
-                run_id,
-                now,
-                started,
-                lookback_missing,
-                salvaged,
-                deadline=None if config.deadline is None else began + config.deadline,
-                lease=lease,
-            )
+            finally:
+                # emptied by the merges; what a failed merge kept stays, with its folder
+                for path, _ in outputs:
+                    if path:
+                        remove_staging(path)
     finally:
         forget_run(run_id)
 
@@ -734,7 +767,8 @@ def run_pass(
     """
     outcome = Pass()
     redact = Redactor.of(config.secrets())
-    tallies_path = tallies_path or f"{config.report}.tallies-{uuid.uuid4().hex[:8]}.json"
+    # in the report's private folder, named as one of its pieces: a killed run's are removed
+    tallies_path = tallies_path or temporary(config.report, f"tallies-{uuid.uuid4().hex[:8]}.json")
     pipeline = beam.Pipeline(runner=local_runner(options), options=options)
     _ = pipeline | "Backfill" >> Backfill(
         config,
@@ -765,7 +799,7 @@ def run_pass(
             try:
                 merge_parts(wanted)
             except Exception as error:
-                kept = f"what was written is kept in {parts_prefix(wanted)}* and {wanted}.tmp*"
+                kept = f"what was written is kept in {staging_dir(wanted)}/"
                 outcome.stopped.append(f"{io_problem(what, wanted, error)} ({kept})")
             else:
                 if what == "dead letter" and remember:

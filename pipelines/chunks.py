@@ -73,6 +73,7 @@ from beaconflow.pipelines.spill import read_elsewhere, resolve, spill
 from beaconflow.report.counts import TallyKey, build_report
 from beaconflow.transforms.linefile import create_private, merge_parts, remove_leftovers
 from beaconflow.transforms.parse import PartitionOwner
+from beaconflow.transforms.staging import remove_staging
 from beaconflow.transforms.tallies import read_sums
 
 log = logging.getLogger("beaconflow")
@@ -833,20 +834,17 @@ def _run_chunk(
     if not files:
         return Pass(), 0.0
     chunk_config = replace(config, dead_letter=dead_letter, dry_run=dry_run)
-    outcome = run_pass(
-        chunk_config,
-        files,
-        options,
-        stop,
-        run_id,
-        now,
-        deadline=deadline,
-        lease=lease,
-        dead_lettered=dead_lettered,
-        remember=False,
-        tallies_path=work.chunk_file(chunk.index, "tallies.json"),
-        **extra,
-    )
+    tallies = work.chunk_file(chunk.index, "tallies.json")
+    try:
+        outcome = run_pass(
+            chunk_config, files, options, stop, run_id, now,
+            deadline=deadline, lease=lease, dead_lettered=dead_lettered,
+            remember=False, tallies_path=tallies, **extra,
+        )  # fmt: skip
+    finally:
+        for path in (dead_letter, dry_run, tallies):
+            if path:  # their private folders, emptied by the merges
+                remove_staging(path)
     # a chunk with no lines in an output writes no file
     for path in (dead_letter, dry_run):
         if path and not os.path.exists(path):

@@ -3,13 +3,16 @@
 ``WriteToText(num_shards=1)`` funnels every line through one key of a GroupByKey, so a large
 dead letter or dry run would be held in memory whole; and a sink that fails fails the whole
 pipeline, after or in the middle of sending. :class:`WriteLines` lets each bundle write its
-own shard next to the target, as its lines arrive: ``PATH.tmp<part>-<id>`` while the bundle
-runs, renamed to ``PATH.parts<part>-<id>`` when it ends. :func:`merge_parts` streams the
-shards into ``PATH`` once the pipeline is done, then deletes them. Both go through Beam's
-FileSystems.
+own shard, as its lines arrive, in the target's private folder ``DIR/.NAME.beaconflow/``
+(:mod:`~beaconflow.transforms.staging`: finding the shards again never lists the target's
+own folder, however crowded): ``NAME.tmp<part>-<id>`` while the bundle runs, renamed to
+``NAME.parts<part>-<id>`` when it ends. :func:`merge_parts` streams the shards into
+``DIR/NAME`` once the pipeline is done, then deletes them and the folder, once empty. Both go
+through Beam's FileSystems.
 
 The files hold users' records: on a local filesystem every shard and the merged file are
-created readable and writable by their owner only (mode 0600, whatever the umask).
+created readable and writable by their owner only (mode 0600, whatever the umask), in a
+private folder only its owner may enter (0700).
 
 A shard that cannot be written (a full disk, a read-only mount) does not fail the pipeline: the
 run's :class:`~beaconflow.delivery.stop.RunStop` trips with the reason, so no new request
@@ -35,14 +38,31 @@ from apache_beam.utils.windowed_value import WindowedValue
 from beaconflow.delivery.stop import run_stop
 from beaconflow.model.errors import io_problem
 from beaconflow.report.counts import STOPPED, Tally, tally
+from beaconflow.transforms.staging import (
+    Listed,
+    make_staging,
+    matching,
+    old_pieces,
+    remove_staging,
+    staged,
+    temporary,
+)
 
 #: Copy shards in pieces of this size: memory stays flat whatever their size.
 _CHUNK = 1 << 20
 
 
 def parts_prefix(path: str, part: str = "") -> str:
-    """Where the finished shards of ``path`` are written (``part`` names one of several writers)."""
-    return f"{path}.parts{part}"
+    """Where the finished shards of ``path`` are written (``part`` names one of several writers).
+
+    In its private folder: ``DIR/.NAME.beaconflow/NAME.parts<part>``.
+    """
+    return f"{staged(path)}.parts{part}"
+
+
+def tmp_prefix(path: str) -> str:
+    """What the names of the unfinished pieces of ``path`` start with, in its private folder."""
+    return f"{staged(path)}.tmp"
 
 
 def create_private(path: str) -> IO[bytes]:
@@ -53,6 +73,15 @@ def create_private(path: str) -> IO[bytes]:
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     os.fchmod(descriptor, 0o600)  # an earlier file at the path keeps its mode otherwise
     return os.fdopen(descriptor, "wb")
+
+
+def create_staged(output: str, path: str) -> IO[bytes]:
+    """:func:`create_private` for ``path`` in the private folder of ``output``, made if missing."""
+    try:
+        return create_private(path)
+    except FileNotFoundError:  # no private folder yet, or not any more
+        make_staging(output)
+        return create_private(path)
 
 
 class _WriteShard(beam.DoFn):
@@ -77,7 +106,8 @@ class _WriteShard(beam.DoFn):
         try:
             if self._handle is None:
                 self._name = f"{self._part}-{uuid.uuid4().hex[:16]}"
-                self._handle = create_private(f"{self._path}.tmp{self._name}")
+                unfinished = tmp_prefix(self._path) + self._name
+                self._handle = create_staged(self._path, unfinished)
             self._handle.write(line.encode("utf-8") + b"\n")
         except Exception as error:  # OSError locally, the filesystem's own error elsewhere
             self._fail(error)
@@ -88,9 +118,9 @@ class _WriteShard(beam.DoFn):
             try:
                 handle.close()
                 if self._failed is None:
-                    temporary = f"{self._path}.tmp{self._name}"
+                    unfinished = tmp_prefix(self._path) + self._name
                     finished = parts_prefix(self._path) + self._name
-                    FileSystems.rename([temporary], [finished])
+                    FileSystems.rename([unfinished], [finished])
             except Exception as error:
                 self._fail(error)
         if self._failed is not None:
@@ -143,12 +173,13 @@ def merge_parts(path: str) -> int:
     """Concatenate the shards of ``path`` into ``path``; return their number.
 
     The shards are merged into a temporary file that then replaces ``path``: when the merge
-    fails (a full disk), ``path`` is as it was and the shards are kept.
+    fails (a full disk), ``path`` is as it was and the shards are kept. Once they are merged
+    and deleted, the private folder is removed if nothing else is in it.
     """
-    shards = _matching(parts_prefix(path) + "*")
-    merged = f"{path}.tmp-merge"
+    shards = matching(parts_prefix(path) + "*")
+    merged = temporary(path, "merge")
     try:
-        with create_private(merged) as target:
+        with create_staged(path, merged) as target:
             for shard in shards:
                 with FileSystems.open(shard) as source:
                     while chunk := source.read(_CHUNK):
@@ -160,23 +191,27 @@ def merge_parts(path: str) -> int:
     FileSystems.rename([merged], [path])  # replaces an earlier file at once
     if shards:
         FileSystems.delete(shards)
+    remove_staging(path)
     return len(shards)
 
 
-def salvage_leftovers(path: str) -> int:
+def salvage_leftovers(path: str, listed: Listed | None = None) -> int:
     """Keep what an earlier, killed run of ``path`` wrote: its pieces become one of this run's.
 
     Every whole line of the earlier run's shards (finished or not; a torn last line is not a
     whole line) is copied into one finished shard of ``path``, which :func:`merge_parts`
     then merges with this run's lines; the pieces are deleted only once copied. Returns the
     number of lines kept. For the dead letter: its entries are records nothing else holds.
+    The pieces are those in the private folder, and those a release before it left beside
+    ``path`` (:func:`~beaconflow.transforms.staging.old_pieces`; ``listed``: the folders
+    listed already).
     """
-    leftovers = _matching(parts_prefix(path) + "*") + _matching(f"{path}.tmp*")
+    leftovers = _leftovers(path, listed)
     if not leftovers:
         return 0
     kept = 0
-    temporary = f"{path}.tmp-salvage-{uuid.uuid4().hex[:16]}"
-    with create_private(temporary) as target:
+    salvaging = temporary(path, f"salvage-{uuid.uuid4().hex[:16]}")
+    with create_staged(path, salvaging) as target:
         for leftover in leftovers:
             with FileSystems.open(leftover) as source:
                 tail = b""
@@ -187,21 +222,24 @@ def salvage_leftovers(path: str) -> int:
                         if line.strip():
                             target.write(line + b"\n")
                             kept += 1
-    FileSystems.rename([temporary], [parts_prefix(path) + f"-salvaged-{uuid.uuid4().hex[:16]}"])
+    FileSystems.rename([salvaging], [parts_prefix(path) + f"-salvaged-{uuid.uuid4().hex[:16]}"])
     FileSystems.delete(leftovers)
     return kept
 
 
-def remove_leftovers(path: str) -> int:
-    """Delete the shards an earlier run of ``path`` left behind (it was killed or stopped).
+def remove_leftovers(path: str, listed: Listed | None = None) -> int:
+    """Delete the pieces an earlier run of ``path`` left behind (it was killed or stopped).
 
-    Left in place they would be merged into this run's file. Returns how many there were.
+    Left in place they would be merged into this run's file. The pieces are those in the
+    private folder, and those a release before it left beside ``path`` (``listed``: the
+    folders listed already). Returns how many there were.
     """
-    leftovers = _matching(parts_prefix(path) + "*") + _matching(f"{path}.tmp*")
+    leftovers = _leftovers(path, listed)
     if leftovers:
         FileSystems.delete(leftovers)
     return len(leftovers)
 
 
-def _matching(pattern: str) -> list[str]:
-    return sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)
+def _leftovers(path: str, listed: Listed | None) -> list[str]:
+    staged_pieces = matching(parts_prefix(path) + "*") + matching(tmp_prefix(path) + "*")
+    return staged_pieces + old_pieces(path, listed)

@@ -343,7 +343,7 @@ def test_a_killed_runs_dead_letter_entries_are_kept_by_the_next_run(
         flags = backfill_flags(collector.base_url, tmp_path, source, extra=extra)
         process = _start_quiet(flags)
         _kill_after(process, collector, accepted=100, group=True)
-        pieces = list(tmp_path.glob("dead.jsonl.parts*")) + list(tmp_path.glob("dead.jsonl.tmp*"))
+        pieces = list((tmp_path / ".dead.jsonl.beaconflow").glob("dead.jsonl.*"))
         assert pieces, "the killed run left no piece of its dead letter"
         status, report = run_json(flags, now=NOW)
     assert status == 0 and report["invariant_errors"] == []
@@ -352,9 +352,30 @@ def test_a_killed_runs_dead_letter_entries_are_kept_by_the_next_run(
     entries = read_dead_letter(tmp_path)
     assert len(entries) == 4
     assert sorted(e["reason"] for e in entries)[::2] == sorted(e["reason"] for e in entries)[1::2]
-    assert not list(tmp_path.glob("dead.jsonl.parts*")) and not list(
-        tmp_path.glob("dead.jsonl.tmp*")
-    )
+    assert not (tmp_path / ".dead.jsonl.beaconflow").exists(), "its pieces, then its folder, go"
+
+
+def test_a_dead_letters_pieces_left_by_the_release_before_are_kept_by_the_next_run(
+    events_file: Path, tmp_path: Path, collector: Collector
+) -> None:
+    # a run of a release before issue 17 was killed: its pieces are beside the dead letter
+    # (finished and not), and the user upgraded before the next run
+    old = {"reason": "invalid JSON", "stage": "read", "source": "old.jsonl:1", "record": "{x"}
+    line = json.dumps(old).encode()
+    (tmp_path / "dead.jsonl.partsParse-0a1b").write_bytes(line + b"\n")
+    (tmp_path / "dead.jsonl.tmpParse-2c3d").write_bytes(line + b"\n" + line[:9])  # torn
+    (tmp_path / "dry.jsonl.tmp-4e5f").write_bytes(b"a dry run's piece\n")
+    flags = backfill_flags(collector.base_url, tmp_path, events_file)
+    status, report = run_json(flags, now=NOW)
+    assert status == 0 and report["invariant_errors"] == []
+    assert report["dead_letter_salvaged"] == 2
+    assert read_dead_letter(tmp_path) == [old, old]
+    assert not list(tmp_path.glob("dead.jsonl.*")), "salvaged, then removed"
+    # a dry run's pieces are removed, wherever they are
+    dry = backfill_flags(collector.base_url, tmp_path, events_file, extra=(
+        f"--dry-run={tmp_path / 'dry.jsonl'}",))  # fmt: skip
+    assert run_json(dry, now=NOW)[0] == 0
+    assert not list(tmp_path.glob("dry.jsonl.*")) and not list(tmp_path.glob(".*.beaconflow"))
 
 
 def test_the_ledgers_files_are_readable_by_their_owner_only(

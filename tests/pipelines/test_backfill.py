@@ -54,7 +54,7 @@ def test_each_report_file_is_replaced_whole_or_not_at_all(
             raise OSError(28, "No space left on device")
 
     def filling(path: str, *args: object, **kwargs: object) -> object:
-        return HalfWritten(path) if path.endswith(".html.tmp-write") else create(path)
+        return HalfWritten(path) if path.endswith("report.json.tmp-html") else create(path)
 
     monkeypatch.setattr(FileSystems, "create", filling)
     problem, html_written = backfill._write_report(str(path), RunReport(exit_status=0))
@@ -135,6 +135,15 @@ def test_an_output_that_cannot_be_made_is_named_with_the_systems_reason(
     with unwritable(folder) as reason, pytest.raises(UsageError) as raised:
         _prepare_output(str(folder / "out.jsonl"), what)
     assert str(raised.value) == f"{what} not writable: {folder / 'out.jsonl'}: {reason}"
+    # its private folder, where its pieces go, cannot be made either
+    in_the_way = tmp_path / ".out.jsonl.beaconflow"
+    in_the_way.write_text("in the way")
+    with pytest.raises(UsageError) as raised:
+        _prepare_output(str(tmp_path / "out.jsonl"), what)
+    assert str(raised.value) == (
+        f"{what} not writable: {tmp_path / 'out.jsonl'}: "
+        f"a file is in the way of its temporary folder {in_the_way}"
+    )
 
 
 def test_the_locks_take_their_limits_from_the_environment(
