@@ -38,7 +38,6 @@ from apache_beam.pvalue import PBegin
 from beaconflow.delivery.lease_store import LeaseStoreMissing, StoreOptions, has_store, open_store
 from beaconflow.delivery.ledger import (
     LedgerError,
-    LedgerKeys,
     check_writable,
     ledger_files,
     make_directories,
@@ -81,6 +80,9 @@ from beaconflow.report.run import RunReport
 from beaconflow.transforms.coders import MappedEventCoder, MessageCoder
 from beaconflow.transforms.coders import register as register_coders
 from beaconflow.transforms.dedup import DUPLICATES, SKIPPED, DedupByKey
+from beaconflow.transforms.ledger import KEYS as LEDGER_KEYS
+from beaconflow.transforms.ledger import TALLY as LEDGER_TALLY
+from beaconflow.transforms.ledger import ReadDelivered
 from beaconflow.transforms.linefile import (
     WriteLines,
     merge_parts,
@@ -244,18 +246,18 @@ class Backfill(beam.PTransform[PBegin, None]):
         ).with_output_types(
             KeyedMessage, invalid=DeadLetterEntry, direct=Message, tally=Any
         ).with_outputs(INVALID, TALLY, DIRECT, main="messages")
+        all_messages = (built.messages, parsed[REPLAYED]) | "AllMessages" >> beam.Flatten()
         delivered_before = None
+        ledger_tallies = []
         if config.ledger:
-            delivered_before = (
-                pipeline
-                | "ListLedger" >> beam.Create(ledger_files(config.ledger))
-                | "SpreadLedger" >> beam.Reshuffle()
-                | "ReadLedger" >> beam.FlatMap(LedgerKeys(identity.legacy))
+            # only the files that may hold these messages' entries: those of their days
+            ledger = all_messages | "Ledger" >> ReadDelivered(
+                ledger_files(config.ledger), identity.legacy
             )
-        messages = (
-            (built.messages, parsed[REPLAYED])
-            | "AllMessages" >> beam.Flatten()
-            | "DedupMessages" >> DedupByKey(MessageCoder(), delivered=delivered_before)
+            delivered_before = ledger[LEDGER_KEYS]
+            ledger_tallies.append(ledger[LEDGER_TALLY])
+        messages = all_messages | "DedupMessages" >> DedupByKey(
+            MessageCoder(), delivered=delivered_before
         )
         streams = {"": messages.unique | "Unique" >> beam.Values()}
         if direct:
@@ -264,6 +266,7 @@ class Backfill(beam.PTransform[PBegin, None]):
             parsed[TALLY],
             window[TALLY],
             built[TALLY],
+            *ledger_tallies,
             events[DUPLICATES] | "CountEventCopies" >> beam.ParDo(TallyEach(_event_copies_tallies)),
             messages[DUPLICATES]
             | "CountMessageCopies" >> beam.ParDo(TallyEach(_message_copies_tallies)),

@@ -21,16 +21,18 @@ from apache_beam import coders
 from apache_beam.coders.typecoders import registry
 
 from beaconflow.model.events import MappedEvent, Problem
-from beaconflow.model.message import DESTINATIONS, Message
+from beaconflow.model.message import DESTINATIONS, Message, epoch_day
 from beaconflow.model.records import plain
 
 # Both values are written as tuples of strings, bytes, integers, lists and None, in a fixed
 # order:
 #   a message: (destination's index, kind, occurrence, [name, value, name, value, ...],
-#               source);
-#   an event: (source, time, [message without its source, ...],
-#              [(destination's index, kind, reason), ...], record as JSON or None).
-# An event's messages come from the event, so their source is the event's: written once.
+#               source, day or None);
+#   an event: (source, time, [message without its source and day, ...],
+#              [(destination's index, kind, reason), ...], record as JSON or None,
+#              None, or [each message's day or None, ...]).
+# An event's messages come from the event, so their source is the event's: written once; and
+# so is their day, the event's (the last field is None), unless one of them has another.
 # Beam's compiled FastPrimitivesCoder has one encoding for each of these types (no dicts, no
 # sets, nothing pickled), so equal values have equal bytes. It is three times faster here
 # than a TupleCoder of StrUtf8Coders, whose strings go through a Python callback each.
@@ -57,7 +59,7 @@ def _message_fields(message: Message) -> _MessageFields:
     return (destination, message.kind, occurrence, flat)
 
 
-def _message(fields: _MessageFields, source: str) -> Message:
+def _message(fields: _MessageFields, source: str, day: int | None) -> Message:
     destination, kind, occurrence, flat = fields
     params = tuple(zip(flat[0::2], flat[1::2], strict=True))
     return Message.from_parts(
@@ -66,6 +68,7 @@ def _message(fields: _MessageFields, source: str) -> Message:
         params,
         occurrence.hex() if isinstance(occurrence, bytes) else occurrence,
         source=source,
+        day=day,
     )
 
 
@@ -73,15 +76,15 @@ _DESTINATION_INDEX = {destination: index for index, destination in enumerate(DES
 
 
 class MessageCoder(coders.Coder):
-    """A :class:`Message` as its fields and its source: nothing sorted again when decoded."""
+    """A :class:`Message` as its fields, source and day: nothing sorted again when decoded."""
 
     def encode(self, value: Message) -> bytes:
-        encoded: bytes = _MESSAGE_IMPL.encode((*_message_fields(value), value.source))
+        encoded: bytes = _MESSAGE_IMPL.encode((*_message_fields(value), value.source, value.day))
         return encoded
 
     def decode(self, encoded: bytes) -> Message:
-        destination, kind, occurrence, flat, source = _MESSAGE_IMPL.decode(encoded)
-        return _message((destination, kind, occurrence, flat), source)
+        destination, kind, occurrence, flat, source, day = _MESSAGE_IMPL.decode(encoded)
+        return _message((destination, kind, occurrence, flat), source, day)
 
     def is_deterministic(self) -> bool:
         return True
@@ -99,6 +102,10 @@ class MappedEventCoder(coders.Coder):
             if value.record is None
             else json.dumps(value.record, ensure_ascii=False, sort_keys=True, default=plain)
         )
+        day = epoch_day(value.time)
+        days = None
+        if any(m.day != day for m in value.messages):
+            days = [m.day for m in value.messages]
         fields = (
             value.source,
             value.time,
@@ -108,17 +115,20 @@ class MappedEventCoder(coders.Coder):
                 for p in value.problems
             ],
             record,
+            days,
         )
         encoded: bytes = _EVENT_IMPL.encode(fields)
         return encoded
 
     def decode(self, encoded: bytes) -> MappedEvent:
-        source, time, messages, problems, record = _EVENT_IMPL.decode(encoded)
+        source, time, messages, problems, record, days = _EVENT_IMPL.decode(encoded)
         restored: Any = None if record is None else json.loads(record)
+        if days is None:
+            days = [epoch_day(time)] * len(messages)
         return MappedEvent(
             source,
             time,
-            tuple(_message(m, source) for m in messages),
+            tuple(_message(m, source, d) for m, d in zip(messages, days, strict=True)),
             tuple(
                 Problem(DESTINATIONS[d], kind, reason, known) for d, kind, reason, known in problems
             ),

@@ -3,12 +3,14 @@
 A ledger is a directory of JSONL files, one object per delivered message::
 
     {"ledger": "<endpoint>:<message key>", "destination": "kontagent", "kind": "ins",
-     "at": 1750000000, "crc": "1c291ca3"}
+     "at": 1750000000, "day": 20240, "crc": "1c291ca3"}
 
-An entry of a message delivered after ambiguous attempts (requests that went out and got
-no answer: the service may have counted it more than once) carries their count,
-``"ambiguous": 2``, before its ``crc``; other entries have no such key, so they are the
-bytes they always were, and a reader that does not know the key ignores it.
+``day`` is the UTC day of the message's event, in days since 1970-01-01, the day its entry
+is filed under (:mod:`beaconflow.delivery.ledger_days`); an entry of no day (a timeless
+message such as a KISSmetrics alias, or an unknown day) has no such key. An entry of a
+message delivered after ambiguous attempts (requests that went out and got no answer: the
+service may have counted it more than once) carries their count, ``"ambiguous": 2``, before
+its ``crc``. A reader that does not know these keys ignores them.
 
 ``<endpoint>`` is a fingerprint of the destination, its base URL and its API key or
 ``--ledger-app`` name (never the key itself; :mod:`beaconflow.delivery.ledger_identity`), so
@@ -18,17 +20,24 @@ the CRC-32 of the line's bytes before ``,"crc":``, so that a damaged line is kno
 Each sender appends to its own journal (``journal-<id>-<n>.v2.jsonl.open``), writing every
 delivery through to the operating system as soon as the pipeline sees it, so a process
 killed with SIGKILL loses at most the messages that were still in flight; the journal is
-synced at least every :data:`SYNC_SECONDS` (a power loss loses at most that much more). A
-journal is sealed into a shard (``shard-<id>-<n>.v2.jsonl``) after ``max_entries`` entries
-and at the end of every bundle: a seal record (:mod:`beaconflow.delivery.ledger_check`)
-giving the entries' count, length and SHA-256, and their count per endpoint fingerprint and
-destination, is appended, the file synced and renamed, the directory synced, and the
-writer's manifest (``manifest-<id>.json``, every shard it sealed) replaced the same way. On
-filesystems without appends (``gs://``, ``s3://``) entries are buffered and each shard is
+synced at least every :data:`SYNC_SECONDS` (a power loss loses at most that much more).
+Entries with a day and entries of no day go into two journals of a sender. A journal is
+sealed into a shard after ``max_entries`` entries and at the end of every bundle: a seal
+record (:mod:`beaconflow.delivery.ledger_check`) giving the entries' count, length and
+SHA-256, their count per endpoint fingerprint and destination, and the first and last of
+their days, is appended, the file synced and renamed, the directory synced, and the writer's
+manifest (``manifest-<id>.json``, every shard it sealed) replaced the same way. A shard of
+dated entries is named with their range of days (``shard-<id>-<n>.d20250601-20250603.v2.jsonl``,
+first and last day, ``YYYYMMDD``), one of entries of no day without
+(``shard-<id>-<n>.v2.jsonl``): a run reads only the shards whose range meets its messages'
+days, and every file without a range (:class:`~beaconflow.delivery.ledger_days.LedgerDays`).
+On filesystems without appends (``gs://``, ``s3://``) entries are buffered and each shard is
 written whole to a temporary name, then renamed.
 
 Files whose names lack ``.v2`` were written by releases before ledger format 2 (no seal,
-no CRC, fingerprints of the destination and key only); they are read as they always were.
+no CRC, fingerprints of the destination and key only); they are read as they always were,
+by every run, as are journals and the shards of releases before days were filed (no range
+in their names).
 
 A write that fails (a full disk, a read-only mount) raises :class:`LedgerError` naming the
 directory and the system's error, and the writer stays failed: every later record raises
@@ -52,6 +61,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import IO, Any
 
+from beaconflow.delivery.ledger_days import days_mark, entry_day
 from beaconflow.model.errors import BeaconflowError, io_problem
 from beaconflow.model.message import Message
 
@@ -205,13 +215,18 @@ def ledger_files(directory: str) -> list[str]:
     return sorted(m.path for m in matched if m.path.endswith((SHARD_SUFFIX, JOURNAL_SUFFIX)))
 
 
-def entry_line(key: str, destination: str, kind: str, at: int, ambiguous: int = 0) -> bytes:
+def entry_line(
+    key: str, destination: str, kind: str, at: int, ambiguous: int = 0, day: int | None = None
+) -> bytes:
     """One ledger line of format 2, its CRC included, newline-terminated.
 
     ``ambiguous``: the message's ambiguous attempts before it was delivered, written only
-    when there were some.
+    when there were some. ``day``: the event day it is filed under (:func:`entry_day`),
+    written only when it has one.
     """
     entry: dict[str, object] = {"ledger": key, "destination": destination, "kind": kind, "at": at}
+    if day is not None:
+        entry["day"] = day
     if ambiguous:
         entry["ambiguous"] = ambiguous
     body = json.dumps(entry, separators=(",", ":")).encode()[:-1]
@@ -302,12 +317,15 @@ def seal_line(
     length: int,
     sha256: str,
     endpoints: Mapping[tuple[str, str], int] | None = None,
+    days: tuple[int, int] | None = None,
 ) -> bytes:
     """The line that seals a shard of ``entries`` entry lines, ``length`` bytes in all.
 
     ``endpoints``: its entries per (fingerprint, destination), written as ``"endpoints":
     {fingerprint: {destination: n}}`` so that a run's check before sending learns whose
-    deliveries the shard holds without parsing its entries (None: not written).
+    deliveries the shard holds without parsing its entries (None: not written). ``days``:
+    the first and last event day of its entries, which its name gives too, written as
+    ``"days": [first, last]`` (None, a shard of entries of no day: not written).
     """
     seal: dict[str, Any] = {"entries": entries, "bytes": length, "sha256": sha256}
     if endpoints is not None:
@@ -315,6 +333,8 @@ def seal_line(
         for (fingerprint, destination), count in sorted(endpoints.items()):
             nested.setdefault(fingerprint, {})[destination] = count
         seal["endpoints"] = nested
+    if days is not None:
+        seal["days"] = list(days)
     return SEAL_PREFIX + json.dumps(seal, separators=(",", ":")).encode() + b"}\n"
 
 
@@ -366,8 +386,46 @@ def manifest_bytes(writer: str, shards: Iterable[tuple[str, int]]) -> bytes:
     return json.dumps(manifest, indent=1).encode() + b"\n"
 
 
+class _Journal:
+    """One journal of a writer (dated entries, or entries of no day) since its last seal.
+
+    What it holds is its seal record's input: entries, bytes, their SHA-256 and endpoints,
+    and the range of their event days (``first``, ``last``; None for a journal of no day).
+    """
+
+    def __init__(self, sequence: int) -> None:
+        self.sequence = sequence
+        self.handle: IO[bytes] | None = None
+        self.path = ""
+        self.hash = hashlib.sha256()
+        self.length = 0
+        self.count = 0
+        self.endpoints: Counter[tuple[str, str]] = Counter()
+        self.buffer: list[bytes] = []
+        self.dirty = False
+        self.first: int | None = None
+        self.last: int | None = None
+
+    def add_days(self, days: Iterable[int]) -> None:
+        for day in days:
+            if self.first is None or day < self.first:
+                self.first = day
+            if self.last is None or day > self.last:
+                self.last = day
+
+    def days(self) -> tuple[int, int] | None:
+        if self.first is None or self.last is None:
+            return None
+        return self.first, self.last
+
+
 class LedgerWriter:
-    """Records delivered messages of one sender; see the module docstring for the format."""
+    """Records delivered messages of one sender; see the module docstring for the format.
+
+    Entries with an event day and entries of no day go into two journals of their own
+    (sealed into shards with and without a range of days), so that an entry of no day
+    never makes a shard of dated entries one that every run reads.
+    """
 
     def __init__(
         self,
@@ -385,17 +443,11 @@ class LedgerWriter:
         self._max_entries = max_entries
         self._local = _is_local(directory)
         self._id = uuid.uuid4().hex[:12]
+        #: the number the next journal's name takes
         self._sequence = 0
-        self._count = 0
-        self._journal: IO[bytes] | None = None
-        self._journal_path = ""
-        # what the journal (or the buffer) holds since the last seal: its seal record's input
-        self._hash = hashlib.sha256()
-        self._length = 0
-        self._endpoints: Counter[tuple[str, str]] = Counter()
-        self._buffer: list[bytes] = []
+        #: the open journals: True for dated entries, False for entries of no day
+        self._journals: dict[bool, _Journal] = {}
         self._sealed: list[tuple[str, int]] = []
-        self._dirty = False
         # record() runs on the sender's thread, seal() on the worker's, the syncer on its own
         self._lock = threading.Lock()
         self._failed: LedgerError | None = None
@@ -410,8 +462,8 @@ class LedgerWriter:
         except Exception as error:
             raise LedgerError(_describe(directory, error)) from None
 
-    def _name(self, suffix: str) -> str:
-        return f"{self._id}-{self._sequence:06d}.v2{suffix}"
+    def _name(self, sequence: int, suffix: str) -> str:
+        return f"{self._id}-{sequence:06d}.v2{suffix}"
 
     def record(self, messages: Iterable[Message]) -> None:
         """Add delivered messages; on a local disk they reach the OS before this returns."""
@@ -427,7 +479,9 @@ class LedgerWriter:
             self.record((message,))
             return
         key = ledger_key(self._fingerprints[message.destination], message)
-        self.record_keyed(key, message.destination, message.kind, ambiguous=ambiguous)
+        self.record_keyed(
+            key, message.destination, message.kind, ambiguous=ambiguous, day=message.day
+        )
 
     def record_keyed(
         self,
@@ -437,92 +491,128 @@ class LedgerWriter:
         at: int | None = None,
         *,
         ambiguous: int = 0,
+        day: int | None = None,
     ) -> None:
-        """Add one delivery by its ledger key (a sender process gets keys, not messages)."""
+        """Add one delivery by its ledger key (a sender process gets keys, not messages).
+
+        ``day``: the message's event day (:attr:`Message.day`), None when unknown.
+        """
         when = int(time.time()) if at is None else at
+        filed = entry_day(destination, kind, day)
         with self._lock:
             self._write(
-                [entry_line(key, destination, kind, when, ambiguous)],
+                filed is not None,
+                [entry_line(key, destination, kind, when, ambiguous, filed)],
                 [entry_endpoint(key, destination)],
+                () if filed is None else (filed,),
             )
 
     def _record(self, messages: Iterable[Message]) -> None:
         now = int(time.time())
         fingerprints = self._fingerprints
-        messages = list(messages)
-        self._write(
-            [
-                entry_line(ledger_key(fingerprints[m.destination], m), m.destination, m.kind, now)
-                for m in messages
-            ],
-            [(fingerprints[m.destination], m.destination) for m in messages],
-        )
+        lanes: dict[bool, tuple[list[bytes], list[tuple[str, str]], list[int]]] = {}
+        for m in messages:
+            day = entry_day(m.destination, m.kind, m.day)
+            lines, endpoints, days = lanes.setdefault(day is not None, ([], [], []))
+            fingerprint = fingerprints[m.destination]
+            lines.append(entry_line(ledger_key(fingerprint, m), m.destination, m.kind, now, 0, day))
+            endpoints.append((fingerprint, m.destination))
+            if day is not None:
+                days.append(day)
+        for dated, (lines, endpoints, days) in lanes.items():
+            self._write(dated, lines, endpoints, days)
 
     def _fail(self, error: BaseException) -> LedgerError:
-        """Remember the first failure; close the journal without writing to it again."""
+        """Remember the first failure; close the journals without writing to them again."""
         if self._failed is None:
             self._failed = LedgerError(_describe(self._directory, error))
-            journal, self._journal = self._journal, None
-            if journal is not None:
-                # what the buffer held is lost; the journal's lines before it are kept
-                with contextlib.suppress(OSError):
-                    journal.close()
+            for journal in self._journals.values():
+                handle, journal.handle = journal.handle, None
+                if handle is not None:
+                    # what the buffer held is lost; the journal's lines before it are kept
+                    with contextlib.suppress(OSError):
+                        handle.close()
         return self._failed
 
-    def _write(self, lines: list[bytes], endpoints: list[tuple[str, str]]) -> None:
-        """Write entry lines; ``endpoints``: each line's (fingerprint, destination)."""
+    def _write(
+        self,
+        dated: bool,
+        lines: list[bytes],
+        endpoints: list[tuple[str, str]],
+        days: Iterable[int],
+    ) -> None:
+        """Write entry lines into the dated journal or the one of no day.
+
+        ``endpoints``: each line's (fingerprint, destination); ``days``: the lines' days.
+        """
         if not lines:
             return
         if self._failed is not None:
             raise self._failed
         try:
-            self._write_lines(lines, endpoints)
+            self._write_lines(dated, lines, endpoints, days)
         except LedgerError:
             raise
         except Exception as error:
             raise self._fail(error) from None
 
-    def _write_lines(self, lines: list[bytes], endpoints: list[tuple[str, str]]) -> None:
+    def _write_lines(
+        self,
+        dated: bool,
+        lines: list[bytes],
+        endpoints: list[tuple[str, str]],
+        days: Iterable[int],
+    ) -> None:
+        journal = self._journals.get(dated)
+        if journal is None:
+            journal = self._journals[dated] = _Journal(self._sequence)
+            self._sequence += 1
         data = b"".join(lines)
         if self._local:
-            if self._journal is None:
-                self._journal_path = os.path.join(
-                    _local_path(self._directory), "journal-" + self._name(JOURNAL_SUFFIX)
+            if journal.handle is None:
+                journal.path = os.path.join(
+                    _local_path(self._directory),
+                    "journal-" + self._name(journal.sequence, JOURNAL_SUFFIX),
                 )
-                self._journal = open_private(self._journal_path, append=True)
+                journal.handle = open_private(journal.path, append=True)
                 self._start_syncer()
-            self._journal.write(data)
-            self._journal.flush()
-            self._dirty = True
+            journal.handle.write(data)
+            journal.handle.flush()
+            journal.dirty = True
             now = self._clock()
             if now - self._checked_at >= CHECK_SECONDS:
                 self._checked_at = now
-                self._check_journal(self._journal)
+                for each in self._journals.values():
+                    self._check_journal(each)
         else:
-            self._buffer.append(data)
-        self._hash.update(data)
-        self._length += len(data)
-        self._count += len(lines)
-        self._endpoints.update(endpoints)
-        if self._count >= self._max_entries:
-            self._seal()
+            journal.buffer.append(data)
+        journal.hash.update(data)
+        journal.length += len(data)
+        journal.count += len(lines)
+        journal.endpoints.update(endpoints)
+        journal.add_days(days)
+        if journal.count >= self._max_entries:
+            self._seal_journal(dated)
+            self._write_manifest()
 
-    def _check_journal(self, journal: IO[bytes]) -> None:
-        """Sync the journal and make sure it is still in the ledger (raises OSError if not).
+    def _check_journal(self, journal: _Journal) -> None:
+        """Sync a journal and make sure it is still in the ledger (raises OSError if not).
 
         A write can succeed into a journal whose directory was deleted or moved, or on a
         filesystem that reports errors only when syncing (NFS): without this the run would
         find out when it seals, at the end of a bundle, after sending everything.
         """
-        os.fsync(journal.fileno())
-        self._dirty = False
-        if os.fstat(journal.fileno()).st_nlink == 0 or not os.path.exists(self._journal_path):
+        if journal.handle is None:
+            return
+        os.fsync(journal.handle.fileno())
+        journal.dirty = False
+        if os.fstat(journal.handle.fileno()).st_nlink == 0 or not os.path.exists(journal.path):
             raise FileNotFoundError(
-                errno.ENOENT, f"the journal {os.path.basename(self._journal_path)} was removed"
+                errno.ENOENT, f"the journal {os.path.basename(journal.path)} was removed"
             )
 
     def _start_syncer(self) -> None:
-        """Sync the journal every ``sync_seconds`` while entries are waiting (local only).
+        """Sync the journals every ``sync_seconds`` while entries are waiting (local only).
 
         Writes between checks reach the OS but not the disk; without this, deliveries
         recorded just before the sender went quiet could wait for the seal, at the end of
@@ -537,17 +627,20 @@ class LedgerWriter:
         assert self._sync_seconds is not None
         while not self._closing.wait(self._sync_seconds):
             with self._lock:
-                journal = self._journal
-                if journal is None or not self._dirty or self._failed is not None:
+                if self._failed is not None:
                     continue
-                try:
-                    os.fsync(journal.fileno())
-                    self._dirty = False
-                except OSError as error:
-                    self._fail(error)  # the next record raises it
+                for journal in self._journals.values():
+                    if journal.handle is None or not journal.dirty:
+                        continue
+                    try:
+                        os.fsync(journal.handle.fileno())
+                        journal.dirty = False
+                    except OSError as error:
+                        self._fail(error)  # the next record raises it
+                        break
 
     def seal(self) -> None:
-        """Turn what was recorded so far into a durable shard (write, sync, rename).
+        """Turn what was recorded so far into durable shards (write, sync, rename).
 
         Raises LedgerError when it cannot (the entries stay in the journal, if anywhere).
         """
@@ -555,7 +648,11 @@ class LedgerWriter:
             if self._failed is not None:
                 raise self._failed
             try:
-                self._seal()
+                sealed = False
+                for dated in sorted(self._journals):
+                    sealed = self._seal_journal(dated) or sealed
+                if sealed:
+                    self._write_manifest()
             except LedgerError:
                 raise
             except Exception as error:
@@ -566,40 +663,46 @@ class LedgerWriter:
         """The error that made this writer fail, or None while it works."""
         return self._failed
 
-    def _seal(self) -> None:
-        if self._count == 0:
-            return
-        shard = "shard-" + self._name(SHARD_SUFFIX)
-        seal = seal_line(self._count, self._length, self._hash.hexdigest(), self._endpoints)
-        if self._local and self._journal is not None:
-            self._journal.write(seal)
-            self._journal.flush()
-            os.fsync(self._journal.fileno())
-            self._journal.close()
-            self._journal = None
-            self._dirty = False
+    def _seal_journal(self, dated: bool) -> bool:
+        """Seal one journal into its shard (the manifest is the caller's); whether it had any."""
+        journal = self._journals.get(dated)
+        if journal is None or journal.count == 0:
+            return False
+        days = journal.days()
+        mark = "" if days is None else days_mark(*days)
+        shard = f"shard-{self._id}-{journal.sequence:06d}{mark}.v2{SHARD_SUFFIX}"
+        seal = seal_line(
+            journal.count, journal.length, journal.hash.hexdigest(), journal.endpoints, days
+        )
+        if self._local and journal.handle is not None:
+            handle = journal.handle
+            handle.write(seal)
+            handle.flush()
+            os.fsync(handle.fileno())
+            handle.close()
+            journal.handle = None
+            journal.dirty = False
             directory = _local_path(self._directory)
-            os.replace(self._journal_path, os.path.join(directory, shard))
+            os.replace(journal.path, os.path.join(directory, shard))
             sync_directory(self._directory)
-        elif self._buffer:
+        elif journal.buffer:
             filesystems = _filesystems()
             temporary = filesystems.join(self._directory, f".{shard}.tmp")
-            with filesystems.create(temporary) as handle:
-                handle.write(b"".join(self._buffer) + seal)
+            with filesystems.create(temporary) as target:
+                target.write(b"".join(journal.buffer) + seal)
             filesystems.rename([temporary], [filesystems.join(self._directory, shard)])
-            self._buffer = []
-        self._sealed.append((shard, self._count))
+            journal.buffer = []
+        del self._journals[dated]
+        self._sealed.append((shard, journal.count))
+        return True
+
+    def _write_manifest(self) -> None:
         write_atomically(
             self._directory, manifest_name(self._id), manifest_bytes(self._id, self._sealed)
         )
-        self._sequence += 1
-        self._count = 0
-        self._length = 0
-        self._endpoints = Counter()
-        self._hash = hashlib.sha256()
 
     def close(self) -> None:
-        """Seal what is left; a writer that failed only lets go of its journal."""
+        """Seal what is left; a writer that failed only lets go of its journals."""
         self._closing.set()
         if self._syncer is not None:
             self._syncer.join()

@@ -16,6 +16,12 @@ CRC. Parsing them here too was 18-20 of the check's 21-22 CPU seconds on a ledge
 million entries; without it the check takes about 1 s (``benchmarks/ledger_check.py``,
 docs/performance.md).
 
+A shard whose name gives a range of event days (``shard-<id>-<n>.d<first>-<last>.v2.jsonl``,
+:mod:`beaconflow.delivery.ledger_days`) is read only by runs with messages of those days:
+its seal record says the same range (``"days": [first, last]``), and a shard whose name
+and seal record disagree (a file renamed by hand) is damage, since runs would pass over
+entries it holds; ``repair`` salvages its entries into a shard named by their own days.
+
 Journals (``*.jsonl.open``, a run that is running or was killed) have no seal: their
 intact lines count, a torn or zeroed line is skipped (each line has its own CRC). Files of
 ledger format 1 (names without ``.v2``) were written without seals and are read as before.
@@ -66,6 +72,7 @@ from beaconflow.delivery.ledger import (
     sync_directory,
     write_atomically,
 )
+from beaconflow.delivery.ledger_days import MAX_DAY, MIN_DAY, day_iso, days_mark, file_days
 from beaconflow.delivery.ledger_identity import LedgerIdentity, descriptor_name, mismatches
 from beaconflow.model.errors import BeaconflowError, io_problem
 
@@ -212,6 +219,40 @@ def seal_endpoints(data: bytes) -> Counter[tuple[str, str]] | None:
     return counts if counts.total() == entries else None
 
 
+def seal_days(data: bytes) -> tuple[int, int] | None:
+    """The first and last event day an intact shard's seal record gives, or None."""
+    last = data[data.rfind(b"\n", 0, len(data) - 1) + 1 : -1]
+    try:
+        days = json.loads(last)["sealed"].get("days")
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+    if (
+        isinstance(days, list)
+        and len(days) == 2
+        and all(isinstance(day, int) and not isinstance(day, bool) for day in days)
+    ):
+        return days[0], days[1]
+    return None
+
+
+def days_damage(name: str, data: bytes) -> str | None:
+    """Why an intact shard's name and seal record disagree on its days (None: they agree).
+
+    Only a name with a range is checked: a shard without one is read by every run.
+    """
+    named = file_days(name)
+    if named is None:
+        return None
+    sealed = seal_days(data)
+    if sealed == named:
+        return None
+    says = "no days" if sealed is None else f"{day_iso(sealed[0])} to {day_iso(sealed[1])}"
+    return (
+        f"its name gives the event days {day_iso(named[0])} to {day_iso(named[1])}, its seal "
+        f"record {says} (renamed?): runs of other days would not read entries it holds"
+    )
+
+
 def _read_json(directory: str, name: str) -> Any:
     """A JSON file of the ledger; None when it is not JSON (LedgerUnreadable: see _read)."""
     try:
@@ -271,6 +312,8 @@ def inspect(directory: str, *, parse_sealed: bool = True) -> LedgerState:
         if version == 2 and name.endswith(SHARD_SUFFIX):
             state.shards += 1
             reason, expected = shard_damage(data)
+            if reason is None:
+                reason = days_damage(name, data)
             if reason is not None:
                 manifest, in_manifest = listed.get(name, (None, None))
                 expected = expected if expected is not None else in_manifest
@@ -382,6 +425,14 @@ def adopt_format1(directory: str, identity: LedgerIdentity, state: LedgerState) 
     return sum(copied.values())
 
 
+def _entry_day(entry: dict[str, Any]) -> int | None:
+    """The day an entry read back is filed under (None: none, or none a name can give)."""
+    day = entry.get("day")
+    if isinstance(day, int) and not isinstance(day, bool) and MIN_DAY <= day <= MAX_DAY:
+        return day
+    return None
+
+
 def _write_whole(directory: str, name: str, data: bytes) -> None:
     """:func:`write_atomically`, its failure a LedgerError naming the ledger and the file."""
     try:
@@ -438,6 +489,7 @@ def repair(directory: str, *, now: float | None = None) -> tuple[list[str], bool
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(time.time() if now is None else now))
     salvaged: list[bytes] = []
     endpoints: Counter[tuple[str, str]] = Counter()
+    days: list[int | None] = []
     for damage in state.damaged:
         if damage.missing or not damage.name.endswith(SHARD_SUFFIX):
             continue
@@ -446,14 +498,20 @@ def repair(directory: str, *, now: float | None = None) -> tuple[list[str], bool
             if entry is not None:
                 salvaged.append(line + b"\n")
                 endpoints[entry_endpoint(entry["ledger"], str(entry.get("destination")))] += 1
+                days.append(_entry_day(entry))
     lines: list[str] = []
     if salvaged:
         # written and synced before anything is set aside: a crash in between leaves
         # duplicates, which are harmless, never a loss
         writer = uuid.uuid4().hex[:12]
-        shard = f"shard-{writer}-000000.v2{SHARD_SUFFIX}"
+        # named by its entries' days when every one has a day, else read by every run
+        dated = [day for day in days if day is not None]
+        span = (min(dated), max(dated)) if len(dated) == len(days) else None
+        mark = "" if span is None else days_mark(*span)
+        shard = f"shard-{writer}-000000{mark}.v2{SHARD_SUFFIX}"
         body = b"".join(salvaged)
-        seal = seal_line(len(salvaged), len(body), hashlib.sha256(body).hexdigest(), endpoints)
+        digest = hashlib.sha256(body).hexdigest()
+        seal = seal_line(len(salvaged), len(body), digest, endpoints, span)
         _write_whole(directory, shard, body + seal)
         _write_whole(
             directory, manifest_name(writer), manifest_bytes(writer, [(shard, len(salvaged))])

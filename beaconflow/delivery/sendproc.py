@@ -12,11 +12,11 @@ Callers send through a :class:`PoolClient`, which satisfies the send step's
 ``flush``, ``stats``, ``close``) as an in-process BulkSender does, plus ``seal`` for the
 ledger; :func:`shared_client` gives every send step of a process a client of one shared
 pool. Requests cross to a child in batches over a pipe as ``(tag, destination, kind, url,
-ledger key)``; outcomes come back in batches as ``(tag, delivered, status, error, attempts,
-stop, ambiguous, ambiguous_resent)``. The parent keeps the messages; a child sees only URLs.
-In the child each wire tuple rides with its request as the request's own token, through the
-engine's public interface, so its outcome finds its tag again: nothing of the parent's
-bookkeeping travels inside a message.
+ledger key, event day)``; outcomes come back in batches as ``(tag, delivered, status, error,
+attempts, stop, ambiguous, ambiguous_resent)``. The parent keeps the messages; a child sees
+only URLs. In the child each wire tuple rides with its request as the request's own token,
+through the engine's public interface, so its outcome finds its tag again: nothing of the
+parent's bookkeeping travels inside a message.
 
 - ``concurrency`` and the per-destination rates are divided among the children: together
   they never have more requests in flight, nor send faster, than one BulkSender would.
@@ -94,8 +94,9 @@ _OUTSTANDING_PER_SLOT = 4
 #: stand in for ours.
 _CHILD = ("-P", "-c", "from beaconflow.delivery.sendproc import child_main; child_main()")
 
-#: One request on the wire: tag, destination, kind, URL, ledger key ("" without a ledger).
-_Wire = tuple[int, str, str, str, str]
+#: One request on the wire: tag, destination, kind, URL, ledger key ("" without a ledger),
+#: and the message's event day (None: unknown), which its ledger entry is filed under.
+_Wire = tuple[int, str, str, str, str, int | None]
 #: One outcome on the wire: tag, delivered, status, error, attempts, stop reason, ambiguous
 #: attempts, and whether a request went out again after one of them.
 _Outcome = tuple[int, bool, int | None, str | None, int, str | None, int, bool]
@@ -361,7 +362,9 @@ class SenderPool:
                 tag = self._tag = self._tag + 1
                 messages[tag] = (client, message)
                 key = ledger_key(fingerprints[message.destination], message) if self._ledger else ""
-                wires.append((tag, message.destination, message.kind, request.url, key))
+                wires.append(
+                    (tag, message.destination, message.kind, request.url, key, message.day)
+                )
             client.outstanding += len(wires)
             children = self._children
             while wires:
@@ -674,7 +677,7 @@ class _ChildSender:
         messages = self._messages
         requests = []
         for wire in wires:
-            _, destination, kind, url, _ = wire
+            _, destination, kind, url, _, _ = wire
             message = messages.get((destination, kind))
             if message is None:
                 message = messages[destination, kind] = Message(
@@ -810,7 +813,7 @@ def _recorder(ledger: LedgerWriter) -> Callable[[Request, int], None]:
     """
 
     def record(request: Request, ambiguous: int) -> None:
-        _, destination, kind, _, key = cast(_Wire, request.token)
-        ledger.record_keyed(key, destination, kind, ambiguous=ambiguous)
+        _, destination, kind, _, key, day = cast(_Wire, request.token)
+        ledger.record_keyed(key, destination, kind, ambiguous=ambiguous, day=day)
 
     return record

@@ -34,7 +34,7 @@ from typing import Any, NamedTuple
 
 from beaconflow.model import kissmetrics, kontagent
 from beaconflow.model.mapping import Options
-from beaconflow.model.message import Destination, Message, MessageError
+from beaconflow.model.message import Destination, Message, MessageError, epoch_day
 from beaconflow.model.records import FIELDS, Event
 
 #: Kontagent types whose user is the responder ``r`` rather than the sender ``s``.
@@ -181,13 +181,14 @@ def messages_for(event: Event, destinations: Iterable[Destination]) -> list[Mess
     """Every message of ``event`` for the given destinations; MessageError if any is invalid.
 
     All or nothing, for a caller that wants the event whole; the pipeline builds each
-    destination's message on its own (:func:`map_event`).
+    destination's message on its own (:func:`map_event`). Each carries the event's UTC day.
     """
     messages = []
+    day = epoch_day(event.time)
     for destination in destinations:
         message = message_for(event, destination)
         if message is not None:
-            messages.append(message)
+            messages.append(message.with_origin(message.source, day))
     return messages
 
 
@@ -230,7 +231,8 @@ class MappedEvent:
     Each destination's message is built on its own: ``problems`` says, per destination, why
     its message could not be built, while the others' messages go on; ``record`` holds the
     source record when there is a problem (for the dead letter and a replay). An event whose
-    destinations take none of it has no messages and no problems.
+    destinations take none of it has no messages and no problems. Its messages' day is its
+    own (:attr:`day_number`), as :func:`map_event` builds them.
     """
 
     source: str
@@ -244,6 +246,11 @@ class MappedEvent:
         """The event's UTC day, ``YYYY-MM-DD``."""
         return datetime.fromtimestamp(self.time, UTC).date().isoformat()
 
+    @property
+    def day_number(self) -> int:
+        """The event's UTC day as days since 1970-01-01 (its messages' :attr:`Message.day`)."""
+        return epoch_day(self.time)
+
 
 def map_event(
     event: Event,
@@ -255,12 +262,14 @@ def map_event(
     """The event's messages for ``destinations``, each built on its own.
 
     A destination whose message cannot be built gets a :class:`Problem`; ``record`` is kept only
-    then. Each message carries the event's source (:attr:`Message.source`). ``origin`` says
+    then. Each message carries the event's source (:attr:`Message.source`) and UTC day
+    (:attr:`Message.day`). ``origin`` says
     where the mapping read a canonical field from; a problem's reason names it (``parameter 's'
     (user_id, read from anonymousId)``).
     """
     messages: list[Message] = []
     problems: list[Problem] = []
+    day = epoch_day(event.time)
     for destination in destinations:
         try:
             message = message_for(event, destination, options)
@@ -274,7 +283,7 @@ def map_event(
             problems.append(Problem(destination, error.kind, reason))
             continue
         if message is not None:
-            messages.append(message.with_source(event.source))
+            messages.append(message.with_origin(event.source, day))
     if problems:
         return MappedEvent(event.source, event.time, tuple(messages), tuple(problems), record)
     return MappedEvent(event.source, event.time, tuple(messages))

@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from urllib.parse import parse_qsl, urlsplit
 
-from beaconflow.model.message import Message, MessageError, check_size, encode_query
+from beaconflow.model.message import Message, MessageError, check_size, encode_query, epoch_day
 
 #: KISSmetrics' tracking host since 2020 (trk.kissmetrics.com before).
 DEFAULT_URL = "https://trk.kissmetrics.io"
@@ -121,6 +121,11 @@ def _timed(kind: str, time: object | None) -> list[tuple[str, str]]:
     return [("_t", _timestamp(kind, time)), ("_d", "1")]
 
 
+def _day(timed: list[tuple[str, str]]) -> int | None:
+    """The UTC day of a backdated message's ``_t`` (its :attr:`Message.day`), else None."""
+    return epoch_day(int(timed[0][1])) if timed else None
+
+
 def record(
     person: str | int,
     event: str,
@@ -128,11 +133,15 @@ def record(
     time: int | datetime | None = None,
     properties: Mapping[str, object] | None = None,
 ) -> Message:
-    """Record that ``person`` did ``event`` (/e); ``time`` backdates it (``_t``, ``_d=1``)."""
+    """Record that ``person`` did ``event`` (/e); ``time`` backdates it (``_t``, ``_d=1``).
+
+    A backdated message's :attr:`~Message.day` is ``time``'s UTC day.
+    """
     params = [("_p", _identity("e", "_p", person)), ("_n", _name("e", "_n", event))]
-    params += _timed("e", time) + _properties("e", properties)
+    timed = _timed("e", time)
+    params += timed + _properties("e", properties)
     check_size("e", params)
-    return Message("kissmetrics", "e", tuple(params))
+    return Message("kissmetrics", "e", tuple(params), day=_day(timed))
 
 
 def set_properties(
@@ -145,9 +154,10 @@ def set_properties(
     rendered = _properties("s", properties)
     if not rendered:
         raise MessageError("s", None, "set needs at least one property")
-    params = [("_p", _identity("s", "_p", person)), *_timed("s", time), *rendered]
+    timed = _timed("s", time)
+    params = [("_p", _identity("s", "_p", person)), *timed, *rendered]
     check_size("s", params)
-    return Message("kissmetrics", "s", tuple(params))
+    return Message("kissmetrics", "s", tuple(params), day=_day(timed))
 
 
 def alias(person: str | int, identity: str | int) -> Message:

@@ -9,6 +9,11 @@ can be deduplicated, written to a dead letter or a dry-run file without carrying
 The identity key (:attr:`Message.key`) is what dedup and the delivery ledger rely on: the
 same logical message always has the same key, whatever the order its parameters were
 given in, and signing noise (``ts``, ``an_sig``) is never part of a message.
+
+A message also knows the UTC day of the event it was built from (:attr:`Message.day`, days
+since 1970-01-01), which is not part of its identity either: the delivery ledger files its
+entries by that day, so that a run reads only the entries that can match its messages
+(docs/ledger.md, "Shards by event day").
 """
 
 from __future__ import annotations
@@ -26,6 +31,19 @@ Destination = Literal["kontagent", "kissmetrics"]
 
 #: The destinations beaconflow knows, in the order reports list them.
 DESTINATIONS: tuple[Destination, ...] = ("kontagent", "kissmetrics")
+
+#: Seconds in a UTC day (no leap seconds in Unix time).
+SECONDS_PER_DAY = 86_400
+
+#: The (destination, kind) of messages whose identity holds no time: a KISSmetrics alias
+#: (``_p``, ``_n``) is the same message whichever event, on whichever day, asked for it. The
+#: ledger files their deliveries under no day (:func:`beaconflow.delivery.ledger.entry_day`).
+TIMELESS_KINDS: frozenset[tuple[str, str]] = frozenset({("kissmetrics", "a")})
+
+
+def epoch_day(seconds: int) -> int:
+    """The UTC day of an instant in seconds since the epoch, as days since 1970-01-01."""
+    return seconds // SECONDS_PER_DAY
 
 
 class MessageError(BeaconflowError, ValueError):
@@ -51,8 +69,10 @@ class Message:
     Applications sending one message at a time leave it empty.
     ``source`` is where the message came from, the input's ``file:position`` (of the event
     the event dedup kept, when several were equal), so that a send failure can be traced
-    back to its line; empty when unknown. It is not part of the message's identity: it
-    takes no part in its key, its equality or its hash.
+    back to its line; empty when unknown. ``day`` is the UTC day of the event it was built
+    from, in days since 1970-01-01 (:func:`epoch_day`), None when unknown (a Kontagent
+    message replayed from a dead letter, a message an application built). Neither is part
+    of the message's identity: they take no part in its key, its equality or its hash.
     """
 
     destination: Destination
@@ -60,6 +80,7 @@ class Message:
     params: tuple[tuple[str, str], ...]
     occurrence: str = ""
     source: str = field(default="", compare=False)
+    day: int | None = field(default=None, compare=False)
     key: str = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -75,23 +96,28 @@ class Message:
         occurrence: str,
         key: str | None = None,
         source: str = "",
+        day: int | None = None,
     ) -> Message:
         """The message of parts taken from a message before: ``params`` sorted already.
 
         ``key`` is its identity key when known, or None to compute it (no sorting either
         way). Beam's coder (:mod:`beaconflow.transforms.coders`) restores messages with it.
         """
-        message = cls._assemble(destination, kind, params, occurrence, key or "", source)
+        message = cls._assemble(destination, kind, params, occurrence, key or "", source, day)
         if key is None:
             object.__setattr__(message, "key", identity_key(message))
         return message
 
     def with_source(self, source: str) -> Message:
         """The same message, coming from ``source`` (nothing sorted or hashed again)."""
-        if source == self.source:
+        return self.with_origin(source, self.day)
+
+    def with_origin(self, source: str, day: int | None) -> Message:
+        """The same message, built from the event at ``source`` on ``day`` (nothing hashed)."""
+        if source == self.source and day == self.day:
             return self
         return self._assemble(
-            self.destination, self.kind, self.params, self.occurrence, self.key, source
+            self.destination, self.kind, self.params, self.occurrence, self.key, source, day
         )
 
     @classmethod
@@ -103,6 +129,7 @@ class Message:
         occurrence: str,
         key: str,
         source: str = "",
+        day: int | None = None,
     ) -> Message:
         """A message from parts already checked, sorted and hashed (no __post_init__)."""
         message = cls.__new__(cls)
@@ -112,6 +139,7 @@ class Message:
             ("params", params),
             ("occurrence", occurrence),
             ("source", source),
+            ("day", day),
             ("key", key),
         ):
             object.__setattr__(message, name, value)

@@ -35,7 +35,7 @@ MESSAGE_COUNTERS = (
     "messages_dry_run",
 )
 
-#: Every counter a report has a field for: the outcomes above, and five more.
+#: Every counter a report has a field for: the outcomes above, and seven more.
 COUNTERS = (
     *EVENT_COUNTERS,
     *MESSAGE_COUNTERS,
@@ -44,6 +44,8 @@ COUNTERS = (
     "messages_invalid",
     "messages_already_dead_lettered",
     "messages_ambiguous",
+    "ledger_files_read",
+    "ledger_files_skipped",
 )
 
 
@@ -86,6 +88,10 @@ class RunReport:
     #: again after one that went out and got no answer (a timeout, a reset). Delivered or
     #: failed, so part of neither sum: they are counted there too.
     messages_ambiguous: int = 0
+    #: With --ledger: its files the run read, and those it passed over because their range of
+    #: event days meets no day of the run's messages (docs/ledger.md, "Shards by event day").
+    ledger_files_read: int = 0
+    ledger_files_skipped: int = 0
     invalid_by_stage: Mapping[str, int] = field(default_factory=dict)
     by_destination: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
     by_type: Mapping[str, Mapping[str, int]] | None = field(default_factory=dict)
@@ -310,6 +316,12 @@ def summary(report: RunReport) -> str:
             f"ambiguous: {report.messages_ambiguous} messages were sent again after a request "
             "that went out and got no answer (a timeout, a reset): the service may have counted "
             "them more than once (--no-retry-ambiguous sends no such request again)"
+        )
+    if report.ledger_files_skipped:
+        total = report.ledger_files_read + report.ledger_files_skipped
+        lines.append(
+            f"ledger: {report.ledger_files_read} of {total} files read; the others hold "
+            "deliveries of other event days only"
         )
     if report.dead_letter_salvaged:
         lines.append(

@@ -26,6 +26,7 @@ from beaconflow.delivery.ledger import (
     ledger_key,
     read_ledger_file,
 )
+from beaconflow.delivery.ledger_days import file_days
 from beaconflow.delivery.ledger_lock import Holder, Lease, iso, lock_path
 from beaconflow.delivery.retry import RetryPolicy
 from beaconflow.delivery.sender import (
@@ -186,9 +187,11 @@ def test_clients_of_one_pool_get_only_their_own_deliveries(server: Collector) ->
 def test_each_child_keeps_a_ledger_journal_and_seals_it(server: Collector, tmp_path: Path) -> None:
     ledger = str(tmp_path / "ledger")
     fingerprints = {"kontagent": "fp0000000001"}
+    # each message's event day crosses the pipe with it: its entry is filed under that day
     requests = [
         Request(
-            message(kind, f"ledger-{kind}-{n}"), kontagent_url(server, kind, f"ledger-{kind}-{n}")
+            message(kind, f"ledger-{kind}-{n}").with_origin("", 20_240 + n % 3),
+            kontagent_url(server, kind, f"ledger-{kind}-{n}"),
         )
         for n in range(30)
         for kind in ("ok", "bad")
@@ -210,6 +213,11 @@ def test_each_child_keeps_a_ledger_journal_and_seals_it(server: Collector, tmp_p
     lines = [json.loads(x) for p in ledger_files(ledger) for x in Path(p).read_text().split()]
     lines = [x for x in lines if "sealed" not in x]
     assert {(x["destination"], x["kind"]) for x in lines} == {("kontagent", "ok")}
+    days = {ledger_key("fp0000000001", r.message): r.message.day for r in requests}
+    assert all(x["day"] == days[x["ledger"]] for x in lines)
+    # each shard named with its entries' days: within June 1st to 3rd
+    spans = [file_days(p) for p in ledger_files(ledger)]
+    assert all(span is not None and 20_240 <= span[0] <= span[1] <= 20_242 for span in spans)
 
 
 def test_a_child_reports_ambiguous_attempts_and_marks_its_ledger_entry(tmp_path: Path) -> None:

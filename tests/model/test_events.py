@@ -843,3 +843,24 @@ def test_map_event_builds_each_destination_on_its_own() -> None:
     # without a problem, the record is not carried along
     fine = {"time": 1_750_000_000, "user_id": 7, "event": "level_up"}
     assert map_event(validate(fine, now=NOW), ("kontagent",), fine).record is None
+
+
+@pytest.mark.parametrize(
+    ("time", "day"),
+    [
+        (1_748_736_000, 20_240),  # 2025-06-01T00:00:00Z
+        (1_748_822_399, 20_240),  # 23:59:59 the same day
+        (1_748_822_400, 20_241),  # midnight: the next
+    ],
+)
+def test_every_message_of_an_event_carries_its_utc_day(time: int, day: int) -> None:
+    """Its ledger entry is filed under that day; an alias's too (the ledger knows better)."""
+    for name in ("level_up", "alias", "user_information"):
+        record = {"time": time, "user_id": 7, "event": name, "alias": "a7", "gender": "f"}
+        event = validate(record, now=NOW, source="f.jsonl:1")
+        mapped = map_event(event, ("kontagent", "kissmetrics"), record)
+        assert mapped.messages and all(m.day == day for m in mapped.messages)
+        assert mapped.day_number == day
+        assert [m.day for m in messages_for(event, ("kontagent", "kissmetrics"))] == [day] * len(
+            mapped.messages
+        )

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from beaconflow.model import kissmetrics, kontagent
-from beaconflow.model.message import Endpoint, Message, encode_query
+from beaconflow.model.message import Endpoint, Message, encode_query, epoch_day
 from beaconflow.model.render import parse_url, render_url
 
 KEY = "0123456789abcdef0123456789abcdef"
@@ -99,3 +99,23 @@ def test_query_encoding_is_urllibs_percent_encoding(params: list[tuple[str, str]
     expected = "&".join(f"{quote(n, safe='')}={quote(v, safe='')}" for n, v in params)
     assert encode_query(params) == expected
     assert encode_query([("a-Z_0.9~", ""), ("é ,", "x&y")]) == "a-Z_0.9~=&%C3%A9%20%2C=x%26y"
+
+
+def test_a_day_is_not_part_of_a_messages_identity() -> None:
+    message = kontagent.build("apr", {"s": 1}, occurrence="ev")
+    monday, tuesday = message.with_origin("a:1", 20_240), message.with_origin("a:1", 20_241)
+    assert (message.day, monday.day, tuesday.day) == (None, 20_240, 20_241)
+    assert monday == tuesday == message and hash(monday) == hash(message)
+    assert monday.key == message.key and monday.with_source("b:2").day == 20_240
+    assert monday.with_origin("a:1", 20_240) is monday
+    restored = Message.from_parts(
+        monday.destination, monday.kind, monday.params, monday.occurrence, monday.key, day=20_240
+    )
+    assert restored.day == 20_240 and epoch_day(1_748_822_399) == 20_240
+
+
+def test_kissmetrics_builders_give_the_day_of_t() -> None:
+    assert kissmetrics.record("p", "n", time=1_748_736_000).day == 20_240
+    assert kissmetrics.set_properties("p", {"a": 1}, time=1_748_736_000).day == 20_240
+    assert kissmetrics.record("p", "n").day is None, "not backdated: no day"
+    assert kissmetrics.alias("p", "q").day is None

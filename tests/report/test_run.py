@@ -27,7 +27,7 @@ REPORT_KEYS = {
     "destinations", "exit_status", "mapping_rules_matched", "mapping_rules_unmatched",
     "properties_left_out", "lookback_days_missing", "dead_letter_salvaged",
     "events_already_dead_lettered", "messages_already_dead_lettered", "deadline",
-    "messages_ambiguous",
+    "messages_ambiguous", "ledger_files_read", "ledger_files_skipped",
 }  # fmt: skip
 
 

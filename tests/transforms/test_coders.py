@@ -86,3 +86,21 @@ def test_importing_the_coders_registers_nothing() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
     )
     assert done.stdout.strip() != "MessageCoder"
+
+
+def test_a_messages_day_round_trips_and_an_events_messages_take_its_day() -> None:
+    message = kissmetrics.record("p", "n", time=T0).with_source("a.jsonl:1")
+    assert message.day == T0 // 86_400
+    coder = MessageCoder()
+    for day in (message.day, None, 7):
+        each = message.with_origin("a.jsonl:1", day)
+        assert coder.decode(coder.encode(each)).day == day
+    # an event's messages have its day: written once, as its time
+    ins = kontagent.build("ins", {"s": 1, "r": [2], "u": "0" * 16}, occurrence="ev1")
+    same = MappedEvent("b.jsonl:3", T0, (ins.with_origin("b.jsonl:3", T0 // 86_400), message))
+    events = MappedEventCoder()
+    assert [m.day for m in events.decode(events.encode(same)).messages] == [T0 // 86_400] * 2
+    # one of another day (or none) is written as it is
+    mixed = MappedEvent("b.jsonl:3", T0, (ins, message))
+    assert [m.day for m in events.decode(events.encode(mixed)).messages] == [None, T0 // 86_400]
+    assert len(events.encode(mixed)) > len(events.encode(same))
