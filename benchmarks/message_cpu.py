@@ -138,12 +138,14 @@ class _ProcWatch:
         self._thread.join()
 
 
-def _pipeline_once(code: Path, source: Path, base: str, out: Path) -> dict[str, float]:
+def _pipeline_once(
+    code: Path, source: Path, base: str, out: Path, extra: Sequence[str] = ()
+) -> dict[str, float]:
     """One backfill of ``source`` by ``code``: CPU of its process and of its senders."""
     out.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     child = subprocess.Popen(
-        [sys.executable, *_pipeline_args(source, base, out)],
+        [sys.executable, *_pipeline_args(source, base, out, *extra)],
         cwd=code,
         env={**os.environ, "PYTHONPATH": str(code)},
         stdout=subprocess.DEVNULL,
@@ -181,6 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--shape", choices=SHAPES, nargs="+", default=list(SHAPES))
     parser.add_argument("--pipeline", action="store_true", help="whole backfills instead")
     parser.add_argument("--against", metavar="REV", help="also run this git revision, paired")
+    parser.add_argument("--pipeline-args", nargs="*", default=[], help="extra backfill flags")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="message-cpu-") as scratch:
         work = Path(scratch)
@@ -240,7 +243,8 @@ def _compare_pipelines(
         for turn in range(args.repeat):
             order = list(trees.items()) if turn % 2 == 0 else list(reversed(trees.items()))
             for name, code in order:
-                run = _pipeline_once(code, lines, base, work / f"out-{shape}")
+                out = work / f"out-{shape}"
+                run = _pipeline_once(code, lines, base, out, args.pipeline_args)
                 run["total"] = run["own"] + run["senders"]
                 results[name].append(run)
                 print(
