@@ -16,6 +16,7 @@ time, unlike throughput, hardly depends on what else the machine runs. Run::
 
     .venv/bin/python -m benchmarks.sender_cpu                       # 50,000 messages, 3 runs
     .venv/bin/python -m benchmarks.sender_cpu --messages 20000 --only sender
+    .venv/bin/python -m benchmarks.sender_cpu --shape heavy                         # long URLs
     py-spy record -o /tmp/prof.txt -f raw -- .venv/bin/python -m benchmarks.sender_cpu --only sender
 """
 
@@ -36,6 +37,7 @@ from beaconflow.delivery.ratelimit import RateLimiter
 from beaconflow.delivery.retry import RetryPolicy
 from beaconflow.delivery.sender import BulkSender, Request, SenderConfig
 from beaconflow.model.message import Destination, Message
+from benchmarks.shapes import SHAPES
 from benchmarks.throughput import _free_port, _pin, _write_inputs, raw_aiohttp
 
 #: Requests per hand-over, as ``beaconflow.transforms.send`` batches them.
@@ -108,6 +110,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--messages", type=int, default=50_000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--shape", choices=SHAPES, default="light", help="benchmarks/shapes.py")
     parser.add_argument("--only", choices=("raw", "sender"), help="measure only one client")
     args = parser.parse_args(argv)
 
@@ -130,7 +133,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             # about two messages per event; render a few more and keep the first N
             events = math.ceil(args.messages / 1.9)
-            _, all_urls, _ = _write_inputs(events, Path(tmp), base)
+            _, all_urls, _ = _write_inputs(events, Path(tmp), base, args.shape)
             urls = all_urls.read_text().split()[: args.messages]
             urls_file = Path(tmp) / "bench-urls.txt"
             urls_file.write_text("\n".join(urls) + "\n")

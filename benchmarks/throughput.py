@@ -1,6 +1,8 @@
 """Throughput benchmark: the pipeline end to end against the Python limit and a requests loop.
 
-Generates N canonical events and starts a fast local HTTP server answering the 1x1 GIF on the
+Generates N canonical events (``--shape``: ``light``, the sample log's, or ``heavy``, 5 to 10
+KISSmetrics properties each with unicode and URL-reserved characters; see
+:mod:`benchmarks.shapes`) and starts a fast local HTTP server answering the 1x1 GIF on the
 last core: nginx (``empty_gif``, C, a few percent of a core) when it is installed, else a
 bare aiohttp app (which needs most of that core itself). Then it measures, in the same run:
 
@@ -19,6 +21,7 @@ and a/c, CPU seconds per 1,000 messages (every process of the run, children incl
 peak RSS (of the largest process). Run::
 
     python -m benchmarks.throughput --events 50000 --repeat 3
+    python -m benchmarks.throughput --events 50000 --repeat 3 --shape heavy
     python -m benchmarks.throughput --events 20000 --latency 0.02 --sweep 1 4 16 64 256
 
 ``--sweep`` runs only the pipeline, once per ``--concurrency`` value (with the aiohttp
@@ -44,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from beaconflow.sandbox.collector import PIXEL_GIF, unused_port
+from benchmarks.shapes import SHAPES
 
 KONTAGENT_KEY = "bench0000000000000000000000000001"
 KISSMETRICS_KEY = "bench-kissmetrics"
@@ -159,17 +163,24 @@ def _measured_together(
     return results, time.monotonic() - started
 
 
-def _write_inputs(events: int, directory: Path, base: str) -> tuple[Path, Path, int]:
+def _write_inputs(
+    events: int, directory: Path, base: str, shape: str = "light"
+) -> tuple[Path, Path, int]:
+    """The events of ``shape`` as JSONL, the URLs of their messages (one a line), how many."""
     from beaconflow.model.events import messages_for
     from beaconflow.model.message import Endpoint
     from beaconflow.model.records import validate
     from beaconflow.model.render import render_url
-    from beaconflow.samples.gamelog import generate_events, write_jsonl
+    from beaconflow.samples.gamelog import write_jsonl
+    from benchmarks.shapes import generate
 
     source = directory / "events.jsonl"
     records = list(
-        generate_events(
-            events, start=datetime(2025, 6, 1, tzinfo=UTC), end=datetime(2025, 6, 8, tzinfo=UTC)
+        generate(
+            shape,
+            events,
+            start=datetime(2025, 6, 1, tzinfo=UTC),
+            end=datetime(2025, 6, 8, tzinfo=UTC),
         )
     )
     write_jsonl(records, source)
@@ -285,6 +296,9 @@ def _best_raw(urls: Path, concurrencies: Sequence[int], processes: int, core: in
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
     parser.add_argument("--events", type=int, default=50_000)
+    parser.add_argument("--shape", choices=SHAPES, default="light",
+                        help="the events: light (the sample log's) or heavy (5-10 "
+                        "KISSmetrics properties each; benchmarks/shapes.py)")  # fmt: skip
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--aiohttp-concurrency", type=int, nargs="+", default=[32, 64, 128])
     parser.add_argument("--requests-sample", type=int, default=5_000)
@@ -330,10 +344,10 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 def _run(args: argparse.Namespace, work: Path, base: str, server_kind: str, cores: int,
          server_core: int, client_core: int) -> None:  # fmt: skip
-    source, urls, count = _write_inputs(args.events, work, base)
+    source, urls, count = _write_inputs(args.events, work, base, args.shape)
     print(
-        f"{args.events} events -> {count} messages; {cores} cores; {server_kind} server on "
-        f"core {server_core}, latency {args.latency * 1000:.0f} ms; b and c on core "
+        f"{args.events} {args.shape} events -> {count} messages; {cores} cores; {server_kind} "
+        f"server on core {server_core}, latency {args.latency * 1000:.0f} ms; b and c on core "
         f"{client_core}, a and b2 on any core"
     )
     if args.sweep:

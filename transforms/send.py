@@ -271,6 +271,8 @@ class _SendDoFn(CountsTallies, beam.DoFn):
     def _outputs(self, deliveries: Sequence[Delivery]) -> Iterator[Delivery | _Failed]:
         attempts = delivered = failed = ambiguous = 0
         second = str(int(time.time()))
+        # deliveries counted per destination and kind once per batch, not once each
+        by_kind: dict[tuple[str, str], int] = {}
         for delivery in deliveries:
             attempts += delivery.attempts
             message = delivery.message
@@ -281,8 +283,8 @@ class _SendDoFn(CountsTallies, beam.DoFn):
                 self.count(AMBIGUOUS, message.destination, message.kind)
             if delivery.delivered:
                 delivered += 1
-                self.count("messages_delivered", message.destination, message.kind)
-                self.count(DELIVERED_AT, message.destination, detail=second)
+                sent = (message.destination, message.kind)
+                by_kind[sent] = by_kind.get(sent, 0) + 1
                 if self._config.emit_delivered:
                     yield delivery
             else:
@@ -292,6 +294,9 @@ class _SendDoFn(CountsTallies, beam.DoFn):
                     self.count(NOT_ATTEMPTED, message.destination, message.kind)
                 self.count(FAILED_AT, message.destination, detail=second)
                 yield TaggedOutput(FAILED, delivery)
+        for (destination, kind), n in by_kind.items():
+            self.count("messages_delivered", destination, kind, n)
+            self.count(DELIVERED_AT, destination, n=n, detail=second)
         if attempts:
             self._attempts.inc(attempts)
             # each message's tries beyond its first (unsendable messages made none)

@@ -19,6 +19,9 @@ from apache_beam.transforms.window import GlobalWindows
 
 from beaconflow.report.counts import Tally, TallyKey
 
+#: A tally's key as counted: TallyKey's fields in a plain tuple.
+_Key = tuple[str, str, str, str, str]
+
 
 class CountsTallies:
     """A DoFn mixin: count in memory, emit one tally per counter at the end of each bundle.
@@ -30,7 +33,9 @@ class CountsTallies:
     tally_tag = "tally"
 
     def start_bundle(self) -> None:
-        self._tallies: Counter[TallyKey] = Counter()
+        # plain tuples as keys: a TallyKey is made once per counter and bundle, at its end,
+        # not once per element counted (a TallyKey is a tuple, equal to its plain copy)
+        self._tallies: Counter[_Key] = Counter()
 
     def count(
         self,
@@ -42,11 +47,12 @@ class CountsTallies:
         stage: str = "",
         detail: str = "",
     ) -> None:
-        self._tallies[TallyKey(counter, destination, kind, stage, detail)] += n
+        self._tallies[(counter, destination, kind, stage, detail)] += n
 
     def finish_bundle(self) -> Iterator[Any]:
         for key, n in self._tallies.items():
-            yield TaggedOutput(self.tally_tag, GlobalWindows.windowed_value((key, n)))
+            tally = (TallyKey._make(key), n)
+            yield TaggedOutput(self.tally_tag, GlobalWindows.windowed_value(tally))
         self._tallies.clear()
 
 
@@ -100,5 +106,5 @@ class TallyEach(CountsTallies, beam.DoFn):
 
     def finish_bundle(self) -> Iterator[Any]:
         for key, n in self._tallies.items():
-            yield GlobalWindows.windowed_value((key, n))
+            yield GlobalWindows.windowed_value((TallyKey._make(key), n))
         self._tallies.clear()

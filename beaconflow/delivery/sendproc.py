@@ -55,6 +55,7 @@ import logging
 import math
 import os
 import pickle
+import select
 import signal
 import struct
 import subprocess
@@ -63,7 +64,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
-from multiprocessing.connection import Connection, wait
+from multiprocessing.connection import Connection
 from typing import Any, cast
 
 from beaconflow.delivery.ledger import LedgerError, LedgerWriter, ledger_key
@@ -158,13 +159,23 @@ class _Child:
             os.close(result_write)
         self.commands = Connection(command_write, readable=False)
         self.results = Connection(result_read, writable=False)
+        # one poll object per pipe, made once: Connection.poll and connection.wait make and
+        # fill a selector each call, several times per batch of outcomes
+        self.pending = select.poll()
+        self.pending.register(result_read, select.POLLIN)
         self.send(setup)
 
     def send(self, command: object) -> None:
+        # Connection.send's framing, without a ForkingPickler (and its buffer) per call
+        data = pickle.dumps(command, pickle.HIGHEST_PROTOCOL)
         try:
-            self.commands.send(command)
+            self.commands.send_bytes(data)
         except OSError:
             raise self.died() from None
+
+    def has_more(self) -> bool:
+        """Whether the results pipe has more to read now (or has closed)."""
+        return bool(self.pending.poll(0))
 
     def died(self) -> RuntimeError:
         """The error for a child that is gone: its own last word, else its exit code."""
@@ -260,7 +271,10 @@ class SenderPool:
         except BaseException:
             self.close()
             raise
-        self._by_results = {child.results: child for child in self._children}
+        self._by_fd = {child.results.fileno(): child for child in self._children}
+        self._ready = select.poll()
+        for fd in self._by_fd:
+            self._ready.register(fd, select.POLLIN)
         self._stop = stop if stop is not None else RunStop()
         self._halted = False
         self._watches: dict[str, RedirectWatch] = {}
@@ -388,9 +402,10 @@ class SenderPool:
         ``block``: wait until at least one child has something. Called under the lock.
         """
         sealed: list[_Child] = []
-        ready = wait(list(self._by_results), None if block else 0)
-        for connection in ready:
-            child = self._by_results[cast(Connection, connection)]
+        # a closed pipe is ready too (POLLHUP): its recv says the child is gone
+        ready = self._ready.poll(None if block else 0)
+        for fd, _ in ready:
+            child = self._by_fd[fd]
             results = child.results
             while True:
                 try:
@@ -410,7 +425,7 @@ class SenderPool:
                 elif kind == "fatal":
                     raise RuntimeError(f"sender process {child.index}: {payload}")
                 child.stats = stats
-                if not results.poll():
+                if not child.has_more():
                     break
         now = self._clock()
         if self._progress.due(now):

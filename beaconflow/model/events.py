@@ -26,10 +26,11 @@ non-numeric user id, a name Kontagent refuses) does not keep the KISSmetrics mes
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, NamedTuple
 
 from beaconflow.model import kissmetrics, kontagent
@@ -244,12 +245,26 @@ class MappedEvent:
     @property
     def day(self) -> str:
         """The event's UTC day, ``YYYY-MM-DD``."""
-        return datetime.fromtimestamp(self.time, UTC).date().isoformat()
+        return utc_day(self.time)
 
     @property
     def day_number(self) -> int:
         """The event's UTC day as days since 1970-01-01 (its messages' :attr:`Message.day`)."""
         return epoch_day(self.time)
+
+
+_EPOCH = date(1970, 1, 1)
+
+
+def utc_day(seconds: int) -> str:
+    """The UTC day, ``YYYY-MM-DD``, of a time in whole seconds since the epoch."""
+    return _day(seconds // 86_400)
+
+
+@functools.lru_cache(maxsize=4096)
+def _day(days: int) -> str:
+    # a run's events fall on a few days: each is written once
+    return (_EPOCH + timedelta(days=days)).isoformat()
 
 
 def map_event(

@@ -18,12 +18,14 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from urllib.parse import parse_qsl, urlsplit
 
-from beaconflow.model.message import Message, MessageError, check_size, encode_query, epoch_day
+from beaconflow.model.message import Message, MessageError, check_size, epoch_day
+from beaconflow.model.urlencode import encode_query
 
 #: KISSmetrics' tracking host since 2020 (trk.kissmetrics.com before).
 DEFAULT_URL = "https://trk.kissmetrics.io"
@@ -172,8 +174,15 @@ def url(message: Message, base_url: str, api_key: str) -> str:
         raise ValueError(f"not a KISSmetrics message: {message.destination}/{message.kind}")
     if not api_key:
         raise ValueError("the KISSmetrics API key is empty")
-    query = encode_query((("_k", api_key), *message.params))
-    return f"{base_url.rstrip('/')}/{message.kind}?{query}"
+    prefix = _url_prefix(base_url, api_key, message.kind)
+    query = encode_query(message.params)
+    return f"{prefix}&{query}" if query else prefix
+
+
+@functools.lru_cache(maxsize=64)
+def _url_prefix(base_url: str, api_key: str, kind: str) -> str:
+    """``<base>/<kind>?_k=<key>``: the part of a URL that every message of a kind shares."""
+    return f"{base_url.rstrip('/')}/{kind}?{encode_query((('_k', api_key),))}"
 
 
 def parse_url(request_url: str) -> tuple[Message, str]:

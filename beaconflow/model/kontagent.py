@@ -23,9 +23,10 @@ import hashlib
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from urllib.parse import parse_qsl, quote, unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
-from beaconflow.model.message import Message, MessageError, check_size, encode_query
+from beaconflow.model.message import Message, MessageError, check_size
+from beaconflow.model.urlencode import encode_query, quote_part
 
 #: Kontagent's production API (the pipeline's default).
 PRODUCTION_URL = "http://api.geo.kontagent.net"
@@ -541,8 +542,14 @@ def url(
         raise ValueError(f"not a Kontagent message: {message.destination}/{message.kind}")
     if not api_key:
         raise ValueError("the Kontagent API key is empty")
-    query = encode_query(query_params(message, secret=secret, now=now))
-    return f"{base_url.rstrip('/')}/api/v1/{quote(api_key, safe='')}/{message.kind}/?{query}"
+    params = query_params(message, secret=secret, now=now) if secret else message.params
+    return _url_prefix(base_url, api_key, message.kind) + encode_query(params)
+
+
+@functools.lru_cache(maxsize=64)
+def _url_prefix(base_url: str, api_key: str, code: str) -> str:
+    """``<base>/api/v1/<key>/<type>/?``: the part of a URL every message of a type shares."""
+    return f"{base_url.rstrip('/')}/api/v1/{quote_part(api_key)}/{code}/?"
 
 
 def parse_url(request_url: str) -> tuple[Message, str]:

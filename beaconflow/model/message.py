@@ -18,14 +18,15 @@ entries by that day, so that a run reads only the entries that can match its mes
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
-from urllib.parse import quote
 
 from beaconflow.model.errors import BeaconflowError
+from beaconflow.model.urlencode import encode_query
 
 Destination = Literal["kontagent", "kissmetrics"]
 
@@ -81,11 +82,20 @@ class Message:
     occurrence: str = ""
     source: str = field(default="", compare=False)
     day: int | None = field(default=None, compare=False)
-    key: str = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "params", tuple(sorted(self.params)))
-        object.__setattr__(self, "key", identity_key(self))
+        refuse_surrogates(self)
+
+    @functools.cached_property
+    def key(self) -> str:
+        """The message's identity key (:func:`identity_key`), computed when first asked for.
+
+        Most messages of a run never need theirs (without a ledger, only the message dedup
+        groups by it), and a message restored from a coder's bytes would hash its every
+        parameter again: the key is the costliest part of a message to make.
+        """
+        return identity_key(self)
 
     @classmethod
     def from_parts(
@@ -100,13 +110,11 @@ class Message:
     ) -> Message:
         """The message of parts taken from a message before: ``params`` sorted already.
 
-        ``key`` is its identity key when known, or None to compute it (no sorting either
-        way). Beam's coder (:mod:`beaconflow.transforms.coders`) restores messages with it.
+        ``key`` is its identity key when known, or None to compute it when it is first asked
+        for (no sorting either way). Beam's coder (:mod:`beaconflow.transforms.coders`)
+        restores messages with it.
         """
-        message = cls._assemble(destination, kind, params, occurrence, key or "", source, day)
-        if key is None:
-            object.__setattr__(message, "key", identity_key(message))
-        return message
+        return cls._assemble(destination, kind, params, occurrence, key, source, day)
 
     def with_source(self, source: str) -> Message:
         """The same message, coming from ``source`` (nothing sorted or hashed again)."""
@@ -117,7 +125,13 @@ class Message:
         if source == self.source and day == self.day:
             return self
         return self._assemble(
-            self.destination, self.kind, self.params, self.occurrence, self.key, source, day
+            self.destination,
+            self.kind,
+            self.params,
+            self.occurrence,
+            self.__dict__.get("key"),  # the key when it was computed already
+            source,
+            day,
         )
 
     @classmethod
@@ -127,22 +141,23 @@ class Message:
         kind: str,
         params: tuple[tuple[str, str], ...],
         occurrence: str,
-        key: str,
+        key: str | None,
         source: str = "",
         day: int | None = None,
     ) -> Message:
-        """A message from parts already checked, sorted and hashed (no __post_init__)."""
+        """A message from parts already checked and sorted (no __post_init__)."""
         message = cls.__new__(cls)
-        for name, value in (
-            ("destination", destination),
-            ("kind", kind),
-            ("params", params),
-            ("occurrence", occurrence),
-            ("source", source),
-            ("day", day),
-            ("key", key),
-        ):
-            object.__setattr__(message, name, value)
+        # frozen: its own __setattr__ refuses, its __dict__ takes them (the key's too, which
+        # the cached property then finds)
+        fields = message.__dict__
+        fields["destination"] = destination
+        fields["kind"] = kind
+        fields["params"] = params
+        fields["occurrence"] = occurrence
+        fields["source"] = source
+        fields["day"] = day
+        if key is not None:
+            fields["key"] = key
         return message
 
     def param(self, name: str) -> str | None:
@@ -155,10 +170,6 @@ class Message:
     def param_map(self) -> dict[str, str]:
         """The parameters as a dict (names are unique within a message)."""
         return dict(self.params)
-
-
-#: What percent-encoding leaves as it is (urllib's always-safe characters, no others).
-_UNRESERVED = re.compile(r"[A-Za-z0-9_.~-]*")
 
 
 #: The longest query a message may have, percent-encoded: the request line of a GET must fit
@@ -184,20 +195,6 @@ def check_size(kind: str, params: Sequence[tuple[str, str]]) -> None:
         )
 
 
-def encode_query(params: Iterable[tuple[str, str]]) -> str:
-    """``k=v&...`` with names and values percent-encoded (``,`` as ``%2C``, space as ``%20``).
-
-    Both services' URLs are rendered with it. Most names and values need no escaping: they
-    skip urllib's ``quote`` (a regular-expression match instead of an encode and a copy).
-    """
-    unreserved = _UNRESERVED.fullmatch
-    return "&".join(
-        f"{name if unreserved(name) else quote(name, safe='')}="
-        f"{value if unreserved(value) else quote(value, safe='')}"
-        for name, value in params
-    )
-
-
 def identity_key(message: Message) -> str:
     """A stable hex key for a message: equal for the same logical message, else different.
 
@@ -207,20 +204,42 @@ def identity_key(message: Message) -> str:
     """
     parts = [message.destination, message.kind, message.occurrence]
     for name, value in sorted(message.params):
-        parts.extend((name, value))
+        parts.append(name)
+        parts.append(value)
+    try:
+        encoded = [part.encode("utf-8") for part in parts]
+    except UnicodeEncodeError:
+        refuse_surrogates(message)
+        raise
     chunks: list[bytes] = []
-    for part in parts:
-        try:
-            raw = part.encode("utf-8")
-        except UnicodeEncodeError:
-            raise MessageError(
-                message.kind, None, f"{part[:40]!r} is not valid Unicode (a lone surrogate)"
-            ) from None
+    for raw in encoded:
         chunks.append(len(raw).to_bytes(4, "big"))
         chunks.append(raw)
     # one update of the whole: the same digest as one update per chunk, at a fraction of
     # the calls (keys in existing ledgers must not change)
     return hashlib.sha256(b"".join(chunks)).hexdigest()[:32]
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def refuse_surrogates(message: Message) -> None:
+    """MessageError naming the first part of ``message`` that is not text (a lone surrogate).
+
+    Such text cannot be encoded as UTF-8, so it could be neither hashed nor sent.
+    """
+    parts = [message.destination, message.kind, message.occurrence]
+    for pair in message.params:
+        parts.extend(pair)
+    text = "".join(parts)
+    # isascii() reads a flag: most messages are decided by it
+    if text.isascii() or _SURROGATE.search(text) is None:
+        return
+    for part in parts:
+        if _SURROGATE.search(part):
+            raise MessageError(
+                message.kind, None, f"{part[:40]!r} is not valid Unicode (a lone surrogate)"
+            )
 
 
 @dataclass(frozen=True)

@@ -1,17 +1,13 @@
-"""Messages (``beaconflow.model.message``): identity keys, endpoints, query encoding, refusals.
+"""Messages (``beaconflow.model.message``): identity keys, endpoints, refusals.
 
-The build -> URL -> parse round trip is in tests/model/test_render.py.
+The build -> URL -> parse round trip is in tests/model/test_render.py, the query's
+percent-encoding in tests/model/test_urlencode.py.
 """
 
 from __future__ import annotations
 
-from urllib.parse import quote
-
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
 from beaconflow.model import kissmetrics, kontagent
-from beaconflow.model.message import Endpoint, Message, encode_query, epoch_day
+from beaconflow.model.message import Endpoint, Message, epoch_day, identity_key
 from beaconflow.model.render import parse_url, render_url
 
 KEY = "0123456789abcdef0123456789abcdef"
@@ -92,15 +88,6 @@ def test_message_keys_never_change_between_versions() -> None:
     assert kissmetrics.key == "0a9b80e19eaaaeed6babea26104dfbd9"
 
 
-@settings(max_examples=500, deadline=None)
-@given(st.lists(st.tuples(st.text(max_size=12), st.text(max_size=24)), max_size=6))
-def test_query_encoding_is_urllibs_percent_encoding(params: list[tuple[str, str]]) -> None:
-    # the fast path (names and values with nothing to escape) must not change a byte
-    expected = "&".join(f"{quote(n, safe='')}={quote(v, safe='')}" for n, v in params)
-    assert encode_query(params) == expected
-    assert encode_query([("a-Z_0.9~", ""), ("é ,", "x&y")]) == "a-Z_0.9~=&%C3%A9%20%2C=x%26y"
-
-
 def test_a_day_is_not_part_of_a_messages_identity() -> None:
     message = kontagent.build("apr", {"s": 1}, occurrence="ev")
     monday, tuesday = message.with_origin("a:1", 20_240), message.with_origin("a:1", 20_241)
@@ -119,3 +106,18 @@ def test_kissmetrics_builders_give_the_day_of_t() -> None:
     assert kissmetrics.set_properties("p", {"a": 1}, time=1_748_736_000).day == 20_240
     assert kissmetrics.record("p", "n").day is None, "not backdated: no day"
     assert kissmetrics.alias("p", "q").day is None
+
+
+def test_a_key_computed_late_is_the_key_computed_at_once() -> None:
+    # a message restored from a coder's parts hashes its parameters only when asked
+    built = kissmetrics.record("u1", "Level Up", time=1750000000, properties={"ü": "a&b"})
+    key = identity_key(built)
+    restored = Message.from_parts(
+        built.destination, built.kind, built.params, built.occurrence, source="f:1"
+    )
+    assert "key" not in restored.__dict__
+    assert restored == built and hash(restored) == hash(built)
+    moved = restored.with_source("f:2")
+    assert "key" not in moved.__dict__  # nothing hashed on the way
+    assert restored.key == moved.key == built.key == key
+    assert restored.with_source("f:3").__dict__["key"] == key  # a known key travels along
