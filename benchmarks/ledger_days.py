@@ -152,17 +152,30 @@ def _children(pid: int) -> list[int]:
     return found
 
 
-def _peak_kb(pid: int) -> tuple[str, int] | None:
-    """A process's name (what it runs) and peak RSS so far, in kB (VmHWM)."""
+def _command(pid: int) -> bytes | None:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+
+
+def _peak_kb(pid: int, parent: bytes | None) -> tuple[str, int] | None:
+    """A process's name (what it runs) and peak RSS so far, in kB (VmHWM).
+
+    None for a process that is gone, one that is changing what it runs, and a fork of the
+    run's own process that has not run its command yet (it shows its parent's peak).
+    """
+    command = _command(pid)
     try:
         status = Path(f"/proc/{pid}/status").read_text()
-        command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
+        return None
+    if command is None or command != _command(pid) or (parent is not None and command == parent):
         return None
     peak = next((line for line in status.splitlines() if line.startswith("VmHWM:")), None)
     if peak is None:
         return None
-    what = "sender" if any(b"sendproc" in part for part in command) else "worker"
+    what = "sender" if b"sendproc" in command else "worker"
     return what, int(peak.split()[1])
 
 
@@ -181,8 +194,9 @@ def measured_run(flags: list[str], log: Path) -> dict[str, Any]:
         pid, status, usage = os.wait4(child.pid, os.WNOHANG)
         if pid:
             break
+        parent = _command(child.pid)
         for each in (child.pid, *_children(child.pid)):
-            seen = _peak_kb(each)
+            seen = _peak_kb(each, None if each == child.pid else parent)
             if seen is not None:
                 what = "pipeline" if each == child.pid else seen[0]
                 peaks[each] = (what, max(seen[1], peaks.get(each, ("", 0))[1]))
@@ -215,7 +229,8 @@ def one_run(case: str, ledger: Path, events: Path, base: str, out: Path) -> dict
     out.mkdir(parents=True)
     result = measured_run(run_flags(events, base, out, ledger), out.parent / f"{case}.log")
     report = json.loads((out / "report.json").read_text())
-    if report["messages_delivered"] != report["messages_built"] or report["invariant_errors"]:
+    sent = report["messages_delivered"] + report["messages_duplicate"]
+    if sent != report["messages_built"] or report["invariant_errors"]:
         raise SystemExit(f"{case}: not every message was delivered: {report}")
     result["case"] = case
     for key in ("messages_delivered", "ledger_files_read", "ledger_files_skipped"):
