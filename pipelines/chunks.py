@@ -38,7 +38,6 @@ import hashlib
 import json
 import logging
 import os
-import pickle
 import shutil
 import time
 from collections import Counter
@@ -305,7 +304,7 @@ def fingerprint(config: BackfillConfig, files: Sequence[str]) -> str:
         "until": config.until,
         "lookback": config.lookback,
         "chunk": config.chunk,
-        "mapping": hashlib.sha256(pickle.dumps(config.mapping)).hexdigest(),
+        "mapping": config.mapping_digest,
         "destinations": list(config.destinations),
         "dry_run": config.dry_run,
         "ledger": config.ledger,

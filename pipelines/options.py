@@ -10,6 +10,7 @@ that way.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import re
 import time
@@ -89,6 +90,9 @@ class BackfillConfig:
     ledger_app: str | None = None
     #: --deadline: seconds from the run's start after which no request starts; None: none
     deadline: float | None = None
+    #: What the --mapping and --source-timezone were (a digest of the file's bytes, or the
+    #: built-in's name): a chunked run's plan is for one mapping
+    mapping_digest: str = ""
     #: --chunk: none, day, week, month or auto
     chunk: str = "auto"
     #: --work-dir (absolute): where a chunked run keeps its plan and results
@@ -584,6 +588,32 @@ def read_mapping(path: str | None, source_timezone: str | None = None) -> Record
     return _read_mapping(path).with_source_zone(zone)
 
 
+def _mapping_digest(path: str | None, source_timezone: str | None) -> str:
+    """What names the mapping for a chunked run's plan: its file's bytes, or its name."""
+    if path is None or is_builtin_name(path):
+        described = f"builtin:{path}:{_version()}"
+    else:
+        try:
+            if "://" in path:
+                with FileSystems.open(path) as handle:
+                    raw = handle.read()
+            else:
+                raw = Path(path).read_bytes()
+        except OSError:  # read already by read_mapping: only a file gone since
+            raw = b""
+        described = "file:" + hashlib.sha256(raw).hexdigest()
+    return hashlib.sha256(f"{described}|{source_timezone}".encode()).hexdigest()
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("beaconflow")
+    except PackageNotFoundError:
+        return "unknown"
+
+
 def _read_mapping(path: str | None) -> RecordMapping:
     if path is None:
         return RecordMapping()
@@ -755,6 +785,7 @@ def configure(argv: Sequence[str], now: float | None = None) -> BackfillConfig:
     if "://" in work_dir and not work_dir.startswith("file://"):
         raise UsageError(f"--work-dir {work_dir}: must be a local folder")
     return BackfillConfig(
+        mapping_digest=_mapping_digest(args.mapping, args.source_timezone),
         file_format=args.format,
         inputs=() if dated else tuple(inputs),
         dated_inputs=tuple(inputs) if dated else (),

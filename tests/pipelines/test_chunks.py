@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
+import subprocess
+import sys
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -147,3 +150,25 @@ def test_the_input_size_is_estimated_from_samples(tmp_path: Path) -> None:
     assert estimate_events([str(plain)], None) == pytest.approx(30_000, rel=0.02)
     assert estimate_events([str(packed)], None) == pytest.approx(30_000, rel=0.25)
     assert estimate_events([str(plain), str(packed)], None) == pytest.approx(60_000, rel=0.15)
+
+
+def test_a_commands_fingerprint_is_the_same_in_every_process(tmp_path: Path) -> None:
+    """Resuming needs the same plan: the fingerprint hashes no set, no object's memory."""
+    script = (
+        "from beaconflow.pipelines.chunks import fingerprint\n"
+        "from beaconflow.pipelines.options import configure\n"
+        "c = configure(['--dry-run=d', '--input=x.jsonl', '--mapping=segment', '--chunk=week'])\n"
+        "print(fingerprint(c, ['x.jsonl']))\n"
+    )
+    prints = {
+        subprocess.run(
+            [sys.executable, "-c", script],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "PYTHONHASHSEED": str(seed)},
+            cwd=tmp_path,
+        ).stdout
+        for seed in (1, 2)
+    }
+    assert len(prints) == 1 and len(prints.pop().strip()) == 64
