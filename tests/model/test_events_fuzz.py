@@ -20,7 +20,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from beaconflow.model import kontagent
-from beaconflow.model.events import USER_INFORMATION, messages_for
+from beaconflow.model.events import USER_FIELDS, USER_INFORMATION, messages_for
 from beaconflow.model.message import DESTINATIONS, Destination, MessageError
 from beaconflow.model.records import (
     EARLIEST,
@@ -361,10 +361,17 @@ def test_well_formed_events_always_build_their_messages(
 ) -> None:
     event = validate(record, now=NOW)
     messages = messages_for(event, destinations)
+    # an identify without traits tells neither service anything: it builds no message
+    traitless = (
+        event.name in USER_INFORMATION
+        and not event.get("properties")
+        and all(event.get(name) is None for name in USER_FIELDS)
+    )
     kontagent_kinds = [m.kind for m in messages if m.destination == "kontagent"]
-    assert len(kontagent_kinds) == ("kontagent" in destinations and event.name != "alias")
+    expected = "kontagent" in destinations and event.name != "alias" and not traitless
+    assert len(kontagent_kinds) == expected
     assert all(m.occurrence == event.key for m in messages if m.destination == "kontagent")
-    assert len(messages) == len(kontagent_kinds) + ("kissmetrics" in destinations)
+    assert len(messages) == len(kontagent_kinds) + ("kissmetrics" in destinations and not traitless)
 
 
 @FUZZ
