@@ -193,7 +193,8 @@ def spill(
 
     A record's day is that of the event the parse step makes of it with ``mapping`` and
     ``now`` (:func:`~beaconflow.transforms.parse.event_place`); a record that makes none is
-    undated. ``processes`` (None: one per core) read consecutive shares of the input
+    undated. ``processes`` (None: one per core, for an input large enough to share; see
+    :func:`~beaconflow.pipelines.spill_shares.plan_shares`) read consecutive shares of the input
     (whole files, or line ranges of a plain JSON-lines file) and their files are joined in
     order: the result is the same byte for byte whatever their number. ``on_progress`` is
     called with the records read so far about once a second (``clock``). Whatever an
@@ -204,8 +205,7 @@ def spill(
     if any(path.endswith(SPILL_SUFFIX) for path in files):
         raise SpillError("the spill pass reads input files, not spill files")
     folder = _prepare(work_dir)
-    wanted = (os.cpu_count() or 1) if processes is None else processes
-    shares = plan_shares(files, file_format, wanted)
+    shares = plan_shares(files, file_format, processes)
     progress = _Progress(on_progress, clock)
 
     def spill_share(share: Share, into: str, said: Callable[[int], None]) -> SharePart:

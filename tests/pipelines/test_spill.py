@@ -394,3 +394,20 @@ def test_a_spill_file_is_refused_as_input(tmp_path: Path) -> None:
     (tmp_path / "x.spill").write_bytes(b"")
     with pytest.raises(SpillError, match="not spill files"):
         _spill([tmp_path / "x.spill"], tmp_path / "work")
+
+
+def test_one_process_per_core_only_for_an_input_worth_sharing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from beaconflow.pipelines.spill_shares import MIN_SHARE_BYTES
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    small = tmp_path / "small.jsonl"
+    small.write_text(_event("e", T0) + "\n")
+    assert plan_shares([str(small)], None, None) == [((0, None),)]
+    line = _event("e", T0) + "\n"
+    large = tmp_path / "large.jsonl"
+    large.write_text(line * (2 * MIN_SHARE_BYTES // len(line) + 100))
+    shares = plan_shares([str(small), str(large)], None, None)
+    assert len(shares) == 2, "two shares' worth: two processes of the four cores"
+    assert plan_shares([str(large), "gs://bucket/x.jsonl"], None, None) == [((0, None), (1, None))]
