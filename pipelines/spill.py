@@ -193,10 +193,10 @@ def spill(
 
     A record's day is that of the event the parse step makes of it with ``mapping`` and
     ``now`` (:func:`~beaconflow.transforms.parse.event_place`); a record that makes none is
-    undated. ``processes`` (None: one per core, for an input large enough to share; see
-    :func:`~beaconflow.pipelines.spill_shares.plan_shares`) read consecutive shares of the input
-    (whole files, or line ranges of a plain JSON-lines file) and their files are joined in
-    order: the result is the same byte for byte whatever their number. ``on_progress`` is
+    undated. ``processes`` read consecutive shares of the input (whole files, or line
+    ranges of a plain JSON-lines file) and their files are joined in order: the result is
+    the same byte for byte whatever their number (None: one per core, for an input large
+    enough to share: :func:`~beaconflow.pipelines.spill_shares.plan_shares`). ``on_progress`` is
     called with the records read so far about once a second (``clock``). Whatever an
     earlier pass left in ``<work_dir>/spill`` is removed first; spill.json is written last.
     SpillError (or AppendError) names a file that cannot be read or written.
