@@ -19,7 +19,6 @@ from apache_beam.transforms.window import GlobalWindows
 
 from beaconflow.report.counts import Tally, TallyKey
 
-
 #: A tally's key as counted: TallyKey's fields in a plain tuple.
 _Key = tuple[str, str, str, str, str]
 
