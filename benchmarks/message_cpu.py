@@ -57,6 +57,9 @@ from beaconflow.model.render import render_url
 from beaconflow.transforms.coders import MappedEventCoder, MessageCoder
 
 lines = open(sys.argv[1], encoding="utf-8").read().splitlines()
+import gc  # the collector as the command tunes it (pipelines/cli.py)
+gc.freeze()
+gc.set_threshold(50_000, 20, 100)
 endpoints = {
     "kontagent": Endpoint("kontagent", "http://127.0.0.1:8080", "k" * 32),
     "kissmetrics": Endpoint("kissmetrics", "http://127.0.0.1:8080", "bench-kissmetrics"),

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import re
+from itertools import chain
 from typing import Any
 
 from apache_beam import coders
@@ -51,10 +52,11 @@ _MessageFields = tuple[int, str, str | bytes, list[str]]
 
 def _message_fields(message: Message) -> _MessageFields:
     """A message's fields without its source (an event's messages share the event's)."""
-    flat = [item for pair in message.params for item in pair]
-    occurrence: str | bytes = message.occurrence
-    if _HEX_IDENTITY.fullmatch(message.occurrence):
-        occurrence = bytes.fromhex(message.occurrence)
+    flat = list(chain.from_iterable(message.params))
+    text = message.occurrence
+    occurrence: str | bytes = text
+    if len(text) == 32 and _HEX_IDENTITY.fullmatch(text):
+        occurrence = bytes.fromhex(text)
     destination = _DESTINATION_INDEX[message.destination]
     return (destination, message.kind, occurrence, flat)
 

@@ -115,10 +115,12 @@ def kontagent_message(event: Event, options: Options = _DEFAULT) -> Message | No
         return None
     accepted = kontagent.MESSAGE_TYPES[code].params
     params: dict[str, Any] = {}
+    fields = event.fields
     for field, param in KONTAGENT_PARAMS.items():
-        value = event.get(field)
-        if value is not None and param in accepted:
-            params[param] = value
+        if field in fields:  # an event has a few of these fields
+            value = fields[field]
+            if value is not None and param in accepted:
+                params[param] = value
     if code == "pgr":
         params["u"] = event.get("page_address")
         params["ts"] = datetime.fromtimestamp(event.time, UTC).strftime("%Y-%m-%dT%H:%M:%S")

@@ -108,6 +108,14 @@ def _property_value(kind: str, name: str, value: object) -> str:
 def _properties(kind: str, properties: Mapping[str, object] | None) -> list[tuple[str, str]]:
     rendered = []
     for name, value in (properties or {}).items():
+        # the common case in one test: a plain name, a text or an integer (not a bool)
+        if type(name) is str and 0 < len(name) < NAME_LIMIT and name[0] != "_":
+            if type(value) is str:
+                rendered.append((name, value))
+                continue
+            if type(value) is int:
+                rendered.append((name, str(value)))
+                continue
         _name(kind, name, name)
         if name.startswith("_"):
             raise MessageError(kind, name, "names starting with '_' are reserved by KISSmetrics")

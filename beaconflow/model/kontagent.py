@@ -138,6 +138,9 @@ def _uid(*, allow_zero: bool) -> Check:
     return check
 
 
+_recipient = _uid(allow_zero=False)
+
+
 def _uid_list(kind: str, name: str, value: object) -> str:
     """A list of user ids, or one id, or their comma-joined text; sent comma-joined."""
     items: Iterable[object]
@@ -147,7 +150,7 @@ def _uid_list(kind: str, name: str, value: object) -> str:
         items = value
     else:
         items = (value,)
-    checked = [_uid(allow_zero=False)(kind, name, item) for item in items]
+    checked = [_recipient(kind, name, item) for item in items]
     if not checked:
         raise MessageError(kind, name, "must list at least one user id")
     return ",".join(checked)

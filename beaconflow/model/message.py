@@ -23,6 +23,7 @@ import hashlib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Literal
 
 from beaconflow.model.errors import BeaconflowError
@@ -182,7 +183,7 @@ def check_size(kind: str, params: Sequence[tuple[str, str]]) -> None:
     """MessageError when a message's query is longer than :data:`MAX_QUERY_BYTES`."""
     # a character is at most 12 bytes encoded (4 UTF-8 bytes, each %XX): most messages are
     # far below the limit, and only the long ones are encoded to be measured
-    if 12 * sum(len(name) + len(value) + 2 for name, value in params) <= MAX_QUERY_BYTES:
+    if 12 * (sum(map(len, chain.from_iterable(params))) + 2 * len(params)) <= MAX_QUERY_BYTES:
         return
     size = len(encode_query(params))
     if size > MAX_QUERY_BYTES:
@@ -199,25 +200,41 @@ def identity_key(message: Message) -> str:
     """A stable hex key for a message: equal for the same logical message, else different.
 
     Built from the destination, the kind, the sorted parameters and the occurrence, with
-    separators that cannot occur unescaped in the parts (each part is length-prefixed).
+    separators that cannot occur unescaped in the parts (each part is length-prefixed: its
+    UTF-8 length as 4 bytes, big-endian, then its UTF-8 bytes), hashed with SHA-256.
     Raises MessageError for text that cannot be sent as UTF-8 (lone surrogates).
     """
     parts = [message.destination, message.kind, message.occurrence]
-    for name, value in sorted(message.params):
-        parts.append(name)
-        parts.append(value)
-    try:
-        encoded = [part.encode("utf-8") for part in parts]
-    except UnicodeEncodeError:
-        refuse_surrogates(message)
-        raise
-    chunks: list[bytes] = []
-    for raw in encoded:
-        chunks.append(len(raw).to_bytes(4, "big"))
-        chunks.append(raw)
-    # one update of the whole: the same digest as one update per chunk, at a fraction of
-    # the calls (keys in existing ledgers must not change)
-    return hashlib.sha256(b"".join(chunks)).hexdigest()[:32]
+    for pair in sorted(message.params):
+        parts.extend(pair)
+    # The bytes hashed are those of the definition above (keys in existing ledgers must not
+    # change), assembled as one text of code points below 256 and encoded once as Latin-1:
+    # an ASCII part is its own UTF-8, another is replaced by its UTF-8 bytes as Latin-1
+    # characters, and each length prefix is 4 such characters. Half the time of encoding
+    # and measuring each part on its own, on messages with many properties.
+    prefixes = _LENGTH_PREFIXES
+    pieces: list[str] = []
+    for part in parts:
+        if not part.isascii():
+            try:
+                part = part.encode("utf-8").decode("latin-1")
+            except UnicodeEncodeError:
+                refuse_surrogates(message)
+                raise
+        size = len(part)
+        pieces.append(prefixes[size] if size < _PREFIXED else _length_prefix(size))
+        pieces.append(part)
+    return hashlib.sha256("".join(pieces).encode("latin-1")).hexdigest()[:32]
+
+
+def _length_prefix(size: int) -> str:
+    """A part's length prefix (4 bytes, big-endian) as the text of their Latin-1 characters."""
+    return size.to_bytes(4, "big").decode("latin-1")
+
+
+#: The length prefixes of the parts most messages have, made once.
+_PREFIXED = 1024
+_LENGTH_PREFIXES = tuple(_length_prefix(size) for size in range(_PREFIXED))
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")

@@ -6,6 +6,11 @@ percent-encoding in tests/model/test_urlencode.py.
 
 from __future__ import annotations
 
+import hashlib
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from beaconflow.model import kissmetrics, kontagent
 from beaconflow.model.message import Endpoint, Message, epoch_day, identity_key
 from beaconflow.model.render import parse_url, render_url
@@ -121,3 +126,32 @@ def test_a_key_computed_late_is_the_key_computed_at_once() -> None:
     assert "key" not in moved.__dict__  # nothing hashed on the way
     assert restored.key == moved.key == built.key == key
     assert restored.with_source("f:3").__dict__["key"] == key  # a known key travels along
+
+
+def _key_by_definition(message: Message) -> str:
+    """The identity key as first written: each part's UTF-8 length (4 bytes), its bytes."""
+    parts = [message.destination, message.kind, message.occurrence]
+    for name, value in sorted(message.params):
+        parts.extend((name, value))
+    chunks = [len(raw).to_bytes(4, "big") + raw for raw in (p.encode("utf-8") for p in parts)]
+    return hashlib.sha256(b"".join(chunks)).hexdigest()[:32]
+
+
+_TEXT = st.text(st.characters(exclude_categories=["Cs"]), max_size=40) | st.text(
+    st.sampled_from("aé☃\U0001f34e& "), min_size=1000, max_size=1100
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.sampled_from(["kontagent", "kissmetrics"]),
+    st.text(max_size=5),
+    st.text(max_size=40),
+    st.dictionaries(_TEXT, _TEXT, max_size=12),
+)
+def test_the_identity_key_is_its_definition(
+    destination: str, kind: str, occurrence: str, params: dict[str, str]
+) -> None:
+    # the key is assembled by a faster route: it must hash exactly the defined bytes
+    message = Message(destination, kind, tuple(params.items()), occurrence)  # type: ignore[arg-type]
+    assert identity_key(message) == _key_by_definition(message) == message.key
