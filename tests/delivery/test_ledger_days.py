@@ -35,6 +35,7 @@ from beaconflow.delivery.ledger_days import (
 from beaconflow.delivery.ledger_identity import LedgerIdentity
 from beaconflow.model import kissmetrics
 from beaconflow.model.message import Endpoint, Message
+from tests.fakes.s3 import moto_s3
 
 FINGERPRINTS = {"kontagent": "a" * 12, "kissmetrics": "b" * 12}
 
@@ -280,37 +281,16 @@ def test_a_ledger_with_shards_by_day_passes_the_check_before_sending(tmp_path: P
 @pytest.fixture
 def s3_ledger(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[str]:
     """An ``s3://`` ledger on moto's S3 server on loopback, Beam's filesystems sent there."""
-    import uuid
-
-    import boto3
     from apache_beam.io.filesystems import FileSystems
     from apache_beam.options.pipeline_options import PipelineOptions
-    from moto.server import ThreadedMotoServer
 
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_EC2_METADATA_DISABLED": "true",
-        "AWS_CONFIG_FILE": str(tmp_path / "no-such-file"),
-        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-such-file"),
-    }.items():
-        monkeypatch.setenv(name, value)
-    for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE"):
-        monkeypatch.delenv(name, raising=False)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
     before = FileSystems._pipeline_options
-    try:
-        host, port = server.get_host_and_port()
-        endpoint = f"http://{host}:{port}"
-        bucket = f"ledgers-{uuid.uuid4().hex[:8]}"
-        boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket=bucket)
-        FileSystems.set_options(PipelineOptions([f"--s3_endpoint_url={endpoint}"]))
-        yield f"s3://{bucket}/ledger"
-    finally:
-        FileSystems._pipeline_options = before
-        server.stop()
+    with moto_s3(monkeypatch, tmp_path) as (endpoint, bucket):
+        try:
+            FileSystems.set_options(PipelineOptions([f"--s3_endpoint_url={endpoint}"]))
+            yield f"s3://{bucket}/ledger"
+        finally:
+            FileSystems._pipeline_options = before
 
 
 def test_on_s3_the_buffered_shards_are_named_by_their_days_too(s3_ledger: str) -> None:

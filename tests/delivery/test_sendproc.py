@@ -40,6 +40,7 @@ from beaconflow.delivery.stop import RunStop
 from beaconflow.sandbox.collector import Collector
 from tests.conftest import KEY, kissmetrics_url, kontagent_url
 from tests.delivery.test_sender import BODY_WRITTEN_BOUND, NO_WAIT, ManualClock, message
+from tests.fakes.s3 import moto_s3
 from tests.fs_faults import SmallDisk
 from tests.hostile_servers import KeepAliveCloser
 
@@ -527,38 +528,21 @@ def test_a_child_that_finds_the_runs_lease_object_taken_over_stops_the_run(
     Reached as the run reached it (the lease's store options), on moto's S3 server.
     """
     import boto3
-    from moto.server import ThreadedMotoServer
 
     from beaconflow.delivery.lease_store import StoreOptions
     from beaconflow.delivery.ledger_lease import lease_name
 
     # test credentials only, inherited by the children
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_EC2_METADATA_DISABLED": "true",
-        "AWS_CONFIG_FILE": str(tmp_path / "no-such-file"),
-        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-such-file"),
-    }.items():
-        monkeypatch.setenv(name, value)
-    for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE"):
-        monkeypatch.delenv(name, raising=False)
-    s3 = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    s3.start()
-    try:
-        host, port = s3.get_host_and_port()
-        endpoint = f"http://{host}:{port}"
+    with moto_s3(monkeypatch, tmp_path) as (endpoint, bucket):
         client = boto3.client("s3", endpoint_url=endpoint)
-        client.create_bucket(Bucket="ledgers")
         now = time.time()
         other = Holder("there", 4343, now, now, "fedcba9876543210")
         client.put_object(
-            Bucket="ledgers", Key=f"nightly/{lease_name('a' * 12)}", Body=other.to_bytes()
+            Bucket=bucket, Key=f"nightly/{lease_name('a' * 12)}", Body=other.to_bytes()
         )
         holder = Holder("here", 4242, now, now, "0123456789abcdef")
         lease = Lease(
-            "s3://ledgers/nightly", ("a" * 12,), holder, stale_after=100,
+            f"s3://{bucket}/nightly", ("a" * 12,), holder, stale_after=100,
             store=StoreOptions(s3_endpoint_url=endpoint),
         )  # fmt: skip
         stop = RunStop()
@@ -572,8 +556,6 @@ def test_a_child_that_finds_the_runs_lease_object_taken_over_stops_the_run(
             )
             deliveries = pool_client.flush()
             pool_client.close()
-    finally:
-        s3.stop()
     reason = (
         f"the ledger's lock of endpoint {'a' * 12} was taken over by host there pid 4343 "
         f"since {iso(now)}"

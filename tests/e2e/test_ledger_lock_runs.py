@@ -20,7 +20,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -41,6 +40,7 @@ from tests.conftest import (
     backfill_flags,
     run_cli,
 )
+from tests.fakes.s3 import moto_s3
 
 HOST = socket.gethostname()
 
@@ -525,31 +525,8 @@ def test_a_frozen_run_whose_lock_was_taken_over_stops_when_it_wakes_and_sends_no
 @pytest.fixture
 def s3(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[tuple[str, str]]:
     """Moto's S3 server on loopback and a new bucket in it: (endpoint, bucket)."""
-    import boto3
-    from moto.server import ThreadedMotoServer
-
-    # test credentials only, for this process and the runs it starts
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_EC2_METADATA_DISABLED": "true",
-        "AWS_CONFIG_FILE": str(tmp_path / "no-such-file"),
-        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-such-file"),
-    }.items():
-        monkeypatch.setenv(name, value)
-    for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE"):
-        monkeypatch.delenv(name, raising=False)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        endpoint = f"http://{host}:{port}"
-        bucket = f"ledgers-{uuid.uuid4().hex[:8]}"
-        boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket=bucket)
-        yield endpoint, bucket
-    finally:
-        server.stop()
+    with moto_s3(monkeypatch, tmp_path) as found:
+        yield found
 
 
 def _objects(endpoint: str, bucket: str, prefix: str) -> dict[str, bytes]:
