@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -108,6 +109,21 @@ def _keys(collector: Collector) -> Counter[str]:
     return Counter(record.key for record in collector.accepted())
 
 
+def _sigterm_when(flags: list[str], ready: Callable[[], bool]) -> None:
+    """Run the command as a scheduler does; SIGTERM it once ``ready()``; it exits 143."""
+    process = subprocess.Popen([sys.executable, "-m", "beaconflow", *flags],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               start_new_session=True)  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not ready():
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "the run did not get to where it is stopped"
+        time.sleep(0.02)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 143, stderr.decode()
+
+
 def test_a_sigterm_mid_chunk_resumes_at_that_chunk_and_sends_nothing_twice(
     logs: Path, tmp_path: Path
 ) -> None:
@@ -116,23 +132,16 @@ def test_a_sigterm_mid_chunk_resumes_at_that_chunk_and_sends_nothing_twice(
         flags = backfill_flags(collector.base_url, tmp_path, logs,
                                extra=_window("--chunk=week", f"--ledger={ledger}",
                                              "--concurrency=4", "--max-rps=300"))  # fmt: skip
-        process = subprocess.Popen([sys.executable, "-m", "beaconflow", *flags],
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                   start_new_session=True)  # fmt: skip
         work = tmp_path / "report.work"
-        deadline = time.monotonic() + 120
-        while not (work / "chunk-0001.done.json").exists():
-            assert process.poll() is None, process.communicate()
-            assert time.monotonic() < deadline, "the run did not get going"
-            time.sleep(0.02)
-        first_chunk = len(collector.accepted())
-        while len(collector.accepted()) < first_chunk + 30:  # the second chunk is sending
-            assert process.poll() is None, process.communicate()
-            assert time.monotonic() < deadline, "the second chunk did not get going"
-            time.sleep(0.02)
-        process.send_signal(signal.SIGTERM)
-        _, stderr = process.communicate(timeout=120)
-        assert process.returncode == 143, stderr.decode()
+        first_chunk: list[int] = []
+
+        def second_chunk_sending() -> bool:
+            if not (work / "chunk-0001.done.json").exists():
+                return False
+            first_chunk[:] = first_chunk or [len(collector.accepted())]
+            return len(collector.accepted()) >= first_chunk[0] + 30
+
+        _sigterm_when(flags, second_chunk_sending)
         first = json.loads((tmp_path / "report.json").read_text())
         assert first["interrupted"] is True
         statuses = [row["status"] for row in first["chunking"]["chunks"]]
@@ -159,7 +168,7 @@ def test_a_sigterm_mid_chunk_resumes_at_that_chunk_and_sends_nothing_twice(
     assert sum(keys.values()) - len(keys) <= 8, "at most what was in flight at the signal twice"
     assert report["messages_delivered"] + report["messages_skipped"] == expected
     # what the stopped chunk had delivered, the ledger skips when it runs again
-    assert report["messages_skipped"] >= sum(sent_first.values()) - first_chunk - 8 > 0
+    assert report["messages_skipped"] >= sum(sent_first.values()) - first_chunk[0] - 8 > 0
 
 
 def test_cli_a_second_run_on_a_busy_work_directory_exits_75(logs: Path, tmp_path: Path) -> None:
@@ -243,18 +252,8 @@ def test_a_stopped_spilled_run_resumes_without_reading_its_input_again(
         flags = backfill_flags(collector.base_url, tmp_path, export,
                                extra=("--chunk=day", f"--ledger={ledger}", "--concurrency=4",
                                       "--max-rps=300"))  # fmt: skip
-        process = subprocess.Popen([sys.executable, "-m", "beaconflow", *flags],
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                   start_new_session=True)  # fmt: skip
         work = tmp_path / "report.work"
-        deadline = time.monotonic() + 120
-        while not (work / "chunk-0002.done.json").exists():
-            assert process.poll() is None, process.communicate()
-            assert time.monotonic() < deadline, "the run did not get going"
-            time.sleep(0.02)
-        process.send_signal(signal.SIGTERM)
-        _, stderr = process.communicate(timeout=120)
-        assert process.returncode == 143, stderr.decode()
+        _sigterm_when(flags, (work / "chunk-0002.done.json").exists)
         spilled = sorted(p.name for p in (work / "spill").iterdir())
         assert spilled, "the spill files are kept for the next run"
         done = run_cli(*flags)
