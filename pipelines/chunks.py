@@ -210,8 +210,10 @@ def group_days(days: Sequence[tuple[date, int]], unit: str, budget: int) -> list
     """Consecutive days with their events -> chunks, in order.
 
     ``day``/``week`` (ISO, from Monday)/``month``: one chunk per calendar unit that has days;
-    ``auto``: as many consecutive days as stay within ``budget`` events (a day over it is a
-    chunk alone). Each chunk covers from its first day up to the day before the next one's.
+    ``auto``: as many consecutive days as stay within the budget (a day over it is a chunk
+    alone), which starts at an eighth of ``budget`` and doubles with each chunk up to
+    ``budget``, so that the first messages go out after a small first chunk is read. Each
+    chunk covers from its first day up to the day before the next one's.
     """
     groups: list[list[tuple[date, int]]] = []
     for day, events in days:
@@ -220,7 +222,8 @@ def group_days(days: Sequence[tuple[date, int]], unit: str, budget: int) -> list
             continue
         previous = groups[-1][0][0]
         if unit == "auto":
-            same = sum(n for _, n in groups[-1]) + events <= budget
+            allowed = min(budget, (budget // 8) << (len(groups) - 1)) if budget else 0
+            same = sum(n for _, n in groups[-1]) + events <= allowed
         elif unit == "day":
             same = False
         elif unit == "week":

@@ -47,14 +47,17 @@ def test_calendar_units_cut_at_their_boundaries() -> None:
     assert [c.index for c in months] == [0, 1, 2, 3]
 
 
-def test_auto_packs_consecutive_days_within_the_budget() -> None:
-    chunks = group_days(_days([40, 50, 30, 200, 10, 10, 10]), "auto", 100)
+def test_auto_packs_consecutive_days_within_a_budget_that_grows_from_an_eighth() -> None:
+    chunks = group_days(_days([5, 5, 20, 40, 50, 30, 200, 10, 10, 10]), "auto", 800)
     assert [(c.events, (c.last - c.first).days + 1) for c in chunks] == [
-        (90, 2),  # 40 + 50; 30 more would pass 100
-        (30, 1),
-        (200, 1),  # a day over the budget is a chunk alone
-        (30, 3),
+        (70, 4),  # the first chunk's budget is an eighth, 100: it is read and sent soon
+        (80, 2),  # then 200: 50 + 30; 200 more would pass it
+        (230, 4),  # then 400
     ]
+    alone = group_days(_days([900, 10]), "auto", 800)
+    assert [c.events for c in alone] == [900, 10], "a day over the budget is a chunk alone"
+    steady = group_days(_days([100] * 40), "auto", 800)
+    assert [c.events for c in steady] == [100, 200, 400, 800, 800, 800, 800, 100]
 
 
 def test_chunks_cover_the_gaps_between_the_days_they_hold() -> None:
