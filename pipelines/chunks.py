@@ -46,9 +46,11 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import IO, Any
 
+from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from beaconflow.delivery.ledger import write_atomically
 from beaconflow.delivery.ledger_lock import Lease
 from beaconflow.delivery.sender import set_progress_note
 from beaconflow.delivery.sendproc import pools_kept
@@ -112,7 +114,9 @@ def _available_memory() -> int | None:
 # -- estimating the input's size ----------------------------------------------------------
 
 
-def _size(path: str) -> int:
+def _size(path: str, sizes: Mapping[str, int]) -> int:
+    if path in sizes:
+        return sizes[path]
     if "://" not in path or path.startswith("file://"):
         return os.path.getsize(path.removeprefix("file://"))
     return int(FileSystems.match([path])[0].metadata_list[0].size_in_bytes)
@@ -120,7 +124,13 @@ def _size(path: str) -> int:
 
 def _lines_per_byte(path: str) -> float | None:
     """Lines per stored byte of a JSONL file (.gz: per compressed byte), from its start."""
-    with FileSystems.open(path) if "://" in path else open(path, "rb") as raw:
+    # the stored bytes, whatever the name says: gzip is undone here, to count what it read
+    stored = CompressionTypes.UNCOMPRESSED
+    with (
+        FileSystems.open(path, compression_type=stored)
+        if "://" in path
+        else open(path, "rb") as raw
+    ):
         stream: IO[bytes] | gzip.GzipFile = (
             gzip.GzipFile(fileobj=raw) if path.endswith(".gz") else raw
         )
@@ -131,33 +141,50 @@ def _lines_per_byte(path: str) -> float | None:
     return max(data.count(b"\n"), 1) / consumed
 
 
-def estimate_events(files: Sequence[str], file_format: str | None) -> int:
-    """About how many records ``files`` hold: Parquet's row counts, JSONL's sampled lines.
+#: Lines per stored byte of typical JSON events, gzip'd (True) or plain (False).
+_TYPICAL_DENSITY = {True: 1 / 40, False: 1 / 250}
 
-    At most :data:`_SAMPLED_FILES` JSONL files (spread over the list) are sampled; the others
-    are taken to have as many lines per byte as those of their kind (.gz or not).
+
+def sample_density(files: Sequence[str], file_format: str | None) -> dict[bool, float]:
+    """Lines per stored byte of ``files``' JSON lines, gzip'd (True) or not (False).
+
+    At most :data:`_SAMPLED_FILES` files, spread over the list, are read (their first MB):
+    the input's others are taken to be like them.
     """
-    parquet = [f for f in files if format_of(f, file_format) == "parquet"]
-    total = 0
-    for path in parquet:
-        total += _parquet_rows(path)
     jsonl = [f for f in files if format_of(f, file_format) != "parquet"]
-    if not jsonl:
-        return total
     step = max(1, len(jsonl) // _SAMPLED_FILES)
-    density: dict[bool, list[float]] = {True: [], False: []}
+    seen: dict[bool, list[float]] = {True: [], False: []}
     for path in jsonl[::step]:
         with contextlib.suppress(OSError, EOFError, ValueError):
             found = _lines_per_byte(path)
             if found is not None:
-                density[path.endswith(".gz")].append(found)
-    fallback = {True: 1 / 40, False: 1 / 250}  # typical gzip'd and plain JSON events
+                seen[path.endswith(".gz")].append(found)
+    return {
+        kind: sum(values) / len(values) if values else _TYPICAL_DENSITY[kind]
+        for kind, values in seen.items()
+    }
+
+
+def estimate_events(
+    files: Sequence[str],
+    file_format: str | None,
+    *,
+    density: Mapping[bool, float] | None = None,
+    sizes: Mapping[str, int] | None = None,
+) -> int:
+    """About how many records ``files`` hold: Parquet's row counts, JSONL's sampled lines.
+
+    ``density``: lines per byte sampled already for the whole input (:func:`sample_density`),
+    else sampled from ``files``; ``sizes``: the files' sizes listed already.
+    """
+    total = sum(_parquet_rows(f) for f in files if format_of(f, file_format) == "parquet")
+    jsonl = [f for f in files if format_of(f, file_format) != "parquet"]
+    if not jsonl:
+        return total
+    per_byte = density if density is not None else sample_density(jsonl, file_format)
     for path in jsonl:
-        kind = path.endswith(".gz")
-        seen = density[kind]
-        per_byte = sum(seen) / len(seen) if seen else fallback[kind]
         with contextlib.suppress(OSError):
-            total += int(_size(path) * per_byte)
+            total += int(_size(path, sizes or {}) * per_byte[path.endswith(".gz")])
     return total
 
 
@@ -368,14 +395,8 @@ class WorkDir:
         return None
 
     def save(self, name: str, data: Mapping[str, Any]) -> None:
-        """Write ``name`` whole (temporary file, fsync, rename)."""
-        target = self.file(name)
-        temporary = f"{target}.tmp"
-        with create_private(temporary) as handle:
-            handle.write((json.dumps(data, sort_keys=True) + "\n").encode("utf-8"))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, target)
+        """Write ``name`` whole: a temporary name, synced, renamed, the directory synced."""
+        write_atomically(self.path, name, (json.dumps(data, sort_keys=True) + "\n").encode())
 
     def done(self, index: int) -> dict[str, Any] | None:
         """A finished chunk's record, or None."""
@@ -531,6 +552,7 @@ def _dated_plan(config: BackfillConfig, wanted: str) -> Plan:
     assert config.since is not None and config.until is not None
     first, last = _day(config.since), _day(config.until - 1)
     partitions: dict[str, list[str]] = {}
+    sizes: dict[str, int] = {}
     day = first
     while day <= last + timedelta(days=config.lookback):
         found: set[str] = set()
@@ -542,7 +564,10 @@ def _dated_plan(config: BackfillConfig, wanted: str) -> Plan:
                 raise UsageError(
                     f"--input {expanded}: cannot be listed: {os_reason(error)}"
                 ) from None
-            found.update(m.path for m in matched if not m.path.endswith("/"))
+            for meta in matched:
+                if not meta.path.endswith("/"):
+                    found.add(meta.path)
+                    sizes[meta.path] = int(meta.size_in_bytes)
         for path in sorted(found):
             if format_of(path, config.file_format) is None:
                 raise UsageError(
@@ -557,10 +582,14 @@ def _dated_plan(config: BackfillConfig, wanted: str) -> Plan:
             f"--input matches no file on any day from {first.isoformat()} to "
             f"{(last + timedelta(days=config.lookback)).isoformat()}"
         )
+    # the input's lines per byte sampled once, from files spread over the whole window
+    density = sample_density(sorted(sizes), config.file_format)
     days = []
     day = first
     while day <= last:
-        days.append((day, estimate_events(partitions.get(day.isoformat(), []), config.file_format)))
+        listed = partitions.get(day.isoformat(), [])
+        estimated = estimate_events(listed, config.file_format, density=density, sizes=sizes)
+        days.append((day, estimated))
         day += timedelta(days=1)
     if config.chunk == "none":
         chunks = [Chunk(0, first, last, sum(n for _, n in days))]

@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
+from beaconflow.delivery.ledger import write_atomically
 from beaconflow.model.errors import io_problem
 from beaconflow.model.mapping import RecordMapping
 from beaconflow.model.message import Destination
@@ -411,7 +412,10 @@ def _prepare(work_dir: str) -> str:
             # first: from here on the folder holds no finished pass
             os.remove(os.path.join(folder, MANIFEST))
         for entry in os.scandir(folder):
-            if entry.name.endswith((SPILL_SUFFIX, ".txt", ".tmp")) and entry.is_file():
+            leftover = entry.name.endswith((SPILL_SUFFIX, ".txt", ".tmp"))
+            # a manifest's temporary name left by a killed write (write_atomically's)
+            leftover = leftover or entry.name.startswith(f".{MANIFEST}.tmp-")
+            if leftover and entry.is_file():
                 os.remove(entry.path)
         remove_parts(folder)
     except OSError as error:
@@ -420,20 +424,9 @@ def _prepare(work_dir: str) -> str:
 
 
 def _write_manifest(folder: str, spilled: Spilled) -> None:
-    """spill.json, whole or not at all: written aside, made durable, then renamed."""
-    path = os.path.join(folder, MANIFEST)
-    aside = path + ".tmp"
+    """spill.json, whole or not at all (the ledger's own atomic write: aside, synced, renamed)."""
+    data = json.dumps(spilled.to_json(), ensure_ascii=False, indent=1).encode("utf-8")
     try:
-        descriptor = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-            json.dump(spilled.to_json(), handle, ensure_ascii=False, indent=1)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(aside, path)
-        folder_descriptor = os.open(folder, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            os.fsync(folder_descriptor)
-        finally:
-            os.close(folder_descriptor)
+        write_atomically(folder, MANIFEST, data)
     except OSError as error:
-        raise SpillError(io_problem("spill.json", path, error)) from None
+        raise SpillError(io_problem("spill.json", os.path.join(folder, MANIFEST), error)) from None
