@@ -658,6 +658,7 @@ def run(argv: Sequence[str], *, now: float | None = None) -> tuple[int, RunRepor
     began = time.time()  # the --deadline counts from here, whatever ``now`` says
     now = began if now is None else now
     config = configure(argv, now)
+    deadline = None if config.deadline is None else began + config.deadline
     started = time.monotonic()
     options = PipelineOptions(quiet_workers(config.beam_args))
     # Beam's filesystems see the run's options (--s3_endpoint_url, ...) from the first path
@@ -708,7 +709,7 @@ def run(argv: Sequence[str], *, now: float | None = None) -> tuple[int, RunRepor
                         now,
                         started,
                         salvaged=salvaged,
-                        deadline=None if config.deadline is None else began + config.deadline,
+                        deadline=deadline,
                         lease=lease,
                         dead_lettered=_dead_lettered(config),
                     )
@@ -722,7 +723,7 @@ def run(argv: Sequence[str], *, now: float | None = None) -> tuple[int, RunRepor
                     started,
                     lookback_missing,
                     salvaged,
-                    deadline=None if config.deadline is None else began + config.deadline,
+                    deadline=deadline,
                     lease=lease,
                 )
             finally:

@@ -72,6 +72,7 @@ from beaconflow.pipelines.options import BackfillConfig, UsageError, expand_date
 from beaconflow.pipelines.runners import LOCAL_RUNNERS, rate_split_warning, runner_name
 from beaconflow.pipelines.spill import read_elsewhere, resolve, spill
 from beaconflow.report.counts import TallyKey, build_report
+from beaconflow.report.run import RunReport
 from beaconflow.transforms.linefile import create_private, merge_parts, remove_leftovers
 from beaconflow.transforms.parse import PartitionOwner
 from beaconflow.transforms.staging import remove_staging
@@ -503,7 +504,7 @@ def run_chunked(
     deadline: float | None = None,
     lease: Lease | None = None,
     dead_lettered: frozenset[str] = frozenset(),
-) -> tuple[int, Any]:
+) -> tuple[int, RunReport]:
     """Run the backfill in chunks (see the module docstring): exit status and report."""
     work = WorkDir(config.work_dir)
     with work.locked():
@@ -736,7 +737,7 @@ def _run_plan(
     lease: Lease | None,
     dead_lettered: frozenset[str],
     files: Sequence[str],
-) -> tuple[int, Any]:
+) -> tuple[int, RunReport]:
     total = Pass()
     rows: list[dict[str, Any]] = []
     ran: list[int] = []  # chunks whose results are in the work directory
