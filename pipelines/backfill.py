@@ -49,6 +49,7 @@ from beaconflow.delivery.ledger_lease import RemoteLedgerLocks
 from beaconflow.delivery.ledger_lock import Lease, LedgerLocks, LockLimits, is_lockable
 from beaconflow.delivery.redact import Redactor, redact_library_logs
 from beaconflow.delivery.sender import Delivery
+from beaconflow.delivery.sendproc import PoolClient
 from beaconflow.delivery.stop import RunStop, forget_run, interrupted_by, run_stop
 from beaconflow.model.duration import format_duration
 from beaconflow.model.errors import io_problem
@@ -91,7 +92,7 @@ from beaconflow.transforms.linefile import (
 from beaconflow.transforms.messages import DIRECT, SplitMessages
 from beaconflow.transforms.parse import INVALID, REPLAYED, KeyedEvent, KeyedMessage, ParseEvents
 from beaconflow.transforms.read import InputError, ReadEvents, expand_inputs, matches_nothing
-from beaconflow.transforms.send import FAILED, SendConfig, SendMessages
+from beaconflow.transforms.send import FAILED, SendConfig, SendMessages, start_senders
 from beaconflow.transforms.send import TALLY as SEND_TALLY
 from beaconflow.transforms.tallies import SumTallies, TallyEach, read_sums
 from beaconflow.transforms.window import InWindow
@@ -161,7 +162,9 @@ class Backfill(beam.PTransform[PBegin, None]):
     ``tallies_path`` receives the summed tallies the report is made of; ``now`` is the time
     events may not be after; ``workers`` and ``processes`` size the sending; ``run_id`` names
     the run's stop flag; ``deadline`` is the wall-clock instant (epoch seconds) of the run's
-    --deadline, None without one.
+    --deadline, None without one. ``start_senders``: the send steps run in this process, and
+    their sender processes start as the pipeline is built (:func:`start_senders`); call
+    :meth:`close_senders` after the run.
     """
 
     def __init__(
@@ -177,8 +180,11 @@ class Backfill(beam.PTransform[PBegin, None]):
         dead_lettered: frozenset[str] = frozenset(),
         deadline: float | None = None,
         lease: Lease | None = None,
+        start_senders: bool = False,
     ) -> None:
         super().__init__()
+        self._start_senders = start_senders
+        self._senders: PoolClient | None = None
         self._lease = lease
         self._dead_lettered = dead_lettered
         self._deadline = deadline
@@ -282,6 +288,8 @@ class Backfill(beam.PTransform[PBegin, None]):
                 breaker_window=config.breaker_window,
                 lease=self._lease,
             )
+            if self._start_senders and self._senders is None:
+                self._senders = start_senders(send_config)
             for name, stream in streams.items():
                 # grouped by key just before (dedup), or coming out of the messages step
                 # that reads grouped events: spread over workers already
@@ -310,6 +318,12 @@ class Backfill(beam.PTransform[PBegin, None]):
             | "WriteTallies"
             >> WriteLines(self._tallies_path, what="report", shown=config.report, run_id=run_id)
         )
+
+    def close_senders(self) -> None:
+        """Let go of the sender processes started with the pipeline (none: nothing to do)."""
+        if self._senders is not None:
+            self._senders.close()
+            self._senders = None
 
 
 def _identity(config: BackfillConfig) -> LedgerIdentity:
@@ -720,7 +734,7 @@ def _run_pipeline(
         warning = rate_split_warning(options) if config.max_rps else None
         if warning:
             log.warning("--max-rps may be exceeded: %s", warning)
-        _ = pipeline | "Backfill" >> Backfill(
+        backfill = Backfill(
             config,
             files,
             tallies_path,
@@ -731,7 +745,12 @@ def _run_pipeline(
             dead_lettered=_dead_lettered(config),
             deadline=None if config.dry_run else deadline,
             lease=lease,
+            # the send steps run here: their processes start while the pipeline reads
+            start_senders=runs_in_process(options),
         )
+        # the sender processes stop once the run is over, however it ends
+        stack.callback(backfill.close_senders)
+        _ = pipeline | "Backfill" >> backfill
         said = _deadline_said(deadline, config)
         try:
             with said:
@@ -743,6 +762,7 @@ def _run_pipeline(
             first_line = f"{type(error).__name__}: {error}".splitlines()[0]
             stopped.append(f"the run failed: {redact(first_line)}")
             partial = True
+        backfill.close_senders()
         for wanted, what in ((config.dead_letter, "dead letter"),
                              (config.dry_run, "dry-run file")):  # fmt: skip
             if wanted:
