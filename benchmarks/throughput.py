@@ -347,10 +347,11 @@ def main(argv: Sequence[str] | None = None) -> None:
             time.sleep(1.5)
             if server.poll() is not None:
                 raise SystemExit(f"the {server_kind} server did not start")
+            from benchmarks.datapath import ROOT, _checkout, compile_tree
+
+            compile_tree(ROOT)
             against = None
             if args.against:
-                from benchmarks.datapath import _checkout
-
                 against = _checkout(args.against, work / "against")
             _run(args, work, base, server_kind, cores, server_core, client_core, against)
         finally:
