@@ -191,6 +191,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="message-cpu-") as scratch:
         work = Path(scratch)
         trees = {"this tree": ROOT}
+        datapath.compile_tree(ROOT)
         if args.against:
             trees[args.against] = datapath._checkout(args.against, work / "against")
         try:

@@ -27,6 +27,8 @@ peak RSS (of the largest process). Run::
 ``--sweep`` runs only the pipeline, once per ``--concurrency`` value (with the aiohttp
 server answering after ``--latency`` seconds), to show throughput growing with concurrency.
 ``--server aiohttp`` forces the aiohttp server; ``--pipeline-args`` passes flags to (a).
+``--against REV`` runs (a) a second time per repeat as git revision REV (a0, from a ``git
+worktree``), alternating which goes first, on the same events: before and after a change.
 """
 
 from __future__ import annotations
@@ -122,23 +124,28 @@ def requests_loop(urls_file: str, sample: int) -> dict[str, float]:
 _free_port = unused_port
 
 
-def _measured(args: list[str], core: int | None) -> tuple[dict[str, Any], float, float, float]:
+def _measured(
+    args: list[str], core: int | None, code: Path | None = None
+) -> tuple[dict[str, Any], float, float, float]:
     """Run a child (pinned to ``core`` unless None); its JSON output, wall, CPU s, peak RSS MB.
 
     CPU counts the child and its own children (sender processes); peak RSS is the largest
-    single process's.
+    single process's. ``code``: the source tree the child imports beaconflow from (None:
+    this one).
     """
-    ((result, cpu, rss),), wall = _measured_together([args], [core])
+    ((result, cpu, rss),), wall = _measured_together([args], [core], code)
     return result, wall, cpu, rss
 
 
 def _measured_together(
-    commands: Sequence[list[str]], cores: Sequence[int | None]
+    commands: Sequence[list[str]], cores: Sequence[int | None], code: Path | None = None
 ) -> tuple[list[tuple[dict[str, Any], float, float]], float]:
     """Run children at once: each one's JSON output, CPU s and peak RSS MB; the wall time.
 
     The wall time runs from the first start to the last exit.
     """
+    # another tree's package first on the path: its own beaconflow, not the installed one
+    env = None if code is None else {**os.environ, "PYTHONPATH": str(code)}
     started = time.monotonic()
     children = [
         subprocess.Popen(
@@ -146,6 +153,8 @@ def _measured_together(
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             preexec_fn=None if core is None else (lambda core=core: _pin(core)),
+            cwd=code,
+            env=env,
         )
         for args, core in zip(commands, cores, strict=True)
     ]
@@ -215,9 +224,9 @@ def _pipeline_args(source: Path, base: str, out: Path, *extra: str) -> list[str]
 
 
 def _pipeline_once(
-    source: Path, base: str, out: Path, core: int | None, *extra: str
+    source: Path, base: str, out: Path, core: int | None, *extra: str, code: Path | None = None
 ) -> dict[str, float]:
-    _, wall, cpu, rss = _measured(_pipeline_args(source, base, out, *extra), core)
+    _, wall, cpu, rss = _measured(_pipeline_args(source, base, out, *extra), core, code)
     report = json.loads((out / "report.json").read_text())
     delivered = report["messages_delivered"]
     return {"messages": delivered, "seconds": wall, "cpu": cpu, "rss": rss}
@@ -307,6 +316,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help="auto: nginx when installed and --latency is 0")  # fmt: skip
     parser.add_argument("--sweep", type=int, nargs="*", help="pipeline --concurrency values")
     parser.add_argument("--pipeline-args", nargs="*", default=[], help="extra backfill flags")
+    parser.add_argument("--against", metavar="REV",
+                        help="also run (a) as git revision REV (a0), alternating")  # fmt: skip
     parser.add_argument("--raw-aiohttp", nargs=2, metavar=("URLS", "C"), help=argparse.SUPPRESS)
     parser.add_argument("--share", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--shares", type=int, default=1, help=argparse.SUPPRESS)
@@ -336,14 +347,26 @@ def main(argv: Sequence[str] | None = None) -> None:
             time.sleep(1.5)
             if server.poll() is not None:
                 raise SystemExit(f"the {server_kind} server did not start")
-            _run(args, work, base, server_kind, cores, server_core, client_core)
+            from benchmarks.datapath import ROOT, _checkout, compile_tree
+
+            compile_tree(ROOT)
+            against = None
+            if args.against:
+                against = _checkout(args.against, work / "against")
+            _run(args, work, base, server_kind, cores, server_core, client_core, against)
         finally:
             server.terminate()
             server.wait()
+            if args.against:
+                subprocess.run(
+                    ["git", "-C", str(Path(__file__).resolve().parent.parent), "worktree",
+                     "remove", "--force", str(work / "against")],
+                    check=False, capture_output=True,
+                )  # fmt: skip
 
 
 def _run(args: argparse.Namespace, work: Path, base: str, server_kind: str, cores: int,
-         server_core: int, client_core: int) -> None:  # fmt: skip
+         server_core: int, client_core: int, against: Path | None = None) -> None:  # fmt: skip
     source, urls, count = _write_inputs(args.events, work, base, args.shape)
     print(
         f"{args.events} {args.shape} events -> {count} messages; {cores} cores; {server_kind} "
@@ -358,9 +381,17 @@ def _run(args: argparse.Namespace, work: Path, base: str, server_kind: str, core
             )
             print(f"{concurrency:>13}  {run['messages'] / run['seconds']:>10.0f}")
         return
-    results: dict[str, list[dict[str, float]]] = {"a": [], "b": [], "b2": [], "c": []}
-    for _ in range(args.repeat):
-        results["a"].append(_pipeline_once(source, base, work, None, *args.pipeline_args))
+    results: dict[str, list[dict[str, float]]] = {"a": []}
+    if against is not None:
+        results["a0"] = []
+    results.update(b=[], b2=[], c=[])
+    for turn in range(args.repeat):
+        # with --against, the two pipelines alternate which goes first
+        first = "a0" if against is not None and turn % 2 else "a"
+        for name in (first, "a0" if first == "a" else "a") if against is not None else ("a",):
+            code = against if name == "a0" else None
+            run = _pipeline_once(source, base, work, None, *args.pipeline_args, code=code)
+            results[name].append(run)
         results["b"].append(_best_raw(urls, args.aiohttp_concurrency, 1, client_core))
         results["b2"].append(_best_raw(urls, args.aiohttp_concurrency, cores, None))
         out, _, cpu, rss = _measured(
@@ -375,6 +406,7 @@ def _run(args: argparse.Namespace, work: Path, base: str, server_kind: str, core
     print(f"{'':40}{'messages/s':>12}{'CPU s/1000':>12}{'peak RSS MB':>13}")
     labels = {
         "a": "a. pipeline, end to end",
+        "a0": f"a0. pipeline at {args.against}",
         "b": "b. raw aiohttp, 1 process",
         "b2": f"b2. raw aiohttp, {cores} processes",
         "c": f"c. requests.Session loop ({args.requests_sample} URLs)",
@@ -394,6 +426,13 @@ def _run(args: argparse.Namespace, work: Path, base: str, server_kind: str, core
         f"{[int(r['concurrency']) for r in results['b']]}, b2 "
         f"{[int(r['concurrency']) for r in results['b2']]})"
     )
+    if against is not None:
+        a0 = summaries["a0"]["rate"]
+        print(
+            f"at {args.against}: a0/b = {a0 / b:.2f}   a0/b2 = {a0 / b2:.2f}   a0/c = {a0 / c:.1f}"
+            f"   a/a0 = {a / a0:.2f}; CPU per message, a/a0 = "
+            f"{summaries['a']['cpu_per_1000'] / summaries['a0']['cpu_per_1000']:.2f}"
+        )
 
 
 if __name__ == "__main__":

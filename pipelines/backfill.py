@@ -48,6 +48,7 @@ from beaconflow.delivery.ledger_lease import RemoteLedgerLocks
 from beaconflow.delivery.ledger_lock import Lease, LedgerLocks, LockLimits, is_lockable
 from beaconflow.delivery.redact import Redactor, redact_library_logs
 from beaconflow.delivery.sender import Delivery
+from beaconflow.delivery.sendproc import PoolClient
 from beaconflow.delivery.stop import RunStop, forget_run, interrupted_by, run_stop
 from beaconflow.model.duration import format_duration
 from beaconflow.model.errors import io_problem
@@ -99,7 +100,7 @@ from beaconflow.transforms.parse import (
     PartitionOwner,
 )
 from beaconflow.transforms.read import InputError, ReadEvents, expand_inputs, matches_nothing
-from beaconflow.transforms.send import FAILED, SendConfig, SendMessages
+from beaconflow.transforms.send import FAILED, SendConfig, SendMessages, start_senders
 from beaconflow.transforms.send import TALLY as SEND_TALLY
 from beaconflow.transforms.staging import (
     Listed,
@@ -178,6 +179,8 @@ class Backfill(beam.PTransform[PBegin, None]):
     the run's stop flag; ``deadline`` is the wall-clock instant (epoch seconds) of the run's
     --deadline, None without one. ``elsewhere``: in one chunk of a chunked run, the sources
     of events whose kept copy is in another chunk (:func:`beaconflow.pipelines.spill.resolve`).
+    ``start_senders``: the send steps run in this process, and their sender processes start
+    as the pipeline is built (:func:`start_senders`); call :meth:`close_senders` after the run.
     """
 
     def __init__(
@@ -195,9 +198,12 @@ class Backfill(beam.PTransform[PBegin, None]):
         lease: Lease | None = None,
         owner: PartitionOwner | None = None,
         elsewhere: frozenset[str] = frozenset(),
+        start_senders: bool = False,
     ) -> None:
         super().__init__()
         self._owner = owner
+        self._start_senders = start_senders
+        self._senders: PoolClient | None = None
         self._lease = lease
         self._elsewhere = elsewhere
         self._dead_lettered = dead_lettered
@@ -305,6 +311,8 @@ class Backfill(beam.PTransform[PBegin, None]):
                 breaker_window=config.breaker_window,
                 lease=self._lease,
             )
+            if self._start_senders and self._senders is None:
+                self._senders = start_senders(send_config)
             for name, stream in streams.items():
                 # grouped by key just before (dedup), or coming out of the messages step
                 # that reads grouped events: spread over workers already
@@ -333,6 +341,12 @@ class Backfill(beam.PTransform[PBegin, None]):
             | "WriteTallies"
             >> WriteLines(self._tallies_path, what="report", shown=config.report, run_id=run_id)
         )
+
+    def close_senders(self) -> None:
+        """Let go of the sender processes started with the pipeline (none: nothing to do)."""
+        if self._senders is not None:
+            self._senders.close()
+            self._senders = None
 
 
 def _identity(config: BackfillConfig) -> LedgerIdentity:
@@ -774,7 +788,7 @@ def run_pass(
     # in the report's private folder, named as one of its pieces: a killed run's are removed
     tallies_path = tallies_path or temporary(config.report, f"tallies-{uuid.uuid4().hex[:8]}.json")
     pipeline = beam.Pipeline(runner=local_runner(options), options=options)
-    _ = pipeline | "Backfill" >> Backfill(
+    steps = Backfill(
         config,
         files,
         tallies_path,
@@ -785,18 +799,26 @@ def run_pass(
         dead_lettered=dead_lettered,
         deadline=None if config.dry_run else deadline,
         lease=lease,
+        # the send steps run here: their processes start while the pipeline reads
+        start_senders=runs_in_process(options),
         **backfill,
     )
     try:
-        with _deadline_said(deadline, config):
-            result = pipeline.run()
-            result.wait_until_finish()
-    except Exception as error:
-        if interrupted(error) or not _may_have_sent(stop, options, config):
-            raise
-        first_line = f"{type(error).__name__}: {error}".splitlines()[0]
-        outcome.stopped.append(f"the run failed: {redact(first_line)}")
-        outcome.partial = True
+        _ = pipeline | "Backfill" >> steps
+        try:
+            with _deadline_said(deadline, config):
+                result = pipeline.run()
+                result.wait_until_finish()
+        except Exception as error:
+            if interrupted(error) or not _may_have_sent(stop, options, config):
+                raise
+            first_line = f"{type(error).__name__}: {error}".splitlines()[0]
+            outcome.stopped.append(f"the run failed: {redact(first_line)}")
+            outcome.partial = True
+    finally:
+        # the sender processes stop once the pass is over, however it ends (a chunked
+        # run keeps them for its next chunk: pools_kept)
+        steps.close_senders()
     for wanted, what in ((config.dead_letter, "dead letter"),
                          (config.dry_run, "dry-run file")):  # fmt: skip
         if wanted:

@@ -41,7 +41,7 @@ from beaconflow.delivery.ledger_lock import Lease
 from beaconflow.delivery.redact import Redactor, redact_library_logs
 from beaconflow.delivery.retry import RetryPolicy
 from beaconflow.delivery.sender import BulkSender, Delivery, Request, Sender, SenderConfig
-from beaconflow.delivery.sendproc import shared_client
+from beaconflow.delivery.sendproc import PoolClient, shared_client
 from beaconflow.delivery.stop import RunStop, run_stop
 from beaconflow.model.message import Destination, Endpoint, Message
 from beaconflow.model.render import render_url
@@ -150,6 +150,41 @@ class SendConfig:
             secret for endpoint in self.endpoints.values() for secret in endpoint.secrets()
         )
 
+    def ledger_fingerprints(self) -> dict[str, str]:
+        """Destination -> the fingerprint its deliveries are recorded under."""
+        return dict(self.fingerprints) or {
+            str(d): endpoint_fingerprint(e) for d, e in self.endpoints.items()
+        }
+
+    def pool_client(self) -> PoolClient:
+        """A client of this process's sender processes for this configuration (``processes``).
+
+        The first call starts them; every later one, from any send step of the process with
+        an equal configuration, shares them (:func:`~beaconflow.delivery.sendproc.shared_client`).
+        """
+        return shared_client(
+            self.sender_config(),
+            self.secrets(),
+            processes=self.processes,
+            ledger=self.ledger,
+            fingerprints=self.ledger_fingerprints(),
+            run_id=self.run_id,
+        )
+
+
+def start_senders(config: SendConfig) -> PoolClient | None:
+    """Start the sender processes now, for the send steps that will run in this process.
+
+    Beam sets a send step up when its first bundle comes, after the grouping of every event
+    has been read: started then, the processes import their libraries (about 0.3 CPU
+    seconds each) while the pipeline waits for them to send. Started before the run (the
+    command does it when its workers run in its own process), they do it while the pipeline
+    reads and parses, which keeps one core busy of the machine's: the send steps find them
+    ready. Close the client after the run (the processes stop with the last client). None
+    when ``config`` sends from no processes.
+    """
+    return config.pool_client() if config.processes else None
+
 
 class _SendDoFn(CountsTallies, beam.DoFn):
     """Submits each message to a BulkSender and emits deliveries as they finish."""
@@ -173,20 +208,11 @@ class _SendDoFn(CountsTallies, beam.DoFn):
         # on a worker process of its own, the driver's filters are not installed
         config = self._config
         redact_library_logs(config.secrets())
-        fingerprints = dict(config.fingerprints) or {
-            str(d): endpoint_fingerprint(e) for d, e in config.endpoints.items()
-        }
+        fingerprints = config.ledger_fingerprints()
         self._stop: RunStop = run_stop(config.run_id)
         if config.processes:
             # each sender process keeps a ledger journal of its own
-            self._sender = shared_client(
-                config.sender_config(),
-                config.secrets(),
-                processes=config.processes,
-                ledger=config.ledger,
-                fingerprints=fingerprints,
-                run_id=config.run_id,
-            )
+            self._sender = config.pool_client()
             self._seal = None if config.ledger is None else self._sender.seal
             return
         if config.ledger is not None:

@@ -266,11 +266,11 @@ WELL_FORMED_KINDS: list[tuple[list[str], dict[str, st.SearchStrategy[Any]]]] = [
             "application_uninstalled",
             "pgr",
             "page_request_and_user_location",
-            "cpu",
         ],
         {},
     ),
-    (["user_information"], {"country": labels}),
+    # user information without a trait sends nothing (docs/input.md): one trait at least
+    (["user_information", "cpu"], {"country": labels}),
     (["gci", "goal_counts"], {"goal_counts": goal_counts}),
     (
         ["mtu", "revenue_tracking"],

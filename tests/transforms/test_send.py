@@ -16,9 +16,7 @@ from apache_beam.runners.portability.fn_api_runner.fn_runner import FnApiRunner
 from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from beaconflow.delivery.sender import (
-    Delivery,
-)
+from beaconflow.delivery.sender import Delivery, Request
 from beaconflow.delivery.stop import forget_run, run_stop
 from beaconflow.model.message import Endpoint, Message
 from beaconflow.report.counts import STOPPED
@@ -167,3 +165,30 @@ def test_a_destination_down_on_the_run_is_not_sent_to_and_its_bundles_say_so(
         assert sum(server.tries(f"down-{n}") for n in range(5)) == 0
     finally:
         forget_run("send-down")
+
+
+def test_senders_started_before_the_run_are_the_send_steps_own(server: Collector) -> None:
+    # The command starts the sender processes as it builds the pipeline; the send steps, set
+    # up later from a pickled copy of their config (as Beam ships DoFns), must find the same
+    # processes and not start their own.
+    import pickle
+
+    endpoint = Endpoint("kontagent", server.base_url, KEY)
+    cfg = SendConfig({"kontagent": endpoint}, 4, 5.0, NO_WAIT, processes=2, run_id="prestart")
+    started = send.start_senders(cfg)
+    assert started is not None
+    try:
+        shipped: SendConfig = pickle.loads(pickle.dumps(cfg))
+        client = shipped.pool_client()
+        try:
+            assert client.pool is started.pool and started.pool.processes == 2
+            client.submit_many(
+                [Request(message("ok", "pre-1"), fake_render(message("ok", "pre-1"), endpoint, 0))]
+            )
+            (delivery,) = client.flush()
+            assert delivery.delivered
+        finally:
+            client.close()
+    finally:
+        started.close()
+    assert send.start_senders(SendConfig({"kontagent": endpoint}, 4, 5.0, NO_WAIT)) is None
