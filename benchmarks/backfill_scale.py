@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from beaconflow.sandbox.collector import unused_port
-from benchmarks.throughput import KISSMETRICS_KEY, KONTAGENT_KEY, _pin
+from benchmarks.throughput import KISSMETRICS_KEY, KONTAGENT_KEY, _start_server
 
 START = datetime(2022, 1, 1, tzinfo=UTC)
 
@@ -134,23 +134,6 @@ class _PeakWatch:
         self._thread.join()
 
 
-_NGINX = """
-worker_processes 1;
-daemon off;
-error_log {dir}/error.log;
-pid {dir}/nginx.pid;
-events {{ worker_connections 4096; }}
-http {{
-    log_format stamp '$msec';
-    access_log {dir}/access.log stamp buffer=256k flush=1s;
-    keepalive_requests 10000000;
-    client_body_temp_path {dir}; proxy_temp_path {dir}; fastcgi_temp_path {dir};
-    uwsgi_temp_path {dir}; scgi_temp_path {dir};
-    server {{ listen 127.0.0.1:{port}; location / {{ empty_gif; }} }}
-}}
-"""
-
-
 def _first_request(log: Path) -> float | None:
     try:
         with log.open(encoding="ascii") as handle:
@@ -183,12 +166,8 @@ def run_once(
             raise SystemExit("--mode send needs nginx (apt-get install nginx-light)")
         port = unused_port()
         access.unlink(missing_ok=True)
-        conf = work / "nginx.conf"
-        conf.write_text(_NGINX.format(dir=work, port=port))
         last = (os.cpu_count() or 1) - 1
-        server = subprocess.Popen([nginx, "-c", str(conf), "-p", str(work)],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                  preexec_fn=lambda: _pin(last))  # fmt: skip
+        server = _start_server("nginx", port, 0.0, last, work, access_log=True)
         time.sleep(0.5)
         base = f"http://127.0.0.1:{port}"
         args += [

@@ -246,7 +246,8 @@ error_log {dir}/error.log;
 pid {dir}/nginx.pid;
 events {{ worker_connections 4096; }}
 http {{
-    access_log off;
+    log_format stamp '$msec';
+    {access_log}
     keepalive_requests 10000000;
     client_body_temp_path {dir}; proxy_temp_path {dir}; fastcgi_temp_path {dir};
     uwsgi_temp_path {dir}; scgi_temp_path {dir};
@@ -256,12 +257,20 @@ http {{
 
 
 def _start_server(
-    kind: str, port: int, latency: float, core: int, work: Path
+    kind: str, port: int, latency: float, core: int, work: Path, *, access_log: bool = False
 ) -> subprocess.Popen[bytes]:
-    """Start the GIF server (``nginx`` or ``aiohttp``) pinned to ``core``."""
+    """Start the GIF server (``nginx`` or ``aiohttp``) pinned to ``core``.
+
+    ``access_log``: nginx writes each request's time (epoch seconds) to ``work/access.log``.
+    """
     if kind == "nginx":
         conf = work / "nginx.conf"
-        conf.write_text(_NGINX_CONF.format(dir=work, port=port))
+        logged = f"access_log {work}/access.log stamp buffer=256k flush=1s;"
+        conf.write_text(
+            _NGINX_CONF.format(
+                dir=work, port=port, access_log=logged if access_log else "access_log off;"
+            )
+        )
         command = [str(shutil.which("nginx")), "-c", str(conf), "-p", str(work)]
     else:
         command = [

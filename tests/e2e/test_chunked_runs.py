@@ -71,25 +71,25 @@ def _counts(report: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in report.items() if k not in _TIMINGS}
 
 
+def _dry_run(logs: Path, out: Path, *flags: str) -> dict[str, Any]:
+    """A dry run of ``logs`` into ``out`` with ``flags`` (exit 0 checked): its report."""
+    status, report = run_json(
+        backfill_flags("http://unused.invalid", out, logs,
+                       extra=(*flags, f"--dry-run={out / 'dry.jsonl'}")),
+        now=NOW,
+    )  # fmt: skip
+    assert status == 0, report["stopped"]
+    return report
+
+
 @pytest.mark.parametrize("unit", ["day", "week", "auto"])
 def test_a_dated_backfill_in_chunks_adds_up_to_one_run(
     logs: Path, tmp_path: Path, unit: str
 ) -> None:
     """Each record counts once: late events, and copies in two partitions, in one chunk."""
-    one = tmp_path / "one"
-    status, whole = run_json(
-        backfill_flags("http://unused.invalid", one, logs,
-                       extra=_window("--chunk=none", f"--dry-run={one / 'dry.jsonl'}")),
-        now=NOW,
-    )  # fmt: skip
-    assert status == 0, whole["stopped"]
-    out = tmp_path / unit
-    status, chunked = run_json(
-        backfill_flags("http://unused.invalid", out, logs,
-                       extra=_window(f"--chunk={unit}", f"--dry-run={out / 'dry.jsonl'}")),
-        now=NOW,
-    )  # fmt: skip
-    assert status == 0, chunked["stopped"]
+    one, out = tmp_path / "one", tmp_path / unit
+    whole = _dry_run(logs, one, *_window("--chunk=none"))
+    chunked = _dry_run(logs, out, *_window(f"--chunk={unit}"))
     assert chunked["invariant_errors"] == []
     assert _counts(chunked) == _counts(whole)
     assert whole["events_duplicate"] > 0, "the copies in two partitions are found"
@@ -158,13 +158,7 @@ def test_a_sigterm_mid_chunk_resumes_at_that_chunk_and_sends_nothing_twice(
         assert not work.exists()
         keys = _keys(collector)
 
-    out = tmp_path / "all"
-    status, dry = run_json(
-        backfill_flags("http://unused.invalid", out, logs,
-                       extra=_window("--chunk=none", f"--dry-run={out / 'dry.jsonl'}")),
-        now=NOW,
-    )  # fmt: skip
-    expected = dry["messages_dry_run"]
+    expected = _dry_run(logs, tmp_path / "all", *_window("--chunk=none"))["messages_dry_run"]
     assert sum(keys.values()) - len(keys) <= 8, "at most what was in flight at the signal twice"
     assert report["messages_delivered"] + report["messages_skipped"] == expected
     # what the stopped chunk had delivered, the ledger skips when it runs again
@@ -217,21 +211,10 @@ def export(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_an_undated_export_in_chunks_adds_up_to_one_run(export: Path, tmp_path: Path) -> None:
     """Copies of one event_id at different times are decided together: one is sent."""
-    one = tmp_path / "one"
-    status, whole = run_json(
-        backfill_flags("http://unused.invalid", one, export,
-                       extra=("--chunk=none", f"--dry-run={one / 'dry.jsonl'}")),
-        now=NOW,
-    )  # fmt: skip
-    assert status == 0, whole["stopped"]
+    one, out = tmp_path / "one", tmp_path / "day"
+    whole = _dry_run(export, one, "--chunk=none")
     assert whole["events_duplicate"] == 50
-    out = tmp_path / "day"
-    status, chunked = run_json(
-        backfill_flags("http://unused.invalid", out, export,
-                       extra=("--chunk=day", f"--dry-run={out / 'dry.jsonl'}")),
-        now=NOW,
-    )  # fmt: skip
-    assert status == 0, chunked["stopped"]
+    chunked = _dry_run(export, out, "--chunk=day")
     assert chunked["invariant_errors"] == []
     assert chunked["chunking"]["mode"] == "spilled"
     assert len(chunked["chunking"]["chunks"]) == 13, "10 days, and copies 3 days later"
