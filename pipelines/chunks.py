@@ -54,7 +54,7 @@ from beaconflow.delivery.ledger import write_atomically
 from beaconflow.delivery.ledger_lock import Lease
 from beaconflow.delivery.sender import set_progress_note
 from beaconflow.delivery.sendproc import pools_kept
-from beaconflow.delivery.stop import RunStop
+from beaconflow.delivery.stop import DEADLINE, RunStop
 from beaconflow.model.duration import format_duration
 from beaconflow.model.errors import TryLaterError, io_problem, os_reason
 from beaconflow.model.source import format_of
@@ -71,7 +71,7 @@ from beaconflow.pipelines.backfill import (
 from beaconflow.pipelines.options import BackfillConfig, UsageError, expand_date
 from beaconflow.pipelines.runners import LOCAL_RUNNERS, rate_split_warning, runner_name
 from beaconflow.pipelines.spill import read_elsewhere, resolve, spill
-from beaconflow.report.counts import TallyKey, build_report
+from beaconflow.report.counts import STOPPED, TallyKey, build_report
 from beaconflow.report.run import RunReport
 from beaconflow.transforms.linefile import create_private, merge_parts, remove_leftovers
 from beaconflow.transforms.parse import PartitionOwner
@@ -757,6 +757,11 @@ def _run_plan(
                     progress.events_done += chunk.events
                     ran.append(chunk.index)
                     continue
+                if deadline is not None and not config.dry_run and time.time() >= deadline:
+                    # no chunk starts after the --deadline: it would read its events only to
+                    # dead-letter them; the same command goes on with it
+                    total.stopped.append(DEADLINE)
+                    break
                 outcome, seconds = _run_chunk(
                     config, plan, chunk, work, options, stop, run_id, now, progress,
                     deadline=deadline, lease=lease, dead_lettered=dead_lettered,
@@ -765,7 +770,9 @@ def _run_plan(
                 total.sums.update(outcome.sums)
                 total.stopped.extend(outcome.stopped)
                 finished = not outcome.partial and not outcome.stopped and not stop.reasons
-                finished = finished and not stop.down
+                # a stop in a sender process (the --deadline, a destination down, the ledger)
+                # reaches this process through the chunk's tallies only
+                finished = finished and not stop.down and not _stopped_in(outcome.sums)
                 rows.append(
                     _chunk_row(chunk, outcome.sums, seconds, "done" if finished else "stopped")
                 )
@@ -825,6 +832,11 @@ def _run_plan(
             work.path,
         )
     return status, report
+
+
+def _stopped_in(sums: Mapping[TallyKey, int]) -> bool:
+    """Whether a chunk's tallies say its run stopped early (in any of its processes)."""
+    return any(key.counter == STOPPED for key in sums)
 
 
 def _run_chunk(

@@ -251,3 +251,38 @@ def test_a_stopped_spilled_run_resumes_without_reading_its_input_again(
     assert report["messages_delivered"] + report["messages_skipped"] == report["messages_built"] - (
         report["messages_duplicate"] + report["messages_invalid"]
     )
+
+
+def test_no_chunk_starts_after_the_deadline_and_the_same_command_goes_on(
+    logs: Path, tmp_path: Path
+) -> None:
+    """A --deadline stops the run at the chunk it falls in; the others are not read.
+
+    Before, a deadline met in the sender processes did not reach the chunk driver, and
+    every later chunk was read, parsed and deduplicated only to dead-letter its messages
+    (a 3,000,000-event send ran for 630 s past a 150 s deadline).
+    """
+    ledger = tmp_path / "ledger"
+    with Collector() as collector:
+        flags = backfill_flags(collector.base_url, tmp_path, logs,
+                               extra=_window("--chunk=day", f"--ledger={ledger}"))  # fmt: skip
+        # planning and the first chunk's reading take longer than 10 ms
+        status, report = run_json([*flags, "--deadline=0.01s"], now=NOW)
+        assert status == 4
+        assert report["stopped"] == "deadline"
+        assert report["invariant_errors"] == []
+        assert collector.counts()["arrived"] == 0, "no request after the deadline"
+        statuses = [row["status"] for row in report["chunking"]["chunks"]]
+        assert len(statuses) == DAYS
+        # the chunk the deadline fell in (if it had started) stopped; none after it started
+        assert statuses[0] in ("stopped", "not run")
+        assert statuses[1:] == ["not run"] * (DAYS - 1)
+        assert (tmp_path / "report.work" / "plan.json").exists()
+
+        status, again = run_json(flags, now=NOW)
+        assert status == 0, again["stopped"]
+        assert again["invariant_errors"] == []
+        assert all(row["status"] == "done" for row in again["chunking"]["chunks"])
+        expected = _dry_run(logs, tmp_path / "dry", *_window("--chunk=none"))
+        assert again["messages_delivered"] == expected["messages_dry_run"]
+        assert collector.counts()["accepted"] == expected["messages_dry_run"]
