@@ -1,4 +1,4 @@
-"""The API keys and the Kontagent secret, from a flag, a variable, a file or systemd.
+r"""The API keys and the Kontagent secret, from a flag, a variable, a file or systemd.
 
 Services are given secrets as files rather than as environment variables (which every
 process of the user can read in ``/proc/PID/environ`` and which end up in crash dumps):
@@ -20,12 +20,13 @@ variable and the path, never the content.
 
 Try it::
 
-    printf '%s\\n' "$KEY" > /run/user/$UID/km_key && chmod 600 /run/user/$UID/km_key
+    printf '%s\n' "$KEY" > /run/user/$UID/km_key && chmod 600 /run/user/$UID/km_key
     KISSMETRICS_API_KEY_FILE=/run/user/$UID/km_key beaconflow --input ... --dry-run out/m.jsonl
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -62,9 +63,7 @@ class Secret:
 
 KONTAGENT_API_KEY = Secret("--kontagent-api-key", "KONTAGENT_API_KEY", "kontagent_api_key")
 KONTAGENT_SECRET = Secret("--kontagent-secret", "KONTAGENT_SECRET", "kontagent_secret")
-KISSMETRICS_API_KEY = Secret(
-    "--kissmetrics-api-key", "KISSMETRICS_API_KEY", "kissmetrics_api_key"
-)
+KISSMETRICS_API_KEY = Secret("--kissmetrics-api-key", "KISSMETRICS_API_KEY", "kissmetrics_api_key")
 #: Every secret, in the order of the flags.
 SECRETS = (KONTAGENT_API_KEY, KONTAGENT_SECRET, KISSMETRICS_API_KEY)
 
@@ -92,7 +91,7 @@ def resolve(secret: Secret, flag_value: str | None, environ: Mapping[str, str]) 
 
 
 def read_secret_file(what: str, path: str | os.PathLike[str]) -> str:
-    """A secret file's content without one trailing newline (``\\n`` or ``\\r\\n``).
+    r"""A secret file's content without one trailing newline (``\n`` or ``\r\n``).
 
     ``what`` names where the path came from (a variable), for the error.
     """
@@ -134,8 +133,6 @@ def known_values(environ: Mapping[str, str]) -> list[str]:
                 (secret.credential, Path(environ[CREDENTIALS_DIRECTORY]) / secret.credential)
             )
         for what, path in places:
-            try:
+            with contextlib.suppress(CredentialError):
                 values.append(read_secret_file(what, path))
-            except CredentialError:
-                pass
     return [value for value in values if value]
