@@ -224,12 +224,15 @@ def _tune_gc() -> None:
 
 
 def _secrets_in(args: Sequence[str]) -> list[str]:
-    """The key and secret values given on the command line or in the environment."""
+    """The key and secret values given on the command line, in the environment or in files.
+
+    Files: the ``_FILE`` variables' and ``$CREDENTIALS_DIRECTORY``'s (docs/deploy.md).
+    """
+    from beaconflow.delivery.credentials import known_values
     from beaconflow.pipelines.options import SECRET_FLAGS
 
     flags = SECRET_FLAGS
-    values = [os.environ.get(name, "") for name in
-              ("KONTAGENT_API_KEY", "KONTAGENT_SECRET", "KISSMETRICS_API_KEY")]  # fmt: skip
+    values = known_values(os.environ)
     for i, arg in enumerate(args):
         for flag in flags:
             if arg == flag and i + 1 < len(args):

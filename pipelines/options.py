@@ -14,7 +14,7 @@ import hashlib
 import os
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from beaconflow.delivery import credentials
 from beaconflow.delivery.breaker import DEFAULT_WINDOW
 from beaconflow.delivery.retry import RetryPolicy
 from beaconflow.model import kissmetrics, kontagent
@@ -286,15 +287,16 @@ def parser() -> argparse.ArgumentParser:
     )
     dest.add_argument(
         "--kontagent-api-key",
-        default=os.environ.get("KONTAGENT_API_KEY"),
         metavar="KEY",
-        help="Kontagent API key (default: $KONTAGENT_API_KEY)",
+        help="Kontagent API key (default: $KONTAGENT_API_KEY, or the file named by "
+        "$KONTAGENT_API_KEY_FILE, or kontagent_api_key in $CREDENTIALS_DIRECTORY)",
     )
     dest.add_argument(
         "--kontagent-secret",
-        default=os.environ.get("KONTAGENT_SECRET"),
         metavar="SECRET",
-        help="Kontagent secret; requests are signed when set (default: $KONTAGENT_SECRET)",
+        help="Kontagent secret; requests are signed when set (default: $KONTAGENT_SECRET, "
+        "or the file named by $KONTAGENT_SECRET_FILE, or kontagent_secret in "
+        "$CREDENTIALS_DIRECTORY)",
     )
     dest.add_argument(
         "--kontagent-url",
@@ -304,9 +306,9 @@ def parser() -> argparse.ArgumentParser:
     )
     dest.add_argument(
         "--kissmetrics-api-key",
-        default=os.environ.get("KISSMETRICS_API_KEY"),
         metavar="KEY",
-        help="KISSmetrics API key (default: $KISSMETRICS_API_KEY)",
+        help="KISSmetrics API key (default: $KISSMETRICS_API_KEY, or the file named by "
+        "$KISSMETRICS_API_KEY_FILE, or kissmetrics_api_key in $CREDENTIALS_DIRECTORY)",
     )
     dest.add_argument(
         "--kissmetrics-url",
@@ -718,19 +720,38 @@ def _dated_backfill(args: argparse.Namespace) -> None:
             raise UsageError(f"{_flag(flag)} {value!r} has {{date}}, which only --date fills in")
 
 
+def _read_secrets(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
+    """Fill in the keys and the secret from their variables or files (docs/deploy.md).
+
+    With --sandbox the demo keys are used and nothing is read.
+    """
+    if args.sandbox:
+        return
+    for secret in credentials.SECRETS:
+        dest = secret.flag[2:].replace("-", "_")
+        try:
+            setattr(args, dest, credentials.resolve(secret, getattr(args, dest), environ))
+        except credentials.CredentialError as error:
+            raise UsageError(str(error)) from None
+
+
 def default_work_dir(report: str) -> str:
     """Where a chunked run keeps its work without --work-dir: beside the report."""
     stem = report[: -len(".json")] if report.endswith(".json") else report
     return f"{stem}.work"
 
 
-def configure(argv: Sequence[str], now: float | None = None) -> BackfillConfig:
+def configure(
+    argv: Sequence[str], now: float | None = None, environ: Mapping[str, str] | None = None
+) -> BackfillConfig:
     """The run's configuration from the command line, or UsageError naming what is wrong.
 
-    ``now`` (epoch seconds, default the current time) is what ``--date yesterday`` counts from.
+    ``now`` (epoch seconds, default the current time) is what ``--date yesterday`` counts from;
+    ``environ`` (default ``os.environ``) is where the keys' variables and files are found.
     """
     args, rest = parser().parse_known_args(list(argv))
     _check_beam_args(rest, argv)
+    _read_secrets(args, os.environ if environ is None else environ)
     if not args.input:
         raise UsageError("--input is required (a path or glob of event logs)")
     day, inputs, input_days = _nightly(args, time.time() if now is None else now)
@@ -766,7 +787,8 @@ def configure(argv: Sequence[str], now: float | None = None) -> BackfillConfig:
         if not endpoints and not args.dry_run:
             raise UsageError(
                 "no destination: give --kontagent-api-key and/or --kissmetrics-api-key "
-                "(or the KONTAGENT_API_KEY / KISSMETRICS_API_KEY environment variables), "
+                "(or the KONTAGENT_API_KEY / KISSMETRICS_API_KEY environment variables, or "
+                "their _FILE variables naming a file), "
                 "or use --sandbox or --dry-run"
             )
         if not endpoints:  # a dry run without keys shows what both destinations would get

@@ -1,4 +1,4 @@
-"""Write the committed ``sample_data/`` directory: small Orchard Quest logs with known defects.
+r"""Write the committed ``sample_data/`` directory: small Orchard Quest logs with known defects.
 
 The files are built from :mod:`beaconflow.samples.gamelog` plus deliberate defects (exact duplicate
 lines, records without ``event_id`` repeated with their keys reordered, malformed and invalid
@@ -10,11 +10,20 @@ files (and a Parquet file with identical content).
 Run it from the repository root::
 
     python -m beaconflow.samples.make_samples --out sample_data
+
+With ``--events N`` it writes a larger realistic input instead, for trying beaconflow at
+scale: N events of the same generator, in time order, without deliberate defects, in one
+JSONL file or one per UTC day (``--by-day``, for ``--input 'OUT/dt={date}/*.jsonl'``)::
+
+    python -m beaconflow.samples.make_samples --events 1000000 --by-day --out big
+    beaconflow --input 'big/dt={date}/*.jsonl' --since 2025-06-01 --until 2025-06-08 \
+        --dry-run big/messages.jsonl
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import random
 import sys
@@ -422,26 +431,145 @@ def build_samples(out: Path) -> list[FileCounts]:
     return files
 
 
+#: Where ``--events`` writes without ``--out``.
+DEFAULT_EVENTS_OUT = Path("beaconflow-samples")
+#: ``--events``' default window, ``[since, until)``: the generator's week.
+DEFAULT_SINCE = "2025-06-01"
+DEFAULT_UNTIL = "2025-06-08"
+
+
+def write_events(
+    out: Path,
+    events: int,
+    *,
+    seed: int = 7,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    by_day: bool = False,
+    gzip: bool = False,
+) -> list[Path]:
+    """Write ``events`` generated events, in time order, as JSON lines; the files written.
+
+    One file ``OUT/events.jsonl`` or, ``by_day``, one per UTC day of the events' times,
+    ``OUT/dt=YYYY-MM-DD/events.jsonl`` (read with ``--input 'OUT/dt={date}/*.jsonl'``);
+    ``.jsonl.gz`` with ``gzip``. Streams: memory stays flat whatever ``events``. ``since``
+    and ``until`` (UTC, ``[since, until)``) default to 2025-06-01 and 2025-06-08.
+    """
+    from beaconflow.samples.gamelog import iso_utc
+
+    records = generate_events(
+        events,
+        seed=seed,
+        start=since or _utc(2025, 6, 1),
+        end=until or _utc(2025, 6, 8),
+    )
+    name = "events.jsonl.gz" if gzip else "events.jsonl"
+    out.mkdir(parents=True, exist_ok=True)
+    if not by_day:
+        write_jsonl(records, out / name)
+        return [out / name]
+    written: list[Path] = []
+    # the times never decrease, so each day is one run of consecutive records
+    for day, group in itertools.groupby(records, key=lambda record: iso_utc(record["time"])[:10]):
+        path = out / f"dt={day}" / name
+        path.parent.mkdir(exist_ok=True)
+        write_jsonl(group, path)
+        written.append(path)
+    return written
+
+
+def _date(text: str) -> datetime:
+    try:
+        day = datetime.strptime(text, "%Y-%m-%d")
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected YYYY-MM-DD, got {text!r}") from None
+    return day.replace(tzinfo=UTC)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command line entry point: ``python -m beaconflow.samples.make_samples --out sample_data``."""
+    """Command line entry point: ``python -m beaconflow.samples.make_samples --out sample_data``.
+
+    With ``--events N``: a larger input of N events instead (:func:`write_events`).
+    """
     parser = argparse.ArgumentParser(
         prog="python -m beaconflow.samples.make_samples",
-        description="Write beaconflow's sample_data/ directory (deterministic).",
+        description="Write beaconflow's sample_data/ directory (deterministic); with --events N, "
+        "a larger realistic input of N generated events instead.",
     )
     parser.add_argument(
         "--out",
         type=Path,
-        default=Path("sample_data"),
-        help="output directory (default: sample_data)",
+        help=f"output directory (default: sample_data; with --events: {DEFAULT_EVENTS_OUT})",
+    )
+    larger = parser.add_argument_group("a larger input (--events)")
+    larger.add_argument(
+        "--events",
+        type=int,
+        metavar="N",
+        help="write N events of Orchard Quest's generator, in time order, as JSON lines "
+        "(OUT/events.jsonl), instead of sample_data/",
+    )
+    larger.add_argument(
+        "--by-day",
+        action="store_true",
+        help="one file per UTC day, OUT/dt=YYYY-MM-DD/events.jsonl, for --input "
+        "'OUT/dt={date}/*.jsonl' with --date or --since/--until",
+    )
+    larger.add_argument("--gzip", action="store_true", help="write .jsonl.gz files")
+    larger.add_argument(
+        "--since",
+        type=_date,
+        default=_date(DEFAULT_SINCE),
+        metavar="DAY",
+        help=f"first UTC day of the events (default: {DEFAULT_SINCE})",
+    )
+    larger.add_argument(
+        "--until",
+        type=_date,
+        default=_date(DEFAULT_UNTIL),
+        metavar="DAY",
+        help=f"the day after the last (default: {DEFAULT_UNTIL}; not after today)",
+    )
+    larger.add_argument(
+        "--seed", type=int, default=7, help="the generator's seed: same seed, same files"
     )
     args = parser.parse_args(argv)
-    for counts in build_samples(args.out):
-        print(
-            f"{counts.name}: {counts.lines} lines, {counts.invalid} invalid, "
-            f"{counts.duplicates + counts.cross_file_duplicates} duplicates, "
-            f"{counts.unique_valid} unique valid events",
-            file=sys.stderr,
+    if args.events is None:
+        if args.by_day or args.gzip:
+            parser.error("--by-day and --gzip go with --events")
+        for counts in build_samples(args.out or Path("sample_data")):
+            print(
+                f"{counts.name}: {counts.lines} lines, {counts.invalid} invalid, "
+                f"{counts.duplicates + counts.cross_file_duplicates} duplicates, "
+                f"{counts.unique_valid} unique valid events",
+                file=sys.stderr,
+            )
+        return 0
+    if args.events < 1:
+        parser.error(f"--events must be 1 or more, got {args.events}")
+    out = args.out or DEFAULT_EVENTS_OUT
+    try:
+        files = write_events(
+            out,
+            args.events,
+            seed=args.seed,
+            since=args.since,
+            until=args.until,
+            by_day=args.by_day,
+            gzip=args.gzip,
         )
+    except ValueError as error:  # the window: empty, before 2009, in the future
+        parser.error(str(error))
+    except OSError as error:
+        parser.error(f"{out}: cannot be written: {error.strerror or error}")
+    suffix = ".jsonl.gz" if args.gzip else ".jsonl"
+    pattern = f"{out}/dt={{date}}/*{suffix}" if args.by_day else f"{out}/events{suffix}"
+    window = f" --since {args.since:%Y-%m-%d} --until {args.until:%Y-%m-%d}" if args.by_day else ""
+    print(
+        f"wrote {args.events} events to {len(files)} file(s) in {out}; try: beaconflow "
+        f"--input '{pattern}'{window} --dry-run {out}/messages.jsonl",
+        file=sys.stderr,
+    )
     return 0
 
 

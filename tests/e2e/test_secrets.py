@@ -96,7 +96,11 @@ def _write_events(tmp_path: Path) -> Path:
 def _cli(
     tmp_path: Path, out: Path, base_url: str, via: str, *extra: str
 ) -> subprocess.CompletedProcess[str]:
-    """Run the CLI with the secrets given ``via`` flags or the environment."""
+    """Run the CLI with the secrets given ``via`` flags, the environment or files.
+
+    ``files``: ``KONTAGENT_API_KEY_FILE`` and the others; ``credentials``: systemd's
+    ``$CREDENTIALS_DIRECTORY`` (item 10 of issue 18).
+    """
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path)}
     args = [
         f"--input={_write_events(tmp_path)}",
@@ -114,12 +118,23 @@ def _cli(
         # both spellings: "--flag VALUE" and "--flag=VALUE"
         args += ["--kontagent-api-key", KONTAGENT_KEY, f"--kontagent-secret={KONTAGENT_SECRET}",
                  f"--kissmetrics-api-key={KISSMETRICS_KEY}"]  # fmt: skip
-    else:
+    elif via == "env":
         env.update(
             KONTAGENT_API_KEY=KONTAGENT_KEY,
             KONTAGENT_SECRET=KONTAGENT_SECRET,
             KISSMETRICS_API_KEY=KISSMETRICS_KEY,
         )
+    else:  # files: named by the _FILE variables, or systemd's credentials directory
+        folder = tmp_path / "credentials"
+        folder.mkdir(exist_ok=True)
+        for name, value in (("kontagent_api_key", KONTAGENT_KEY),
+                            ("kontagent_secret", KONTAGENT_SECRET),
+                            ("kissmetrics_api_key", KISSMETRICS_KEY)):  # fmt: skip
+            (folder / name).write_text(value + "\n", encoding="utf-8")
+            if via == "files":
+                env[f"{name.upper()}_FILE"] = str(folder / name)
+        if via == "credentials":
+            env["CREDENTIALS_DIRECTORY"] = str(folder)
     assert "BEACONFLOW_DEBUG" not in env
     return run_cli(*args, env=env, cwd=ROOT)
 
@@ -140,8 +155,14 @@ def _collector(**kwargs: Any) -> Collector:
     )
 
 
-@pytest.mark.parametrize("via", ["flags", "env"])
-@pytest.mark.parametrize("failure", ["errors", "drops", "down"])
+@pytest.mark.parametrize(
+    ("via", "failure"),
+    [
+        *((via, failure) for via in ("flags", "env") for failure in ("errors", "drops", "down")),
+        ("files", "errors"),
+        ("credentials", "drops"),
+    ],
+)
 def test_failed_sends_never_show_a_secret(tmp_path: Path, failure: str, via: str) -> None:
     out, ledger = tmp_path / "out", tmp_path / "ledger"
     faults = {"errors": Faults(error_rate=1.0), "drops": Faults(drop_rate=1.0)}.get(failure)
@@ -191,7 +212,7 @@ def test_the_ledger_and_successful_runs_never_show_a_secret(tmp_path: Path) -> N
     _assert_outputs_clean(again, tmp_path / "again", ledger)
 
 
-@pytest.mark.parametrize("via", ["flags", "env"])
+@pytest.mark.parametrize("via", ["flags", "env", "files", "credentials"])
 def test_dry_run_file_never_shows_a_secret(tmp_path: Path, via: str) -> None:
     out = tmp_path / "out"
     done = _cli(tmp_path, out, down_url(), via, f"--dry-run={out / 'dry.jsonl'}")

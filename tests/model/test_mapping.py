@@ -662,7 +662,9 @@ def test_a_canonical_named_source_field_can_be_dropped() -> None:
 def test_every_mapping_in_the_documentation_parses(document: str) -> None:
     text = (Path(__file__).resolve().parents[2] / document).read_text()
     blocks = re.findall(r"```toml\n(.*?)```", text, re.S)
-    assert len(blocks) >= 1
+    # the README's mapping at a glance moved to docs/input.md (issue 18): the README may
+    # have none, docs/input.md has that one and the others
+    assert len(blocks) >= (9 if document == "docs/input.md" else 0)
     for block in blocks:
         assert isinstance(parse_mapping(block, document), RecordMapping)
 

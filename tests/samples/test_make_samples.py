@@ -1,6 +1,7 @@
 """The committed sample_data/ (``beaconflow.samples.make_samples``) and its documented counts.
 
-Its defects are the documented ones, and regenerating it gives the committed files. The
+Its defects are the documented ones, and regenerating it gives the committed files; and
+``--events N`` writes a larger input the real command reads (issue 18, item 7). The
 validity checker and the readers are those of tests/samples/test_gamelog.py. Run with::
 
     .venv/bin/python -m pytest tests/samples/test_make_samples.py
@@ -9,16 +10,21 @@ validity checker and the readers are those of tests/samples/test_gamelog.py. Run
 from __future__ import annotations
 
 import collections
+import gzip
 import json
+import os
 import re
+import subprocess
+import sys
 import tomllib
-from datetime import UTC
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
+import pytest
 
-from beaconflow.samples.gamelog import read_parquet
+from beaconflow.samples.gamelog import KINDS, iso_utc, kind_of, read_parquet
 from beaconflow.samples.make_samples import build_samples
 from tests.samples.test_gamelog import (
     ALL_KINDS,
@@ -219,3 +225,120 @@ def test_regenerating_samples_gives_the_committed_files(tmp_path: Path) -> None:
     fresh = pq.read_table(tmp_path / "game_events.parquet")
     committed = pq.read_table(SAMPLE_DIR / "game_events.parquet")
     assert fresh.equals(committed, check_metadata=True)
+
+
+# --------------------------------------------------------------------------- --events N
+
+
+def _make(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "beaconflow.samples.make_samples", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=cwd,
+    )
+
+
+def _beaconflow(*args: str, cwd: Path) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
+    out = cwd / "run"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "beaconflow",
+            *args,
+            f"--report={out / 'report.json'}",
+            f"--dead-letter={out / 'dead.jsonl'}",
+            f"--dry-run={out / 'messages.jsonl'}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=cwd,
+        env={k: v for k, v in os.environ.items() if not k.startswith(("KONTAGENT", "KISS"))},
+    )
+    report = json.loads((out / "report.json").read_text()) if done.returncode == 0 else {}
+    return done, report
+
+
+def _utc_seconds(value: str | int | float) -> float:
+    return datetime.fromisoformat(iso_utc(value).replace("Z", "+00:00")).timestamp()
+
+
+def test_events_n_writes_n_events_in_time_order_that_beaconflow_reads(tmp_path: Path) -> None:
+    made = _make("--events", "700", "--out", "big", cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+    assert "wrote 700 events to 1 file(s) in big; try: beaconflow --input 'big/events.jsonl'" in (
+        made.stderr
+    )
+    lines = (tmp_path / "big" / "events.jsonl").read_text(encoding="utf-8").splitlines()
+    records = [json.loads(line) for line in lines]
+    assert len(records) == 700 == len({r["event_id"] for r in records})
+    times = [_utc_seconds(r["time"]) for r in records]
+    assert times == sorted(times)
+    assert {kind_of(r["event"]) for r in records} == set(KINDS)  # every message type
+    done, report = _beaconflow("--input=big/events.jsonl", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert report["events_read"] == report["events_mapped"] == 700
+    assert report["events_invalid"] == 0 and report["invariant_errors"] == []
+    # deterministic: the same seed writes the same bytes
+    again = _make("--events", "700", "--out", "again", cwd=tmp_path)
+    assert again.returncode == 0
+    assert (tmp_path / "again" / "events.jsonl").read_bytes() == (
+        tmp_path / "big" / "events.jsonl"
+    ).read_bytes()
+
+
+def test_events_by_day_partitions_for_the_date_syntax(tmp_path: Path) -> None:
+    made = _make(
+        "--events",
+        "900",
+        "--by-day",
+        "--gzip",
+        "--since",
+        "2025-03-01",
+        "--until",
+        "2025-03-04",
+        "--out",
+        "days",
+        cwd=tmp_path,
+    )
+    assert made.returncode == 0, made.stderr
+    files = sorted((tmp_path / "days").glob("dt=*/events.jsonl.gz"))
+    assert [f.parent.name for f in files] == ["dt=2025-03-01", "dt=2025-03-02", "dt=2025-03-03"]
+    total = 0
+    for path in files:
+        with gzip.open(path, "rt", encoding="utf-8") as handle:
+            records = [json.loads(line) for line in handle]
+        total += len(records)
+        assert {iso_utc(r["time"])[:10] for r in records} == {path.parent.name[3:]}
+    assert total == 900
+    done, report = _beaconflow(
+        "--input=days/dt={date}/*.jsonl.gz",
+        "--since=2025-03-01",
+        "--until=2025-03-04",
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    assert report["events_read"] == report["events_mapped"] == 900
+    nightly, report = _beaconflow(
+        "--input=days/dt={date}/*.jsonl.gz", "--date=2025-03-02", cwd=tmp_path
+    )
+    assert nightly.returncode == 0, nightly.stderr
+    assert report["events_read"] == report["events_mapped"] == 300
+
+
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        (["--events", "0"], "--events must be 1 or more"),
+        (["--by-day"], "--by-day and --gzip go with --events"),
+        (["--events", "5", "--since", "2008-01-01"], "before 2009"),
+        (["--events", "5", "--since", "June"], "expected YYYY-MM-DD"),
+    ],
+)
+def test_events_refuses_what_it_cannot_do(tmp_path: Path, args: list[str], error: str) -> None:
+    made = _make(*args, "--out", "x", cwd=tmp_path)
+    assert made.returncode == 2 and error in made.stderr
+    assert "Traceback" not in made.stderr
