@@ -16,7 +16,14 @@ from beaconflow.delivery.redact import Redactor
 from beaconflow.model.errors import io_problem
 from beaconflow.pipelines.console import say
 from beaconflow.pipelines.options import MetricsConfig
-from beaconflow.report.metrics import PIPELINE_LABEL, Gateway, RunMetrics, push, write_textfile
+from beaconflow.report.metrics import (
+    PIPELINE_LABEL,
+    PUSH_TIMEOUT,
+    Gateway,
+    RunMetrics,
+    push,
+    write_textfile,
+)
 from beaconflow.report.run import RunReport
 
 
@@ -27,6 +34,7 @@ def publish_metrics(
     duration: float,
     *,
     now: float | None = None,
+    push_timeout: float = PUSH_TIMEOUT,
 ) -> None:
     """Write and push the run's metrics as ``config`` asks; problems are warnings only."""
     labels = {PIPELINE_LABEL: config.pipeline} if config.pipeline else {}
@@ -45,7 +53,7 @@ def publish_metrics(
     if config.pushgateway:
         gateway = Gateway.parse(config.pushgateway)
         try:
-            push(gateway, run)
+            push(gateway, run, timeout=push_timeout)
         except Exception as error:
             redact = Redactor.of(gateway.secrets())
             reason = redact(_reason(error))
