@@ -91,6 +91,9 @@ def _expected(report: dict[str, Any], labels: dict[str, str]) -> Samples:
     for key, (name, label_names) in _BREAKDOWN_LABELS.items():
         for item, n in (report.get(key) or {}).items():
             expected[(name, own | {(label_names[0], item)})] = n
+    for row in (report.get("chunking") or {}).get("chunks", ()):
+        key = ("beaconflow_chunks", own | {("status", row["status"])})
+        expected[key] = expected.get(key, 0) + 1
     for rule in report["mapping_rules_unmatched"]:
         expected[("beaconflow_mapping_rule_records_total", own | {("rule", rule)})] = 0
     for destination, counts in report["by_destination"].items():
@@ -358,3 +361,19 @@ def test_a_pushgateway_url_that_is_not_one_is_a_usage_error(tmp_path: Path) -> N
         "with a host"
     )
     assert not (tmp_path / "out").exists()
+
+
+def test_a_chunked_run_writes_its_summed_counts_and_its_chunks(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    prom = tmp_path / "beaconflow.prom"
+    flags = [flag for flag in _flags(out, f"--metrics-textfile={prom}") if flag != "--chunk=none"]
+    before = time.time()
+    done = run_cli(*flags, "--chunk=day", "--max-errors=10")
+    after = time.time()
+    assert done.returncode == 0, done.stderr
+    report = json.loads((out / "report.json").read_text())
+    rows = report["chunking"]["chunks"]
+    assert len(rows) > 1
+    text = prom.read_text()
+    _check_against_report(text, report, labels={}, ended=(before, after))
+    assert _value(_samples(text), "beaconflow_chunks", status="done") == len(rows)
