@@ -573,7 +573,13 @@ def _beam_flags() -> frozenset[str]:
 
 
 #: Flags whose values are secrets: never echoed, not even in part.
-SECRET_FLAGS = ("--kontagent-api-key", "--kontagent-secret", "--kissmetrics-api-key")
+#: Flags whose value is never shown (--pushgateway's URL may hold a password; issue 18).
+SECRET_FLAGS = (
+    "--kontagent-api-key",
+    "--kontagent-secret",
+    "--kissmetrics-api-key",
+    "--pushgateway",
+)
 
 
 def _after_a_secret(word: str, argv: Sequence[str]) -> str | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from beaconflow.pipelines.options import UsageError, metrics_config
+from tests.conftest import run_cli
 
 
 @pytest.mark.parametrize(
@@ -39,3 +40,12 @@ def test_metrics_flags_are_read_among_the_others() -> None:
     assert (config.textfile, config.pushgateway, config.pipeline) == ("m.prom", None, "a")
     assert config.wanted
     assert not metrics_config(["--input", "x.jsonl"]).wanted
+
+
+def test_a_stray_word_after_the_pushgateway_url_is_not_echoed() -> None:
+    done = run_cli(
+        "--input=x.jsonl", "--dry-run=y", "--pushgateway", "http://u:pass@gw", "word-of-it"
+    )
+    assert done.returncode == 2
+    assert "pass@gw" not in done.stderr and "word-of-it" not in done.stderr
+    assert "after the value of --pushgateway" in done.stderr
