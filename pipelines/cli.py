@@ -29,6 +29,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -62,7 +63,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         from beaconflow.model.errors import TryLaterError
         from beaconflow.pipelines.backfill import interrupted, run
-        from beaconflow.pipelines.options import UsageError
+        from beaconflow.pipelines.metrics_out import publish_metrics
+        from beaconflow.pipelines.options import UsageError, metrics_config
     finally:
         root.setLevel(logging.WARNING)
     logging.getLogger("beaconflow").setLevel(logging.INFO)
@@ -80,32 +82,44 @@ def main(argv: Sequence[str] | None = None) -> int:
         from beaconflow.pipelines import ledger_cli
 
         return ledger_cli.main(args[1:])
+    began = time.monotonic()
+    try:
+        metrics = metrics_config(args)
+    except UsageError as error:
+        _say(f"beaconflow: error: {error}", error=True)
+        return 2
     _tune_gc()
     previous = _handle_signals()
+    report: RunReport | None = None
     try:
         status, report = run(args)
     except UsageError as error:
         _say(f"beaconflow: error: {error}", error=True)
-        return 2
+        status = 2
     except TryLaterError as error:
         _say(f"beaconflow: {error}", error=True)
-        return EX_TEMPFAIL
+        status = EX_TEMPFAIL
     except KeyboardInterrupt:
-        return _hard_interrupt()
+        status = _hard_interrupt()
     except Exception as error:
         if interrupted(error):
-            return _hard_interrupt()
-        if os.environ.get("BEACONFLOW_DEBUG"):
-            raise
-        secrets = _secrets_in(args)
-        reason = Redactor.of(secrets)(f"{type(error).__name__}: {error}".splitlines()[0])
-        _say(f"beaconflow: error: the run failed: {reason} (BEACONFLOW_DEBUG=1 shows more)",
-             error=True)  # fmt: skip
-        return 2
+            status = _hard_interrupt()
+        else:
+            if os.environ.get("BEACONFLOW_DEBUG"):
+                raise
+            secrets = _secrets_in(args)
+            reason = Redactor.of(secrets)(f"{type(error).__name__}: {error}".splitlines()[0])
+            _say(f"beaconflow: error: the run failed: {reason} (BEACONFLOW_DEBUG=1 shows more)",
+                 error=True)  # fmt: skip
+            status = 2
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-    _tell(report, status)
+    if report is not None:
+        _tell(report, status)
+    if metrics.wanted:
+        duration = report.elapsed_seconds if report is not None else time.monotonic() - began
+        publish_metrics(metrics, status, report, duration)
     return status
 
 

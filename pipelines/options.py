@@ -452,7 +452,71 @@ def parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="seconds between progress lines on stderr (default: 10)",
     )
+    add_metrics_flags(p)
     return p
+
+
+# --- metrics (issue 18): read by the command before the run, so that every exit has them --
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    """Where the command puts the run's Prometheus metrics (docs/outputs.md, "Metrics")."""
+
+    textfile: str | None = None
+    #: --pushgateway as given; it may hold credentials: never printed
+    pushgateway: str | None = field(default=None, repr=False)
+    pipeline: str | None = None
+
+    @property
+    def wanted(self) -> bool:
+        return bool(self.textfile or self.pushgateway)
+
+
+def add_metrics_flags(p: argparse.ArgumentParser) -> None:
+    """The metrics flags, in their own group of ``p``."""
+    metrics = p.add_argument_group("metrics (docs/outputs.md, Metrics)")
+    metrics.add_argument(
+        "--metrics-textfile",
+        metavar="PATH",
+        help="after the run, write its counts, duration, exit status and (on exit 0) "
+        "beaconflow_last_success_timestamp_seconds in Prometheus' text format to PATH, "
+        "atomically, for node-exporter's textfile collector (name it *.prom); a failed run "
+        "keeps the file's last success time",
+    )
+    metrics.add_argument(
+        "--pushgateway",
+        metavar="URL",
+        help="after the run, push the same metrics to this Pushgateway (job 'beaconflow'): "
+        "exit 0 replaces the group, another status adds to it without the last success "
+        "time; a push that fails is a warning",
+    )
+    metrics.add_argument(
+        "--metrics-pipeline",
+        metavar="NAME",
+        help="label every metric pipeline=NAME (and group the Pushgateway's metrics by it), "
+        "for several beaconflow jobs on one host or gateway (default: no such label)",
+    )
+
+
+def metrics_config(argv: Sequence[str]) -> MetricsConfig:
+    """The metrics flags of ``argv`` (the others are left to :func:`configure`)."""
+    from beaconflow.report.metrics import Gateway
+
+    p = _Parser(prog="beaconflow", add_help=False, allow_abbrev=False)
+    add_metrics_flags(p)
+    args, _ = p.parse_known_args(list(argv))
+    if args.pushgateway is not None:
+        try:
+            Gateway.parse(args.pushgateway)
+        except ValueError as error:
+            shown = Gateway.shown(args.pushgateway)
+            raise UsageError(f"--pushgateway {shown}: {error}") from None
+    for flag, value in (("--metrics-textfile", args.metrics_textfile),
+                        ("--metrics-pipeline", args.metrics_pipeline)):  # fmt: skip
+        if value is not None and not value.strip():
+            raise UsageError(f"{flag} must not be empty")
+    return MetricsConfig(args.metrics_textfile, args.pushgateway, args.metrics_pipeline)
 
 
 def parse_day(text: str, now: float) -> date:
@@ -511,7 +575,13 @@ def _beam_flags() -> frozenset[str]:
 
 
 #: Flags whose values are secrets: never echoed, not even in part.
-SECRET_FLAGS = ("--kontagent-api-key", "--kontagent-secret", "--kissmetrics-api-key")
+#: Flags whose value is never shown (--pushgateway's URL may hold a password; issue 18).
+SECRET_FLAGS = (
+    "--kontagent-api-key",
+    "--kontagent-secret",
+    "--kissmetrics-api-key",
+    "--pushgateway",
+)
 
 
 def _after_a_secret(word: str, argv: Sequence[str]) -> str | None:
