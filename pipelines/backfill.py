@@ -144,7 +144,7 @@ class _DryRunTallies:
         yield tally("messages_dry_run", 1, message.destination, message.kind)
         if self._age.is_old(message):
             yield tally(FROM_OLD_DAYS, 1, message.destination, message.kind)
-            warn_first_old(self._run_id, message)
+            warn_first_old(self._run_id, message, dry_run=True)
 
 
 def _skipped_tallies(kept_copies: tuple[Message, int]) -> Iterator[Tally]:

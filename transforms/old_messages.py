@@ -23,17 +23,21 @@ _warned: set[str] = set()
 _lock = threading.Lock()
 
 
-def warn_first_old(run_id: str, message: Message) -> None:
-    """Say once per run (and process) that Kontagent gets messages of old events."""
+def warn_first_old(run_id: str, message: Message, *, dry_run: bool = False) -> None:
+    """Say once per run (and process) that Kontagent gets messages of old events.
+
+    ``dry_run``: the messages are written to the dry-run file, not sent.
+    """
     with _lock:
         if run_id in _warned:
             return
         _warned.add(run_id)
     day = "an unknown day" if message.day is None else utc_day(message.day * SECONDS_PER_DAY)
     logging.getLogger("beaconflow").warning(
-        "kontagent: sending messages of events older than %d days (the first met is of %s): "
+        "kontagent: %s messages of events older than %d days (the first met is of %s): "
         "Kontagent counts each on the day it is sent, not on its event's day; the summary "
         "says how many (--kontagent-max-age DAYS sends it only newer ones; docs/backfill.md)",
+        "would send (dry run)" if dry_run else "sending",
         OLD_AFTER_DAYS,
         day,
     )
