@@ -35,6 +35,7 @@ from apache_beam.options.pipeline_options import (
 )
 from apache_beam.pvalue import PBegin
 
+from beaconflow import __version__
 from beaconflow.delivery.lease_store import LeaseStoreMissing, StoreOptions, has_store, open_store
 from beaconflow.delivery.ledger import (
     LedgerError,
@@ -53,6 +54,7 @@ from beaconflow.delivery.stop import RunStop, forget_run, interrupted_by, run_st
 from beaconflow.model.duration import format_duration
 from beaconflow.model.errors import io_problem
 from beaconflow.model.events import MappedEvent
+from beaconflow.model.kontagent_age import KontagentAge
 from beaconflow.model.message import Destination, Endpoint, Message
 from beaconflow.model.render import render_url
 from beaconflow.pipelines.options import BackfillConfig, InputNotLanded, UsageError, configure
@@ -91,6 +93,7 @@ from beaconflow.transforms.linefile import (
     salvage_leftovers,
 )
 from beaconflow.transforms.messages import DIRECT, SplitMessages
+from beaconflow.transforms.old_messages import FROM_OLD_DAYS, forget_warned, warn_first_old
 from beaconflow.transforms.parse import (
     INVALID,
     REPLAYED,
@@ -126,8 +129,22 @@ def _message_copies_tallies(kept_copies: tuple[Message, int]) -> Iterator[Tally]
     yield tally("messages_duplicate", copies, message.destination, message.kind)
 
 
-def _dry_run_tallies(message: Message) -> Iterator[Tally]:
-    yield tally("messages_dry_run", 1, message.destination, message.kind)
+class _DryRunTallies:
+    """A message written to the dry-run file -> its tallies; old Kontagent ones are said.
+
+    As the send step counts them (``messages_from_old_days``), so that a dry run shows what
+    the run would do.
+    """
+
+    def __init__(self, age: KontagentAge, run_id: str) -> None:
+        self._age = age
+        self._run_id = run_id
+
+    def __call__(self, message: Message) -> Iterator[Tally]:
+        yield tally("messages_dry_run", 1, message.destination, message.kind)
+        if self._age.is_old(message):
+            yield tally(FROM_OLD_DAYS, 1, message.destination, message.kind)
+            warn_first_old(self._run_id, message, dry_run=True)
 
 
 def _skipped_tallies(kept_copies: tuple[Message, int]) -> Iterator[Tally]:
@@ -247,8 +264,9 @@ class Backfill(beam.PTransform[PBegin, None]):
         window = events.unique | "Window" >> beam.ParDo(
             InWindow(config.since, config.until)
         ).with_output_types(KeyedEvent, tally=Any).with_outputs(TALLY, main="events")
+        age = KontagentAge(self._now, config.kontagent_max_age)
         built = window.events | "Messages" >> beam.ParDo(
-            SplitMessages(fingerprints, direct=direct)
+            SplitMessages(fingerprints, direct=direct, age=age)
         ).with_output_types(
             KeyedMessage, invalid=DeadLetterEntry, direct=Message, tally=Any
         ).with_outputs(INVALID, TALLY, DIRECT, main="messages")
@@ -290,7 +308,8 @@ class Backfill(beam.PTransform[PBegin, None]):
                 )
                 tallies.append(written)
                 tallies.append(
-                    stream | f"CountDryRun{name}" >> beam.ParDo(TallyEach(_dry_run_tallies))
+                    stream
+                    | f"CountDryRun{name}" >> beam.ParDo(TallyEach(_DryRunTallies(age, run_id)))
                 )
         else:
             send_config = SendConfig(
@@ -310,6 +329,7 @@ class Backfill(beam.PTransform[PBegin, None]):
                 deadline=self._deadline,
                 breaker_window=config.breaker_window,
                 lease=self._lease,
+                old_before_day=age.old_before_day,
             )
             if self._start_senders and self._senders is None:
                 self._senders = start_senders(send_config)
@@ -671,7 +691,7 @@ def run(argv: Sequence[str], *, now: float | None = None) -> tuple[int, RunRepor
     """
     began = time.time()  # the --deadline counts from here, whatever ``now`` says
     now = began if now is None else now
-    config = configure(argv, now)
+    config = replace(configure(argv, now), started_at=began)
     deadline = None if config.deadline is None else began + config.deadline
     started = time.monotonic()
     options = PipelineOptions(quiet_workers(config.beam_args))
@@ -747,6 +767,7 @@ def run(argv: Sequence[str], *, now: float | None = None) -> tuple[int, RunRepor
                         remove_staging(path)
     finally:
         forget_run(run_id)
+        forget_warned(run_id)
 
 
 @dataclass
@@ -975,6 +996,8 @@ def finish_run(
         sandbox=config.sandbox,
         ledger=config.ledger,
         date=config.day.isoformat() if config.day else None,
+        since=None if config.since is None else _iso_second(config.since),
+        until=None if config.until is None else _iso_second(config.until),
         deadline=None if deadline is None else _iso_instant(deadline),
         lookback_days_missing=lookback_missing,
         dead_letter_salvaged=salvaged,
@@ -990,6 +1013,10 @@ def finish_run(
         ),
         # the counts come from the pipeline's outputs, which a failed run did not finish
         partial=partial,
+        started_at=None if config.started_at is None else _iso_instant(config.started_at),
+        ended_at=_iso_instant(time.time()),
+        version=__version__,
+        command=config.command,
         **more,
     )
     signum = interrupted_by()
@@ -1050,6 +1077,11 @@ def _iso_instant(epoch: float) -> str:
     """An instant as ISO-8601 UTC to the millisecond: ``2025-06-01T06:00:00.250Z``."""
     moment = datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds")
     return moment.replace("+00:00", "Z")
+
+
+def _iso_second(epoch: int) -> str:
+    """An instant of the window as ISO-8601 UTC to the second: ``2025-06-01T00:00:00Z``."""
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def interrupted(error: BaseException) -> bool:

@@ -717,6 +717,7 @@ def _chunk_row(
         "messages_built": counted.messages_built,
         "messages_delivered": counted.messages_delivered,
         "messages_skipped": counted.messages_skipped,
+        "messages_too_old": counted.messages_too_old,
         "messages_failed": counted.messages_failed,
         "messages_dry_run": counted.messages_dry_run,
     }

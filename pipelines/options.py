@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import math
 import os
 import re
 import time
@@ -34,6 +35,7 @@ from beaconflow.model.field_rules import RuleError, parse_zone
 from beaconflow.model.mapping import MappingError, RecordMapping, parse_mapping
 from beaconflow.model.message import Destination, Endpoint
 from beaconflow.model.source import FORMATS
+from beaconflow.report.command import redacted_command
 
 #: Keys the sandbox uses; they mean nothing anywhere else.
 SANDBOX_KONTAGENT_KEY = "5a4db0c5a4db0c5a4db0c5a4db0c5a4d"
@@ -105,6 +107,12 @@ class BackfillConfig:
     #: --breaker-window: seconds of nothing but failures that declare a destination down;
     #: None: no circuit breaker (--breaker-window 0)
     breaker_window: float | None = DEFAULT_WINDOW
+    #: --kontagent-max-age: days; Kontagent gets the messages of newer events only (None: all)
+    kontagent_max_age: float | None = None
+    #: The command line, secrets masked (the report's ``command``)
+    command: tuple[str, ...] = ()
+    #: When the run started, epoch seconds (the report's ``started_at``); None: not known
+    started_at: float | None = None
 
     @property
     def destinations(self) -> tuple[Destination, ...]:
@@ -315,6 +323,16 @@ def parser() -> argparse.ArgumentParser:
         default=kissmetrics.DEFAULT_URL,
         metavar="BASE",
         help=f"KISSmetrics base URL (default: {kissmetrics.DEFAULT_URL})",
+    )
+    # issue 18: Kontagent counts a message on the day it receives it (docs/backfill.md)
+    dest.add_argument(
+        "--kontagent-max-age",
+        type=_number(float, positive=True),
+        metavar="DAYS",
+        help="send Kontagent only the messages of events newer than DAYS days (a fraction "
+        "too: 1.5) before the run's start; the others are counted as messages_too_old and "
+        "not sent (KISSmetrics, backdated, still gets every event). Kontagent has no "
+        "timestamps: it counts each message on the day it is sent (default: any age)",
     )
     send = p.add_argument_group("sending")
     send.add_argument(
@@ -864,6 +882,10 @@ def configure(
         if not endpoints:  # a dry run without keys shows what both destinations would get
             endpoints["kontagent"] = Endpoint("kontagent", args.kontagent_url, "dry-run")
             endpoints["kissmetrics"] = Endpoint("kissmetrics", args.kissmetrics_url, "dry-run")
+    if args.kontagent_max_age is not None and not math.isfinite(args.kontagent_max_age):
+        raise UsageError(
+            f"--kontagent-max-age must be a number of days, got {args.kontagent_max_age}"
+        )
     if args.ledger_app is not None and not args.ledger:
         raise UsageError("--ledger-app names this app in a ledger: it needs --ledger")
     if args.ledger_app is not None and not args.ledger_app.strip():
@@ -911,4 +933,8 @@ def configure(
         send_processes=args.send_processes,
         deadline=args.deadline,
         breaker_window=args.breaker_window or None,
+        kontagent_max_age=args.kontagent_max_age,
+        command=redacted_command(
+            argv, [s for endpoint in endpoints.values() for s in endpoint.secrets()]
+        ),
     )

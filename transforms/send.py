@@ -52,6 +52,7 @@ from beaconflow.report.counts import (
     NOT_ATTEMPTED,
     STOPPED,
 )
+from beaconflow.transforms.old_messages import FROM_OLD_DAYS, warn_first_old
 from beaconflow.transforms.tallies import CountsTallies
 
 #: The tag of the output holding messages that were not delivered.
@@ -111,6 +112,9 @@ class SendConfig:
     deadline: float | None = None
     breaker_window: float | None = DEFAULT_WINDOW
     lease: Lease | None = None
+    #: Kontagent messages of events of days before this one (days since 1970-01-01) are
+    #: counted as messages_from_old_days, the first said on stderr; None: not judged
+    old_before_day: int | None = None
 
     def __post_init__(self) -> None:
         if self.workers < 1:
@@ -248,6 +252,15 @@ class _SendDoFn(CountsTallies, beam.DoFn):
 
     def process(self, message: Message) -> Iterator[Delivery | _Failed]:
         sender = self._open_sender()
+        old_before = self._config.old_before_day
+        if (
+            old_before is not None
+            and message.destination == "kontagent"
+            and message.day is not None
+            and message.day < old_before
+        ):
+            self.count(FROM_OLD_DAYS, message.destination, message.kind)
+            warn_first_old(self._config.run_id, message)
         endpoint = self._config.endpoints.get(message.destination)
         if endpoint is None:
             self._unsendable.inc()

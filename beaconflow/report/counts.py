@@ -6,11 +6,12 @@ the sum after the run and builds the report here, with no Beam. This does not de
 metrics, which some runners do not provide. The two invariants are checked on every report:
 
 - events_read = events_invalid + events_duplicate + events_out_of_range + events_mapped
-- messages_built = messages_duplicate + messages_skipped + messages_delivered
-  + messages_failed + messages_dry_run
+- messages_built = messages_duplicate + messages_skipped + messages_too_old
+  + messages_delivered + messages_failed + messages_dry_run
 
 (``messages_ambiguous`` is in neither sum: it counts delivered and failed messages again,
-those the service may have received more than once.)
+those the service may have received more than once; nor is ``messages_from_old_days``, the
+Kontagent messages of old events that were sent or written.)
 
 Besides the counters, four series feed the charts of report.html: messages built per
 event day and type (:data:`BY_DAY`), deliveries and failures per wall-clock second

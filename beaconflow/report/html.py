@@ -8,10 +8,16 @@ headline numbers and four charts, each an ``<svg class="chart" data-chart="NAME"
 ``<section data-chart="NAME">``:
 
 - ``by-day``: messages per day and type (stacked bars, from ``messages_by_day``);
-- ``outcomes``: delivered, failed, duplicate, skipped and dry-run messages by type
-  (from ``by_type``);
+- ``outcomes``: delivered, failed, duplicate, skipped, too old and dry-run messages by type
+  (from ``by_type``); a dry run's chart shows the messages written (and the others' fates),
+  never empty delivered and failed rows;
 - ``reasons``: the top dead-letter reasons (from ``dead_letter_reasons``);
 - ``send-rate``: messages/s per destination over the run (from ``send_timeline``).
+
+The header says what the run covers (its ``--date``, or its ``--since``/``--until`` window,
+and the days of its events), when it started and ended (UTC), the beaconflow version and the
+command line (secrets masked when the run wrote the report: report/command.py). A table
+gives the messages per destination (written, for a dry run).
 
 A chart without data is replaced by a "nothing to show: <why>" paragraph. Breakdowns missing
 from an older report (None) say so; their values stay checked here one by one, as a report
@@ -26,6 +32,7 @@ from __future__ import annotations
 import html
 import math
 import re
+import shlex
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -81,6 +88,7 @@ OUTCOME_COLOURS: Mapping[str, str] = {
     "failed": "#c0392b",
     "duplicate": "#e0a526",
     "skipped": "#7f8fa6",
+    "too_old": "#5d6d7e",
     "dry_run": "#b39ddb",
 }
 #: Colours of dead-letter stages in the ``reasons`` chart (others: ``OTHER_COLOUR``).
@@ -114,9 +122,12 @@ _OUTCOME_LABELS: Mapping[str, str] = {
     "failed": "failed",
     "duplicate": "duplicate",
     "skipped": "already delivered (skipped)",
+    "too_old": "too old for Kontagent",
     "dry_run": "dry run",
 }
-_OPTIONAL_OUTCOMES = ("duplicate", "skipped", "dry_run")
+_OPTIONAL_OUTCOMES = ("duplicate", "skipped", "too_old", "dry_run")
+#: What a dry run's messages became, in the order its outcome chart lists them.
+_DRY_RUN_OUTCOMES = ("dry_run", "duplicate", "skipped", "too_old")
 
 _WIDTH = 1000  # every chart's width in SVG units (px at 100 %)
 _TEXT_PX = 6.6  # rough width of one character of 11-12 px text, for layout
@@ -317,16 +328,21 @@ _MESSAGE_STATS = (
     ("messages_failed", "failed"),
     ("messages_duplicate", "duplicate"),
     ("messages_skipped", "already delivered (skipped)"),
+    ("messages_too_old", "too old for Kontagent (not sent)"),
     ("messages_dry_run", "dry run"),
     ("messages_invalid", "invalid (not built)"),
     ("messages_already_dead_lettered", "not built, dead-lettered before"),
     ("messages_ambiguous", "ambiguous (may be counted twice)"),
+    ("messages_from_old_days", "to Kontagent from events older than 2 days"),
 )
+#: Cards a dry run has no use for: it sends nothing, so nothing is delivered or failed.
+_NOT_IN_A_DRY_RUN = frozenset({"messages_delivered", "messages_failed", "messages_ambiguous"})
 _ALERTS = {
     "events_invalid": "warn",
     "messages_invalid": "warn",
     "messages_failed": "bad",
     "messages_ambiguous": "warn",
+    "messages_from_old_days": "warn",
 }
 
 
@@ -343,6 +359,72 @@ def _listing(items: Sequence[str]) -> str:
     if len(items) > _MAX_LIST:
         shown += f" and {len(items) - _MAX_LIST:,} more"
     return shown or "none"
+
+
+def _is_dry_run(report: RunReport) -> bool:
+    """Whether the report is a dry run's: it names a dry-run file, or wrote messages only."""
+    if report.dry_run:
+        return True
+    return bool(_count(report.messages_dry_run)) and not (
+        _count(report.messages_delivered) or _count(report.messages_failed)
+    )
+
+
+def _when(value: object) -> str:
+    """An ISO-8601 instant from the report as people read it: ``2025-06-02 08:15:00 UTC``."""
+    if not isinstance(value, str) or not value:
+        return "not recorded"
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return _esc(value, 60)
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC)
+    return _esc(moment.strftime("%Y-%m-%d %H:%M:%S UTC"))
+
+
+def _coverage(report: RunReport) -> str:
+    """What the run covers: its --date, or its window, and the days of its events."""
+    since, until = report.since, report.until
+    if report.date:
+        covers = f"<code>--date {_esc(report.date, 40)}</code>"
+        if since and until:
+            covers += f" (events from {_when(since)} to before {_when(until)})"
+    elif since or until:
+        start = _when(since) if since else "the first event"
+        end = f"before {_when(until)}" if until else "the last event"
+        covers = f"events from {start} to {end}"
+    else:
+        covers = "every event of the input (no --date, --since or --until)"
+    days = sorted(
+        str(day)
+        for day, per_type in _mapping(report.messages_by_day).items()
+        if any(_count(n) for n in _mapping(per_type).values())
+    )
+    if days:
+        span = days[0] if len(days) == 1 else f"{days[0]} to {days[-1]}"
+        covers += f"; messages built from events of {_esc(span, 60)}"
+    return covers
+
+
+def _run_facts(report: RunReport) -> str:
+    """When the run ran, what it covers, which version, with which command."""
+    command = report.command
+    shown = (
+        f"<code>{_esc(shlex.join(command), 2000)}</code>"
+        if command
+        else "not recorded (an older report)"
+    )
+    version = report.version
+    facts = [
+        ("covers", _coverage(report)),
+        ("started", _when(report.started_at)),
+        ("ended", _when(report.ended_at)),
+        ("version", f"beaconflow {_esc(version, 40)}" if version else "not recorded"),
+        ("command", shown),
+    ]
+    items = "".join(f'<dt>{name}</dt><dd data-fact="{name}">{value}</dd>' for name, value in facts)
+    return f'<dl class="facts run-facts">{items}</dl>'
 
 
 def _header(report: RunReport) -> str:
@@ -362,6 +444,7 @@ def _header(report: RunReport) -> str:
     if report.sandbox:
         mode.append('<span class="badge">sandbox: sent to the local collector</span>')
     parts.append(f'<p class="status {tone}">{_esc(status)} {" ".join(mode)}</p>')
+    parts.append(_run_facts(report))
     stopped = report.stopped
     if stopped:
         partial = (
@@ -408,17 +491,29 @@ def _header(report: RunReport) -> str:
             "<div><strong>Properties left out</strong> (objects, lists or nulls; the events "
             f"went on without them):<ul>{items}</ul></div>"
         )
+    dry = _is_dry_run(report)
     for title, stats in (("Events", _EVENT_STATS), ("Messages", _MESSAGE_STATS)):
         cards = []
         for key, label in stats:
             value = _count(getattr(report, key))
+            if dry and key in _NOT_IN_A_DRY_RUN:
+                continue
+            if key in ("messages_too_old", "messages_from_old_days") and not value:
+                continue  # only runs that have them: most never do
+            if dry and key == "messages_dry_run":
+                label = "written (dry run)"
             cards.append(_stat(label, _fmt(value), _ALERTS.get(key, "") if value else ""))
         parts.append(f'<h3>{title}</h3><div class="stats">{"".join(cards)}</div>')
     elapsed = _number(report.elapsed_seconds)
     rate = _number(report.messages_per_second)
+    if dry:
+        written = _count(report.messages_dry_run)
+        pace = _stat("messages/s written", _fmt(round(written / elapsed, 1) if elapsed else 0))
+    else:
+        pace = _stat("messages/s delivered", _fmt(round(rate, 1)))
     run_cards = [
         _stat("elapsed seconds", _fmt(round(elapsed, 1))),
-        _stat("messages/s delivered", _fmt(round(rate, 1))),
+        pace,
         _stat("exit status", _esc(exit_status if tone else "\u2014"), tone),
     ]
     parts.append(f'<h3>Run</h3><div class="stats">{"".join(run_cards)}</div>')
@@ -601,6 +696,9 @@ def _by_day_chart(report: RunReport) -> str:
 
 def _outcomes_chart(report: RunReport) -> str:
     name, heading = "outcomes", "Delivered and failed by type"
+    dry = _is_dry_run(report)
+    if dry:
+        heading = "Messages written by type (dry run)"
     if report.by_type is None:
         return _nothing(name, heading, "this report has no per-type counts")
     outcomes = tuple(OUTCOME_COLOURS)
@@ -637,8 +735,12 @@ def _outcomes_chart(report: RunReport) -> str:
             f'<g class="outcome-group" data-type="{_esc(kind, 60)}">'
         )
         y += 20
-        shown_outcomes = ["delivered", "failed"]
-        shown_outcomes += [o for o in _OPTIONAL_OUTCOMES if counts[o]]
+        if dry:
+            # a dry run sends nothing: what it wrote, and why the others were not
+            shown_outcomes = ["dry_run"] + [o for o in _DRY_RUN_OUTCOMES[1:] if counts[o]]
+        else:
+            shown_outcomes = ["delivered", "failed"]
+            shown_outcomes += [o for o in _OPTIONAL_OUTCOMES if counts[o]]
         for outcome in shown_outcomes:
             n = counts[outcome]
             width = x_of(n) - left
@@ -765,6 +867,54 @@ def _reasons_chart(report: RunReport) -> str:
     return _section(name, heading, "".join(parts) + "".join(table), notes)
 
 
+# --- table: messages per destination ---------------------------------------------------
+
+#: The columns of the per-destination table: (by_destination's key, title); a run that sends
+#: always shows delivered and failed, a dry run what it wrote; the others when not 0.
+_DESTINATION_COLUMNS = (
+    ("built", "built"),
+    ("dry_run", "written (dry run)"),
+    ("delivered", "delivered"),
+    ("failed", "failed"),
+    ("duplicate", "duplicate"),
+    ("skipped", "already delivered"),
+    ("too_old", "too old (not sent)"),
+    ("invalid", "invalid (not built)"),
+    ("from_old_days", "of events older than 2 days"),
+)
+
+
+def _destinations_table(report: RunReport) -> str:
+    """Messages per destination: written for a dry run, delivered and failed otherwise."""
+    name = "destinations"
+    dry = _is_dry_run(report)
+    heading = "Messages written per destination (dry run)" if dry else "Messages per destination"
+    rows = {
+        str(destination): _mapping(counts)
+        for destination, counts in _mapping(report.by_destination).items()
+    }
+    if not rows:
+        return _nothing(name, heading, "no messages were built for any destination")
+    always = ("built", "dry_run") if dry else ("built", "delivered", "failed")
+    columns = [
+        (key, title)
+        for key, title in _DESTINATION_COLUMNS
+        if key in always or any(_count(counts.get(key)) for counts in rows.values())
+    ]
+    head = "".join(f'<th class="num">{_esc(title)}</th>' for _, title in columns)
+    body = "".join(
+        f'<tr data-destination="{_esc(destination, 60)}"><td>{_esc(destination, 60)}</td>'
+        + "".join(f'<td class="num">{_count(counts.get(key)):,}</td>' for key, _ in columns)
+        + "</tr>"
+        for destination, counts in sorted(rows.items())
+    )
+    table = (
+        f'<table class="reasons destinations"><thead><tr><th>destination</th>{head}</tr>'
+        f"</thead><tbody>{body}</tbody></table>"
+    )
+    return _section(name, heading, table)
+
+
 # --- table: a chunked run's chunks ------------------------------------------------------
 
 _CHUNK_COLUMNS = (
@@ -772,6 +922,7 @@ _CHUNK_COLUMNS = (
     ("messages_built", "built"),
     ("messages_delivered", "delivered"),
     ("messages_skipped", "already delivered"),
+    ("messages_too_old", "too old"),
     ("messages_failed", "failed"),
     ("messages_dry_run", "dry run"),
 )
@@ -784,8 +935,13 @@ def _chunks_table(report: RunReport) -> str:
     if not rows:
         return ""
     dry = any(_count(row.get("messages_dry_run")) for row in rows)
+    too_old = any(_count(row.get("messages_too_old")) for row in rows)
     columns = [c for c in _CHUNK_COLUMNS if (c[0] == "messages_dry_run") == dry or
                c[0] in ("events_read", "messages_built")]  # fmt: skip
+    # too old only when some chunk had any: most runs never do
+    columns = [c for c in columns if c[0] != "messages_too_old"]
+    if too_old:
+        columns.insert(2 if dry else 4, ("messages_too_old", "too old"))
     head = "".join(f'<th class="num">{_esc(title)}</th>' for _, title in columns)
     body = []
     for row in rows:
@@ -995,7 +1151,8 @@ table.reasons th, table.reasons td { text-align: left; padding: 4px 8px;
   border-bottom: 1px solid #e6e8eb; vertical-align: top; overflow-wrap: break-word; }
 table.reasons .num { text-align: right; font-variant-numeric: tabular-nums;
   white-space: nowrap; }
-table.chunks { table-layout: auto; } table.chunks tr.total td { font-weight: 600; }
+table.chunks, table.destinations { table-layout: auto; }
+table.chunks tr.total td { font-weight: 600; }
 footer { font-size: 12px; color: #7a828c; text-align: center; }
 """
 
@@ -1014,6 +1171,7 @@ def render_html(report: RunReport) -> str:
     charts = (
         _by_day_chart(report),
         _outcomes_chart(report),
+        _destinations_table(report),
         _reasons_chart(report),
         _send_rate_chart(report),
         _chunks_table(report),

@@ -30,15 +30,17 @@ MESSAGE_COUNTERS = (
     "messages_built",
     "messages_duplicate",
     "messages_skipped",
+    "messages_too_old",
     "messages_delivered",
     "messages_failed",
     "messages_dry_run",
 )
 
-#: Every counter a report has a field for: the outcomes above, and seven more.
+#: Every counter a report has a field for: the outcomes above, and the others.
 COUNTERS = (
     *EVENT_COUNTERS,
     *MESSAGE_COUNTERS,
+    "messages_from_old_days",
     "events_unrouted",
     "messages_not_attempted",
     "messages_invalid",
@@ -73,6 +75,9 @@ class RunReport:
     messages_built: int = 0
     messages_duplicate: int = 0
     messages_skipped: int = 0
+    #: Kontagent messages not sent because their events were --kontagent-max-age days old or
+    #: older (an outcome of messages_built; not "already delivered")
+    messages_too_old: int = 0
     messages_delivered: int = 0
     messages_failed: int = 0
     messages_dry_run: int = 0
@@ -88,6 +93,10 @@ class RunReport:
     #: again after one that went out and got no answer (a timeout, a reset). Delivered or
     #: failed, so part of neither sum: they are counted there too.
     messages_ambiguous: int = 0
+    #: Kontagent messages sent (or written, in a dry run) from events of a UTC day that ended
+    #: two days or more before the run's now: Kontagent counts them on the day it gets them.
+    #: Part of neither sum (they are delivered, failed or written too).
+    messages_from_old_days: int = 0
     #: With --ledger: its files the run read, and those it passed over because their range of
     #: event days meets no day of the run's messages (docs/ledger.md, "Shards by event day").
     ledger_files_read: int = 0
@@ -117,6 +126,10 @@ class RunReport:
     sandbox: bool = False
     ledger: str | None = None
     date: str | None = None
+    #: The window the run covers: events with since <= time < until, ISO-8601 UTC
+    #: (``2025-06-01T00:00:00Z``; with --date, its day and its --lookback days); None: open
+    since: str | None = None
+    until: str | None = None
     #: With --deadline: the instant from which no request started (ISO-8601 UTC, to the
     #: millisecond), whether or not the run reached it.
     deadline: str | None = None
@@ -136,6 +149,13 @@ class RunReport:
     #: A signal (Ctrl-C, SIGTERM) stopped the run: ``stopped`` names it (exit 130 or 143).
     interrupted: bool = False
     exit_status: int | None = None
+    #: When the run started and ended, ISO-8601 UTC to the millisecond; None: not known
+    started_at: str | None = None
+    ended_at: str | None = None
+    #: The beaconflow version that made the report
+    version: str | None = None
+    #: The command line, ``beaconflow`` first, every secret masked (report/command.py)
+    command: tuple[str, ...] = ()
     report_written: bool | None = field(default=None, compare=False)
     report_html_written: bool | None = field(default=None, compare=False)
 
@@ -159,6 +179,7 @@ class RunReport:
         data["destinations"] = list(self.destinations)
         data["mapping_rules_unmatched"] = list(self.mapping_rules_unmatched)
         data["lookback_days_missing"] = list(self.lookback_days_missing)
+        data["command"] = list(self.command)
         reasons = self.dead_letter_reasons
         data["dead_letter_reasons"] = None if reasons is None else [dict(r) for r in reasons]
         if not self.partial:
@@ -192,7 +213,20 @@ _BREAKDOWNS = ("by_type", "messages_by_day", "dead_letter_reasons", "send_timeli
 _INTS = frozenset({*COUNTERS, "files", "dead_letter_salvaged"})
 _FLOATS = frozenset({"elapsed_seconds", "messages_per_second"})
 _TEXTS = frozenset({"report", "dead_letter"})
-_OPTIONAL_TEXTS = frozenset({"stopped", "dry_run", "ledger", "date", "deadline"})
+_OPTIONAL_TEXTS = frozenset(
+    {
+        "stopped",
+        "dry_run",
+        "ledger",
+        "date",
+        "deadline",
+        "started_at",
+        "ended_at",
+        "version",
+        "since",
+        "until",
+    }
+)
 _TEXT_LISTS = frozenset(
     {
         "invariant_errors",
@@ -200,6 +234,7 @@ _TEXT_LISTS = frozenset(
         "destinations",
         "mapping_rules_unmatched",
         "lookback_days_missing",
+        "command",
     }
 )
 _MAPPINGS = frozenset(
@@ -285,6 +320,11 @@ def summary(report: RunReport) -> str:
         f"messages: {report.messages_built} built, {report.messages_delivered} delivered, "
         f"{report.messages_failed} failed, {report.messages_duplicate} duplicate, "
         f"{report.messages_skipped} already delivered"
+        + (
+            f", {report.messages_too_old} too old for Kontagent (--kontagent-max-age)"
+            if report.messages_too_old
+            else ""
+        )
         + (f", {report.messages_invalid} invalid" if report.messages_invalid else "")
         + (
             f", {report.messages_already_dead_lettered} not built, dead-lettered by an earlier run"
@@ -316,6 +356,15 @@ def summary(report: RunReport) -> str:
             f"ambiguous: {report.messages_ambiguous} messages were sent again after a request "
             "that went out and got no answer (a timeout, a reset): the service may have counted "
             "them more than once (--no-retry-ambiguous sends no such request again)"
+        )
+    if report.messages_from_old_days:
+        n = report.messages_from_old_days
+        noun = "message" if n == 1 else "messages"
+        verb = "would go (dry run)" if report.dry_run else "went"
+        lines.append(
+            f"WARNING: {n} {noun} of events older than 2 days {verb} to Kontagent, which "
+            "counts each on the day it is sent, not on its event's day "
+            "(--kontagent-max-age DAYS sends it only newer ones; docs/backfill.md)"
         )
     if report.ledger_files_skipped:
         total = report.ledger_files_read + report.ledger_files_skipped

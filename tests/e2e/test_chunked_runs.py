@@ -64,7 +64,7 @@ def _window(*extra: str) -> tuple[str, ...]:
 
 
 _TIMINGS = {"elapsed_seconds", "messages_per_second", "send_timeline", "report", "dead_letter",
-            "dry_run", "chunking"}  # fmt: skip
+            "dry_run", "chunking", "started_at", "ended_at", "command"}  # fmt: skip
 
 
 def _counts(report: dict[str, Any]) -> dict[str, Any]:

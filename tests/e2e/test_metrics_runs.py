@@ -92,8 +92,8 @@ def _expected(report: dict[str, Any], labels: dict[str, str]) -> Samples:
         for item, n in (report.get(key) or {}).items():
             expected[(name, own | {(label_names[0], item)})] = n
     for row in (report.get("chunking") or {}).get("chunks", ()):
-        key = ("beaconflow_chunks", own | {("status", row["status"])})
-        expected[key] = expected.get(key, 0) + 1
+        chunks = ("beaconflow_chunks", own | {("status", row["status"])})
+        expected[chunks] = expected.get(chunks, 0) + 1
     for rule in report["mapping_rules_unmatched"]:
         expected[("beaconflow_mapping_rule_records_total", own | {("rule", rule)})] = 0
     for destination, counts in report["by_destination"].items():

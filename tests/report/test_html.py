@@ -209,6 +209,122 @@ def test_header_shows_the_headline_numbers() -> None:
     assert 'class="warning"' not in page
 
 
+def facts(page: str) -> dict[str, str]:
+    """The header's run facts: name -> the text shown."""
+    found = re.findall(r'<dd data-fact="([a-z]+)">(.*?)</dd>', page, re.S)
+    return {name: " ".join("".join(parse(value).text).split()) for name, value in found}
+
+
+def test_header_says_what_the_run_covers_when_it_ran_its_version_and_command() -> None:
+    report = {
+        **full_report(),
+        "date": "2025-06-01",
+        "since": "2025-05-31T00:00:00Z",
+        "until": "2025-06-02T00:00:00Z",
+        "started_at": "2025-06-02T01:30:00.250Z",
+        "ended_at": "2025-06-02T01:42:07.000Z",
+        "version": "0.1.0",
+        "command": ["beaconflow", "--date", "yesterday", "--kontagent-api-key=***",
+                    "--input", "logs/{date}/*.jsonl"],
+    }  # fmt: skip
+    shown = facts(page_of(report))
+    assert list(shown) == ["covers", "started", "ended", "version", "command"]
+    assert shown["covers"].startswith(
+        "--date 2025-06-01 (events from 2025-05-31 00:00:00 UTC to before 2025-06-02 00:00:00 UTC)"
+    )
+    assert shown["covers"].endswith("messages built from events of 2025-01-01 to 2025-01-30")
+    assert shown["started"] == "2025-06-02 01:30:00 UTC"
+    assert shown["ended"] == "2025-06-02 01:42:07 UTC"
+    assert shown["version"] == "beaconflow 0.1.0"
+    assert shown["command"] == (
+        "beaconflow --date yesterday '--kontagent-api-key=***' --input 'logs/{date}/*.jsonl'"
+    )
+
+
+def test_a_window_or_no_window_is_said_and_an_older_report_lacks_the_facts() -> None:
+    windowed = {**full_report(), "since": "2025-01-01T00:00:00Z", "until": None}
+    assert facts(page_of(windowed))["covers"].startswith(
+        "events from 2025-01-01 00:00:00 UTC to the last event;"
+    )
+    older = facts(page_of(full_report()))
+    assert older["covers"].startswith("every event of the input (no --date, --since or --until)")
+    assert older["started"] == older["ended"] == "not recorded"
+    assert older["version"] == "not recorded"
+    assert older["command"] == "not recorded (an older report)"
+    hostile = facts(page_of({**full_report(), "command": ["beaconflow", SCRIPT],
+                             "started_at": SCRIPT}))  # fmt: skip
+    assert SCRIPT not in page_of({**full_report(), "command": ["beaconflow", SCRIPT]})
+    assert hostile["started"] == SCRIPT  # shown as text, escaped
+
+
+def dry_run_report() -> dict[str, Any]:
+    """A dry run's report: messages written to the dry-run file, some too old for Kontagent."""
+    report = full_report()
+    report.update(
+        dry_run="out/dry-run.jsonl",
+        messages_delivered=0,
+        messages_failed=0,
+        messages_dry_run=19_500,
+        messages_too_old=260,
+        messages_duplicate=40,
+        messages_per_second=0.0,
+        exit_status=0,
+        send_timeline={"start": None, "bucket_seconds": 1, "delivered": {}, "failed": {}},
+        dead_letter_reasons=report["dead_letter_reasons"][:1],
+        by_type={
+            "kissmetrics/e": {"built": 6000, "dry_run": 5980, "duplicate": 20},
+            "kissmetrics/s": {"built": 800, "dry_run": 800},
+            "kontagent/evt": {"built": 9800, "dry_run": 9600, "too_old": 200},
+            "kontagent/ins": {"built": 3200, "dry_run": 3120, "too_old": 60, "duplicate": 20},
+        },
+        by_destination={
+            "kissmetrics": {"built": 6800, "dry_run": 6780, "duplicate": 20},
+            "kontagent": {"built": 13000, "dry_run": 12720, "too_old": 260, "duplicate": 20},
+        },
+    )
+    return report
+
+
+def test_a_dry_run_shows_what_it_wrote_per_type_and_destination() -> None:
+    page = page_of(dry_run_report())
+    header = page[page.index("<header>") : page.index("</header>")]
+    names = re.findall(r'<div class="name">([^<]*)</div>', header)
+    assert "written (dry run)" in names and "too old for Kontagent (not sent)" in names
+    assert "delivered" not in names and "failed" not in names
+    assert "messages/s written" in names and "messages/s delivered" not in names
+    block = section(page, "outcomes")
+    assert "<h2>Messages written by type (dry run)</h2>" in block
+    svg = chart(page, "outcomes")
+    groups = dict(re.findall(r'<g class="outcome-group" data-type="([^"]+)">(.*?)</g>', svg, re.S))
+    assert list(groups) == ["kontagent/evt", "kissmetrics/e", "kontagent/ins", "kissmetrics/s"]
+    for kind, group in groups.items():
+        labels = re.findall(r'text-anchor="end">([^<]*)</text>', group)
+        assert labels[0] == "dry run", kind
+        assert "delivered" not in labels and "failed" not in labels, kind
+    assert re.findall(r'text-anchor="end">([^<]*)</text>', groups["kontagent/ins"]) == [
+        "dry run", "duplicate", "too old for Kontagent"
+    ]  # fmt: skip
+    table = section(page, "destinations")
+    assert "<h2>Messages written per destination (dry run)</h2>" in table
+    head = re.findall(r'<th class="num">([^<]*)</th>', table)
+    assert head == ["built", "written (dry run)", "duplicate", "too old (not sent)"]
+    row = first(r'<tr data-destination="kontagent">(.*?)</tr>', table)
+    assert re.findall(r'<td class="num">([^<]*)</td>', row) == ["13,000", "12,720", "20", "260"]
+
+
+def test_a_run_that_sends_has_delivered_and_failed_per_destination() -> None:
+    report = full_report()
+    report["by_destination"] = {
+        "kontagent": {"built": 13000, "delivered": 11360, "failed": 1620, "duplicate": 20},
+        "kissmetrics": {"built": 6800, "delivered": 6200, "failed": 580, "duplicate": 20},
+    }
+    table = section(page_of(report), "destinations")
+    assert "<h2>Messages per destination</h2>" in table
+    head = re.findall(r'<th class="num">([^<]*)</th>', table)
+    assert head == ["built", "delivered", "failed", "duplicate"]
+    assert "too old" not in section(page_of(full_report()), "outcomes")
+
+
 def test_ambiguous_messages_have_a_card_of_their_own() -> None:
     page = page_of({**full_report(), "messages_ambiguous": 1234})
     header = page[: page.index("</header>")]
@@ -471,7 +587,7 @@ def test_an_empty_report() -> None:
     page = page_of({})
     assert "exit status unknown" in page
     assert "The report does not say where the dead-letter file is." in page
-    assert page.count('<p class="empty">nothing to show: ') == 4
+    assert page.count('<p class="empty">nothing to show: ') == 5  # four charts, a table
 
 
 # --- bounding -----------------------------------------------------------------------------
@@ -745,3 +861,55 @@ def test_a_chunked_run_has_a_row_per_chunk_and_their_totals() -> None:
     assert ">already delivered<" in cells[0] and ">dry run<" not in cells[0]
     assert SCRIPT not in page
     assert 'id="chart-chunks"' not in page_of(full_report()), "only a chunked run has one"
+
+
+def test_chromium_draws_a_dry_run_page_without_delivered_or_failed(
+    chromium: Path, tmp_path: Path
+) -> None:
+    """A dry run's page in a browser: its facts, what it wrote, no empty send outcomes."""
+    from PIL import Image
+
+    report = {
+        **dry_run_report(),
+        "started_at": "2025-06-02T01:30:00.250Z",
+        "ended_at": "2025-06-02T01:42:07.000Z",
+        "version": "0.1.0",
+        "command": ["beaconflow", "--dry-run", "out/dry-run.jsonl", "--kontagent-api-key", "***"],
+    }
+    text = page_of(report)
+    # still one self-contained file
+    for tag, attrs in parse(text).tags:
+        assert tag not in ("script", "link", "img", "iframe", "object", "embed", "image", "use")
+        assert not {"src", "href", "xlink:href"} & set(attrs), tag
+    page = tmp_path / "report.html"
+    page.write_text(text, encoding="utf-8")
+    url = page.as_uri()
+
+    dom = run_chromium(chromium, tmp_path, "--dump-dom", url).stdout
+    shown = facts(dom)
+    assert shown["started"] == "2025-06-02 01:30:00 UTC"
+    assert shown["version"] == "beaconflow 0.1.0"
+    assert shown["command"] == "beaconflow --dry-run out/dry-run.jsonl --kontagent-api-key '***'"
+    svg = chart(dom, "outcomes")
+    assert svg.count("<rect ") == 4 + 2 + 2, "written per type, two duplicate, two too old"
+    assert "<h2>Messages written per destination (dry run)</h2>" in dom
+
+    screenshot = tmp_path / "dry-run.png"
+    run_chromium(chromium, tmp_path, f"--screenshot={screenshot}", url)
+    image = Image.open(screenshot).convert("RGB")
+    histogram = image.getcolors(image.size[0] * image.size[1])
+    assert histogram is not None
+    counted = [(n, rgb) for n, rgb in histogram if isinstance(rgb, tuple)]
+
+    def pixels(colour: str) -> int:
+        want = rgb_of(colour)
+        return sum(
+            n
+            for n, got in counted
+            if max(abs(a - b) for a, b in zip(got, want, strict=True)) <= TOLERANCE
+        )
+
+    assert pixels(OUTCOME_COLOURS["dry_run"]) > 2 * SWATCH_PIXELS
+    assert pixels(OUTCOME_COLOURS["too_old"]) > 0
+    for outcome in ("delivered", "failed"):
+        assert pixels(OUTCOME_COLOURS[outcome]) < SWATCH_PIXELS, outcome

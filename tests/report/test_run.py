@@ -28,6 +28,9 @@ REPORT_KEYS = {
     "properties_left_out", "lookback_days_missing", "dead_letter_salvaged",
     "events_already_dead_lettered", "messages_already_dead_lettered", "deadline",
     "messages_ambiguous", "ledger_files_read", "ledger_files_skipped",
+    # issue 18
+    "messages_too_old", "messages_from_old_days", "started_at", "ended_at", "version", "command",
+    "since", "until",
 }  # fmt: skip
 
 
@@ -49,6 +52,20 @@ def test_report_json_has_its_documented_keys_and_reads_back_the_same() -> None:
     assert RunReport.from_json(json.loads(json.dumps(data))) == report
     timed = replace(report, stopped="deadline", deadline="2025-06-02T08:15:00.250Z")
     assert RunReport.from_json(json.loads(json.dumps(timed.to_json()))) == timed
+    described = replace(
+        report,
+        started_at="2025-06-02T08:00:00.000Z",
+        ended_at="2025-06-02T08:15:01.250Z",
+        version="0.1.0",
+        command=("beaconflow", "--input", "a.jsonl", "--kontagent-api-key", "***"),
+        since="2025-06-01T00:00:00Z",
+        until="2025-06-02T00:00:00Z",
+        messages_too_old=3,
+        messages_from_old_days=2,
+    )
+    data = described.to_json()
+    assert data["command"] == ["beaconflow", "--input", "a.jsonl", "--kontagent-api-key", "***"]
+    assert RunReport.from_json(json.loads(json.dumps(data))) == described
     # partial and sandbox_collector appear only when they apply
     extra = replace(report, partial=True, sandbox_collector={"accepted": 1}).to_json()
     assert set(extra) - REPORT_KEYS == {"partial", "sandbox_collector"}
@@ -121,3 +138,42 @@ def test_ambiguous_messages_are_counted_apart_from_the_outcomes_and_summarised()
     del data["messages_ambiguous"]
     older = RunReport.from_json(data)
     assert older.messages_ambiguous == 0 and "ambiguous: " not in summary(older)
+
+
+def test_too_old_messages_are_an_outcome_of_their_own_and_old_ones_are_warned() -> None:
+    sums = sums_of(
+        tally("messages_built", 5, "kontagent", "evt"),
+        tally("messages_too_old", 3, "kontagent", "evt"),
+        tally("messages_delivered", 2, "kontagent", "evt"),
+        tally("messages_from_old_days", 1, "kontagent", "evt"),
+        tally("messages_built", 5, "kissmetrics", "e"),
+        tally("messages_delivered", 5, "kissmetrics", "e"),
+    )
+    report = build_report(sums, 1.0)
+    assert report.messages_too_old == 3 and report.messages_skipped == 0
+    assert report.invariant_errors == (), "built = too old + delivered"
+    assert report.by_destination["kontagent"] == {
+        "built": 5,
+        "too_old": 3,
+        "delivered": 2,
+        "from_old_days": 1,
+    }
+    assert report.by_type is not None and report.by_type["kontagent/evt"]["too_old"] == 3
+    lines = summary(report).splitlines()
+    assert lines[1] == (
+        "messages: 10 built, 7 delivered, 0 failed, 0 duplicate, 0 already delivered, "
+        "3 too old for Kontagent (--kontagent-max-age)"
+    )
+    assert (
+        "WARNING: 1 message of events older than 2 days went to Kontagent, which counts each "
+        "on the day it is sent, not on its event's day (--kontagent-max-age DAYS sends it "
+        "only newer ones; docs/backfill.md)"
+    ) in lines
+    # without the too-old outcome the report would not add up
+    without = {key: n for key, n in sums.items() if key.counter != "messages_too_old"}
+    assert build_report(without, 1.0).invariant_errors
+    # a report of an older release: neither key, no line
+    data = report.to_json()
+    del data["messages_too_old"], data["messages_from_old_days"]
+    older = RunReport.from_json(data)
+    assert "too old" not in summary(older) and "older than 2 days" not in summary(older)

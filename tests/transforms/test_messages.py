@@ -14,6 +14,7 @@ from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from beaconflow.model.events import MappedEvent, map_event
+from beaconflow.model.kontagent_age import KontagentAge
 from beaconflow.model.records import validate
 from beaconflow.pipelines.backfill import TALLY
 from beaconflow.report.counts import BY_DAY, TallyKey
@@ -104,6 +105,50 @@ def test_window_and_messages_steps_emit_messages_and_a_dead_letter_per_destinati
                     (TallyKey("messages_built", "kissmetrics", "e"), 2),
                     (TallyKey(BY_DAY, "kontagent", "evt", detail=day), 1),
                     (TallyKey(BY_DAY, "kissmetrics", "e", detail=day), 2),
+                ]
+            ),
+            label="tallies",
+        )
+
+
+def test_kontagent_messages_of_events_too_old_are_counted_and_go_no_further() -> None:
+    """--kontagent-max-age: the old event's Kontagent message stops here; KISSmetrics goes."""
+    now = T0 + 10 * 86_400
+    old = _mapped({"time": T0, "user_id": 7, "event": "level_up", "level": 3}, "f:1")
+    new = _mapped({"time": now - 3_600, "user_id": 8, "event": "level_up", "level": 4}, "f:2")
+    age = KontagentAge(now, max_age_days=5)
+    with _pipeline() as p:
+        out = (
+            p
+            | beam.Create([old, new])
+            | beam.ParDo(SplitMessages(FINGERPRINTS, direct=("kontagent",), age=age)).with_outputs(
+                INVALID, TALLY, DIRECT, main="messages"
+            )
+        )
+        assert_that(
+            out.messages | beam.Map(lambda kv: (kv[1].destination, kv[1].param("_p"))),
+            equal_to([("kissmetrics", "7"), ("kissmetrics", "8")]),
+            label="deduplicated",
+        )
+        assert_that(
+            out[DIRECT] | beam.Map(lambda m: (m.destination, m.param("s"))),
+            equal_to([("kontagent", "8")]),
+            label="direct",
+        )
+        old_day = datetime.fromtimestamp(T0, UTC).date().isoformat()
+        new_day = datetime.fromtimestamp(now - 3_600, UTC).date().isoformat()
+        assert_that(
+            out[TALLY],
+            equal_to(
+                [
+                    (TallyKey("events_mapped"), 2),
+                    (TallyKey("messages_built", "kontagent", "evt"), 2),
+                    (TallyKey("messages_built", "kissmetrics", "e"), 2),
+                    (TallyKey("messages_too_old", "kontagent", "evt"), 1),
+                    (TallyKey(BY_DAY, "kontagent", "evt", detail=old_day), 1),
+                    (TallyKey(BY_DAY, "kissmetrics", "e", detail=old_day), 1),
+                    (TallyKey(BY_DAY, "kontagent", "evt", detail=new_day), 1),
+                    (TallyKey(BY_DAY, "kissmetrics", "e", detail=new_day), 1),
                 ]
             ),
             label="tallies",
