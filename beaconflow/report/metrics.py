@@ -74,6 +74,12 @@ NOT_EXPORTED: Mapping[str, str] = {
     "exit_status": "beaconflow_run_exit_status",
     "elapsed_seconds": "beaconflow_run_duration_seconds",
     "messages_per_second": "beaconflow_run_messages_per_second",
+    "started_at": "beaconflow_run_end_timestamp_seconds less beaconflow_run_duration_seconds",
+    "ended_at": "beaconflow_run_end_timestamp_seconds",
+    "version": "beaconflow_build_info's version label",
+    "command": "a text (secrets masked)",
+    "since": "a date label would start new series with every window",
+    "until": "a date label would start new series with every window",
 }
 
 
