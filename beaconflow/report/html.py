@@ -113,7 +113,7 @@ _OUTCOME_LABELS: Mapping[str, str] = {
     "delivered": "delivered",
     "failed": "failed",
     "duplicate": "duplicate",
-    "skipped": "already delivered (skipped)",
+    "skipped": "already delivered",
     "dry_run": "dry run",
 }
 _OPTIONAL_OUTCOMES = ("duplicate", "skipped", "dry_run")
@@ -316,7 +316,7 @@ _MESSAGE_STATS = (
     ("messages_delivered", "delivered"),
     ("messages_failed", "failed"),
     ("messages_duplicate", "duplicate"),
-    ("messages_skipped", "already delivered (skipped)"),
+    ("messages_skipped", "already delivered"),
     ("messages_dry_run", "dry run"),
     ("messages_invalid", "invalid (not built)"),
     ("messages_already_dead_lettered", "not built, dead-lettered before"),
