@@ -60,6 +60,7 @@ from beaconflow.model.errors import TryLaterError, io_problem, os_reason
 from beaconflow.model.pace import eta_seconds, percent
 from beaconflow.model.source import format_of
 from beaconflow.model.spillfile import SpillError
+from beaconflow.model.words import plural
 from beaconflow.pipelines.appendfiles import AppendError
 from beaconflow.pipelines.backfill import (
     Pass,
@@ -629,8 +630,8 @@ def _dated_plan(config: BackfillConfig, wanted: str) -> Plan:
 def _spilled_plan(config: BackfillConfig, files: Sequence[str], work: WorkDir, wanted: str) -> Plan:
     """Spill the undated input by day, group the days into chunks, place the copies."""
     log.warning(
-        "reading %d input file(s) once to cut them by day into %s (--chunk %s)",
-        len(files),
+        "reading %s once to cut them by day into %s (--chunk %s)",
+        plural(len(files), "input file"),
         work.path,
         config.chunk,
     )
@@ -883,13 +884,13 @@ def _run_chunk(
     files, extra = _chunk_inputs(config, plan, chunk)
     progress.start(chunk)
     log.warning(
-        "chunk %d of %d (%s): %s%d file(s), ~%d events",
+        "chunk %d of %d (%s): %s%s, ~%s",
         chunk.index + 1,
         len(plan.chunks),
         chunk.label(),
         "" if plan.mode == "dated" else "spilled ",
-        len(files),
-        chunk.events,
+        plural(len(files), "file"),
+        plural(chunk.events, "event"),
     )
     began = time.monotonic()
     dead_letter = work.chunk_file(chunk.index, "dead-letter.jsonl")

@@ -75,6 +75,7 @@ from beaconflow.delivery.ledger import (
 from beaconflow.delivery.ledger_days import MAX_DAY, MIN_DAY, day_iso, days_mark, file_days
 from beaconflow.delivery.ledger_identity import LedgerIdentity, descriptor_name, mismatches
 from beaconflow.model.errors import BeaconflowError, io_problem
+from beaconflow.model.words import plural
 
 #: The ledger's own description: ``{"format": 2}``. Without it a ledger is of format 1.
 LEDGER_JSON = "ledger.json"
@@ -446,8 +447,8 @@ def verify_lines(state: LedgerState) -> list[str]:
     lines = [f"{d.name}: damaged: {d.reason}" + _known(d) for d in state.damaged]
     for name, unreadable in sorted(state.torn.items()):
         lines.append(
-            f"{name}: {unreadable} unreadable line(s) skipped (a journal or a format-1 file: "
-            "a torn write, tolerated)"
+            f"{name}: {plural(unreadable, 'unreadable line')} skipped (a journal or a format-1 "
+            "file: a torn write, tolerated)"
         )
     verdict = "damaged" if state.damaged else "intact"
     lines.append(

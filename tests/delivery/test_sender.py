@@ -356,7 +356,11 @@ def test_progress_lines(server: Collector, caplog: pytest.LogCaptureFixture) -> 
         "sent 2 (1.0/s), retries 0, failed 0; 1 of 5 built so far (20%, ETA 8s)",
         "sent 4 (1.0/s), retries 0, failed 0; 3 of 5 built so far (60%, ETA 2s)",
     ]
-    fields = [r.fields for r in caplog.records if getattr(r, "event", None) == "progress"]
+    fields = [
+        getattr(r, "fields", None)
+        for r in caplog.records
+        if getattr(r, "event", None) == "progress"
+    ]
     assert fields[1] == {
         "sent": 4, "rate": 1.0, "retries": 0, "failed": 0, "delivered": 3, "done": 3,
         "total": 5, "percent": 60.0, "eta_seconds": 2.0,

@@ -17,7 +17,7 @@ import struct
 import subprocess
 import sys
 import termios
-from datetime import datetime
+from datetime import datetime, timedelta
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -38,7 +38,9 @@ def json_lines(text: str) -> list[dict[str, Any]]:
     lines = [json.loads(line) for line in text.splitlines()]
     for line in lines:
         assert list(line)[:4] == list(FIXED), line
-        assert datetime.fromisoformat(line["time"]).utcoffset().total_seconds() == 0
+        assert line["time"].endswith("Z") and datetime.fromisoformat(
+            line["time"]
+        ).utcoffset() == timedelta(0)
         assert line["level"] in ("debug", "info", "warning", "error")
         assert isinstance(line["event"], str) and line["event"]
         assert isinstance(line["message"], str)
