@@ -149,7 +149,8 @@ def _read_all(fd: int, process: subprocess.Popen[str]) -> bytes:
     return b"".join(chunks)
 
 
-def test_on_a_terminal_progress_is_a_live_display(tmp_path: Path) -> None:
+def run_on_a_terminal(tmp_path: Path, *extra: str) -> tuple[int, str, str]:
+    """A sandbox run of the sample with stderr on a real pseudo-terminal: status, screen, stdout."""
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))
     env = {**os.environ, "TERM": "xterm-256color", "COLUMNS": "160"}
@@ -157,7 +158,7 @@ def test_on_a_terminal_progress_is_a_live_display(tmp_path: Path) -> None:
     process = subprocess.Popen(
         [sys.executable, "-m", "beaconflow", f"--input={SAMPLE}", "--sandbox", "--max-errors=5",
          "--progress-interval=0.001", f"--report={tmp_path / 'report.json'}",
-         f"--dead-letter={tmp_path / 'dead.jsonl'}"],
+         f"--dead-letter={tmp_path / 'dead.jsonl'}", *extra],
         stdout=subprocess.PIPE, stderr=slave, stdin=subprocess.DEVNULL, text=True, env=env,
     )  # fmt: skip
     os.close(slave)
@@ -166,12 +167,26 @@ def test_on_a_terminal_progress_is_a_live_display(tmp_path: Path) -> None:
         stdout, _ = process.communicate(timeout=300)
     finally:
         os.close(master)
-    assert process.returncode == 0, screen
+    return process.returncode, screen, stdout
+
+
+def test_on_a_terminal_progress_is_a_live_display(tmp_path: Path) -> None:
+    status, screen, stdout = run_on_a_terminal(tmp_path)
+    assert status == 0, screen
     assert "\x1b[?25l" in screen, "the live display hides the cursor while it draws"
     assert "━" in screen and "% " in screen and " sent, " in screen  # its bar, percent, numbers
     assert "beaconflow: sent " not in screen  # no plain progress lines
     assert "beaconflow: SANDBOX MODE" in screen  # the other lines printed as they are
     assert stdout.splitlines()[-1] == f"dead letter: 3 entries in {tmp_path / 'dead.jsonl'}"
+
+
+def test_on_a_terminal_the_json_format_stays_plain_json_lines(tmp_path: Path) -> None:
+    status, screen, stdout = run_on_a_terminal(tmp_path, "--log-format=json")
+    assert status == 0, screen
+    assert "\x1b[" not in screen
+    lines = json_lines(screen.replace("\r\n", "\n"))  # the terminal's line ends
+    assert any(line["event"] == "progress" for line in lines)
+    assert json.loads(stdout)["dead_letter_entries"] == 3
 
 
 def test_version_and_help() -> None:
