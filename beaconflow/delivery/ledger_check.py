@@ -454,17 +454,20 @@ def verify_lines(state: LedgerState) -> list[str]:
     lines.append(
         f"{state.directory}: {verdict}: format {state.format}, {state.shards} sealed shards, "
         f"{state.journals} journals, {state.legacy_files} format-1 files, "
-        f"{state.entries} entries readable"
+        f"{plural(state.entries, 'entry', 'entries')} readable"
     )
     return lines
 
 
 def _known(damage: Damage) -> str:
     if damage.missing:
-        return f"; {damage.expected} entries lost"
+        if damage.expected is None:
+            return "; how many entries were lost cannot be known"
+        return f"; {plural(damage.expected, 'entry', 'entries')} lost"
     if damage.lost is None:
-        return f"; {damage.intact} intact entries, how many were lost cannot be known"
-    return f"; {damage.intact} intact entries, {damage.lost} lost"
+        intact = plural(damage.intact, "intact entry", "intact entries")
+        return f"; {intact}, how many were lost cannot be known"
+    return f"; {plural(damage.intact, 'intact entry', 'intact entries')}, {damage.lost} lost"
 
 
 def _aside(directory: str, name: str, stamp: str) -> str:
@@ -537,10 +540,11 @@ def repair(directory: str, *, now: float | None = None) -> tuple[list[str], bool
             count = "how many entries were lost cannot be known"
         else:
             lost += damage.lost
-            count = f"{damage.lost} entries lost"
+            count = f"{plural(damage.lost, 'entry', 'entries')} lost"
         if damage.name.endswith(SHARD_SUFFIX):
             lines.append(
-                f"{damage.name}: {damage.reason}: {damage.intact} intact entries salvaged, "
+                f"{damage.name}: {damage.reason}: "
+                f"{plural(damage.intact, 'intact entry', 'intact entries')} salvaged, "
                 f"{count}; set aside as {aside}"
             )
         else:
@@ -553,7 +557,9 @@ def repair(directory: str, *, now: float | None = None) -> tuple[list[str], bool
         kept = [(n, e) for n, e in state.manifests[manifest] if n not in names]
         writer = manifest.removeprefix("manifest-").removesuffix(".json")
         _write_whole(directory, manifest, manifest_bytes(writer, kept))
-    total = f"{lost} entries lost" + (" at least (some losses cannot be known)" if unknown else "")
+    total = f"{plural(lost, 'entry', 'entries')} lost" + (
+        " at least (some losses cannot be known)" if unknown else ""
+    )
     lines.append(
         f"{directory}: repaired: {total}; the next run with this ledger sends their messages "
         "again (Kontagent counts them twice; KISSmetrics recognises its own by _t)"

@@ -117,6 +117,7 @@ from beaconflow.delivery.stop import DEADLINE, RunStop
 from beaconflow.model.duration import format_duration
 from beaconflow.model.message import Message
 from beaconflow.model.pace import percent, rate_eta_seconds
+from beaconflow.model.words import plural
 
 logger = logging.getLogger("beaconflow.send")
 
@@ -894,7 +895,7 @@ class SendEngine:
         abandoned = self._outstanding
         await self._session.close()
         if abandoned:
-            logger.warning("closed with %d unfinished requests abandoned", abandoned)
+            logger.warning("closed with %s abandoned", plural(abandoned, "unfinished request"))
 
     def _intake(self, requests: Sequence[Request]) -> None:
         """Queue a batch from a caller (one loop callback per batch)."""

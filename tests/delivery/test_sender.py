@@ -451,7 +451,7 @@ def test_close_abandons_unfinished_requests_loudly(
     finally:
         server.open_gate()
     assert sender.take_finished() == []
-    assert "closed with 1 unfinished requests abandoned" in caplog.text
+    assert "closed with 1 unfinished request abandoned" in caplog.text
 
 
 def test_submit_after_close_is_refused(server: Collector) -> None:
