@@ -41,7 +41,7 @@ from collections.abc import Iterator, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-from beaconflow.delivery.logline import FORMAT_VARIABLE, FORMATS, install
+from beaconflow.delivery.logline import FORMAT_VARIABLE, FORMATS, formatter, install
 from beaconflow.delivery.redact import Redactor
 from beaconflow.delivery.stop import DEADLINE, clear_interrupt, interrupt, interrupted_by
 from beaconflow.model.words import plural
@@ -78,7 +78,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     with _log_format_for_children(log_format):
         live = LiveProgress(sys.stderr) if wanted(sys.stderr, log_format) else None
-        install(log_format, stream=sys.stderr, secrets=_secrets_in(args), handler=live)
+        handler = install(log_format, stream=sys.stderr, handler=live)
+        logging.getLogger().setLevel(logging.ERROR)  # Beam's import: "apitools not found"
+        handler.setFormatter(formatter(log_format, _secrets_in(args)))  # imports Beam
         try:
             return _main(args, log_format, live)
         finally:
@@ -89,7 +91,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _main(args: list[str], log_format: str, live: LiveProgress | None) -> int:
     """The command once its log format is chosen and logging is set up."""
     root = logging.getLogger()
-    root.setLevel(logging.WARNING)
     root.setLevel(logging.ERROR)  # Beam's import says "apitools not found" at WARNING
     try:
         from beaconflow.model.errors import TryLaterError
