@@ -169,15 +169,16 @@ def whole_run(events: Path, out: Path, ledger: Path | None, *, sandbox: bool) ->
     """One run of the command on ``events``, with ``ledger`` or none; wall s, CPU s, peak MB."""
     out.mkdir(parents=True, exist_ok=True)
     argv = [
-        sys.executable, "-m", "beaconflow", "--sandbox",
+        sys.executable, "-m", "beaconflow",
         f"--input={events}",
         f"--dead-letter={out / 'dead.jsonl'}",
         f"--report={out / 'report.json'}",
         "--max-errors=1000000",
         "--direct_running_mode=in_memory",
     ]  # fmt: skip
-    if not sandbox:
-        argv.append(f"--dry-run={out / 'dry-run.jsonl'}")
+    # --sandbox --dry-run is refused since issue 18: the dry run's endpoints are the default
+    # URLs with placeholder keys, so the ledger's sandbox entries are other endpoints' to it
+    argv.append("--sandbox" if sandbox else f"--dry-run={out / 'dry-run.jsonl'}")
     if ledger is not None:
         argv.append(f"--ledger={ledger}")
     done = subprocess.run(

@@ -41,7 +41,7 @@ import os
 import shutil
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import IO, Any
@@ -57,8 +57,10 @@ from beaconflow.delivery.sendproc import pools_kept
 from beaconflow.delivery.stop import DEADLINE, RunStop
 from beaconflow.model.duration import format_duration
 from beaconflow.model.errors import TryLaterError, io_problem, os_reason
+from beaconflow.model.pace import eta_seconds, percent
 from beaconflow.model.source import format_of
 from beaconflow.model.spillfile import SpillError
+from beaconflow.model.words import plural
 from beaconflow.pipelines.appendfiles import AppendError
 from beaconflow.pipelines.backfill import (
     Pass,
@@ -453,17 +455,25 @@ def chunked(config: BackfillConfig, files: Sequence[str], options: PipelineOptio
 
 @dataclass
 class _Progress:
-    """The run-wide progress a chunked run adds to the senders' progress lines."""
+    """The run-wide progress a chunked run adds to the senders' progress lines.
+
+    ``clock`` (monotonic seconds) times the run's pace for its ETA.
+    """
 
     total_events: int
     chunks: int
-    started: float = field(default_factory=time.monotonic)
+    clock: Callable[[], float] = time.monotonic
+    started: float = -1.0
     index: int = 0
     events_done: int = 0
     chunk_events: int = 0
     sent_at_chunk: int = 0
     last_sent: int = 0
     messages_per_event: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.started < 0:
+            self.started = self.clock()
 
     def start(self, chunk: Chunk) -> None:
         """A chunk begins: the messages it sends are counted from here."""
@@ -473,21 +483,36 @@ class _Progress:
             self.last_sent,
         )
 
-    def note(self, sent: int) -> str:
+    def note(self, sent: int) -> tuple[str, dict[str, object]]:
         """What a progress line of the senders adds (``sent``: their count so far)."""
         self.last_sent = sent
         expected = max(1.0, self.chunk_events * self.messages_per_event)
         part = min(0.99, (sent - self.sent_at_chunk) / expected)
-        return f"; {self.where(self.events_done + part * self.chunk_events)}"
+        done = self.events_done + part * self.chunk_events
+        return f"; {self.where(done)}", self.numbers(done)
+
+    def numbers(self, done: float) -> dict[str, object]:
+        """The run-wide numbers of a progress line (its JSON fields) at ``done`` events."""
+        total = max(self.total_events, 1)
+        eta = eta_seconds(done, total, self.clock() - self.started)
+        return {
+            "chunk": self.index + 1,
+            "chunks": self.chunks,
+            "events_done": int(done),
+            "events_total": self.total_events,
+            "run_percent": round(percent(done, total) or 0.0, 1),
+            "run_eta_seconds": None if eta is None else round(eta, 1),
+        }
 
     def where(self, done: float) -> str:
+        """``chunk 2 of 5, events 1,000 of ~5,000 (20%), ETA 4m``."""
+        numbers = self.numbers(done)
         total = max(self.total_events, 1)
         said = f"chunk {self.index + 1} of {self.chunks}, events {int(done):,} of ~{total:,}"
-        said += f" ({min(100.0, 100 * done / total):.0f}%)"
-        elapsed = time.monotonic() - self.started
-        if done > 0 and elapsed > 0:
-            left = max(0.0, (total - done) * elapsed / done)
-            said += f", ETA {format_duration(left)}"
+        said += f" ({numbers['run_percent']:.0f}%)"
+        eta = numbers["run_eta_seconds"]
+        if isinstance(eta, float):
+            said += f", ETA {format_duration(eta)}"
         return said
 
 
@@ -605,8 +630,8 @@ def _dated_plan(config: BackfillConfig, wanted: str) -> Plan:
 def _spilled_plan(config: BackfillConfig, files: Sequence[str], work: WorkDir, wanted: str) -> Plan:
     """Spill the undated input by day, group the days into chunks, place the copies."""
     log.warning(
-        "reading %d input file(s) once to cut them by day into %s (--chunk %s)",
-        len(files),
+        "reading %s once to cut them by day into %s (--chunk %s)",
+        plural(len(files), "input file"),
         work.path,
         config.chunk,
     )
@@ -617,7 +642,13 @@ def _spilled_plan(config: BackfillConfig, files: Sequence[str], work: WorkDir, w
         now = time.monotonic()
         if now - said[0] >= config.progress_interval:
             said[0] = now
-            log.info("read %d records so far (%.0f/s)", records, records / (now - began))
+            rate = records / (now - began)
+            log.info(
+                "read %d records so far (%.0f/s)",
+                records,
+                rate,
+                extra={"event": "spill_progress", "fields": {"records": records, "rate": rate}},
+            )
 
     try:
         spilled = spill(
@@ -796,6 +827,13 @@ def _run_plan(
                     chunk.label(),
                     format_duration(seconds),
                     progress.where(progress.events_done),
+                    extra={
+                        "event": "chunk_done",
+                        "fields": {
+                            **progress.numbers(progress.events_done),
+                            "seconds": round(seconds, 3),
+                        },
+                    },
                 )
         finally:
             set_progress_note(None)
@@ -859,13 +897,13 @@ def _run_chunk(
     files, extra = _chunk_inputs(config, plan, chunk)
     progress.start(chunk)
     log.warning(
-        "chunk %d of %d (%s): %s%d file(s), ~%d events",
+        "chunk %d of %d (%s): %s%s, ~%s",
         chunk.index + 1,
         len(plan.chunks),
         chunk.label(),
         "" if plan.mode == "dated" else "spilled ",
-        len(files),
-        chunk.events,
+        plural(len(files), "file"),
+        plural(chunk.events, "event"),
     )
     began = time.monotonic()
     dead_letter = work.chunk_file(chunk.index, "dead-letter.jsonl")

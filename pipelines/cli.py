@@ -18,25 +18,38 @@ summary and turns every expected problem into one line on stderr and an exit sta
   gracefully and the run writes its report (``"interrupted": true``) and dead letter; a
   second one stops at once, without a report
 
+``--log-format json`` (since issue 18) makes every stderr line one JSON object
+(:mod:`beaconflow.delivery.logline`) and the last line of stdout the report in one JSON line
+(:mod:`beaconflow.report.oneline`); the human summary then goes to stderr, as one
+``summary`` event. On a terminal, in the text format, progress is a live display
+(:mod:`beaconflow.pipelines.live`). ``--version`` prints ``beaconflow X.Y.Z``.
+
 Importing this module configures nothing: an application that calls ``run`` keeps its own
 logging.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gc
+import io
 import logging
 import os
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
+from beaconflow.delivery.logline import FORMAT_VARIABLE, FORMATS, formatter, install
 from beaconflow.delivery.redact import Redactor
 from beaconflow.delivery.stop import DEADLINE, clear_interrupt, interrupt, interrupted_by
+from beaconflow.model.words import plural
 from beaconflow.pipelines.console import say
+from beaconflow.pipelines.live import LiveProgress, wanted
 from beaconflow.report.html import html_path
+from beaconflow.report.oneline import summary_line
 from beaconflow.report.run import RunReport, summary
 
 #: sysexits' EX_TEMPFAIL: nothing was done, the same command later may succeed.
@@ -55,9 +68,29 @@ class _HideOverwriteWarning(logging.Filter):
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The ``beaconflow`` command: run, print the summary, return the exit status."""
-    logging.basicConfig(
-        level=logging.WARNING, stream=sys.stderr, format="beaconflow: %(message)s", force=True
-    )
+    args = list(sys.argv[1:] if argv is None else argv)
+    if "--version" in args[: args.index("--") if "--" in args else len(args)]:
+        say(f"beaconflow {_package_version()}")
+        return 0
+    try:
+        log_format, args = _log_format(args)
+    except ValueError as error:
+        say(f"beaconflow: error: {error}", error=True)
+        return 2
+    with _log_format_for_children(log_format):
+        live = LiveProgress(sys.stderr) if wanted(sys.stderr, log_format) else None
+        handler = install(log_format, stream=sys.stderr, handler=live)
+        logging.getLogger().setLevel(logging.ERROR)  # Beam's import: "apitools not found"
+        handler.setFormatter(formatter(log_format, _secrets_in(args)))  # imports Beam
+        try:
+            return _main(args, log_format, live)
+        finally:
+            if live is not None:
+                live.close()
+
+
+def _main(args: list[str], log_format: str, live: LiveProgress | None) -> int:
+    """The command once its log format is chosen and logging is set up."""
     root = logging.getLogger()
     root.setLevel(logging.ERROR)  # Beam's import says "apitools not found" at WARNING
     try:
@@ -73,20 +106,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         # a failing step is re-raised to run() and reported in one line below; Beam would
         # also log it with a traceback
         logging.getLogger("apache_beam").setLevel(logging.CRITICAL)
-    args = list(sys.argv[1:] if argv is None else argv)
     if args[:1] == ["mapping"]:
         from beaconflow.pipelines import mapping_cli
 
-        return mapping_cli.main(args[1:])
+        return _subcommand(mapping_cli.main, args[1:], log_format)
     if args[:1] == ["ledger"]:
         from beaconflow.pipelines import ledger_cli
 
-        return ledger_cli.main(args[1:])
+        return _subcommand(ledger_cli.main, args[1:], log_format)
     began = time.monotonic()
     try:
         metrics = metrics_config(args)
     except UsageError as error:
-        _say(f"beaconflow: error: {error}", error=True)
+        _say(f"beaconflow: error: {error}", error=True, fields={"exit_status": 2})
         return 2
     _tune_gc()
     previous = _handle_signals()
@@ -94,10 +126,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         status, report = run(args)
     except UsageError as error:
-        _say(f"beaconflow: error: {error}", error=True)
+        _say(f"beaconflow: error: {error}", error=True, fields={"exit_status": 2})
         status = 2
     except TryLaterError as error:
-        _say(f"beaconflow: {error}", error=True)
+        _say(
+            f"beaconflow: {error}",
+            error=True,
+            event="try_later",
+            level="warning",
+            fields={"exit_status": EX_TEMPFAIL},
+        )
         status = EX_TEMPFAIL
     except KeyboardInterrupt:
         status = _hard_interrupt()
@@ -110,16 +148,87 @@ def main(argv: Sequence[str] | None = None) -> int:
             secrets = _secrets_in(args)
             reason = Redactor.of(secrets)(f"{type(error).__name__}: {error}".splitlines()[0])
             _say(f"beaconflow: error: the run failed: {reason} (BEACONFLOW_DEBUG=1 shows more)",
-                 error=True)  # fmt: skip
+                 error=True, fields={"exit_status": 2})  # fmt: skip
             status = 2
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+    if live is not None:
+        live.close()  # the summary goes below the display's last state
     if report is not None:
-        _tell(report, status)
+        _tell(report, status, log_format)
     if metrics.wanted:
         duration = report.elapsed_seconds if report is not None else time.monotonic() - began
         publish_metrics(metrics, status, report, duration)
+    return status
+
+
+def _package_version() -> str:
+    """The installed version, from the package metadata."""
+    try:
+        return version("beaconflow")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _log_format(args: Sequence[str]) -> tuple[str, list[str]]:
+    """``--log-format``'s value (default text) and the arguments without it.
+
+    Taken out here, before anything is parsed, so that the subcommands and the run's first
+    lines (a usage error too) follow it; ValueError for a value that is not a format.
+    """
+    chosen = FORMATS[0]
+    rest: list[str] = []
+    words = iter(args)
+    for word in words:
+        if word == "--":
+            rest.append(word)
+            rest.extend(words)
+            break
+        if word == "--log-format":
+            value = next(words, None)
+            if value is None:
+                raise ValueError("--log-format needs a value: text or json")
+        elif word.startswith("--log-format="):
+            value = word.split("=", 1)[1]
+        else:
+            rest.append(word)
+            continue
+        if value not in FORMATS:
+            raise ValueError(f"--log-format must be text or json, got {value!r}")
+        chosen = value
+    return chosen, rest
+
+
+@contextlib.contextmanager
+def _log_format_for_children(log_format: str) -> Iterator[None]:
+    """The format in the environment for the processes the run starts, restored after."""
+    before = os.environ.get(FORMAT_VARIABLE)
+    os.environ[FORMAT_VARIABLE] = log_format
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(FORMAT_VARIABLE, None)
+        else:
+            os.environ[FORMAT_VARIABLE] = before
+
+
+def _subcommand(command: Any, args: list[str], log_format: str) -> int:
+    """Run ``beaconflow mapping|ledger``; in the json format, argparse's error is a JSON line."""
+    if log_format != "json":
+        return int(command(args))
+    caught = io.StringIO()  # argparse writes its usage and error there, then exits
+    try:
+        with contextlib.redirect_stderr(caught):
+            status = int(command(args))
+    except SystemExit as exit_:
+        status = exit_.code if isinstance(exit_.code, int) else 2
+        lines = [line for line in caught.getvalue().splitlines() if line.strip()]
+        if lines:
+            _say(lines[-1], error=True, fields={"exit_status": status})
+        return status
+    sys.stderr.write(caught.getvalue())  # the subcommand's own lines, JSON already
     return status
 
 
@@ -140,6 +249,9 @@ def _handle_signals() -> dict[int, Any]:
             f"beaconflow: {signal.Signals(signum).name}: stopping; no new request starts, what "
             "is in flight finishes (send the signal again to stop at once)",
             error=True,
+            event="stopping",
+            level="warning",
+            fields={"signal": signal.Signals(signum).name},
         )
         interrupt(signum)
 
@@ -156,31 +268,82 @@ def _hard_interrupt() -> int:
         f"beaconflow: interrupted by {signal.Signals(signum).name} before the run could write "
         "its report; the same command with the same --ledger sends what was not delivered",
         error=True,
+        event="interrupted",
+        fields={"exit_status": 128 + signum, "signal": signal.Signals(signum).name},
     )
     return 128 + signum
 
 
-def _tell(report: RunReport, status: int) -> None:
-    """The summary on stdout, and on stderr what the status means and what to do."""
-    _say(summary(report))
+def _tell(report: RunReport, status: int, log_format: str = "text") -> None:
+    """The summary on stdout, and on stderr what the status means and what to do.
+
+    In the json format the human lines go to stderr as JSON lines (a ``summary`` event, the
+    report's paths, the dead letter) and stdout gets one line: the report in JSON.
+    """
+    entries = _dead_letter_entries(report.dead_letter)
+    lines = [summary(report)]
     written = report.report_written
     path = report.report
     if written is True and report.report_html_written is False:
-        _say(f"report: {path} ({html_path(path)} could not be written)")
+        lines.append(f"report: {path} ({html_path(path)} could not be written)")
     elif written is True:
-        _say(f"report: {path} and {html_path(path)}")
+        lines.append(f"report: {path} and {html_path(path)}")
     elif written is False:
-        _say(f"report: not written ({path} could not be written)")
+        lines.append(f"report: not written ({path} could not be written)")
+    if entries:
+        lines.append(f"dead letter: {plural(entries, 'entry', 'entries')} in {report.dead_letter}")
+    if log_format == "json":
+        _say(
+            "\n".join(lines),
+            error=True,
+            event="summary",
+            level="info",
+            fields={"exit_status": status, "dead_letter_entries": entries},
+        )
+    else:
+        for line in lines:
+            _say(line)
     if report.stopped:
-        _say(f"beaconflow: stopped early: {report.stopped}. {_advice(report)}", error=True)
+        _say(
+            f"beaconflow: stopped early: {report.stopped}. {_advice(report)}",
+            error=True,
+            event="stopped",
+            fields={"exit_status": status, "stopped": report.stopped},
+        )
     elif status:
         _say(
-            f"beaconflow: {report.events_invalid} invalid events + "
-            + (f"{report.messages_invalid} invalid messages + " if report.messages_invalid else "")
-            + f"{report.messages_failed} failed messages exceed --max-errors; "
+            f"beaconflow: {plural(report.events_invalid, 'invalid event')} + "
+            + (
+                f"{plural(report.messages_invalid, 'invalid message')} + "
+                if report.messages_invalid
+                else ""
+            )
+            + f"{plural(report.messages_failed, 'failed message')} exceed --max-errors; "
             f"see {report.dead_letter}",
             error=True,
+            event="max_errors_exceeded",
+            fields={"exit_status": status, "errors": report.errors},
         )
+    if log_format == "json":
+        _say(summary_line(report, status, entries))
+
+
+def _dead_letter_entries(path: str) -> int | None:
+    """How many lines the dead letter holds (0: none, or no such file; None: unreadable)."""
+    if not path:
+        return 0
+    from apache_beam.io.filesystems import FileSystems
+
+    try:
+        if not FileSystems.exists(path):
+            return 0
+        count = 0
+        with FileSystems.open(path) as stream:
+            while block := stream.read(1 << 20):
+                count += block.count(b"\n")
+        return count
+    except (OSError, ValueError):
+        return None
 
 
 def _advice(report: RunReport) -> str:
@@ -195,8 +358,10 @@ def _advice(report: RunReport) -> str:
             "Its counts are unknown, and without --ledger nothing records what was sent: "
             "running it again sends everything again"
         )
+    delivered = report.messages_delivered
     first = (
-        f"{report.messages_delivered} messages were delivered. To finish the job,"
+        f"{plural(delivered, 'message')} {'was' if delivered == 1 else 'were'} delivered. "
+        "To finish the job,"
         if report.interrupted or report.stopped == DEADLINE
         else "Mend that, then"
     )
@@ -215,12 +380,20 @@ def _advice(report: RunReport) -> str:
     )
 
 
-def _say(text: str, *, error: bool = False) -> None:
+def _say(
+    text: str,
+    *,
+    error: bool = False,
+    event: str = "error",
+    level: str = "error",
+    fields: dict[str, object] | None = None,
+) -> None:
     """Print a line; a stream that cannot be written (a full disk, /dev/full) is let go.
 
-    The report on disk says everything; the run's status stands.
+    The report on disk says everything; the run's status stands. On stderr in the json
+    format, the line is a JSON object of ``event``, ``level`` and ``fields``.
     """
-    say(text, error=error)
+    say(text, error=error, event=event, level=level, fields=fields)
 
 
 def _tune_gc() -> None:

@@ -8,20 +8,37 @@ verify``) can say so on stderr and exit 2::
 
     beaconflow mapping show segment > /dev/full
     # beaconflow: error: standard output not writable: /dev/full: No space left on device
+
+With ``--log-format json`` (:mod:`beaconflow.delivery.logline`) every stderr line is one
+JSON object instead: :func:`say` writes it from the ``event``, ``level`` and ``fields`` given.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
+from beaconflow.delivery.logline import current_format, json_line
 from beaconflow.model.errors import io_problem
 
 
-def say(text: str, *, error: bool = False) -> OSError | None:
-    """Print a line on stdout (stderr with ``error``); the stream's error, if it failed."""
+def say(
+    text: str,
+    *,
+    error: bool = False,
+    event: str = "error",
+    level: str = "error",
+    fields: Mapping[str, object] | None = None,
+) -> OSError | None:
+    """Print a line on stdout (stderr with ``error``); the stream's error, if it failed.
+
+    On stderr in the json log format, the line is a JSON object of this ``event`` and
+    ``level`` with ``fields``.
+    """
     stream = sys.stderr if error else sys.stdout
+    if error and current_format() == "json":
+        text = json_line(level, event, text, fields)
     try:
         print(text, file=stream)
         stream.flush()

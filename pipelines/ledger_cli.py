@@ -20,13 +20,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from collections.abc import Sequence
 
 from beaconflow.delivery.ledger import is_local, local_path
 from beaconflow.delivery.ledger_check import inspect, repair, verify_lines
 from beaconflow.model.errors import BeaconflowError, io_problem
-from beaconflow.pipelines.console import say_all
+from beaconflow.pipelines.console import say, say_all
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -53,7 +52,7 @@ def main(argv: Sequence[str]) -> int:
     args = _parser().parse_args(argv)
     directory = args.directory
     if is_local(directory) and not os.path.isdir(local_path(directory)):
-        print(f"beaconflow: error: no ledger directory at {directory}", file=sys.stderr)
+        say(f"beaconflow: error: no ledger directory at {directory}", error=True)
         return 2
     try:
         if args.command == "verify":
@@ -63,11 +62,11 @@ def main(argv: Sequence[str]) -> int:
         printed = say_all(lines)
         after = inspect(directory)
     except BeaconflowError as error:  # damaged beyond reading, unreadable, not writable
-        print(f"beaconflow: error: {error}", file=sys.stderr)
+        say(f"beaconflow: error: {error}", error=True)
         return 2
     except OSError as error:  # what the ledger's own errors do not cover: still named
         problem = io_problem("ledger", error.filename or directory, error)
-        print(f"beaconflow: error: {problem}", file=sys.stderr)
+        say(f"beaconflow: error: {problem}", error=True)
         return 2
     if printed:
         return printed

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import sys
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -33,7 +32,7 @@ from beaconflow.model.message import DESTINATIONS, Endpoint
 from beaconflow.model.records import RecordError, parse_line, plain
 from beaconflow.model.render import render_url
 from beaconflow.model.source import FORMATS
-from beaconflow.pipelines.console import say_all
+from beaconflow.pipelines.console import say, say_all
 from beaconflow.pipelines.options import UsageError, read_mapping
 from beaconflow.transforms.read import InputError, expand_inputs, read_file
 
@@ -82,7 +81,7 @@ def main(argv: Sequence[str]) -> int:
         mapping = read_mapping(args.mapping, args.source_timezone)
         files = expand_inputs([args.input], args.format)
     except (UsageError, MappingError, InputError) as error:
-        print(f"beaconflow: error: {error}", file=sys.stderr)
+        say(f"beaconflow: error: {error}", error=True)
         return 2
     return say_all(explain(mapping, files, args.limit, file_format=args.format, now=time.time()))
 

@@ -34,7 +34,7 @@ from beaconflow.model.errors import BeaconflowError, TryLaterError
 from beaconflow.model.field_rules import RuleError, parse_zone
 from beaconflow.model.mapping import MappingError, RecordMapping, parse_mapping
 from beaconflow.model.message import Destination, Endpoint
-from beaconflow.model.source import FORMATS
+from beaconflow.model.source import FORMATS, JSONL_SUFFIXES, PARQUET_SUFFIXES
 from beaconflow.report.command import redacted_command
 
 #: Keys the sandbox uses; they mean nothing anywhere else.
@@ -202,6 +202,31 @@ EXIT_STATUSES = """exit status:
 """
 
 
+#: The input files --help lists: the reader's own endings (beaconflow/model/source.py).
+INPUT_FILES = (
+    "\ninput files (by name; --format reads others):\n  JSON lines: "
+    + ", ".join(JSONL_SUFFIXES)
+    + "\n  Parquet: "
+    + ", ".join(PARQUET_SUFFIXES)
+    + "\n"
+)
+
+#: The environment variables --help lists.
+ENVIRONMENT = """
+environment:
+  KONTAGENT_API_KEY, KONTAGENT_SECRET, KISSMETRICS_API_KEY
+       the keys, when their flags are not given (flags are visible in ps)
+  KONTAGENT_API_KEY_FILE, KONTAGENT_SECRET_FILE, KISSMETRICS_API_KEY_FILE
+       the keys read from a file (a systemd credential, a mounted secret)
+  CREDENTIALS_DIRECTORY
+       systemd's credentials folder, where the keys' files are looked for
+  BEACONFLOW_DEBUG=1
+       a traceback for unexpected failures instead of one line
+  BEACONFLOW_LEDGER_LOCK_STALE_SECONDS, BEACONFLOW_LEDGER_LOCK_HEARTBEAT_SECONDS
+       when a --ledger lock is taken over (default 300), its heartbeat (default 10)
+"""
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
         raise UsageError(message)
@@ -216,7 +241,7 @@ def parser() -> argparse.ArgumentParser:
         "--direct_num_workers are accepted too).",
         allow_abbrev=False,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=EXIT_STATUSES,
+        epilog=EXIT_STATUSES + ENVIRONMENT + INPUT_FILES,
     )
     read = p.add_argument_group("input")
     read.add_argument(
@@ -225,7 +250,7 @@ def parser() -> argparse.ArgumentParser:
         default=[],
         metavar="PATTERN",
         help="a path or glob of .jsonl, .ndjson, .json (JSON lines; each also .gz) or .parquet "
-        "files; repeatable",
+        "files (listed below); repeatable",
     )
     read.add_argument(
         "--format",
@@ -435,7 +460,7 @@ def parser() -> argparse.ArgumentParser:
         "--ledger",
         metavar="DIR",
         help="delivery ledger directory: messages it records are not sent again (counted as "
-        "skipped) and every delivery is recorded in it; use the same DIR for every run",
+        "already delivered) and every delivery is recorded in it; use the same DIR for every run",
     )
     out.add_argument(
         "--ledger-app",
@@ -471,6 +496,19 @@ def parser() -> argparse.ArgumentParser:
         help="seconds between progress lines on stderr (default: 10)",
     )
     add_metrics_flags(p)
+    # since issue 18: what the command writes (read by cli.main before anything is parsed)
+    console = p.add_argument_group("console")
+    console.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        help="text: 'beaconflow: ...' lines on stderr (a live progress display on a "
+        "terminal); json: every stderr line one JSON object (time, level, event, message "
+        "and the numbers) and the last stdout line the report in JSON (default: text)",
+    )
+    console.add_argument(
+        "--version", action="version", version=f"beaconflow {_version()}", help="print it"
+    )
     return p
 
 
@@ -823,6 +861,38 @@ def _read_secrets(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
             raise UsageError(str(error)) from None
 
 
+#: The flags --sandbox replaces with its own values (a real key or URL given with it would
+#: suggest that something reaches the real services).
+_SANDBOX_REPLACES = (
+    "--kontagent-api-key",
+    "--kontagent-secret",
+    "--kontagent-url",
+    "--kissmetrics-api-key",
+    "--kissmetrics-url",
+)
+
+
+def _refuse_contradictions(args: argparse.Namespace, argv: Sequence[str]) -> None:
+    """UsageError for flags that contradict each other, naming both and why (since issue 18)."""
+    if args.sandbox and args.dry_run:
+        raise UsageError(
+            "--sandbox and --dry-run contradict each other: --sandbox sends every message to "
+            "the bundled collector, --dry-run sends nothing and writes the messages to a file; "
+            "give one of them"
+        )
+    if args.sandbox:
+        given = [
+            flag for flag in _SANDBOX_REPLACES
+            if any(word == flag or word.startswith(flag + "=") for word in argv)
+        ]  # fmt: skip
+        if given:
+            raise UsageError(
+                f"--sandbox and {given[0]} contradict each other: --sandbox sends to the bundled "
+                "collector with its own demo keys, never to a real service; leave out "
+                f"{', '.join(given)} or --sandbox"
+            )
+
+
 def default_work_dir(report: str) -> str:
     """Where a chunked run keeps its work without --work-dir: beside the report."""
     stem = report[: -len(".json")] if report.endswith(".json") else report
@@ -850,6 +920,7 @@ def configure(
         if getattr(args, flag):
             setattr(args, flag, _absolute(getattr(args, flag)))
     rest = _absolute_beam_files(rest)
+    _refuse_contradictions(args, argv)
     endpoints: dict[Destination, Endpoint] = {}
     if args.sandbox:
         # the collector's URL is filled in when it starts

@@ -38,6 +38,7 @@ from beaconflow.delivery.breaker import DEFAULT_WINDOW
 from beaconflow.delivery.ledger import LedgerError, LedgerWriter
 from beaconflow.delivery.ledger_identity import endpoint_fingerprint
 from beaconflow.delivery.ledger_lock import Lease
+from beaconflow.delivery.logline import adopt as adopt_log_format
 from beaconflow.delivery.redact import Redactor, redact_library_logs
 from beaconflow.delivery.retry import RetryPolicy
 from beaconflow.delivery.sender import BulkSender, Delivery, Request, Sender, SenderConfig
@@ -209,9 +210,10 @@ class _SendDoFn(CountsTallies, beam.DoFn):
         self._ambiguous = Metrics.counter(NAMESPACE, "ambiguous")
 
     def setup(self) -> None:
-        # on a worker process of its own, the driver's filters are not installed
+        # on a worker process of its own, the driver's filters and log format are not installed
         config = self._config
         redact_library_logs(config.secrets())
+        adopt_log_format(config.secrets())
         fingerprints = config.ledger_fingerprints()
         self._stop: RunStop = run_stop(config.run_id)
         if config.processes:

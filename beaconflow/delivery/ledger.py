@@ -64,6 +64,7 @@ from typing import IO, Any
 from beaconflow.delivery.ledger_days import days_mark, entry_day
 from beaconflow.model.errors import BeaconflowError, io_problem
 from beaconflow.model.message import Message
+from beaconflow.model.words import plural
 
 log = logging.getLogger("beaconflow.ledger")
 
@@ -299,7 +300,8 @@ def read_ledger_file(path: str, legacy: Mapping[str, str] | None = None) -> Iter
                 key = f"{renamed[fingerprint]}:{rest}"
         yield key
     if unreadable:
-        log.warning("ledger %s: %d unreadable line(s) skipped (a torn write)", path, unreadable)
+        lines = plural(unreadable, "unreadable line")
+        log.warning("ledger %s: %s skipped (a torn write)", path, lines)
 
 
 class LedgerKeys:

@@ -75,6 +75,7 @@ from beaconflow.delivery.ledger import (
 from beaconflow.delivery.ledger_days import MAX_DAY, MIN_DAY, day_iso, days_mark, file_days
 from beaconflow.delivery.ledger_identity import LedgerIdentity, descriptor_name, mismatches
 from beaconflow.model.errors import BeaconflowError, io_problem
+from beaconflow.model.words import plural
 
 #: The ledger's own description: ``{"format": 2}``. Without it a ledger is of format 1.
 LEDGER_JSON = "ledger.json"
@@ -446,24 +447,27 @@ def verify_lines(state: LedgerState) -> list[str]:
     lines = [f"{d.name}: damaged: {d.reason}" + _known(d) for d in state.damaged]
     for name, unreadable in sorted(state.torn.items()):
         lines.append(
-            f"{name}: {unreadable} unreadable line(s) skipped (a journal or a format-1 file: "
-            "a torn write, tolerated)"
+            f"{name}: {plural(unreadable, 'unreadable line')} skipped (a journal or a format-1 "
+            "file: a torn write, tolerated)"
         )
     verdict = "damaged" if state.damaged else "intact"
     lines.append(
         f"{state.directory}: {verdict}: format {state.format}, {state.shards} sealed shards, "
         f"{state.journals} journals, {state.legacy_files} format-1 files, "
-        f"{state.entries} entries readable"
+        f"{plural(state.entries, 'entry', 'entries')} readable"
     )
     return lines
 
 
 def _known(damage: Damage) -> str:
     if damage.missing:
-        return f"; {damage.expected} entries lost"
+        if damage.expected is None:
+            return "; how many entries were lost cannot be known"
+        return f"; {plural(damage.expected, 'entry', 'entries')} lost"
     if damage.lost is None:
-        return f"; {damage.intact} intact entries, how many were lost cannot be known"
-    return f"; {damage.intact} intact entries, {damage.lost} lost"
+        intact = plural(damage.intact, "intact entry", "intact entries")
+        return f"; {intact}, how many were lost cannot be known"
+    return f"; {plural(damage.intact, 'intact entry', 'intact entries')}, {damage.lost} lost"
 
 
 def _aside(directory: str, name: str, stamp: str) -> str:
@@ -536,10 +540,11 @@ def repair(directory: str, *, now: float | None = None) -> tuple[list[str], bool
             count = "how many entries were lost cannot be known"
         else:
             lost += damage.lost
-            count = f"{damage.lost} entries lost"
+            count = f"{plural(damage.lost, 'entry', 'entries')} lost"
         if damage.name.endswith(SHARD_SUFFIX):
             lines.append(
-                f"{damage.name}: {damage.reason}: {damage.intact} intact entries salvaged, "
+                f"{damage.name}: {damage.reason}: "
+                f"{plural(damage.intact, 'intact entry', 'intact entries')} salvaged, "
                 f"{count}; set aside as {aside}"
             )
         else:
@@ -552,7 +557,9 @@ def repair(directory: str, *, now: float | None = None) -> tuple[list[str], bool
         kept = [(n, e) for n, e in state.manifests[manifest] if n not in names]
         writer = manifest.removeprefix("manifest-").removesuffix(".json")
         _write_whole(directory, manifest, manifest_bytes(writer, kept))
-    total = f"{lost} entries lost" + (" at least (some losses cannot be known)" if unknown else "")
+    total = f"{plural(lost, 'entry', 'entries')} lost" + (
+        " at least (some losses cannot be known)" if unknown else ""
+    )
     lines.append(
         f"{directory}: repaired: {total}; the next run with this ledger sends their messages "
         "again (Kontagent counts them twice; KISSmetrics recognises its own by _t)"

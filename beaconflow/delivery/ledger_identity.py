@@ -167,7 +167,8 @@ def mismatches(
         shown = "; ".join(f"{n} with {text}" for text, n in sorted(what.items()))
         warnings.append(
             f"the ledger holds {others} {destination} deliveries, none for this run's endpoint "
-            f"({ours['url']}, by {ours['identified_by']}): {shown}. They are not skipped: if "
-            "they are this app's, this run sends them again (see --ledger-app in docs/ledger.md)"
+            f"({ours['url']}, by {ours['identified_by']}): {shown}. They do not count as "
+            "already delivered: if they are this app's, this run sends them again (see "
+            "--ledger-app in docs/ledger.md)"
         )
     return warnings

@@ -116,6 +116,8 @@ from beaconflow.delivery.retry import (
 from beaconflow.delivery.stop import DEADLINE, RunStop
 from beaconflow.model.duration import format_duration
 from beaconflow.model.message import Message
+from beaconflow.model.pace import percent, rate_eta_seconds
+from beaconflow.model.words import plural
 
 logger = logging.getLogger("beaconflow.send")
 
@@ -247,15 +249,27 @@ class SenderStats:
                 self.retries,
                 self.failed,
                 detail,
+                extra={
+                    "event": "done" if stopped is None else "stopped",
+                    "fields": {
+                        "sent": self.sent,
+                        "delivered": self.delivered,
+                        "retries": self.retries,
+                        "failed": self.failed,
+                    },
+                },
             )
 
 
-#: What a run adds to every progress line, given the messages sent so far (a chunked run's
-#: chunk, events done and time left); None: nothing. See :func:`set_progress_note`.
-_progress_note: Callable[[int], str] | None = None
+#: What a run adds to every progress line, given the messages sent so far: the text (a chunked
+#: run's chunk, events done and time left) and its numbers, the line's JSON fields.
+ProgressNote = Callable[[int], tuple[str, Mapping[str, object]]]
+
+#: The run's note; None: nothing. See :func:`set_progress_note`.
+_progress_note: ProgressNote | None = None
 
 
-def set_progress_note(note: Callable[[int], str] | None) -> None:
+def set_progress_note(note: ProgressNote | None) -> None:
     """Have every progress line of this process end with ``note(sent)`` (None: nothing)."""
     global _progress_note
     _progress_note = note
@@ -264,13 +278,16 @@ def set_progress_note(note: Callable[[int], str] | None) -> None:
 class ProgressLog:
     """A progress line every ``interval`` seconds (BulkSender's, or a pool's for its children).
 
-    The line: sent so far, the rate since the last line, retries, failures; then the
-    destinations declared down, and the time left before the run's ``deadline`` (epoch
-    seconds, read on ``wall_clock``) when it has one. ``now`` is the clock's reading at the
-    start.
+    The line: sent so far (attempts), the rate since the last line, retries, failures; then,
+    when the sender says how many messages it was given so far (``total``: the messages built
+    so far), how many of them are finished (delivered or failed), the percent and the time
+    left for them at the pace since the last line; then the destinations declared down, and
+    the time left before the run's ``deadline`` (epoch seconds, read on ``wall_clock``) when
+    it has one. ``now`` is the clock's reading at the start. The record carries the numbers
+    as ``fields`` (event ``progress``) for the json log format and the live display.
     """
 
-    __slots__ = ("_at", "_deadline", "_interval", "_sent", "_wall_clock")
+    __slots__ = ("_at", "_deadline", "_done", "_interval", "_sent", "_wall_clock")
 
     def __init__(
         self,
@@ -283,6 +300,7 @@ class ProgressLog:
         self._interval = interval
         self._at = now
         self._sent = 0
+        self._done = 0
         self._deadline = deadline
         self._wall_clock = wall_clock
 
@@ -291,15 +309,46 @@ class ProgressLog:
         return now - self._at >= self._interval
 
     def line(
-        self, now: float, sent: int, retries: int, failed: int, down: Sequence[str] = ()
+        self,
+        now: float,
+        sent: int,
+        retries: int,
+        failed: int,
+        down: Sequence[str] = (),
+        *,
+        delivered: int | None = None,
+        total: int | None = None,
     ) -> None:
         """Log the line for these counts and start the next interval."""
         elapsed = now - self._at
         rate = (sent - self._sent) / elapsed if elapsed > 0 else 0.0
+        fields: dict[str, object] = {
+            "sent": sent,
+            "rate": round(rate, 1),
+            "retries": retries,
+            "failed": failed,
+        }
+        notes = ""
+        if delivered is not None and total is not None:
+            done = delivered + failed
+            pace = (done - self._done) / elapsed if elapsed > 0 else 0.0
+            share = percent(done, total)
+            eta = rate_eta_seconds(total - done, pace)
+            self._done = done
+            fields.update(delivered=delivered, done=done, total=total)
+            fields["percent"] = None if share is None else round(share, 1)
+            fields["eta_seconds"] = None if eta is None else round(eta, 1)
+            notes += f"; {done:,} of {total:,} built so far"
+            if share is not None:
+                notes += f" ({share:.0f}%"
+                notes += f", ETA {_eta_text(eta)})" if eta is not None else ")"
         self._at, self._sent = now, sent
-        notes = f"; down: {', '.join(sorted(down))}" if down else ""
+        if down:
+            notes += f"; down: {', '.join(sorted(down))}"
+            fields["down"] = sorted(down)
         if self._deadline is not None:
             left = self._deadline - self._wall_clock()
+            fields["deadline_seconds"] = round(max(0.0, left), 1)
             notes += (
                 f"; deadline in {format_duration(left)}"
                 if left > 0
@@ -307,8 +356,23 @@ class ProgressLog:
             )
         note = _progress_note
         if note is not None:
-            notes += note(sent)
-        logger.info("sent %d (%.1f/s), retries %d, failed %d%s", sent, rate, retries, failed, notes)
+            text, numbers = note(sent)
+            notes += text
+            fields.update(numbers)
+        logger.info(
+            "sent %d (%.1f/s), retries %d, failed %d%s",
+            sent,
+            rate,
+            retries,
+            failed,
+            notes,
+            extra={"event": "progress", "fields": fields},
+        )
+
+
+def _eta_text(seconds: float) -> str:
+    """``ETA 3m20s``'s time: below a second, ``<1s`` (a fraction would be noise)."""
+    return format_duration(seconds) if seconds >= 1 else "<1s"
 
 
 def outcome_names(outcomes: Mapping[int | type, int]) -> dict[str, int]:
@@ -726,6 +790,7 @@ class SendEngine:
         self._tokens: list[object] = []
         self._publishing = False
         self._tally_sent = self._tally_delivered = self._tally_retries = self._tally_failed = 0
+        self._submitted = 0  # messages given to the engine so far (the built ones)
         self._tally_outcomes: dict[_OutcomeKey, int] = {}
         self._progress = ProgressLog(
             config.progress_interval, clock(), deadline=config.deadline, wall_clock=wall_clock
@@ -764,6 +829,7 @@ class SendEngine:
     def submit(self, requests: Sequence[Request]) -> None:
         """Queue a batch of requests (one call per batch: the loop wakes once for it)."""
         self._outstanding += len(requests)
+        self._submitted += len(requests)
         self._intake(requests)
 
     def counts(self) -> SenderStats:
@@ -829,7 +895,7 @@ class SendEngine:
         abandoned = self._outstanding
         await self._session.close()
         if abandoned:
-            logger.warning("closed with %d unfinished requests abandoned", abandoned)
+            logger.warning("closed with %s abandoned", plural(abandoned, "unfinished request"))
 
     def _intake(self, requests: Sequence[Request]) -> None:
         """Queue a batch from a caller (one loop callback per batch)."""
@@ -1214,7 +1280,13 @@ class SendEngine:
             now = self._clock()
         if self._progress.due(now):
             self._progress.line(
-                now, self._tally_sent, self._tally_retries, self._tally_failed, tuple(self._down)
+                now,
+                self._tally_sent,
+                self._tally_retries,
+                self._tally_failed,
+                tuple(self._down),
+                delivered=self._tally_delivered,
+                total=self._submitted,
             )
 
     def _finish(self, request: Request, delivery: Delivery) -> None:

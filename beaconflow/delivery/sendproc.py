@@ -68,6 +68,7 @@ from multiprocessing.connection import Connection
 from typing import Any, cast
 
 from beaconflow.delivery.ledger import LedgerError, LedgerWriter, ledger_key
+from beaconflow.delivery.logline import install
 from beaconflow.delivery.ratelimit import Clock
 from beaconflow.delivery.redact import Redactor, redact_library_logs
 from beaconflow.delivery.retry import classify
@@ -431,7 +432,13 @@ class SenderPool:
         if self._progress.due(now):
             stats = self.stats()
             self._progress.line(
-                now, stats.sent, stats.retries, stats.failed, tuple(self._stop.down)
+                now,
+                stats.sent,
+                stats.retries,
+                stats.failed,
+                tuple(self._stop.down),
+                delivered=stats.delivered,
+                total=self._tag,
             )
         return sealed
 
@@ -761,7 +768,9 @@ async def _child(results_fd: int) -> int:
     setup: _Setup | None = await _read(reader)
     if setup is None:
         return 0
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="beaconflow: %(message)s")
+    # the command's --log-format reaches a child through the environment it inherits
+    install(stream=sys.stderr, secrets=setup.secrets)
+    logging.getLogger().setLevel(logging.WARNING)
     # the parent logs progress and the totals; a child speaks only of problems, or of every
     # attempt when the parent logs at DEBUG
     level = setup.log_level

@@ -121,7 +121,7 @@ _OUTCOME_LABELS: Mapping[str, str] = {
     "delivered": "delivered",
     "failed": "failed",
     "duplicate": "duplicate",
-    "skipped": "already delivered (skipped)",
+    "skipped": "already delivered",
     "too_old": "too old for Kontagent",
     "dry_run": "dry run",
 }
@@ -327,7 +327,7 @@ _MESSAGE_STATS = (
     ("messages_delivered", "delivered"),
     ("messages_failed", "failed"),
     ("messages_duplicate", "duplicate"),
-    ("messages_skipped", "already delivered (skipped)"),
+    ("messages_skipped", "already delivered"),
     ("messages_too_old", "too old for Kontagent (not sent)"),
     ("messages_dry_run", "dry run"),
     ("messages_invalid", "invalid (not built)"),

@@ -16,6 +16,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from beaconflow.model.words import plural
+
 #: The outcomes of a read event, in the order the report lists them; they add up to read.
 EVENT_COUNTERS = (
     "events_read",
@@ -305,6 +307,11 @@ def invariant_errors(report: RunReport) -> tuple[str, ...]:
     return tuple(errors)
 
 
+#: The words a person reads for a per-destination count whose key says it otherwise
+#: (report.json keeps its keys: ``skipped`` means already delivered, by the ledger).
+_SAID = {"skipped": "already delivered", "dry_run": "written (dry run)"}
+
+
 def summary(report: RunReport) -> str:
     """A few lines for stdout."""
     dry_run = report.messages_dry_run
@@ -334,7 +341,7 @@ def summary(report: RunReport) -> str:
         + (f", {dry_run} written (dry run)" if dry_run else ""),
     ]
     for destination, counts in report.by_destination.items():
-        parts = ", ".join(f"{n} {name}" for name, n in counts.items())
+        parts = ", ".join(f"{n} {_SAID.get(name, name)}" for name, n in counts.items())
         lines.append(f"  {destination}: {parts}")
     if report.partial:
         # the counters above are zeros standing for "unknown", not for "nothing"
@@ -349,11 +356,12 @@ def summary(report: RunReport) -> str:
     if report.stopped:
         lines.append(
             f"STOPPED EARLY: {report.stopped} "
-            f"({report.messages_not_attempted} messages not attempted)"
+            f"({plural(report.messages_not_attempted, 'message')} not attempted)"
         )
     if report.messages_ambiguous:
         lines.append(
-            f"ambiguous: {report.messages_ambiguous} messages were sent again after a request "
+            f"ambiguous: {plural(report.messages_ambiguous, 'message')} "
+            f"{'was' if report.messages_ambiguous == 1 else 'were'} sent again after a request "
             "that went out and got no answer (a timeout, a reset): the service may have counted "
             "them more than once (--no-retry-ambiguous sends no such request again)"
         )
@@ -374,7 +382,8 @@ def summary(report: RunReport) -> str:
         )
     if report.dead_letter_salvaged:
         lines.append(
-            f"dead letter: {report.dead_letter_salvaged} entries kept from an earlier run "
+            f"dead letter: {plural(report.dead_letter_salvaged, 'entry', 'entries')} kept from "
+            "an earlier run "
             "that was killed before it finished"
         )
     if report.lookback_days_missing:

@@ -42,6 +42,7 @@ from beaconflow.delivery.ledger_check import (
 )
 from beaconflow.delivery.ledger_identity import LedgerIdentity
 from beaconflow.model.message import Endpoint, Message
+from beaconflow.model.words import plural
 from tests.fs_faults import unwritable
 
 FINGERPRINT = "f" * 12
@@ -133,8 +134,8 @@ def test_damage_is_found_named_and_repaired(tmp_path: Path, damage: str) -> None
         prepare(str(tmp_path), identity, write=True)
 
     lines, unknown = repair(str(tmp_path))
-    assert not unknown
-    assert lines[-1].startswith(f"{tmp_path}: repaired: {lost} entries lost;")
+    assert not unknown and lost is not None
+    assert lines[-1].startswith(f"{tmp_path}: repaired: {plural(lost, 'entry', 'entries')} lost;")
     assert inspect(str(tmp_path)).damaged == []
     kept = _keys(tmp_path)
     assert kept <= {f"{FINGERPRINT}:{m.key}" for m in messages}

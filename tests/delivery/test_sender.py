@@ -350,10 +350,21 @@ def test_progress_lines(server: Collector, caplog: pytest.LogCaptureFixture) -> 
     lines = [r.getMessage() for r in caplog.records if r.name == "beaconflow.send"]
     progress = [line for line in lines if line.startswith("sent ")]
     # The clock ticks one second per reading: a line every second attempt, never more often.
+    # A line is logged as an attempt is counted, before its message is finished: the 2nd
+    # attempt's line finds 1 of the 5 messages finished, at 0.5 per second: 8 s left.
     assert progress == [
-        "sent 2 (1.0/s), retries 0, failed 0",
-        "sent 4 (1.0/s), retries 0, failed 0",
+        "sent 2 (1.0/s), retries 0, failed 0; 1 of 5 built so far (20%, ETA 8s)",
+        "sent 4 (1.0/s), retries 0, failed 0; 3 of 5 built so far (60%, ETA 2s)",
     ]
+    fields = [
+        getattr(r, "fields", None)
+        for r in caplog.records
+        if getattr(r, "event", None) == "progress"
+    ]
+    assert fields[1] == {
+        "sent": 4, "rate": 1.0, "retries": 0, "failed": 0, "delivered": 3, "done": 3,
+        "total": 5, "percent": 60.0, "eta_seconds": 2.0,
+    }  # fmt: skip
     assert re.fullmatch(r"done: sent 5, delivered 5, retries 0, failed 0", lines[-1])
 
 
@@ -440,7 +451,7 @@ def test_close_abandons_unfinished_requests_loudly(
     finally:
         server.open_gate()
     assert sender.take_finished() == []
-    assert "closed with 1 unfinished requests abandoned" in caplog.text
+    assert "closed with 1 unfinished request abandoned" in caplog.text
 
 
 def test_submit_after_close_is_refused(server: Collector) -> None:

@@ -242,7 +242,7 @@ def test_a_stopped_spilled_run_resumes_without_reading_its_input_again(
         done = run_cli(*flags)
         assert done.returncode == 0, done.stderr
         assert "resuming from" in done.stderr
-        assert "reading 2 input file(s) once" not in done.stderr, "the spill is not done again"
+        assert "reading 2 input files once" not in done.stderr, "the spill is not done again"
         report = json.loads((tmp_path / "report.json").read_text())
         assert report["invariant_errors"] == []
         assert [r["status"] for r in report["chunking"]["chunks"]][:2] == ["resumed", "resumed"]

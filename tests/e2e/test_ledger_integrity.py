@@ -134,7 +134,7 @@ def test_a_journal_torn_by_a_kill_is_tolerated(
     flags = backfill_flags(collector.base_url, tmp_path, events_file, extra=(f"--ledger={ledger}",))
     done = run_cli(*flags)
     assert done.returncode == 0, done.stderr
-    assert "1 unreadable line(s) skipped (a torn write)" in done.stderr
+    assert "1 unreadable line skipped (a torn write)" in done.stderr
     assert len(collector.accepted()) == delivered + 1, "the torn entry alone is sent again"
 
 
