@@ -33,6 +33,7 @@ from __future__ import annotations
 import bisect
 import contextlib
 import fcntl
+import gc
 import gzip
 import hashlib
 import json
@@ -817,6 +818,9 @@ def _run_plan(
                     {"tallies": _sums_text(outcome.sums), "seconds": seconds},
                 )
                 progress.events_done += chunk.events
+                # the chunk's pipeline is garbage now, much of it in reference cycles that the
+                # command's raised collection thresholds (cli._tune_gc) leave for long
+                gc.collect()
                 built = sum(n for key, n in total.sums.items() if key[0] == "messages_built")
                 if progress.events_done:
                     progress.messages_per_event = max(0.1, built / progress.events_done)
