@@ -329,7 +329,8 @@ class Backfill(beam.PTransform[PBegin, None]):
                 deadline=self._deadline,
                 breaker_window=config.breaker_window,
                 lease=self._lease,
-                old_before_day=age.old_before_day,
+                # the sandbox's collector is not Kontagent: nothing there counts by day
+                old_before_day=None if config.sandbox else age.old_before_day,
             )
             if self._start_senders and self._senders is None:
                 self._senders = start_senders(send_config)
