@@ -14,6 +14,7 @@ import math
 import os
 import re
 import subprocess
+from collections.abc import Callable
 from datetime import date, timedelta
 from html.parser import HTMLParser
 from pathlib import Path
@@ -734,6 +735,28 @@ def rgb_of(colour: str) -> tuple[int, int, int]:
     return int(colour[1:3], 16), int(colour[3:5], 16), int(colour[5:7], 16)
 
 
+def _pixel_counter(screenshot: Path, size: tuple[int, int] | None = None) -> Callable[[str], int]:
+    """How many pixels of a screenshot have a colour (within TOLERANCE); ``size``: checked."""
+    from PIL import Image  # only the browser tests need Pillow
+
+    image = Image.open(screenshot).convert("RGB")
+    if size is not None:
+        assert image.size == size
+    histogram = image.getcolors(image.size[0] * image.size[1])
+    assert histogram is not None
+    counted = [(n, rgb) for n, rgb in histogram if isinstance(rgb, tuple)]
+
+    def pixels(colour: str) -> int:
+        want = rgb_of(colour)
+        return sum(
+            n
+            for n, got in counted
+            if max(abs(a - b) for a, b in zip(got, want, strict=True)) <= TOLERANCE
+        )
+
+    return pixels
+
+
 def find_chromium() -> Path:
     """Chromium's path; skips the test without it, or fails when CI requires it."""
     if CHROMIUM.exists():
@@ -777,7 +800,6 @@ def run_chromium(chromium: Path, tmp_path: Path, *args: str) -> subprocess.Compl
 
 
 def test_chromium_draws_every_chart_in_its_colours(chromium: Path, tmp_path: Path) -> None:
-    from PIL import Image
 
     page = tmp_path / "report.html"
     page.write_text(page_of(full_report()), encoding="utf-8")
@@ -792,19 +814,7 @@ def test_chromium_draws_every_chart_in_its_colours(chromium: Path, tmp_path: Pat
 
     screenshot = tmp_path / "report.png"
     run_chromium(chromium, tmp_path, f"--screenshot={screenshot}", url)
-    image = Image.open(screenshot).convert("RGB")
-    assert image.size == (1200, 3000)
-    histogram = image.getcolors(image.size[0] * image.size[1])
-    assert histogram is not None
-    counted = [(n, rgb) for n, rgb in histogram if isinstance(rgb, tuple)]
-
-    def pixels(colour: str) -> int:
-        want = rgb_of(colour)
-        return sum(
-            n
-            for n, got in counted
-            if max(abs(a - b) for a, b in zip(got, want, strict=True)) <= TOLERANCE
-        )
+    pixels = _pixel_counter(screenshot, size=(1200, 3000))
 
     expected = {
         "by-day": TYPE_PALETTE[: len(TYPES)],
@@ -867,8 +877,6 @@ def test_chromium_draws_a_dry_run_page_without_delivered_or_failed(
     chromium: Path, tmp_path: Path
 ) -> None:
     """A dry run's page in a browser: its facts, what it wrote, no empty send outcomes."""
-    from PIL import Image
-
     report = {
         **dry_run_report(),
         "started_at": "2025-06-02T01:30:00.250Z",
@@ -896,18 +904,7 @@ def test_chromium_draws_a_dry_run_page_without_delivered_or_failed(
 
     screenshot = tmp_path / "dry-run.png"
     run_chromium(chromium, tmp_path, f"--screenshot={screenshot}", url)
-    image = Image.open(screenshot).convert("RGB")
-    histogram = image.getcolors(image.size[0] * image.size[1])
-    assert histogram is not None
-    counted = [(n, rgb) for n, rgb in histogram if isinstance(rgb, tuple)]
-
-    def pixels(colour: str) -> int:
-        want = rgb_of(colour)
-        return sum(
-            n
-            for n, got in counted
-            if max(abs(a - b) for a, b in zip(got, want, strict=True)) <= TOLERANCE
-        )
+    pixels = _pixel_counter(screenshot)
 
     assert pixels(OUTCOME_COLOURS["dry_run"]) > 2 * SWATCH_PIXELS
     assert pixels(OUTCOME_COLOURS["too_old"]) > 0
