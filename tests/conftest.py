@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -115,3 +116,17 @@ def june_events(directory: Path, events: int, *, seed: int, days: int) -> Path:
         generate_events(events, seed=seed, start=start, end=start + timedelta(days=days)), path
     )
     return path
+
+
+def debian_program(path: Path, package: str, variable: str) -> Path:
+    """A program some tests run, from a Debian package: its path.
+
+    Skips the test without it, or fails it when CI requires it (``variable=1``, set by
+    .ci/run, which installs ``package``).
+    """
+    if os.access(path, os.X_OK):
+        return path
+    missing = f"{path} is missing (apt-get install {package})"
+    if os.environ.get(variable) == "1":
+        pytest.fail(f"{missing} but {variable}=1")
+    pytest.skip(missing)

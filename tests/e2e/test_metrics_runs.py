@@ -8,8 +8,6 @@ against report.json; a failed run keeps the last success time; a real Pushgatewa
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
 import time
 import urllib.request
@@ -21,7 +19,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from beaconflow.report.metrics import NOT_EXPORTED
-from tests.conftest import run_cli
+from beaconflow.sandbox.collector import unused_port
+from tests.conftest import debian_program, run_cli
 from tests.fs_faults import SmallDisk
 
 SAMPLES = Path(__file__).resolve().parents[2] / "sample_data"
@@ -239,25 +238,17 @@ def test_a_full_disk_leaves_the_earlier_textfile_whole(
     assert sorted(p.name for p in small_disk.path.iterdir()) == ["beaconflow.prom", "filler"]
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 @pytest.fixture
 def pushgateway(tmp_path: Path) -> Iterator[str]:
     """A real Pushgateway on a loopback port, for this test only; its base URL."""
-    if not os.access(PUSHGATEWAY, os.X_OK):
-        if os.environ.get("BEACONFLOW_REQUIRE_PUSHGATEWAY") == "1":
-            pytest.fail(f"{PUSHGATEWAY} is missing (apt-get install prometheus-pushgateway)")
-        pytest.skip(f"{PUSHGATEWAY} is missing (apt-get install prometheus-pushgateway)")
-    port = _free_port()
+    program = debian_program(
+        Path(PUSHGATEWAY), "prometheus-pushgateway", "BEACONFLOW_REQUIRE_PUSHGATEWAY"
+    )
+    port = unused_port()
     log = (tmp_path / "pushgateway.log").open("wb")
     gateway = subprocess.Popen(
         [
-            PUSHGATEWAY,
+            str(program),
             f"--web.listen-address=127.0.0.1:{port}",
             # Debian's build persists to /var/lib/prometheus by default: not a test's
             f"--persistence.file={tmp_path / 'pushgateway.data'}",
@@ -340,7 +331,7 @@ def test_the_pushgateway_keeps_one_group_and_the_last_success_time(
 
 
 def test_a_push_that_fails_is_a_warning_and_the_status_stands(tmp_path: Path) -> None:
-    port = _free_port()  # nothing listens there
+    port = unused_port()  # nothing listens there
     url = f"http://metrics-user:pushgw-password-42@127.0.0.1:{port}"
     done = run_cli(*_flags(tmp_path / "out", f"--pushgateway={url}"))
     assert done.returncode == 3

@@ -12,7 +12,6 @@ rendered into a temporary folder with this virtualenv's ``beaconflow`` in place 
 from __future__ import annotations
 
 import ast
-import shutil
 import subprocess
 import sys
 import types
@@ -23,6 +22,7 @@ from typing import Any, ClassVar
 import pytest
 
 from beaconflow.pipelines.wrap import DEFAULT_FINAL_STATUS, EX_TEMPFAIL
+from tests.conftest import debian_program
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 DAG_FILE = EXAMPLES / "airflow" / "beaconflow_nightly.py"
@@ -119,8 +119,15 @@ def test_the_dag_retries_on_75_and_fails_without_retry_on_3_and_4(
         task.execute({})
 
 
-@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze missing")
-def test_the_systemd_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
+@pytest.fixture
+def systemd_analyze() -> Path:
+    """systemd-analyze: skips without it, fails when CI requires it (BEACONFLOW_REQUIRE_SYSTEMD)."""
+    return debian_program(Path("/usr/bin/systemd-analyze"), "systemd", "BEACONFLOW_REQUIRE_SYSTEMD")
+
+
+def test_the_systemd_units_pass_systemd_analyze_verify(
+    tmp_path: Path, systemd_analyze: Path
+) -> None:
     service = (EXAMPLES / "systemd" / "beaconflow.service").read_text(encoding="utf-8")
     timer = (EXAMPLES / "systemd" / "beaconflow.timer").read_text(encoding="utf-8")
     assert INSTALLED in service
@@ -133,7 +140,7 @@ def test_the_systemd_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
     (tmp_path / "beaconflow.service").write_text(service.replace(INSTALLED, str(beaconflow)))
     (tmp_path / "beaconflow.timer").write_text(timer)
     done = subprocess.run(
-        ["systemd-analyze", "verify", "--man=no", "./beaconflow.service", "./beaconflow.timer"],
+        [systemd_analyze, "verify", "--man=no", "./beaconflow.service", "./beaconflow.timer"],
         cwd=tmp_path,
         capture_output=True,
         text=True,
@@ -143,15 +150,16 @@ def test_the_systemd_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
     assert done.stderr == "", done.stderr
 
 
-@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze missing")
-def test_systemd_analyze_verify_does_catch_a_bad_unit(tmp_path: Path) -> None:
+def test_systemd_analyze_verify_does_catch_a_bad_unit(
+    tmp_path: Path, systemd_analyze: Path
+) -> None:
     """The check above is not vacuous: a oneshot with RestartForceExitStatus= is refused."""
     service = (EXAMPLES / "systemd" / "beaconflow.service").read_text(encoding="utf-8")
     beaconflow = str(Path(sys.executable).parent / "beaconflow")
     bad = service.replace(INSTALLED, beaconflow).replace("Type=exec", "Type=oneshot")
     (tmp_path / "beaconflow.service").write_text(bad)
     done = subprocess.run(
-        ["systemd-analyze", "verify", "--man=no", "./beaconflow.service"],
+        [systemd_analyze, "verify", "--man=no", "./beaconflow.service"],
         cwd=tmp_path,
         capture_output=True,
         text=True,

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import math
-import os
 import re
 import subprocess
 from collections.abc import Callable
@@ -36,6 +35,7 @@ from beaconflow.report.html import (
     render_html,
 )
 from beaconflow.report.run import RunReport
+from tests.conftest import debian_program
 
 CHARTS = ("by-day", "outcomes", "reasons", "send-rate")
 CHROMIUM = Path("/usr/bin/chromium")
@@ -759,14 +759,7 @@ def _pixel_counter(screenshot: Path, size: tuple[int, int] | None = None) -> Cal
 
 def find_chromium() -> Path:
     """Chromium's path; skips the test without it, or fails when CI requires it."""
-    if CHROMIUM.exists():
-        return CHROMIUM
-    if os.environ.get("BEACONFLOW_REQUIRE_CHROMIUM") == "1":
-        pytest.fail(
-            f"{CHROMIUM} is missing but BEACONFLOW_REQUIRE_CHROMIUM=1: "
-            "install it (apt-get install chromium) to run the browser test"
-        )
-    pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)")
+    return debian_program(CHROMIUM, "chromium", "BEACONFLOW_REQUIRE_CHROMIUM")
 
 
 @pytest.fixture
