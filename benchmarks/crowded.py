@@ -33,6 +33,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.datapath import _checkout, compile_tree, remove_checkout
+
 ROOT = Path(__file__).resolve().parent.parent
 #: The stat calls ``--stats`` counts (strace's names for them on x86-64 Linux).
 STAT_CALLS = "newfstatat,statx,stat,lstat"
@@ -88,15 +90,6 @@ def crowd(folder: Path, files: int) -> None:
         (folder / ("sub" if n % 10 == 0 else "") / f"other-{n:06d}.dat").touch()
 
 
-def _checkout(rev: str, where: Path) -> Path:
-    subprocess.run(
-        ["git", "-C", str(ROOT), "worktree", "add", "--detach", "-f", str(where), rev],
-        check=True,
-        capture_output=True,
-    )
-    return where
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--files", type=int, default=74_000, help="N (default 74,000)")
@@ -113,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         crowd(folders["crowded"], args.files)
         trees = {"this tree": ROOT}
         if args.against:
+            compile_tree(ROOT)  # both trees byte-compiled, as _checkout does the other
             trees[args.against] = _checkout(args.against, base / "against")
         times: dict[tuple[str, str], list[tuple[float, float]]] = {}
         stats: dict[tuple[str, str], int] = {}
@@ -135,19 +129,7 @@ def main(argv: list[str] | None = None) -> int:
                         stats[name, kind] = stat_calls(summary)
         finally:
             if args.against:
-                subprocess.run(
-                    [
-                        "git",
-                        "-C",
-                        str(ROOT),
-                        "worktree",
-                        "remove",
-                        "--force",
-                        str(base / "against"),
-                    ],
-                    check=False,
-                    capture_output=True,
-                )
+                remove_checkout(base / "against")
     print(f"\nthe sample dry run, medians of {args.repeat}; crowded: {args.files:,} files beside")
     header = f"{'tree':>12} | wall s: empty, crowded, ratio | CPU s: empty, crowded, ratio"
     if args.stats:

@@ -109,6 +109,15 @@ def _checkout(rev: str, where: Path) -> Path:
     return where
 
 
+def remove_checkout(where: Path) -> None:
+    """Remove a worktree made by :func:`_checkout` (nothing when there is none)."""
+    subprocess.run(
+        ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(where)],
+        check=False,
+        capture_output=True,
+    )
+
+
 def compile_tree(root: Path) -> None:
     """Byte-compile a source tree's packages, as an install does.
 
@@ -153,19 +162,7 @@ def main(argv: list[str] | None = None) -> int:
                     )
         finally:
             if args.against:
-                subprocess.run(
-                    [
-                        "git",
-                        "-C",
-                        str(ROOT),
-                        "worktree",
-                        "remove",
-                        "--force",
-                        str(base / "against"),
-                    ],
-                    check=False,
-                    capture_output=True,
-                )
+                remove_checkout(base / "against")
     print(f"\n{args.events:,} events + {args.events // 10 + 1:,} duplicate lines; medians:")
     medians = {}
     for name, runs in results.items():

@@ -204,11 +204,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     _compare_steps(trees, lines, shape, args)
         finally:
             if args.against:
-                subprocess.run(
-                    ["git", "-C", str(ROOT), "worktree", "remove", "--force",
-                     str(work / "against")],
-                    check=False, capture_output=True,
-                )  # fmt: skip
+                datapath.remove_checkout(work / "against")
     return 0
 
 

@@ -356,7 +356,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             time.sleep(1.5)
             if server.poll() is not None:
                 raise SystemExit(f"the {server_kind} server did not start")
-            from benchmarks.datapath import ROOT, _checkout, compile_tree
+            from benchmarks.datapath import ROOT, _checkout, compile_tree, remove_checkout
 
             compile_tree(ROOT)
             against = None
@@ -367,11 +367,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             server.terminate()
             server.wait()
             if args.against:
-                subprocess.run(
-                    ["git", "-C", str(Path(__file__).resolve().parent.parent), "worktree",
-                     "remove", "--force", str(work / "against")],
-                    check=False, capture_output=True,
-                )  # fmt: skip
+                remove_checkout(work / "against")
 
 
 def _run(args: argparse.Namespace, work: Path, base: str, server_kind: str, cores: int,
