@@ -309,7 +309,12 @@ def invariant_errors(report: RunReport) -> tuple[str, ...]:
 
 #: The words a person reads for a per-destination count whose key says it otherwise
 #: (report.json keeps its keys: ``skipped`` means already delivered, by the ledger).
-_SAID = {"skipped": "already delivered", "dry_run": "written (dry run)"}
+_SAID = {
+    "skipped": "already delivered",
+    "dry_run": "written (dry run)",
+    "too_old": "too old (--kontagent-max-age)",
+    "from_old_days": "of events older than 2 days",
+}
 
 
 def summary(report: RunReport) -> str:
