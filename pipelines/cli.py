@@ -19,7 +19,9 @@ summary and turns every expected problem into one line on stderr and an exit sta
   second one stops at once, without a report
 
 ``--log-format json`` (since issue 18) makes every stderr line one JSON object
-(:mod:`beaconflow.delivery.logline`) and the last line of stdout the report in one JSON line
+(:mod:`beaconflow.delivery.logline`; the lines other code writes to descriptor 2, Beam's
+worker processes' among them, are wrapped by :mod:`beaconflow.pipelines.stderr_relay`) and
+the last line of stdout the report in one JSON line
 (:mod:`beaconflow.report.oneline`); the human summary then goes to stderr, as one
 ``summary`` event. On a terminal, in the text format, progress is a live display
 (:mod:`beaconflow.pipelines.live`). ``--version`` prints ``beaconflow X.Y.Z``.
@@ -48,6 +50,7 @@ from beaconflow.delivery.stop import DEADLINE, clear_interrupt, interrupt, inter
 from beaconflow.model.words import plural
 from beaconflow.pipelines.console import say
 from beaconflow.pipelines.live import LiveProgress, wanted
+from beaconflow.pipelines.stderr_relay import StderrRelay
 from beaconflow.report.html import html_path
 from beaconflow.report.oneline import summary_line
 from beaconflow.report.run import RunReport, summary
@@ -81,9 +84,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         live = LiveProgress(sys.stderr) if wanted(sys.stderr, log_format) else None
         handler = install(log_format, stream=sys.stderr, handler=live)
         logging.getLogger().setLevel(logging.ERROR)  # Beam's import: "apitools not found"
-        handler.setFormatter(formatter(log_format, _secrets_in(args)))  # imports Beam
+        secrets = _secrets_in(args)
+        handler.setFormatter(formatter(log_format, secrets))  # imports Beam
+        # json: the lines Beam's worker processes and gRPC write to stderr are JSON too
+        relay = StderrRelay(Redactor.of(secrets)) if log_format == "json" else None
         try:
-            return _main(args, log_format, live)
+            with relay or contextlib.nullcontext():
+                return _main(args, log_format, live)
         finally:
             if live is not None:
                 live.close()

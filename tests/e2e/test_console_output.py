@@ -81,6 +81,27 @@ def test_json_mode_every_stderr_line_is_json_and_stdout_ends_with_the_report(
     assert summary["dead_letter_entries"] == 3 and summary["report_written"] is True
 
 
+def test_json_mode_beam_worker_processes_lines_are_json_too(
+    collector: Collector, tmp_path: Path
+) -> None:
+    # each of Beam's worker processes prints lines of its own as it starts, before any
+    # beaconflow code runs in it: the relay on descriptor 2 wraps them
+    flags = backfill_flags(collector.base_url, tmp_path, SAMPLE,
+                           extra=("--log-format=json", "--max-errors=3",
+                                  "--direct_running_mode=multi_processing",
+                                  "--direct_num_workers=2"))  # fmt: skip
+    done = run_cli(*flags)
+    assert done.returncode == 0, done.stderr
+    lines = json_lines(done.stderr)
+    for line in lines:
+        if line["event"] == "output":  # Beam's own: their level and logger kept
+            assert "logger" in line or line["level"] == "warning", line
+    assert [line["event"] for line in lines].count("summary") == 1
+    assert json.loads(done.stdout)["messages_delivered"] == 596
+    for secret in SECRETS:
+        assert secret not in done.stderr + done.stdout
+
+
 def test_json_mode_warnings_and_usage_errors_are_json_too(tmp_path: Path) -> None:
     out = tmp_path / "out"
     sandbox = run_cli(f"--input={SAMPLE}", "--sandbox", "--max-errors=5", "--log-format", "json",
