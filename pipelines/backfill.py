@@ -18,6 +18,7 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import threading
 import time
 import uuid
@@ -841,6 +842,9 @@ def run_pass(
         # the sender processes stop once the pass is over, however it ends (a chunked
         # run keeps them for its next chunk: pools_kept)
         steps.close_senders()
+        # Beam makes this folder when the pipeline is made and removes it only at the end
+        # of run(): a pass that fails before (a step's expand) would leave it in /tmp
+        shutil.rmtree(pipeline.local_tempdir, ignore_errors=True)
     for wanted, what in ((config.dead_letter, "dead letter"),
                          (config.dry_run, "dry-run file")):  # fmt: skip
         if wanted:
