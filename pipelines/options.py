@@ -957,6 +957,11 @@ def configure(
         raise UsageError(
             f"--kontagent-max-age must be a number of days, got {args.kontagent_max_age}"
         )
+    if args.kontagent_max_age is not None and "kontagent" not in endpoints:
+        raise UsageError(
+            "--kontagent-max-age limits the Kontagent messages, but this run sends none: give "
+            "--kontagent-api-key (or KONTAGENT_API_KEY) or leave out --kontagent-max-age"
+        )
     if args.ledger_app is not None and not args.ledger:
         raise UsageError("--ledger-app names this app in a ledger: it needs --ledger")
     if args.ledger_app is not None and not args.ledger_app.strip():

@@ -390,3 +390,13 @@ def test_help_explains_no_retry_ambiguous() -> None:
     text = " ".join(done.stdout.split())
     assert "--no-retry-ambiguous do not try again a request that went out and got no answer" in text
     assert "messages_ambiguous" in text and "Connection errors (the request never left)" in text
+
+
+def test_kontagent_max_age_needs_a_run_that_sends_kontagent() -> None:
+    flags = ["--input=x/*.jsonl", "--kontagent-max-age=5"]
+    with pytest.raises(UsageError, match="--kontagent-max-age limits the Kontagent messages"):
+        configure([*flags, "--kissmetrics-api-key=k"], now=NOW)
+    sending = configure([*flags, "--kontagent-api-key=k"], now=NOW)
+    assert sending.kontagent_max_age == 5
+    dry = configure([*flags, "--dry-run=d"], now=NOW)  # a dry run shows both destinations
+    assert dry.kontagent_max_age == 5
