@@ -102,8 +102,8 @@ _Wire = tuple[int, str, str, str, str, int | None]
 #: One outcome on the wire: tag, delivered, status, error, attempts, stop reason, ambiguous
 #: attempts, and whether a request went out again after one of them.
 _Outcome = tuple[int, bool, int | None, str | None, int, str | None, int, bool]
-#: A child's counters on the wire: sent, delivered, retries, failed, outcomes.
-_Stats = tuple[int, int, int, int, Mapping[str, int]]
+#: A child's counters on the wire: sent, delivered, retries, failed, outcomes, reconnects.
+_Stats = tuple[int, int, int, int, Mapping[str, int], int]
 
 
 @dataclass(frozen=True)
@@ -141,7 +141,7 @@ class _Child:
         self.index = index
         self.bound = _OUTSTANDING_PER_SLOT * setup.config.concurrency
         self.outstanding = 0
-        self.stats: _Stats = (0, 0, 0, 0, {})
+        self.stats: _Stats = (0, 0, 0, 0, {}, 0)
         command_read, command_write = os.pipe()
         result_read, result_write = os.pipe()
         try:
@@ -339,14 +339,15 @@ class SenderPool:
 
     def stats(self) -> SenderStats:
         """The children's counters added up, as of their last report."""
-        sent = delivered = retries = failed = 0
+        sent = delivered = retries = failed = reconnects = 0
         outcomes: dict[str, int] = {}
         for child in self._children:
-            s, d, r, f, kinds = child.stats
+            s, d, r, f, kinds, c = child.stats
             sent, delivered, retries, failed = sent + s, delivered + d, retries + r, failed + f
+            reconnects += c
             for name, count in kinds.items():
                 outcomes[name] = outcomes.get(name, 0) + count
-        return SenderStats(sent, delivered, retries, failed, outcomes)
+        return SenderStats(sent, delivered, retries, failed, outcomes, reconnects)
 
     def close(self) -> None:
         """Stop every child; requests not flushed are abandoned (each child logs how many)."""
@@ -710,7 +711,14 @@ class _ChildSender:
 
     def counts(self) -> _Stats:
         counts = self.engine.counts()
-        return (counts.sent, counts.delivered, counts.retries, counts.failed, counts.outcomes)
+        return (
+            counts.sent,
+            counts.delivered,
+            counts.retries,
+            counts.failed,
+            counts.outcomes,
+            counts.reconnects,
+        )
 
     def _finished(self, done: Sequence[Delivery], tokens: Sequence[object]) -> None:
         if done:
