@@ -78,7 +78,9 @@ def never_reached(error: BaseException, timeout: float) -> str | None:
     if isinstance(error, aiohttp.ClientSSLError):
         return None
     if isinstance(error, aiohttp.ClientConnectorError):
-        where = f"{error.host}:{error.port}"
+        # an IPv6 address in brackets, as in its URL: [::1]:9
+        host = f"[{error.host}]" if ":" in error.host else error.host
+        where = f"{host}:{error.port}"
         cause = error.os_error
         if isinstance(error, _DNS_ERRORS) or isinstance(cause, socket.gaierror):
             detail = f" ({cause.strerror})" if cause.strerror else ""
