@@ -367,8 +367,9 @@ def summary(report: RunReport) -> str:
         lines.append(
             f"ambiguous: {plural(report.messages_ambiguous, 'message')} "
             f"{'was' if report.messages_ambiguous == 1 else 'were'} sent again after a request "
-            "that went out and got no answer (a timeout, a reset): the service may have counted "
-            "them more than once (--no-retry-ambiguous sends no such request again)"
+            "that went out and got no answer (a timeout, a reset, a kept-alive connection the "
+            "server closed): the service may have counted them more than once "
+            "(--no-retry-ambiguous sends no such request again)"
         )
     if report.messages_from_old_days:
         n = report.messages_from_old_days

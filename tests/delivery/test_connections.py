@@ -20,9 +20,11 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from beaconflow.delivery.ambiguity import NEVER_REACHED
+from beaconflow.delivery.redact import Redactor
 from beaconflow.delivery.retry import RetryPolicy
 from beaconflow.delivery.sender import BulkSender, Delivery, Request, SenderConfig, SenderStats
-from beaconflow.model.message import Message
+from beaconflow.model.message import Endpoint, Message
+from beaconflow.model.render import render_url
 from beaconflow.sandbox.collector import Collector, Faults
 from tests.delivery.test_sender import RecordingSleep
 
@@ -212,3 +214,20 @@ def test_a_localhost_url_works() -> None:
         deliveries, _, _ = _send(requests, 2)
         assert _accepted_once(collector, requests)
     assert all(d.delivered for d in deliveries)
+
+
+@pytest.mark.parametrize("base_url", ["http://[::1]:8099", "http://localhost:8099"])
+def test_rendering_and_redaction_keep_the_host_as_written(base_url: str) -> None:
+    """An IPv6 address keeps its brackets in the request URL and in every redacted text."""
+    endpoints = (
+        Endpoint("kissmetrics", base_url, KEY),
+        Endpoint("kontagent", base_url + "/", KEY, "kt-secret-0123456789"),
+    )
+    kontagent = Message("kontagent", "evt", (("s", "42"), ("n", "level_up")))
+    for endpoint, message in zip(endpoints, (_message("u-1"), kontagent), strict=True):
+        url = render_url(message, endpoint, now=1_800_000_000)
+        assert url.startswith(
+            base_url + ("/e?" if endpoint.destination == "kissmetrics" else "/api/v1/")
+        )
+        redacted = Redactor.of(endpoint.secrets())(f"failed: {url}")
+        assert redacted.startswith(f"failed: {base_url}/") and KEY not in redacted

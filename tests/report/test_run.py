@@ -129,7 +129,8 @@ def test_ambiguous_messages_are_counted_apart_from_the_outcomes_and_summarised()
     assert "  kontagent: 2 ambiguous, 3 built, 2 delivered, 1 failed" in lines
     assert (
         "ambiguous: 2 messages were sent again after a request that went out and got no "
-        "answer (a timeout, a reset): the service may have counted them more than once "
+        "answer (a timeout, a reset, a kept-alive connection the server closed): the service "
+        "may have counted them more than once "
         "(--no-retry-ambiguous sends no such request again)"
     ) in lines
     data = json.loads(json.dumps(report.to_json()))
