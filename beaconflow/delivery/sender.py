@@ -59,6 +59,16 @@ then the message fails at once, its reason saying that it may have been received
 out again after one of them (the service may have counted it more than once); the ledger
 hook gets the count of a delivered message.
 
+**Connections that come and go.** One keep-alive pool per engine, at most ``concurrency``
+connections. A request that fails on a *reused* connection the server had closed (an idle
+timeout, a used-up connection: :func:`~beaconflow.delivery.ambiguity.stale_connection`) is
+sent again at once on another, within the same attempt: a *free reconnect*, no attempt,
+no backoff, no outcome for the breaker or the adaptive limits, but ambiguous all the same
+(the server may have read it). At most :data:`FREE_RECONNECTS` per message; none with
+``retry_ambiguous`` off; a connection that fails on its first request is no reconnect.
+:attr:`SenderStats.reconnects` counts them. A request that never left says so in its
+reason (:func:`~beaconflow.delivery.ambiguity.never_reached`).
+
 Of an answer's body at most :data:`~beaconflow.delivery.body.READ_LIMIT` bytes are read
 (:mod:`beaconflow.delivery.body`): a longer body's connection is closed instead, and a 2xx is
 delivered whatever its size. A failure's reason quotes the start of its body, redacted and
