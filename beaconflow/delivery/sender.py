@@ -186,7 +186,9 @@ class Delivery:
     ``ambiguous`` counts the attempts whose request went out and got no answer (the
     service may have received each of them); ``ambiguous_resent`` is True when a request
     of the message went out again after such an attempt (answered or ambiguous itself):
-    the service may have counted the message more than once.
+    the service may have counted the message more than once. ``reconnects`` counts its free
+    reconnects (its request met a reused keep-alive connection the server had closed and
+    went out again at once; each is ambiguous too, and none is an attempt).
     """
 
     message: Message
@@ -197,6 +199,7 @@ class Delivery:
     stop: str | None = None
     ambiguous: int = 0
     ambiguous_resent: bool = False
+    reconnects: int = 0
 
 
 @dataclass(frozen=True)
@@ -1029,9 +1032,11 @@ class SendEngine:
 
     def _cut_short(self, item: _Item, reason: str) -> None:
         """Finish a request that a stop kept from being sent (again)."""
-        request, attempts, _, ambiguous, resent, _ = item
+        request, attempts, _, ambiguous, resent, reconnects = item
         text = f"not attempted: {reason}" if attempts == 0 else f"not retried: {reason}"
-        delivery = Delivery(request.message, False, None, text, attempts, reason, ambiguous, resent)
+        delivery = Delivery(
+            request.message, False, None, text, attempts, reason, ambiguous, resent, reconnects
+        )
         self._finish(request, delivery)
 
     def _kick(self) -> None:
@@ -1230,7 +1235,9 @@ class SendEngine:
             misconfigured = watch.answer(answer, now or 0.0)
         down = None if lane.breaker is None else self._judge_down(lane, status, answer)
         if delivered:
-            delivery = Delivery(message, True, status, None, attempts, stopped, ambiguous, resent)
+            delivery = Delivery(
+                message, True, status, None, attempts, stopped, ambiguous, resent, reconnects
+            )
             self._finish(request, delivery)
             if stopped is not None:
                 self.halt(stopped)
@@ -1245,7 +1252,7 @@ class SendEngine:
                 stopped = watch.reason(message.destination, reason)
                 logger.warning("%s; no more requests go to it", stopped)
                 delivery = Delivery(
-                    message, False, status, reason, attempts, stopped, ambiguous, resent
+                    message, False, status, reason, attempts, stopped, ambiguous, resent, reconnects
                 )
                 self._finish(request, delivery)
                 self._halt_lane(lane, stopped)
@@ -1256,7 +1263,9 @@ class SendEngine:
         again = policy.retries(answer, attempts)
         if halted is not None and again:
             text = f"{reason}; not retried: {halted}"
-            delivery = Delivery(message, False, status, text, attempts, halted, ambiguous, resent)
+            delivery = Delivery(
+                message, False, status, text, attempts, halted, ambiguous, resent, reconnects
+            )
             self._finish(request, delivery)
             return
         if not again:
@@ -1270,7 +1279,9 @@ class SendEngine:
                 attempts,
                 reason,
             )
-            delivery = Delivery(message, False, status, reason, attempts, down, ambiguous, resent)
+            delivery = Delivery(
+                message, False, status, reason, attempts, down, ambiguous, resent, reconnects
+            )
             self._finish(request, delivery)
             return
         wait = policy.delay(

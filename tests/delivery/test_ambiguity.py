@@ -260,6 +260,7 @@ def test_a_reused_connection_the_server_closed_is_a_free_reconnect() -> None:
         results, stats, backoffs = _send_with_stats(RETRY, batches, concurrency=1)
         seen = server.seen()
     assert (results["fr-2"].delivered, results["fr-2"].attempts) == (True, 1)
+    assert (results["fr-1"].reconnects, results["fr-2"].reconnects) == (0, 1)
     assert backoffs == []
     assert stats.reconnects == 1
     # two answered attempts; the disconnection is not an outcome, nor a retry, nor a failure
@@ -293,7 +294,7 @@ def test_a_message_gets_at_most_a_few_free_reconnects() -> None:
     # (no free one left), then a fresh connection answers
     assert (delivery.delivered, delivery.attempts) == (True, 3)
     assert (delivery.ambiguous, delivery.ambiguous_resent) == (pooled, True)
-    assert stats.reconnects == FREE_RECONNECTS and len(backoffs) == 2
+    assert stats.reconnects == delivery.reconnects == FREE_RECONNECTS and len(backoffs) == 2
     assert seen[_target("unlucky")] == pooled + 1
 
 
