@@ -137,9 +137,15 @@ def test_a_connection_closed_when_idle_is_replaced_without_a_failure() -> None:
 
 
 def _wait_for(condition: Callable[[], bool]) -> None:
-    """Wait until ``condition()`` holds (the collector's own idle timer closes the connection)."""
-    while not condition():
+    """Wait until ``condition()`` holds (the collector's own idle timer closes the connection).
+
+    Not a timed assertion: the bound only keeps a broken timer from hanging the suite.
+    """
+    for _ in range(3000):
+        if condition():
+            return
         time.sleep(0.01)
+    pytest.fail("the collector never closed the idle connection")
 
 
 def test_a_refused_port_never_reached_the_service(refused_port: int) -> None:
