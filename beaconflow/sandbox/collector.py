@@ -654,9 +654,10 @@ class Collector:
         if served is None:
             served = 0
             self.records.connect()
-        timer = self._idle.pop(transport, None)
-        if timer is not None:
-            timer.cancel()
+        if self._idle:  # cheap when no idle timer runs
+            timer = self._idle.pop(transport, None)
+            if timer is not None:
+                timer.cancel()
         faults = self._plan.faults
         if faults.close_every is not None and served >= faults.close_every:
             self.records.closed("used_up")
