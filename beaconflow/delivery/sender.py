@@ -1180,6 +1180,7 @@ class SendEngine:
                     ambiguous += 1
                 if (
                     error is None
+                    or status is not None  # answered: the status says what came of it
                     or reconnects >= FREE_RECONNECTS
                     or not self._config.retry.retry_ambiguous
                     or lane.halted is not None

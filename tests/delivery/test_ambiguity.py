@@ -38,7 +38,14 @@ from beaconflow.model.message import Message
 from beaconflow.sandbox.collector import unused_port
 from tests.conftest import KEY
 from tests.delivery.test_sender import RecordingSleep, message
-from tests.hostile_servers import Drip, FirstRequestCloser, KeepAliveCloser, LogThenHang
+from tests.hostile_servers import (
+    OK,
+    Drip,
+    FirstRequestCloser,
+    KeepAliveCloser,
+    LogThenHang,
+    RawServer,
+)
 
 #: Three tries, no backoff.
 RETRY = RetryPolicy(max_attempts=3, base_delay=0.0, max_delay=0.0, retry_after_cap=0.0)
@@ -266,6 +273,32 @@ def test_a_reused_connection_the_server_closed_is_a_free_reconnect() -> None:
     # two answered attempts; the disconnection is not an outcome, nor a retry, nor a failure
     assert (stats.sent, stats.retries, stats.failed, dict(stats.outcomes)) == (2, 0, 0, {"200": 2})
     assert seen == {_target("fr-1"): 1, _target("fr-2"): 2}
+
+
+class CutSecondAnswer(RawServer):
+    """Answers a connection's first request; its second gets a 200 cut short, then the close."""
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if await self.read_request(reader) is None:
+            return
+        writer.write(OK)
+        await writer.drain()
+        if await self.read_request(reader) is not None:
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nok")
+            await writer.drain()
+        # closed by _handle, the body cut short
+
+
+def test_an_answer_cut_short_on_a_reused_connection_is_no_reconnect() -> None:
+    """The status came: it says what the service made of the request, nothing is resent."""
+    with CutSecondAnswer() as server:
+        batches = [[_request(server.base_url, "cut-1")], [_request(server.base_url, "cut-2")]]
+        results, stats, backoffs = _send_with_stats(RETRY, batches, concurrency=1)
+        seen = server.seen()
+    delivery = results["cut-2"]
+    assert (delivery.delivered, delivery.status, delivery.attempts) == (True, 200, 1)
+    assert (delivery.ambiguous, delivery.reconnects, stats.reconnects) == (0, 0, 0)
+    assert seen == {_target("cut-1"): 1, _target("cut-2"): 1} and backoffs == []
 
 
 def test_a_connection_that_fails_on_first_use_is_not_a_reconnect() -> None:
