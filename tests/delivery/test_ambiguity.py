@@ -13,6 +13,7 @@ itself is tested without a network in tests/delivery/test_retry.py.
 from __future__ import annotations
 
 import asyncio
+import errno
 import socket
 
 import aiohttp
@@ -22,8 +23,11 @@ from beaconflow.delivery.ambiguity import (
     MAY_HAVE_BEEN_RECEIVED,
     NEVER_REACHED,
     NOT_RETRIED,
+    AttemptMark,
     MarkingConnector,
     mark_attempts,
+    never_reached,
+    stale_connection,
 )
 from beaconflow.delivery.retry import RetryPolicy, classify
 from beaconflow.delivery.sender import (
@@ -376,3 +380,61 @@ def test_an_ambiguous_attempt_then_a_refused_one_is_not_resent() -> None:
     assert (delivery.attempts, delivery.ambiguous, delivery.ambiguous_resent) == (2, 1, False)
     assert delivery.error is not None
     assert delivery.error.startswith(f"{NEVER_REACHED}: connection refused by 127.0.0.1:")
+
+
+# -- the texts and the test, without a network ----------------------------------------------
+
+
+def _connector_error(host: str, cause: OSError) -> aiohttp.ClientConnectorError:
+    key = aiohttp.client_reqrep.ConnectionKey(host, 9, False, True, None, None, None)
+    return aiohttp.ClientConnectorError(key, cause)
+
+
+@pytest.mark.parametrize(
+    ("error", "reason"),
+    [
+        (
+            _connector_error("127.0.0.1", ConnectionRefusedError(111, "Connection refused")),
+            f"{NEVER_REACHED}: connection refused by 127.0.0.1:9",
+        ),
+        (
+            _connector_error("::1", ConnectionRefusedError(111, "Connection refused")),
+            f"{NEVER_REACHED}: connection refused by [::1]:9",
+        ),
+        (
+            _connector_error("nosuch.invalid", socket.gaierror(-2, "Name or service not known")),
+            f"{NEVER_REACHED}: could not resolve host nosuch.invalid (Name or service not known)",
+        ),
+        (
+            _connector_error("10.0.0.1", OSError(113, "No route to host")),
+            f"{NEVER_REACHED}: could not connect to 10.0.0.1:9 (No route to host)",
+        ),
+        (TimeoutError(), f"{NEVER_REACHED}: no connection within 2.5 s"),
+        (aiohttp.ServerDisconnectedError(), None),
+    ],
+)
+def test_never_reached_names_why(error: BaseException, reason: str | None) -> None:
+    assert never_reached(error, 2.5) == reason
+
+
+@pytest.mark.parametrize(
+    ("error", "sent", "reused", "stale"),
+    [
+        (aiohttp.ServerDisconnectedError(), True, True, True),
+        (aiohttp.ClientOSError(errno.ECONNRESET, "Connection reset by peer"), True, True, True),
+        (aiohttp.ClientOSError(errno.EPIPE, "Broken pipe"), True, True, True),
+        # a fresh connection: the service failed
+        (aiohttp.ServerDisconnectedError(), True, False, False),
+        # nothing went out
+        (aiohttp.ServerDisconnectedError(), False, False, False),
+        # slow, not closed
+        (TimeoutError(), True, True, False),
+        (aiohttp.ClientPayloadError("cut short"), True, True, False),
+    ],
+)
+def test_a_stale_connection_is_a_reused_one_closed_under_the_request(
+    error: BaseException, sent: bool, reused: bool, stale: bool
+) -> None:
+    mark = AttemptMark()
+    mark.sent, mark.reused = sent, reused
+    assert stale_connection(error, mark) is stale
