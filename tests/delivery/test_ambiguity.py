@@ -8,6 +8,11 @@ that went out and got no answer is ambiguous (retried unless the policy says not
 counted), one that never left is not, and an answer whose status came is the status's.
 Backoff never waits (a recording sleep); no assertion is about time. The classification
 itself is tested without a network in tests/delivery/test_retry.py.
+
+Since issue 19: a request that fails on a *reused* connection the server had closed is a
+free reconnect (sent again at once, no attempt, still ambiguous), bounded per message; a
+connection that fails on first use is not one; and the reasons of requests that never left
+say so (``never reached the service: ...``), tested at the end as tables.
 """
 
 from __future__ import annotations
