@@ -13,6 +13,8 @@ in order, before it misbehaves:
 - :class:`KeepAliveCloser` answers the first request of each connection with a 200 it
   keeps alive, then reads the second request, records it and closes the connection without
   answering it: a server closing an idle keep-alive connection just as a request arrives.
+- :class:`FirstRequestCloser` closes every connection on reading its first request: a
+  connection that fails on first use.
 
 Nothing here measures time; the tests assert what each server saw and what the client made
 of it. The API key the requests carry is never printed: tests compare the targets.
@@ -155,16 +157,30 @@ class Drip(RawServer):
 
 
 class KeepAliveCloser(RawServer):
-    """Answers a connection's first request (kept alive), closes it on reading the second."""
+    """Answers a connection's first request (kept alive), closes it on reading the second.
 
-    def __init__(self) -> None:
+    ``opening``: the first answers wait until that many connections have each sent their
+    first request, so that a client sending that many at once opens that many connections
+    (which its pool then holds, each good for one more request that it will not answer).
+    """
+
+    def __init__(self, opening: int = 1) -> None:
         super().__init__()
         #: The targets read and left unanswered, in order.
         self.unanswered: list[str] = []
+        self._opening = opening
+        self._opened = 0
+        self._all_open: asyncio.Event | None = None  # made on the server's loop
 
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if await self.read_request(reader) is None:
             return
+        if self._all_open is None:
+            self._all_open = asyncio.Event()
+        self._opened += 1
+        if self._opened >= self._opening:
+            self._all_open.set()
+        await self._all_open.wait()
         writer.write(OK)
         await writer.drain()
         second = await self.read_request(reader)
@@ -172,3 +188,10 @@ class KeepAliveCloser(RawServer):
             with self._lock:
                 self.unanswered.append(second)
         # closed by _handle: the second request is never answered
+
+
+class FirstRequestCloser(RawServer):
+    """Reads each connection's first request, records it, closes the connection unanswered."""
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await self.read_request(reader)  # closed by _handle: never answered

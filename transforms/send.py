@@ -10,8 +10,9 @@ send engine on a thread of the worker) or, with sender processes, the worker's
 each with a redacted reason: nothing is dropped. A message the service may have counted
 more than once (a request of it went out again after one that got no answer:
 :attr:`~beaconflow.delivery.sender.Delivery.ambiguous_resent`) is counted in
-``messages_ambiguous`` besides its outcome. Counters live in the ``beaconflow``
-namespace. Run its test with::
+``messages_ambiguous`` besides its outcome; its free reconnects (requests sent again at
+once because a reused keep-alive connection was closed under them) in ``reconnects``.
+Counters live in the ``beaconflow`` namespace. Run its test with::
 
     python -m pytest tests/transforms/test_send.py
 
@@ -51,6 +52,7 @@ from beaconflow.report.counts import (
     DELIVERED_AT,
     FAILED_AT,
     NOT_ATTEMPTED,
+    RECONNECTS,
     STOPPED,
 )
 from beaconflow.transforms.old_messages import FROM_OLD_DAYS, warn_first_old
@@ -322,6 +324,8 @@ class _SendDoFn(CountsTallies, beam.DoFn):
             if delivery.ambiguous_resent:
                 ambiguous += 1
                 self.count(AMBIGUOUS, message.destination, message.kind)
+            if delivery.reconnects:
+                self.count(RECONNECTS, message.destination, message.kind, delivery.reconnects)
             if delivery.delivered:
                 delivered += 1
                 sent = (message.destination, message.kind)

@@ -20,6 +20,15 @@ write onto a connection that was closing already, is taken as ambiguous too: whe
 "it may have been received". The mark costs one context-variable read per request (a
 ``TraceConfig`` hook, aiohttp's documented way, costs about a fifth more CPU per request).
 
+The mark also says whether the connection was **reused** (it carried a request before): a
+reused keep-alive connection the server had closed (an idle timeout, a used-up connection)
+fails on the request written to it, which a fresh connection would not. The connector knows
+it, not by guessing from the error, but by the connection's protocol object (aiohttp's
+public ``Connection.protocol``): the pool hands back the same object for the same socket, and
+the connector remembers, weakly, every one it has handed out before. The sender gives such a
+failure a free reconnect (:mod:`beaconflow.delivery.sender`); a connection that fails on its
+first request is a failure like any other.
+
 Each of a sender's workers holds one mark (:func:`mark_attempts`), resets it before each
 attempt and reads it when the attempt fails: ``classify(status, error, sent=mark.sent)``
 (:func:`beaconflow.delivery.retry.classify`) says whether the outcome is ambiguous. Tested
@@ -30,12 +39,16 @@ with real servers on loopback::
 
 from __future__ import annotations
 
+import errno
+import socket
+import weakref
 from contextvars import ContextVar
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
 if TYPE_CHECKING:
+    from aiohttp.client_proto import ResponseHandler
     from aiohttp.client_reqrep import ClientRequest
     from aiohttp.connector import Connection
     from aiohttp.tracing import Trace
@@ -44,18 +57,78 @@ if TYPE_CHECKING:
 MAY_HAVE_BEEN_RECEIVED = "sent, no answer: the service may have received it"
 #: What the reason adds when such an attempt is not tried again (``--no-retry-ambiguous``).
 NOT_RETRIED = "not retried (--no-retry-ambiguous)"
+#: How the reason of an attempt whose request never left starts: nothing reached the service.
+NEVER_REACHED = "never reached the service"
+#: errnos of a connection the server closed under a request written to it (reset, broken pipe).
+_STALE_ERRNOS = frozenset({errno.ECONNRESET, errno.EPIPE})
+#: aiohttp's own class for a name that does not resolve (3.10 on; before, a gaierror says it).
+_DNS_ERRORS: tuple[type[BaseException], ...] = tuple(
+    error for error in (getattr(aiohttp, "ClientConnectorDNSError", None),) if error is not None
+)
+
+
+def never_reached(error: BaseException, timeout: float) -> str | None:
+    """The reason of a failed attempt whose request never left, or None when ``error`` says not.
+
+    A name that does not resolve (``never reached the service: could not resolve host
+    nosuch.invalid``), a refused connection (``...: connection refused by 127.0.0.1:9``),
+    another failure to connect, or the attempt's ``timeout`` (seconds) over before a
+    connection came. A TLS failure is left to its own reason: it names what failed.
+    """
+    if isinstance(error, aiohttp.ClientSSLError):
+        return None
+    if isinstance(error, aiohttp.ClientConnectorError):
+        # an IPv6 address in brackets, as in its URL: [::1]:9
+        host = f"[{error.host}]" if ":" in error.host else error.host
+        where = f"{host}:{error.port}"
+        cause = error.os_error
+        if isinstance(error, _DNS_ERRORS) or isinstance(cause, socket.gaierror):
+            detail = f" ({cause.strerror})" if cause.strerror else ""
+            return f"{NEVER_REACHED}: could not resolve host {error.host}{detail}"
+        if isinstance(cause, ConnectionRefusedError):
+            return f"{NEVER_REACHED}: connection refused by {where}"
+        return f"{NEVER_REACHED}: could not connect to {where} ({cause.strerror or cause})"
+    if isinstance(error, ConnectionRefusedError):
+        return f"{NEVER_REACHED}: connection refused"
+    if isinstance(error, TimeoutError):
+        return f"{NEVER_REACHED}: no connection within {timeout:g} s"
+    return None
+
+
+def stale_connection(error: BaseException, mark: AttemptMark) -> bool:
+    """Whether an attempt failed on a reused keep-alive connection the server had closed.
+
+    The server closed it while it lay in the pool (an idle timeout, a used-up connection)
+    and the request written to it met the close: a disconnection, a reset or a broken pipe,
+    on a connection that had carried a request before (``mark.reused``). A fresh connection
+    would not have met it. One that fails on its first request, or fails otherwise (a
+    timeout: the service may be slow), is an ordinary failure.
+    """
+    if not (mark.sent and mark.reused):
+        return False
+    if isinstance(error, aiohttp.ServerDisconnectedError):
+        return True
+    return isinstance(error, OSError) and error.errno in _STALE_ERRNOS
 
 
 class AttemptMark:
     """Whether the running attempt of one task has had its connection (its request went out).
 
-    ``sent`` is set by :class:`MarkingConnector`; the task resets it before each attempt.
+    ``sent`` is set by :class:`MarkingConnector`, and ``reused`` when that connection had
+    carried a request before (a pooled keep-alive connection); the task resets both before
+    each attempt.
     """
 
-    __slots__ = ("sent",)
+    __slots__ = ("reused", "sent")
 
     def __init__(self) -> None:
         self.sent = False
+        self.reused = False
+
+    def reset(self) -> None:
+        """Before an attempt: nothing handed over yet."""
+        self.sent = False
+        self.reused = False
 
 
 #: The mark of the task running an attempt (each of a sender's workers sets its own).
@@ -77,14 +150,28 @@ class MarkingConnector(aiohttp.TCPConnector):
     """aiohttp's TCP connector, marking the running attempt once its connection is handed over.
 
     Everything before that (resolving the name, connecting, waiting for a pooled
-    connection) cannot have reached the service; what fails after it may have.
+    connection) cannot have reached the service; what fails after it may have. It marks too
+    whether the connection was handed out before (``reused``), by its protocol object: weakly
+    held, so a closed connection's is forgotten with it.
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._handed_out: weakref.WeakSet[ResponseHandler] = weakref.WeakSet()
 
     async def connect(
         self, req: ClientRequest, traces: list[Trace], timeout: aiohttp.ClientTimeout
     ) -> Connection:
         connection = await super().connect(req, traces, timeout)
+        protocol = connection.protocol
+        reused = False
+        if protocol is not None:
+            handed_out = self._handed_out
+            reused = protocol in handed_out
+            if not reused:
+                handed_out.add(protocol)
         mark = _CURRENT.get()
         if mark is not None:
             mark.sent = True
+            mark.reused = reused
         return connection

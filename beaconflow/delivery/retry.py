@@ -294,7 +294,8 @@ def redirect_reason(status: int, request_url: str, location: str | None) -> str:
         if joined is None or not joined.host:
             target = "an unparsable Location"
         else:
-            target = f"{joined.scheme}://{joined.host}"
+            host = f"[{joined.host}]" if ":" in joined.host else joined.host  # IPv6
+            target = f"{joined.scheme}://{host}"
             if joined.explicit_port is not None:
                 target += f":{joined.explicit_port}"
     return f"HTTP {status}: redirected to {target}{NOT_FOLLOWED}"

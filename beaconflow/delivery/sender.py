@@ -59,6 +59,16 @@ then the message fails at once, its reason saying that it may have been received
 out again after one of them (the service may have counted it more than once); the ledger
 hook gets the count of a delivered message.
 
+**Connections that come and go.** One keep-alive pool per engine, at most ``concurrency``
+connections. A request that fails on a *reused* connection the server had closed (an idle
+timeout, a used-up connection: :func:`~beaconflow.delivery.ambiguity.stale_connection`) is
+sent again at once on another, within the same attempt: a *free reconnect*, no attempt,
+no backoff, no outcome for the breaker or the adaptive limits, but ambiguous all the same
+(the server may have read it). At most :data:`FREE_RECONNECTS` per message; none with
+``retry_ambiguous`` off; a connection that fails on its first request is no reconnect.
+:attr:`SenderStats.reconnects` counts them. A request that never left says so in its
+reason (:func:`~beaconflow.delivery.ambiguity.never_reached`).
+
 Of an answer's body at most :data:`~beaconflow.delivery.body.READ_LIMIT` bytes are read
 (:mod:`beaconflow.delivery.body`): a longer body's connection is closed instead, and a 2xx is
 delivered whatever its size. A failure's reason quotes the start of its body, redacted and
@@ -96,6 +106,8 @@ from beaconflow.delivery.ambiguity import (
     AttemptMark,
     MarkingConnector,
     mark_attempts,
+    never_reached,
+    stale_connection,
 )
 from beaconflow.delivery.body import Body, read_capped, reason_text, with_body
 from beaconflow.delivery.breaker import DEFAULT_WINDOW, Breaker, down_reason
@@ -130,6 +142,11 @@ _LEASE_POLL_SECONDS = 0.1
 _DNS_CACHE_SECONDS = 300
 #: Exceptions that mean "this attempt got no usable answer", as opposed to a bug.
 _TRANSPORT_ERRORS = (aiohttp.ClientError, OSError, TimeoutError, ValueError)
+#: Free reconnects a message gets: its request met a reused keep-alive connection the
+#: server had closed, and is sent again at once on another, as no attempt. A few, since
+#: several pooled connections may have been closed at once (an idle timeout); past them,
+#: such a failure counts as any other.
+FREE_RECONNECTS = 3
 #: Consecutive redirect answers from one destination that declare it misconfigured. Enough
 #: that a stray redirect cannot stop a run; few, so that a wrong URL costs little.
 REDIRECT_WINDOW = 10
@@ -169,7 +186,9 @@ class Delivery:
     ``ambiguous`` counts the attempts whose request went out and got no answer (the
     service may have received each of them); ``ambiguous_resent`` is True when a request
     of the message went out again after such an attempt (answered or ambiguous itself):
-    the service may have counted the message more than once.
+    the service may have counted the message more than once. ``reconnects`` counts its free
+    reconnects (its request met a reused keep-alive connection the server had closed and
+    went out again at once; each is ambiguous too, and none is an attempt).
     """
 
     message: Message
@@ -180,6 +199,7 @@ class Delivery:
     stop: str | None = None
     ambiguous: int = 0
     ambiguous_resent: bool = False
+    reconnects: int = 0
 
 
 @dataclass(frozen=True)
@@ -227,13 +247,19 @@ class SenderConfig:
 
 @dataclass(frozen=True)
 class SenderStats:
-    """Counters so far. ``outcomes`` counts attempts by status code or error class name."""
+    """Counters so far. ``outcomes`` counts attempts by status code or error class name.
+
+    ``reconnects`` counts the free reconnects: requests sent again at once because a reused
+    keep-alive connection turned out closed by the server. They are neither attempts nor
+    retries, and ``sent`` and ``outcomes`` do not count them.
+    """
 
     sent: int
     delivered: int
     retries: int
     failed: int
     outcomes: Mapping[str, int]
+    reconnects: int = 0
 
     def log_done(self, detail: str = "", stopped: str | None = None) -> None:
         """The totals line a sender logs when it closes (nothing when nothing was sent).
@@ -241,6 +267,15 @@ class SenderStats:
         A run that was stopped (``stopped``: why) says so instead of "done".
         """
         if self.sent:
+            fields = {
+                "sent": self.sent,
+                "delivered": self.delivered,
+                "retries": self.retries,
+                "failed": self.failed,
+            }
+            if self.reconnects:
+                fields["reconnects"] = self.reconnects
+                detail = f", reconnects {self.reconnects}{detail}"
             logger.info(
                 "%s: sent %d, delivered %d, retries %d, failed %d%s",
                 "done" if stopped is None else "stopped",
@@ -249,15 +284,7 @@ class SenderStats:
                 self.retries,
                 self.failed,
                 detail,
-                extra={
-                    "event": "done" if stopped is None else "stopped",
-                    "fields": {
-                        "sent": self.sent,
-                        "delivered": self.delivered,
-                        "retries": self.retries,
-                        "failed": self.failed,
-                    },
-                },
+                extra={"event": "done" if stopped is None else "stopped", "fields": fields},
             )
 
 
@@ -421,8 +448,9 @@ class Sender(Protocol):
 
 #: A queued request: the request, the attempts made so far, whether its wait for the
 #: destination's adaptive rate is already over (it is then sent without a new reservation),
-#: its ambiguous attempts so far, and whether a request went out after one of them.
-_Item = tuple[Request, int, bool, int, bool]
+#: its ambiguous attempts so far, whether a request went out after one of them, and the
+#: free reconnects it has had (:data:`FREE_RECONNECTS`).
+_Item = tuple[Request, int, bool, int, bool, int]
 #: What :meth:`SendEngine.counts` counts attempts by: the status, or the error's class.
 _OutcomeKey = int | type
 
@@ -790,6 +818,7 @@ class SendEngine:
         self._tokens: list[object] = []
         self._publishing = False
         self._tally_sent = self._tally_delivered = self._tally_retries = self._tally_failed = 0
+        self._tally_reconnects = 0  # free reconnects (never attempts)
         self._submitted = 0  # messages given to the engine so far (the built ones)
         self._tally_outcomes: dict[_OutcomeKey, int] = {}
         self._progress = ProgressLog(
@@ -840,6 +869,7 @@ class SendEngine:
             self._tally_retries,
             self._tally_failed,
             outcome_names(self._tally_outcomes),
+            self._tally_reconnects,
         )
 
     def concurrency_limits(self) -> dict[str, int]:
@@ -906,9 +936,9 @@ class SendEngine:
             if lane is None:
                 lane = self._open_lane(destination)
             if lane.halted is not None:
-                self._cut_short((request, 0, False, 0, False), lane.halted)
+                self._cut_short((request, 0, False, 0, False, 0), lane.halted)
                 continue
-            lane.queue.append((request, 0, False, 0, False))
+            lane.queue.append((request, 0, False, 0, False, 0))
         self._kick()
 
     def _open_lane(self, destination: str) -> _Lane:
@@ -1002,9 +1032,11 @@ class SendEngine:
 
     def _cut_short(self, item: _Item, reason: str) -> None:
         """Finish a request that a stop kept from being sent (again)."""
-        request, attempts, _, ambiguous, resent = item
+        request, attempts, _, ambiguous, resent, reconnects = item
         text = f"not attempted: {reason}" if attempts == 0 else f"not retried: {reason}"
-        delivery = Delivery(request.message, False, None, text, attempts, reason, ambiguous, resent)
+        delivery = Delivery(
+            request.message, False, None, text, attempts, reason, ambiguous, resent, reconnects
+        )
         self._finish(request, delivery)
 
     def _kick(self) -> None:
@@ -1092,7 +1124,7 @@ class SendEngine:
 
         ``mark`` is the worker's: it tells an ambiguous failure from a connection error.
         """
-        request, attempts, _, ambiguous, resent = item
+        request, attempts, _, ambiguous, resent, reconnects = item
         limit = lane.limit
         status: int | None = None
         error: BaseException | None = None
@@ -1121,30 +1153,53 @@ class SendEngine:
                     return
             attempts += 1
             started = self._clock() if limit is not None else 0.0
-            mark.sent = False
-            try:
-                # encoded=True: the URL is sent byte for byte as rendered (signatures cover it).
-                # A redirect is never followed: it did not reach the service.
-                async with self._session.get(
-                    URL(request.url, encoded=True), allow_redirects=False
-                ) as response:
-                    status = response.status
-                    answer = classify(status, None)
-                    if not answer.delivered:
-                        retry_after = response.headers.get(
-                            "Location" if answer.redirect else "Retry-After"
-                        )
-                    # never more than 64 KiB of a body in memory, whatever its size
-                    body = await read_capped(response)
-            except _TRANSPORT_ERRORS as caught:
-                error = caught
-                answer = classify(status, caught, sent=mark.sent)
-            # the service may have counted this message more than once: a request went out
-            # again after one that went out without an answer
-            if ambiguous and (status is not None or answer.ambiguous):
-                resent = True
-            if answer.ambiguous:
-                ambiguous += 1
+            while True:
+                mark.reset()
+                try:
+                    # encoded=True: the URL is sent byte for byte as rendered (signatures cover
+                    # it). A redirect is never followed: it did not reach the service.
+                    async with self._session.get(
+                        URL(request.url, encoded=True), allow_redirects=False
+                    ) as response:
+                        status = response.status
+                        answer = classify(status, None)
+                        if not answer.delivered:
+                            retry_after = response.headers.get(
+                                "Location" if answer.redirect else "Retry-After"
+                            )
+                        # never more than 64 KiB of a body in memory, whatever its size
+                        body = await read_capped(response)
+                except _TRANSPORT_ERRORS as caught:
+                    error = caught
+                    answer = classify(status, caught, sent=mark.sent)
+                # the service may have counted this message more than once: a request went
+                # out again after one that went out without an answer
+                if ambiguous and (status is not None or answer.ambiguous):
+                    resent = True
+                if answer.ambiguous:
+                    ambiguous += 1
+                if (
+                    error is None
+                    or status is not None  # answered: the status says what came of it
+                    or reconnects >= FREE_RECONNECTS
+                    or not self._config.retry.retry_ambiguous
+                    or lane.halted is not None
+                    or not stale_connection(error, mark)
+                ):
+                    break
+                # A reused connection the server had closed (idle, used up): not the
+                # service failing, so at once, on another connection, and no attempt, no
+                # back-pressure, no breaker; still ambiguous (counted above): the server
+                # may have read the request before it closed.
+                reconnects += 1
+                self._tally_reconnects += 1
+                logger.debug(
+                    "reconnecting for %s/%s: %s",
+                    request.message.destination,
+                    request.message.kind,
+                    self._redact(f"{type(error).__name__}: {error}"),
+                )
+                error = None
             delivered = answer.delivered
             if limit is not None:
                 now = self._clock()
@@ -1181,7 +1236,9 @@ class SendEngine:
             misconfigured = watch.answer(answer, now or 0.0)
         down = None if lane.breaker is None else self._judge_down(lane, status, answer)
         if delivered:
-            delivery = Delivery(message, True, status, None, attempts, stopped, ambiguous, resent)
+            delivery = Delivery(
+                message, True, status, None, attempts, stopped, ambiguous, resent, reconnects
+            )
             self._finish(request, delivery)
             if stopped is not None:
                 self.halt(stopped)
@@ -1196,7 +1253,7 @@ class SendEngine:
                 stopped = watch.reason(message.destination, reason)
                 logger.warning("%s; no more requests go to it", stopped)
                 delivery = Delivery(
-                    message, False, status, reason, attempts, stopped, ambiguous, resent
+                    message, False, status, reason, attempts, stopped, ambiguous, resent, reconnects
                 )
                 self._finish(request, delivery)
                 self._halt_lane(lane, stopped)
@@ -1207,7 +1264,9 @@ class SendEngine:
         again = policy.retries(answer, attempts)
         if halted is not None and again:
             text = f"{reason}; not retried: {halted}"
-            delivery = Delivery(message, False, status, text, attempts, halted, ambiguous, resent)
+            delivery = Delivery(
+                message, False, status, text, attempts, halted, ambiguous, resent, reconnects
+            )
             self._finish(request, delivery)
             return
         if not again:
@@ -1221,7 +1280,9 @@ class SendEngine:
                 attempts,
                 reason,
             )
-            delivery = Delivery(message, False, status, reason, attempts, down, ambiguous, resent)
+            delivery = Delivery(
+                message, False, status, reason, attempts, down, ambiguous, resent, reconnects
+            )
             self._finish(request, delivery)
             return
         wait = policy.delay(
@@ -1236,7 +1297,7 @@ class SendEngine:
             attempts,
             reason,
         )
-        self._later(lane, (request, attempts, False, ambiguous, resent), wait)
+        self._later(lane, (request, attempts, False, ambiguous, resent, reconnects), wait)
 
     def _lose_lease(self, item: _Item, reason: str) -> None:
         """The run's lock is another's: ``item`` is not sent, and the whole run stops."""
@@ -1317,13 +1378,20 @@ class SendEngine:
     ) -> str:
         """A redacted reason for a non-delivered attempt, quoting the start of its body.
 
-        An ambiguous attempt's reason says that the service may have received it.
+        An ambiguous attempt's reason says that the service may have received it; one whose
+        request never left says that it never reached the service, and why
+        (:func:`~beaconflow.delivery.ambiguity.never_reached`).
         """
         parts = []
         if status is not None:
             text = "" if body is None else reason_text(body, self._redact)
             parts.append(with_body(f"HTTP {status}", text))
-        if error is not None:
+        unreached = None
+        if error is not None and status is None and not ambiguous:
+            unreached = never_reached(error, self._config.timeout)
+        if unreached is not None:
+            parts.append(unreached)
+        elif error is not None:
             detail = str(error)
             if not detail and isinstance(error, TimeoutError):
                 detail = f"no response within {self._config.timeout:g} s"
@@ -1335,5 +1403,5 @@ class SendEngine:
 
 def _paced(item: _Item) -> _Item:
     """``item`` with its wait for the adaptive rate over."""
-    request, attempts, _, ambiguous, resent = item
-    return request, attempts, True, ambiguous, resent
+    request, attempts, _, ambiguous, resent, reconnects = item
+    return request, attempts, True, ambiguous, resent, reconnects

@@ -13,10 +13,10 @@ Callers send through a :class:`PoolClient`, which satisfies the send step's
 ledger; :func:`shared_client` gives every send step of a process a client of one shared
 pool. Requests cross to a child in batches over a pipe as ``(tag, destination, kind, url,
 ledger key, event day)``; outcomes come back in batches as ``(tag, delivered, status, error,
-attempts, stop, ambiguous, ambiguous_resent)``. The parent keeps the messages; a child sees
-only URLs. In the child each wire tuple rides with its request as the request's own token,
-through the engine's public interface, so its outcome finds its tag again: nothing of the
-parent's bookkeeping travels inside a message.
+attempts, stop, ambiguous, ambiguous_resent, reconnects)``. The parent keeps the messages;
+a child sees only URLs. In the child each wire tuple rides with its request as the
+request's own token, through the engine's public interface, so its outcome finds its tag
+again: nothing of the parent's bookkeeping travels inside a message.
 
 - ``concurrency`` and the per-destination rates are divided among the children: together
   they never have more requests in flight, nor send faster, than one BulkSender would.
@@ -100,10 +100,10 @@ _CHILD = ("-P", "-c", "from beaconflow.delivery.sendproc import child_main; chil
 #: and the message's event day (None: unknown), which its ledger entry is filed under.
 _Wire = tuple[int, str, str, str, str, int | None]
 #: One outcome on the wire: tag, delivered, status, error, attempts, stop reason, ambiguous
-#: attempts, and whether a request went out again after one of them.
-_Outcome = tuple[int, bool, int | None, str | None, int, str | None, int, bool]
-#: A child's counters on the wire: sent, delivered, retries, failed, outcomes.
-_Stats = tuple[int, int, int, int, Mapping[str, int]]
+#: attempts, whether a request went out again after one of them, and free reconnects.
+_Outcome = tuple[int, bool, int | None, str | None, int, str | None, int, bool, int]
+#: A child's counters on the wire: sent, delivered, retries, failed, outcomes, reconnects.
+_Stats = tuple[int, int, int, int, Mapping[str, int], int]
 
 
 @dataclass(frozen=True)
@@ -141,7 +141,7 @@ class _Child:
         self.index = index
         self.bound = _OUTSTANDING_PER_SLOT * setup.config.concurrency
         self.outstanding = 0
-        self.stats: _Stats = (0, 0, 0, 0, {})
+        self.stats: _Stats = (0, 0, 0, 0, {}, 0)
         command_read, command_write = os.pipe()
         result_read, result_write = os.pipe()
         try:
@@ -339,14 +339,15 @@ class SenderPool:
 
     def stats(self) -> SenderStats:
         """The children's counters added up, as of their last report."""
-        sent = delivered = retries = failed = 0
+        sent = delivered = retries = failed = reconnects = 0
         outcomes: dict[str, int] = {}
         for child in self._children:
-            s, d, r, f, kinds = child.stats
+            s, d, r, f, kinds, c = child.stats
             sent, delivered, retries, failed = sent + s, delivered + d, retries + r, failed + f
+            reconnects += c
             for name, count in kinds.items():
                 outcomes[name] = outcomes.get(name, 0) + count
-        return SenderStats(sent, delivered, retries, failed, outcomes)
+        return SenderStats(sent, delivered, retries, failed, outcomes, reconnects)
 
     def close(self) -> None:
         """Stop every child; requests not flushed are abandoned (each child logs how many)."""
@@ -446,7 +447,7 @@ class SenderPool:
         messages = self._messages
         stopped: str | None = None
         watches, now = self._watches, self._clock()
-        for tag, delivered, status, error, attempts, stop, ambiguous, resent in outcomes:
+        for tag, delivered, status, error, attempts, stop, ambiguous, resent, again in outcomes:
             client, message = messages.pop(tag)
             destination = message.destination
             watch = watches.get(destination) or watches.setdefault(destination, RedirectWatch())
@@ -454,7 +455,9 @@ class SenderPool:
             if judged and destination not in self._misconfigured:
                 stop = self._misconfigure(destination, watch.reason(destination, error or ""))
             client.finished.append(
-                Delivery(message, delivered, status, error, attempts, stop, ambiguous, resent)
+                Delivery(
+                    message, delivered, status, error, attempts, stop, ambiguous, resent, again
+                )
             )
             client.outstanding -= 1
             if stop == DEADLINE:
@@ -710,7 +713,14 @@ class _ChildSender:
 
     def counts(self) -> _Stats:
         counts = self.engine.counts()
-        return (counts.sent, counts.delivered, counts.retries, counts.failed, counts.outcomes)
+        return (
+            counts.sent,
+            counts.delivered,
+            counts.retries,
+            counts.failed,
+            counts.outcomes,
+            counts.reconnects,
+        )
 
     def _finished(self, done: Sequence[Delivery], tokens: Sequence[object]) -> None:
         if done:
@@ -725,6 +735,7 @@ class _ChildSender:
                     d.stop,
                     d.ambiguous,
                     d.ambiguous_resent,
+                    d.reconnects,
                 )
                 for wire, d in zip(wires, done, strict=True)
             ]

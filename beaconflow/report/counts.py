@@ -11,7 +11,7 @@ metrics, which some runners do not provide. The two invariants are checked on ev
 
 (``messages_ambiguous`` is in neither sum: it counts delivered and failed messages again,
 those the service may have received more than once; nor is ``messages_from_old_days``, the
-Kontagent messages of old events that were sent or written.)
+Kontagent messages of old events that were sent or written; ``reconnects`` counts requests.)
 
 Besides the counters, four series feed the charts of report.html: messages built per
 event day and type (:data:`BY_DAY`), deliveries and failures per wall-clock second
@@ -68,6 +68,9 @@ NOT_ATTEMPTED = "messages_not_attempted"
 #: Messages a request of which went out again after one that got no answer: the service
 #: may have counted them more than once (delivered or failed: part of neither sum).
 AMBIGUOUS = "messages_ambiguous"
+#: Requests sent again at once because a reused keep-alive connection was closed under them
+#: (free reconnects: no attempt, no failure; each is ambiguous too). Requests, not messages.
+RECONNECTS = "reconnects"
 #: How many dead-letter reason groups the report lists.
 TOP_REASONS = 10
 #: Most points in the report's send timeline; longer runs get wider buckets.

@@ -48,6 +48,7 @@ COUNTERS = (
     "messages_invalid",
     "messages_already_dead_lettered",
     "messages_ambiguous",
+    "reconnects",
     "ledger_files_read",
     "ledger_files_skipped",
 )
@@ -95,6 +96,10 @@ class RunReport:
     #: again after one that went out and got no answer (a timeout, a reset). Delivered or
     #: failed, so part of neither sum: they are counted there too.
     messages_ambiguous: int = 0
+    #: Requests sent again at once because a reused keep-alive connection was closed under
+    #: them (free reconnects: no attempt, no retry, no failure; each is ambiguous too, and
+    #: its message counted in messages_ambiguous). Requests, not messages: in no sum.
+    reconnects: int = 0
     #: Kontagent messages sent (or written, in a dry run) from events of a UTC day that ended
     #: two days or more before the run's now: Kontagent counts them on the day it gets them.
     #: Part of neither sum (they are delivered, failed or written too).
@@ -367,8 +372,15 @@ def summary(report: RunReport) -> str:
         lines.append(
             f"ambiguous: {plural(report.messages_ambiguous, 'message')} "
             f"{'was' if report.messages_ambiguous == 1 else 'were'} sent again after a request "
-            "that went out and got no answer (a timeout, a reset): the service may have counted "
-            "them more than once (--no-retry-ambiguous sends no such request again)"
+            "that went out and got no answer (a timeout, a reset, a kept-alive connection the "
+            "server closed): the service may have counted them more than once "
+            "(--no-retry-ambiguous sends no such request again)"
+        )
+    if report.reconnects:
+        lines.append(
+            f"reconnects: {plural(report.reconnects, 'request')} met a kept-alive connection "
+            "the server had closed and went out again at once on a new one (no failure, no "
+            "retry; docs/networks.md)"
         )
     if report.messages_from_old_days:
         n = report.messages_from_old_days

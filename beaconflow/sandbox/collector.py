@@ -10,7 +10,11 @@ paths and reasons go through :class:`beaconflow.delivery.redact.Redactor`.
 
 :class:`Faults` injects what a real service does on a bad day (5xx, 429 with ``Retry-After``,
 latency and spikes, dropped connections, a per-destination rate limit, users always refused),
-seeded so that tests are deterministic. A faulted request is not recorded as accepted.
+seeded so that tests are deterministic. A faulted request is not recorded as accepted. Some
+are about a connection's life: keep-alive connections closed gracefully after N answers
+(``Connection: close``, nginx's ``keepalive_requests``), closed when idle, or used up and
+closed under the next request without a word; :meth:`Collector.connections` counts the
+connections that carried requests, which shows whether a client reuses them.
 
 Scripted answers (``Collector(scripted=True)``, ``--scripted``) play one answer per request,
 chosen by the request's kind, in the manner of httpbin: to show, or test, what a sender does
@@ -72,6 +76,7 @@ import socket
 import sys
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -85,8 +90,10 @@ from beaconflow.model.kontagent import signature
 from beaconflow.model.message import Destination, Message
 from beaconflow.model.render import parse_url
 
-#: The only interface the collector binds to: it must never be reachable from elsewhere.
+#: The interface the collector binds to unless told otherwise.
 HOST = "127.0.0.1"
+#: The only interfaces it may bind to: it must never be reachable from elsewhere.
+LOOPBACK = ("127.0.0.1", "::1")
 
 #: The 43-byte transparent 1x1 GIF89a both services answer with.
 PIXEL_GIF = (
@@ -96,6 +103,9 @@ PIXEL_GIF = (
 
 Parser = Callable[[str], tuple[Message, str]]
 """Path and query -> (validated message, API key); raises MessageError (a ValueError)."""
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+"""An aiohttp request handler, as a middleware receives it."""
 
 Sleep = Callable[[float], Awaitable[None]]
 """How injected latency waits; tests pass a fake that records the delays."""
@@ -166,6 +176,17 @@ class Faults:
     #: captive portal or a single sign-on proxy does) or to itself (``"loop"``). Empty: none.
     redirect_destinations: frozenset[str] = frozenset()
     redirect: str = "login"
+    #: A connection that has answered this many requests is closed on the next one, which
+    #: is read and never answered, with no ``Connection: close`` before: a used-up
+    #: keep-alive connection the server closed as the client reused it (the client wrote
+    #: its request, then met the close). None: never.
+    close_every: int | None = None
+    #: A connection's answer number N says ``Connection: close`` and the connection closes
+    #: after it, as nginx's ``keepalive_requests`` does: the graceful way. None: never.
+    keepalive_requests: int | None = None
+    #: Seconds after its last answer that an idle connection is closed (an idle timeout, as
+    #: a load balancer's). None: aiohttp's own keep-alive timeout (an hour).
+    idle_timeout: float | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "reject_users", frozenset(self.reject_users))
@@ -187,6 +208,14 @@ class Faults:
             raise ValueError("latency, latency_spike and retry_after must not be negative")
         if self.rate_limit is not None and self.rate_limit <= 0:
             raise ValueError(f"rate_limit must be positive or None, got {self.rate_limit}")
+        for name, count in (
+            ("close_every", self.close_every),
+            ("keepalive_requests", self.keepalive_requests),
+        ):
+            if count is not None and count < 1:
+                raise ValueError(f"{name} must be >= 1 or None, got {count}")
+        if self.idle_timeout is not None and not self.idle_timeout > 0:
+            raise ValueError(f"idle_timeout must be positive or None, got {self.idle_timeout}")
 
     @property
     def outcome_rate(self) -> float:
@@ -304,7 +333,17 @@ class Records:
                 ("arrived", "accepted", "rejected", "faulted"), 0
             )
             self._per_second: dict[str, dict[int, int]] = {}
+            self._connections = 0
             self.started = self._clock()
+
+    def connect(self) -> None:
+        """A connection carried its first request."""
+        with self._lock:
+            self._connections += 1
+
+    def connections(self) -> int:
+        with self._lock:
+            return self._connections
 
     def arrive(self, destination: str, now: float) -> None:
         second = int(now - self.started)
@@ -334,6 +373,11 @@ class Records:
         key = f"faulted/{name}"
         with self._lock:
             self._counts["faulted"] += 1
+            self._counts[key] = self._counts.get(key, 0) + 1
+
+    def closed(self, why: str) -> None:
+        key = f"closed/{why}"
+        with self._lock:
             self._counts[key] = self._counts.get(key, 0) + 1
 
     def script(self, kind: str) -> None:
@@ -423,7 +467,9 @@ class Collector:
 
     ``kontagent_key`` / ``kissmetrics_key``: when set, a request with another key gets 403.
     ``kontagent_secret``: when set, a Kontagent request carrying ``an_sig`` must be signed
-    with it (else 403); unsigned requests are still accepted. ``port`` 0 picks a free one.
+    with it (else 403); unsigned requests are still accepted. ``host``: the loopback
+    address to listen on, ``127.0.0.1`` or ``::1`` (:data:`LOOPBACK`; the base URL puts an
+    IPv6 address in brackets). ``port`` 0 picks a free one.
     ``scripted``: play scripted answers (see the module docstring) to requests of the
     :data:`SCRIPTED_KINDS`. For tests, ``parser`` replaces
     :func:`beaconflow.model.render.parse_url`, ``sleep`` asyncio.sleep (injected latency and
@@ -440,6 +486,7 @@ class Collector:
         kontagent_key: str | None = None,
         kissmetrics_key: str | None = None,
         kontagent_secret: str | None = None,
+        host: str = HOST,
         port: int = 0,
         max_records: int | None = None,
         scripted: bool = False,
@@ -456,7 +503,20 @@ class Collector:
         }
         self._secret = kontagent_secret
         self._known_secrets = (kontagent_key, kissmetrics_key, kontagent_secret)
+        if host not in LOOPBACK:
+            raise ValueError(
+                f"host must be a loopback address ({', '.join(LOOPBACK)}), got {host!r}"
+            )
+        self._host = host
         self._port = port
+        # per connection (its transport, weakly): the requests it carried, and the timer
+        # that closes it when idle
+        self._served: weakref.WeakKeyDictionary[asyncio.BaseTransport, int] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._idle: weakref.WeakKeyDictionary[asyncio.BaseTransport, asyncio.TimerHandle] = (
+            weakref.WeakKeyDictionary()
+        )
         self.records = Records(max_records, clock)
         self._scripted = scripted
         self.scripts = Scripts()
@@ -496,10 +556,21 @@ class Collector:
 
         ``arrived``, ``accepted``, ``rejected``, ``faulted``; accepted per ``<destination>``
         and ``<destination>/<kind>``; faulted per ``faulted/<fault>`` (``drop``, ``500``,
-        ``503``, ``429``, ``rate_limit``); with scripted answers, ``scripted`` and
+        ``503``, ``429``, ``rate_limit``); connections closed by a fault of a connection's
+        life per ``closed/<why>`` (``used_up``: a request closed unanswered by
+        ``close_every``, neither arrived nor faulted; ``idle``: by ``idle_timeout``; absent
+        until one is); with scripted answers, ``scripted`` and
         ``scripted/<kind>`` (absent until one is played).
         """
         return self.records.counts()
+
+    def connections(self) -> int:
+        """Connections that carried a request (their first since start or reset).
+
+        A client that reuses keep-alive connections opens at most as many as it has
+        requests in flight, plus one for each connection the server closed.
+        """
+        return self.records.connections()
 
     def per_second(self, destination: Destination) -> dict[int, int]:
         """Requests that arrived for ``destination``, whatever their answer, per second.
@@ -556,7 +627,7 @@ class Collector:
 
     def make_app(self) -> web.Application:
         """The aiohttp application, for embedding in another server or aiohttp's test tools."""
-        app = web.Application()
+        app = web.Application(middlewares=[self._connection_faults])
         # HEAD is not GET: a sandbox that counted it as delivered would hide a client bug.
         app.router.add_get("/api/v1/{key}/{type}/", self._kontagent, allow_head=False)
         app.router.add_get("/api/v1/{key}/{type}", self._kontagent_no_slash, allow_head=False)
@@ -567,6 +638,50 @@ class Collector:
             app.router.add_get("/{kind}", self._kissmetrics_scripted, allow_head=False)
         app.router.add_route("*", "/{tail:.*}", self._unknown)
         return app
+
+    @web.middleware
+    async def _connection_faults(
+        self, request: web.Request, handler: Handler
+    ) -> web.StreamResponse:
+        """Count the connections, and play the faults of a connection's life.
+
+        ``close_every``, ``keepalive_requests`` and ``idle_timeout`` (:class:`Faults`).
+        """
+        transport = request.transport
+        if transport is None:  # the client is gone already
+            return await handler(request)
+        served = self._served.get(transport)
+        if served is None:
+            served = 0
+            self.records.connect()
+        if self._idle:  # cheap when no idle timer runs
+            timer = self._idle.pop(transport, None)
+            if timer is not None:
+                timer.cancel()
+        faults = self._plan.faults
+        if faults.close_every is not None and served >= faults.close_every:
+            self.records.closed("used_up")
+            # as the drop fault: the answer's write fails quietly, the client sees the close
+            transport.close()
+            return web.Response(status=500)
+        self._served[transport] = served + 1
+        try:
+            response = await handler(request)
+        finally:
+            if faults.idle_timeout is not None and not transport.is_closing():
+                loop = asyncio.get_running_loop()
+                self._idle[transport] = loop.call_later(
+                    faults.idle_timeout, self._close_idle, transport
+                )
+        if faults.keepalive_requests is not None and served + 1 >= faults.keepalive_requests:
+            response.force_close()  # "Connection: close" on this answer, then closed
+        return response
+
+    def _close_idle(self, transport: asyncio.BaseTransport) -> None:
+        self._idle.pop(transport, None)
+        if not transport.is_closing():
+            self.records.closed("idle")
+            transport.close()
 
     async def _kontagent(self, request: web.Request) -> web.StreamResponse:
         if self._scripted and request.match_info["type"] in SCRIPTED_KINDS:
@@ -799,7 +914,7 @@ class Collector:
             self.make_app(), access_log=None, handle_signals=False, shutdown_timeout=1.0
         )
         await runner.setup()
-        site = web.TCPSite(runner, HOST, self._port, backlog=1024)
+        site = web.TCPSite(runner, self._host, self._port, backlog=1024)
         try:
             await site.start()
         except BaseException:
@@ -807,7 +922,8 @@ class Collector:
             raise
         self._runner = runner
         port = runner.addresses[0][1]
-        self.base_url = f"http://{HOST}:{port}"
+        host = f"[{self._host}]" if ":" in self._host else self._host
+        self.base_url = f"http://{host}:{port}"
         return self.base_url
 
     async def stop_async(self) -> None:
@@ -917,6 +1033,9 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         prog="python -m beaconflow.sandbox.collector",
         description="Sandbox Kontagent + KISSmetrics collector on 127.0.0.1, with fault injection.",
     )
+    parser.add_argument(
+        "--host", choices=LOOPBACK, default=HOST, help="the loopback address to listen on"
+    )
     parser.add_argument("--port", type=int, default=8099, help="port to listen on (0: any free)")
     parser.add_argument("--error-rate", type=float, default=0.0, help="fraction answered 500/503")
     parser.add_argument("--too-many-rate", type=float, default=0.0, help="fraction answered 429")
@@ -936,6 +1055,24 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--rate-limit", type=float, default=None, help="requests/s per destination, then 429"
+    )
+    parser.add_argument(
+        "--close-every",
+        type=int,
+        default=None,
+        help="close a connection on its request after N answers, unanswered and unannounced",
+    )
+    parser.add_argument(
+        "--keepalive-requests",
+        type=int,
+        default=None,
+        help="answer a connection's N-th request with 'Connection: close', then close it",
+    )
+    parser.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=None,
+        help="close a connection idle this many seconds after its last answer",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the fault draws")
     parser.add_argument(
@@ -985,6 +1122,9 @@ def _faults_from(args: argparse.Namespace) -> Faults:
         seed=args.seed,
         redirect_destinations=frozenset(args.redirect),
         redirect=args.redirect_to,
+        close_every=args.close_every,
+        keepalive_requests=args.keepalive_requests,
+        idle_timeout=args.idle_timeout,
     )
 
 
@@ -994,6 +1134,7 @@ async def _serve(args: argparse.Namespace, faults: Faults) -> None:
         kontagent_key=args.kontagent_key,
         kissmetrics_key=args.kissmetrics_key,
         kontagent_secret=args.kontagent_secret,
+        host=args.host,
         port=args.port,
         max_records=args.max_records,
         scripted=args.scripted,
@@ -1032,7 +1173,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:  # Ctrl-C before the signal handlers were installed
         return 130
     except OSError as error:
-        print(f"collector: cannot listen on {HOST}:{args.port}: {error}", file=sys.stderr)
+        print(f"collector: cannot listen on {args.host} port {args.port}: {error}", file=sys.stderr)
         return 1
     return 0
 

@@ -13,6 +13,7 @@ import aiohttp
 import pytest
 
 from beaconflow.delivery.aiohttp_internals import UnsupportedAiohttpError, disable_silent_resend
+from beaconflow.delivery.ambiguity import MarkingConnector, mark_attempts
 
 _OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\nok"
 
@@ -70,3 +71,40 @@ def test_an_aiohttp_without_the_switch_is_refused_loudly() -> None:
 
     with pytest.raises(UnsupportedAiohttpError, match="cannot turn off its silent resend"):
         disable_silent_resend(Session())  # type: ignore[arg-type]
+
+
+async def _reused_marks(answer: bytes) -> list[bool]:
+    """Three GETs one after another through a MarkingConnector: each one's ``reused`` mark."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while await reader.readuntil(b"\r\n\r\n"):
+            writer.write(answer)
+            await writer.drain()
+            if b"Connection: close" in answer:
+                writer.close()
+                return
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    marks: list[bool] = []
+    async with aiohttp.ClientSession(connector=MarkingConnector()) as session:
+        mark = mark_attempts()
+        for _ in range(3):
+            mark.reset()
+            async with session.get(f"http://127.0.0.1:{port}/e") as response:
+                await response.read()
+            marks.append(mark.reused)
+    server.close()
+    await server.wait_closed()
+    return marks
+
+
+def test_a_pooled_connection_comes_back_as_the_same_protocol_object() -> None:
+    """MarkingConnector tells a reused connection by its protocol object (``reused``)."""
+    assert asyncio.run(_reused_marks(_OK)) == [False, True, True], (
+        "aiohttp's pool no longer hands back the same Connection.protocol for a kept-alive "
+        "connection: MarkingConnector cannot tell reused connections (see "
+        "beaconflow/delivery/ambiguity.py)"
+    )
+    closing = _OK.replace(b"keep-alive", b"close")
+    assert asyncio.run(_reused_marks(closing)) == [False, False, False]

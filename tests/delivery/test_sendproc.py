@@ -222,7 +222,10 @@ def test_each_child_keeps_a_ledger_journal_and_seals_it(server: Collector, tmp_p
 
 
 def test_a_child_reports_ambiguous_attempts_and_marks_its_ledger_entry(tmp_path: Path) -> None:
-    """A kept-alive connection closed on reading the second request: resent, then delivered."""
+    """A kept-alive connection closed on reading the second request: resent, then delivered.
+
+    The resend is a free reconnect: no attempt of its own, and its count crosses the pipe.
+    """
     ledger = str(tmp_path / "ledger")
     fingerprints = {"kontagent": "fp0000000001"}
     with KeepAliveCloser() as closer:
@@ -238,10 +241,11 @@ def test_a_child_reports_ambiguous_attempts_and_marks_its_ledger_entry(tmp_path:
             client.submit_many(requests)
             deliveries = {d.message.param("token"): d for d in client.flush()}
             client.seal()
-        assert len(closer.unanswered) == 1
+            reconnects = pool.stats().reconnects
+        assert len(closer.unanswered) == 1 and reconnects == 1
     first, second = deliveries["first"], deliveries["second"]
     assert (first.delivered, first.ambiguous, first.ambiguous_resent) == (True, 0, False)
-    assert (second.delivered, second.attempts) == (True, 2)
+    assert (second.delivered, second.attempts, second.reconnects) == (True, 1, 1)
     assert (second.ambiguous, second.ambiguous_resent) == (1, True)
     lines = [json.loads(x) for p in ledger_files(ledger) for x in Path(p).read_text().split()]
     marks = {x["ledger"]: x.get("ambiguous") for x in lines if "sealed" not in x}

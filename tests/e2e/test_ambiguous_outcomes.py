@@ -129,7 +129,7 @@ def test_a_refused_connection_is_retried_and_not_ambiguous(events: Path, tmp_pat
     assert report["messages_ambiguous"] == 0
     for entry in read_dead_letter(tmp_path):
         assert entry["attempts"] == 3 and "ambiguous_attempts" not in entry
-        assert entry["reason"].startswith("ClientConnectorError")
+        assert entry["reason"].startswith("never reached the service: connection refused by ")
 
 
 def test_a_keep_alive_connection_closed_before_the_answer_is_resent_counted_and_marked(

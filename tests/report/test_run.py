@@ -10,6 +10,7 @@ from beaconflow.report.counts import (
     DELIVERED_AT,
     MAPPING_RULE,
     PROPERTY_LEFT_OUT,
+    RECONNECTS,
     build_report,
     tally,
 )
@@ -31,6 +32,8 @@ REPORT_KEYS = {
     # issue 18
     "messages_too_old", "messages_from_old_days", "started_at", "ended_at", "version", "command",
     "since", "until",
+    # issue 19
+    "reconnects",
 }  # fmt: skip
 
 
@@ -129,7 +132,8 @@ def test_ambiguous_messages_are_counted_apart_from_the_outcomes_and_summarised()
     assert "  kontagent: 2 ambiguous, 3 built, 2 delivered, 1 failed" in lines
     assert (
         "ambiguous: 2 messages were sent again after a request that went out and got no "
-        "answer (a timeout, a reset): the service may have counted them more than once "
+        "answer (a timeout, a reset, a kept-alive connection the server closed): the service "
+        "may have counted them more than once "
         "(--no-retry-ambiguous sends no such request again)"
     ) in lines
     data = json.loads(json.dumps(report.to_json()))
@@ -138,6 +142,28 @@ def test_ambiguous_messages_are_counted_apart_from_the_outcomes_and_summarised()
     del data["messages_ambiguous"]
     older = RunReport.from_json(data)
     assert older.messages_ambiguous == 0 and "ambiguous: " not in summary(older)
+
+
+def test_reconnects_are_counted_apart_from_every_sum_and_summarised() -> None:
+    sums = sums_of(
+        tally("messages_built", 2, "kissmetrics", "e"),
+        tally("messages_delivered", 2, "kissmetrics", "e"),
+        tally(AMBIGUOUS, 1, "kissmetrics", "e"),
+        # requests, not messages: one message met two closed connections
+        tally(RECONNECTS, 2, "kissmetrics", "e"),
+    )
+    report = build_report(sums, 1.0)
+    assert report.reconnects == 2 and report.invariant_errors == ()
+    assert "reconnects" not in report.by_destination["kissmetrics"]
+    assert (
+        "reconnects: 2 requests met a kept-alive connection the server had closed and went "
+        "out again at once on a new one (no failure, no retry; docs/networks.md)"
+    ) in summary(report).splitlines()
+    data = json.loads(json.dumps(report.to_json()))
+    assert data["reconnects"] == 2 and RunReport.from_json(data) == report
+    del data["reconnects"]
+    older = RunReport.from_json(data)
+    assert older.reconnects == 0 and "reconnects: " not in summary(older)
 
 
 def test_too_old_messages_are_an_outcome_of_their_own_and_old_ones_are_warned() -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -17,6 +18,7 @@ from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import BinaryIO
 
 import aiohttp
 import pytest
@@ -380,6 +382,102 @@ def test_faults_are_validated():
     with pytest.raises(ValueError, match="rate_limit"):
         Faults(rate_limit=0)
     assert Faults(reject_users={"bob"}).reject_users == frozenset({"bob"})  # type: ignore[arg-type]
+    for name in ("close_every", "keepalive_requests"):
+        with pytest.raises(ValueError, match=f"{name} must be >= 1"):
+            Faults(**{name: 0})  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="idle_timeout"):
+        Faults(idle_timeout=0)
+    with pytest.raises(ValueError, match="loopback"):
+        Collector(host="0.0.0.0")
+
+
+# -- a connection's life ----------------------------------------------------------------------
+
+
+def _raw_get(sock: socket.socket, path: str) -> None:
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: collector\r\n\r\n".encode())
+
+
+def _answer_head(reader: BinaryIO) -> str:
+    """The head of the next answer on a connection, read through its body ('' when closed)."""
+    head = b""
+    while not head.endswith(b"\r\n\r\n"):
+        byte = reader.read(1)
+        if not byte:
+            return head.decode()
+        head += byte
+    length = 0
+    for line in head.decode().split("\r\n"):
+        if line.lower().startswith("content-length:"):
+            length = int(line.split(":", 1)[1])
+    reader.read(length)
+    return head.decode()
+
+
+def _connect(collector: Collector) -> socket.socket:
+    port = int(collector.base_url.rsplit(":", 1)[1])
+    return socket.create_connection(("127.0.0.1", port), timeout=30)
+
+
+def test_keep_alive_connections_are_counted() -> None:
+    with Collector() as collector, requests.Session() as http:
+        for n in range(5):
+            assert http.get(collector.base_url + kt_path("apr", f"s={n + 1}"), timeout=10).ok
+        assert collector.connections() == 1
+        with requests.Session() as other:
+            assert other.get(collector.base_url + kt_path("apr", "s=9"), timeout=10).ok
+        assert collector.connections() == 2
+
+
+def test_keepalive_requests_closes_gracefully_after_n_answers() -> None:
+    with Collector(faults=Faults(keepalive_requests=2)) as collector:
+        with _connect(collector) as sock, sock.makefile("rb") as reader:
+            _raw_get(sock, kt_path("apr", "s=1"))
+            first = _answer_head(reader)
+            _raw_get(sock, kt_path("apr", "s=2"))
+            second = _answer_head(reader)
+            closed = reader.read(1) == b""
+        assert first.startswith("HTTP/1.1 200") and "connection: close" not in first.lower()
+        assert second.startswith("HTTP/1.1 200") and "connection: close" in second.lower()
+        assert closed and collector.counts()["accepted"] == 2
+
+
+def test_close_every_closes_a_used_up_connection_under_its_next_request() -> None:
+    with Collector(faults=Faults(close_every=2)) as collector:
+        with _connect(collector) as sock, sock.makefile("rb") as reader:
+            heads = []
+            for n in range(3):
+                _raw_get(sock, kt_path("apr", f"s={n + 1}"))
+                heads.append(_answer_head(reader))
+        # two answers, neither saying Connection: close; the third request meets the close
+        assert [head[:12] for head in heads] == ["HTTP/1.1 200", "HTTP/1.1 200", ""]
+        assert all("connection: close" not in head.lower() for head in heads)
+        counts = collector.counts()
+        assert (counts["accepted"], counts["arrived"], counts["closed/used_up"]) == (2, 2, 1)
+        assert collector.connections() == 1
+
+
+def test_idle_timeout_closes_an_idle_connection() -> None:
+    with Collector(faults=Faults(idle_timeout=0.05)) as collector:
+        with _connect(collector) as sock, sock.makefile("rb") as reader:
+            _raw_get(sock, kt_path("apr", "s=1"))
+            head = _answer_head(reader)
+            # blocks until the collector's idle timer closes the connection
+            closed = reader.read(1) == b""
+        assert head.startswith("HTTP/1.1 200") and closed
+        assert collector.counts()["closed/idle"] == 1
+
+
+def test_the_collector_listens_on_ipv6_loopback() -> None:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        pytest.skip("this machine cannot bind ::1 (no IPv6 loopback on lo)")
+    with Collector(host="::1") as collector:
+        assert collector.base_url.startswith("http://[::1]:")
+        response = requests.get(collector.base_url + kt_path("apr", "s=1"), timeout=10)
+        assert response.status_code == 200 and collector.counts()["accepted"] == 1
 
 
 # -- records ------------------------------------------------------------------------------
@@ -460,6 +558,8 @@ def test_command_line_refuses_bad_fault_settings():
     from beaconflow.sandbox.collector import main
 
     assert main(["--port", "0", "--error-rate", "2"]) == 2
+    assert main(["--port", "0", "--close-every", "0"]) == 2
+    assert main(["--port", "0", "--idle-timeout", "0"]) == 2
 
 
 # -- scripted answers ------------------------------------------------------------------------
