@@ -419,13 +419,13 @@ def certificate_detail(error: BaseException) -> str | None:
         if not isinstance(item, BaseException) or id(item) in seen:
             continue
         seen.add(id(item))
-        if isinstance(item, ssl.SSLCertVerificationError):
-            return str(item.verify_message or item.reason or item).strip()
-        if isinstance(item, ssl.CertificateError):
-            return str(item)
-        stack.extend(item.args)
-        stack.extend((getattr(item, "reason", None), item.__cause__, item.__context__))
-        inner = getattr(item, "certificate_error", None)
+        inner = getattr(item, "certificate_error", None)  # aiohttp's wrapper (a subclass)
         if inner is not None:
             stack.append(inner)
+            continue
+        if isinstance(item, ssl.SSLCertVerificationError):
+            said = getattr(item, "verify_message", None) or getattr(item, "reason", None)
+            return str(said or item).strip()
+        stack.extend(item.args)
+        stack.extend((getattr(item, "reason", None), item.__cause__, item.__context__))
     return None
