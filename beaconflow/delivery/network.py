@@ -71,8 +71,7 @@ class Proxy:
     @property
     def shown(self) -> str:
         """The URL without its credentials: ``http://proxy.corp:3128``."""
-        parts = urlsplit(self.url)
-        return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
+        return shown_proxy(self.url)
 
     @property
     def credentials(self) -> tuple[str, str] | None:
@@ -160,26 +159,7 @@ class Network:
 
     def secrets(self) -> tuple[str, ...]:
         """The proxies' user names and passwords, raw and as the URL writes them."""
-        values: list[str] = []
-        for proxy in self.proxies():
-            parts = urlsplit(proxy.url)
-            for raw in (parts.username, parts.password):
-                if raw:
-                    values.extend({raw, unquote(raw)})
-        return tuple(values)
-
-    def described(self) -> str | None:
-        """The summary's words for the proxy, credentials masked; None when there is none.
-
-        ``http://proxy.corp:3128 (HTTPS_PROXY)``; two proxies are joined with ``, ``.
-        """
-        proxies = self.proxies()
-        if not proxies:
-            return None
-        text = ", ".join(f"{proxy.shown} ({proxy.source})" for proxy in proxies)
-        if self.no_proxy:
-            text += f"; not for NO_PROXY={self.no_proxy}"
-        return text
+        return tuple(value for proxy in self.proxies() for value in url_secrets(proxy.url))
 
     def report(self) -> dict[str, object]:
         """The report's ``network``: proxies without credentials, NO_PROXY, the CA bundles."""
@@ -397,6 +377,35 @@ def proxy_refused_reason(
     where = host if port is None else f"{host}:{port}"
     answer = f"{status} {phrase}".strip()
     return f"proxy {proxy} refused CONNECT to {where}: {answer}"
+
+
+def url_secrets(url: str) -> tuple[str, ...]:
+    """The user name and password of a URL, as written and percent-decoded (none: empty)."""
+    try:
+        parts = urlsplit(url if "://" in url else "http://" + url)
+        raw = (parts.username, parts.password)
+    except ValueError:
+        return ()
+    values: list[str] = []
+    for value in raw:
+        if value:
+            values.extend(dict.fromkeys((value, unquote(value))))
+    return tuple(values)
+
+
+def proxy_secrets_in(args: Sequence[str], environ: Mapping[str, str]) -> list[str]:
+    """The credentials of every proxy URL of a command line's --proxy and of ``environ``.
+
+    For the command's redaction before its flags are parsed (a usage error's line, the log
+    formatter): whatever wins later, none of them is ever shown.
+    """
+    urls = [value for name, value in environ.items() if name.upper() in PROXY_VARIABLES[:2]]
+    for i, arg in enumerate(args):
+        if arg == "--proxy" and i + 1 < len(args):
+            urls.append(args[i + 1])
+        elif arg.startswith("--proxy="):
+            urls.append(arg.split("=", 1)[1])
+    return [value for url in urls for value in url_secrets(url)]
 
 
 def shown_proxy(url: str) -> str:

@@ -804,9 +804,7 @@ class Collector:
             self.make_app(), access_log=None, handle_signals=False, shutdown_timeout=1.0
         )
         await runner.setup()
-        site = web.TCPSite(
-            runner, HOST, self._port, backlog=1024, ssl_context=self._ssl_context
-        )
+        site = web.TCPSite(runner, HOST, self._port, backlog=1024, ssl_context=self._ssl_context)
         try:
             await site.start()
         except BaseException:
