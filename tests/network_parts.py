@@ -124,7 +124,7 @@ class Tinyproxy:
 
     def tunnels(self, port: int) -> int:
         """How many CONNECT requests to ``127.0.0.1:port`` tinyproxy received."""
-        return self.log().count(f"CONNECT {HOST}:{port} HTTP/1.1")
+        return self.log().count(f"CONNECT {HOST}:{port} HTTP/1.")  # aiohttp 1.1, urllib3 1.0
 
     def requests(self) -> int:
         """How many requests of any kind tinyproxy received."""
