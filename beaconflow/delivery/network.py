@@ -225,10 +225,11 @@ def build_ssl_context(ca_pem: str = "") -> ssl.SSLContext:
 def bypasses_proxy(url: str, no_proxy: str) -> bool:
     """Whether ``url`` is reached directly by ``no_proxy``'s entries; requests' rules.
 
-    An entry matches the host (or ``host:port``) when either ends with it (``example.com``
-    also matches ``www.example.com``; a leading dot is dropped by the second rule), ``*``
-    matches every host, and an IPv4 address or network (``10.0.0.0/8``) matches the
-    addresses in it. A URL without a host is never proxied.
+    An entry matches the host (or ``host:port``) that is it or ends with a dot and it
+    (``example.com`` and ``.example.com`` match ``example.com`` and ``www.example.com``,
+    not ``notexample.com``; ``host:port`` only that port), ``*`` matches every host, and an
+    IPv4 address or network (``10.0.0.0/8``) matches the addresses in it. A URL without a
+    host is never proxied.
     """
     parts = urlsplit(url)
     host = parts.hostname
@@ -253,8 +254,12 @@ def bypasses_proxy(url: str, no_proxy: str) -> bool:
         except ValueError:
             port = None
         with_port = f"{host}:{port}" if port else host
-        if any(host.endswith(entry) or with_port.endswith(entry) for entry in entries):
-            return True
+        for entry in entries:
+            name = entry.lstrip(".")
+            if name in (host, with_port):
+                return True
+            if host.endswith("." + name) or with_port.endswith("." + name):
+                return True
     return _bypass_by_suffix(host, no_proxy)
 
 
