@@ -194,8 +194,10 @@ EXIT_STATUSES = """exit status:
   3    done, but invalid events + invalid messages + failed messages
        > --max-errors; see the dead letter
   4    stopped early after sending began (the ledger or the dead letter could not
-       be written, a destination answers only with redirects, the --deadline was
-       reached, a destination is down: see --breaker-window, the run failed):
+       be written, a destination answers only with redirects, a destination cannot
+       be reached: its TLS certificate is not trusted (--ca-bundle) or the proxy
+       refuses the CONNECT, the --deadline was reached, a destination is down: see
+       --breaker-window, the run failed):
        a report with "stopped" is written ("deadline", "destination down: NAME
        (...)"); the same command with the same --ledger finishes the job
   75   nothing done, try again later: another run holds the --ledger for an

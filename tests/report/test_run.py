@@ -31,6 +31,8 @@ REPORT_KEYS = {
     # issue 18
     "messages_too_old", "messages_from_old_days", "started_at", "ended_at", "version", "command",
     "since", "until",
+    # issue 19
+    "network",
 }  # fmt: skip
 
 
