@@ -156,9 +156,10 @@ class SendConfig:
 
     def secrets(self) -> tuple[str, ...]:
         """Every endpoint secret and the proxies' credentials, for redaction."""
-        return tuple(
-            secret for endpoint in self.endpoints.values() for secret in endpoint.secrets()
-        ) + self.network.secrets()
+        return (
+            tuple(secret for endpoint in self.endpoints.values() for secret in endpoint.secrets())
+            + self.network.secrets()
+        )
 
     def ledger_fingerprints(self) -> dict[str, str]:
         """Destination -> the fingerprint its deliveries are recorded under."""
