@@ -62,14 +62,6 @@ class Classification:
     ``redirect``
         A 3xx: never followed and never retried (see :func:`redirect_reason`); a row of them
         marks a destination as misconfigured.
-    ``blocked``
-        The network between beaconflow and the service refused the request before it left:
-        the server's TLS certificate is not trusted (aiohttp's
-        ``ClientConnectorCertificateError``) or the proxy refused the CONNECT with a 4xx
-        (``ClientHttpProxyError``: 403, 407...). Permanent: the next try meets the same CA
-        and the same proxy. A row of them stops the destination (the sender's
-        ``BlockedWatch``), as a row of redirects does. A proxy's 5xx or a timeout stays
-        retriable.
     ``reached``
         The answer shows that the URL reaches the service: a status below 500 that is neither
         a redirect nor 429. It breaks a row of redirects; 5xx, 429 and transport errors
@@ -80,6 +72,14 @@ class Classification:
         counted twice. Always retriable; :attr:`RetryPolicy.retry_ambiguous` says whether
         it is retried. A connection error (the request never left) is not ambiguous, nor
         is any attempt that got a status: the status says what the service made of it.
+    ``blocked``
+        The network between beaconflow and the service refused the request before it left:
+        the server's TLS certificate is not trusted (aiohttp's
+        ``ClientConnectorCertificateError``) or the proxy refused the CONNECT with a 4xx
+        (``ClientHttpProxyError``: 403, 407...). Permanent: the next try meets the same CA
+        and the same proxy. A row of them stops the destination (the sender's
+        ``BlockedWatch``), as a row of redirects does. A proxy's 5xx or a timeout stays
+        retriable.
 
     The instances are shared (:func:`classify` allocates nothing per attempt), so compare
     them by their fields.
@@ -88,9 +88,9 @@ class Classification:
     verdict: Verdict
     push_back: bool = False
     redirect: bool = False
-    blocked: bool = False
     reached: bool = False
     ambiguous: bool = False
+    blocked: bool = False
     #: ``verdict is Verdict.DELIVERED``, read once per attempt on the hot path.
     delivered: bool = field(init=False, repr=False, compare=False)
 
