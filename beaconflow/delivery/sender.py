@@ -1268,9 +1268,13 @@ class SendEngine:
                 now = self._clock()
             misconfigured = watch.answer(answer, now or 0.0)
         down = None if lane.breaker is None else self._judge_down(lane, status, answer)
-        if answer.blocked and now is None:
-            now = self._clock()
-        cut_off = lane.blocked.attempt(answer, status, now or 0.0)
+        blocked = lane.blocked
+        cut_off = False
+        # the hot path (delivered before, no row going on) skips the watch
+        if answer.blocked or blocked.blocked or not blocked.delivered:
+            if answer.blocked and now is None:
+                now = self._clock()
+            cut_off = blocked.attempt(answer, status, now or 0.0)
         if delivered:
             delivery = Delivery(message, True, status, None, attempts, stopped, ambiguous, resent)
             self._finish(request, delivery)
