@@ -1300,7 +1300,12 @@ class SendEngine:
             reason = self._redact(self._blocked_reason(error, request.url, lane.proxy))
             if cut_off and lane.halted is None and message.destination not in self._down:
                 stopped = lane.blocked.reason(message.destination, reason)
-                logger.warning("%s; no more requests go to it", stopped)
+                # whoever hears of it tells the run (which says so once, for every sender)
+                logger.log(
+                    logging.DEBUG if self._on_down is not None else logging.WARNING,
+                    "%s; no more requests go to it",
+                    stopped,
+                )
                 delivery = Delivery(
                     message, False, None, reason, attempts, stopped, ambiguous, resent
                 )
