@@ -298,7 +298,12 @@ def _tell(report: RunReport, status: int, log_format: str = "text") -> None:
             error=True,
             event="summary",
             level="info",
-            fields={"exit_status": status, "dead_letter_entries": entries},
+            # the proxy and CA bundles used, without credentials (since issue 19)
+            fields={
+                "exit_status": status,
+                "dead_letter_entries": entries,
+                "network": report.network,
+            },
         )
     else:
         for line in lines:

@@ -103,12 +103,17 @@ def test_the_environments_proxy_and_ca_bundle_are_used_and_named(
     out = tmp_path / "out"
     with tinyproxy(tmp_path, connect_ports=[port], user=USER, password=PASSWORD) as proxy:
         env = _env(https_proxy=proxy.url, SSL_CERT_FILE=str(ca.pem_path))
-        result = run_cli(*backfill_flags(https.base_url, out, events), env=env)
+        extra = ("--log-format=json",)
+        result = run_cli(*backfill_flags(https.base_url, out, events, extra=extra), env=env)
         tunnels = proxy.tunnels(port)
     assert result.returncode == 0, result.stderr
     assert tunnels >= 1
-    assert f"proxy: {proxy.shown} (https_proxy)" in result.stdout
-    assert f"{ca.pem_path} (SSL_CERT_FILE, 1 certificate)" in result.stdout
+    lines = [json.loads(line) for line in result.stderr.splitlines()]
+    (summary,) = [line for line in lines if line["event"] == "summary"]
+    assert f"proxy: {proxy.shown} (https_proxy)" in summary["message"]
+    assert f"{ca.pem_path} (SSL_CERT_FILE, 1 certificate)" in summary["message"]
+    assert summary["network"] == _report(out)["network"]
+    assert summary["network"]["https_proxy"] == {"url": proxy.shown, "source": "https_proxy"}
     said = result.stdout + result.stderr + _outputs(out)
     assert PASSWORD not in said and USER not in said
 
