@@ -9,6 +9,13 @@ followed: a 3xx raises HTTPStatusError naming the target's host. A TransportErro
 whether the request may have been received (``.ambiguous``: it went out and no answer came
 back, so calling again may count the message twice, as Kontagent counts every request it
 receives) or never left (a refused connection, a connect timeout: safe to call again).
+The client reaches the network as the ``beaconflow`` command does
+(:mod:`beaconflow.delivery.network`): the same proxies (``HTTPS_PROXY``, ``HTTP_PROXY``,
+``NO_PROXY``, or a ``network=`` given to it) and the same TLS context (the system's trust
+store plus ``SSL_CERT_FILE`` / ``REQUESTS_CA_BUNDLE`` or the network's CA bundles, added,
+never replacing it: requests alone would replace it). A certificate that is not trusted or
+a proxy refusing the tunnel raises :class:`TransportError` with the same one-line reason
+as the pipeline's dead letter (``TLS certificate of host:443 not trusted: ...``).
 HTTPStatusError quotes the start of the answer's body (``.body``: the service's explanation,
 redacted, on one line), as the pipeline's dead letter does; at most 64 KiB of any body are
 read (:mod:`beaconflow.delivery.body`).
@@ -28,17 +35,28 @@ Example::
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
+from urllib.parse import urlsplit
 
 import requests
+from requests.adapters import HTTPAdapter
 from urllib3.exceptions import ConnectTimeoutError
 
 from beaconflow.delivery.body import READ_LIMIT, Body, charset_of, reason_text, with_body
+from beaconflow.delivery.network import (
+    Network,
+    build_ssl_context,
+    certificate_detail,
+    certificate_reason,
+    proxy_refused_reason,
+    shown_proxy,
+)
 from beaconflow.delivery.redact import Redactor, redact_library_logs
 from beaconflow.delivery.retry import Verdict, classify, redirect_reason
 from beaconflow.model import kissmetrics, kontagent
@@ -52,6 +70,51 @@ log = logging.getLogger("beaconflow.client")
 DEFAULT_TIMEOUT = 10.0
 #: Bytes asked of the connection at a time while an answer's body is read.
 _CHUNK_BYTES = 8 * 1024
+#: How urllib3 says that a proxy answered a CONNECT with something else than 200.
+_TUNNEL_REFUSED = re.compile(r"Tunnel connection failed: (\d{3})\s*([^'\")]*)")
+
+
+class NetworkAdapter(HTTPAdapter):
+    """A requests adapter that reaches the network as the bulk sender does.
+
+    Every connection verifies with the network's one TLS context (the system's store plus
+    its CA bundles): requests would otherwise load certifi's bundle or
+    ``REQUESTS_CA_BUNDLE`` into it, replacing the system's store. The proxy of each request
+    is the network's choice for its URL (:meth:`Network.proxy_for`), whatever the session's
+    ``proxies`` and environment say, so that the client and the sender agree.
+    """
+
+    def __init__(self, network: Network) -> None:
+        self._network = network
+        # built by the same function as the sender's, but its own: urllib3 sets options on
+        # the context it is given, which must not reach the sender's of this process
+        self._context = build_ssl_context(network.ca_pem())
+        super().__init__()
+
+    def build_connection_pool_key_attributes(
+        self, request: requests.PreparedRequest, verify: bool | str | None, cert: Any = None
+    ) -> Any:  # (host parameters, pool keyword arguments): typed privately by the stubs
+        """The pool's key: always verifying, with the network's context, never a CA file."""
+        host_params, pool_kwargs = super().build_connection_pool_key_attributes(request, True, cert)
+        pool_kwargs["ssl_context"] = self._context
+        return host_params, pool_kwargs
+
+    def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:
+        """Verification on, with the context alone: no CA file loaded into it."""
+        super().cert_verify(conn, url, True, cert)
+        conn.cert_reqs = "CERT_REQUIRED"
+        conn.ca_certs = None
+        conn.ca_cert_dir = None
+
+    def send(
+        self, request: requests.PreparedRequest, *args: Any, **kwargs: Any
+    ) -> requests.Response:
+        """Send through the network's proxy for this URL (or directly), verifying always."""
+        url = request.url or ""
+        proxy = self._network.proxy_for(url)
+        kwargs["proxies"] = {urlsplit(url).scheme: proxy} if proxy else {}
+        kwargs["verify"] = True
+        return super().send(request, *args, **kwargs)
 
 
 class TrackingError(BeaconflowError):
@@ -146,6 +209,7 @@ class _Client:
         timeout: float,
         clock: Callable[[], float],
         session_factory: Callable[[], requests.Session],
+        network: Network | None = None,
     ) -> None:
         if not endpoint.api_key:
             raise ValueError(f"{endpoint.destination}: an API key is required")
@@ -158,13 +222,21 @@ class _Client:
         self._local = threading.local()
         self._sessions: list[requests.Session] = []
         self._lock = threading.Lock()
-        self._redact = Redactor.of(endpoint.secrets())
-        redact_library_logs(endpoint.secrets())
+        # the environment's proxies and CA bundles, as the command reads them
+        self._network = network if network is not None else Network.resolve()
+        secrets = (*endpoint.secrets(), *self._network.secrets())
+        self._redact = Redactor.of(secrets)
+        redact_library_logs(secrets)
 
     def _session(self) -> requests.Session:
         session: requests.Session | None = getattr(self._local, "session", None)
         if session is None:
             session = self._session_factory()
+            # the network decides proxies and trust, not requests' reading of the environment
+            session.trust_env = False
+            adapter = NetworkAdapter(self._network)
+            session.mount("https://", adapter)
+            session.mount("http://", adapter)
             self._local.session = session
             with self._lock:
                 self._sessions.append(session)
@@ -218,8 +290,28 @@ class _Client:
             return TransportError(
                 f"timed out after {self._timeout}s connecting: GET {shown}", source
             )
+        blocked = self._blocked_reason(error)
+        if blocked is not None:
+            return TransportError(f"{self._redact(blocked)}: GET {shown}", source)
         reason = self._redact(f"{type(error).__name__}: {error}")
         return TransportError(f"could not reach the service: GET {shown}: {reason}", source)
+
+    def _blocked_reason(self, error: requests.RequestException) -> str | None:
+        """The one line of an untrusted certificate or a refused tunnel, as the sender's."""
+        target = urlsplit(self._endpoint.base_url)
+        host = target.hostname or "?"
+        port = target.port or (443 if target.scheme == "https" else 80)
+        if isinstance(error, requests.exceptions.SSLError):
+            detail = certificate_detail(error)
+            if detail is not None:
+                return certificate_reason(host, port, detail)
+        if isinstance(error, requests.exceptions.ProxyError):
+            refused = _TUNNEL_REFUSED.search(str(error))
+            proxy = self._network.proxy_for(self._endpoint.base_url)
+            if refused is not None and proxy is not None:
+                status, phrase = int(refused.group(1)), refused.group(2).strip()
+                return proxy_refused_reason(shown_proxy(proxy), host, port, status, phrase)
+        return None
 
     def close(self) -> None:
         """Close every session this client opened, in any thread."""
@@ -245,7 +337,9 @@ class KontagentClient(_Client):
 
     ``base_url`` defaults to Kontagent's test server, as that library does; pass
     :data:`beaconflow.model.kontagent.PRODUCTION_URL` for production. With a ``secret`` every
-    request is signed (``ts``, ``an_sig``).
+    request is signed (``ts``, ``an_sig``). ``network``: the proxies and CA bundles to use
+    (:class:`~beaconflow.delivery.network.Network`); by default the environment's, resolved
+    as the command resolves them (NetworkError, a ValueError, for an unusable one).
     """
 
     def __init__(
@@ -257,12 +351,14 @@ class KontagentClient(_Client):
         timeout: float = DEFAULT_TIMEOUT,
         clock: Callable[[], float] = time.time,
         session_factory: Callable[[], requests.Session] = requests.Session,
+        network: Network | None = None,
     ) -> None:
         super().__init__(
             Endpoint("kontagent", base_url, api_key, secret),
             timeout=timeout,
             clock=clock,
             session_factory=session_factory,
+            network=network,
         )
 
     def send(self, message_type: str, params: Mapping[str, object]) -> Message:
@@ -298,7 +394,10 @@ class KontagentClient(_Client):
 
 
 class KissmetricsClient(_Client):
-    """Sends KISSmetrics record, set and alias calls; ``time`` backdates with ``_t``/``_d=1``."""
+    """Sends KISSmetrics record, set and alias calls; ``time`` backdates with ``_t``/``_d=1``.
+
+    ``network`` as :class:`KontagentClient`'s.
+    """
 
     def __init__(
         self,
@@ -308,12 +407,14 @@ class KissmetricsClient(_Client):
         timeout: float = DEFAULT_TIMEOUT,
         clock: Callable[[], float] = time.time,
         session_factory: Callable[[], requests.Session] = requests.Session,
+        network: Network | None = None,
     ) -> None:
         super().__init__(
             Endpoint("kissmetrics", base_url, api_key),
             timeout=timeout,
             clock=clock,
             session_factory=session_factory,
+            network=network,
         )
 
     def record(

@@ -330,6 +330,7 @@ class Backfill(beam.PTransform[PBegin, None]):
                 deadline=self._deadline,
                 breaker_window=config.breaker_window,
                 lease=self._lease,
+                network=config.network,
                 # the sandbox's collector is not Kontagent: nothing there counts by day
                 old_before_day=None if config.sandbox else age.old_before_day,
             )
@@ -1022,6 +1023,7 @@ def finish_run(
         ended_at=_iso_instant(time.time()),
         version=__version__,
         command=config.command,
+        network=None if config.dry_run else config.network.report(),
         **more,
     )
     signum = interrupted_by()

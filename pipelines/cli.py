@@ -305,7 +305,12 @@ def _tell(report: RunReport, status: int, log_format: str = "text") -> None:
             error=True,
             event="summary",
             level="info",
-            fields={"exit_status": status, "dead_letter_entries": entries},
+            # the proxy and CA bundles used, without credentials (since issue 19)
+            fields={
+                "exit_status": status,
+                "dead_letter_entries": entries,
+                "network": report.network,
+            },
         )
     else:
         for line in lines:
@@ -420,13 +425,18 @@ def _tune_gc() -> None:
 def _secrets_in(args: Sequence[str]) -> list[str]:
     """The key and secret values given on the command line, in the environment or in files.
 
+    And the credentials of the proxy URLs of --proxy and the environment.
+
     Files: the ``_FILE`` variables' and ``$CREDENTIALS_DIRECTORY``'s (docs/deploy.md).
     """
     from beaconflow.delivery.credentials import known_values
+    from beaconflow.delivery.network import proxy_secrets_in
     from beaconflow.pipelines.options import SECRET_FLAGS
 
     flags = SECRET_FLAGS
     values = known_values(os.environ)
+    # a proxy URL's user name and password (since issue 19)
+    values.extend(proxy_secrets_in(args, os.environ))
     for i, arg in enumerate(args):
         for flag in flags:
             if arg == flag and i + 1 < len(args):

@@ -26,6 +26,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from beaconflow.delivery import credentials
 from beaconflow.delivery.breaker import DEFAULT_WINDOW
+from beaconflow.delivery.network import Network, NetworkError
 from beaconflow.delivery.retry import RetryPolicy
 from beaconflow.model import kissmetrics, kontagent
 from beaconflow.model.builtin import BUILTINS, builtin_mapping, is_builtin_name
@@ -113,13 +114,18 @@ class BackfillConfig:
     command: tuple[str, ...] = ()
     #: When the run started, epoch seconds (the report's ``started_at``); None: not known
     started_at: float | None = None
+    #: --proxy, --ca-bundle and the environment's proxies and CA bundles, resolved once here
+    #: and carried to every sender (since issue 19)
+    network: Network = field(default_factory=Network, repr=False)
 
     @property
     def destinations(self) -> tuple[Destination, ...]:
         return tuple(self.endpoints)
 
     def secrets(self) -> tuple[str, ...]:
-        return tuple(s for endpoint in self.endpoints.values() for s in endpoint.secrets())
+        """The keys, the secret and the proxies' credentials: what every text masks."""
+        keys = tuple(s for endpoint in self.endpoints.values() for s in endpoint.secrets())
+        return keys + self.network.secrets()
 
 
 def _number(kind: type[int] | type[float], *, positive: bool) -> Callable[[str], float]:
@@ -188,8 +194,10 @@ EXIT_STATUSES = """exit status:
   3    done, but invalid events + invalid messages + failed messages
        > --max-errors; see the dead letter
   4    stopped early after sending began (the ledger or the dead letter could not
-       be written, a destination answers only with redirects, the --deadline was
-       reached, a destination is down: see --breaker-window, the run failed):
+       be written, a destination answers only with redirects, a destination cannot
+       be reached: its TLS certificate is not trusted (--ca-bundle) or the proxy
+       refuses the CONNECT, the --deadline was reached, a destination is down: see
+       --breaker-window, the run failed):
        a report with "stopped" is written ("deadline", "destination down: NAME
        (...)"); the same command with the same --ledger finishes the job
   75   nothing done, try again later: another run holds the --ledger for an
@@ -220,6 +228,11 @@ environment:
        the keys read from a file (a systemd credential, a mounted secret)
   CREDENTIALS_DIRECTORY
        systemd's credentials folder, where the keys' files are looked for
+  HTTPS_PROXY, HTTP_PROXY, NO_PROXY (or lower case, which wins)
+       the proxy of https:// and http:// URLs, and the hosts reached directly;
+       --proxy replaces the first two (docs/networks.md)
+  SSL_CERT_FILE, REQUESTS_CA_BUNDLE
+       CA bundles added to the system's trust store, as --ca-bundle
   BEACONFLOW_DEBUG=1
        a traceback for unexpected failures instead of one line
   BEACONFLOW_LEDGER_LOCK_STALE_SECONDS, BEACONFLOW_LEDGER_LOCK_HEARTBEAT_SECONDS
@@ -440,6 +453,26 @@ def parser() -> argparse.ArgumentParser:
         "window again): nothing more is sent to it, the rest of its messages go to the dead "
         "letter as 'not attempted: destination down' (replayable), the other destination "
         f"goes on, and the run exits 4; 0 turns the breaker off (default: {DEFAULT_WINDOW:g}s)",
+    )
+    # since issue 19
+    network = p.add_argument_group("network")
+    network.add_argument(
+        "--proxy",
+        metavar="URL|none",
+        help="send through this HTTP proxy (http://[user:password@]host:port), https:// URLs "
+        "through a CONNECT tunnel; it replaces HTTPS_PROXY and HTTP_PROXY for both schemes, "
+        "NO_PROXY still applies; 'none' turns proxies off whatever the environment says. "
+        "Credentials are sent as the proxy's basic authentication and never shown "
+        "(default: HTTPS_PROXY/HTTP_PROXY/NO_PROXY; with --sandbox, no proxy)",
+    )
+    network.add_argument(
+        "--ca-bundle",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="a PEM file of CA certificates to trust besides the system's (a company CA "
+        "that re-signs TLS at its proxy); repeatable; SSL_CERT_FILE and REQUESTS_CA_BUNDLE "
+        "are added the same way. Verification is always on",
     )
     out = p.add_argument_group("output")
     out.add_argument(
@@ -974,7 +1007,9 @@ def configure(
     work_dir = args.work_dir or default_work_dir(args.report)
     if "://" in work_dir and not work_dir.startswith("file://"):
         raise UsageError(f"--work-dir {work_dir}: must be a local folder")
+    network = _network(args, os.environ if environ is None else environ)
     return BackfillConfig(
+        network=network,
         mapping_digest=_mapping_digest(args.mapping, args.source_timezone),
         file_format=args.format,
         inputs=() if dated else tuple(inputs),
@@ -1011,6 +1046,27 @@ def configure(
         breaker_window=args.breaker_window or None,
         kontagent_max_age=args.kontagent_max_age,
         command=redacted_command(
-            argv, [s for endpoint in endpoints.values() for s in endpoint.secrets()]
+            argv,
+            [s for endpoint in endpoints.values() for s in endpoint.secrets()]
+            + list(network.secrets()),
         ),
     )
+
+
+def _network(args: argparse.Namespace, environ: Mapping[str, str]) -> Network:
+    """The run's :class:`~beaconflow.delivery.network.Network`, or UsageError naming the flag.
+
+    With --sandbox the environment's proxies are not used (the collector is on this
+    machine's loopback, which a proxy elsewhere cannot reach); --proxy still is, for a user
+    who tests a proxy of their own with the sandbox.
+    """
+    if args.sandbox:
+        environ = {
+            name: value
+            for name, value in environ.items()
+            if name.upper() not in ("HTTPS_PROXY", "HTTP_PROXY", "NO_PROXY")
+        }
+    try:
+        return Network.resolve(args.proxy, args.ca_bundle, environ)
+    except NetworkError as error:
+        raise UsageError(str(error)) from None

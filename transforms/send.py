@@ -40,6 +40,7 @@ from beaconflow.delivery.ledger import LedgerError, LedgerWriter
 from beaconflow.delivery.ledger_identity import endpoint_fingerprint
 from beaconflow.delivery.ledger_lock import Lease
 from beaconflow.delivery.logline import adopt as adopt_log_format
+from beaconflow.delivery.network import Network
 from beaconflow.delivery.redact import Redactor, redact_library_logs
 from beaconflow.delivery.retry import RetryPolicy
 from beaconflow.delivery.sender import BulkSender, Delivery, Request, Sender, SenderConfig
@@ -97,6 +98,8 @@ class SendConfig:
     own, by its URL and key. ``deadline``: the wall-clock instant (epoch seconds) from which
     no request starts, None for none; ``breaker_window``: the circuit breaker's window in
     seconds, None for no breaker (:class:`~beaconflow.delivery.sender.SenderConfig`).
+    ``network``: the proxies and CA bundles every sender uses, resolved in the driver
+    (:class:`~beaconflow.delivery.network.Network`: the CA certificates travel as text).
     """
 
     endpoints: Mapping[Destination, Endpoint]
@@ -118,6 +121,7 @@ class SendConfig:
     #: Kontagent messages of events of days before this one (days since 1970-01-01) are
     #: counted as messages_from_old_days, the first said on stderr; None: not judged
     old_before_day: int | None = None
+    network: Network = field(default_factory=Network)
 
     def __post_init__(self) -> None:
         if self.workers < 1:
@@ -149,12 +153,14 @@ class SendConfig:
             deadline=self.deadline,
             breaker_window=self.breaker_window,
             lease=self.lease,
+            network=self.network,
         )
 
     def secrets(self) -> tuple[str, ...]:
-        """Every endpoint secret, for redaction."""
-        return tuple(
-            secret for endpoint in self.endpoints.values() for secret in endpoint.secrets()
+        """Every endpoint secret and the proxies' credentials, for redaction."""
+        return (
+            tuple(secret for endpoint in self.endpoints.values() for secret in endpoint.secrets())
+            + self.network.secrets()
         )
 
     def ledger_fingerprints(self) -> dict[str, str]:

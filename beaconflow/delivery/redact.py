@@ -1,10 +1,11 @@
 """The one redaction helper: every log line, error, dead letter and report goes through it.
 
 Kontagent carries its API key in the URL path and a signature (``an_sig``) in the query;
-KISSmetrics carries its key in ``_k``. :class:`Redactor` removes those by their position in
-a URL, whatever their length, and, as a second line of defence, every literal occurrence of
-a configured secret of at least :data:`MIN_LITERAL_LENGTH` characters (raw, percent-encoded
-and ``+``-encoded) anywhere in a text. A shorter secret is masked by position only: masked
+KISSmetrics carries its key in ``_k``; a proxy URL may carry ``user:password@``.
+:class:`Redactor` removes those by their position in a URL, whatever their length, and,
+as a second line of defence, every literal occurrence of a configured secret of at least
+:data:`MIN_LITERAL_LENGTH` characters (raw, percent-encoded and ``+``-encoded) anywhere in a
+text. A shorter secret is masked by position only: masked
 anywhere, a key such as ``0000`` would also be cut out of ordinary data (a user id
 ``10000042``).
 
@@ -38,6 +39,9 @@ MIN_LITERAL_LENGTH = 8
 _URL_VALUE = r"[A-Za-z0-9\-._~%+!$*]"
 _KONTAGENT_KEY_IN_PATH = re.compile(r"(/api/v\d+/)(" + _URL_VALUE + r"+)")
 _SECRET_QUERY_PARAMS = re.compile(r"([?&;](?:_k|an_sig)=)(" + _URL_VALUE + r"*)")
+#: ``scheme://user:password@`` or ``scheme://user@`` at the start of a URL's authority (a
+#: proxy's credentials, issue 19): masked to ``scheme://***@``.
+URL_CREDENTIALS = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://)[^/@\s?#]*@")
 
 
 @dataclass(frozen=True)
@@ -61,7 +65,9 @@ class Redactor:
         return cls(tuple(sorted(forms, key=len, reverse=True)))
 
     def text(self, text: str) -> str:
-        """``text`` with URL key positions and every known secret masked."""
+        """``text`` with URL key positions, URL credentials and every known secret masked."""
+        if "@" in text:
+            text = URL_CREDENTIALS.sub(lambda m: m.group(1) + MASK + "@", text)
         text = _KONTAGENT_KEY_IN_PATH.sub(lambda m: m.group(1) + MASK, text)
         text = _SECRET_QUERY_PARAMS.sub(lambda m: m.group(1) + MASK, text)
         return self.literal(text)

@@ -3,9 +3,10 @@
 One readable function, :func:`classify`, turns an HTTP outcome into a
 :class:`Classification`: its :class:`Verdict` (delivered, retriable, permanent), whether it
 is back-pressure (429, 503, timeouts: the adaptive limits slow down), whether it is a
-redirect (never followed), whether it shows that the request reached the service, and
-whether it is **ambiguous**: the request went out and no answer came back, so the service
-may have received it (:mod:`beaconflow.delivery.ambiguity`). As
+redirect (never followed), whether the network itself refused it (**blocked**: a TLS
+certificate that is not trusted, a proxy that refuses the CONNECT), whether it shows that the
+request reached the service, and whether it is **ambiguous**: the request went out and no
+answer came back, so the service may have received it (:mod:`beaconflow.delivery.ambiguity`). As
 Vector's ``RetryLogic`` feeds both its retries and its adaptive concurrency, this one function
 feeds the sender's retries, its adaptive limits and pacing, its redirect watch, and the
 small client; no other module keeps a status set of its own.
@@ -71,6 +72,14 @@ class Classification:
         counted twice. Always retriable; :attr:`RetryPolicy.retry_ambiguous` says whether
         it is retried. A connection error (the request never left) is not ambiguous, nor
         is any attempt that got a status: the status says what the service made of it.
+    ``blocked``
+        The network between beaconflow and the service refused the request before it left:
+        the server's TLS certificate is not trusted (aiohttp's
+        ``ClientConnectorCertificateError``) or the proxy refused the CONNECT with a 4xx
+        (``ClientHttpProxyError``: 403, 407...). Permanent: the next try meets the same CA
+        and the same proxy. A row of them stops the destination (the sender's
+        ``BlockedWatch``), as a row of redirects does. A proxy's 5xx or a timeout stays
+        retriable.
 
     The instances are shared (:func:`classify` allocates nothing per attempt), so compare
     them by their fields.
@@ -81,6 +90,7 @@ class Classification:
     redirect: bool = False
     reached: bool = False
     ambiguous: bool = False
+    blocked: bool = False
     #: ``verdict is Verdict.DELIVERED``, read once per attempt on the hot path.
     delivered: bool = field(init=False, repr=False, compare=False)
 
@@ -140,6 +150,18 @@ class RetryPolicy:
     #: Never ambiguous.
     CONNECTION_ERRORS: ClassVar[frozenset[type[BaseException]]] = frozenset(
         {aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError, ConnectionRefusedError}
+    )
+
+    #: Transport errors of a TLS certificate that is not trusted (an unknown CA, a
+    #: self-signed certificate, a host name it does not cover): permanent and blocked.
+    CERTIFICATE_ERRORS: ClassVar[frozenset[type[BaseException]]] = frozenset(
+        {aiohttp.ClientConnectorCertificateError}
+    )
+    #: The error of a proxy that answered its CONNECT (or a plain request) with a status:
+    #: a 4xx (403 Forbidden, 407 Proxy Authentication Required) is blocked and permanent,
+    #: any other status retriable (a proxy's 502 or 503 passes).
+    PROXY_ERRORS: ClassVar[frozenset[type[BaseException]]] = frozenset(
+        {aiohttp.ClientHttpProxyError}
     )
 
     max_attempts: int = 5
@@ -203,7 +225,10 @@ def classify(
     A status, when there is one, decides the verdict: the server has answered even if reading
     the rest of the body failed afterwards. Without a status, the error decides: transport
     failures (refused or dropped connections, timeouts) are retriable, except the
-    :attr:`RetryPolicy.PERMANENT_ERRORS` that no retry can fix. Back-pressure is either: a
+    :attr:`RetryPolicy.PERMANENT_ERRORS` that no retry can fix, and the **blocked** ones: a
+    :attr:`RetryPolicy.CERTIFICATE_ERRORS` error, or a :attr:`RetryPolicy.PROXY_ERRORS`
+    error whose status is a 4xx other than 408 and 429 (its 5xx, 408 and 429 are retriable
+    connection errors: the request never left). Back-pressure is either: a
     :attr:`RetryPolicy.PUSH_BACK_STATUSES` status, or a
     :attr:`RetryPolicy.PUSH_BACK_ERRORS` error, even one that cut short a body whose status
     had come.
@@ -224,6 +249,12 @@ def classify(
         return found
     if error is None:
         raise ValueError("an attempt has either a status or an error")
+    if isinstance(error, _CERTIFICATE_ERRORS):
+        return _BLOCKED
+    if isinstance(error, _PROXY_ERRORS):
+        proxy_status = getattr(error, "status", 0)
+        refused = 400 <= proxy_status < 500 and proxy_status not in (408, 429)
+        return _BLOCKED if refused else _TRANSPORT_RETRIABLE
     if isinstance(error, _PERMANENT_ERRORS):
         return _TRANSPORT_PERMANENT
     push_back = isinstance(error, _PUSH_BACK_ERRORS)
@@ -264,6 +295,9 @@ def _pushed_back(found: Classification) -> Classification:
 _PERMANENT_ERRORS = tuple(RetryPolicy.PERMANENT_ERRORS)
 _PUSH_BACK_ERRORS = tuple(RetryPolicy.PUSH_BACK_ERRORS)
 _CONNECTION_ERRORS = tuple(RetryPolicy.CONNECTION_ERRORS)
+_CERTIFICATE_ERRORS = tuple(RetryPolicy.CERTIFICATE_ERRORS)
+_PROXY_ERRORS = tuple(RetryPolicy.PROXY_ERRORS)
+_BLOCKED = Classification(Verdict.PERMANENT, blocked=True)
 _TRANSPORT_PERMANENT = Classification(Verdict.PERMANENT)
 _TRANSPORT_RETRIABLE = Classification(Verdict.RETRIABLE)
 _TRANSPORT_PUSH_BACK = Classification(Verdict.RETRIABLE, push_back=True)

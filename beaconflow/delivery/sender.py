@@ -30,6 +30,16 @@ back, so no worker sleeps through them. Finished deliveries and counters are han
 under one lock once per turn of the event loop, and a blocked caller is woken only when a
 whole batch fits again or everything is done, not once per message.
 
+**Networks** (:mod:`beaconflow.delivery.network`): the session verifies TLS with the
+config's :attr:`SenderConfig.network` context (the system's trust store plus the run's CA
+bundles) and sends each destination's requests through the proxy its network names for the
+destination's URL (an https:// URL through an HTTP proxy is a CONNECT tunnel). A TLS
+certificate that is not trusted or a proxy that refuses the tunnel is *blocked*
+(:func:`~beaconflow.delivery.retry.classify`): permanent, with a one-line reason naming the
+host and what failed, and a destination whose attempts are nothing but that
+(:class:`BlockedWatch`) is declared down as its circuit breaker would: its messages not sent
+end as "not attempted", and the run stops early (exit 4).
+
 Redirects are never followed: a tracking GET answered with a 3xx did not reach the service (a
 captive portal, a login proxy, a mistyped URL), so it is a permanent failure naming the status
 and the target's host. A destination is misconfigured when its answers are nothing but
@@ -114,6 +124,13 @@ from beaconflow.delivery.breaker import DEFAULT_WINDOW, Breaker, down_reason
 from beaconflow.delivery.concurrency import AdaptiveLimit, AdaptiveRate, AimdPolicy
 from beaconflow.delivery.lease_watch import LeaseWatch, Standing
 from beaconflow.delivery.ledger_lock import Lease
+from beaconflow.delivery.network import (
+    Network,
+    certificate_detail,
+    certificate_reason,
+    proxy_refused_reason,
+    shown_proxy,
+)
 from beaconflow.delivery.ratelimit import Clock, RateLimiter, Sleep, shared_limiter
 from beaconflow.delivery.redact import Redactor
 from beaconflow.delivery.retry import (
@@ -154,6 +171,10 @@ REDIRECT_WINDOW = 10
 #: delivered (a login proxy whose session expired): a few users whose requests happen to
 #: redirect, in a row, do not stop it.
 REDIRECT_SECONDS = 30.0
+#: Blocked attempts in a row (an untrusted TLS certificate, a proxy refusing the tunnel) that
+#: stop a destination that delivered nothing yet: each fails at once and the same way, so a
+#: few are enough to be sure, and the rest of its messages are kept for a replay.
+BLOCKED_WINDOW = 3
 
 
 @dataclass(frozen=True)
@@ -219,6 +240,9 @@ class SenderConfig:
     (:class:`~beaconflow.delivery.breaker.Breaker`, > 0); None: no breaker. ``lease``: the
     run's hold on its ledger locks, checked before every request (a run frozen while another
     took its locks over sends nothing more when it wakes); None: nothing to check.
+    ``network``: the proxies and the TLS trust to send with
+    (:class:`~beaconflow.delivery.network.Network`, resolved once in the driver); by default
+    direct connections trusting the system's store alone.
     """
 
     concurrency: int
@@ -230,6 +254,7 @@ class SenderConfig:
     deadline: float | None = None
     breaker_window: float | None = DEFAULT_WINDOW
     lease: Lease | None = None
+    network: Network = field(default_factory=Network)
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
@@ -497,16 +522,70 @@ class RedirectWatch:
         )
 
 
+class BlockedWatch:
+    """Whether one destination's attempts say that this network cannot reach it at all.
+
+    Blocked attempts (:attr:`~beaconflow.delivery.retry.Classification.blocked`: a TLS
+    certificate that is not trusted, a proxy refusing the tunnel) count in a row; an answer
+    with a status breaks it, other transport errors neither count nor break it. The
+    destination is stopped after :data:`BLOCKED_WINDOW` of them while it has delivered
+    nothing, or after a row lasting :data:`REDIRECT_SECONDS` once it has (a proxy whose CA
+    changed mid-run). Each sender (each sender process) judges its own attempts: a blocked
+    attempt fails the same way in every one, and the first to stop the destination tells
+    the others as its breaker would.
+    """
+
+    __slots__ = ("blocked", "blocked_at", "delivered")
+
+    def __init__(self) -> None:
+        self.blocked = 0
+        self.blocked_at = 0.0
+        self.delivered = False
+
+    def attempt(self, answer: Classification, status: int | None, now: float) -> bool:
+        """Count one attempt; True if it is the one that stops the destination."""
+        if answer.blocked:
+            if self.blocked == 0:
+                self.blocked_at = now
+            self.blocked += 1
+            return self.blocked >= BLOCKED_WINDOW and (
+                not self.delivered or now - self.blocked_at >= REDIRECT_SECONDS
+            )
+        if answer.delivered:
+            self.delivered = True
+        if status is not None:
+            self.blocked = 0
+        return False
+
+    def reason(self, destination: str, blocked: str) -> str:
+        """The stop's reason, from the last blocked attempt's."""
+        return f"{destination} cannot be reached: {blocked}"
+
+
 class _Lane:
     """One destination: its queued requests and the limits each attempt goes through.
 
     ``limit`` (adaptive concurrency) and ``pace`` (adaptive rate) are None when the sender
     is not adaptive; ``cap`` is the --max-rps limiter, None when uncapped. ``watch`` judges
-    its redirects (None when someone else does: a sender process's pool); ``breaker``
-    whether it is down (None: no breaker); ``halted`` is why it sends no more.
+    its redirects (None when someone else does: a sender process's pool); ``blocked``
+    whether the network lets its requests through; ``breaker`` whether it is down (None:
+    no breaker); ``halted`` is why it sends no more. ``proxy`` is the proxy its URL goes
+    through (None: direct), known once ``proxy_known``.
     """
 
-    __slots__ = ("breaker", "cap", "destination", "halted", "limit", "pace", "queue", "watch")
+    __slots__ = (
+        "blocked",
+        "breaker",
+        "cap",
+        "destination",
+        "halted",
+        "limit",
+        "pace",
+        "proxy",
+        "proxy_known",
+        "queue",
+        "watch",
+    )
 
     def __init__(
         self,
@@ -521,8 +600,11 @@ class _Lane:
         self.pace = pace
         self.cap = cap
         self.watch: RedirectWatch | None = RedirectWatch()
+        self.blocked = BlockedWatch()
         self.breaker: Breaker | None = None
         self.halted: str | None = None
+        self.proxy: str | None = None
+        self.proxy_known = False
 
     def demand(self) -> int:
         """How many more requests of this lane could be sent right now."""
@@ -787,7 +869,8 @@ class SendEngine:
         self._on_down = on_down
         self._stop = stop
         self._judge_redirects = judge_redirects
-        self._redact = Redactor.of(secrets)
+        # the proxies' credentials are masked wherever a text could show them
+        self._redact = Redactor.of((*secrets, *config.network.secrets()))
         self._clock = clock
         self._wall_clock = wall_clock
         self._sleep = sleep
@@ -896,8 +979,12 @@ class SendEngine:
 
     async def _open_session(self) -> aiohttp.ClientSession:
         # marks each attempt whose request went out: what makes its failure ambiguous
+        # one TLS context for the process (the system's store plus the run's CA bundles):
+        # verification is always on
         connector = MarkingConnector(
-            limit=self._config.concurrency, ttl_dns_cache=_DNS_CACHE_SECONDS
+            limit=self._config.concurrency,
+            ttl_dns_cache=_DNS_CACHE_SECONDS,
+            ssl=self._config.network.ssl_context(),
         )
         session = aiohttp.ClientSession(
             connector=connector,
@@ -1158,8 +1245,9 @@ class SendEngine:
                 try:
                     # encoded=True: the URL is sent byte for byte as rendered (signatures cover
                     # it). A redirect is never followed: it did not reach the service.
+                    proxy = lane.proxy if lane.proxy_known else self._lane_proxy(lane, request.url)
                     async with self._session.get(
-                        URL(request.url, encoded=True), allow_redirects=False
+                        URL(request.url, encoded=True), allow_redirects=False, proxy=proxy
                     ) as response:
                         status = response.status
                         answer = classify(status, None)
@@ -1235,6 +1323,13 @@ class SendEngine:
                 now = self._clock()
             misconfigured = watch.answer(answer, now or 0.0)
         down = None if lane.breaker is None else self._judge_down(lane, status, answer)
+        blocked = lane.blocked
+        cut_off = False
+        # the hot path (delivered before, no row going on) skips the watch
+        if answer.blocked or blocked.blocked or not blocked.delivered:
+            if answer.blocked and now is None:
+                now = self._clock()
+            cut_off = blocked.attempt(answer, status, now or 0.0)
         if delivered:
             delivery = Delivery(
                 message, True, status, None, attempts, stopped, ambiguous, resent, reconnects
@@ -1257,6 +1352,25 @@ class SendEngine:
                 )
                 self._finish(request, delivery)
                 self._halt_lane(lane, stopped)
+                return
+        elif answer.blocked and error is not None:
+            reason = self._redact(self._blocked_reason(error, request.url, lane.proxy))
+            if cut_off and lane.halted is None and message.destination not in self._down:
+                stopped = lane.blocked.reason(message.destination, reason)
+                # whoever hears of it tells the run (which says so once, for every sender)
+                logger.log(
+                    logging.DEBUG if self._on_down is not None else logging.WARNING,
+                    "%s; no more requests go to it",
+                    stopped,
+                )
+                delivery = Delivery(
+                    message, False, None, reason, attempts, stopped, ambiguous, resent
+                )
+                self._finish(request, delivery)
+                # as a breaker's: every sender of the run (every sender process) stops it
+                self.destination_down(message.destination, stopped)
+                if self._on_down is not None:
+                    self._on_down(message.destination, stopped)
                 return
         else:
             reason = self._describe(status, error, body, answer.ambiguous)
@@ -1298,6 +1412,25 @@ class SendEngine:
             reason,
         )
         self._later(lane, (request, attempts, False, ambiguous, resent, reconnects), wait)
+
+    def _lane_proxy(self, lane: _Lane, url: str) -> str | None:
+        """The proxy of ``lane``'s requests, from its first URL (a destination has one base)."""
+        lane.proxy = self._config.network.proxy_for(url)
+        lane.proxy_known = True
+        return lane.proxy
+
+    @staticmethod
+    def _blocked_reason(error: BaseException, url: str, proxy: str | None) -> str:
+        """The one line of a blocked attempt: the host, and what refused it."""
+        target = URL(url, encoded=True)
+        host, port = target.host or "?", target.port
+        if isinstance(error, aiohttp.ClientHttpProxyError):
+            shown = shown_proxy(proxy) if proxy else "?"
+            return proxy_refused_reason(shown, host, port, error.status, error.message)
+        detail = certificate_detail(error) or str(error)
+        if isinstance(error, aiohttp.ClientConnectorCertificateError):
+            host, port = error.host, error.port
+        return certificate_reason(host, port, detail)
 
     def _lose_lease(self, item: _Item, reason: str) -> None:
         """The run's lock is another's: ``item`` is not sent, and the whole run stops."""

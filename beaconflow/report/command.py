@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 
-from beaconflow.delivery.redact import MASK, Redactor
+from beaconflow.delivery.redact import MASK, URL_CREDENTIALS, Redactor
 
 #: The program's name, first in the command a report shows.
 PROGRAM = "beaconflow"
@@ -24,8 +24,6 @@ SECRET_FLAGS = frozenset({"--kontagent-api-key", "--kontagent-secret", "--kissme
 #: Any other flag whose name holds one of these words has a secret value (Beam's
 #: ``--s3_secret_access_key``, ``--s3_session_token``, ``--s3_access_key_id``).
 _SECRET_WORDS = re.compile(r"secret|passw|token|api[-_]?key|access[-_]key|credential", re.I)
-#: ``scheme://user:password@`` or ``scheme://user@`` at the start of a URL's authority.
-_URL_CREDENTIALS = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://)[^/@\s?#]*@")
 
 
 def is_secret_flag(flag: str) -> bool:
@@ -55,6 +53,6 @@ def redacted_command(argv: Sequence[str], secrets: Iterable[str | None] = ()) ->
                     shown.append(flag)
                     mask_next = True
                 continue
-        masked = _URL_CREDENTIALS.sub(lambda m: m.group(1) + MASK + "@", arg)
+        masked = URL_CREDENTIALS.sub(lambda m: m.group(1) + MASK + "@", arg)
         shown.append(redact(masked))
     return tuple(shown)

@@ -60,6 +60,7 @@ NOT_EXPORTED: Mapping[str, str] = {
     "mapping_rules_unmatched": "their rules are beaconflow_mapping_rule_records_total at 0",
     "stopped": "a text; beaconflow_run_stopped says whether",
     "lookback_days_missing": "dates; beaconflow_lookback_days_missing counts them",
+    "network": "a proxy's URL and CA bundles' paths: texts of the run's configuration",
     "inputs": "paths",
     "report": "a path",
     "dead_letter": "a path",

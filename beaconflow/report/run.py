@@ -151,6 +151,10 @@ class RunReport:
     sandbox_collector: Mapping[str, int] | None = None
     #: A chunked run's unit, work directory and one row per chunk (None: not chunked)
     chunking: Mapping[str, Any] | None = None
+    #: How the run reached the network (since issue 19): the proxy of each scheme without
+    #: its credentials and where it came from, NO_PROXY, the CA bundles added to the
+    #: system's trust store (beaconflow.delivery.network.Network.report); None: a dry run
+    network: Mapping[str, Any] | None = None
     #: The run failed before its counts were added up: the counts are not to be trusted.
     partial: bool = False
     #: A signal (Ctrl-C, SIGTERM) stopped the run: ``stopped`` names it (exit 130 or 143).
@@ -291,7 +295,7 @@ def _coerce(name: str, value: object) -> Any:
         if not isinstance(value, list | tuple):
             return None
         return tuple(item for item in value if isinstance(item, Mapping))
-    if name in ("sandbox_collector", "chunking"):
+    if name in ("sandbox_collector", "chunking", "network"):
         return value if isinstance(value, Mapping) else None
     if name in ("sandbox", "partial", "interrupted"):
         return value is True
@@ -320,6 +324,37 @@ _SAID = {
     "too_old": "too old (--kontagent-max-age)",
     "from_old_days": "of events older than 2 days",
 }
+
+
+def _network_lines(network: Mapping[str, Any] | None) -> list[str]:
+    """The summary's proxy and CA lines (none for a direct run trusting the system alone).
+
+    ``proxy: http://proxy.corp:3128 (HTTPS_PROXY)``: the report holds no credentials.
+    """
+    if not network:
+        return []
+    lines = []
+    https, http = network.get("https_proxy"), network.get("http_proxy")
+    said = [
+        f"{proxy['url']} ({proxy['source']})" + (f" for {scheme}://" if https != http else "")
+        for scheme, proxy in (("https", https), ("http", http))
+        if isinstance(proxy, Mapping)
+    ]
+    if said:
+        no_proxy = network.get("no_proxy")
+        bypass = f"; not for NO_PROXY={no_proxy}" if no_proxy else ""
+        lines.append("proxy: " + ", ".join(dict.fromkeys(said)) + bypass)
+    bundles = [b for b in network.get("ca_bundles") or () if isinstance(b, Mapping)]
+    if bundles:
+        lines.append(
+            "CA bundles added to the system's trust store: "
+            + ", ".join(
+                f"{b.get('path')} ({b.get('source')}, "
+                f"{plural(int(b.get('certificates') or 0), 'certificate')})"
+                for b in bundles
+            )
+        )
+    return lines
 
 
 def summary(report: RunReport) -> str:
@@ -403,6 +438,7 @@ def summary(report: RunReport) -> str:
             "an earlier run "
             "that was killed before it finished"
         )
+    lines.extend(_network_lines(report.network))
     if report.lookback_days_missing:
         days = ", ".join(report.lookback_days_missing)
         lines.append(f"lookback: no input for {days} (skipped)")

@@ -73,6 +73,7 @@ import hmac
 import random
 import signal
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -474,6 +475,8 @@ class Collector:
     :data:`SCRIPTED_KINDS`. For tests, ``parser`` replaces
     :func:`beaconflow.model.render.parse_url`, ``sleep`` asyncio.sleep (injected latency and
     the ``slow`` script) and ``clock`` time.monotonic (rate limit, per-second counts).
+    ``ssl_context``: serve HTTPS with this server context (a test CA's certificate for
+    127.0.0.1, see tests/delivery/test_network_real.py); :attr:`base_url` is then https://.
 
     Use either :meth:`start`/:meth:`stop` (a background thread with its own event loop, or
     ``with``), or :meth:`start_async`/:meth:`stop_async` (the running loop, or ``async with``).
@@ -493,8 +496,10 @@ class Collector:
         parser: Parser | None = None,
         sleep: Sleep | None = None,
         clock: Callable[[], float] = time.monotonic,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self._parse = parser or parse_url
+        self._ssl_context = ssl_context
         self._sleep: Sleep = sleep or asyncio.sleep
         self._clock = clock
         self._expected: dict[str, str | None] = {
@@ -914,7 +919,9 @@ class Collector:
             self.make_app(), access_log=None, handle_signals=False, shutdown_timeout=1.0
         )
         await runner.setup()
-        site = web.TCPSite(runner, self._host, self._port, backlog=1024)
+        site = web.TCPSite(
+            runner, self._host, self._port, backlog=1024, ssl_context=self._ssl_context
+        )
         try:
             await site.start()
         except BaseException:
@@ -923,7 +930,8 @@ class Collector:
         self._runner = runner
         port = runner.addresses[0][1]
         host = f"[{self._host}]" if ":" in self._host else self._host
-        self.base_url = f"http://{host}:{port}"
+        scheme = "http" if self._ssl_context is None else "https"
+        self.base_url = f"{scheme}://{host}:{port}"
         return self.base_url
 
     async def stop_async(self) -> None:

@@ -569,8 +569,11 @@ class FakeSession:
         self.in_flight: list[tuple[str, asyncio.Future[int]]] = []
         self.closed = False
 
-    def get(self, url: object, *, allow_redirects: bool = True) -> FakeGet:
+    def get(
+        self, url: object, *, allow_redirects: bool = True, proxy: str | None = None
+    ) -> FakeGet:
         assert allow_redirects is False, "a tracking GET never follows a redirect"
+        assert proxy is None, "the tests' default network is direct"
         return FakeGet(self, str(url))
 
     async def close(self) -> None:

@@ -33,7 +33,7 @@ REPORT_KEYS = {
     "messages_too_old", "messages_from_old_days", "started_at", "ended_at", "version", "command",
     "since", "until",
     # issue 19
-    "reconnects",
+    "reconnects", "network",
 }  # fmt: skip
 
 

@@ -1,0 +1,266 @@
+"""The bulk sender, its sender processes and the client through a real proxy to real TLS.
+
+A tinyproxy on loopback (tests/network_parts.py) and the sandbox collector serving HTTPS
+with a trustme CA's certificate: every message goes through the proxy's CONNECT tunnels and
+is delivered; a CA the server's certificate is not from, and a proxy that refuses the
+CONNECT, each fail with one clear line, are not retried, and stop the destination after a
+short row, its other messages ending as "not attempted"; NO_PROXY goes around the proxy;
+the proxy's credentials are sent as basic authentication and never appear in what comes
+back. The whole command is tests/e2e/test_networks.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from beaconflow.client import KissmetricsClient, KontagentClient, TransportError
+from beaconflow.delivery.network import Network
+from beaconflow.delivery.retry import RetryPolicy
+from beaconflow.delivery.sender import BLOCKED_WINDOW, BulkSender, Delivery, Request, SenderConfig
+from beaconflow.delivery.sendproc import SenderPool
+from beaconflow.model.message import Endpoint, Message
+from beaconflow.model.render import render_url
+from beaconflow.sandbox.collector import Collector, unused_port
+from tests.conftest import KISSMETRICS_KEY, KONTAGENT_KEY, KONTAGENT_SECRET
+from tests.network_parts import TestCA, Tinyproxy, port_of, tinyproxy, tls_collector
+
+USER, PASSWORD = "proxy-user", "proxy-pass-word-19"
+#: Tries per message: enough that a retried blocked attempt would show.
+ATTEMPTS = 3
+MESSAGES = 40
+
+
+@pytest.fixture(scope="module")
+def ca(tmp_path_factory: pytest.TempPathFactory) -> TestCA:
+    return TestCA(tmp_path_factory.mktemp("ca"))
+
+
+@pytest.fixture(scope="module")
+def other_ca(tmp_path_factory: pytest.TempPathFactory) -> TestCA:
+    return TestCA(tmp_path_factory.mktemp("other-ca"))
+
+
+@pytest.fixture
+def https(ca: TestCA) -> Iterator[Collector]:
+    with tls_collector(ca) as running:
+        yield running
+
+
+def _messages(base_url: str, count: int = MESSAGES) -> list[Request]:
+    endpoint = Endpoint("kissmetrics", base_url, KISSMETRICS_KEY)
+    requests = []
+    for i in range(count):
+        message = Message("kissmetrics", "e", (("_n", "Signed Up"), ("_p", f"user{i}")))
+        requests.append(Request(message, render_url(message, endpoint, 1_800_000_000.0)))
+    return requests
+
+
+def _config(network: Network, concurrency: int = 4) -> SenderConfig:
+    retry = RetryPolicy(max_attempts=ATTEMPTS, base_delay=0.0)
+    return SenderConfig(concurrency, 10.0, retry, adaptive=False, network=network)
+
+
+def _send_in_process(network: Network, base_url: str) -> list[Delivery]:
+    sender = BulkSender(_config(network), (KISSMETRICS_KEY,))
+    try:
+        sender.submit_many(_messages(base_url))
+        return sender.flush()
+    finally:
+        sender.close()
+
+
+def _send_from_processes(network: Network, base_url: str) -> list[Delivery]:
+    with SenderPool(_config(network), (KISSMETRICS_KEY,), processes=2) as pool:
+        client = pool.client()
+        client.submit_many(_messages(base_url))
+        return client.flush()
+
+
+SENDERS = {"in_process": _send_in_process, "processes": _send_from_processes}
+
+
+def _network(proxy: Tinyproxy | None, ca: TestCA, no_proxy: str = "") -> Network:
+    environ = {"NO_PROXY": no_proxy} if no_proxy else {}
+    return Network.resolve(proxy.url if proxy else "none", [str(ca.pem_path)], environ=environ)
+
+
+def _texts(deliveries: list[Delivery]) -> str:
+    return "\n".join(f"{d.error} {d.stop}" for d in deliveries)
+
+
+@pytest.mark.parametrize("send", SENDERS.values(), ids=SENDERS.keys())
+def test_every_message_goes_through_the_proxys_tunnels_and_is_delivered(
+    https: Collector, ca: TestCA, tmp_path: Path, send: object
+) -> None:
+    port = port_of(https.base_url)
+    with tinyproxy(tmp_path, connect_ports=[port], user=USER, password=PASSWORD) as proxy:
+        deliveries = send(_network(proxy, ca), https.base_url)  # type: ignore[operator]
+        tunnels = proxy.tunnels(port)
+    assert [d.delivered for d in deliveries] == [True] * MESSAGES
+    assert https.records.counts()["accepted"] == MESSAGES
+    # keep-alive: a tunnel per connection, not per message
+    assert 1 <= tunnels <= 8, tunnels
+    assert proxy.requests() == tunnels, "nothing went to the proxy but the tunnels"
+
+
+@pytest.mark.parametrize("send", SENDERS.values(), ids=SENDERS.keys())
+def test_a_server_of_another_ca_fails_in_one_line_and_stops_the_destination(
+    https: Collector, other_ca: TestCA, send: object
+) -> None:
+    deliveries = send(_network(None, other_ca), https.base_url)  # type: ignore[operator]
+    assert len(deliveries) == MESSAGES, "nothing vanishes"
+    assert not any(d.delivered for d in deliveries)
+    assert https.records.counts()["accepted"] == 0
+    port = port_of(https.base_url)
+    reason = (
+        f"TLS certificate of 127.0.0.1:{port} not trusted: unable to get local issuer "
+        "certificate; add your CA with --ca-bundle"
+    )
+    stop = f"kissmetrics cannot be reached: {reason}"
+    failed = [d for d in deliveries if d.attempts]
+    not_attempted = [d for d in deliveries if not d.attempts]
+    assert {d.error for d in failed} == {reason}
+    assert all(d.attempts == 1 for d in failed), "a certificate failure is not retried"
+    assert BLOCKED_WINDOW <= len(failed) < MESSAGES
+    assert {d.error for d in not_attempted} == {f"not attempted: {stop}"}
+    assert {d.stop for d in not_attempted} == {stop}
+    assert sum(d.stop == stop for d in failed) >= 1, "the one that stopped it says so"
+
+
+@pytest.mark.parametrize("send", SENDERS.values(), ids=SENDERS.keys())
+def test_a_proxy_refusing_the_connect_fails_in_one_line_and_stops_the_destination(
+    https: Collector, ca: TestCA, tmp_path: Path, send: object
+) -> None:
+    # tinyproxy lets CONNECT through to port 443 alone
+    with tinyproxy(tmp_path, user=USER, password=PASSWORD) as proxy:
+        deliveries = send(_network(proxy, ca), https.base_url)  # type: ignore[operator]
+        refused = proxy.log().count("Refused CONNECT method on port")
+    port = port_of(https.base_url)
+    reason = f"proxy {proxy.shown} refused CONNECT to 127.0.0.1:{port}: 403 Access violation"
+    failed = [d for d in deliveries if d.attempts]
+    assert len(deliveries) == MESSAGES
+    assert {d.error for d in failed} == {reason}
+    assert all(d.attempts == 1 for d in failed)
+    assert {d.error for d in deliveries if not d.attempts} == {
+        f"not attempted: kissmetrics cannot be reached: {reason}"
+    }
+    assert refused == len(failed), "every attempt was a CONNECT the proxy refused"
+    assert https.records.counts()["arrived"] == 0
+    assert PASSWORD not in _texts(deliveries) and USER not in _texts(deliveries)
+
+
+def test_a_proxy_without_the_credentials_refuses_with_407(
+    https: Collector, ca: TestCA, tmp_path: Path
+) -> None:
+    port = port_of(https.base_url)
+    with tinyproxy(tmp_path, connect_ports=[port], user=USER, password=PASSWORD) as proxy:
+        network = Network.resolve(proxy.shown, [str(ca.pem_path)], environ={})
+        deliveries = _send_in_process(network, https.base_url)
+    assert {d.error for d in deliveries if d.attempts} == {
+        f"proxy {proxy.shown} refused CONNECT to 127.0.0.1:{port}: 407 Proxy Authentication "
+        "Required"
+    }
+
+
+def test_a_proxy_that_cannot_reach_the_server_is_retried_as_a_connection_error(
+    ca: TestCA, tmp_path: Path
+) -> None:
+    """A proxy's 5xx (tinyproxy's for a CONNECT to a closed port) is retried, never blocked."""
+    closed = unused_port()
+    with tinyproxy(tmp_path, connect_ports=[closed]) as proxy:
+        network = _network(proxy, ca)
+        deliveries = _send_in_process(network, f"https://127.0.0.1:{closed}")
+    assert all(d.attempts == ATTEMPTS for d in deliveries), "retried to the last attempt"
+    assert all(d.stop is None for d in deliveries), "nothing stopped the destination"
+    assert {d.error for d in deliveries} == {
+        f"ClientHttpProxyError: 500, message='Unable to connect', url='{proxy.shown}'"
+    }
+
+
+def test_no_proxy_goes_around_the_proxy(https: Collector, ca: TestCA, tmp_path: Path) -> None:
+    port = port_of(https.base_url)
+    with tinyproxy(tmp_path, connect_ports=[port]) as proxy:
+        deliveries = _send_in_process(_network(proxy, ca, "127.0.0.1"), https.base_url)
+        logged = proxy.requests()
+    assert all(d.delivered for d in deliveries)
+    assert https.records.counts()["accepted"] == MESSAGES
+    assert logged == 0
+
+
+# -- the small client -----------------------------------------------------------------------
+
+
+def test_the_client_goes_through_the_proxy_and_trusts_the_bundle(
+    https: Collector, ca: TestCA, tmp_path: Path
+) -> None:
+    port = port_of(https.base_url)
+    with tinyproxy(tmp_path, connect_ports=[port], user=USER, password=PASSWORD) as proxy:
+        network = _network(proxy, ca)
+        with (
+            KissmetricsClient(KISSMETRICS_KEY, https.base_url, network=network) as kissmetrics,
+            KontagentClient(
+                KONTAGENT_KEY, KONTAGENT_SECRET, https.base_url, network=network
+            ) as kontagent,
+        ):
+            kissmetrics.record("bob", "Signed Up")
+            kissmetrics.set("bob", {"plan": "free"})
+            kontagent.notify_new_install(123456)
+        tunnels = proxy.tunnels(port)
+    assert https.records.counts()["accepted"] == 3
+    assert tunnels == 2, "one tunnel per client's kept-alive connection"
+
+
+def test_the_client_names_an_untrusted_certificate_in_one_line(
+    https: Collector, other_ca: TestCA
+) -> None:
+    network = _network(None, other_ca)
+    port = port_of(https.base_url)
+    with (
+        KissmetricsClient(KISSMETRICS_KEY, https.base_url, network=network) as client,
+        pytest.raises(TransportError) as caught,
+    ):
+        client.record("bob", "Signed Up")
+    text = str(caught.value)
+    assert text.startswith(
+        f"TLS certificate of 127.0.0.1:{port} not trusted: unable to get local issuer "
+        "certificate; add your CA with --ca-bundle: GET https://"
+    )
+    assert KISSMETRICS_KEY not in text and "\n" not in text
+    assert not caught.value.ambiguous
+
+
+def test_the_client_names_a_refused_connect_without_the_credentials(
+    https: Collector, ca: TestCA, tmp_path: Path
+) -> None:
+    port = port_of(https.base_url)
+    with tinyproxy(tmp_path, user=USER, password=PASSWORD) as proxy:
+        network = _network(proxy, ca)
+        with (
+            KissmetricsClient(KISSMETRICS_KEY, https.base_url, network=network) as client,
+            pytest.raises(TransportError) as caught,
+        ):
+            client.record("bob", "Signed Up")
+    text = str(caught.value)
+    assert text.startswith(
+        f"proxy {proxy.shown} refused CONNECT to 127.0.0.1:{port}: 403 Access violation: GET"
+    )
+    assert PASSWORD not in text and USER not in text
+
+
+def test_the_client_by_default_reads_the_environment_as_the_command_does(
+    https: Collector, ca: TestCA, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    port = port_of(https.base_url)
+    for name in ("NO_PROXY", "no_proxy", "https_proxy", "REQUESTS_CA_BUNDLE"):
+        monkeypatch.delenv(name, raising=False)
+    with tinyproxy(tmp_path, connect_ports=[port]) as proxy:
+        monkeypatch.setenv("HTTPS_PROXY", proxy.url)
+        # requests alone would trust this bundle instead of the system's store; beaconflow adds it
+        monkeypatch.setenv("SSL_CERT_FILE", str(ca.pem_path))
+        with KissmetricsClient(KISSMETRICS_KEY, https.base_url) as client:
+            client.record("bob", "Signed Up")
+        assert proxy.tunnels(port) == 1
+    assert https.records.counts()["accepted"] == 1
