@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import logging
 import re
+import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -46,8 +47,9 @@ from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
-from urllib3.exceptions import ConnectTimeoutError
+from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
 
+from beaconflow.delivery.ambiguity import NEVER_REACHED
 from beaconflow.delivery.body import READ_LIMIT, Body, charset_of, reason_text, with_body
 from beaconflow.delivery.network import (
     Network,
@@ -160,6 +162,35 @@ def _never_left(error: requests.RequestException) -> bool:
         cause = error.args[0] if error.args else None
         return isinstance(getattr(cause, "reason", cause), ConnectTimeoutError)
     return not isinstance(error, requests.Timeout)
+
+
+def _never_reached(error: requests.RequestException) -> str | None:
+    """The sender's reason for a name that does not resolve or a refused connection.
+
+    ``never reached the service: could not resolve host nosuch.invalid (Name or service not
+    known)``, ``...: connection refused by 127.0.0.1:9``, as
+    :func:`beaconflow.delivery.ambiguity.never_reached` words the bulk sender's; None for
+    any other failure. requests wraps urllib3's ``MaxRetryError(reason=NewConnectionError)``
+    (``NameResolutionError`` for a name), whose cause is the system's error.
+    """
+    cause = error.args[0] if error.args else None
+    failed = getattr(cause, "reason", cause)
+    if not isinstance(failed, NewConnectionError):
+        return None
+    connection = getattr(failed, "conn", None)
+    host = str(getattr(connection, "host", "") or "?")
+    system = failed.__cause__ or failed.__context__
+    if isinstance(failed, NameResolutionError) or isinstance(system, socket.gaierror):
+        detail = f" ({system.strerror})" if isinstance(system, OSError) and system.strerror else ""
+        return f"{NEVER_REACHED}: could not resolve host {host}{detail}"
+    where = f"[{host}]" if ":" in host else host
+    port = getattr(connection, "port", None)
+    if port is not None:
+        where += f":{port}"
+    if isinstance(system, ConnectionRefusedError):
+        return f"{NEVER_REACHED}: connection refused by {where}"
+    what = system.strerror if isinstance(system, OSError) and system.strerror else str(system)
+    return f"{NEVER_REACHED}: could not connect to {where} ({what})"
 
 
 class HTTPStatusError(TrackingError):
@@ -288,13 +319,16 @@ class _Client:
             )
         if isinstance(error, requests.Timeout):
             return TransportError(
-                f"timed out after {self._timeout}s connecting: GET {shown}", source
+                f"{NEVER_REACHED}: no connection within {self._timeout:g} s: GET {shown}", source
             )
         blocked = self._blocked_reason(error)
         if blocked is not None:
             return TransportError(f"{self._redact(blocked)}: GET {shown}", source)
+        reached = _never_reached(error)
+        if reached is not None:
+            return TransportError(f"{self._redact(reached)}: GET {shown}", source)
         reason = self._redact(f"{type(error).__name__}: {error}")
-        return TransportError(f"could not reach the service: GET {shown}: {reason}", source)
+        return TransportError(f"{NEVER_REACHED}: GET {shown}: {reason}", source)
 
     def _blocked_reason(self, error: requests.RequestException) -> str | None:
         """The one line of an untrusted certificate or a refused tunnel, as the sender's."""

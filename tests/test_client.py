@@ -142,7 +142,22 @@ def test_connection_refused_raises_transport_error() -> None:
     assert caught.value.__cause__ is None and caught.value.__suppress_context__
     # the request never left: safe to call again
     assert not caught.value.ambiguous
-    assert str(caught.value).startswith("could not reach the service: GET ")
+    # named as the bulk sender names it
+    host, port = base.removeprefix("http://").split(":")
+    assert str(caught.value).startswith(
+        f"never reached the service: connection refused by {host}:{port}: GET {base}/"
+    )
+
+
+def test_a_name_that_does_not_resolve_is_never_reached() -> None:
+    # .invalid never resolves (RFC 6761): the machine's resolver says so without a network
+    base = "http://nosuch.invalid"
+    with KissmetricsClient(KEY, base, timeout=2) as client, pytest.raises(TransportError) as caught:
+        client.alias("a", "b")
+    assert not caught.value.ambiguous and KEY not in str(caught.value)
+    assert str(caught.value).startswith(
+        "never reached the service: could not resolve host nosuch.invalid"
+    )
 
 
 def test_a_request_the_server_logged_without_answering_is_ambiguous() -> None:
