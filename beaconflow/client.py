@@ -54,6 +54,8 @@ from beaconflow.delivery.network import (
     build_ssl_context,
     certificate_detail,
     certificate_reason,
+    handshake_failure,
+    handshake_reason,
     proxy_refused_reason,
     shown_proxy,
 )
@@ -305,6 +307,9 @@ class _Client:
             detail = certificate_detail(error)
             if detail is not None:
                 return certificate_reason(host, port, detail)
+            handshake = handshake_failure(error)
+            if handshake is not None:
+                return handshake_reason(host, port, handshake)
         if isinstance(error, requests.exceptions.ProxyError):
             refused = _TUNNEL_REFUSED.search(str(error))
             proxy = self._network.proxy_for(self._endpoint.base_url)

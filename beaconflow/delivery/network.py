@@ -360,6 +360,10 @@ def _read_bundle(source: str, path: str) -> CABundle:
 
 #: How a certificate failure's reason ends: what the user can do about it.
 CA_ADVICE = "add your CA with --ca-bundle"
+#: ... when the certificate is out of date: no CA added makes it valid.
+DATE_ADVICE = "the server's certificate is out of date (or this machine's clock is wrong)"
+#: ... when it is for other names: no CA added makes it cover this one.
+NAME_ADVICE = "the certificate is for other names: check the URL's host"
 
 
 def certificate_reason(host: str, port: int | None, detail: str) -> str:
@@ -367,9 +371,74 @@ def certificate_reason(host: str, port: int | None, detail: str) -> str:
 
     ``TLS certificate of trk.kissmetrics.io:443 not trusted: self-signed certificate in
     certificate chain; add your CA with --ca-bundle``. The sender and the client both use it.
+    The advice fits what failed: adding a CA mends an unknown issuer, not an expired
+    certificate nor one for another host name (OpenSSL's words for those are matched).
     """
-    where = host if port is None else f"{host}:{port}"
-    return f"TLS certificate of {where} not trusted: {detail}; {CA_ADVICE}"
+    where = _where(host, port)
+    detail = detail.strip().rstrip(".")
+    said = detail.lower()
+    if "expired" in said or "not yet valid" in said:
+        advice = DATE_ADVICE
+    elif "mismatch" in said:
+        advice = NAME_ADVICE
+    else:
+        advice = CA_ADVICE
+    return f"TLS certificate of {where} not trusted: {detail}; {advice}"
+
+
+def _where(host: str, port: int | None) -> str:
+    """``host:port``, an IPv6 address in brackets as in its URL (``[::1]:443``)."""
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return host if port is None else f"{host}:{port}"
+
+
+#: OpenSSL's reasons for a handshake that cannot succeed with this server, whatever the
+#: retries: it does not speak TLS on that port (plain HTTP on an https:// URL answers with
+#: bytes that are no TLS record) or shares no protocol version with this machine.
+_NOT_TLS = frozenset({"WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "PACKET_LENGTH_TOO_LONG"})
+_NO_COMMON_PROTOCOL = frozenset(
+    {"UNSUPPORTED_PROTOCOL", "TLSV1_ALERT_PROTOCOL_VERSION", "NO_PROTOCOLS_AVAILABLE"}
+)
+
+
+def handshake_failure(error: BaseException) -> str | None:
+    """What made the TLS handshake impossible (see :data:`_NOT_TLS`), found in ``error``.
+
+    Looks through the error's arguments, ``os_error``, ``reason`` and causes (aiohttp and
+    urllib3 wrap it differently) for an ``ssl.SSLError`` whose reason says the server does
+    not speak TLS there, or no version this machine accepts; None otherwise (a certificate
+    failure has :func:`certificate_detail`; a handshake cut short may pass: it is retried).
+    """
+    seen: set[int] = set()
+    stack: list[object] = [error]
+    while stack:
+        item = stack.pop()
+        if not isinstance(item, BaseException) or id(item) in seen:
+            continue
+        seen.add(id(item))
+        if isinstance(item, ssl.SSLCertVerificationError):
+            return None
+        if isinstance(item, ssl.SSLError):
+            reason = getattr(item, "reason", None) or ""
+            if reason in _NOT_TLS:
+                return "the server does not speak TLS there (plain HTTP? then use http://)"
+            if reason in _NO_COMMON_PROTOCOL:
+                return f"no TLS version in common with the server ({reason.lower()})"
+            # aiohttp's own errors are SSLError subclasses without a reason: look inside
+        stack.extend(item.args)
+        stack.extend((getattr(item, "os_error", None), getattr(item, "reason", None)))
+        stack.extend((item.__cause__, item.__context__))
+    return None
+
+
+def handshake_reason(host: str, port: int | None, detail: str) -> str:
+    """The one-line reason of a TLS handshake that cannot succeed (:func:`handshake_failure`).
+
+    ``TLS handshake with 127.0.0.1:8080 failed: the server does not speak TLS there (plain
+    HTTP? then use http://)``. The sender and the client both use it.
+    """
+    return f"TLS handshake with {_where(host, port)} failed: {detail}"
 
 
 def proxy_refused_reason(

@@ -128,6 +128,8 @@ from beaconflow.delivery.network import (
     Network,
     certificate_detail,
     certificate_reason,
+    handshake_failure,
+    handshake_reason,
     proxy_refused_reason,
     shown_proxy,
 )
@@ -1427,9 +1429,12 @@ class SendEngine:
         if isinstance(error, aiohttp.ClientHttpProxyError):
             shown = shown_proxy(proxy) if proxy else "?"
             return proxy_refused_reason(shown, host, port, error.status, error.message)
-        detail = certificate_detail(error) or str(error)
-        if isinstance(error, aiohttp.ClientConnectorCertificateError):
+        if isinstance(error, aiohttp.ClientSSLError):  # the TLS peer: the service, never a proxy
             host, port = error.host, error.port
+        handshake = handshake_failure(error)
+        if handshake is not None:
+            return handshake_reason(host, port, handshake)
+        detail = certificate_detail(error) or str(error)
         return certificate_reason(host, port, detail)
 
     def _lose_lease(self, item: _Item, reason: str) -> None:
