@@ -329,8 +329,36 @@ class _Client:
         blocked = self._blocked_reason(error)
         if blocked is not None:
             return TransportError(f"{self._redact(blocked)}: GET {shown}", source)
+        unreachable = self._proxy_unreachable(error)
+        if unreachable is not None:
+            return TransportError(self._redact(f"{unreachable}: GET {shown}"), source)
         reason = self._redact(f"{type(error).__name__}: {error}")
         return TransportError(f"could not reach the service: GET {shown}: {reason}", source)
+
+    def _proxy_unreachable(self, error: requests.RequestException) -> str | None:
+        """``could not reach proxy http://proxy:3128: connection refused``, or None.
+
+        urllib3 says it in a nested repr of its pool, the URL and the socket's error; the
+        line keeps the proxy (without credentials) and the socket's words.
+        """
+        if not isinstance(error, requests.exceptions.ProxyError):
+            return None
+        proxy = self._network.proxy_for(self._endpoint.base_url)
+        if proxy is None:
+            return None
+        seen: set[int] = set()
+        stack: list[object] = [error]
+        while stack:
+            item = stack.pop()
+            if not isinstance(item, BaseException) or id(item) in seen:
+                continue
+            seen.add(id(item))
+            if type(item).__module__ == "builtins" and isinstance(item, OSError):
+                said = (item.strerror or str(item)).lower()
+                return f"could not reach proxy {shown_proxy(proxy)}: {said}"
+            stack.extend(item.args)
+            stack.extend((getattr(item, "reason", None), item.__cause__, item.__context__))
+        return None
 
     def _blocked_reason(self, error: requests.RequestException) -> str | None:
         """The one line of an untrusted certificate or a refused tunnel, as the sender's."""

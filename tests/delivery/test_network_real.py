@@ -348,3 +348,25 @@ def test_plain_http_on_an_https_url_fails_in_one_line_and_stops_the_destination(
     }
     assert str(caught.value).startswith(f"{reason}: GET https://127.0.0.1:{port}/e?_k=***")
     assert not caught.value.ambiguous
+
+
+def test_a_proxy_where_nothing_listens_is_named_as_the_proxy(https: Collector) -> None:
+    """The refused address is the proxy's: the reason says so, never its credentials."""
+    port = unused_port()
+    network = Network.resolve(f"http://{USER}:{PASSWORD}@127.0.0.1:{port}", environ={})
+    deliveries = _send_in_process(network, https.base_url)
+    with (
+        KissmetricsClient(KISSMETRICS_KEY, https.base_url, network=network) as client,
+        pytest.raises(TransportError) as caught,
+    ):
+        client.record("bob", "Signed Up")
+    assert len(deliveries) == MESSAGES and not any(d.delivered for d in deliveries)
+    assert {d.error for d in deliveries} == {
+        f"never reached the service: connection refused by proxy 127.0.0.1:{port}"
+    }
+    assert all(d.attempts == ATTEMPTS for d in deliveries), "retried: a proxy may come back"
+    assert str(caught.value).startswith(
+        f"could not reach proxy http://127.0.0.1:{port}: connection refused: GET https://"
+    )
+    assert not caught.value.ambiguous
+    assert PASSWORD not in _texts(deliveries) + str(caught.value)
