@@ -331,6 +331,13 @@ def _read_bundle(source: str, path: str) -> CABundle:
     try:
         with open(path, "rb") as handle:
             raw = handle.read()
+    except IsADirectoryError:
+        # requests takes a hashed directory for REQUESTS_CA_BUNDLE; beaconflow carries the
+        # certificates as text to every worker, so it wants them in one file
+        raise NetworkError(
+            f"{source} {path}: cannot be read: Is a directory; give one PEM file "
+            "(cat DIR/*.pem > FILE.pem)"
+        ) from None
     except OSError as error:
         reason = error.strerror or type(error).__name__
         raise NetworkError(f"{source} {path}: cannot be read: {reason}") from None
@@ -344,9 +351,12 @@ def _read_bundle(source: str, path: str) -> CABundle:
         blocks.append(text[start : end + len(_PEM_END)] + "\n")
         start = text.find(_PEM_BEGIN, end)
     if not blocks:
+        if "PRIVATE KEY-----" in text:
+            hint = "only a private key: give the CA's certificate, never a key"
+        else:
+            hint = "a DER file converts with: openssl x509 -inform der -in FILE -out FILE.pem"
         raise NetworkError(
-            f"{source} {path}: holds no PEM certificate (-----BEGIN CERTIFICATE-----); "
-            "a DER file converts with: openssl x509 -inform der -in FILE -out FILE.pem"
+            f"{source} {path}: holds no PEM certificate (-----BEGIN CERTIFICATE-----); {hint}"
         )
     pem = "".join(blocks)
     try:
