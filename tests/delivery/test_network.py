@@ -415,3 +415,9 @@ def test_after_a_delivery_only_a_lasting_row_stops_it() -> None:
     for i in range(BLOCKED_WINDOW * 5):
         assert not watch.attempt(_BLOCKED, None, 1.0 + i / 100)
     assert watch.attempt(_BLOCKED, None, 1.0 + REDIRECT_SECONDS)
+
+
+def test_an_empty_proxy_flag_is_said_as_given() -> None:
+    """Not as ``'http://'``, the URL a bare host:port would become."""
+    with pytest.raises(NetworkError, match=r"^--proxy '': empty; give http://host:port"):
+        Network.resolve("", environ={})
