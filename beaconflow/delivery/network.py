@@ -308,9 +308,7 @@ def _checked_proxy(url: str, source: str) -> Proxy:
     """``url`` as a :class:`Proxy`, or NetworkError naming ``source`` (never the password)."""
     if not url.strip():
         # said as given: the http:// a bare host:port gets would show a URL nobody typed
-        raise NetworkError(
-            f"{source} '': empty; give http://host:port (or --proxy none: no proxy)"
-        )
+        raise NetworkError(f"{source} '': empty; give http://host:port (or --proxy none: no proxy)")
     if "://" not in url:
         # curl and requests take a bare host:port as http://
         url = "http://" + url
