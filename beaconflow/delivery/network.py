@@ -350,7 +350,11 @@ def _read_bundle(source: str, path: str) -> CABundle:
     while start != -1:
         end = text.find(_PEM_END, start)
         if end == -1:
-            break
+            # a file cut short (a copy, a paste): said as such, not as "no certificate"
+            raise NetworkError(
+                f"{source} {path}: a certificate ({_PEM_BEGIN}) is not closed by "
+                f"{_PEM_END}: the file is cut short"
+            )
         blocks.append(text[start : end + len(_PEM_END)] + "\n")
         start = text.find(_PEM_BEGIN, end)
     if not blocks:
