@@ -30,6 +30,7 @@ from beaconflow.model.message import Endpoint, Message
 from beaconflow.model.render import render_url
 from beaconflow.sandbox.collector import Collector, unused_port
 from tests.conftest import KISSMETRICS_KEY, KONTAGENT_KEY, KONTAGENT_SECRET
+from tests.hostile_servers import LogThenHang
 from tests.network_parts import TestCA, Tinyproxy, port_of, tinyproxy, tls_collector
 
 USER, PASSWORD = "proxy-user", "proxy-pass-word-19"
@@ -370,3 +371,22 @@ def test_a_proxy_where_nothing_listens_is_named_as_the_proxy(https: Collector) -
     )
     assert not caught.value.ambiguous
     assert PASSWORD not in _texts(deliveries) + str(caught.value)
+
+
+def test_a_proxy_that_never_answers_the_connect_is_named_in_the_timeout() -> None:
+    """A proxy that accepts and hangs: the attempt times out, and the reason says through what."""
+    with LogThenHang() as proxy:
+        network = Network.resolve(f"http://{USER}:{PASSWORD}@127.0.0.1:{proxy.port}", environ={})
+        config = SenderConfig(2, 0.3, RetryPolicy(max_attempts=1), adaptive=False, network=network)
+        sender = BulkSender(config, (KISSMETRICS_KEY,))
+        try:
+            sender.submit_many(_messages(f"https://127.0.0.1:{unused_port()}", 2))
+            deliveries = sender.flush()
+        finally:
+            sender.close()
+    assert {d.error for d in deliveries} == {
+        f"never reached the service: no connection within 0.3 s "
+        f"(through proxy http://127.0.0.1:{proxy.port})"
+    }
+    assert not any(d.ambiguous for d in deliveries)
+    assert PASSWORD not in _texts(deliveries)
