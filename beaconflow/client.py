@@ -56,6 +56,8 @@ from beaconflow.delivery.network import (
     build_ssl_context,
     certificate_detail,
     certificate_reason,
+    handshake_failure,
+    handshake_reason,
     proxy_refused_reason,
     shown_proxy,
 )
@@ -144,12 +146,43 @@ class TransportError(TrackingError):
         self.ambiguous = ambiguous
 
 
+#: urllib3's steps that make a connection ready before any request is written on it: the
+#: TLS handshake (``_validate_conn``) and the proxy's CONNECT tunnel (``_prepare_proxy``).
+#: urllib3 reports a timeout in them as a *read* timeout; raised there, nothing was sent.
+#: Should an urllib3 upgrade rename them, such timeouts fall back to "may have been
+#: received" (safe, only wordier), and tests/delivery/test_network_real.py fails.
+_BEFORE_THE_REQUEST = frozenset({"_validate_conn", "_prepare_proxy"})
+
+
+def _timed_out_before_sending(error: BaseException) -> bool:
+    """Whether a timeout was raised while the connection was being made ready (see above).
+
+    The frames of ``error``'s chain (requests wraps urllib3's error, which was raised while
+    handling the socket's timeout) say where the socket timed out.
+    """
+    seen: set[int] = set()
+    stack: list[object] = [error]
+    while stack:
+        item = stack.pop()
+        if not isinstance(item, BaseException) or id(item) in seen:
+            continue
+        seen.add(id(item))
+        frame = item.__traceback__
+        while frame is not None:
+            if frame.tb_frame.f_code.co_name in _BEFORE_THE_REQUEST:
+                return True
+            frame = frame.tb_next
+        stack.extend((item.__context__, item.__cause__))
+    return False
+
+
 def _never_left(error: requests.RequestException) -> bool:
     """Whether a failed call's request never left: no connection was made for it.
 
-    A connect timeout, a refused or unresolvable connection, a TLS or proxy failure. Any
-    other failure without an answer (a read timeout, a connection reset or closed before
-    the answer) may have come after the request went out.
+    A connect timeout, a refused or unresolvable connection, a TLS or proxy failure, a
+    timeout in the TLS handshake or the proxy's tunnel (a server or a proxy that accepts
+    and never answers). Any other failure without an answer (a read timeout, a connection
+    reset or closed before the answer) may have come after the request went out.
     """
     if isinstance(
         error,
@@ -161,7 +194,7 @@ def _never_left(error: requests.RequestException) -> bool:
         # connection was made (NewConnectionError is a ConnectTimeoutError)
         cause = error.args[0] if error.args else None
         return isinstance(getattr(cause, "reason", cause), ConnectTimeoutError)
-    return not isinstance(error, requests.Timeout)
+    return not isinstance(error, requests.Timeout) or _timed_out_before_sending(error)
 
 
 def _never_reached(error: requests.RequestException) -> str | None:
@@ -318,17 +351,50 @@ class _Client:
                 ambiguous=True,
             )
         if isinstance(error, requests.Timeout):
+            proxy = self._network.proxy_for(self._endpoint.base_url)
+            via = f" through proxy {shown_proxy(proxy)}" if proxy else ""
             return TransportError(
-                f"{NEVER_REACHED}: no connection within {self._timeout:g} s: GET {shown}", source
+                self._redact(
+                    f"{NEVER_REACHED}: no connection within {self._timeout:g} s{via}: GET {shown}"
+                ),
+                source,
             )
         blocked = self._blocked_reason(error)
         if blocked is not None:
             return TransportError(f"{self._redact(blocked)}: GET {shown}", source)
+        unreachable = self._proxy_unreachable(error)
+        if unreachable is not None:
+            return TransportError(self._redact(f"{unreachable}: GET {shown}"), source)
         reached = _never_reached(error)
         if reached is not None:
             return TransportError(f"{self._redact(reached)}: GET {shown}", source)
         reason = self._redact(f"{type(error).__name__}: {error}")
         return TransportError(f"{NEVER_REACHED}: GET {shown}: {reason}", source)
+
+    def _proxy_unreachable(self, error: requests.RequestException) -> str | None:
+        """``could not reach proxy http://proxy:3128: connection refused``, or None.
+
+        urllib3 says it in a nested repr of its pool, the URL and the socket's error; the
+        line keeps the proxy (without credentials) and the socket's words.
+        """
+        if not isinstance(error, requests.exceptions.ProxyError):
+            return None
+        proxy = self._network.proxy_for(self._endpoint.base_url)
+        if proxy is None:
+            return None
+        seen: set[int] = set()
+        stack: list[object] = [error]
+        while stack:
+            item = stack.pop()
+            if not isinstance(item, BaseException) or id(item) in seen:
+                continue
+            seen.add(id(item))
+            if type(item).__module__ == "builtins" and isinstance(item, OSError):
+                said = (item.strerror or str(item)).lower()
+                return f"could not reach proxy {shown_proxy(proxy)}: {said}"
+            stack.extend(item.args)
+            stack.extend((getattr(item, "reason", None), item.__cause__, item.__context__))
+        return None
 
     def _blocked_reason(self, error: requests.RequestException) -> str | None:
         """The one line of an untrusted certificate or a refused tunnel, as the sender's."""
@@ -339,6 +405,9 @@ class _Client:
             detail = certificate_detail(error)
             if detail is not None:
                 return certificate_reason(host, port, detail)
+            handshake = handshake_failure(error)
+            if handshake is not None:
+                return handshake_reason(host, port, handshake)
         if isinstance(error, requests.exceptions.ProxyError):
             refused = _TUNNEL_REFUSED.search(str(error))
             proxy = self._network.proxy_for(self._endpoint.base_url)

@@ -12,6 +12,7 @@ from urllib.parse import parse_qsl, urlsplit
 import pytest
 
 from beaconflow.client import HTTPStatusError, KissmetricsClient, KontagentClient, TransportError
+from beaconflow.delivery.network import Network
 from beaconflow.model.message import MessageError
 from beaconflow.sandbox.collector import PIXEL_GIF, unused_port
 from tests.hostile_servers import KeepAliveCloser, LogThenHang
@@ -216,3 +217,37 @@ def test_client_is_usable_from_many_threads(server: str) -> None:
         for thread in threads:
             thread.join()
     assert sorted(int(_params(p)["s"]) for p in _Handler.seen) == list(range(1, 21))
+
+
+def test_a_tls_handshake_that_never_ends_is_not_ambiguous() -> None:
+    """A server that accepts and never answers the TLS hello: no request was ever written."""
+    with (
+        LogThenHang() as hung,
+        KissmetricsClient(KEY, f"https://127.0.0.1:{hung.port}", timeout=0.2) as client,
+        pytest.raises(TransportError) as caught,
+    ):
+        client.record("bob", "Signed Up")
+    assert hung.targets() == [], "no HTTP request reached it"
+    assert not caught.value.ambiguous
+    assert str(caught.value).startswith(
+        "never reached the service: no connection within 0.2 s: GET https://127.0.0.1:"
+    )
+
+
+def test_a_proxy_that_never_answers_the_connect_is_not_ambiguous() -> None:
+    """The tunnel never opened: the request never left, and the line names the proxy."""
+    with LogThenHang() as proxy:
+        network = Network.resolve(f"http://user:pw-19@127.0.0.1:{proxy.port}", environ={})
+        target = f"https://127.0.0.1:{_free_port()}"
+        with (
+            KissmetricsClient(KEY, target, timeout=0.2, network=network) as client,
+            pytest.raises(TransportError) as caught,
+        ):
+            client.record("bob", "Signed Up")
+        assert proxy.targets() == [target.removeprefix("https://")], "only the CONNECT"
+    assert not caught.value.ambiguous
+    assert str(caught.value).startswith(
+        f"never reached the service: no connection within 0.2 s through proxy "
+        f"http://127.0.0.1:{proxy.port}: GET "
+    )
+    assert "pw-19" not in str(caught.value)

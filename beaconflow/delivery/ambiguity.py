@@ -71,7 +71,8 @@ def never_reached(error: BaseException, timeout: float) -> str | None:
     """The reason of a failed attempt whose request never left, or None when ``error`` says not.
 
     A name that does not resolve (``never reached the service: could not resolve host
-    nosuch.invalid``), a refused connection (``...: connection refused by 127.0.0.1:9``),
+    nosuch.invalid``), a refused connection (``...: connection refused by 127.0.0.1:9``; by
+    ``proxy 127.0.0.1:3128`` when it is the proxy that could not be reached),
     another failure to connect, or the attempt's ``timeout`` (seconds) over before a
     connection came. A TLS failure is left to its own reason: it names what failed.
     """
@@ -81,6 +82,10 @@ def never_reached(error: BaseException, timeout: float) -> str | None:
         # an IPv6 address in brackets, as in its URL: [::1]:9
         host = f"[{error.host}]" if ":" in error.host else error.host
         where = f"{host}:{error.port}"
+        if isinstance(error, aiohttp.ClientProxyConnectionError):
+            # the address is the proxy's, not the service's: say so (its host and port
+            # only, never its credentials)
+            where = f"proxy {where}"
         cause = error.os_error
         if isinstance(error, _DNS_ERRORS) or isinstance(cause, socket.gaierror):
             detail = f" ({cause.strerror})" if cause.strerror else ""

@@ -306,6 +306,9 @@ def _proxy_variable(env: Mapping[str, str], name: str) -> Proxy | None:
 
 def _checked_proxy(url: str, source: str) -> Proxy:
     """``url`` as a :class:`Proxy`, or NetworkError naming ``source`` (never the password)."""
+    if not url.strip():
+        # said as given: the http:// a bare host:port gets would show a URL nobody typed
+        raise NetworkError(f"{source} '': empty; give http://host:port (or --proxy none: no proxy)")
     if "://" not in url:
         # curl and requests take a bare host:port as http://
         url = "http://" + url
@@ -331,6 +334,13 @@ def _read_bundle(source: str, path: str) -> CABundle:
     try:
         with open(path, "rb") as handle:
             raw = handle.read()
+    except IsADirectoryError:
+        # requests takes a hashed directory for REQUESTS_CA_BUNDLE; beaconflow carries the
+        # certificates as text to every worker, so it wants them in one file
+        raise NetworkError(
+            f"{source} {path}: cannot be read: Is a directory; give one PEM file "
+            "(cat DIR/*.pem > FILE.pem)"
+        ) from None
     except OSError as error:
         reason = error.strerror or type(error).__name__
         raise NetworkError(f"{source} {path}: cannot be read: {reason}") from None
@@ -340,13 +350,20 @@ def _read_bundle(source: str, path: str) -> CABundle:
     while start != -1:
         end = text.find(_PEM_END, start)
         if end == -1:
-            break
+            # a file cut short (a copy, a paste): said as such, not as "no certificate"
+            raise NetworkError(
+                f"{source} {path}: a certificate ({_PEM_BEGIN}) is not closed by "
+                f"{_PEM_END}: the file is cut short"
+            )
         blocks.append(text[start : end + len(_PEM_END)] + "\n")
         start = text.find(_PEM_BEGIN, end)
     if not blocks:
+        if "PRIVATE KEY-----" in text:
+            hint = "only a private key: give the CA's certificate, never a key"
+        else:
+            hint = "a DER file converts with: openssl x509 -inform der -in FILE -out FILE.pem"
         raise NetworkError(
-            f"{source} {path}: holds no PEM certificate (-----BEGIN CERTIFICATE-----); "
-            "a DER file converts with: openssl x509 -inform der -in FILE -out FILE.pem"
+            f"{source} {path}: holds no PEM certificate (-----BEGIN CERTIFICATE-----); {hint}"
         )
     pem = "".join(blocks)
     try:
@@ -360,6 +377,10 @@ def _read_bundle(source: str, path: str) -> CABundle:
 
 #: How a certificate failure's reason ends: what the user can do about it.
 CA_ADVICE = "add your CA with --ca-bundle"
+#: ... when the certificate is out of date: no CA added makes it valid.
+DATE_ADVICE = "the server's certificate is out of date (or this machine's clock is wrong)"
+#: ... when it is for other names: no CA added makes it cover this one.
+NAME_ADVICE = "the certificate is for other names: check the URL's host"
 
 
 def certificate_reason(host: str, port: int | None, detail: str) -> str:
@@ -367,9 +388,74 @@ def certificate_reason(host: str, port: int | None, detail: str) -> str:
 
     ``TLS certificate of trk.kissmetrics.io:443 not trusted: self-signed certificate in
     certificate chain; add your CA with --ca-bundle``. The sender and the client both use it.
+    The advice fits what failed: adding a CA mends an unknown issuer, not an expired
+    certificate nor one for another host name (OpenSSL's words for those are matched).
     """
-    where = host if port is None else f"{host}:{port}"
-    return f"TLS certificate of {where} not trusted: {detail}; {CA_ADVICE}"
+    where = _where(host, port)
+    detail = detail.strip().rstrip(".")
+    said = detail.lower()
+    if "expired" in said or "not yet valid" in said:
+        advice = DATE_ADVICE
+    elif "mismatch" in said:
+        advice = NAME_ADVICE
+    else:
+        advice = CA_ADVICE
+    return f"TLS certificate of {where} not trusted: {detail}; {advice}"
+
+
+def _where(host: str, port: int | None) -> str:
+    """``host:port``, an IPv6 address in brackets as in its URL (``[::1]:443``)."""
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return host if port is None else f"{host}:{port}"
+
+
+#: OpenSSL's reasons for a handshake that cannot succeed with this server, whatever the
+#: retries: it does not speak TLS on that port (plain HTTP on an https:// URL answers with
+#: bytes that are no TLS record) or shares no protocol version with this machine.
+_NOT_TLS = frozenset({"WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "PACKET_LENGTH_TOO_LONG"})
+_NO_COMMON_PROTOCOL = frozenset(
+    {"UNSUPPORTED_PROTOCOL", "TLSV1_ALERT_PROTOCOL_VERSION", "NO_PROTOCOLS_AVAILABLE"}
+)
+
+
+def handshake_failure(error: BaseException) -> str | None:
+    """What made the TLS handshake impossible (see :data:`_NOT_TLS`), found in ``error``.
+
+    Looks through the error's arguments, ``os_error``, ``reason`` and causes (aiohttp and
+    urllib3 wrap it differently) for an ``ssl.SSLError`` whose reason says the server does
+    not speak TLS there, or no version this machine accepts; None otherwise (a certificate
+    failure has :func:`certificate_detail`; a handshake cut short may pass: it is retried).
+    """
+    seen: set[int] = set()
+    stack: list[object] = [error]
+    while stack:
+        item = stack.pop()
+        if not isinstance(item, BaseException) or id(item) in seen:
+            continue
+        seen.add(id(item))
+        if isinstance(item, ssl.SSLCertVerificationError):
+            return None
+        if isinstance(item, ssl.SSLError):
+            reason = getattr(item, "reason", None) or ""
+            if reason in _NOT_TLS:
+                return "the server does not speak TLS there (plain HTTP? then use http://)"
+            if reason in _NO_COMMON_PROTOCOL:
+                return f"no TLS version in common with the server ({reason.lower()})"
+            # aiohttp's own errors are SSLError subclasses without a reason: look inside
+        stack.extend(item.args)
+        stack.extend((getattr(item, "os_error", None), getattr(item, "reason", None)))
+        stack.extend((item.__cause__, item.__context__))
+    return None
+
+
+def handshake_reason(host: str, port: int | None, detail: str) -> str:
+    """The one-line reason of a TLS handshake that cannot succeed (:func:`handshake_failure`).
+
+    ``TLS handshake with 127.0.0.1:8080 failed: the server does not speak TLS there (plain
+    HTTP? then use http://)``. The sender and the client both use it.
+    """
+    return f"TLS handshake with {_where(host, port)} failed: {detail}"
 
 
 def proxy_refused_reason(

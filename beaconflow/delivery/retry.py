@@ -4,7 +4,8 @@ One readable function, :func:`classify`, turns an HTTP outcome into a
 :class:`Classification`: its :class:`Verdict` (delivered, retriable, permanent), whether it
 is back-pressure (429, 503, timeouts: the adaptive limits slow down), whether it is a
 redirect (never followed), whether the network itself refused it (**blocked**: a TLS
-certificate that is not trusted, a proxy that refuses the CONNECT), whether it shows that the
+certificate that is not trusted, a server not speaking TLS on an https:// URL, a proxy that
+refuses the CONNECT), whether it shows that the
 request reached the service, and whether it is **ambiguous**: the request went out and no
 answer came back, so the service may have received it (:mod:`beaconflow.delivery.ambiguity`). As
 Vector's ``RetryLogic`` feeds both its retries and its adaptive concurrency, this one function
@@ -36,6 +37,8 @@ from typing import ClassVar
 
 import aiohttp
 from yarl import URL
+
+from beaconflow.delivery.network import handshake_failure
 
 # Past 2**1000 every sane cap is reached; bounding the exponent keeps the float finite.
 _MAX_EXPONENT = 1000
@@ -157,6 +160,13 @@ class RetryPolicy:
     CERTIFICATE_ERRORS: ClassVar[frozenset[type[BaseException]]] = frozenset(
         {aiohttp.ClientConnectorCertificateError}
     )
+    #: Transport errors of a TLS handshake that failed otherwise: blocked (permanent) when
+    #: it cannot succeed with this server (it speaks plain HTTP on the https:// port, or
+    #: no TLS version in common: :func:`~beaconflow.delivery.network.handshake_failure`),
+    #: else a retriable connection error (a handshake cut short may pass next time).
+    HANDSHAKE_ERRORS: ClassVar[frozenset[type[BaseException]]] = frozenset(
+        {aiohttp.ClientConnectorSSLError}
+    )
     #: The error of a proxy that answered its CONNECT (or a plain request) with a status:
     #: a 4xx (403 Forbidden, 407 Proxy Authentication Required) is blocked and permanent,
     #: any other status retriable (a proxy's 502 or 503 passes).
@@ -226,7 +236,8 @@ def classify(
     the rest of the body failed afterwards. Without a status, the error decides: transport
     failures (refused or dropped connections, timeouts) are retriable, except the
     :attr:`RetryPolicy.PERMANENT_ERRORS` that no retry can fix, and the **blocked** ones: a
-    :attr:`RetryPolicy.CERTIFICATE_ERRORS` error, or a :attr:`RetryPolicy.PROXY_ERRORS`
+    :attr:`RetryPolicy.CERTIFICATE_ERRORS` error, a :attr:`RetryPolicy.HANDSHAKE_ERRORS`
+    error of a handshake that cannot succeed, or a :attr:`RetryPolicy.PROXY_ERRORS`
     error whose status is a 4xx other than 408 and 429 (its 5xx, 408 and 429 are retriable
     connection errors: the request never left). Back-pressure is either: a
     :attr:`RetryPolicy.PUSH_BACK_STATUSES` status, or a
@@ -250,6 +261,8 @@ def classify(
     if error is None:
         raise ValueError("an attempt has either a status or an error")
     if isinstance(error, _CERTIFICATE_ERRORS):
+        return _BLOCKED
+    if isinstance(error, _HANDSHAKE_ERRORS) and handshake_failure(error) is not None:
         return _BLOCKED
     if isinstance(error, _PROXY_ERRORS):
         proxy_status = getattr(error, "status", 0)
@@ -296,6 +309,7 @@ _PERMANENT_ERRORS = tuple(RetryPolicy.PERMANENT_ERRORS)
 _PUSH_BACK_ERRORS = tuple(RetryPolicy.PUSH_BACK_ERRORS)
 _CONNECTION_ERRORS = tuple(RetryPolicy.CONNECTION_ERRORS)
 _CERTIFICATE_ERRORS = tuple(RetryPolicy.CERTIFICATE_ERRORS)
+_HANDSHAKE_ERRORS = tuple(RetryPolicy.HANDSHAKE_ERRORS)
 _PROXY_ERRORS = tuple(RetryPolicy.PROXY_ERRORS)
 _BLOCKED = Classification(Verdict.PERMANENT, blocked=True)
 _TRANSPORT_PERMANENT = Classification(Verdict.PERMANENT)

@@ -128,6 +128,8 @@ from beaconflow.delivery.network import (
     Network,
     certificate_detail,
     certificate_reason,
+    handshake_failure,
+    handshake_reason,
     proxy_refused_reason,
     shown_proxy,
 )
@@ -1373,7 +1375,7 @@ class SendEngine:
                     self._on_down(message.destination, stopped)
                 return
         else:
-            reason = self._describe(status, error, body, answer.ambiguous)
+            reason = self._describe(status, error, body, answer.ambiguous, lane.proxy)
         halted = lane.halted
         again = policy.retries(answer, attempts)
         if halted is not None and again:
@@ -1427,9 +1429,12 @@ class SendEngine:
         if isinstance(error, aiohttp.ClientHttpProxyError):
             shown = shown_proxy(proxy) if proxy else "?"
             return proxy_refused_reason(shown, host, port, error.status, error.message)
-        detail = certificate_detail(error) or str(error)
-        if isinstance(error, aiohttp.ClientConnectorCertificateError):
+        if isinstance(error, aiohttp.ClientSSLError):  # the TLS peer: the service, never a proxy
             host, port = error.host, error.port
+        handshake = handshake_failure(error)
+        if handshake is not None:
+            return handshake_reason(host, port, handshake)
+        detail = certificate_detail(error) or str(error)
         return certificate_reason(host, port, detail)
 
     def _lose_lease(self, item: _Item, reason: str) -> None:
@@ -1508,12 +1513,15 @@ class SendEngine:
         error: BaseException | None,
         body: Body | None = None,
         ambiguous: bool = False,
+        proxy: str | None = None,
     ) -> str:
         """A redacted reason for a non-delivered attempt, quoting the start of its body.
 
         An ambiguous attempt's reason says that the service may have received it; one whose
         request never left says that it never reached the service, and why
-        (:func:`~beaconflow.delivery.ambiguity.never_reached`).
+        (:func:`~beaconflow.delivery.ambiguity.never_reached`), and through which proxy
+        when the connection did not come in time (``proxy``: the lane's, credentials and
+        all; only its shown form is written).
         """
         parts = []
         if status is not None:
@@ -1523,6 +1531,9 @@ class SendEngine:
         if error is not None and status is None and not ambiguous:
             unreached = never_reached(error, self._config.timeout)
         if unreached is not None:
+            if proxy is not None and isinstance(error, TimeoutError):
+                # the proxy (or its tunnel) is what kept the connection from coming
+                unreached += f" (through proxy {shown_proxy(proxy)})"
             parts.append(unreached)
         elif error is not None:
             detail = str(error)

@@ -415,3 +415,22 @@ def test_after_a_delivery_only_a_lasting_row_stops_it() -> None:
     for i in range(BLOCKED_WINDOW * 5):
         assert not watch.attempt(_BLOCKED, None, 1.0 + i / 100)
     assert watch.attempt(_BLOCKED, None, 1.0 + REDIRECT_SECONDS)
+
+
+def test_an_empty_proxy_flag_is_said_as_given() -> None:
+    """Not as ``'http://'``, the URL a bare host:port would become."""
+    with pytest.raises(NetworkError, match=r"^--proxy '': empty; give http://host:port"):
+        Network.resolve("", environ={})
+
+
+def test_a_certificate_cut_short_is_named(tmp_path: Path) -> None:
+    """A block without its END line: the file is cut short, not "no certificate" nor DER."""
+    ca_pem = TestCA(tmp_path).ca.cert_pem.bytes().decode()
+    cut = tmp_path / "cut.pem"
+    cut.write_text(ca_pem + ca_pem[: len(ca_pem) // 2], encoding="utf-8")
+    with pytest.raises(NetworkError) as caught:
+        Network.resolve(ca_bundles=[str(cut)], environ={})
+    assert str(caught.value) == (
+        f"--ca-bundle {cut}: a certificate (-----BEGIN CERTIFICATE-----) is not closed by "
+        "-----END CERTIFICATE-----: the file is cut short"
+    )

@@ -4,17 +4,22 @@ A tinyproxy on loopback (tests/network_parts.py) and the sandbox collector servi
 with a trustme CA's certificate: every message goes through the proxy's CONNECT tunnels and
 is delivered; a CA the server's certificate is not from, and a proxy that refuses the
 CONNECT, each fail with one clear line, are not retried, and stop the destination after a
-short row, its other messages ending as "not attempted"; NO_PROXY goes around the proxy;
+short row, its other messages ending as "not attempted" (as do a plain HTTP server on an
+https:// URL, and an expired certificate or one for another name, whose reasons say what
+mends them); NO_PROXY goes around the proxy;
 the proxy's credentials are sent as basic authentication and never appear in what comes
 back. The whole command is tests/e2e/test_networks.py.
 """
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+import trustme
 
 from beaconflow.client import KissmetricsClient, KontagentClient, TransportError
 from beaconflow.delivery.network import Network
@@ -25,6 +30,7 @@ from beaconflow.model.message import Endpoint, Message
 from beaconflow.model.render import render_url
 from beaconflow.sandbox.collector import Collector, unused_port
 from tests.conftest import KISSMETRICS_KEY, KONTAGENT_KEY, KONTAGENT_SECRET
+from tests.hostile_servers import LogThenHang
 from tests.network_parts import TestCA, Tinyproxy, port_of, tinyproxy, tls_collector
 
 USER, PASSWORD = "proxy-user", "proxy-pass-word-19"
@@ -264,3 +270,123 @@ def test_the_client_by_default_reads_the_environment_as_the_command_does(
             client.record("bob", "Signed Up")
         assert proxy.tunnels(port) == 1
     assert https.records.counts()["accepted"] == 1
+
+
+# --- a server that cannot be trusted for other reasons than its CA, or speaks no TLS ---
+
+
+def _collector_presenting(cert: trustme.LeafCert) -> Collector:
+    """A collector serving HTTPS with ``cert`` (issued by the test CA, but unfit)."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    cert.configure_cert(context)
+    return Collector(kissmetrics_key=KISSMETRICS_KEY, ssl_context=context)
+
+
+def _unfit(ca: TestCA, unfit: str) -> trustme.LeafCert:
+    if unfit == "expired":
+        return ca.ca.issue_cert("127.0.0.1", not_after=datetime(2020, 1, 1, tzinfo=UTC))
+    return ca.ca.issue_cert("other.example")  # a certificate for another name
+
+
+UNFIT = {
+    "expired": "certificate has expired; the server's certificate is out of date (or this "
+    "machine's clock is wrong)",
+    "other_name": "IP address mismatch, certificate is not valid for '127.0.0.1'; the "
+    "certificate is for other names: check the URL's host",
+}
+
+
+@pytest.mark.parametrize("unfit", UNFIT, ids=UNFIT.keys())
+def test_an_expired_or_misnamed_certificate_is_not_advised_a_ca(ca: TestCA, unfit: str) -> None:
+    """Adding a CA mends neither: the reason says what would (the sender and the client)."""
+    with _collector_presenting(_unfit(ca, unfit)) as served:
+        port = port_of(served.base_url)
+        reason = f"TLS certificate of 127.0.0.1:{port} not trusted: {UNFIT[unfit]}"
+        deliveries = _send_in_process(_network(None, ca), served.base_url)
+        with (
+            KissmetricsClient(
+                KISSMETRICS_KEY, served.base_url, network=_network(None, ca)
+            ) as client,
+            pytest.raises(TransportError) as caught,
+        ):
+            client.record("bob", "Signed Up")
+    failed = [d for d in deliveries if d.attempts]
+    assert failed and {d.error for d in failed} == {reason}
+    assert all(d.attempts == 1 for d in failed), "not retried"
+    assert str(caught.value).startswith(f"{reason}: GET https://")
+    assert "--ca-bundle" not in str(caught.value)
+
+
+@pytest.mark.parametrize("send", SENDERS.values(), ids=SENDERS.keys())
+def test_plain_http_on_an_https_url_fails_in_one_line_and_stops_the_destination(
+    send: object,
+) -> None:
+    """No retry can make a plain HTTP server speak TLS: blocked, as an untrusted certificate."""
+    with Collector(kissmetrics_key=KISSMETRICS_KEY) as plain:
+        port = port_of(plain.base_url)
+        https_url = f"https://127.0.0.1:{port}"
+        deliveries = send(Network.resolve("none", environ={}), https_url)  # type: ignore[operator]
+        with (
+            KissmetricsClient(
+                KISSMETRICS_KEY, https_url, network=Network.resolve("none", environ={})
+            ) as client,
+            pytest.raises(TransportError) as caught,
+        ):
+            client.record("bob", "Signed Up")
+        assert plain.records.counts()["accepted"] == 0
+    reason = (
+        f"TLS handshake with 127.0.0.1:{port} failed: the server does not speak TLS there "
+        "(plain HTTP? then use http://)"
+    )
+    assert len(deliveries) == MESSAGES, "nothing vanishes"
+    failed = [d for d in deliveries if d.attempts]
+    not_attempted = [d for d in deliveries if not d.attempts]
+    assert {d.error for d in failed} == {reason}
+    assert all(d.attempts == 1 for d in failed), "not retried"
+    assert BLOCKED_WINDOW <= len(failed) < MESSAGES
+    assert {d.error for d in not_attempted} == {
+        f"not attempted: kissmetrics cannot be reached: {reason}"
+    }
+    assert str(caught.value).startswith(f"{reason}: GET https://127.0.0.1:{port}/e?_k=***")
+    assert not caught.value.ambiguous
+
+
+def test_a_proxy_where_nothing_listens_is_named_as_the_proxy(https: Collector) -> None:
+    """The refused address is the proxy's: the reason says so, never its credentials."""
+    port = unused_port()
+    network = Network.resolve(f"http://{USER}:{PASSWORD}@127.0.0.1:{port}", environ={})
+    deliveries = _send_in_process(network, https.base_url)
+    with (
+        KissmetricsClient(KISSMETRICS_KEY, https.base_url, network=network) as client,
+        pytest.raises(TransportError) as caught,
+    ):
+        client.record("bob", "Signed Up")
+    assert len(deliveries) == MESSAGES and not any(d.delivered for d in deliveries)
+    assert {d.error for d in deliveries} == {
+        f"never reached the service: connection refused by proxy 127.0.0.1:{port}"
+    }
+    assert all(d.attempts == ATTEMPTS for d in deliveries), "retried: a proxy may come back"
+    assert str(caught.value).startswith(
+        f"could not reach proxy http://127.0.0.1:{port}: connection refused: GET https://"
+    )
+    assert not caught.value.ambiguous
+    assert PASSWORD not in _texts(deliveries) + str(caught.value)
+
+
+def test_a_proxy_that_never_answers_the_connect_is_named_in_the_timeout() -> None:
+    """A proxy that accepts and hangs: the attempt times out, and the reason says through what."""
+    with LogThenHang() as proxy:
+        network = Network.resolve(f"http://{USER}:{PASSWORD}@127.0.0.1:{proxy.port}", environ={})
+        config = SenderConfig(2, 0.3, RetryPolicy(max_attempts=1), adaptive=False, network=network)
+        sender = BulkSender(config, (KISSMETRICS_KEY,))
+        try:
+            sender.submit_many(_messages(f"https://127.0.0.1:{unused_port()}", 2))
+            deliveries = sender.flush()
+        finally:
+            sender.close()
+    assert {d.error for d in deliveries} == {
+        f"never reached the service: no connection within 0.3 s "
+        f"(through proxy http://127.0.0.1:{proxy.port})"
+    }
+    assert not any(d.ambiguous for d in deliveries)
+    assert PASSWORD not in _texts(deliveries)

@@ -192,14 +192,27 @@ def test_a_proxy_refusing_the_connect_stops_the_run_clearly(
         ("--ca-bundle", None, "cannot be read: No such file or directory"),
         ("--ca-bundle", "not a certificate\n", "holds no PEM certificate"),
         ("SSL_CERT_FILE", b"\x30\x82\x01\x0a binary DER", "holds no PEM certificate"),
+        (
+            "--ca-bundle",
+            "-----BEGIN PRIVATE KEY-----\nMC4CAQA=\n-----END PRIVATE KEY-----\n",
+            "holds no PEM certificate (-----BEGIN CERTIFICATE-----); only a private key: "
+            "give the CA's certificate, never a key",
+        ),
+        (
+            "REQUESTS_CA_BUNDLE",
+            "directory",
+            "cannot be read: Is a directory; give one PEM file (cat DIR/*.pem > FILE.pem)",
+        ),
     ],
-    ids=["missing", "not_pem", "der_in_variable"],
+    ids=["missing", "not_pem", "der_in_variable", "private_key", "directory_in_variable"],
 )
 def test_a_bad_ca_bundle_is_a_usage_error_in_one_line(
     events: Path, tmp_path: Path, flag: str, content: str | bytes | None, said: str
 ) -> None:
     path = tmp_path / "bundle.pem"
-    if isinstance(content, str):
+    if content == "directory":
+        path.mkdir()
+    elif isinstance(content, str):
         path.write_text(content, encoding="utf-8")
     elif content is not None:
         path.write_bytes(content)
