@@ -120,20 +120,22 @@ class AttemptMark:
     """Whether the running attempt of one task has had its connection (its request went out).
 
     ``sent`` is set by :class:`MarkingConnector`, and ``reused`` when that connection had
-    carried a request before (a pooled keep-alive connection); the task resets both before
-    each attempt.
+    carried a request before (a pooled keep-alive connection), ``uses`` how many (0: a new
+    connection); the task resets them before each attempt.
     """
 
-    __slots__ = ("reused", "sent")
+    __slots__ = ("reused", "sent", "uses")
 
     def __init__(self) -> None:
         self.sent = False
         self.reused = False
+        self.uses = 0
 
     def reset(self) -> None:
         """Before an attempt: nothing handed over yet."""
         self.sent = False
         self.reused = False
+        self.uses = 0
 
 
 #: The mark of the task running an attempt (each of a sender's workers sets its own).
@@ -156,27 +158,29 @@ class MarkingConnector(aiohttp.TCPConnector):
 
     Everything before that (resolving the name, connecting, waiting for a pooled
     connection) cannot have reached the service; what fails after it may have. It marks too
-    whether the connection was handed out before (``reused``), by its protocol object: weakly
-    held, so a closed connection's is forgotten with it.
+    whether the connection was handed out before (``reused``) and how often (``uses``), by
+    its protocol object: weakly held, so a closed connection's is forgotten with it.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._handed_out: weakref.WeakSet[ResponseHandler] = weakref.WeakSet()
+        self._handed_out: weakref.WeakKeyDictionary[ResponseHandler, int] = (
+            weakref.WeakKeyDictionary()
+        )
 
     async def connect(
         self, req: ClientRequest, traces: list[Trace], timeout: aiohttp.ClientTimeout
     ) -> Connection:
         connection = await super().connect(req, traces, timeout)
         protocol = connection.protocol
-        reused = False
+        uses = 0
         if protocol is not None:
             handed_out = self._handed_out
-            reused = protocol in handed_out
-            if not reused:
-                handed_out.add(protocol)
+            uses = handed_out.get(protocol, 0)
+            handed_out[protocol] = uses + 1
         mark = _CURRENT.get()
         if mark is not None:
             mark.sent = True
-            mark.reused = reused
+            mark.reused = uses > 0
+            mark.uses = uses
         return connection

@@ -166,6 +166,14 @@ _TRANSPORT_ERRORS = (aiohttp.ClientError, OSError, TimeoutError, ValueError)
 #: several pooled connections may have been closed at once (an idle timeout); past them,
 #: such a failure counts as any other.
 FREE_RECONNECTS = 3
+#: A destination whose connections meet a close under their second request this often (at
+#: least so many, and at least half of its requests sent on a connection's second use) is
+#: one whose server or proxy closes every connection after one answer without saying so
+#: (tinyproxy forwarding plain http:// does): its requests then go one connection each,
+#: which the other side closes anyway, instead of meeting each close with an ambiguous
+#: resend. Closes of connections that served more (nginx's used-up ones, an idle timeout
+#: closing the whole pool after a pause) do not count.
+ONE_SHOT_CLOSES = 4
 #: Consecutive redirect answers from one destination that declare it misconfigured. Enough
 #: that a stray redirect cannot stop a run; few, so that a wrong URL costs little.
 REDIRECT_WINDOW = 10
@@ -572,20 +580,25 @@ class _Lane:
     its redirects (None when someone else does: a sender process's pool); ``blocked``
     whether the network lets its requests through; ``breaker`` whether it is down (None:
     no breaker); ``halted`` is why it sends no more. ``proxy`` is the proxy its URL goes
-    through (None: direct), known once ``proxy_known``.
+    through (None: direct), known once ``proxy_known``. ``one_shot``: its server or proxy
+    closes every connection after one answer, so each request opens its own
+    (:data:`ONE_SHOT_CLOSES`).
     """
 
     __slots__ = (
         "blocked",
         "breaker",
         "cap",
+        "closed_second_uses",
         "destination",
         "halted",
         "limit",
+        "one_shot",
         "pace",
         "proxy",
         "proxy_known",
         "queue",
+        "second_uses",
         "watch",
     )
 
@@ -607,6 +620,10 @@ class _Lane:
         self.halted: str | None = None
         self.proxy: str | None = None
         self.proxy_known = False
+        # requests on a connection's second use, and those that met a close: ONE_SHOT_CLOSES
+        self.second_uses = 0
+        self.closed_second_uses = 0
+        self.one_shot = False  # its requests go one connection each
 
     def demand(self) -> int:
         """How many more requests of this lane could be sent right now."""
@@ -886,6 +903,7 @@ class SendEngine:
         # set by open(), before any other call
         self._loop: asyncio.AbstractEventLoop
         self._session: aiohttp.ClientSession
+        self._one_shot: aiohttp.ClientSession | None = None  # see _judge_reuse
         self._lanes: dict[str, _Lane] = {}
         self._lane_list: list[_Lane] = []
         self._turn = 0  # the lane a worker looks at first: turns keep destinations fair
@@ -980,6 +998,11 @@ class SendEngine:
         }
 
     async def _open_session(self) -> aiohttp.ClientSession:
+        """The session of every request, made on the running loop."""
+        return self._new_session()
+
+    def _new_session(self, *, one_shot: bool = False) -> aiohttp.ClientSession:
+        """A session (called on the loop); ``one_shot``: one connection per request."""
         # marks each attempt whose request went out: what makes its failure ambiguous
         # one TLS context for the process (the system's store plus the run's CA bundles):
         # verification is always on
@@ -987,6 +1010,7 @@ class SendEngine:
             limit=self._config.concurrency,
             ttl_dns_cache=_DNS_CACHE_SECONDS,
             ssl=self._config.network.ssl_context(),
+            force_close=one_shot,
         )
         session = aiohttp.ClientSession(
             connector=connector,
@@ -1013,6 +1037,8 @@ class SendEngine:
         self._publish()
         abandoned = self._outstanding
         await self._session.close()
+        if self._one_shot is not None:
+            await self._one_shot.close()
         if abandoned:
             logger.warning("closed with %s abandoned", plural(abandoned, "unfinished request"))
 
@@ -1248,7 +1274,8 @@ class SendEngine:
                     # encoded=True: the URL is sent byte for byte as rendered (signatures cover
                     # it). A redirect is never followed: it did not reach the service.
                     proxy = lane.proxy if lane.proxy_known else self._lane_proxy(lane, request.url)
-                    async with self._session.get(
+                    session = self._one_shot_session if lane.one_shot else self._session
+                    async with session.get(
                         URL(request.url, encoded=True), allow_redirects=False, proxy=proxy
                     ) as response:
                         status = response.status
@@ -1268,6 +1295,8 @@ class SendEngine:
                     resent = True
                 if answer.ambiguous:
                     ambiguous += 1
+                if mark.uses == 1 and not lane.one_shot:
+                    self._judge_reuse(lane, error is not None and stale_connection(error, mark))
                 if (
                     error is None
                     or status is not None  # answered: the status says what came of it
@@ -1414,6 +1443,39 @@ class SendEngine:
             reason,
         )
         self._later(lane, (request, attempts, False, ambiguous, resent, reconnects), wait)
+
+    @property
+    def _one_shot_session(self) -> aiohttp.ClientSession:
+        """The session of the lanes whose connections serve one answer each (made once)."""
+        if self._one_shot is None:
+            raise RuntimeError("no lane is one-shot")  # _judge_reuse opens it first
+        return self._one_shot
+
+    def _judge_reuse(self, lane: _Lane, closed: bool) -> None:
+        """Count a request on a connection's second use; make ``lane`` one-shot past the ratio.
+
+        ``closed``: it met a close the server or proxy had not announced.
+        """
+        lane.second_uses += 1
+        if not closed:
+            return
+        lane.closed_second_uses += 1
+        closes = lane.closed_second_uses
+        if closes < ONE_SHOT_CLOSES or 2 * closes < lane.second_uses:
+            return
+        if self._one_shot is None:
+            self._one_shot = self._new_session(one_shot=True)
+        lane.one_shot = True
+        via = "its proxy" if lane.proxy else "its server"
+        logger.warning(
+            "%s: %s closes connections after each answer without saying so (%d of %d "
+            "connections were closed under their second request): each request now opens "
+            "its own",
+            lane.destination,
+            via,
+            closes,
+            lane.second_uses,
+        )
 
     def _lane_proxy(self, lane: _Lane, url: str) -> str | None:
         """The proxy of ``lane``'s requests, from its first URL (a destination has one base)."""

@@ -323,8 +323,11 @@ def test_a_connection_that_fails_on_first_use_is_not_a_reconnect() -> None:
     assert seen == {_target("first-use"): 3}
 
 
-def test_a_message_gets_at_most_a_few_free_reconnects() -> None:
+def test_a_message_gets_at_most_a_few_free_reconnects(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every pooled connection is closed under it: past FREE_RECONNECTS, failures count."""
+    # each pooled connection served one answer, then closed: the pattern of a server that
+    # closes after every answer, which would make the destination one-shot; not here
+    monkeypatch.setattr("beaconflow.delivery.sender.ONE_SHOT_CLOSES", 1000)
     pooled = FREE_RECONNECTS + 2
     with KeepAliveCloser(opening=pooled) as server:
         opening = [_request(server.base_url, f"open-{n}") for n in range(pooled)]

@@ -237,3 +237,30 @@ def test_rendering_and_redaction_keep_the_host_as_written(base_url: str) -> None
         )
         redacted = Redactor.of(endpoint.secrets())(f"failed: {url}")
         assert redacted.startswith(f"failed: {base_url}/") and KEY not in redacted
+
+
+def test_a_server_that_closes_after_every_answer_gets_one_connection_per_request(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Every connection closed unannounced under its 2nd request (tinyproxy on http://).
+
+    After ONE_SHOT_CLOSES such closes, half or more of the reused attempts, the sender stops
+    reusing that destination's connections: no more ambiguous resends.
+    """
+    from beaconflow.delivery.sender import ONE_SHOT_CLOSES
+
+    with Collector(faults=Faults(close_every=1)) as collector:
+        requests = _requests(collector.base_url, 100)
+        with caplog.at_level("WARNING", logger="beaconflow"):
+            deliveries, stats, sleep = _send(requests, 1)
+        closed = collector.counts().get("closed/used_up", 0)
+        connections = collector.connections()
+        assert _accepted_once(collector, requests)
+    assert all(d.delivered and d.attempts == 1 for d in deliveries)
+    assert closed == stats.reconnects == ONE_SHOT_CLOSES
+    assert sum(d.ambiguous for d in deliveries) == ONE_SHOT_CLOSES
+    assert connections == 100  # one per answer (a closed one had carried an answer first)
+    assert (stats.retries, stats.failed, sleep.calls) == (0, 0, [])
+    (warning,) = [r.getMessage() for r in caplog.records if "after each answer" in r.getMessage()]
+    assert warning.startswith("kissmetrics: its server closes connections after each answer")
+    assert "(4 of 4 connections were closed under their second request)" in warning

@@ -390,3 +390,33 @@ def test_a_proxy_that_never_answers_the_connect_is_named_in_the_timeout() -> Non
     }
     assert not any(d.ambiguous for d in deliveries)
     assert PASSWORD not in _texts(deliveries)
+
+
+def test_plain_http_through_tinyproxy_stops_meeting_its_closes(tmp_path: Path) -> None:
+    """Tinyproxy forwards http:// and closes each connection after one answer, unannounced.
+
+    Kontagent's URL is http://: through such a proxy, every reused connection would meet a
+    close under its request (an ambiguous resend, or with --no-retry-ambiguous a failure).
+    The sender sees it after a few and opens a connection per request instead.
+    """
+    from beaconflow.delivery.ambiguity import MAY_HAVE_BEEN_RECEIVED
+    from beaconflow.delivery.sender import ONE_SHOT_CLOSES
+
+    count = 200
+    with Collector(kissmetrics_key=KISSMETRICS_KEY) as plain, tinyproxy(tmp_path) as proxy:
+        network = Network.resolve(proxy.url)
+        retry = RetryPolicy(max_attempts=ATTEMPTS, base_delay=0.0, retry_ambiguous=False)
+        config = SenderConfig(1, 10.0, retry, adaptive=False, network=network)
+        with BulkSender(config, (KISSMETRICS_KEY,)) as sender:
+            sender.submit_many(_messages(plain.base_url, count))
+            deliveries = sender.flush()
+            stats = sender.stats()
+        forwarded = proxy.requests()
+        accepted = plain.records.counts()["accepted"]
+    # with ambiguous attempts not retried, a close under a request fails its message: a few
+    # at most, before the sender stops reusing (each is in the dead letter, replayable)
+    failed = [d for d in deliveries if not d.delivered]
+    assert len(failed) <= ONE_SHOT_CLOSES, _texts(failed)
+    assert all(MAY_HAVE_BEEN_RECEIVED in (d.error or "") for d in failed), _texts(failed)
+    assert accepted == count - len(failed) and forwarded >= accepted
+    assert stats.reconnects == 0  # no free reconnect without retrying ambiguous attempts
