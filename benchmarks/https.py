@@ -39,6 +39,7 @@ It needs nginx with its ssl and stub_status modules (Debian's ``nginx-light`` ha
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import statistics
@@ -230,6 +231,9 @@ class Run:
     connections: Connections
     in_flight: int
     concurrency: int = 0
+    #: the pipeline's report: messages_failed and messages_ambiguous (None for raw aiohttp)
+    failed: int | None = None
+    ambiguous: int | None = None
 
     @property
     def rate(self) -> float:
@@ -329,7 +333,11 @@ def _run(args: argparse.Namespace, work: Path, ports: dict[str, int], ca: Path,
             *flags, *args.pipeline_args, env=pipeline_env,
         )  # fmt: skip
         seen = watch.finish(ports[scheme])
-        return Run(run["messages"], run["seconds"], run["cpu"], seen, args.concurrency)
+        report = json.loads((out / "report.json").read_text())
+        return Run(
+            run["messages"], run["seconds"], run["cpu"], seen, args.concurrency,
+            failed=report["messages_failed"], ambiguous=report["messages_ambiguous"],
+        )  # fmt: skip
 
     def raw(scheme: str, processes: int) -> Run:
         best: Run | None = None
@@ -421,6 +429,12 @@ def _report(args: argparse.Namespace, results: dict[tuple[str, str], list[Run]],
                 ok = seen.within(run.in_flight)
                 failed |= not ok
                 at = f" at concurrency {run.concurrency}" if run.concurrency else ""
+                if run.failed is not None:
+                    # requests beyond the messages delivered would be retries
+                    at += (
+                        f" ({run.messages:.0f} delivered, {run.failed} failed, "
+                        f"{run.ambiguous} ambiguous)"
+                    )
                 print(
                     f"  {label}{at}, {scheme}: {seen.requests} requests, {seen.connections} "
                     f"connections ({seen.accepted} accepted), {seen.per_connection:.0f} "
