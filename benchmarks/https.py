@@ -39,6 +39,7 @@ It needs nginx with its ssl and stub_status modules (Debian's ``nginx-light`` ha
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -171,6 +172,10 @@ class ServerWatch:
         self._patience = patience
         self._offset = 0
         self._accepts = 0
+        self._pids: list[int] = []
+        self._cpu = 0.0
+        #: CPU seconds nginx used between the last start() and finish()
+        self.server_cpu = 0.0
 
     def _poll(self) -> tuple[int, int]:
         """The open connections of nginx and its accepts so far (this request's included)."""
@@ -198,6 +203,8 @@ class ServerWatch:
         while True:
             try:
                 self._poll()
+                children = Path(f"/proc/{server.pid}/task/{server.pid}/children")
+                self._pids = [server.pid, *map(int, children.read_text().split())]
                 return
             except OSError:
                 if server.poll() is not None or time.monotonic() - waited > self._patience:
@@ -206,12 +213,25 @@ class ServerWatch:
                     raise SystemExit(f"nginx did not start: {said}") from None
                 time.sleep(0.05)
 
+    def _nginx_cpu(self) -> float:
+        """CPU seconds nginx's master and worker have used so far (0 where /proc has none)."""
+        ticks = os.sysconf("SC_CLK_TCK")
+        total = 0.0
+        for pid in self._pids:
+            with contextlib.suppress(OSError):
+                # the fields after the command's closing parenthesis; utime and stime are 14, 15
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                total += (int(fields[11]) + int(fields[12])) / ticks
+        return total
+
     def start(self) -> None:
         self._accepts, _ = self._quiet()
+        self._cpu = self._nginx_cpu()
         self._offset = self._log.stat().st_size if self._log.exists() else 0
 
     def finish(self, port: int) -> Connections:
         accepts, polls = self._quiet()
+        self.server_cpu = self._nginx_cpu() - self._cpu
         with self._log.open() as log:
             log.seek(self._offset)
             lines = log.read().splitlines()
@@ -231,6 +251,8 @@ class Run:
     connections: Connections
     in_flight: int
     concurrency: int = 0
+    #: nginx's CPU seconds during the run
+    server_cpu: float = 0.0
     #: the pipeline's report: messages_failed and messages_ambiguous (None for raw aiohttp)
     failed: int | None = None
     ambiguous: int | None = None
@@ -336,7 +358,8 @@ def _run(args: argparse.Namespace, work: Path, ports: dict[str, int], ca: Path,
         report = json.loads((out / "report.json").read_text())
         return Run(
             run["messages"], run["seconds"], run["cpu"], seen, args.concurrency,
-            failed=report["messages_failed"], ambiguous=report["messages_ambiguous"],
+            server_cpu=watch.server_cpu, failed=report["messages_failed"],
+            ambiguous=report["messages_ambiguous"],
         )  # fmt: skip
 
     def raw(scheme: str, processes: int) -> Run:
@@ -351,6 +374,7 @@ def _run(args: argparse.Namespace, work: Path, ports: dict[str, int], ca: Path,
             run = Run(
                 sum(out["messages"] for out, _, _ in runs), wall,
                 sum(cpu for _, cpu, _ in runs), seen, concurrency * processes, concurrency,
+                server_cpu=watch.server_cpu,
             )  # fmt: skip
             if best is None or run.rate > best.rate:
                 best = run
@@ -380,8 +404,14 @@ def _report(args: argparse.Namespace, results: dict[tuple[str, str], list[Run]],
             loads: list[str], cores: int) -> None:  # fmt: skip
     labels = {"a": "a. pipeline, end to end", "b": "b. raw aiohttp, 1 process",
               "b2": f"b2. raw aiohttp, {cores} processes"}  # fmt: skip
-    print(f"\nmessages/s, median (min-max) of {args.repeat} turns; CPU s per 1,000 messages")
-    print(f"{'':32}{'HTTP':>22}{'HTTPS':>22}{'HTTPS/HTTP':>12}{'CPU HTTP':>10}{'HTTPS':>7}")
+    print(
+        f"\nmessages/s, median (min-max) of {args.repeat} turns; CPU s per 1,000 messages of "
+        "the client's processes and of nginx"
+    )
+    print(
+        f"{'':32}{'HTTP':>22}{'HTTPS':>22}{'HTTPS/HTTP':>12}{'CPU HTTP':>10}{'HTTPS':>7}"
+        f"{'nginx HTTP':>12}{'HTTPS':>7}"
+    )
     medians: dict[tuple[str, str], float] = {}
     for step, label in labels.items():
         cells = []
@@ -393,8 +423,15 @@ def _report(args: argparse.Namespace, results: dict[tuple[str, str], list[Run]],
             statistics.median(1000 * r.cpu / max(1, r.messages) for r in results[step, s])
             for s in SCHEMES
         ]
+        server = [
+            statistics.median(1000 * r.server_cpu / max(1, r.messages) for r in results[step, s])
+            for s in SCHEMES
+        ]
         ratio = medians[step, "https"] / medians[step, "http"]
-        print(f"{label:32}{cells[0]:>22}{cells[1]:>22}{ratio:>12.2f}{cpu[0]:>10.3f}{cpu[1]:>7.3f}")
+        print(
+            f"{label:32}{cells[0]:>22}{cells[1]:>22}{ratio:>12.2f}{cpu[0]:>10.3f}{cpu[1]:>7.3f}"
+            f"{server[0]:>12.3f}{server[1]:>7.3f}"
+        )
     for limit in ("b", "b2"):
         # per turn: a and its limit ran back to back, so the turn's ratio shares its load
         per_turn = {
