@@ -43,7 +43,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -125,27 +125,35 @@ _free_port = unused_port
 
 
 def _measured(
-    args: list[str], core: int | None, code: Path | None = None
+    args: list[str],
+    core: int | None,
+    code: Path | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> tuple[dict[str, Any], float, float, float]:
     """Run a child (pinned to ``core`` unless None); its JSON output, wall, CPU s, peak RSS MB.
 
     CPU counts the child and its own children (sender processes); peak RSS is the largest
     single process's. ``code``: the source tree the child imports beaconflow from (None:
-    this one).
+    this one). ``env``: variables added to this process's environment for the child.
     """
-    ((result, cpu, rss),), wall = _measured_together([args], [core], code)
+    ((result, cpu, rss),), wall = _measured_together([args], [core], code, env)
     return result, wall, cpu, rss
 
 
 def _measured_together(
-    commands: Sequence[list[str]], cores: Sequence[int | None], code: Path | None = None
+    commands: Sequence[list[str]],
+    cores: Sequence[int | None],
+    code: Path | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> tuple[list[tuple[dict[str, Any], float, float]], float]:
     """Run children at once: each one's JSON output, CPU s and peak RSS MB; the wall time.
 
-    The wall time runs from the first start to the last exit.
+    The wall time runs from the first start to the last exit. ``code`` and ``env`` as in
+    :func:`_measured`.
     """
     # another tree's package first on the path: its own beaconflow, not the installed one
-    env = None if code is None else {**os.environ, "PYTHONPATH": str(code)}
+    added = {**(env or {}), **({} if code is None else {"PYTHONPATH": str(code)})}
+    child_env = {**os.environ, **added} if added else None
     started = time.monotonic()
     children = [
         subprocess.Popen(
@@ -154,7 +162,7 @@ def _measured_together(
             stderr=subprocess.DEVNULL,
             preexec_fn=None if core is None else (lambda core=core: _pin(core)),
             cwd=code,
-            env=env,
+            env=child_env,
         )
         for args, core in zip(commands, cores, strict=True)
     ]
@@ -224,9 +232,15 @@ def _pipeline_args(source: Path, base: str, out: Path, *extra: str) -> list[str]
 
 
 def _pipeline_once(
-    source: Path, base: str, out: Path, core: int | None, *extra: str, code: Path | None = None
+    source: Path,
+    base: str,
+    out: Path,
+    core: int | None,
+    *extra: str,
+    code: Path | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> dict[str, float]:
-    _, wall, cpu, rss = _measured(_pipeline_args(source, base, out, *extra), core, code)
+    _, wall, cpu, rss = _measured(_pipeline_args(source, base, out, *extra), core, code, env)
     report = json.loads((out / "report.json").read_text())
     delivered = report["messages_delivered"]
     return {"messages": delivered, "seconds": wall, "cpu": cpu, "rss": rss}
@@ -246,31 +260,45 @@ error_log {dir}/error.log;
 pid {dir}/nginx.pid;
 events {{ worker_connections 4096; }}
 http {{
+    client_body_temp_path {dir}; proxy_temp_path {dir}; fastcgi_temp_path {dir};
+    uwsgi_temp_path {dir}; scgi_temp_path {dir};
+{http}
+}}
+"""
+
+# The http block of the plain GIF server; benchmarks/https.py gives its own (TLS, a status port).
+_NGINX_GIF = """
     log_format stamp '$msec';
     {access_log}
     keepalive_requests 10000000;
-    client_body_temp_path {dir}; proxy_temp_path {dir}; fastcgi_temp_path {dir};
-    uwsgi_temp_path {dir}; scgi_temp_path {dir};
     server {{ listen 127.0.0.1:{port}; location / {{ empty_gif; }} }}
-}}
 """
 
 
 def _start_server(
-    kind: str, port: int, latency: float, core: int, work: Path, *, access_log: bool = False
+    kind: str,
+    port: int,
+    latency: float,
+    core: int,
+    work: Path,
+    *,
+    access_log: bool = False,
+    http: str | None = None,
 ) -> subprocess.Popen[bytes]:
     """Start the GIF server (``nginx`` or ``aiohttp``) pinned to ``core``.
 
     ``access_log``: nginx writes each request's time (epoch seconds) to ``work/access.log``.
+    ``http``: nginx's http block instead of the plain GIF server's on ``port`` (its temp paths
+    are set already).
     """
     if kind == "nginx":
         conf = work / "nginx.conf"
-        logged = f"access_log {work}/access.log stamp buffer=256k flush=1s;"
-        conf.write_text(
-            _NGINX_CONF.format(
-                dir=work, port=port, access_log=logged if access_log else "access_log off;"
+        if http is None:
+            logged = f"access_log {work}/access.log stamp buffer=256k flush=1s;"
+            http = _NGINX_GIF.format(
+                port=port, access_log=logged if access_log else "access_log off;"
             )
-        )
+        conf.write_text(_NGINX_CONF.format(dir=work, http=http))
         command = [str(shutil.which("nginx")), "-c", str(conf), "-p", str(work)]
     else:
         command = [
