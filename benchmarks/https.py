@@ -12,8 +12,9 @@ b. raw aiohttp, one process pinned to core 0, at each ``--aiohttp-concurrency`` 
 b2. the same as one process per core, each sending its share.
 
 The table shows medians of ``--repeat`` turns, their spread, and a/b and a/b2 per scheme; the
-load average is printed at each turn. Both the pipeline and raw aiohttp trust the test CA
-through ``SSL_CERT_FILE`` (see :func:`pipeline_trust` for the pipeline's).
+load average is printed at each turn. Raw aiohttp trusts the test CA through
+``SSL_CERT_FILE`` (its default context reads it); the pipeline through ``--ca-bundle``
+(:func:`pipeline_trust`).
 
 It also counts connections, which over HTTPS are TLS handshakes (aiohttp resumes no TLS
 session: every new connection is a full handshake; nginx's ``$ssl_session_reused`` shows
@@ -85,11 +86,9 @@ _HTTP_BLOCK = """
 def pipeline_trust(ca: Path) -> tuple[list[str], dict[str, str]]:
     """How the pipeline (a) trusts the test CA: its extra flags and environment variables.
 
-    Until ``--ca-bundle`` is merged, through ``SSL_CERT_FILE``, which aiohttp's default
-    context reads (OpenSSL's default paths). Once it is, this is the one line to change:
-    ``return [f"--ca-bundle={ca}"], {}``.
+    ``--ca-bundle``, as a user behind a private CA gives it (since issue 19).
     """
-    return [], {"SSL_CERT_FILE": str(ca)}
+    return [f"--ca-bundle={ca}"], {}
 
 
 def make_ca(directory: Path) -> tuple[Path, Path, Path]:

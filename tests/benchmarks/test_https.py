@@ -61,7 +61,7 @@ def test_the_bound_is_in_flight_plus_reconnects(
 
 @pytest.fixture
 def nginx(tmp_path: Path) -> Iterator[tuple[dict[str, int], Path, ServerWatch]]:
-    debian_program(Path("/usr/sbin/nginx"), "nginx-light", "BEACONFLOW_REQUIRE_NGINX")
+    debian_program(Path("/usr/sbin/nginx"), "nginx", "BEACONFLOW_REQUIRE_NGINX")
     ports = {"http": _free_port(), "https": _free_port(), "status": _free_port()}
     server, ca, watch = start_nginx(tmp_path, ports, 0, 10, 300)
     try:
