@@ -60,6 +60,7 @@ from beaconflow.delivery.network import (
     handshake_reason,
     proxy_refused_reason,
     shown_proxy,
+    wrapped_errors,
 )
 from beaconflow.delivery.redact import Redactor, redact_library_logs
 from beaconflow.delivery.retry import Verdict, classify, redirect_reason
@@ -160,19 +161,12 @@ def _timed_out_before_sending(error: BaseException) -> bool:
     The frames of ``error``'s chain (requests wraps urllib3's error, which was raised while
     handling the socket's timeout) say where the socket timed out.
     """
-    seen: set[int] = set()
-    stack: list[object] = [error]
-    while stack:
-        item = stack.pop()
-        if not isinstance(item, BaseException) or id(item) in seen:
-            continue
-        seen.add(id(item))
+    for item in wrapped_errors(error):
         frame = item.__traceback__
         while frame is not None:
             if frame.tb_frame.f_code.co_name in _BEFORE_THE_REQUEST:
                 return True
             frame = frame.tb_next
-        stack.extend((item.__context__, item.__cause__))
     return False
 
 
@@ -382,18 +376,10 @@ class _Client:
         proxy = self._network.proxy_for(self._endpoint.base_url)
         if proxy is None:
             return None
-        seen: set[int] = set()
-        stack: list[object] = [error]
-        while stack:
-            item = stack.pop()
-            if not isinstance(item, BaseException) or id(item) in seen:
-                continue
-            seen.add(id(item))
+        for item in wrapped_errors(error):
             if type(item).__module__ == "builtins" and isinstance(item, OSError):
                 said = (item.strerror or str(item)).lower()
                 return f"could not reach proxy {shown_proxy(proxy)}: {said}"
-            stack.extend(item.args)
-            stack.extend((getattr(item, "reason", None), item.__cause__, item.__context__))
         return None
 
     def _blocked_reason(self, error: requests.RequestException) -> str | None:

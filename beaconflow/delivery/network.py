@@ -39,7 +39,7 @@ import os
 import ssl
 import sys
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
 
@@ -419,13 +419,16 @@ _NO_COMMON_PROTOCOL = frozenset(
 )
 
 
-def handshake_failure(error: BaseException) -> str | None:
-    """What made the TLS handshake impossible (see :data:`_NOT_TLS`), found in ``error``.
+#: Where aiohttp and urllib3 keep the error they wrap: aiohttp's ``os_error`` and
+#: ``certificate_error``, urllib3's ``reason`` (besides the arguments and the causes).
+_WRAPPED = ("os_error", "reason", "certificate_error")
 
-    Looks through the error's arguments, ``os_error``, ``reason`` and causes (aiohttp and
-    urllib3 wrap it differently) for an ``ssl.SSLError`` whose reason says the server does
-    not speak TLS there, or no version this machine accepts; None otherwise (a certificate
-    failure has :func:`certificate_detail`; a handshake cut short may pass: it is retried).
+
+def wrapped_errors(error: BaseException) -> Iterator[BaseException]:
+    """``error`` and every exception wrapped in it, each once, the wrapper first.
+
+    Its arguments, :data:`_WRAPPED`'s attributes, its cause and its context, and theirs:
+    aiohttp, urllib3 and requests each wrap the system's or OpenSSL's error their own way.
     """
     seen: set[int] = set()
     stack: list[object] = [error]
@@ -434,18 +437,31 @@ def handshake_failure(error: BaseException) -> str | None:
         if not isinstance(item, BaseException) or id(item) in seen:
             continue
         seen.add(id(item))
+        yield item
+        stack.extend(item.args)
+        stack.extend((item.__context__, item.__cause__))
+        stack.extend(getattr(item, name, None) for name in _WRAPPED)
+
+
+def handshake_failure(error: BaseException) -> str | None:
+    """What made the TLS handshake impossible (see :data:`_NOT_TLS`), found in ``error``.
+
+    Looks through the error's arguments, ``os_error``, ``reason`` and causes (aiohttp and
+    urllib3 wrap it differently) for an ``ssl.SSLError`` whose reason says the server does
+    not speak TLS there, or no version this machine accepts; None otherwise (a certificate
+    failure has :func:`certificate_detail`; a handshake cut short may pass: it is retried).
+    """
+    for item in wrapped_errors(error):
         if isinstance(item, ssl.SSLCertVerificationError):
             return None
         if isinstance(item, ssl.SSLError):
+            # aiohttp's own errors are SSLError subclasses without a reason: those inside
+            # them are looked at next
             reason = getattr(item, "reason", None) or ""
             if reason in _NOT_TLS:
                 return "the server does not speak TLS there (plain HTTP? then use http://)"
             if reason in _NO_COMMON_PROTOCOL:
                 return f"no TLS version in common with the server ({reason.lower()})"
-            # aiohttp's own errors are SSLError subclasses without a reason: look inside
-        stack.extend(item.args)
-        stack.extend((getattr(item, "os_error", None), getattr(item, "reason", None)))
-        stack.extend((item.__cause__, item.__context__))
     return None
 
 
@@ -512,20 +528,10 @@ def certificate_detail(error: BaseException) -> str | None:
     ``ssl.SSLCertVerificationError`` (aiohttp and urllib3 wrap it differently); None when
     ``error`` is not a certificate failure.
     """
-    seen: set[int] = set()
-    stack: list[object] = [error]
-    while stack:
-        item = stack.pop()
-        if not isinstance(item, BaseException) or id(item) in seen:
-            continue
-        seen.add(id(item))
-        inner = getattr(item, "certificate_error", None)  # aiohttp's wrapper (a subclass)
-        if inner is not None:
-            stack.append(inner)
-            continue
+    for item in wrapped_errors(error):
+        if getattr(item, "certificate_error", None) is not None:
+            continue  # aiohttp's wrapper, itself an SSLCertVerificationError: the one inside
         if isinstance(item, ssl.SSLCertVerificationError):
             said = getattr(item, "verify_message", None) or getattr(item, "reason", None)
             return str(said or item).strip()
-        stack.extend(item.args)
-        stack.extend((getattr(item, "reason", None), item.__cause__, item.__context__))
     return None
