@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -130,3 +131,13 @@ def debian_program(path: Path, package: str, variable: str) -> Path:
     if os.environ.get(variable) == "1":
         pytest.fail(f"{missing} but {variable}=1")
     pytest.skip(missing)
+
+
+def has_ipv6_loopback() -> bool:
+    """Whether this machine can listen on ::1 (some containers have no IPv6 on lo)."""
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as sock:
+            sock.bind(("::1", 0))
+    except OSError:
+        return False
+    return True

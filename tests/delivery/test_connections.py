@@ -26,6 +26,7 @@ from beaconflow.delivery.sender import BulkSender, Delivery, Request, SenderConf
 from beaconflow.model.message import Endpoint, Message
 from beaconflow.model.render import render_url
 from beaconflow.sandbox.collector import Collector, Faults
+from tests.conftest import has_ipv6_loopback
 from tests.delivery.test_sender import RecordingSleep
 
 KEY = "km-key-0123456789"
@@ -180,17 +181,8 @@ def refused_port() -> Iterator[int]:
     yield port
 
 
-def _has_ipv6_loopback() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as sock:
-            sock.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
-
-
 needs_ipv6 = pytest.mark.skipif(
-    not _has_ipv6_loopback(), reason="this machine cannot bind ::1 (no IPv6 loopback on lo)"
+    not has_ipv6_loopback(), reason="this machine cannot bind ::1 (no IPv6 loopback on lo)"
 )
 
 

@@ -15,7 +15,6 @@ others run in this process.
 from __future__ import annotations
 
 import json
-import socket
 from collections import Counter
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from tests.conftest import (
     KONTAGENT_KEY,
     KONTAGENT_SECRET,
     backfill_flags,
+    has_ipv6_loopback,
     june_events,
     run_cli,
     run_json,
@@ -110,17 +110,8 @@ def test_a_server_dropping_keep_alive_every_n_requests_loses_nothing(
     assert 0 < report["reconnects"] <= closed
 
 
-def _has_ipv6_loopback() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as sock:
-            sock.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
-
-
 @pytest.mark.skipif(
-    not _has_ipv6_loopback(), reason="this machine cannot bind ::1 (no IPv6 loopback on lo)"
+    not has_ipv6_loopback(), reason="this machine cannot bind ::1 (no IPv6 loopback on lo)"
 )
 def test_a_run_sends_to_ipv6_and_localhost_urls(
     events: Path,
