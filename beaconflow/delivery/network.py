@@ -135,7 +135,8 @@ class Network:
             found = _variable(env, name, lower=False)
             if found is not None and found[1]:
                 path = found[1]
-                if all(bundle.path != path for bundle in bundles):
+                # many images set SSL_CERT_FILE to the system's own bundle: nothing to add
+                if all(bundle.path != path for bundle in bundles) and not _system_store(path):
                     bundles.append(_read_bundle(name, path))
         return cls(https, http, no_proxy_value, tuple(bundles))
 
@@ -189,6 +190,12 @@ class Network:
             if context is None:
                 context = _contexts[pem] = build_ssl_context(pem)
         return context
+
+
+def _system_store(path: str) -> bool:
+    """Whether ``path`` is the file the system's trust store is read from (a link to it too)."""
+    store = ssl.get_default_verify_paths().openssl_cafile
+    return os.path.isfile(store) and os.path.realpath(path) == os.path.realpath(store)
 
 
 def _reported(proxy: Proxy | None) -> dict[str, str] | None:

@@ -7,6 +7,7 @@ tests/e2e/test_networks.py.
 
 from __future__ import annotations
 
+import os
 import pickle
 import socket
 import ssl
@@ -434,3 +435,16 @@ def test_a_certificate_cut_short_is_named(tmp_path: Path) -> None:
         f"--ca-bundle {cut}: a certificate (-----BEGIN CERTIFICATE-----) is not closed by "
         "-----END CERTIFICATE-----: the file is cut short"
     )
+
+
+def test_a_variable_naming_the_system_store_itself_adds_nothing(tmp_path: Path) -> None:
+    store = ssl.get_default_verify_paths().openssl_cafile
+    if not os.path.isfile(store):
+        pytest.skip(f"this machine's OpenSSL has no store file at {store}")
+    link = tmp_path / "store.pem"
+    link.symlink_to(os.path.realpath(store))
+    for path in (store, str(link)):
+        assert Network.resolve(environ={"SSL_CERT_FILE": path}).ca_bundles == ()
+    # named with the flag, it is the user's explicit choice: read as any bundle
+    (flagged,) = Network.resolve(ca_bundles=[store], environ={}).ca_bundles
+    assert flagged.source == "--ca-bundle" and flagged.certificates > 0
