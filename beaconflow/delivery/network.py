@@ -522,6 +522,21 @@ def proxy_secrets_in(args: Sequence[str], environ: Mapping[str, str]) -> list[st
     return [value for url in urls for value in url_secrets(url)]
 
 
+def proxy_auth_reason(proxy: str | None, host: str, port: int | None) -> str:
+    """The one-line reason of a proxy asking for credentials on a forwarded http:// request.
+
+    ``proxy http://proxy:3128 asks for credentials (HTTP 407) to reach api.example:80: add a
+    user name and password to the proxy's URL (--proxy or HTTP_PROXY)``; ``proxy``: credentials
+    masked, None when no proxy was configured (a transparent one answered).
+    """
+    where = host if port is None else f"{host}:{port}"
+    who = f"proxy {proxy}" if proxy else "a proxy on the way"
+    return (
+        f"{who} asks for credentials (HTTP 407) to reach {where}: add a user name and "
+        "password to the proxy's URL (--proxy or HTTP_PROXY)"
+    )
+
+
 def shown_proxy(url: str) -> str:
     """A proxy URL without its credentials, for a reason or a log line."""
     parts = urlsplit(url)

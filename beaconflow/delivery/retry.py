@@ -170,6 +170,10 @@ class RetryPolicy:
     #: The error of a proxy that answered its CONNECT (or a plain request) with a status:
     #: a 4xx (403 Forbidden, 407 Proxy Authentication Required) is blocked and permanent,
     #: any other status retriable (a proxy's 502 or 503 passes).
+    #: The status only a proxy answers with (407 Proxy Authentication Required): on an
+    #: http:// URL, which a proxy forwards instead of tunnelling, it comes as the answer
+    #: itself. Blocked and permanent, as a refused tunnel.
+    PROXY_AUTH_STATUS: ClassVar[int] = 407
     PROXY_ERRORS: ClassVar[frozenset[type[BaseException]]] = frozenset(
         {aiohttp.ClientHttpProxyError}
     )
@@ -285,21 +289,27 @@ def _classify_status(status: int) -> Classification:
         verdict = Verdict.RETRIABLE
     else:
         verdict = Verdict.PERMANENT
+    blocked = status == RetryPolicy.PROXY_AUTH_STATUS  # a proxy's, not the service's
     return Classification(
         verdict,
         push_back=status in RetryPolicy.PUSH_BACK_STATUSES,
         redirect=redirect,
-        reached=status < 500 and status != 429 and not redirect,
+        reached=status < 500 and status != 429 and not redirect and not blocked,
+        blocked=blocked,
     )
 
 
 def _pushed_back(found: Classification) -> Classification:
     """``found`` with back-pressure (a timeout that cut short its body), shared per kind."""
-    key = (found.verdict, found.redirect, found.reached)
+    key = (found.verdict, found.redirect, found.reached, found.blocked)
     pushed = _PUSHED_BACK.get(key)
     if pushed is None:
         pushed = _PUSHED_BACK[key] = Classification(
-            found.verdict, push_back=True, redirect=found.redirect, reached=found.reached
+            found.verdict,
+            push_back=True,
+            redirect=found.redirect,
+            reached=found.reached,
+            blocked=found.blocked,
         )
     return pushed
 
@@ -319,7 +329,7 @@ _AMBIGUOUS = Classification(Verdict.RETRIABLE, ambiguous=True)
 _AMBIGUOUS_PUSH_BACK = Classification(Verdict.RETRIABLE, push_back=True, ambiguous=True)
 # Filled on first use: a handful of statuses in a run, each classified once.
 _BY_STATUS: dict[int, Classification] = {}
-_PUSHED_BACK: dict[tuple[Verdict, bool, bool], Classification] = {}
+_PUSHED_BACK: dict[tuple[Verdict, bool, bool, bool], Classification] = {}
 
 
 #: How a redirect's reason ends (a stop's reason quotes the reason without it).

@@ -130,6 +130,7 @@ from beaconflow.delivery.network import (
     certificate_reason,
     handshake_failure,
     handshake_reason,
+    proxy_auth_reason,
     proxy_refused_reason,
     shown_proxy,
 )
@@ -1384,7 +1385,7 @@ class SendEngine:
                 self._finish(request, delivery)
                 self._halt_lane(lane, stopped)
                 return
-        elif answer.blocked and error is not None:
+        elif answer.blocked:
             reason = self._redact(self._blocked_reason(error, request.url, lane.proxy))
             if cut_off and lane.halted is None and message.destination not in self._down:
                 stopped = lane.blocked.reason(message.destination, reason)
@@ -1395,7 +1396,7 @@ class SendEngine:
                     stopped,
                 )
                 delivery = Delivery(
-                    message, False, None, reason, attempts, stopped, ambiguous, resent
+                    message, False, status, reason, attempts, stopped, ambiguous, resent
                 )
                 self._finish(request, delivery)
                 # as a breaker's: every sender of the run (every sender process) stops it
@@ -1484,10 +1485,15 @@ class SendEngine:
         return lane.proxy
 
     @staticmethod
-    def _blocked_reason(error: BaseException, url: str, proxy: str | None) -> str:
-        """The one line of a blocked attempt: the host, and what refused it."""
+    def _blocked_reason(error: BaseException | None, url: str, proxy: str | None) -> str:
+        """The one line of a blocked attempt: the host, and what refused it.
+
+        ``error`` None: the answer was a proxy's 407 (a forwarded http:// request).
+        """
         target = URL(url, encoded=True)
         host, port = target.host or "?", target.port
+        if error is None:
+            return proxy_auth_reason(shown_proxy(proxy) if proxy else None, host, port)
         if isinstance(error, aiohttp.ClientHttpProxyError):
             shown = shown_proxy(proxy) if proxy else "?"
             return proxy_refused_reason(shown, host, port, error.status, error.message)

@@ -420,3 +420,32 @@ def test_plain_http_through_tinyproxy_stops_meeting_its_closes(tmp_path: Path) -
     assert all(MAY_HAVE_BEEN_RECEIVED in (d.error or "") for d in failed), _texts(failed)
     assert accepted == count - len(failed) and forwarded >= accepted
     assert stats.reconnects == 0  # no free reconnect without retrying ambiguous attempts
+
+
+def test_a_proxy_asking_credentials_for_plain_http_stops_the_destination(tmp_path: Path) -> None:
+    """On http:// (Kontagent's scheme) the proxy's 407 is the answer itself: blocked too."""
+    from beaconflow.delivery.sender import BLOCKED_WINDOW
+
+    with (
+        Collector(kissmetrics_key=KISSMETRICS_KEY) as plain,
+        tinyproxy(tmp_path, user=USER, password=PASSWORD) as proxy,
+    ):
+        network = Network.resolve(proxy.shown, environ={})  # no credentials
+        config = SenderConfig(1, 10.0, RetryPolicy(max_attempts=ATTEMPTS, base_delay=0.0),
+                              adaptive=False, network=network)  # fmt: skip
+        with BulkSender(config, (KISSMETRICS_KEY,)) as sender:
+            sender.submit_many(_messages(plain.base_url))
+            deliveries = sender.flush()
+        accepted = plain.records.counts()["accepted"]
+    port = port_of(plain.base_url)
+    reason = (
+        f"proxy {proxy.shown} asks for credentials (HTTP 407) to reach 127.0.0.1:{port}: add a "
+        "user name and password to the proxy's URL (--proxy or HTTP_PROXY)"
+    )
+    tried = [d for d in deliveries if d.attempts]
+    # not retried (permanent), and the destination stops after a short row
+    assert len(tried) == BLOCKED_WINDOW and all(d.attempts == 1 for d in tried)
+    assert {(d.status, d.error) for d in tried} == {(407, reason)}
+    rest = [d for d in deliveries if not d.attempts]
+    assert len(rest) == MESSAGES - BLOCKED_WINDOW and accepted == 0
+    assert {d.error for d in rest} == {f"not attempted: kissmetrics cannot be reached: {reason}"}
