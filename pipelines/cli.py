@@ -81,17 +81,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         say(f"beaconflow: error: {error}", error=True)
         return 2
     with _log_format_for_children(log_format):
-        live = LiveProgress(sys.stderr) if wanted(sys.stderr, log_format) else None
+        # the lines other processes write to stderr (Beam's worker processes, gRPC, the
+        # sender processes) go through a relay: as JSON lines in json, above the live
+        # display on a terminal
+        relay: StderrRelay | None = None
+        live: LiveProgress | None = None
+        if wanted(sys.stderr, log_format):
+            relay = StderrRelay(Redactor())
+            relay.start()
+            live = LiveProgress(relay.real_stream())
+            relay.sink = live.print_line
+        elif log_format == "json":
+            relay = StderrRelay(Redactor())
+            relay.start()
         handler = install(log_format, stream=sys.stderr, handler=live)
         logging.getLogger().setLevel(logging.ERROR)  # Beam's import: "apitools not found"
-        secrets = _secrets_in(args)
-        handler.setFormatter(formatter(log_format, secrets))  # imports Beam
-        # json: the lines Beam's worker processes and gRPC write to stderr are JSON too
-        relay = StderrRelay(Redactor.of(secrets)) if log_format == "json" else None
         try:
-            with relay or contextlib.nullcontext():
-                return _main(args, log_format, live)
+            secrets = _secrets_in(args)
+            handler.setFormatter(formatter(log_format, secrets))  # imports Beam
+            if relay is not None:
+                relay.redact = Redactor.of(secrets)
+            return _main(args, log_format, live)
         finally:
+            if relay is not None:
+                relay.stop()
             if live is not None:
                 live.close()
 

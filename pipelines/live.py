@@ -63,6 +63,10 @@ class LiveProgress(logging.Handler):
         except Exception:  # a display problem must not stop the run
             self.handleError(record)
 
+    def print_line(self, text: str) -> None:
+        """Print a line another process wrote (relayed): above the display, as it is."""
+        self._console.print(text, soft_wrap=True, markup=False, highlight=False)
+
     def _update(self, fields: Mapping[str, object]) -> None:
         done, total, what = _bar(fields)
         detail = describe(fields)

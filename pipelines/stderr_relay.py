@@ -14,6 +14,10 @@ line and writes each line to the real stderr: a line that is a JSON object as it
 ``LEVEL:logger:`` prefix (``warning`` without one), redacted like every line. The lines
 leave in the order they reached the pipe.
 
+On a terminal, in the text format, the live progress display (:mod:`beaconflow.pipelines.live`)
+uses the relay too: every line another process writes (a sender process's warning, Beam's)
+is printed above the display, as the command's own are, instead of through it.
+
 On :meth:`StderrRelay.stop`, descriptor 2 is the real stderr again and the relay waits until
 everything written to the pipe before that moment has been written out. A child process still
 alive after it keeps its lines relayed while the command's process lives. Try it::
@@ -31,8 +35,9 @@ import re
 import sys
 import threading
 import uuid
+from collections.abc import Callable
 from types import TracebackType
-from typing import BinaryIO, Self
+from typing import BinaryIO, Self, TextIO
 
 from beaconflow.delivery.logline import json_line
 from beaconflow.delivery.redact import Redactor
@@ -66,12 +71,16 @@ def shaped(line: str, redact: Redactor) -> str:
 class StderrRelay:
     """Descriptor 2 through a pipe whose lines are written out as JSON lines (see the module).
 
-    ``redact`` masks the run's secrets in the lines it wraps. A process whose descriptor 2 is
-    closed gets no relay (:meth:`start` does nothing).
+    ``redact`` masks the run's secrets in the lines it wraps (:attr:`redact` may be set once
+    the secrets are known). ``sink``: where each line goes instead, as it came (a live
+    progress display prints them above itself; :meth:`real_stream` is its way to the
+    terminal). A process whose descriptor 2 is closed gets no relay (:meth:`start` does
+    nothing).
     """
 
-    def __init__(self, redact: Redactor) -> None:
-        self._redact = redact
+    def __init__(self, redact: Redactor, sink: Callable[[str], None] | None = None) -> None:
+        self.redact = redact
+        self.sink = sink
         self._marker = f"beaconflow-relay-{uuid.uuid4().hex}".encode()
         self._drained = threading.Event()
         self._thread: threading.Thread | None = None
@@ -93,6 +102,12 @@ class StderrRelay:
             target=self._relay, args=(reader,), name="stderr-relay", daemon=True
         )
         self._thread.start()
+
+    def real_stream(self) -> TextIO:
+        """A text stream on the real stderr (call after :meth:`start`), for a live display."""
+        if self._thread is None:
+            return sys.stderr
+        return os.fdopen(os.dup(self._real), "w", buffering=1, encoding="utf-8", errors="replace")
 
     def stop(self) -> None:
         """The real stderr on descriptor 2 again, once what reached the pipe is written out."""
@@ -132,8 +147,15 @@ class StderrRelay:
                     continue
                 if not line.strip():
                     continue
-                text = shaped(line.decode("utf-8", "replace"), self._redact)
-                self._write_out((text + "\n").encode("utf-8"))
+                decoded = line.decode("utf-8", "replace")
+                sink = self.sink
+                if sink is not None:
+                    try:
+                        sink(self.redact(decoded))
+                    except Exception:  # a display problem: the line still gets out
+                        self._write_out((decoded + "\n").encode("utf-8"))
+                    continue
+                self._write_out((shaped(decoded, self.redact) + "\n").encode("utf-8"))
         self._drained.set()
         os.close(self._real)
 

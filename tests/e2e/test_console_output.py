@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from beaconflow.sandbox.collector import Collector
+from beaconflow.sandbox.collector import Collector, Faults
 from tests.conftest import KISSMETRICS_KEY, KONTAGENT_KEY, KONTAGENT_SECRET, backfill_flags, run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -170,16 +170,24 @@ def _read_all(fd: int, process: subprocess.Popen[str]) -> bytes:
     return b"".join(chunks)
 
 
-def run_on_a_terminal(tmp_path: Path, *extra: str) -> tuple[int, str, str]:
-    """A sandbox run of the sample with stderr on a real pseudo-terminal: status, screen, stdout."""
+def run_on_a_terminal(
+    tmp_path: Path, *extra: str, flags: list[str] | None = None
+) -> tuple[int, str, str]:
+    """A run of the sample with stderr on a real pseudo-terminal: status, screen, stdout.
+
+    ``flags``: the run's flags (default: a sandbox run of the sample, its outputs in
+    ``tmp_path``), then ``extra``.
+    """
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))
     env = {**os.environ, "TERM": "xterm-256color", "COLUMNS": "160"}
     env.pop("NO_COLOR", None)
     process = subprocess.Popen(
-        [sys.executable, "-m", "beaconflow", f"--input={SAMPLE}", "--sandbox", "--max-errors=5",
-         "--progress-interval=0.001", f"--report={tmp_path / 'report.json'}",
-         f"--dead-letter={tmp_path / 'dead.jsonl'}", *extra],
+        [sys.executable, "-m", "beaconflow",
+         *(flags if flags is not None else [
+             f"--input={SAMPLE}", "--sandbox", "--max-errors=5", "--progress-interval=0.001",
+             f"--report={tmp_path / 'report.json'}", f"--dead-letter={tmp_path / 'dead.jsonl'}"]),
+         *extra],
         stdout=subprocess.PIPE, stderr=slave, stdin=subprocess.DEVNULL, text=True, env=env,
     )  # fmt: skip
     os.close(slave)
@@ -199,6 +207,35 @@ def test_on_a_terminal_progress_is_a_live_display(tmp_path: Path) -> None:
     assert "beaconflow: sent " not in screen  # no plain progress lines
     assert "beaconflow: SANDBOX MODE" in screen  # the other lines printed as they are
     assert stdout.splitlines()[-1] == f"dead letter: 3 entries in {tmp_path / 'dead.jsonl'}"
+
+
+def test_on_a_terminal_other_processes_lines_are_printed_above_the_display(
+    tmp_path: Path,
+) -> None:
+    # a server closing every connection after one answer makes each sender process warn
+    # (docs/networks.md): through the relay, the display prints those lines above itself
+    # (after erasing its own line), never through it
+    with Collector(
+        kontagent_key=KONTAGENT_KEY,
+        kissmetrics_key=KISSMETRICS_KEY,
+        kontagent_secret=KONTAGENT_SECRET,
+        faults=Faults(close_every=1),
+    ) as closing:
+        flags = backfill_flags(closing.base_url, tmp_path, SAMPLE,
+                               extra=("--max-errors=5", "--progress-interval=0.001",
+                                      "--send-processes=2", "--concurrency=2"))  # fmt: skip
+        status, screen, _ = run_on_a_terminal(tmp_path, flags=flags)
+    assert status == 0, screen
+    assert "\x1b[?25l" in screen  # the live display ran
+    said = "closes connections after each answer without saying so"
+    at = [i for i in range(len(screen)) if screen.startswith(said, i)]
+    assert at, screen  # from the sender processes
+    for i in at:
+        line_start = screen.rfind("\n", 0, i) + 1
+        before = screen[line_start:i]
+        # printed by the display: its line erased first, then the whole line of the child
+        children = ("beaconflow: kissmetrics: its server ", "beaconflow: kontagent: its server ")
+        assert "\x1b[2K" in before and before.endswith(children), repr(screen[line_start - 60 : i])
 
 
 def test_on_a_terminal_the_json_format_stays_plain_json_lines(tmp_path: Path) -> None:
