@@ -133,7 +133,7 @@ def debian_program(path: Path, package: str, variable: str) -> Path:
     pytest.skip(missing)
 
 
-def has_ipv6_loopback() -> bool:
+def _has_ipv6_loopback() -> bool:
     """Whether this machine can listen on ::1 (some containers have no IPv6 on lo)."""
     try:
         with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as sock:
@@ -141,3 +141,9 @@ def has_ipv6_loopback() -> bool:
     except OSError:
         return False
     return True
+
+
+#: Marks a test that listens on ::1: skipped, with the reason, where the machine cannot.
+needs_ipv6 = pytest.mark.skipif(
+    not _has_ipv6_loopback(), reason="this machine cannot bind ::1 (no IPv6 loopback on lo)"
+)

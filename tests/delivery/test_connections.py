@@ -26,7 +26,7 @@ from beaconflow.delivery.sender import BulkSender, Delivery, Request, SenderConf
 from beaconflow.model.message import Endpoint, Message
 from beaconflow.model.render import render_url
 from beaconflow.sandbox.collector import Collector, Faults
-from tests.conftest import has_ipv6_loopback
+from tests.conftest import needs_ipv6
 from tests.delivery.test_sender import RecordingSleep
 
 KEY = "km-key-0123456789"
@@ -179,11 +179,6 @@ def refused_port() -> Iterator[int]:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
     yield port
-
-
-needs_ipv6 = pytest.mark.skipif(
-    not has_ipv6_loopback(), reason="this machine cannot bind ::1 (no IPv6 loopback on lo)"
-)
 
 
 @needs_ipv6

@@ -26,8 +26,8 @@ from tests.conftest import (
     KONTAGENT_KEY,
     KONTAGENT_SECRET,
     backfill_flags,
-    has_ipv6_loopback,
     june_events,
+    needs_ipv6,
     run_cli,
     run_json,
 )
@@ -110,9 +110,7 @@ def test_a_server_dropping_keep_alive_every_n_requests_loses_nothing(
     assert 0 < report["reconnects"] <= closed
 
 
-@pytest.mark.skipif(
-    not has_ipv6_loopback(), reason="this machine cannot bind ::1 (no IPv6 loopback on lo)"
-)
+@needs_ipv6
 def test_a_run_sends_to_ipv6_and_localhost_urls(
     events: Path,
     tmp_path: Path,
