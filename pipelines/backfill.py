@@ -65,6 +65,7 @@ from beaconflow.pipelines.runners import (
     quiet_workers,
     rate_split_warning,
     runner_name,
+    runs_in_memory,
     runs_in_process,
     send_processes,
     worker_processes,
@@ -103,6 +104,7 @@ from beaconflow.transforms.parse import (
     ParseEvents,
     PartitionOwner,
 )
+from beaconflow.transforms.parse_pool import ParseInProcesses, parse_processes
 from beaconflow.transforms.read import InputError, ReadEvents, expand_inputs, matches_nothing
 from beaconflow.transforms.send import FAILED, SendConfig, SendMessages, start_senders
 from beaconflow.transforms.send import TALLY as SEND_TALLY
@@ -199,6 +201,9 @@ class Backfill(beam.PTransform[PBegin, None]):
     of events whose kept copy is in another chunk (:func:`beaconflow.pipelines.spill.resolve`).
     ``start_senders``: the send steps run in this process, and their sender processes start
     as the pipeline is built (:func:`start_senders`); call :meth:`close_senders` after the run.
+    ``parse_processes``: read and parse in that many forked processes
+    (:mod:`beaconflow.transforms.parse_pool`; DirectRunner's in-memory mode only), 0: in the
+    pipeline's own steps.
     """
 
     def __init__(
@@ -217,8 +222,10 @@ class Backfill(beam.PTransform[PBegin, None]):
         owner: PartitionOwner | None = None,
         elsewhere: frozenset[str] = frozenset(),
         start_senders: bool = False,
+        parse_processes: int = 0,
     ) -> None:
         super().__init__()
+        self._parse_processes = parse_processes
         self._owner = owner
         self._start_senders = start_senders
         self._senders: PoolClient | None = None
@@ -244,23 +251,30 @@ class Backfill(beam.PTransform[PBegin, None]):
         # already: without a ledger to join, Kontagent messages skip the message dedup and
         # are sent as they leave the messages step.
         direct: tuple[Destination, ...] = () if config.ledger else ("kontagent",)
-        raw = pipeline | "Read" >> ReadEvents(self._files, config.file_format)
-        # typed outputs: Beam encodes them with their registered coders, never by pickling
-        parsed = raw | "Parse" >> beam.ParDo(
-            ParseEvents(
-                config.mapping,
-                self._now,
-                fingerprints,
-                config.destinations,
-                self._dead_lettered,
-                owner=self._owner,
-                elsewhere=self._elsewhere,
+        parse = ParseEvents(
+            config.mapping,
+            self._now,
+            fingerprints,
+            config.destinations,
+            self._dead_lettered,
+            owner=self._owner,
+            elsewhere=self._elsewhere,
+        )
+        if self._parse_processes:
+            # one process does Beam's work here: the parse step runs on every core
+            parsed = pipeline | "ReadAndParse" >> ParseInProcesses(
+                self._files, config.file_format, parse, self._parse_processes
             )
-        ).with_output_types(
-            KeyedEvent, invalid=DeadLetterEntry, replayed=KeyedMessage, tally=Any
-        ).with_outputs(INVALID, TALLY, REPLAYED, main="events")
+        else:
+            raw = pipeline | "Read" >> ReadEvents(self._files, config.file_format)
+            # typed outputs: Beam encodes them with their registered coders, never by pickling
+            parsed = raw | "Parse" >> beam.ParDo(parse).with_output_types(
+                KeyedEvent, invalid=DeadLetterEntry, replayed=KeyedMessage, tally=Any
+            ).with_outputs(INVALID, TALLY, REPLAYED, main="events")
         events = parsed.events | "DedupEvents" >> DedupByKey(
-            MappedEventCoder(), order=lambda event: event.source
+            MappedEventCoder(),
+            order=lambda event: event.source,
+            encoded=bool(self._parse_processes),
         )
         window = events.unique | "Window" >> beam.ParDo(
             InWindow(config.since, config.until)
@@ -825,6 +839,7 @@ def run_pass(
         lease=lease,
         # the send steps run here: their processes start while the pipeline reads
         start_senders=runs_in_process(options),
+        parse_processes=parse_processes(files) if runs_in_memory(options) else 0,
         **backfill,
     )
     try:

@@ -140,3 +140,9 @@ def runs_in_process(options: PipelineOptions) -> bool:
     direct = options.view_as(DirectOptions)
     in_process = direct.direct_running_mode in ("in_memory", "multi_threading")
     return runner_name(options) in LOCAL_RUNNERS and in_process
+
+
+def runs_in_memory(options: PipelineOptions) -> bool:
+    """Whether all of Beam's work runs in this process, one element at a time (in_memory)."""
+    direct = options.view_as(DirectOptions)
+    return runner_name(options) in LOCAL_RUNNERS and direct.direct_running_mode == "in_memory"

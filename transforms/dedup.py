@@ -77,7 +77,8 @@ class DedupByKey(beam.PTransform[PCollection[Any], DoOutputsTuple]):
     (smallest first; None: the smallest encoding). Outputs ``unique`` (main, ``(key, kept
     value)``), ``duplicates`` (``(kept, copies dropped)``) and ``skipped``. ``delivered``:
     optional PCollection of keys already delivered (the ledger); values with such a key go to
-    ``skipped`` as (kept, copies) instead.
+    ``skipped`` as (kept, copies) instead. ``encoded``: the values are the coder's bytes
+    already (the parse processes of :mod:`beaconflow.transforms.parse_pool` encode them).
     """
 
     def __init__(
@@ -85,16 +86,21 @@ class DedupByKey(beam.PTransform[PCollection[Any], DoOutputsTuple]):
         coder: beam.coders.Coder,
         order: Callable[[Any], Any] | None = None,
         delivered: PCollection[str] | None = None,
+        *,
+        encoded: bool = False,
     ) -> None:
         super().__init__()
+        self._encoded = encoded
         self._coder = coder
         self._order = order
         self._delivered = delivered
 
     def expand(self, keyed: PCollection[Any]) -> DoOutputsTuple:
-        encoded = keyed | "Encode" >> beam.Map(_encode, self._coder).with_output_types(
-            tuple[str, bytes]
-        )
+        encoded = keyed
+        if not self._encoded:
+            encoded = keyed | "Encode" >> beam.Map(_encode, self._coder).with_output_types(
+                tuple[str, bytes]
+            )
         if self._delivered is not None:
             marks = self._delivered | "MarkDelivered" >> beam.Map(
                 lambda k: (k, DELIVERED_BEFORE)
