@@ -50,7 +50,7 @@ from beaconflow.delivery.ledger_lease import RemoteLedgerLocks
 from beaconflow.delivery.ledger_lock import Lease, LedgerLocks, LockLimits, is_lockable
 from beaconflow.delivery.redact import Redactor, redact_library_logs
 from beaconflow.delivery.sender import Delivery
-from beaconflow.delivery.sendproc import PoolClient
+from beaconflow.delivery.sendproc import PoolClient, discard_spares, prestart
 from beaconflow.delivery.stop import RunStop, forget_run, interrupted_by, run_stop
 from beaconflow.model.duration import format_duration
 from beaconflow.model.errors import io_problem
@@ -712,6 +712,24 @@ def run(argv: Sequence[str], *, now: float | None = None) -> tuple[int, RunRepor
     deadline = None if config.deadline is None else began + config.deadline
     started = time.monotonic()
     options = PipelineOptions(quiet_workers(config.beam_args))
+    if not config.dry_run and runs_in_process(options):
+        # the sender processes import their libraries while the run is planned and built
+        prestart(send_processes(options, config.send_processes))
+    try:
+        return _run(config, options, began, now, deadline, started)
+    finally:
+        discard_spares()
+
+
+def _run(
+    config: BackfillConfig,
+    options: PipelineOptions,
+    began: float,
+    now: float,
+    deadline: float | None,
+    started: float,
+) -> tuple[int, RunReport]:
+    """:func:`run` once its options are read (and its sender processes started)."""
     # Beam's filesystems see the run's options (--s3_endpoint_url, ...) from the first path
     # they reach, not only once the pipeline is built
     FileSystems.set_options(options)

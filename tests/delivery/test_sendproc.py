@@ -568,3 +568,48 @@ def test_a_child_that_finds_the_runs_lease_object_taken_over_stops_the_run(
     assert sum(server.tries(t) for t in tokens) == 0
     assert all(d.error == f"not attempted: {reason}" for d in deliveries)
     assert "Traceback" not in capfd.readouterr().err
+
+
+def test_a_pool_takes_the_processes_started_before_it(
+    server: Collector, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The processes started early send for the next pool; the rest are stopped cleanly."""
+    from beaconflow.delivery import sendproc
+
+    sendproc.prestart(3)
+    started = [spare[0] for spare in sendproc._spares]
+    assert len(started) == 3
+    requests = [Request(message("ok", f"t{n}"), kontagent_url(server, "ok", f"t{n}"))
+                for n in range(10)]  # fmt: skip
+    try:
+        with SenderPool(config(), (KEY,), processes=2) as pool:
+            taken = [child.process for child in pool._children]
+            assert taken == started[:2], "the pool took the started processes, in order"
+            client = pool.client()
+            client.submit_many(requests)
+            assert all(d.delivered for d in client.flush())
+        assert [spare[0] for spare in sendproc._spares] == started[2:]
+        # a spare started with another environment than the pool's is not taken
+        monkeypatch.setenv("BEACONFLOW_TEST_SPARE", "other")
+        with SenderPool(config(), (KEY,), processes=1) as pool:
+            assert pool._children[0].process not in started
+            assert sendproc._spares == []
+    finally:
+        sendproc.discard_spares()
+    assert all(process.returncode == 0 for process in started), "each ended on its own"
+
+
+def test_a_spare_no_pool_took_ends_without_a_word(tmp_path: Path) -> None:
+    """A run that stops before sending (a bad flag, a held ledger) stops its spares quietly."""
+    script = textwrap.dedent(
+        """
+        from beaconflow.delivery import sendproc
+        sendproc.prestart(2)
+        spares = [spare[0] for spare in sendproc._spares]
+        sendproc.discard_spares()
+        print([process.returncode for process in spares])
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60)  # fmt: skip
+    assert done.stdout.strip() == "[0, 0]" and done.stderr == "", done.stderr
