@@ -104,10 +104,7 @@ def send_processes(options: PipelineOptions, given: int | None) -> int:
     """
     if given is not None:
         return given
-    direct = options.view_as(DirectOptions)
-    if runner_name(options) in LOCAL_RUNNERS and direct.direct_running_mode == "in_memory":
-        return os.cpu_count() or 1
-    return 0
+    return (os.cpu_count() or 1) if runs_in_memory(options) else 0
 
 
 def rate_split_warning(options: PipelineOptions) -> str | None:

@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -147,3 +148,32 @@ def _has_ipv6_loopback() -> bool:
 needs_ipv6 = pytest.mark.skipif(
     not _has_ipv6_loopback(), reason="this machine cannot bind ::1 (no IPv6 loopback on lo)"
 )
+
+#: Marks a test of processes beaconflow forks (the parse processes, the spill pass).
+needs_fork = pytest.mark.skipif(not hasattr(os, "fork"), reason="this system cannot fork")
+
+
+def children_of(pid: int) -> set[int]:
+    """The child processes of process ``pid`` (Linux's ``/proc``)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return {int(c) for c in children}
+
+
+def group_alive(group: int) -> bool:
+    """Whether any process of process group ``group`` still runs (zombies do not count)."""
+    for status in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = status.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue  # it has just exited
+        if fields[0] != "Z" and int(fields[2]) == group:
+            return True
+    return False
+
+
+def assert_group_ends(group: int, seconds: float = 10.0) -> None:
+    """Wait until no process of ``group`` runs; fail after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while group_alive(group):
+        assert time.monotonic() < deadline, f"a process of group {group} is still alive"
+        time.sleep(0.05)

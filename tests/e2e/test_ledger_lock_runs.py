@@ -38,6 +38,7 @@ from tests.conftest import (
     KONTAGENT_KEY,
     KONTAGENT_SECRET,
     backfill_flags,
+    children_of,
     run_cli,
 )
 from tests.fakes.s3 import moto_s3
@@ -150,11 +151,6 @@ def _named(path: str) -> int | None:
     return holder.pid if holder else None
 
 
-def _children_of(pid: int) -> set[int]:
-    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    return {int(c) for c in children}
-
-
 @pytest.mark.parametrize("processes", [0, 2])
 def test_a_second_run_for_the_same_endpoint_exits_75_at_once_and_sends_nothing(
     events_file: Path, tmp_path: Path, gate: Gate, processes: int
@@ -183,7 +179,7 @@ def test_a_second_run_for_the_same_endpoint_exits_75_at_once_and_sends_nothing(
             # the run's own process holds the lock file; its sender processes do not
             assert _holders_of(lock) == {first.pid}
             if processes:
-                assert len(_children_of(first.pid)) >= processes
+                assert len(children_of(first.pid)) >= processes
 
             second = run_cli(*_flags(url, tmp_path / "second", second_events, ledger))
             assert second.returncode == 75, second.stderr
@@ -317,7 +313,7 @@ def test_a_run_killed_with_sigkill_leaves_a_lock_the_next_run_takes_over(
         )
         first = _start([*flags, "--timeout=300"])
         _wait_mid_run(first, collector)
-        senders = _children_of(first.pid)
+        senders = children_of(first.pid)
         assert len(senders) == processes
         # frozen, the senders cannot end when their pipe closes (they would, after a grace):
         # whatever they inherited stays open while the next run takes the locks

@@ -20,7 +20,13 @@ import pytest
 
 from beaconflow.model.message import Message
 from beaconflow.sandbox.collector import Collector, Faults, down_url
-from tests.conftest import backfill_flags, june_events, read_dead_letter, run_json
+from tests.conftest import (
+    assert_group_ends,
+    backfill_flags,
+    june_events,
+    read_dead_letter,
+    run_json,
+)
 
 NOW = 1_800_000_000
 START = 1_749_000_000  # 2025-06-04T01:20:00Z
@@ -313,22 +319,7 @@ def test_a_signal_mid_run_stops_it_gracefully_and_the_next_run_finishes(
         assert (keys - expected).total() <= concurrency * max(processes, 1)
         assert again["messages_skipped"] >= first.total() - concurrency * max(processes, 1)
     # no process of the group is left
-    deadline = time.monotonic() + 10
-    while _group_alive(process.pid):
-        assert time.monotonic() < deadline, "a process of the run is still alive"
-        time.sleep(0.05)
-
-
-def _group_alive(group: int) -> bool:
-    """Whether any process of process group ``group`` still runs (zombies do not count)."""
-    for status in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = status.read_text().rpartition(")")[2].split()
-        except OSError:
-            continue  # it has just exited
-        if fields[0] != "Z" and int(fields[2]) == group:
-            return True
-    return False
+    assert_group_ends(process.pid)
 
 
 def test_a_killed_runs_dead_letter_entries_are_kept_by_the_next_run(

@@ -10,6 +10,7 @@ attempted, the next run sends it), and a SIGKILL of the run leaves none of them 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -28,11 +29,18 @@ from beaconflow.pipelines import backfill
 from beaconflow.samples.gamelog import generate_events, write_jsonl
 from beaconflow.sandbox.collector import Collector
 from beaconflow.transforms import parse_pool
-from tests.conftest import backfill_flags, read_dead_letter, run_json
+from tests.conftest import (
+    assert_group_ends,
+    backfill_flags,
+    children_of,
+    needs_fork,
+    read_dead_letter,
+    run_json,
+)
 
 NOW = 1_800_000_000
 
-pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="the parse processes are forked")
+pytestmark = needs_fork
 
 
 def _events(path: Path, n: int, *, bad: bool = True) -> Path:
@@ -99,30 +107,15 @@ def _parse_processes_of(run: int) -> list[int]:
     """The forked children of process ``run`` (the same command line: the parse processes)."""
     try:
         command = Path(f"/proc/{run}/cmdline").read_bytes()
+        children = children_of(run)
     except OSError:
         return []
     found = []
-    for status in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = status.read_text().rpartition(")")[2].split()
-            if int(fields[1]) != run or fields[0] == "Z":
-                continue
-            if (status.parent / "cmdline").read_bytes() == command:
-                found.append(int(status.parent.name))
-        except OSError:
-            continue
+    for child in children:
+        with contextlib.suppress(OSError):  # it has just exited
+            if Path(f"/proc/{child}/cmdline").read_bytes() == command:
+                found.append(child)
     return found
-
-
-def _group_alive(group: int) -> bool:
-    for status in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = status.read_text().rpartition(")")[2].split()
-        except OSError:
-            continue
-        if fields[0] != "Z" and int(fields[2]) == group:
-            return True
-    return False
 
 
 def _start_when_parsing(flags: list[str]) -> subprocess.Popen[str]:
@@ -169,20 +162,13 @@ def test_a_sigterm_while_parsing_stops_the_run_gracefully_and_the_next_run_sends
         status, again = run_json(flags, now=NOW)
         assert status == 0 and again["invariant_errors"] == []
         assert again["messages_delivered"] == len(collector.accepted()) == unique
-    deadline = time.monotonic() + 10
-    while _group_alive(process.pid):
-        assert time.monotonic() < deadline, "a process of the run is still alive"
-        time.sleep(0.05)
+    assert_group_ends(process.pid)
 
 
 def test_a_killed_run_leaves_no_parse_process_behind(large_input: Path, tmp_path: Path) -> None:
     with Collector() as collector:
         flags = backfill_flags(collector.base_url, tmp_path, large_input)
         process = _start_when_parsing(flags)
-        children = _parse_processes_of(process.pid)
         process.kill()
         process.communicate(timeout=60)
-        deadline = time.monotonic() + 15
-        while _group_alive(process.pid):
-            assert time.monotonic() < deadline, f"left behind: {children}"
-            time.sleep(0.05)
+        assert_group_ends(process.pid, 15)

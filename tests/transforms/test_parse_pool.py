@@ -37,9 +37,10 @@ from beaconflow.transforms.parse_pool import (
     parse_processes,
 )
 from beaconflow.transforms.read import read_file
+from tests.conftest import children_of, needs_fork
 from tests.transforms.test_parse import EDGES, FINGERPRINTS, NOW, T0
 
-pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="the parse processes are forked")
+pytestmark = needs_fork
 
 
 def _inputs(directory: Path) -> list[str]:
@@ -164,23 +165,10 @@ def test_a_killed_process_is_named_and_the_others_are_stopped(
     monkeypatch.setattr(parse_pool, "BLOCK", 10)
     monkeypatch.setattr(parse_pool, "_POLL", 0.05)
     files = _inputs(tmp_path)[:1]
-    before = _children()
+    before = children_of(os.getpid())
     with pytest.raises(ParseProcessError, match=r"parse process 1 ended with status -9"):
         list(_ParsePool(files, None, _Failing(15, "kill"), 2).process(None))
-    assert _children() == before, "a parse process outlived the step"
-
-
-def _children() -> set[int]:
-    """The live child processes of the test's process."""
-    found = set()
-    for status in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = status.read_text().rpartition(")")[2].split()
-        except OSError:
-            continue
-        if int(fields[1]) == os.getpid() and fields[0] != "Z":
-            found.add(int(status.parent.name))
-    return found
+    assert children_of(os.getpid()) == before, "a parse process outlived the step"
 
 
 def test_processes_only_for_a_local_input_worth_forking_for(
