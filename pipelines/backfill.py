@@ -712,24 +712,6 @@ def run(argv: Sequence[str], *, now: float | None = None) -> tuple[int, RunRepor
     deadline = None if config.deadline is None else began + config.deadline
     started = time.monotonic()
     options = PipelineOptions(quiet_workers(config.beam_args))
-    if not config.dry_run and runs_in_process(options):
-        # the sender processes import their libraries while the run is planned and built
-        prestart(send_processes(options, config.send_processes))
-    try:
-        return _run(config, options, began, now, deadline, started)
-    finally:
-        discard_spares()
-
-
-def _run(
-    config: BackfillConfig,
-    options: PipelineOptions,
-    began: float,
-    now: float,
-    deadline: float | None,
-    started: float,
-) -> tuple[int, RunReport]:
-    """:func:`run` once its options are read (and its sender processes started)."""
     # Beam's filesystems see the run's options (--s3_endpoint_url, ...) from the first path
     # they reach, not only once the pipeline is built
     FileSystems.set_options(options)
@@ -760,6 +742,10 @@ def _run(
             if config.ledger:
                 # before the outputs are touched: a damaged ledger leaves them as they were
                 _check_ledger(config)
+            if not config.dry_run and runs_in_process(options):
+                # once the usage errors are ruled out: the sender processes import their
+                # libraries while the run is planned and its pipeline built
+                prestart(send_processes(options, config.send_processes))
             listed: Listed = {}  # the outputs' folders are listed once, not once per output
             try:
                 salvaged = sum(
@@ -801,6 +787,7 @@ def _run(
                     if path:
                         remove_staging(path)
     finally:
+        discard_spares()  # those no pool took (the run failed before it sent)
         forget_run(run_id)
         forget_warned(run_id)
 

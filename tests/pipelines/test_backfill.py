@@ -344,3 +344,27 @@ def test_the_senders_check_the_lease_on_this_hosts_runners_only(
         # another runner's workers may be on hosts without the lock files, or the client
         assert _lease(locks, PipelineOptions(["--runner=DataflowRunner"])) is None
     assert _lease(contextlib.nullcontext(), PipelineOptions([])) is None
+
+
+def test_sender_processes_start_early_only_for_a_run_past_its_usage_checks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A usage error costs no sender process; a run that sends starts its own before its pool."""
+    from beaconflow.pipelines import backfill
+    from beaconflow.pipelines.options import UsageError
+    from tests.conftest import backfill_flags, run_json
+
+    started: list[int] = []
+    real = backfill.prestart
+    monkeypatch.setattr(backfill, "prestart", lambda n: (started.append(n), real(n)))
+    with Collector() as collector:
+        missing = backfill_flags(collector.base_url, tmp_path / "a", tmp_path / "none*.jsonl")
+        with pytest.raises(UsageError, match="no file matches"):
+            run_json([*missing, "--send-processes=2"], now=1_800_000_000)
+        assert started == []
+        events = tmp_path / "events.jsonl"
+        events.write_text('{"time": 1750000000, "user_id": 1, "event": "apr"}\n')
+        flags = backfill_flags(collector.base_url, tmp_path / "b", events)
+        status, report = run_json([*flags, "--send-processes=2"], now=1_800_000_000)
+        assert status == 0 and report["messages_delivered"] == 2
+        assert started == [2]
