@@ -350,13 +350,18 @@ def test_sender_processes_start_early_only_for_a_run_past_its_usage_checks(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A usage error costs no sender process; a run that sends starts its own before its pool."""
+    from beaconflow.delivery.sendproc import prestart
     from beaconflow.pipelines import backfill
     from beaconflow.pipelines.options import UsageError
     from tests.conftest import backfill_flags, run_json
 
     started: list[int] = []
-    real = backfill.prestart
-    monkeypatch.setattr(backfill, "prestart", lambda n: (started.append(n), real(n)))
+
+    def counted(count: int) -> None:
+        started.append(count)
+        prestart(count)
+
+    monkeypatch.setattr(backfill, "prestart", counted)
     with Collector() as collector:
         missing = backfill_flags(collector.base_url, tmp_path / "a", tmp_path / "none*.jsonl")
         with pytest.raises(UsageError, match="no file matches"):
