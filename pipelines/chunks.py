@@ -60,7 +60,7 @@ from beaconflow.model.duration import format_duration
 from beaconflow.model.errors import TryLaterError, io_problem, os_reason
 from beaconflow.model.pace import eta_seconds, percent
 from beaconflow.model.source import format_of
-from beaconflow.model.spillfile import SpillError
+from beaconflow.model.spillfile import SpillError, SpillStopped
 from beaconflow.model.words import plural
 from beaconflow.pipelines.appendfiles import AppendError
 from beaconflow.pipelines.backfill import (
@@ -534,7 +534,16 @@ def run_chunked(
     """Run the backfill in chunks (see the module docstring): exit status and report."""
     work = WorkDir(config.work_dir)
     with work.locked():
-        plan = _plan(config, files, work)
+        try:
+            plan = _plan(config, files, work, stop)
+        except SpillStopped as stopped:
+            # nothing was sent: the next run of the command reads the input again
+            log.warning(
+                "%s; nothing was sent, and the same command reads the input again",
+                stopped,
+                extra={"event": "spill_stopped", "fields": {"records": stopped.records}},
+            )
+            plan = Plan(fingerprint(config, files), "spilled", config.chunk, [])
         return _run_plan(
             config,
             plan,
@@ -552,8 +561,11 @@ def run_chunked(
         )
 
 
-def _plan(config: BackfillConfig, files: Sequence[str], work: WorkDir) -> Plan:
-    """The plan in the work directory for this command, or a new one (saved)."""
+def _plan(config: BackfillConfig, files: Sequence[str], work: WorkDir, stop: RunStop) -> Plan:
+    """The plan in the work directory for this command, or a new one (saved).
+
+    SpillStopped: the run was stopped during the spill pass (no plan is saved).
+    """
     wanted = fingerprint(config, files)
     plan = work.load_plan(wanted)
     if plan is not None:
@@ -568,7 +580,7 @@ def _plan(config: BackfillConfig, files: Sequence[str], work: WorkDir) -> Plan:
     plan = (
         _dated_plan(config, wanted)
         if config.dated_inputs
-        else _spilled_plan(config, files, work, wanted)
+        else _spilled_plan(config, files, work, wanted, stop)
     )
     work.save("plan.json", plan.to_json())
     return plan
@@ -628,7 +640,9 @@ def _dated_plan(config: BackfillConfig, wanted: str) -> Plan:
     return Plan(wanted, "dated", config.chunk, chunks, partitions=partitions)
 
 
-def _spilled_plan(config: BackfillConfig, files: Sequence[str], work: WorkDir, wanted: str) -> Plan:
+def _spilled_plan(
+    config: BackfillConfig, files: Sequence[str], work: WorkDir, wanted: str, stop: RunStop
+) -> Plan:
     """Spill the undated input by day, group the days into chunks, place the copies."""
     log.warning(
         "reading %s once to cut them by day into %s (--chunk %s)",
@@ -660,6 +674,7 @@ def _spilled_plan(config: BackfillConfig, files: Sequence[str], work: WorkDir, w
             destinations=config.destinations,
             work_dir=work.path,
             on_progress=on_progress,
+            stopped=lambda: stop.reason,
         )
     except (SpillError, AppendError) as error:  # nothing was sent: the run stops here
         raise UsageError(f"the spill pass stopped: {error}") from None
@@ -790,6 +805,9 @@ def _run_plan(
                     progress.events_done += chunk.events
                     ran.append(chunk.index)
                     continue
+                if stop.reason is not None:
+                    # stopped between two chunks (or while planning): the next is not read
+                    break
                 if deadline is not None and not config.dry_run and time.time() >= deadline:
                     # no chunk starts after the --deadline: it would read its events only to
                     # dead-letter them; the same command goes on with it
@@ -866,7 +884,8 @@ def _run_plan(
         sandbox_counts=sandbox_counts,
         chunking=chunking,
     )
-    if status in (0, 3) and not not_run and all(r["status"] != "stopped" for r in rows):
+    done = status in (0, 3) and not not_run and all(r["status"] != "stopped" for r in rows)
+    if done or not plan.chunks:  # no chunks: the spill pass stopped, leaving only scratch
         work.clear()
     else:
         log.warning(

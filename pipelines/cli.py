@@ -40,7 +40,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
@@ -390,6 +390,9 @@ def _advice(report: RunReport) -> str:
         if report.interrupted or report.stopped == DEADLINE
         else "Mend that, then"
     )
+    resume = _chunks_advice(report, first)
+    if resume is not None:
+        return resume
     if not report.messages_not_attempted:
         if report.interrupted:
             return "Everything was sent or is in the dead letter"
@@ -403,6 +406,37 @@ def _advice(report: RunReport) -> str:
         f"{first} replay the dead letter ({report.dead_letter}) as --input: its "
         "'not attempted' entries are what this run did not send"
     )
+
+
+def _chunks_advice(report: RunReport, first: str) -> str | None:
+    """What to do after a chunked run that stopped before its last chunk was done.
+
+    The events of the chunks not run are in no dead letter: the work directory's plan holds
+    them, and only the same command goes on with it.
+    """
+    if report.chunking is None:
+        return None
+    rows = [row for row in report.chunking.get("chunks", ()) if isinstance(row, Mapping)]
+    if not rows:  # stopped in the spill pass, before any chunk
+        return "Nothing was sent: run the same command again to do the job"
+    left = [n for n, row in enumerate(rows, 1) if row.get("status") in ("stopped", "not run")]
+    if not left:
+        return None
+    work_dir = report.chunking.get("work_dir")
+    where = f"it goes on at chunk {left[0]} of {len(rows)} (its plan is in {work_dir})"
+    if report.ledger:
+        return (
+            f"{first} run the same command with the same --ledger: {where} and sends only "
+            "what the ledger does not hold"
+        )
+    again = rows[left[0] - 1].get("messages_delivered") or 0
+    tail = (
+        f"; without --ledger, that chunk runs again whole and sends its {plural(again, 'message')} "
+        "delivered again"
+        if again
+        else ""
+    )
+    return f"{first} run the same command: {where}{tail}"
 
 
 def _say(

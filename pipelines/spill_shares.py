@@ -23,9 +23,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from beaconflow.delivery.stop import ignore_stop_signals, signals_held
 from beaconflow.model.errors import BeaconflowError, io_problem
 from beaconflow.model.source import format_of
-from beaconflow.model.spillfile import SpillError
+from beaconflow.model.spillfile import SpillError, SpillStopped
 from beaconflow.transforms.read import LineRange, line_ranges
 
 Share = tuple[tuple[int, LineRange | None], ...]
@@ -37,6 +38,8 @@ None for the whole file)."""
 MIN_SHARE_BYTES = 4 << 20
 #: How often a process of the pass says how far it got, in seconds.
 PROGRESS_INTERVAL = 0.5
+#: How often the parent looks whether the run was stopped, in seconds.
+_POLL = 0.2
 
 
 @dataclass
@@ -123,12 +126,17 @@ def run_shares(
     folder: str,
     spill_share: SpillShare,
     progress: Callable[[int], None],
+    stopped: Callable[[], str | None] = lambda: None,
 ) -> SharePart:
     """Spill each share in a process of its own, then join their files into ``folder``.
 
     Forked, not spawned: a mapping holds functions pickle cannot carry, and a forked process
     needs no second import of Beam. ``progress`` gets the records all processes read so far.
     The files are not made durable here (the caller syncs them once, joined).
+
+    The processes ignore Ctrl-C and SIGTERM (the run's process handles them). Once
+    ``stopped()`` gives a reason (the run was stopped), they are killed and
+    :class:`SpillStopped` is raised: what they wrote is scratch that the next pass removes.
     """
     context = multiprocessing.get_context("fork")
     messages: multiprocessing.queues.Queue[tuple[str, int, Any]] = context.Queue()
@@ -147,11 +155,15 @@ def run_shares(
     try:
         for part_folder in folders:
             os.makedirs(part_folder, mode=0o700, exist_ok=True)
-        for worker in workers:
-            worker.start()
+        with signals_held():
+            for worker in workers:
+                worker.start()
         while len(parts) < len(shares):
+            reason = stopped()
+            if reason is not None:
+                raise SpillStopped(reason, sum(read))
             try:
-                kind, number, value = messages.get(timeout=1.0)
+                kind, number, value = messages.get(timeout=_POLL)
             except queue.Empty:
                 for number, worker in enumerate(workers):
                     if number not in parts and not worker.is_alive():
@@ -171,7 +183,7 @@ def run_shares(
     finally:
         for worker in workers:
             if worker.is_alive():
-                worker.terminate()
+                worker.kill()  # it ignores SIGTERM
             worker.join()
         messages.close()
         messages.join_thread()
@@ -197,6 +209,7 @@ def _worker(
     messages: multiprocessing.queues.Queue[tuple[str, int, Any]],
 ) -> None:
     """One process of the pass: its share spilled into ``folder``, its SharePart put last."""
+    ignore_stop_signals()  # the parent's first stops the pass: it kills this process
     last = time.monotonic()
 
     def progress(records: int) -> None:

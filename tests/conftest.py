@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -177,3 +178,26 @@ def assert_group_ends(group: int, seconds: float = 10.0) -> None:
     while group_alive(group):
         assert time.monotonic() < deadline, f"a process of group {group} is still alive"
         time.sleep(0.05)
+
+
+#: The prologue of :func:`run_signalled_at_birth`'s script.
+_SIGNALLED_AT_BIRTH = """
+import os, signal
+_PARENT = os.getpid()
+def _handled(signum, frame):
+    os.write(2, b"handled in the parent\\n" if os.getpid() == _PARENT else b"handled in a child\\n")
+signal.signal(signal.SIGTERM, _handled)
+os.register_at_fork(after_in_child=lambda: os.kill(os.getpid(), signal.SIGTERM))
+"""
+
+
+def run_signalled_at_birth(code: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` in a fresh Python where every forked child gets a SIGTERM as it is born.
+
+    The SIGTERM comes in the fork's own bookkeeping, before the child's code runs: the moment
+    a process group's signal can catch a child its run has just started. The script's
+    process handles SIGTERM by writing "handled in the parent" (or "handled in a child",
+    when a child ran its parent's handler) on stderr.
+    """
+    return subprocess.run([sys.executable, "-c", _SIGNALLED_AT_BIRTH + textwrap.dedent(code)],
+                          capture_output=True, text=True, timeout=timeout)  # fmt: skip

@@ -33,7 +33,6 @@ import multiprocessing.queues
 import os
 import pickle
 import queue
-import signal
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from itertools import chain
@@ -42,6 +41,7 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.pvalue import DoOutputsTuple, PBegin, TaggedOutput
 
+from beaconflow.delivery.stop import ignore_stop_signals, signals_held
 from beaconflow.model.errors import BeaconflowError
 from beaconflow.model.source import RawRecord
 from beaconflow.report.counts import TallyKey
@@ -158,8 +158,9 @@ class _ParsePool(beam.DoFn):
         tallies: Counter[tuple[str, ...]] = Counter()
         decode_message = MessageCoder().decode
         try:
-            for worker in workers:
-                worker.start()
+            with signals_held():
+                for worker in workers:
+                    worker.start()
             block = 0
             finished: set[int] = set()
             while len(finished) < count:
@@ -220,8 +221,7 @@ def _work(
     """A parse process: the outputs of blocks ``number``, ``number + count``, ... in order."""
     # the parent handles Ctrl-C and SIGTERM (sent to the whole process group): its first
     # lets the run go on, its second kills these processes
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    ignore_stop_signals()
 
     def put(message: tuple[str, Any]) -> None:
         while True:

@@ -56,7 +56,6 @@ import math
 import os
 import pickle
 import select
-import signal
 import struct
 import subprocess
 import sys
@@ -81,7 +80,13 @@ from beaconflow.delivery.sender import (
     SenderConfig,
     SenderStats,
 )
-from beaconflow.delivery.stop import DEADLINE, RunStop, run_stop
+from beaconflow.delivery.stop import (
+    DEADLINE,
+    RunStop,
+    ignore_stop_signals,
+    run_stop,
+    signals_held,
+)
 from beaconflow.model.message import Destination, Message
 
 logger = logging.getLogger("beaconflow.send")
@@ -145,9 +150,10 @@ def _spawn(env: Mapping[str, str]) -> _Spare:
     command_read, command_write = os.pipe()
     result_read, result_write = os.pipe()
     try:
-        process = subprocess.Popen(
-            [sys.executable, *_CHILD], stdin=command_read, stdout=result_write, env=dict(env)
-        )
+        with signals_held():  # until the child ignores them (ignore_stop_signals)
+            process = subprocess.Popen(
+                [sys.executable, *_CHILD], stdin=command_read, stdout=result_write, env=dict(env)
+            )
     except BaseException:
         os.close(command_write)
         os.close(result_read)
@@ -689,8 +695,7 @@ def child_main() -> None:
     # the parent handles Ctrl-C and SIGTERM (sent to the whole process group by systemd,
     # Kubernetes and Airflow): it stops the sending and tells this process, which finishes
     # what is in flight; a child that died on the signal would lose its in-flight requests
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    ignore_stop_signals()
     raise_malloc_thresholds()
     results_fd = os.dup(1)
     os.dup2(2, 1)  # a stray print goes to stderr, never into the results pipe

@@ -23,6 +23,12 @@ breaker (:mod:`beaconflow.delivery.breaker`) declares it down calls
 :meth:`RunStop.subscribe_down` sends no more to it. The run then reports that reason in
 ``stopped`` too and exits 4, once the other destination is done.
 
+The processes a run starts (sender, parse and spill processes) ignore Ctrl-C and SIGTERM: the
+run's own process handles both, and a group's signal reaches them too. They are started
+under :func:`signals_held` and call :func:`ignore_stop_signals` first, so that a signal
+sent as one is born waits until it is ignored, instead of running the parent's handler in
+the child or killing it before it could ignore it.
+
 No Beam, no HTTP::
 
     python -m pytest tests/delivery/test_stop.py
@@ -30,12 +36,16 @@ No Beam, no HTTP::
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 log = logging.getLogger("beaconflow")
+
+#: The signals that stop a run gracefully, handled by the run's own process only.
+STOP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM})
 
 #: The stop reason of a run's ``--deadline``: what the report's ``stopped`` says, and the
 #: dead letter after "not attempted: ". Senders judge the deadline themselves
@@ -225,3 +235,37 @@ def forget_run(run_id: str) -> None:
     """Drop the run's flag once the run is over (the driver calls this)."""
     with _runs_lock:
         _runs.pop(run_id, None)
+
+
+@contextlib.contextmanager
+def signals_held() -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM in this thread while it starts processes that ignore them.
+
+    A process group's signal (systemd, Kubernetes, Airflow) reaches a child as soon as it
+    exists. A forked child runs its parent's Python handler until it sets its own, even in
+    the middle of the fork's own bookkeeping (it then breaks :mod:`threading`'s, and says so
+    with a traceback); an executed one dies of it. A child started in this block inherits
+    the signals held, and :func:`ignore_stop_signals` drops them. This process gets its own
+    copy of such a signal when the block ends (or on another thread at once).
+    """
+    if not hasattr(signal, "pthread_sigmask"):  # not POSIX: nothing to hold
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def ignore_stop_signals() -> None:
+    """In a child process of a run: ignore Ctrl-C and SIGTERM from now on.
+
+    A copy held since the child was started (:func:`signals_held`) is dropped unhandled.
+    The run's own process handles the signals: its first stops the run gracefully, and the
+    child finishes what its parent asks; its second ends the run, and its children with it.
+    """
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)

@@ -55,6 +55,15 @@ class SpillError(BeaconflowError, OSError):
     """The spill pass of a chunked backfill failed: names the file, or the process, and why."""
 
 
+class SpillStopped(BeaconflowError):
+    """The run was stopped (Ctrl-C, SIGTERM) during its spill pass, which did not finish."""
+
+    def __init__(self, reason: str, records: int) -> None:
+        super().__init__(f"the spill pass stopped after {records} records: {reason}")
+        self.reason = reason
+        self.records = records
+
+
 class SpillFileError(SpillError, ValueError):
     """A spill file cannot be written or read back: names the file and the record."""
 

@@ -613,3 +613,18 @@ def test_a_spare_no_pool_took_ends_without_a_word(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           timeout=60)  # fmt: skip
     assert done.stdout.strip() == "[0, 0]" and done.stderr == "", done.stderr
+
+
+def test_a_sender_process_survives_a_signal_sent_while_it_imports() -> None:
+    """A process group's SIGTERM that comes while a sender process imports its libraries.
+
+    The run's process handles it; the sender process, started with the signal held, drops
+    it once it ignores SIGTERM, instead of dying of it before it could.
+    """
+    from beaconflow.delivery import sendproc
+
+    env = dict(os.environ, PYTHONPATH=sendproc._child_path())
+    spare = sendproc._spawn(env)
+    spare[0].send_signal(signal.SIGTERM)  # at once: it takes ~0.4 s to import
+    sendproc._discard(spare)  # the end of its command pipe: it exits on its own
+    assert spare[0].returncode == 0

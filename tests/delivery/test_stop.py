@@ -5,9 +5,15 @@ Run with ``.venv/bin/python -m pytest tests/delivery/test_stop.py``.
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import subprocess
+import sys
+
 import pytest
 
-from beaconflow.delivery.stop import RunStop, forget_run, run_stop
+from beaconflow.delivery.stop import RunStop, forget_run, run_stop, signals_held
+from tests.conftest import needs_fork, run_signalled_at_birth
 
 
 def test_the_first_reason_wins_and_every_listener_hears_it() -> None:
@@ -93,3 +99,46 @@ def test_a_later_different_reason_is_kept_and_said_once(caplog: pytest.LogCaptur
         "stopping: ledger not writable: /l: No space left on device; no new request starts",
         "dead letter not writable: /d: No space left on device",
     ]
+
+
+@needs_fork
+def test_a_child_started_with_the_signals_held_drops_a_signal_sent_at_its_birth() -> None:
+    done = run_signalled_at_birth(
+        """
+        import contextlib
+        from beaconflow.delivery.stop import ignore_stop_signals, signals_held
+
+        def child(held):
+            with signals_held() if held else contextlib.nullcontext():
+                pid = os.fork()
+                if pid == 0:
+                    ignore_stop_signals()
+                    os.kill(os.getpid(), signal.SIGTERM)  # and later ones: ignored too
+                    os._exit(0)
+            return os.waitpid(pid, 0)[1]
+
+        print(child(held=True))
+        os.kill(os.getpid(), signal.SIGTERM)  # the parent's own handler still runs
+        print(child(held=False))  # the control: without it, the child runs the parent's
+        """
+    )
+    assert done.stdout.split() == ["0", "0"], done.stderr
+    assert done.stderr.splitlines() == ["handled in the parent", "handled in a child"]
+
+
+def test_an_executed_child_survives_a_signal_sent_before_it_could_ignore_it() -> None:
+    code = (
+        "import sys; from beaconflow.delivery.stop import ignore_stop_signals; "
+        "sys.stdin.read(1); ignore_stop_signals(); print('alive')"
+    )
+
+    def started(held: bool) -> subprocess.Popen[str]:
+        with signals_held() if held else contextlib.nullcontext():
+            return subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
+                                    stdout=subprocess.PIPE, text=True)  # fmt: skip
+
+    for held, outcome in ((True, (0, "alive\n")), (False, (-signal.SIGTERM, ""))):
+        child = started(held)
+        child.send_signal(signal.SIGTERM)  # while it waits, before it ignores SIGTERM
+        out, _ = child.communicate("x", timeout=60)
+        assert (child.returncode, out) == outcome, f"held: {held}"

@@ -9,6 +9,7 @@ spill pass for undated input has tests of its own (tests/pipelines/test_spill.py
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -109,8 +110,11 @@ def _keys(collector: Collector) -> Counter[str]:
     return Counter(record.key for record in collector.accepted())
 
 
-def _sigterm_when(flags: list[str], ready: Callable[[], bool]) -> None:
-    """Run the command as a scheduler does; SIGTERM it once ``ready()``; it exits 143."""
+def _sigterm_when(flags: list[str], ready: Callable[[], bool]) -> str:
+    """Run the command as a scheduler does; SIGTERM it once ``ready()``; it exits 143.
+
+    Its stderr is returned.
+    """
     process = subprocess.Popen([sys.executable, "-m", "beaconflow", *flags],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                start_new_session=True)  # fmt: skip
@@ -122,6 +126,7 @@ def _sigterm_when(flags: list[str], ready: Callable[[], bool]) -> None:
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 143, stderr.decode()
+    return stderr.decode()
 
 
 def test_a_sigterm_mid_chunk_resumes_at_that_chunk_and_sends_nothing_twice(
@@ -141,7 +146,12 @@ def test_a_sigterm_mid_chunk_resumes_at_that_chunk_and_sends_nothing_twice(
             first_chunk[:] = first_chunk or [len(collector.accepted())]
             return len(collector.accepted()) >= first_chunk[0] + 30
 
-        _sigterm_when(flags, second_chunk_sending)
+        said = _sigterm_when(flags, second_chunk_sending)
+        # the chunks not run are in no dead letter: what to do says the same command
+        assert (
+            f"run the same command with the same --ledger: it goes on at chunk 2 of 3 (its plan is in {work})"
+            in said
+        )
         first = json.loads((tmp_path / "report.json").read_text())
         assert first["interrupted"] is True
         statuses = [row["status"] for row in first["chunking"]["chunks"]]
@@ -286,3 +296,52 @@ def test_no_chunk_starts_after_the_deadline_and_the_same_command_goes_on(
         expected = _dry_run(logs, tmp_path / "dry", *_window("--chunk=none"))
         assert again["messages_delivered"] == expected["messages_dry_run"]
         assert collector.counts()["accepted"] == expected["messages_dry_run"]
+
+
+def test_a_sigterm_in_the_spill_pass_stops_it_at_once_and_the_next_run_does_it_all(
+    tmp_path: Path,
+) -> None:
+    """Systemd's SIGTERM to the whole process group while undated input is spilled by day.
+
+    The pass's processes leave the signal to the run's process, which stops the pass (it
+    would otherwise read the whole input first), sends nothing and says so once; the same
+    command then reads the input again and sends every message once.
+    """
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    events = [json.dumps(e) + "\n" for e in generate_events(4000, seed=5, start=START,
+                                                          end=START + timedelta(days=DAYS))]  # fmt: skip
+    for n in range(3):  # 60,000 records, 15 copies of each event: 12 MB, two spill processes
+        (logs / f"events-{n}.jsonl").write_text("".join(events * 5))
+    ledger = tmp_path / "ledger"
+    with Collector() as collector:
+        flags = backfill_flags(collector.base_url, tmp_path, logs / "*.jsonl",
+                               extra=("--chunk=week", f"--ledger={ledger}"))  # fmt: skip
+        process = subprocess.Popen([sys.executable, "-m", "beaconflow", *flags],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                   start_new_session=True)  # fmt: skip
+        spill_folder = tmp_path / "report.work" / "spill"
+        deadline = time.monotonic() + 120
+        while not spill_folder.exists():
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, "the spill pass did not start"
+            time.sleep(0.005)
+        os.killpg(process.pid, signal.SIGTERM)
+        _, err = process.communicate(timeout=120)
+        assert process.returncode == 143, err
+        assert "Traceback" not in err
+        assert err.count("SIGTERM: stopping") == 1, err
+        assert "the spill pass stopped after" in err
+        assert "Nothing was sent: run the same command again" in err
+        assert collector.accepted() == []
+        report = json.loads((tmp_path / "report.json").read_text())
+        assert report["interrupted"] is True and report["events_read"] == 0
+        assert report["chunking"]["chunks"] == []
+        assert not (tmp_path / "report.work").exists(), "the pass's scratch is removed"
+
+        status, again = run_json(flags, now=NOW)
+        assert status == 0, again["stopped"]
+        assert again["events_read"] == 60_000 and again["invariant_errors"] == []
+        unique = again["messages_built"] - again["messages_duplicate"]
+        assert again["messages_delivered"] == unique > 4000 and again["messages_skipped"] == 0
+        assert sum(_keys(collector).values()) == unique, "each message once, all by this run"

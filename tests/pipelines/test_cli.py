@@ -33,6 +33,36 @@ def test_the_advice_after_a_stop_never_invites_a_double_send() -> None:
     assert "Everything was sent or is in the dead letter" in nothing_left
 
 
+def test_the_advice_after_a_chunked_run_stopped_early_names_the_chunk_it_goes_on_at() -> None:
+    """The chunks not run are in no dead letter: replaying it would lose them."""
+    from beaconflow.pipelines.cli import _advice
+
+    rows = [{"status": "done", "messages_delivered": 40},
+            {"status": "stopped", "messages_delivered": 7},
+            {"status": "not run", "messages_delivered": 0}]  # fmt: skip
+    base = RunReport(
+        dead_letter="out/dead.jsonl",
+        messages_delivered=47,
+        messages_not_attempted=5,
+        interrupted=True,
+        chunking={"work_dir": "out/report.work", "chunks": rows},
+    )
+    where = "it goes on at chunk 2 of 3 (its plan is in out/report.work)"
+    assert _advice(replace(base, ledger="/l")) == (
+        f"47 messages were delivered. To finish the job, run the same command with the same "
+        f"--ledger: {where} and sends only what the ledger does not hold"
+    )
+    without = _advice(base)
+    assert f"run the same command: {where}" in without and "dead letter" not in without
+    assert "without --ledger, that chunk runs again whole and sends its 7 messages" in without
+    rows[1] = {"status": "done", "messages_delivered": 7}
+    assert "sends its" not in _advice(base), "chunk 3 delivered nothing yet"
+    spill_stopped = replace(base, messages_delivered=0, chunking={"chunks": []})
+    assert _advice(spill_stopped) == "Nothing was sent: run the same command again to do the job"
+    rows[2] = {"status": "done", "messages_delivered": 3}
+    assert "replay the dead letter" in _advice(base), "every chunk done: as an unchunked run"
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

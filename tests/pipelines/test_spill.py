@@ -26,7 +26,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from beaconflow.model.mapping import RecordMapping
 from beaconflow.model.message import Destination
-from beaconflow.model.spillfile import SpillError
+from beaconflow.model.spillfile import SpillError, SpillStopped
 from beaconflow.pipelines import backfill
 from beaconflow.pipelines.options import configure
 from beaconflow.pipelines.runners import local_runner
@@ -43,6 +43,7 @@ from beaconflow.report.counts import TallyKey
 from beaconflow.samples.gamelog import generate_events, write_jsonl, write_parquet
 from beaconflow.transforms.linefile import merge_parts
 from beaconflow.transforms.read import MAX_LINE_BYTES, LineRange, read_file
+from tests.conftest import children_of, needs_fork, run_signalled_at_birth
 
 NOW = 1_800_000_000
 DAY = 86_400
@@ -411,3 +412,65 @@ def test_one_process_per_core_only_for_an_input_worth_sharing(
     shares = plan_shares([str(small), str(large)], None, None)
     assert len(shares) == 2, "two shares' worth: two processes of the four cores"
     assert plan_shares([str(large), "gs://bucket/x.jsonl"], None, None) == [((0, None), (1, None))]
+
+
+def test_a_stopped_run_ends_the_pass_within_a_thousand_records(tmp_path: Path) -> None:
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(_event(f"e{n}", T0 + n) + "\n" for n in range(10_000)))
+    work = tmp_path / "work"
+    asked: list[int] = []
+
+    def stopped() -> str | None:  # asked every 1,024 records: the third time, stopped
+        asked.append(1)
+        return "interrupted by SIGTERM" if len(asked) == 3 else None
+
+    with pytest.raises(SpillStopped) as caught:
+        _spill([source], work, processes=1, stopped=stopped)
+    assert caught.value.records == 3 * 1024 and caught.value.reason == "interrupted by SIGTERM"
+    assert str(caught.value) == "the spill pass stopped after 3072 records: interrupted by SIGTERM"
+    assert Spilled.load(str(work)) is None
+    assert _spill([source], work, processes=1).records == 10_000, "the next pass starts over"
+
+
+@needs_fork
+def test_a_stopped_run_kills_the_pass_s_processes(tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    files = [folder / "a.jsonl", folder / "b.jsonl"]
+    for name, path in zip("ab", files, strict=True):
+        path.write_text("".join(_event(f"{name}{n}", T0 + n) + "\n" for n in range(20_000)))
+    work = tmp_path / "work"
+    before = children_of(os.getpid())
+    with pytest.raises(SpillStopped, match=r"^the spill pass stopped after \d+ records: ended"):
+        _spill(files, work, processes=2, stopped=lambda: "ended")
+    assert children_of(os.getpid()) == before, "no process of the pass is left"
+    assert Spilled.load(str(work)) is None
+    assert _spill(files, work, processes=2).records == 40_000
+    assert not [p for p in (work / "spill").iterdir() if p.name.startswith("part-")]
+
+
+@needs_fork
+def test_a_signal_at_a_share_process_s_birth_is_left_to_the_parent(tmp_path: Path) -> None:
+    """A process group's SIGTERM that catches a process of the pass as it is forked.
+
+    It drops it: the run's process handles it, and stops the pass. Before, each process of
+    the pass ran the parent's handler, which said "stopping" once more per process.
+    """
+    folder = tmp_path / "in"
+    folder.mkdir()
+    files = [folder / "a.jsonl", folder / "b.jsonl"]
+    for name, path in zip("ab", files, strict=True):
+        path.write_text("".join(_event(f"{name}{n}", T0 + n) + "\n" for n in range(3000)))
+    done = run_signalled_at_birth(
+        f"""
+        from beaconflow.model.mapping import RecordMapping
+        from beaconflow.pipelines.spill import spill
+
+        spilled = spill({[str(f) for f in files]!r}, None, RecordMapping(), now={NOW},
+                        destinations=("kontagent", "kissmetrics"),
+                        work_dir={str(tmp_path / "work")!r}, processes=2)
+        print(spilled.records)
+        """
+    )
+    assert done.returncode == 0, done.stderr
+    assert (done.stdout.split(), done.stderr) == (["6000"], "")

@@ -37,7 +37,7 @@ from beaconflow.transforms.parse_pool import (
     parse_processes,
 )
 from beaconflow.transforms.read import read_file
-from tests.conftest import children_of, needs_fork
+from tests.conftest import children_of, needs_fork, run_signalled_at_birth
 from tests.transforms.test_parse import EDGES, FINGERPRINTS, NOW, T0
 
 pytestmark = needs_fork
@@ -186,3 +186,29 @@ def test_processes_only_for_a_local_input_worth_forking_for(
     assert parse_processes([]) == 0
     monkeypatch.setattr(os, "sched_getaffinity", lambda _: {0}, raising=False)
     assert parse_processes([str(large)]) == 0, "one core: nothing to share"
+
+
+def test_a_signal_at_a_process_s_birth_is_left_to_the_parent(tmp_path: Path) -> None:
+    """A process group's SIGTERM that catches a parse process as it is forked.
+
+    The parse process drops it (the run's process handles it); it neither runs the
+    parent's handler (which printed a traceback from threading's fork bookkeeping, seen in
+    CI) nor dies of it, and the outputs are whole.
+    """
+    source = tmp_path / "events.jsonl"
+    write_jsonl(generate_events(600, seed=3), source)
+    done = run_signalled_at_birth(
+        f"""
+        from beaconflow.model.mapping import RecordMapping
+        from beaconflow.transforms.parse import ParseEvents
+        from beaconflow.transforms.parse_pool import _ParsePool
+        from tests.transforms.test_parse import FINGERPRINTS, NOW
+
+        parse = ParseEvents(RecordMapping(), NOW, FINGERPRINTS)
+        outputs = list(_ParsePool([{str(source)!r}], None, parse, 3).process(None))
+        print(sum(1 for each in outputs if isinstance(each, tuple)))
+        """
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["600"]
+    assert done.stderr == ""
