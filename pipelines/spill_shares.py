@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from beaconflow.delivery.stop import ignore_stop_signals, signals_held
+from beaconflow.delivery.stop import end_with_parent, ignore_stop_signals, signals_held
 from beaconflow.model.errors import BeaconflowError, io_problem
 from beaconflow.model.source import format_of
 from beaconflow.model.spillfile import SpillError, SpillStopped
@@ -137,6 +137,8 @@ def run_shares(
     The processes ignore Ctrl-C and SIGTERM (the run's process handles them). Once
     ``stopped()`` gives a reason (the run was stopped), they are killed and
     :class:`SpillStopped` is raised: what they wrote is scratch that the next pass removes.
+    A run killed outright takes them with it (on Linux): none goes on writing, or holding
+    the work directory's lock, which they inherit.
     """
     context = multiprocessing.get_context("fork")
     messages: multiprocessing.queues.Queue[tuple[str, int, Any]] = context.Queue()
@@ -144,7 +146,7 @@ def run_shares(
     workers = [
         context.Process(
             target=_worker,
-            args=(number, share, folders[number], spill_share, messages),
+            args=(number, share, folders[number], spill_share, messages, os.getpid()),
             name=f"beaconflow-spill-{number}",
             daemon=True,
         )
@@ -207,9 +209,11 @@ def _worker(
     folder: str,
     spill_share: SpillShare,
     messages: multiprocessing.queues.Queue[tuple[str, int, Any]],
+    parent: int,
 ) -> None:
     """One process of the pass: its share spilled into ``folder``, its SharePart put last."""
     ignore_stop_signals()  # the parent's first stops the pass: it kills this process
+    end_with_parent(parent)  # and if it is killed, this one ends too
     last = time.monotonic()
 
     def progress(records: int) -> None:

@@ -19,7 +19,8 @@ bounded whatever the input's size.
 Forked, not spawned: a mapping may hold functions pickle cannot carry, and a forked process
 needs no second import of Beam. The processes ignore Ctrl-C and SIGTERM, which the parent
 handles (its first signal lets the run finish without sending; its second stops it, and the
-processes are killed); one whose parent is gone exits. Used by ``pipelines/backfill.py`` on
+processes are killed); one whose parent is killed ends with it (Linux's parent-death
+signal; elsewhere it exits once its queue is full). Used by ``pipelines/backfill.py`` on
 DirectRunner's in-memory mode only: on every other runner the workers parallelise the parse
 step themselves. Check it with::
 
@@ -41,7 +42,7 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.pvalue import DoOutputsTuple, PBegin, TaggedOutput
 
-from beaconflow.delivery.stop import ignore_stop_signals, signals_held
+from beaconflow.delivery.stop import end_with_parent, ignore_stop_signals, signals_held
 from beaconflow.model.errors import BeaconflowError
 from beaconflow.model.source import RawRecord
 from beaconflow.report.counts import TallyKey
@@ -222,6 +223,7 @@ def _work(
     # the parent handles Ctrl-C and SIGTERM (sent to the whole process group): its first
     # lets the run go on, its second kills these processes
     ignore_stop_signals()
+    end_with_parent(parent)
 
     def put(message: tuple[str, Any]) -> None:
         while True:

@@ -27,7 +27,9 @@ The processes a run starts (sender, parse and spill processes) ignore Ctrl-C and
 run's own process handles both, and a group's signal reaches them too. They are started
 under :func:`signals_held` and call :func:`ignore_stop_signals` first, so that a signal
 sent as one is born waits until it is ignored, instead of running the parent's handler in
-the child or killing it before it could ignore it.
+the child or killing it before it could ignore it. Forked ones also call
+:func:`end_with_parent`: a run killed outright (SIGKILL, the OOM killer) leaves none behind
+to go on reading, writing its scratch files and holding its work directory's lock.
 
 No Beam, no HTTP::
 
@@ -37,12 +39,18 @@ No Beam, no HTTP::
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
+import os
 import signal
+import sys
 import threading
 from collections.abc import Callable, Iterator
 
 log = logging.getLogger("beaconflow")
+
+#: Linux's prctl option: the signal a process gets when the thread that forked it ends.
+_PR_SET_PDEATHSIG = 1
 
 #: The signals that stop a run gracefully, handled by the run's own process only.
 STOP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM})
@@ -269,3 +277,20 @@ def ignore_stop_signals() -> None:
         signal.signal(signum, signal.SIG_IGN)
     if hasattr(signal, "pthread_sigmask"):
         signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+
+
+def end_with_parent(parent: int) -> None:
+    """In a forked child of ``parent``: be killed as soon as the thread that forked it ends.
+
+    Linux's ``PR_SET_PDEATHSIG`` (elsewhere nothing is set: the child's own checks of
+    :func:`os.getppid` remain). A parent gone before it was set ends the child at once.
+    The thread that forks must outlive the child (it waits for its children to end).
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            prctl = ctypes.CDLL(None, use_errno=True).prctl
+            prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):  # no libc prctl: the getppid checks remain
+            pass
+    if os.getppid() != parent:
+        os._exit(1)

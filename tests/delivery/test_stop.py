@@ -6,14 +6,22 @@ Run with ``.venv/bin/python -m pytest tests/delivery/test_stop.py``.
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import subprocess
 import sys
+import textwrap
 
 import pytest
 
-from beaconflow.delivery.stop import RunStop, forget_run, run_stop, signals_held
-from tests.conftest import needs_fork, run_signalled_at_birth
+from beaconflow.delivery.stop import (
+    RunStop,
+    end_with_parent,
+    forget_run,
+    run_stop,
+    signals_held,
+)
+from tests.conftest import assert_group_ends, children_of, needs_fork, run_signalled_at_birth
 
 
 def test_the_first_reason_wins_and_every_listener_hears_it() -> None:
@@ -142,3 +150,38 @@ def test_an_executed_child_survives_a_signal_sent_before_it_could_ignore_it() ->
         child.send_signal(signal.SIGTERM)  # while it waits, before it ignores SIGTERM
         out, _ = child.communicate("x", timeout=60)
         assert (child.returncode, out) == outcome, f"held: {held}"
+
+
+@needs_fork
+def test_a_forked_child_ends_with_its_parent_killed_outright() -> None:
+    script = textwrap.dedent(
+        """
+        import os, sys, time
+        from beaconflow.delivery.stop import end_with_parent
+
+        parent = os.getpid()
+        if os.fork() == 0:
+            end_with_parent(parent)
+            print(os.getpid(), flush=True)
+            time.sleep(300)
+            os._exit(0)
+        time.sleep(300)
+        """
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
+                              start_new_session=True)  # fmt: skip
+    assert parent.stdout is not None
+    child = int(parent.stdout.readline())
+    assert child in children_of(parent.pid)
+    parent.kill()  # as the OOM killer does: the child is not told
+    parent.wait(timeout=30)
+    assert_group_ends(parent.pid, 15)
+
+
+@needs_fork
+def test_a_child_whose_parent_is_gone_already_exits_at_once() -> None:
+    pid = os.fork()
+    if pid == 0:
+        end_with_parent(os.getppid() + 1_000_000)  # not its parent: "gone" before it looked
+        os._exit(0)
+    assert os.waitpid(pid, 0)[1] == 1 << 8  # exit status 1

@@ -26,7 +26,14 @@ from beaconflow.model.records import parse_time
 from beaconflow.pipelines.chunks import WorkDir
 from beaconflow.samples.gamelog import generate_events, write_jsonl
 from beaconflow.sandbox.collector import Collector, Faults
-from tests.conftest import backfill_flags, run_cli, run_json
+from tests.conftest import (
+    assert_group_ends,
+    backfill_flags,
+    children_of,
+    needs_fork,
+    run_cli,
+    run_json,
+)
 
 NOW = int(datetime(2025, 7, 1, tzinfo=UTC).timestamp())
 START = datetime(2025, 5, 25, tzinfo=UTC)
@@ -298,6 +305,29 @@ def test_no_chunk_starts_after_the_deadline_and_the_same_command_goes_on(
         assert collector.counts()["accepted"] == expected["messages_dry_run"]
 
 
+def _undated_copies(folder: Path) -> Path:
+    """60,000 records, 15 copies of each of 4,000 events, in 3 files: 12 MB, 2 spill processes."""
+    folder.mkdir()
+    events = [json.dumps(e) + "\n" for e in generate_events(4000, seed=5, start=START,
+                                                          end=START + timedelta(days=DAYS))]  # fmt: skip
+    for n in range(3):
+        (folder / f"events-{n}.jsonl").write_text("".join(events * 5))
+    return folder / "*.jsonl"
+
+
+def _start_spilling(flags: list[str], spill_folder: Path) -> subprocess.Popen[str]:
+    """The command in a process group of its own, once its spill pass has begun."""
+    process = subprocess.Popen([sys.executable, "-m", "beaconflow", *flags],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not spill_folder.exists():
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "the spill pass did not start"
+        time.sleep(0.005)
+    return process
+
+
 def test_a_sigterm_in_the_spill_pass_stops_it_at_once_and_the_next_run_does_it_all(
     tmp_path: Path,
 ) -> None:
@@ -307,25 +337,12 @@ def test_a_sigterm_in_the_spill_pass_stops_it_at_once_and_the_next_run_does_it_a
     would otherwise read the whole input first), sends nothing and says so once; the same
     command then reads the input again and sends every message once.
     """
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    events = [json.dumps(e) + "\n" for e in generate_events(4000, seed=5, start=START,
-                                                          end=START + timedelta(days=DAYS))]  # fmt: skip
-    for n in range(3):  # 60,000 records, 15 copies of each event: 12 MB, two spill processes
-        (logs / f"events-{n}.jsonl").write_text("".join(events * 5))
+    logs = _undated_copies(tmp_path / "logs")
     ledger = tmp_path / "ledger"
     with Collector() as collector:
-        flags = backfill_flags(collector.base_url, tmp_path, logs / "*.jsonl",
+        flags = backfill_flags(collector.base_url, tmp_path, logs,
                                extra=("--chunk=week", f"--ledger={ledger}"))  # fmt: skip
-        process = subprocess.Popen([sys.executable, "-m", "beaconflow", *flags],
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                   start_new_session=True)  # fmt: skip
-        spill_folder = tmp_path / "report.work" / "spill"
-        deadline = time.monotonic() + 120
-        while not spill_folder.exists():
-            assert process.poll() is None, process.communicate()
-            assert time.monotonic() < deadline, "the spill pass did not start"
-            time.sleep(0.005)
+        process = _start_spilling(flags, tmp_path / "report.work" / "spill")
         os.killpg(process.pid, signal.SIGTERM)
         _, err = process.communicate(timeout=120)
         assert process.returncode == 143, err
@@ -345,3 +362,33 @@ def test_a_sigterm_in_the_spill_pass_stops_it_at_once_and_the_next_run_does_it_a
         unique = again["messages_built"] - again["messages_duplicate"]
         assert again["messages_delivered"] == unique > 4000 and again["messages_skipped"] == 0
         assert sum(_keys(collector).values()) == unique, "each message once, all by this run"
+
+
+@needs_fork
+def test_a_run_killed_in_the_spill_pass_takes_the_pass_s_processes_with_it(
+    tmp_path: Path,
+) -> None:
+    """The OOM killer's SIGKILL to the run's process alone, while it spills with two more.
+
+    They end with it, as soon as it does: they do not read their shares to the end, writing
+    scratch files and holding the work directory's lock (the next run would exit 75).
+    """
+    logs = _undated_copies(tmp_path / "logs")
+    flags = backfill_flags("http://unused.invalid", tmp_path, logs,
+                           extra=("--chunk=week", f"--dry-run={tmp_path / 'dry.jsonl'}"))  # fmt: skip
+    spill_folder = tmp_path / "report.work" / "spill"
+    process = _start_spilling(flags, spill_folder)
+    deadline = time.monotonic() + 60
+    while len(children_of(process.pid)) < 2:  # the pass's processes have started
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.002)
+    process.kill()
+    process.communicate(timeout=60)
+    assert_group_ends(process.pid, 15)
+    # a spill file holds its records' bytes as read: whole shares would be 12 MB or more
+    spilled = sum(p.stat().st_size for p in spill_folder.glob("part-*/*.spill"))
+    read = sum(p.stat().st_size for p in logs.parent.iterdir())
+    assert spilled < read / 2, "they stopped with the run, not at the end of their shares"
+    status, report = run_json(flags, now=NOW)
+    assert status == 0, report["stopped"]
+    assert report["events_read"] == 60_000
