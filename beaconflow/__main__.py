@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from beaconflow.pipelines.cli import main
+from beaconflow.command import main
 
 if __name__ == "__main__":
     sys.exit(main())

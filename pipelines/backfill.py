@@ -51,7 +51,7 @@ from beaconflow.delivery.ledger_lock import Lease, LedgerLocks, LockLimits, is_l
 from beaconflow.delivery.redact import Redactor, redact_library_logs
 from beaconflow.delivery.sender import Delivery
 from beaconflow.delivery.sendproc import PoolClient, discard_spares, prestart
-from beaconflow.delivery.stop import RunStop, forget_run, interrupted_by, run_stop
+from beaconflow.delivery.stop import RunStop, forget_run, interrupted_by, mark_over, run_stop
 from beaconflow.model.duration import format_duration
 from beaconflow.model.errors import io_problem
 from beaconflow.model.events import MappedEvent
@@ -1056,6 +1056,7 @@ def finish_run(
     else:
         status = 0 if report.errors <= config.max_errors else 3
     report = replace(report, exit_status=status)
+    mark_over()  # a signal from now on stops nothing: the status stands
     reason, html_written = _write_report(config.report, report)
     if reason is not None:
         log.error("%s", reason)

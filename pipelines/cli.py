@@ -42,11 +42,20 @@ import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from beaconflow.delivery.logline import FORMAT_VARIABLE, FORMATS, formatter, install
 from beaconflow.delivery.redact import Redactor
-from beaconflow.delivery.stop import DEADLINE, clear_interrupt, interrupt, interrupted_by
+from beaconflow.delivery.stop import (
+    DEADLINE,
+    clear_interrupt,
+    early_signal,
+    end_early_signals,
+    interrupt,
+    interrupted_by,
+    note_early_signals,
+    run_over,
+)
 from beaconflow.model.words import plural
 from beaconflow.pipelines.console import say
 from beaconflow.pipelines.live import LiveProgress, wanted
@@ -54,6 +63,9 @@ from beaconflow.pipelines.stderr_relay import StderrRelay
 from beaconflow.report.html import html_path
 from beaconflow.report.oneline import summary_line
 from beaconflow.report.run import RunReport, summary
+
+if TYPE_CHECKING:
+    from beaconflow.pipelines.options import MetricsConfig
 
 #: sysexits' EX_TEMPFAIL: nothing was done, the same command later may succeed.
 EX_TEMPFAIL = 75
@@ -70,8 +82,36 @@ class _HideOverwriteWarning(logging.Filter):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """The ``beaconflow`` command: run, print the summary, return the exit status."""
-    args = list(sys.argv[1:] if argv is None else argv)
+    """The ``beaconflow`` command: run, print the summary, return the exit status.
+
+    Ctrl-C and SIGTERM are noted from here (or from the entry point, beaconflow/command.py)
+    until the run handles them: one met before the run starts ends the command with 130 or
+    143 and nothing done.
+    """
+    noted_here = note_early_signals()
+    try:
+        return _command(list(sys.argv[1:] if argv is None else argv))
+    except KeyboardInterrupt:  # a second signal before the run began handling them
+        return _not_started(early_signal() or signal.SIGINT)
+    finally:
+        if noted_here:
+            end_early_signals()
+
+
+def _not_started(signum: int) -> int:
+    """The command met ``signum`` before its run started: nothing was done."""
+    name = signal.Signals(signum).name
+    _say(
+        f"beaconflow: interrupted by {name} before the run started: nothing was done",
+        error=True,
+        event="interrupted",
+        fields={"exit_status": 128 + signum, "signal": name},
+    )
+    return 128 + signum
+
+
+def _command(args: list[str]) -> int:
+    """The command with its arguments (see :func:`main`)."""
     if "--version" in args[: args.index("--") if "--" in args else len(args)]:
         say(f"beaconflow {_package_version()}")
         return 0
@@ -114,9 +154,7 @@ def _main(args: list[str], log_format: str, live: LiveProgress | None) -> int:
     root = logging.getLogger()
     root.setLevel(logging.ERROR)  # Beam's import says "apitools not found" at WARNING
     try:
-        from beaconflow.model.errors import TryLaterError
-        from beaconflow.pipelines.backfill import interrupted, run
-        from beaconflow.pipelines.metrics_out import publish_metrics
+        import beaconflow.pipelines.backfill  # noqa: F401 - Beam's import, with its noise hidden
         from beaconflow.pipelines.options import UsageError, metrics_config
     finally:
         root.setLevel(logging.WARNING)
@@ -126,6 +164,11 @@ def _main(args: list[str], log_format: str, live: LiveProgress | None) -> int:
         # a failing step is re-raised to run() and reported in one line below; Beam would
         # also log it with a traceback
         logging.getLogger("apache_beam").setLevel(logging.CRITICAL)
+    if args[:1] in (["mapping"], ["ledger"]):
+        # the subcommands handle no signal: from now on they act as they did before
+        signum = end_early_signals()
+        if signum is not None:
+            return _not_started(signum)
     if args[:1] == ["mapping"]:
         from beaconflow.pipelines import mapping_cli
 
@@ -142,6 +185,30 @@ def _main(args: list[str], log_format: str, live: LiveProgress | None) -> int:
         return 2
     _tune_gc()
     previous = _handle_signals()
+    try:
+        # a signal is now the run's; one met before (it was noted) means no run
+        signum = early_signal()
+        if signum is not None:
+            return _not_started(signum)
+        return _run(args, log_format, live, metrics, began)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _run(
+    args: list[str],
+    log_format: str,
+    live: LiveProgress | None,
+    metrics: MetricsConfig,
+    began: float,
+) -> int:
+    """The run, its summary and its metrics, with the run's signal handlers in place."""
+    from beaconflow.model.errors import TryLaterError
+    from beaconflow.pipelines.backfill import interrupted, run
+    from beaconflow.pipelines.metrics_out import publish_metrics
+    from beaconflow.pipelines.options import UsageError
+
     report: RunReport | None = None
     try:
         status, report = run(args)
@@ -170,9 +237,6 @@ def _main(args: list[str], log_format: str, live: LiveProgress | None) -> int:
             _say(f"beaconflow: error: the run failed: {reason} (BEACONFLOW_DEBUG=1 shows more)",
                  error=True, fields={"exit_status": 2})  # fmt: skip
             status = 2
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
     if live is not None:
         live.close()  # the summary goes below the display's last state
     if report is not None:
@@ -261,8 +325,22 @@ def _handle_signals() -> dict[int, Any]:
     ends where it is, without a report. Returns the handlers it replaced.
     """
     clear_interrupt()
+    said_over: list[int] = []
 
     def handle(signum: int, frame: object) -> None:
+        if run_over():  # its report is being written: nothing is left to stop
+            if said_over:
+                return
+            said_over.append(signum)
+            _say(
+                f"beaconflow: {signal.Signals(signum).name}: the run has ended; it exits with "
+                "its own status",
+                error=True,
+                event="ended_already",
+                level="warning",
+                fields={"signal": signal.Signals(signum).name},
+            )
+            return
         if interrupted_by() is not None:
             raise KeyboardInterrupt
         _say(

@@ -46,6 +46,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator
+from typing import Any
 
 log = logging.getLogger("beaconflow")
 
@@ -235,8 +236,76 @@ def interrupted_by() -> int | None:
 
 def clear_interrupt() -> None:
     """Forget an earlier interrupt (a new run of the command in the same process)."""
-    global _interrupted
+    global _interrupted, _over
     _interrupted = None
+    _over = False
+
+
+#: Whether the run's outcome is decided (:func:`mark_over`): a signal can stop nothing now.
+_over = False
+
+
+def mark_over() -> None:
+    """The run's exit status is decided: a signal from now on changes nothing.
+
+    The command's handler then says so instead of "stopping" (the run writes its report,
+    prints its summary and exits with that status).
+    """
+    global _over
+    _over = True
+
+
+def run_over() -> bool:
+    """Whether :func:`mark_over` was called since the last :func:`clear_interrupt`."""
+    return _over
+
+
+#: The first signal met during the command's start-up (:func:`note_early_signals`).
+_early: int | None = None
+#: The handlers :func:`note_early_signals` replaced, until :func:`end_early_signals`.
+_before_early: dict[int, Any] | None = None
+
+
+def note_early_signals() -> bool:
+    """From the command's first instant until the run handles them: note Ctrl-C and SIGTERM.
+
+    The command starts slowly (Beam's import, about a second). A signal met then is noted,
+    and the command exits 130 or 143 without starting the run (:func:`early_signal`); a
+    second one raises KeyboardInterrupt at once. Before, Ctrl-C printed a traceback from
+    the middle of an import, and SIGTERM killed the command without a word. False when
+    they are noted already (the entry point did it before importing the command).
+    """
+    global _early, _before_early
+    if _before_early is not None:
+        return False
+
+    def note(signum: int, frame: object) -> None:
+        global _early
+        if _early is not None:
+            raise KeyboardInterrupt
+        _early = signum
+
+    _early = None
+    _before_early = {signum: signal.signal(signum, note) for signum in STOP_SIGNALS}
+    return True
+
+
+def early_signal() -> int | None:
+    """The signal met during the command's start-up, or None."""
+    return _early
+
+
+def end_early_signals() -> int | None:
+    """Put back the handlers :func:`note_early_signals` replaced; the signal it met, or None.
+
+    A signal that comes after this goes to those handlers. Calling it again does nothing.
+    """
+    global _before_early
+    if _before_early is not None:
+        for signum, handler in _before_early.items():
+            signal.signal(signum, handler)
+        _before_early = None
+    return _early
 
 
 def forget_run(run_id: str) -> None:

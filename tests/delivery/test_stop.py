@@ -16,8 +16,14 @@ import pytest
 
 from beaconflow.delivery.stop import (
     RunStop,
+    clear_interrupt,
+    early_signal,
+    end_early_signals,
     end_with_parent,
     forget_run,
+    mark_over,
+    note_early_signals,
+    run_over,
     run_stop,
     signals_held,
 )
@@ -185,3 +191,28 @@ def test_a_child_whose_parent_is_gone_already_exits_at_once() -> None:
         end_with_parent(os.getppid() + 1_000_000)  # not its parent: "gone" before it looked
         os._exit(0)
     assert os.waitpid(pid, 0)[1] == 1 << 8  # exit status 1
+
+
+def test_a_signal_in_the_command_s_start_up_is_noted_and_a_second_one_interrupts() -> None:
+    before = signal.getsignal(signal.SIGTERM)
+    assert note_early_signals()
+    try:
+        assert not note_early_signals(), "noted already (by the entry point)"
+        assert early_signal() is None
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert early_signal() == signal.SIGTERM
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+    finally:
+        assert end_early_signals() == signal.SIGTERM
+    assert signal.getsignal(signal.SIGTERM) is before, "the handlers it replaced are back"
+    assert end_early_signals() == signal.SIGTERM, "again: nothing more to put back"
+
+
+def test_the_run_is_over_once_marked_until_the_next_run() -> None:
+    clear_interrupt()
+    assert not run_over()
+    mark_over()
+    assert run_over()
+    clear_interrupt()
+    assert not run_over()
