@@ -3,9 +3,10 @@
 Importing the command imports Apache Beam, about a second. This module imports nothing
 heavy: it starts noting signals (:func:`~beaconflow.delivery.stop.note_early_signals`)
 before that import, so that a scheduler's SIGTERM or a Ctrl-C during it ends the command
-with 143 or 130 and one line saying nothing was done, instead of a traceback or a silent
-death. Once the command's status is decided, further signals are ignored while the
-interpreter exits: they could only turn a finished run's status into 143.
+with 143 or 130 (once the import is over) and one line saying nothing was done, instead
+of a traceback or a silent death. Once the command's status is decided, further signals
+are ignored while the interpreter exits: they could only turn a finished run's status into
+143.
 
 ``pyproject.toml``'s ``beaconflow`` script and ``python -m beaconflow`` both call
 :func:`main`; ``beaconflow.pipelines.cli.main`` is the command itself (tests call it).
@@ -14,22 +15,15 @@ interpreter exits: they could only turn a finished run's status into 143.
 from __future__ import annotations
 
 import signal
-import sys
 
-from beaconflow.delivery.stop import STOP_SIGNALS, early_signal, note_early_signals
+from beaconflow.delivery.stop import STOP_SIGNALS, note_early_signals
 
 
 def main() -> int:
     """Run the ``beaconflow`` command with this process's arguments; its exit status."""
     note_early_signals()
-    try:
-        from beaconflow.pipelines.cli import main as command
-    except KeyboardInterrupt:  # a second signal during the import: nothing was started
-        signum = early_signal() or signal.SIGINT
-        name = signal.Signals(signum).name
-        sys.stderr.write(f"beaconflow: interrupted by {name} before the run started: "
-                         "nothing was done\n")  # fmt: skip
-        return 128 + signum
+    from beaconflow.pipelines.cli import main as command
+
     status = command()
     for signum in STOP_SIGNALS:
         signal.signal(signum, signal.SIG_IGN)

@@ -51,8 +51,10 @@ from beaconflow.delivery.stop import (
     clear_interrupt,
     early_signal,
     end_early_signals,
+    forget_caught_interrupt,
     interrupt,
     interrupted_by,
+    mark_over,
     note_early_signals,
     run_over,
 )
@@ -91,15 +93,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     noted_here = note_early_signals()
     try:
         return _command(list(sys.argv[1:] if argv is None else argv))
-    except KeyboardInterrupt:  # a second signal before the run began handling them
-        return _not_started(early_signal() or signal.SIGINT)
+    except KeyboardInterrupt:  # a second signal to the run's handler before the run began
+        return _not_started(interrupted_by() or early_signal() or signal.SIGINT)
     finally:
+        mark_over()  # the status is decided: a signal from now on leaves it alone
+        forget_caught_interrupt()  # a second signal's KeyboardInterrupt was dealt with
         if noted_here:
             end_early_signals()
 
 
 def _not_started(signum: int) -> int:
     """The command met ``signum`` before its run started: nothing was done."""
+    mark_over()
     name = signal.Signals(signum).name
     _say(
         f"beaconflow: interrupted by {name} before the run started: nothing was done",
@@ -169,14 +174,16 @@ def _main(args: list[str], log_format: str, live: LiveProgress | None) -> int:
         signum = end_early_signals()
         if signum is not None:
             return _not_started(signum)
-    if args[:1] == ["mapping"]:
-        from beaconflow.pipelines import mapping_cli
+    if args[:1] in (["mapping"], ["ledger"]):
+        from beaconflow.pipelines import ledger_cli, mapping_cli
 
-        return _subcommand(mapping_cli.main, args[1:], log_format)
-    if args[:1] == ["ledger"]:
-        from beaconflow.pipelines import ledger_cli
-
-        return _subcommand(ledger_cli.main, args[1:], log_format)
+        subcommand = mapping_cli.main if args[0] == "mapping" else ledger_cli.main
+        try:
+            return _subcommand(subcommand, args[1:], log_format)
+        except KeyboardInterrupt:  # Ctrl-C: Python's own handler, as before
+            _say("beaconflow: interrupted by SIGINT", error=True, event="interrupted",
+                 fields={"exit_status": 130, "signal": "SIGINT"})  # fmt: skip
+            return 130
     began = time.monotonic()
     try:
         metrics = metrics_config(args)
@@ -328,29 +335,20 @@ def _handle_signals() -> dict[int, Any]:
     said_over: list[int] = []
 
     def handle(signum: int, frame: object) -> None:
+        name = signal.Signals(signum).name
         if run_over():  # its report is being written: nothing is left to stop
-            if said_over:
-                return
-            said_over.append(signum)
-            _say(
-                f"beaconflow: {signal.Signals(signum).name}: the run has ended; it exits with "
-                "its own status",
-                error=True,
-                event="ended_already",
-                level="warning",
-                fields={"signal": signal.Signals(signum).name},
-            )
+            if not said_over:
+                said_over.append(signum)
+                said = "the run has ended; it exits with its own status"
+                _say(f"beaconflow: {name}: {said}", error=True, event="ended_already",
+                     level="warning", fields={"signal": name})  # fmt: skip
             return
         if interrupted_by() is not None:
             raise KeyboardInterrupt
-        _say(
-            f"beaconflow: {signal.Signals(signum).name}: stopping; no new request starts, what "
-            "is in flight finishes (send the signal again to stop at once)",
-            error=True,
-            event="stopping",
-            level="warning",
-            fields={"signal": signal.Signals(signum).name},
-        )
+        said = ("stopping; no new request starts, what is in flight finishes (send the signal "
+                "again to stop at once)")  # fmt: skip
+        _say(f"beaconflow: {name}: {said}", error=True, event="stopping", level="warning",
+             fields={"signal": name})  # fmt: skip
         interrupt(signum)
 
     previous: dict[int, Any] = {}

@@ -270,20 +270,23 @@ def note_early_signals() -> bool:
     """From the command's first instant until the run handles them: note Ctrl-C and SIGTERM.
 
     The command starts slowly (Beam's import, about a second). A signal met then is noted,
-    and the command exits 130 or 143 without starting the run (:func:`early_signal`); a
-    second one raises KeyboardInterrupt at once. Before, Ctrl-C printed a traceback from
-    the middle of an import, and SIGTERM killed the command without a word. False when
-    they are noted already (the entry point did it before importing the command).
+    and the command exits 130 or 143 at the end of its start-up, without starting the run
+    (:func:`early_signal`); a second one changes nothing. Before, Ctrl-C printed a traceback
+    from the middle of an import, and SIGTERM killed the command without a word. No
+    KeyboardInterrupt is raised: CPython (3.11) turns one raised inside the ``exec`` of a
+    string, as dataclasses do on import, into the process's death by SIGINT at exit, even
+    when it was caught. False when they are noted already (the entry point did it before
+    importing the command).
     """
-    global _early, _before_early
+    global _early, _before_early, _over
     if _before_early is not None:
         return False
+    _over = False  # a new command
 
     def note(signum: int, frame: object) -> None:
         global _early
-        if _early is not None:
-            raise KeyboardInterrupt
-        _early = signum
+        if _early is None and not _over:  # once the status is decided, it stands
+            _early = signum
 
     _early = None
     _before_early = {signum: signal.signal(signum, note) for signum in STOP_SIGNALS}
@@ -363,3 +366,26 @@ def end_with_parent(parent: int) -> None:
             pass
     if os.getppid() != parent:
         os._exit(1)
+
+
+def forget_caught_interrupt() -> None:
+    """Undo CPython's note of a KeyboardInterrupt the command has caught and dealt with.
+
+    CPython 3.11 notes a KeyboardInterrupt that leaves the ``exec`` or ``eval`` of a string
+    (dataclasses and namedtuples make their methods so) as never caught, even when an outer
+    ``except`` catches it, and at exit kills its own process with SIGINT: the command's
+    status (143 after a second SIGTERM) became -2 (130). Tried::
+
+        try:
+            exec("import os, signal; os.kill(os.getpid(), signal.SIGINT)")
+        except KeyboardInterrupt:
+            pass  # the process still dies of SIGINT at exit
+
+    The note is the interpreter's ``_Py_UnhandledKeyboardInterrupt``; where it cannot be
+    reached (another Python), nothing is done.
+    """
+    try:
+        flag = ctypes.c_int.in_dll(ctypes.pythonapi, "_Py_UnhandledKeyboardInterrupt")
+    except (ValueError, AttributeError, OSError):
+        return
+    flag.value = 0

@@ -101,3 +101,25 @@ def test_a_signal_once_the_run_has_ended_leaves_its_status_alone(
     # the signal came either while the report was written or once the command was exiting
     ended = "beaconflow: SIGTERM: the run has ended; it exits with its own status"
     assert err.count(ended) <= 1
+
+
+def test_two_signals_at_any_moment_end_the_command_with_143(events: Path, tmp_path: Path) -> None:
+    """The second of two quick SIGTERMs stops the run at once, whenever they come.
+
+    Sent from start-up to the run's first steps: before the run it ends with the start-up
+    line, in it with the line of a run stopped before its report. A second signal's
+    KeyboardInterrupt raised inside CPython's ``exec`` of a string (dataclasses do it) made
+    the command die of SIGINT at exit (-2) before beaconflow undid that (stop.py).
+    """
+    for delay in (0.0, 0.3, 0.6, 0.9, 1.2, 1.5):
+        process = _start(_flags(events, tmp_path / f"after-{delay}"))
+        _in_start_up(process)
+        time.sleep(delay)
+        os.killpg(process.pid, signal.SIGTERM)
+        time.sleep(0.01)
+        os.killpg(process.pid, signal.SIGTERM)
+        _, err = process.communicate(timeout=120)
+        assert process.returncode == 143, (delay, err)
+        assert "Traceback" not in err, err
+        last = err.splitlines()[-1]
+        assert "interrupted by SIGTERM before the run" in last or "stopped early" in last, err
