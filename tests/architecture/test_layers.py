@@ -26,7 +26,8 @@ RANKS = {
     "beaconflow.sandbox": 2,
     "beaconflow.transforms": 3,
     "beaconflow.pipelines": 4,
-    "beaconflow.__main__": 5,
+    "beaconflow.command": 5,
+    "beaconflow.__main__": 6,
 }
 #: Third-party packages a layer must not import.
 FORBIDDEN = {

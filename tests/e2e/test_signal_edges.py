@@ -123,3 +123,13 @@ def test_two_signals_at_any_moment_end_the_command_with_143(events: Path, tmp_pa
         assert "Traceback" not in err, err
         last = err.splitlines()[-1]
         assert "interrupted by SIGTERM before the run" in last or "stopped early" in last, err
+
+
+def test_the_entry_point_notes_signals_before_anything_heavy_is_imported() -> None:
+    code = (
+        "import sys, signal; import beaconflow.command as c; "
+        "print(sorted(m for m in ('apache_beam', 'aiohttp', 'pyarrow') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)  # fmt: skip
+    assert done.stdout.strip() == "[]", done.stderr
