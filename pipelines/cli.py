@@ -52,6 +52,7 @@ from beaconflow.delivery.stop import (
     early_signal,
     end_early_signals,
     forget_caught_interrupt,
+    ignored_at_start,
     interrupt,
     interrupted_by,
     mark_over,
@@ -170,20 +171,7 @@ def _main(args: list[str], log_format: str, live: LiveProgress | None) -> int:
         # also log it with a traceback
         logging.getLogger("apache_beam").setLevel(logging.CRITICAL)
     if args[:1] in (["mapping"], ["ledger"]):
-        # the subcommands handle no signal: from now on they act as they did before
-        signum = end_early_signals()
-        if signum is not None:
-            return _not_started(signum)
-    if args[:1] in (["mapping"], ["ledger"]):
-        from beaconflow.pipelines import ledger_cli, mapping_cli
-
-        subcommand = mapping_cli.main if args[0] == "mapping" else ledger_cli.main
-        try:
-            return _subcommand(subcommand, args[1:], log_format)
-        except KeyboardInterrupt:  # Ctrl-C: Python's own handler, as before
-            _say("beaconflow: interrupted by SIGINT", error=True, event="interrupted",
-                 fields={"exit_status": 130, "signal": "SIGINT"})  # fmt: skip
-            return 130
+        return _run_subcommand(args, log_format)
     began = time.monotonic()
     try:
         metrics = metrics_config(args)
@@ -201,6 +189,41 @@ def _main(args: list[str], log_format: str, live: LiveProgress | None) -> int:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+def _run_subcommand(args: list[str], log_format: str) -> int:
+    """``beaconflow mapping ...`` or ``beaconflow ledger ...``: Ctrl-C and SIGTERM stop it.
+
+    Each ends it where it is (as Ctrl-C always did), with one line and 130 or 143: these
+    commands send nothing, and ``ledger repair`` writes its files whole, the salvaged
+    entries before anything is set aside.
+    """
+    from beaconflow.pipelines import ledger_cli, mapping_cli
+
+    got: list[int] = []
+
+    def stop(signum: int, frame: object) -> None:
+        got.append(signum)
+        raise KeyboardInterrupt
+
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)
+                if s not in ignored_at_start()}  # fmt: skip
+    try:
+        signum = early_signal()  # met during the start-up: it does not start
+        if signum is not None:
+            return _not_started(signum)
+        subcommand = mapping_cli.main if args[0] == "mapping" else ledger_cli.main
+        return _subcommand(subcommand, args[1:], log_format)
+    except KeyboardInterrupt:
+        signum = got[0] if got else signal.SIGINT
+        name = signal.Signals(signum).name
+        _say(f"beaconflow: interrupted by {name}", error=True, event="interrupted",
+             fields={"exit_status": 128 + signum, "signal": name})  # fmt: skip
+        return 128 + signum
+    finally:
+        mark_over()
+        for each, handler in previous.items():
+            signal.signal(each, handler)
 
 
 def _run(
@@ -353,12 +376,14 @@ def _handle_signals() -> dict[int, Any]:
 
     previous: dict[int, Any] = {}
     for signum in (signal.SIGINT, signal.SIGTERM):
-        previous[signum] = signal.signal(signum, handle)
+        if signum not in ignored_at_start():  # ignored by whoever started it: it stays so
+            previous[signum] = signal.signal(signum, handle)
     return previous
 
 
 def _hard_interrupt() -> int:
     """A second signal (or one before the run could stop gracefully): no report."""
+    mark_over()  # its status is decided: a third signal while metrics are pushed keeps it
     signum = interrupted_by() or signal.SIGINT
     _say(
         f"beaconflow: interrupted by {signal.Signals(signum).name} before the run could write "

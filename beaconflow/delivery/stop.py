@@ -264,6 +264,8 @@ def run_over() -> bool:
 _early: int | None = None
 #: The handlers :func:`note_early_signals` replaced, until :func:`end_early_signals`.
 _before_early: dict[int, Any] | None = None
+#: The stop signals ignored when the command started (:func:`ignored_at_start`).
+_ignored: frozenset[int] = frozenset()
 
 
 def note_early_signals() -> bool:
@@ -278,7 +280,7 @@ def note_early_signals() -> bool:
     when it was caught. False when they are noted already (the entry point did it before
     importing the command).
     """
-    global _early, _before_early, _over
+    global _early, _before_early, _over, _ignored
     if _before_early is not None:
         return False
     _over = False  # a new command
@@ -289,8 +291,15 @@ def note_early_signals() -> bool:
             _early = signum
 
     _early = None
-    _before_early = {signum: signal.signal(signum, note) for signum in STOP_SIGNALS}
+    # a signal ignored from the start (a background job of a script: `cmd &`) stays ignored
+    _ignored = frozenset(s for s in STOP_SIGNALS if signal.getsignal(s) == signal.SIG_IGN)
+    _before_early = {s: signal.signal(s, note) for s in STOP_SIGNALS if s not in _ignored}
     return True
+
+
+def ignored_at_start() -> frozenset[int]:
+    """The stop signals the command's process was started with ignored: none handles them."""
+    return _ignored
 
 
 def early_signal() -> int | None:

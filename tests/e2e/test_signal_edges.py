@@ -18,13 +18,17 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+from typing import IO
 
 import pytest
 
+from beaconflow.samples.gamelog import generate_events, write_jsonl
 from tests.conftest import june_events
 
 pytestmark = pytest.mark.skipif(
@@ -133,3 +137,81 @@ def test_the_entry_point_notes_signals_before_anything_heavy_is_imported() -> No
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=60)  # fmt: skip
     assert done.stdout.strip() == "[]", done.stderr
+
+
+def _lines_of(stream: IO[str]) -> list[str]:
+    """The lines ``stream`` gives, read on a thread of their own as they come."""
+    lines: list[str] = []
+    threading.Thread(target=lambda: lines.extend(stream), daemon=True).start()
+    return lines
+
+
+def _wait_for(lines: list[str], text: str, process: subprocess.Popen[str]) -> None:
+    deadline = time.monotonic() + 120
+    while not any(text in line for line in lines):
+        assert process.poll() is None, lines
+        assert time.monotonic() < deadline, lines
+        time.sleep(0.005)
+
+
+def test_a_third_signal_while_metrics_are_pushed_keeps_the_stopped_run_s_word(
+    events: Path, tmp_path: Path
+) -> None:
+    """Two SIGTERMs stop the run at once; a third, while a Pushgateway hangs, changes nothing."""
+    with socket.socket() as gateway:  # accepts, and never answers
+        gateway.bind(("127.0.0.1", 0))
+        gateway.listen(8)
+        port = gateway.getsockname()[1]
+        # sending slowly: the second signal comes while the first lets requests finish
+        flags = [*_flags(events, tmp_path), f"--pushgateway=http://127.0.0.1:{port}",
+                 "--max-rps=50"]  # fmt: skip
+        process = _start(flags)
+        assert process.stderr is not None
+        err = _lines_of(process.stderr)
+        _wait_for(err, "SANDBOX MODE", process)  # the run has begun
+        os.killpg(process.pid, signal.SIGTERM)
+        _wait_for(err, "SIGTERM: stopping", process)
+        os.killpg(process.pid, signal.SIGTERM)
+        _wait_for(err, "before the run could write its report", process)
+        os.killpg(process.pid, signal.SIGTERM)  # while the push waits for its timeout
+        process.wait(timeout=120)
+    said = "".join(err)
+    assert process.returncode == 143, said
+    assert "before the run started" not in said and "Traceback" not in said
+    assert "beaconflow: SIGTERM: the run has ended; it exits with its own status" in said
+
+
+def test_a_subcommand_stopped_by_sigterm_says_so(tmp_path: Path) -> None:
+    source = tmp_path / "events.jsonl"
+    write_jsonl(generate_events(20_000, seed=4), source)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "beaconflow", "mapping", "explain", "--mapping=segment",
+         f"--input={source}", "--limit=20000"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+    assert process.stdout is not None
+    process.stdout.readline()  # it explains: past its start-up
+    os.killpg(process.pid, signal.SIGTERM)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 143, err
+    assert err.splitlines()[-1] == "beaconflow: interrupted by SIGTERM", err
+
+
+def test_a_signal_ignored_by_whoever_started_the_command_stays_ignored(
+    events: Path, tmp_path: Path
+) -> None:
+    """A background job of a script (``cmd &``) starts with SIGINT ignored: it keeps it so."""
+    command = [sys.executable, "-m", "beaconflow", *_flags(events, tmp_path)]
+    process = subprocess.Popen(["sh", "-c", 'trap "" INT; exec "$@"', "sh", *command],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)  # fmt: skip
+    assert process.stderr is not None
+    err = _lines_of(process.stderr)
+    _in_start_up(process)
+    os.killpg(process.pid, signal.SIGINT)  # in its start-up
+    _wait_for(err, "SANDBOX MODE", process)
+    os.killpg(process.pid, signal.SIGINT)  # in its run
+    process.wait(timeout=120)
+    said = "".join(err)
+    assert process.returncode == 0, said
+    assert "SIGINT" not in said
