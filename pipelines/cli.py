@@ -198,8 +198,6 @@ def _run_subcommand(args: list[str], log_format: str) -> int:
     commands send nothing, and ``ledger repair`` writes its files whole, the salvaged
     entries before anything is set aside.
     """
-    from beaconflow.pipelines import ledger_cli, mapping_cli
-
     got: list[int] = []
 
     def stop(signum: int, frame: object) -> None:
@@ -212,7 +210,10 @@ def _run_subcommand(args: list[str], log_format: str) -> int:
         signum = early_signal()  # met during the start-up: it does not start
         if signum is not None:
             return _not_started(signum)
-        subcommand = mapping_cli.main if args[0] == "mapping" else ledger_cli.main
+        if args[0] == "mapping":
+            from beaconflow.pipelines.mapping_cli import main as subcommand
+        else:
+            from beaconflow.pipelines.ledger_cli import main as subcommand
         return _subcommand(subcommand, args[1:], log_format)
     except KeyboardInterrupt:
         signum = got[0] if got else signal.SIGINT
