@@ -45,6 +45,7 @@ from beaconflow.delivery.ledger import (
     make_directories,
 )
 from beaconflow.delivery.ledger_check import LedgerDamaged, LedgerUnreadable, prepare
+from beaconflow.delivery.ledger_days import DaysSeen
 from beaconflow.delivery.ledger_identity import LedgerIdentity
 from beaconflow.delivery.ledger_lease import RemoteLedgerLocks
 from beaconflow.delivery.ledger_lock import Lease, LedgerLocks, LockLimits, is_lockable
@@ -84,17 +85,17 @@ from beaconflow.report.html import html_path, render_html
 from beaconflow.report.run import RunReport
 from beaconflow.transforms.coders import MappedEventCoder, MessageCoder
 from beaconflow.transforms.coders import register as register_coders
-from beaconflow.transforms.dedup import DUPLICATES, SKIPPED, DedupByKey
+from beaconflow.transforms.dedup import DUPLICATES, SKIPPED, DedupByKey, encode_keyed
 from beaconflow.transforms.ledger import KEYS as LEDGER_KEYS
 from beaconflow.transforms.ledger import TALLY as LEDGER_TALLY
-from beaconflow.transforms.ledger import ReadDelivered
+from beaconflow.transforms.ledger import ReadDelivered, days_seen
 from beaconflow.transforms.linefile import (
     WriteLines,
     merge_parts,
     remove_leftovers,
     salvage_leftovers,
 )
-from beaconflow.transforms.messages import DIRECT, SplitMessages
+from beaconflow.transforms.messages import DAYS, DIRECT, EncodedMessage, SplitMessages
 from beaconflow.transforms.old_messages import FROM_OLD_DAYS, forget_warned, warn_first_old
 from beaconflow.transforms.parse import (
     INVALID,
@@ -280,23 +281,31 @@ class Backfill(beam.PTransform[PBegin, None]):
             InWindow(config.since, config.until)
         ).with_output_types(KeyedEvent, tally=Any).with_outputs(TALLY, main="events")
         age = KontagentAge(self._now, config.kontagent_max_age)
+        ledger_days = bool(config.ledger)
         built = window.events | "Messages" >> beam.ParDo(
-            SplitMessages(fingerprints, direct=direct, age=age)
+            SplitMessages(fingerprints, direct=direct, age=age, days=ledger_days)
         ).with_output_types(
-            KeyedMessage, invalid=DeadLetterEntry, direct=Message, tally=Any
-        ).with_outputs(INVALID, TALLY, DIRECT, main="messages")
-        all_messages = (built.messages, parsed[REPLAYED]) | "AllMessages" >> beam.Flatten()
+            EncodedMessage, invalid=DeadLetterEntry, direct=Message, days=DaysSeen, tally=Any
+        ).with_outputs(INVALID, TALLY, DIRECT, DAYS, main="messages")
+        # the messages reach the dedup encoded as it groups them: the Flatten's own stage
+        # (Beam runs every Flatten of two stages' outputs as one) only copies bytes
+        replayed = parsed[REPLAYED] | "EncodeReplayed" >> beam.Map(
+            encode_keyed, MessageCoder()
+        ).with_output_types(EncodedMessage)
+        all_messages = (built.messages, replayed) | "AllMessages" >> beam.Flatten()
         delivered_before = None
         ledger_tallies = []
         if config.ledger:
             # only the files that may hold these messages' entries: those of their days
-            ledger = all_messages | "Ledger" >> ReadDelivered(
-                ledger_files(config.ledger), identity.legacy
-            )
+            seen = (
+                built[DAYS],
+                parsed[REPLAYED] | "ReplayedDays" >> beam.Map(lambda kv: days_seen(kv[1])),
+            ) | "AllDays" >> beam.Flatten()
+            ledger = seen | "Ledger" >> ReadDelivered(ledger_files(config.ledger), identity.legacy)
             delivered_before = ledger[LEDGER_KEYS]
             ledger_tallies.append(ledger[LEDGER_TALLY])
         messages = all_messages | "DedupMessages" >> DedupByKey(
-            MessageCoder(), delivered=delivered_before
+            MessageCoder(), delivered=delivered_before, encoded=True
         )
         streams = {"": messages.unique | "Unique" >> beam.Values()}
         if direct:

@@ -33,7 +33,8 @@ SKIPPED = "skipped"
 DELIVERED_BEFORE = b""
 
 
-def _encode(item: tuple[str, Any], coder: beam.coders.Coder) -> tuple[str, bytes]:
+def encode_keyed(item: tuple[str, Any], coder: beam.coders.Coder) -> tuple[str, bytes]:
+    """A (key, value) as the dedup groups it: (key, the value's encoding by ``coder``)."""
     return item[0], coder.encode(item[1])
 
 
@@ -98,7 +99,7 @@ class DedupByKey(beam.PTransform[PCollection[Any], DoOutputsTuple]):
     def expand(self, keyed: PCollection[Any]) -> DoOutputsTuple:
         encoded = keyed
         if not self._encoded:
-            encoded = keyed | "Encode" >> beam.Map(_encode, self._coder).with_output_types(
+            encoded = keyed | "Encode" >> beam.Map(encode_keyed, self._coder).with_output_types(
                 tuple[str, bytes]
             )
         if self._delivered is not None:

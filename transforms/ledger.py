@@ -1,9 +1,10 @@
 """The ledger's side of the message dedup: the keys of earlier deliveries a run's messages may have.
 
-:class:`ReadDelivered` takes the messages that reach the message dedup and gives the ledger
-keys to join with them (:mod:`beaconflow.transforms.dedup`). It does not read every file of
-the ledger: the distinct event days of the messages (:class:`MessageDays`, a small combine,
-one value per run) choose the files that may hold their entries
+:class:`ReadDelivered` takes the days of the messages that reach the message dedup and gives
+the ledger keys to join with them (:mod:`beaconflow.transforms.dedup`). It does not read every
+file of the ledger: the distinct event days of the messages (counted where the messages are
+made, a :class:`~beaconflow.delivery.ledger_days.DaysSeen` per bundle, merged by
+:class:`MergeDays` into one value per run) choose the files that may hold their entries
 (:meth:`~beaconflow.delivery.ledger_days.LedgerDays.reads`: shards whose range of days meets
 them, and every file without a range), so that the join holds the entries of the run's days,
 not every delivery ever recorded. How many files were read and passed over is counted
@@ -22,7 +23,7 @@ from apache_beam.pvalue import AsSingleton, PCollection
 
 from beaconflow.delivery.ledger import LedgerKeys
 from beaconflow.delivery.ledger_days import DaysSeen, LedgerDays
-from beaconflow.transforms.parse import KeyedMessage
+from beaconflow.model.message import Message
 from beaconflow.transforms.tallies import CountsTallies
 
 #: The output of :class:`ReadDelivered` holding its tallies (files read and passed over).
@@ -31,14 +32,21 @@ TALLY = "tally"
 KEYS = "keys"
 
 
-class MessageDays(beam.CombineFn):
-    """KeyedMessage -> the :class:`LedgerDays` of every message (their distinct days)."""
+def days_seen(message: Message) -> DaysSeen:
+    """The days of one message, as :class:`ReadDelivered` takes them."""
+    seen = DaysSeen()
+    seen.add(message)
+    return seen
+
+
+class MergeDays(beam.CombineFn):
+    """DaysSeen of parts of a run -> the :class:`LedgerDays` of all its messages."""
 
     def create_accumulator(self) -> DaysSeen:
         return DaysSeen()
 
-    def add_input(self, accumulator: DaysSeen, element: KeyedMessage) -> DaysSeen:
-        accumulator.add(element[1])
+    def add_input(self, accumulator: DaysSeen, element: DaysSeen) -> DaysSeen:
+        accumulator.merge(element)
         return accumulator
 
     def merge_accumulators(self, accumulators: Iterable[DaysSeen]) -> DaysSeen:
@@ -62,8 +70,12 @@ class ChooseFiles(CountsTallies, beam.DoFn):
             self.count("ledger_files_skipped")
 
 
-class ReadDelivered(beam.PTransform[PCollection[KeyedMessage], dict[str, PCollection[Any]]]):
-    """The messages of a run -> the ledger keys that may match them, read from ``files``.
+class ReadDelivered(beam.PTransform[PCollection[DaysSeen], dict[str, PCollection[Any]]]):
+    """The days of a run's messages -> the ledger keys that may match them, read from ``files``.
+
+    Its input: the days of every message that reaches the message dedup, in parts
+    (:class:`~beaconflow.delivery.ledger_days.DaysSeen`; :func:`days_seen` makes one of a
+    message).
 
     ``files``: every shard and journal of the ledger
     (:func:`~beaconflow.delivery.ledger.ledger_files`); ``legacy``: the run's format-1
@@ -76,10 +88,10 @@ class ReadDelivered(beam.PTransform[PCollection[KeyedMessage], dict[str, PCollec
         self._files = list(files)
         self._legacy = dict(legacy)
 
-    def expand(self, messages: PCollection[KeyedMessage]) -> dict[str, PCollection[Any]]:
-        days = messages | "Days" >> beam.CombineGlobally(MessageDays())
+    def expand(self, seen: PCollection[DaysSeen]) -> dict[str, PCollection[Any]]:
+        days = seen | "Days" >> beam.CombineGlobally(MergeDays())
         chosen = (
-            messages.pipeline
+            seen.pipeline
             | "List" >> beam.Create(self._files)
             | "Choose"
             >> beam.ParDo(ChooseFiles(), AsSingleton(days))

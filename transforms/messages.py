@@ -1,8 +1,13 @@
 """The messages step: each kept event -> its messages, keyed for the message dedup.
 
 :class:`SplitMessages` takes the events the event dedup kept and the window let through, and
-releases what the parse step built: messages leave as ``(ledger key, Message)`` for the
-message dedup, or, for the ``direct`` destinations, as messages through the ``direct`` output.
+releases what the parse step built: messages leave as ``(ledger key, encoded message)`` for
+the message dedup (its :class:`~beaconflow.transforms.coders.MessageCoder` bytes, the form
+the dedup groups them in: encoded once, here, not decoded and encoded again on the way), or,
+for the ``direct`` destinations, as messages through the ``direct`` output. With ``days``,
+each bundle also gives the days of the messages it let through
+(:class:`~beaconflow.delivery.ledger_days.DaysSeen`, output ``days``): the ledger files a run
+reads are chosen by them.
 Each destination stands on its own: a destination whose message could not be built gets a
 :class:`~beaconflow.report.deadletter.DeadLetterEntry` of the ``map`` stage naming it (and
 counts as ``messages_invalid``), while the event's other messages go on; a problem an earlier
@@ -23,23 +28,30 @@ from typing import Any
 
 import apache_beam as beam
 from apache_beam.pvalue import TaggedOutput
+from apache_beam.transforms.window import GlobalWindows
 
 from beaconflow.delivery.ledger import ledger_key
+from beaconflow.delivery.ledger_days import DaysSeen
 from beaconflow.model.kontagent_age import KontagentAge
 from beaconflow.model.message import Destination
 from beaconflow.report.counts import BY_DAY
 from beaconflow.report.deadletter import DeadLetterEntry
-from beaconflow.transforms.parse import INVALID, KeyedEvent, KeyedMessage
+from beaconflow.transforms.coders import MessageCoder
+from beaconflow.transforms.parse import INVALID, KeyedEvent
 from beaconflow.transforms.tallies import CountsTallies
 
 #: The output of messages that need no message dedup, as Message objects (see ``direct``).
 DIRECT = "direct"
+#: The output of the days of the messages each bundle let through (a DaysSeen), with ``days``.
+DAYS = "days"
 #: The counter of Kontagent messages not sent because of --kontagent-max-age.
 TOO_OLD = "messages_too_old"
+#: A message as it leaves for the message dedup: (ledger key, MessageCoder bytes).
+EncodedMessage = tuple[str, bytes]
 
 
 class SplitMessages(CountsTallies, beam.DoFn):
-    """KeyedEvent -> KeyedMessage (main); ``direct``, ``invalid`` and ``tally`` outputs."""
+    """KeyedEvent -> EncodedMessage (main); ``direct``, ``invalid``, ``days`` and ``tally``."""
 
     def __init__(
         self,
@@ -47,14 +59,27 @@ class SplitMessages(CountsTallies, beam.DoFn):
         *,
         direct: tuple[Destination, ...] = (),
         age: KontagentAge | None = None,
+        days: bool = False,
     ) -> None:
         super().__init__()
         self._fingerprints = dict(fingerprints)
         self._direct = frozenset(direct)
         # only a --kontagent-max-age drops anything here
         self._age = age if age is not None and age.max_age_days is not None else None
+        self._days = days
 
-    def process(self, element: KeyedEvent) -> Iterator[KeyedMessage | TaggedOutput[str, Any]]:
+    def start_bundle(self) -> None:
+        super().start_bundle()
+        self._encode = MessageCoder().encode
+        self._seen = DaysSeen() if self._days else None
+
+    def finish_bundle(self) -> Iterator[Any]:
+        seen, self._seen = self._seen, DaysSeen() if self._days else None
+        if seen is not None and (seen.days or seen.unknown):
+            yield TaggedOutput(DAYS, GlobalWindows.windowed_value(seen))
+        yield from super().finish_bundle()
+
+    def process(self, element: KeyedEvent) -> Iterator[EncodedMessage | TaggedOutput[str, Any]]:
         event = element[1]
         self.count("events_mapped")
         for problem in event.problems:
@@ -89,5 +114,8 @@ class SplitMessages(CountsTallies, beam.DoFn):
                 continue
             if message.destination in self._direct:
                 yield TaggedOutput(DIRECT, message)
-            else:
-                yield (ledger_key(self._fingerprints[message.destination], message), message)
+                continue
+            if self._seen is not None:
+                self._seen.add(message)
+            key = ledger_key(self._fingerprints[message.destination], message)
+            yield (key, self._encode(message))

@@ -24,7 +24,7 @@ from beaconflow.report.counts import TallyKey
 from beaconflow.transforms.coders import MessageCoder
 from beaconflow.transforms.coders import register as register_coders
 from beaconflow.transforms.dedup import SKIPPED, DedupByKey
-from beaconflow.transforms.ledger import KEYS, TALLY, ReadDelivered
+from beaconflow.transforms.ledger import KEYS, TALLY, ReadDelivered, days_seen
 
 FINGERPRINT = "f" * 12
 FINGERPRINTS = {"kontagent": FINGERPRINT, "kissmetrics": "e" * 12}
@@ -79,10 +79,8 @@ def _run(ledger: Path, messages: list[Message], keys: list[str], tallies: dict[s
     """Check the keys ReadDelivered gives for these messages, and its tallies."""
     register_coders()
     with BeamTestPipeline(runner=FnApiRunner()) as p:
-        keyed = p | beam.Create([(key(m), m) for m in messages]).with_output_types(
-            tuple[str, Message]
-        )
-        read = keyed | ReadDelivered(ledger_files(str(ledger)), {})
+        seen = p | beam.Create(messages).with_output_types(Message) | beam.Map(days_seen)
+        read = seen | ReadDelivered(ledger_files(str(ledger)), {})
         assert_that(read[KEYS], equal_to(keys), label="keys")
         summed = (
             read[TALLY]
@@ -164,7 +162,12 @@ def test_with_the_dedup_the_messages_delivered_before_are_skipped(ledger: Path) 
         keyed = p | beam.Create([(key(m), m) for m in messages]).with_output_types(
             tuple[str, Message]
         )
-        read = keyed | ReadDelivered(ledger_files(str(ledger)), {})
+        read = (
+            p
+            | "Messages" >> beam.Create(messages).with_output_types(Message)
+            | beam.Map(days_seen)
+            | ReadDelivered(ledger_files(str(ledger)), {})
+        )
         out = keyed | DedupByKey(MessageCoder(), delivered=read[KEYS])
         assert_that(
             out.unique | beam.Map(lambda kv: kv[1].param("s") or kv[1].param("_p")),

@@ -13,12 +13,16 @@ from apache_beam.runners.portability.fn_api_runner.fn_runner import FnApiRunner
 from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
+from beaconflow.delivery.ledger_days import LedgerDays
 from beaconflow.model.events import MappedEvent, map_event
 from beaconflow.model.kontagent_age import KontagentAge
+from beaconflow.model.message import Message
 from beaconflow.model.records import validate
 from beaconflow.pipelines.backfill import TALLY
 from beaconflow.report.counts import BY_DAY, TallyKey
-from beaconflow.transforms.messages import DIRECT, SplitMessages
+from beaconflow.transforms.coders import MessageCoder
+from beaconflow.transforms.ledger import MergeDays
+from beaconflow.transforms.messages import DAYS, DIRECT, SplitMessages
 from beaconflow.transforms.parse import INVALID
 from beaconflow.transforms.window import InWindow
 
@@ -41,6 +45,11 @@ def _mapped(record: dict[str, Any], source: str) -> tuple[str, MappedEvent]:
     return (event.key, map_event(event, ("kontagent", "kissmetrics"), record))
 
 
+def _decoded(keyed: tuple[str, bytes]) -> tuple[str, Message]:
+    """A message as it leaves for the dedup, decoded."""
+    return keyed[0], MessageCoder().decode(keyed[1])
+
+
 def test_window_and_messages_steps_emit_messages_and_a_dead_letter_per_destination() -> None:
     good = _mapped({"time": T0, "user_id": 7, "event": "level_up", "level": 3}, "f:1")
     bad = _mapped({"time": T0, "user_id": "alice", "event": "apr"}, "f:2")
@@ -56,6 +65,7 @@ def test_window_and_messages_steps_emit_messages_and_a_dead_letter_per_destinati
         )
         assert_that(
             out.messages
+            | beam.Map(_decoded)
             | beam.Map(
                 lambda kv: (
                     kv[0] == f"{FINGERPRINTS[kv[1].destination]}:{kv[1].key}",
@@ -126,7 +136,9 @@ def test_kontagent_messages_of_events_too_old_are_counted_and_go_no_further() ->
             )
         )
         assert_that(
-            out.messages | beam.Map(lambda kv: (kv[1].destination, kv[1].param("_p"))),
+            out.messages
+            | beam.Map(_decoded)
+            | beam.Map(lambda kv: (kv[1].destination, kv[1].param("_p"))),
             equal_to([("kissmetrics", "7"), ("kissmetrics", "8")]),
             label="deduplicated",
         )
@@ -153,3 +165,35 @@ def test_kontagent_messages_of_events_too_old_are_counted_and_go_no_further() ->
             ),
             label="tallies",
         )
+
+
+def test_with_days_each_bundle_gives_the_days_of_the_messages_it_let_through() -> None:
+    """The ledger's files are chosen by these days: direct messages are not among them."""
+    day = T0 // 86_400
+    events = [
+        _mapped({"time": T0, "user_id": 7, "event": "level_up", "level": 3}, "f:1"),
+        _mapped({"time": T0 + 2 * 86_400, "user_id": 8, "event": "apr"}, "f:2"),
+    ]
+    with _pipeline() as p:
+        out = (
+            p
+            | beam.Create(events)
+            | beam.ParDo(SplitMessages(FINGERPRINTS, days=True)).with_outputs(
+                INVALID, TALLY, DIRECT, DAYS, main="messages"
+            )
+        )
+        assert_that(
+            out[DAYS] | beam.CombineGlobally(MergeDays()),
+            equal_to([LedgerDays((day, day + 2), False)]),
+            label="days",
+        )
+        assert_that(out.messages | beam.Map(lambda kv: type(kv[1])), equal_to([bytes] * 4))
+    with _pipeline() as p:
+        out = (
+            p
+            | beam.Create(events)
+            | beam.ParDo(SplitMessages(FINGERPRINTS, direct=("kontagent",))).with_outputs(
+                INVALID, TALLY, DIRECT, DAYS, main="messages"
+            )
+        )
+        assert_that(out[DAYS], equal_to([]), label="no days asked")
