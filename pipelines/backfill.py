@@ -34,7 +34,7 @@ from apache_beam.options.pipeline_options import (
     PipelineOptions,
     S3Options,
 )
-from apache_beam.pvalue import PBegin
+from apache_beam.pvalue import PBegin, PCollection
 
 from beaconflow import __version__
 from beaconflow.delivery.lease_store import LeaseStoreMissing, StoreOptions, has_store, open_store
@@ -165,14 +165,35 @@ def _failure_entry(delivery: Delivery) -> DeadLetterEntry:
     )
 
 
-def _reason_tallies(redact: Redactor) -> Callable[[DeadLetterEntry], list[Tally]]:
-    """A dead-letter entry -> its tally of reasons (redacted, grouped)."""
+class _DeadLetterLine:
+    """A dead-letter entry (or what ``entry_of`` makes one of) -> its line and reason's tally.
 
-    def tallies(entry: DeadLetterEntry) -> list[Tally]:
-        detail = reason_group(redact(entry.reason))
-        return [tally(DEAD_LETTER_REASON, stage=entry.stage, detail=detail)]
+    The line is the entry's JSON, secrets masked; the tally counts its reason, redacted and
+    grouped.
+    """
 
-    return tallies
+    def __init__(
+        self, redact: Redactor, entry_of: Callable[[Any], DeadLetterEntry] | None = None
+    ) -> None:
+        self._redact = redact
+        self._entry_of = entry_of
+
+    def __call__(self, element: Any) -> tuple[str, list[Tally]]:
+        entry = element if self._entry_of is None else self._entry_of(element)
+        detail = reason_group(self._redact(entry.reason))
+        line = entry.to_json(self._redact)
+        return line, [tally(DEAD_LETTER_REASON, stage=entry.stage, detail=detail)]
+
+
+class _DryRun:
+    """A message -> its dry-run line and its tallies."""
+
+    def __init__(self, line: _DryRunLine, tallies: _DryRunTallies) -> None:
+        self._line = line
+        self._tallies = tallies
+
+    def __call__(self, message: Message) -> tuple[str, list[Tally]]:
+        return self._line(message), list(self._tallies(message))
 
 
 class _DryRunLine:
@@ -204,7 +225,8 @@ class Backfill(beam.PTransform[PBegin, None]):
     as the pipeline is built (:func:`start_senders`); call :meth:`close_senders` after the run.
     ``parse_processes``: read and parse in that many forked processes
     (:mod:`beaconflow.transforms.parse_pool`; DirectRunner's in-memory mode only), 0: in the
-    pipeline's own steps.
+    pipeline's own steps. ``spread_files``: spread the files over the workers before they
+    are read (in the pipeline's own steps); pointless when one process does Beam's work.
     """
 
     def __init__(
@@ -224,9 +246,11 @@ class Backfill(beam.PTransform[PBegin, None]):
         elsewhere: frozenset[str] = frozenset(),
         start_senders: bool = False,
         parse_processes: int = 0,
+        spread_files: bool = True,
     ) -> None:
         super().__init__()
         self._parse_processes = parse_processes
+        self._spread_files = spread_files
         self._owner = owner
         self._start_senders = start_senders
         self._senders: PoolClient | None = None
@@ -267,7 +291,9 @@ class Backfill(beam.PTransform[PBegin, None]):
                 self._files, config.file_format, parse, self._parse_processes
             )
         else:
-            raw = pipeline | "Read" >> ReadEvents(self._files, config.file_format)
+            raw = pipeline | "Read" >> ReadEvents(
+                self._files, config.file_format, spread=self._spread_files
+            )
             # typed outputs: Beam encodes them with their registered coders, never by pickling
             parsed = raw | "Parse" >> beam.ParDo(parse).with_output_types(
                 KeyedEvent, invalid=DeadLetterEntry, replayed=KeyedMessage, tally=Any
@@ -321,19 +347,22 @@ class Backfill(beam.PTransform[PBegin, None]):
             messages[SKIPPED] | "CountSkipped" >> beam.ParDo(TallyEach(_skipped_tallies)),
         ]
         dead_letters = {"Parse": parsed[INVALID], "Map": built[INVALID]}
+        # the send steps' failures: deliveries, made into dead-letter entries as written
+        failed: dict[str, PCollection[Delivery]] = {}
         if config.dry_run:
             endpoints = config.endpoints
+            render = _DryRun(_DryRunLine(endpoints), _DryRunTallies(age, run_id))
             for name, stream in streams.items():
-                written = (
-                    stream
-                    | f"DryRunLines{name}" >> beam.Map(_DryRunLine(endpoints))
-                    | f"WriteDryRun{name}"
-                    >> WriteLines(config.dry_run, part=name, what="dry-run file", run_id=run_id)
-                )
-                tallies.append(written)
                 tallies.append(
                     stream
-                    | f"CountDryRun{name}" >> beam.ParDo(TallyEach(_DryRunTallies(age, run_id)))
+                    | f"WriteDryRun{name}"
+                    >> WriteLines(
+                        config.dry_run,
+                        part=name,
+                        what="dry-run file",
+                        run_id=run_id,
+                        render=render,
+                    )
                 )
         else:
             send_config = SendConfig(
@@ -364,21 +393,23 @@ class Backfill(beam.PTransform[PBegin, None]):
                 # that reads grouped events: spread over workers already
                 sent = stream | f"Send{name}" >> SendMessages(send_config, reshuffle=False)
                 tallies.append(sent[SEND_TALLY])
-                dead_letters[f"Send{name}"] = sent[FAILED] | f"FailedEntries{name}" >> beam.Map(
-                    _failure_entry
-                )
-        for name, entries in dead_letters.items():
+                failed[f"Send{name}"] = sent[FAILED]
+        entry_lines = _DeadLetterLine(redact)
+        delivery_lines = _DeadLetterLine(redact, _failure_entry)
+        for name, entries in [*dead_letters.items(), *failed.items()]:
             # each step writes and counts its own entries where it runs, as they come: a
             # Flatten would hold them until every step before it is done, after the sending,
             # and make them cross a stage boundary (a DeadLetterEntry has no coder of its own)
             tallies.append(
                 entries
-                | f"DeadLetterLines{name}" >> beam.Map(lambda entry: entry.to_json(redact))
                 | f"WriteDeadLetter{name}"
-                >> WriteLines(config.dead_letter, part=name, what="dead letter", run_id=run_id)
-            )
-            tallies.append(
-                entries | f"CountReasons{name}" >> beam.ParDo(TallyEach(_reason_tallies(redact)))
+                >> WriteLines(
+                    config.dead_letter,
+                    part=name,
+                    what="dead letter",
+                    run_id=run_id,
+                    render=delivery_lines if name in failed else entry_lines,
+                )
             )
         _ = (
             tuple(tallies)
@@ -854,6 +885,7 @@ def run_pass(
         # the send steps run here: their processes start while the pipeline reads
         start_senders=runs_in_process(options),
         parse_processes=parse_processes(files) if runs_in_memory(options) else 0,
+        spread_files=not runs_in_memory(options),
         **backfill,
     )
     try:

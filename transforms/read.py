@@ -320,18 +320,27 @@ def read_file(path: str, file_format: str | None = None) -> Iterator[RawRecord]:
 
 
 class ReadEvents(beam.PTransform[PBegin, PCollection[RawRecord]]):
-    """Files -> RawRecords, the files spread over workers (one file per element)."""
+    """Files -> RawRecords, the files spread over workers (one file per element).
 
-    def __init__(self, files: Sequence[str], file_format: str | None = None) -> None:
+    ``spread``: reshuffle the files over the workers; a run whose Beam work is one process
+    (DirectRunner's in-memory mode) has nothing to spread them over, and saves the shuffle's
+    steps and stage.
+    """
+
+    def __init__(
+        self, files: Sequence[str], file_format: str | None = None, *, spread: bool = True
+    ) -> None:
         super().__init__()
         self._files = list(files)
         self._format = file_format
+        self._spread = spread
 
     def expand(self, pbegin: PBegin) -> PCollection[RawRecord]:
-        records: PCollection[RawRecord] = (
-            pbegin
-            | "ListFiles" >> beam.Create(self._files)
-            | "SpreadFiles" >> beam.Reshuffle()
-            | "ReadFiles" >> beam.FlatMap(read_file, self._format)
+        # Create's own reshuffle is left out: SpreadFiles is the one that spreads them
+        files = pbegin | "ListFiles" >> beam.Create(self._files, reshuffle=False)
+        if self._spread:
+            files = files | "SpreadFiles" >> beam.Reshuffle()
+        records: PCollection[RawRecord] = files | "ReadFiles" >> beam.FlatMap(
+            read_file, self._format
         )
         return records

@@ -19,7 +19,7 @@ from apache_beam.runners.portability.fn_api_runner.fn_runner import FnApiRunner
 from apache_beam.testing.util import assert_that, equal_to
 
 from beaconflow.delivery.stop import forget_run, run_stop
-from beaconflow.report.counts import STOPPED, tally
+from beaconflow.report.counts import STOPPED, Tally, tally
 from beaconflow.transforms.linefile import (
     WriteLines,
     merge_parts,
@@ -67,6 +67,49 @@ def test_a_full_disk_trips_the_runs_stop_and_says_why(small_disk: SmallDisk) -> 
         assert_that(tallies, equal_to([tally(STOPPED, detail=reason)]))
     assert run_stop("t2").reason == reason
     forget_run("t2")
+
+
+def _rendered(n: int) -> tuple[str, list[Tally]]:
+    """An element's line and tallies, as a dead letter's render gives them."""
+    return f'{{"n": {n}}}', [tally("counted", n=1, detail="even" if n % 2 == 0 else "odd")]
+
+
+def test_with_render_each_element_gives_its_line_and_its_tallies(tmp_path: Path) -> None:
+    path = tmp_path / "dead.jsonl"
+    with beam.Pipeline(runner=FnApiRunner()) as pipeline:
+        tallies = (
+            pipeline
+            | beam.Create(range(7))
+            | WriteLines(str(path), part="A", run_id="t4", render=_rendered)
+        )
+        summed = tallies | beam.CombinePerKey(sum)
+        assert_that(
+            summed,
+            equal_to(
+                [(tally("counted", detail="even")[0], 4), (tally("counted", detail="odd")[0], 3)]
+            ),
+        )
+    merge_parts(str(path))
+    assert sorted(path.read_text().splitlines()) == sorted(f'{{"n": {n}}}' for n in range(7))
+    forget_run("t4")
+
+
+def test_with_render_a_full_disk_still_counts_every_element(small_disk: SmallDisk) -> None:
+    """What the run met is counted, written or not; the stop says why the file is short."""
+    small_disk.fill(free=0)
+    path = small_disk.path / "dead.jsonl"
+    reason = f"dead letter not writable: {path}: No space left on device"
+    with beam.Pipeline(runner=FnApiRunner()) as pipeline:
+        tallies = (
+            pipeline
+            | beam.Create([0, 2, 4])
+            | WriteLines(str(path), what="dead letter", run_id="t5", render=_rendered)
+        )
+        assert_that(
+            tallies,
+            equal_to([tally(STOPPED, detail=reason), (tally("counted", detail="even")[0], 3)]),
+        )
+    forget_run("t5")
 
 
 def test_a_failed_merge_keeps_the_earlier_file_and_the_shards(tmp_path: Path) -> None:
