@@ -54,21 +54,6 @@ def test_each_bundle_writes_a_shard_and_the_merge_has_every_line(tmp_path: Path)
     forget_run("t1")
 
 
-def test_a_full_disk_trips_the_runs_stop_and_says_why(small_disk: SmallDisk) -> None:
-    small_disk.fill(free=0)
-    path = small_disk.path / "dead.jsonl"
-    reason = f"dead letter not writable: {path}: No space left on device"
-    with beam.Pipeline(runner=FnApiRunner()) as pipeline:
-        tallies = (
-            pipeline
-            | beam.Create(["x" * 5000] * 20)
-            | WriteLines(str(path), what="dead letter", run_id="t2")
-        )
-        assert_that(tallies, equal_to([tally(STOPPED, detail=reason)]))
-    assert run_stop("t2").reason == reason
-    forget_run("t2")
-
-
 def _rendered(n: int) -> tuple[str, list[Tally]]:
     """An element's line and tallies, as a dead letter's render gives them."""
     return f'{{"n": {n}}}', [tally("counted", n=1, detail="even" if n % 2 == 0 else "odd")]
@@ -94,22 +79,32 @@ def test_with_render_each_element_gives_its_line_and_its_tallies(tmp_path: Path)
     forget_run("t4")
 
 
-def test_with_render_a_full_disk_still_counts_every_element(small_disk: SmallDisk) -> None:
-    """What the run met is counted, written or not; the stop says why the file is short."""
+@pytest.mark.parametrize("rendered", [False, True], ids=["lines", "rendered"])
+def test_a_full_disk_trips_the_runs_stop_and_says_why(
+    small_disk: SmallDisk, rendered: bool
+) -> None:
+    """With ``render``, what the run met is counted, written or not."""
     small_disk.fill(free=0)
     path = small_disk.path / "dead.jsonl"
     reason = f"dead letter not writable: {path}: No space left on device"
+    elements: list[object] = [0, 2, 4] if rendered else ["x" * 5000] * 20
+    expected = [tally(STOPPED, detail=reason)]
+    if rendered:
+        expected.append((tally("counted", detail="even")[0], 3))
     with beam.Pipeline(runner=FnApiRunner()) as pipeline:
         tallies = (
             pipeline
-            | beam.Create([0, 2, 4])
-            | WriteLines(str(path), what="dead letter", run_id="t5", render=_rendered)
+            | beam.Create(elements)
+            | WriteLines(
+                str(path),
+                what="dead letter",
+                run_id="t2",
+                render=_rendered if rendered else None,
+            )
         )
-        assert_that(
-            tallies,
-            equal_to([tally(STOPPED, detail=reason), (tally("counted", detail="even")[0], 3)]),
-        )
-    forget_run("t5")
+        assert_that(tallies, equal_to(expected))
+    assert run_stop("t2").reason == reason
+    forget_run("t2")
 
 
 def test_a_failed_merge_keeps_the_earlier_file_and_the_shards(tmp_path: Path) -> None:
