@@ -327,7 +327,10 @@ class Backfill(beam.PTransform[PBegin, None]):
                 built[DAYS],
                 parsed[REPLAYED] | "ReplayedDays" >> beam.Map(lambda kv: days_seen(kv[1])),
             ) | "AllDays" >> beam.Flatten()
-            ledger = seen | "Ledger" >> ReadDelivered(ledger_files(config.ledger), identity.legacy)
+            # only this run's endpoints' entries: another app's cannot match its messages
+            ledger = seen | "Ledger" >> ReadDelivered(
+                ledger_files(config.ledger), identity.legacy, fingerprints.values()
+            )
             delivered_before = ledger[LEDGER_KEYS]
             ledger_tallies.append(ledger[LEDGER_TALLY])
         messages = all_messages | "DedupMessages" >> DedupByKey(

@@ -6,8 +6,10 @@ file of the ledger: the distinct event days of the messages (counted where the m
 made, a :class:`~beaconflow.delivery.ledger_days.DaysSeen` per bundle, merged by
 :class:`MergeDays` into one value per run) choose the files that may hold their entries
 (:meth:`~beaconflow.delivery.ledger_days.LedgerDays.reads`: shards whose range of days meets
-them, and every file without a range), so that the join holds the entries of the run's days,
-not every delivery ever recorded. How many files were read and passed over is counted
+them, and every file without a range), and of those only the entries of the run's own
+endpoints are kept (another app sharing the ledger's folder has entries of the same days), so
+that the join holds the run's deliveries of its days, not every delivery ever recorded. How
+many files were read and passed over is counted
 (``ledger_files_read``, ``ledger_files_skipped``). Tested with::
 
     python -m pytest tests/transforms/test_ledger.py
@@ -79,14 +81,21 @@ class ReadDelivered(beam.PTransform[PCollection[DaysSeen], dict[str, PCollection
 
     ``files``: every shard and journal of the ledger
     (:func:`~beaconflow.delivery.ledger.ledger_files`); ``legacy``: the run's format-1
-    fingerprints (:class:`~beaconflow.delivery.ledger.LedgerKeys`). Outputs ``keys`` and
-    ``tally``, a dict.
+    fingerprints (:class:`~beaconflow.delivery.ledger.LedgerKeys`); ``fingerprints``: the
+    run's own, whose keys alone are kept (None: every key). Outputs ``keys`` and ``tally``,
+    a dict.
     """
 
-    def __init__(self, files: Sequence[str], legacy: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        files: Sequence[str],
+        legacy: Mapping[str, str],
+        fingerprints: Iterable[str] | None = None,
+    ) -> None:
         super().__init__()
         self._files = list(files)
         self._legacy = dict(legacy)
+        self._fingerprints = None if fingerprints is None else sorted(set(fingerprints))
 
     def expand(self, seen: PCollection[DaysSeen]) -> dict[str, PCollection[Any]]:
         days = seen | "Days" >> beam.CombineGlobally(MergeDays())
@@ -101,6 +110,7 @@ class ReadDelivered(beam.PTransform[PCollection[DaysSeen], dict[str, PCollection
         keys = (
             chosen[KEYS]
             | "Spread" >> beam.Reshuffle()
-            | "Read" >> beam.FlatMap(LedgerKeys(self._legacy)).with_output_types(str)
+            | "Read"
+            >> beam.FlatMap(LedgerKeys(self._legacy, self._fingerprints)).with_output_types(str)
         )
         return {KEYS: keys, TALLY: chosen[TALLY]}

@@ -305,13 +305,23 @@ def read_ledger_file(path: str, legacy: Mapping[str, str] | None = None) -> Iter
 
 
 class LedgerKeys:
-    """``read_ledger_file`` with the run's format-1 fingerprints, for Beam (picklable)."""
+    """``read_ledger_file`` with the run's format-1 fingerprints, for Beam (picklable).
 
-    def __init__(self, legacy: Mapping[str, str]) -> None:
+    ``wanted``: the run's fingerprints; the keys of other endpoints (another app, another
+    URL sharing the ledger's folder) can match none of the run's messages and are left out,
+    so that the join holds the run's own deliveries only. None: every key.
+    """
+
+    def __init__(self, legacy: Mapping[str, str], wanted: Iterable[str] | None = None) -> None:
         self._legacy = dict(legacy)
+        self._wanted = None if wanted is None else frozenset(wanted)
 
     def __call__(self, path: str) -> Iterator[str]:
-        return read_ledger_file(path, self._legacy)
+        keys = read_ledger_file(path, self._legacy)
+        wanted = self._wanted
+        if wanted is None:
+            return keys
+        return (key for key in keys if key.partition(":")[0] in wanted)
 
 
 def seal_line(

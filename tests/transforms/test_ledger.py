@@ -75,12 +75,18 @@ def opened(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     yield paths
 
 
-def _run(ledger: Path, messages: list[Message], keys: list[str], tallies: dict[str, int]) -> None:
+def _run(
+    ledger: Path,
+    messages: list[Message],
+    keys: list[str],
+    tallies: dict[str, int],
+    fingerprints: list[str] | None = None,
+) -> None:
     """Check the keys ReadDelivered gives for these messages, and its tallies."""
     register_coders()
     with BeamTestPipeline(runner=FnApiRunner()) as p:
         seen = p | beam.Create(messages).with_output_types(Message) | beam.Map(days_seen)
-        read = seen | ReadDelivered(ledger_files(str(ledger)), {})
+        read = seen | ReadDelivered(ledger_files(str(ledger)), {}, fingerprints)
         assert_that(read[KEYS], equal_to(keys), label="keys")
         summed = (
             read[TALLY]
@@ -179,3 +185,17 @@ def test_with_the_dedup_the_messages_delivered_before_are_skipped(ledger: Path) 
             equal_to(["1", "2", "4", "5", "3"]),
             label="skipped",
         )
+
+
+def test_another_endpoints_entries_of_the_same_days_are_left_out(ledger: Path) -> None:
+    """A ledger shared with another app: its entries cannot match; the join does not hold them."""
+    other = {"kontagent": "0" * 12, "kissmetrics": "1" * 12}
+    writer = LedgerWriter(str(ledger), other, sync_seconds=None)
+    writer.record([kontagent(n, RUN_DAY) for n in (1, 2, 50, 51)])
+    writer.close()
+    ours = [kontagent(n, RUN_DAY) for n in (1, 2, 4, 5)] + [alias(3)]
+    theirs = [ledger_key(other["kontagent"], kontagent(n, RUN_DAY)) for n in (1, 2, 50, 51)]
+    read = {"ledger_files_read": 5, "ledger_files_skipped": len(OLD_DAYS)}
+    _run(ledger, [kontagent(1, RUN_DAY)], [key(m) for m in ours], read, list(FINGERPRINTS.values()))
+    # without the run's fingerprints, every key of the files read
+    _run(ledger, [kontagent(1, RUN_DAY)], [key(m) for m in ours] + theirs, read)
