@@ -116,7 +116,10 @@ def test_two_signals_at_any_moment_end_the_command_with_143(events: Path, tmp_pa
     the command die of SIGINT at exit (-2) before beaconflow undid that (stop.py).
     """
     for delay in (0.0, 0.3, 0.6, 0.9, 1.2, 1.5):
-        process = _start(_flags(events, tmp_path / f"after-{delay}"))
+        # capped, the run sends for about 12 s: the latest signals still find it sending
+        # (uncapped, it could be over before 1.5 s after its start-up)
+        flags = [*_flags(events, tmp_path / f"after-{delay}"), "--max-rps=50"]
+        process = _start(flags)
         _in_start_up(process)
         time.sleep(delay)
         os.killpg(process.pid, signal.SIGTERM)
