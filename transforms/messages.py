@@ -74,7 +74,7 @@ class SplitMessages(CountsTallies, beam.DoFn):
         self._seen = DaysSeen() if self._days else None
 
     def finish_bundle(self) -> Iterator[Any]:
-        seen, self._seen = self._seen, DaysSeen() if self._days else None
+        seen = self._seen  # start_bundle gives the next bundle its own
         if seen is not None and (seen.days or seen.unknown):
             yield TaggedOutput(DAYS, GlobalWindows.windowed_value(seen))
         yield from super().finish_bundle()
